@@ -1,0 +1,3 @@
+from gacclint.cli import main
+
+main(prog_name="gacclint")

@@ -1,0 +1,73 @@
+"""Check one source: parse once, build the loop model, run the rules, locate findings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import libcst as cst
+from libcst.metadata import MetadataWrapper, PositionProvider
+
+from gacclint.loops.find import build_model
+from gacclint.rules import all_rules
+from gacclint.rules.base import Finding, Fix
+from gacclint.selection import Selection
+
+
+@dataclass(frozen=True)
+class Located:
+    """A finding with its place in the source (1-based rows and columns)."""
+
+    code: str
+    message: str
+    row: int
+    column: int
+    end_row: int
+    end_column: int
+    fix: Fix | None
+    finding: Finding
+
+
+class SourceError(Exception):
+    """The source cannot be checked (it does not parse); the message says why."""
+
+
+def parse(source: bytes) -> cst.Module:
+    try:
+        return cst.parse_module(source)
+    except cst.ParserSyntaxError as error:
+        raise SourceError(f"syntax error at {error.raw_line}:{error.raw_column + 1}: {error.message}") from None
+    except (UnicodeDecodeError, LookupError) as error:
+        raise SourceError(f"cannot decode: {error}") from None
+    except RecursionError:
+        raise SourceError("nesting too deep to parse") from None
+
+
+def lint_module(module: cst.Module, selection: Selection) -> list[Located]:
+    model = build_model(module)
+    if not model.loops:
+        return []
+    findings: list[Finding] = []
+    seen: set[tuple[str, int]] = set()
+    for rule_class in all_rules():
+        if not selection.selects(rule_class.code):
+            continue
+        for finding in rule_class().check_module(model):
+            key = (finding.code, id(finding.node))
+            if key not in seen:
+                seen.add(key)
+                findings.append(finding)
+    if not findings:
+        return []
+    positions = MetadataWrapper(module, unsafe_skip_copy=True).resolve(PositionProvider)
+    located = []
+    for finding in findings:
+        span = positions[finding.node]
+        located.append(Located(finding.code, finding.message, span.start.line, span.start.column + 1,
+                               span.end.line, span.end.column + 1, finding.fix, finding))
+    located.sort(key=lambda f: (f.row, f.column, f.code))
+    return located
+
+
+def lint_source(source: bytes, selection: Selection) -> tuple[cst.Module, list[Located]]:
+    module = parse(source)
+    return module, lint_module(module, selection)

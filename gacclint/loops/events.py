@@ -1,0 +1,195 @@
+"""Recognising events in one statement: backward, step, clear, and their kin."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator
+
+import libcst as cst
+
+from gacclint.loops.facts import ModuleFacts
+from gacclint.loops.model import EventKind
+from gacclint.loops.vocabulary import (
+    FRAMEWORK_BACKWARD_OWNERS,
+    FRAMEWORK_OTHER_BACKWARD_HINTS,
+    code_of,
+    dotted_name,
+    looks_like_accelerator,
+    looks_like_deepspeed_engine,
+    looks_like_fabric,
+    looks_like_optimizer,
+    looks_like_scaler,
+    looks_like_scheduler,
+)
+
+
+@dataclass(frozen=True)
+class RawEvent:
+    kind: EventKind
+    node: cst.CSTNode
+    receiver: str | None = None
+    framework: str | None = None
+    loss: cst.BaseExpression | None = None
+    via_scaler: str | None = None
+    retain_graph: bool = False
+
+
+_CLIP_NAMES = {"clip_grad_norm_", "clip_grad_value_", "clip_grad_norm", "clip_grad_value", "clip_gradients", "clip_grad_norm_fp32"}
+_GRAD_SCALING_CALLS = {"multiply_grads", "scale_grads", "div_grads", "divide_grads", "average_gradients", "all_reduce_grads_mean"}
+_CLEAR_GRAD_METHODS = {"zero_", "detach_", "fill_"}
+
+
+def _walk_calls(node: cst.CSTNode) -> Iterator[cst.CSTNode]:
+    """Calls and assignments in evaluation-ish order, not entering lambdas or defs."""
+    stack: list[cst.CSTNode] = [node]
+    found: list[cst.CSTNode] = []
+    while stack:
+        current = stack.pop()
+        if isinstance(current, (cst.Lambda, cst.FunctionDef, cst.ClassDef)):
+            continue
+        if isinstance(current, (cst.Call, cst.Assign, cst.AugAssign)):
+            found.append(current)
+        stack.extend(reversed(current.children))
+    # Inner calls run before the calls that contain them; statements read left to right.
+    return iter(found)
+
+
+def is_grad_reference(node: cst.BaseExpression) -> bool:
+    """`p.grad` or `p.grad.data`."""
+    text = dotted_name(node) if isinstance(node, (cst.Attribute, cst.Name)) else None
+    if text is None and isinstance(node, cst.Attribute):
+        return node.attr.value in {"grad", "data"} and (node.attr.value == "grad" or is_grad_reference(node.value))
+    return bool(text) and (text.endswith(".grad") or text.endswith(".grad.data"))
+
+
+def events_in(statement: cst.CSTNode, facts: ModuleFacts, clear_helpers: set[str]) -> list[RawEvent]:
+    events: list[RawEvent] = []
+    for node in _walk_calls(statement):
+        event = _classify(node, facts, clear_helpers)
+        if event is not None:
+            events.append(event)
+    return events
+
+
+def _keyword(call: cst.Call, name: str) -> cst.BaseExpression | None:
+    for arg in call.args:
+        if arg.keyword is not None and arg.keyword.value == name:
+            return arg.value
+    return None
+
+
+def _positional(call: cst.Call) -> list[cst.BaseExpression]:
+    return [a.value for a in call.args if a.keyword is None and not a.star]
+
+
+def _classify(node: cst.CSTNode, facts: ModuleFacts, clear_helpers: set[str]) -> RawEvent | None:
+    if isinstance(node, cst.Assign):
+        if any(is_grad_reference(t.target) for t in node.targets):
+            if isinstance(node.value, cst.Name) and node.value.value == "None":
+                return RawEvent(EventKind.CLEAR, node, receiver="params")
+            if isinstance(node.value, cst.BinaryOperation) and isinstance(node.value.operator, (cst.Divide, cst.Multiply)):
+                return RawEvent(EventKind.GRAD_SCALING, node)
+        return None
+    if isinstance(node, cst.AugAssign):
+        if is_grad_reference(node.target) and isinstance(node.operator, (cst.DivideAssign, cst.MultiplyAssign)):
+            return RawEvent(EventKind.GRAD_SCALING, node)
+        return None
+    assert isinstance(node, cst.Call)
+    func = node.func
+    if isinstance(func, cst.Name):
+        if func.value in clear_helpers:
+            return RawEvent(EventKind.CLEAR, node, receiver=None)
+        if func.value in _CLIP_NAMES:
+            return RawEvent(EventKind.CLIP, node)
+        return None
+    if not isinstance(func, cst.Attribute):
+        return None
+    method = func.attr.value
+    owner = func.value
+    owner_text = code_of(owner)
+    if method == "backward":
+        return _backward(node, owner, owner_text, facts)
+    if method == "manual_backward" and _positional(node):  # Lightning
+        return RawEvent(EventKind.BACKWARD, node, loss=_positional(node)[0], framework="lightning")
+    if method == "step":
+        return _step(node, owner_text, facts)
+    if method == "optimizer_step" and _positional(node):  # torch_xla: xm.optimizer_step(opt)
+        return RawEvent(EventKind.STEP, node, receiver=code_of(_positional(node)[0]))
+    if method in {"zero_grad", "clear_grad"}:
+        return RawEvent(EventKind.CLEAR, node, receiver=owner_text)
+    if method in _CLEAR_GRAD_METHODS and is_grad_reference(owner):
+        if method == "fill_" and not (node.args and code_of(node.args[0].value) in {"0", "0.0"}):
+            return None
+        if method == "detach_":
+            return None
+        return RawEvent(EventKind.CLEAR, node, receiver="params")
+    if method in {"div_", "mul_"} and is_grad_reference(owner):
+        return RawEvent(EventKind.GRAD_SCALING, node)
+    if method in _GRAD_SCALING_CALLS:
+        return RawEvent(EventKind.GRAD_SCALING, node)
+    if method in _CLIP_NAMES:
+        return RawEvent(EventKind.CLIP, node, receiver=owner_text)
+    if method == "unscale_" and looks_like_scaler(owner_text):
+        args = _positional(node)
+        return RawEvent(EventKind.UNSCALE, node, receiver=code_of(args[0]) if args else None, via_scaler=owner_text)
+    if method == "update" and looks_like_scaler(owner_text):
+        return RawEvent(EventKind.SCALER_UPDATE, node, via_scaler=owner_text)
+    if isinstance(owner, cst.Name) and owner.value == "self" and method in clear_helpers:
+        return RawEvent(EventKind.CLEAR, node, receiver=None)
+    return None
+
+
+def _backward(node: cst.Call, owner: cst.BaseExpression, owner_text: str, facts: ModuleFacts) -> RawEvent | None:
+    args = _positional(node)
+    retain = _keyword(node, "retain_graph")
+    retain_graph = retain is not None and not (isinstance(retain, cst.Name) and retain.value in {"False", "None"})
+    if owner_text in {"torch.autograd", "autograd"}:
+        if not args:
+            return None
+        return RawEvent(EventKind.BACKWARD, node, loss=args[0], retain_graph=retain_graph)
+    # scaler.scale(loss).backward()
+    if isinstance(owner, cst.Call) and isinstance(owner.func, cst.Attribute) and owner.func.attr.value == "scale":
+        scaler_text = code_of(owner.func.value)
+        scaled = _positional(owner)
+        if scaled and looks_like_scaler(scaler_text):
+            return RawEvent(EventKind.BACKWARD, node, loss=scaled[0], via_scaler=scaler_text, retain_graph=retain_graph)
+    if args and _is_framework_owner(owner_text, facts):
+        if looks_like_accelerator(owner_text):
+            framework = "accelerate"
+        elif looks_like_fabric(owner_text):
+            framework = "fabric"
+        elif owner_text in facts.deepspeed_engines or looks_like_deepspeed_engine(owner_text):
+            framework = "deepspeed"
+        else:
+            framework = "other"
+        return RawEvent(EventKind.BACKWARD, node, loss=args[0], framework=framework, retain_graph=retain_graph)
+    if isinstance(owner, cst.Name) and owner.value == "self":
+        return None
+    return RawEvent(EventKind.BACKWARD, node, loss=owner, retain_graph=retain_graph)
+
+
+def _is_framework_owner(owner_text: str, facts: ModuleFacts) -> bool:
+    """`accelerator.backward(loss)`, `engine.backward(loss)`, `optimizer.backward(loss)`, ..."""
+    if owner_text in facts.deepspeed_engines or owner_text in facts.optimizers:
+        return True
+    if looks_like_accelerator(owner_text) or looks_like_fabric(owner_text) or looks_like_optimizer(owner_text):
+        return True
+    if looks_like_deepspeed_engine(owner_text):
+        return True
+    lowered = owner_text.rsplit(".", 1)[-1].lower()
+    return lowered in FRAMEWORK_BACKWARD_OWNERS or any(hint in lowered for hint in FRAMEWORK_OTHER_BACKWARD_HINTS)
+
+
+def _step(node: cst.Call, owner_text: str, facts: ModuleFacts) -> RawEvent | None:
+    if looks_like_scaler(owner_text):
+        args = _positional(node)
+        if not args:
+            return None
+        return RawEvent(EventKind.STEP, node, receiver=code_of(args[0]), via_scaler=owner_text)
+    if owner_text in facts.schedulers or looks_like_scheduler(owner_text):
+        return RawEvent(EventKind.SCHEDULER_STEP, node, receiver=owner_text)
+    if owner_text in facts.deepspeed_engines or (looks_like_deepspeed_engine(owner_text) and not looks_like_optimizer(owner_text)):
+        return RawEvent(EventKind.STEP, node, receiver=owner_text, framework="deepspeed")
+    if owner_text in facts.optimizers or looks_like_optimizer(owner_text):
+        return RawEvent(EventKind.STEP, node, receiver=owner_text)
+    return None

@@ -1,0 +1,271 @@
+"""Facts about a whole module that loops are read against.
+
+Which functions clear gradients or yield, which names hold optimizers,
+schedulers, scalers or framework objects, and what literal values module
+constants have (for "provable from literals" in RULES.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable
+
+import libcst as cst
+import libcst.matchers as m
+
+from gacclint.loops.vocabulary import OPTIMIZER_CONSTRUCTORS, call_name, code_of, dotted_name, is_sum_reduction
+
+
+@dataclass
+class Binding:
+    """`target = value`, in source order, with the function it sits in."""
+
+    target: str
+    value: cst.BaseExpression
+    scope: cst.FunctionDef | None
+    statement: cst.CSTNode
+    tuple_index: int | None = None  # position when unpacked from a tuple/call
+
+
+@dataclass
+class ModuleFacts:
+    functions: dict[str, list[cst.FunctionDef]] = field(default_factory=dict)
+    classes: dict[str, cst.ClassDef] = field(default_factory=dict)
+    bindings: dict[str, list[Binding]] = field(default_factory=dict)
+    binding_order: dict[int, int] = field(default_factory=dict)  # id(statement) -> order
+    statement_order: dict[int, int] = field(default_factory=dict)  # id(any statement) -> order
+    accelerator_gas: bool = False  # Accelerator(gradient_accumulation_steps=...) visible
+    deepspeed_engines: set[str] = field(default_factory=set)
+    prepared: set[str] = field(default_factory=set)  # names returned by accelerator.prepare
+    ddp_wrapped: set[str] = field(default_factory=set)
+    sum_reduced_losses: set[str] = field(default_factory=set)  # criterion = nn.X(reduction="sum")
+    optimizers: set[str] = field(default_factory=set)
+    schedulers: set[str] = field(default_factory=set)
+    iterable_datasets: set[str] = field(default_factory=set)
+
+    # -- queries -------------------------------------------------------------
+
+    def function_named(self, name: str) -> cst.FunctionDef | None:
+        found = self.functions.get(name)
+        return found[0] if found and len(found) == 1 else None
+
+    def is_generator_function(self, name: str) -> bool:
+        func = self.function_named(name)
+        return func is not None and _contains(func.body, m.Yield())
+
+    def latest_binding(self, target: str, before: cst.CSTNode | None, scope: cst.FunctionDef | None) -> Binding | None:
+        """The last binding of `target` before `before`: the function's own, else the module's."""
+        candidates = self.bindings.get(target, [])
+        limit = self.statement_order.get(id(before), 1 << 30) if before is not None else 1 << 30
+        best: Binding | None = None
+        for binding in candidates:
+            if binding.scope is not scope and binding.scope is not None:
+                continue
+            if binding.scope is None and scope is not None:
+                # A module binding is visible from a function whatever its position.
+                if best is None or best.scope is None:
+                    best = binding
+                continue
+            if self.binding_order.get(id(binding.statement), 0) < limit:
+                best = binding
+        return best
+
+    def evaluate_int(self, node: cst.BaseExpression, before: cst.CSTNode | None,
+                     scope: cst.FunctionDef | None, depth: int = 0) -> int | None:
+        """The integer value of `node` when it follows from literals alone."""
+        if depth > 12:
+            return None
+        if isinstance(node, cst.Integer):
+            return int(node.evaluated_value)
+        if isinstance(node, cst.Name):
+            binding = self.latest_binding(node.value, before, scope)
+            if binding is None or binding.tuple_index is not None:
+                return None
+            if len([b for b in self.bindings.get(node.value, []) if b.scope is binding.scope]) > 1 and binding.scope is not None:
+                pass  # the latest preceding one is what counts
+            return self.evaluate_int(binding.value, binding.statement, binding.scope, depth + 1)
+        if isinstance(node, cst.BinaryOperation):
+            left = self.evaluate_int(node.left, before, scope, depth + 1)
+            right = self.evaluate_int(node.right, before, scope, depth + 1)
+            if left is None or right is None:
+                return None
+            op = node.operator
+            if isinstance(op, cst.Add):
+                return left + right
+            if isinstance(op, cst.Subtract):
+                return left - right
+            if isinstance(op, cst.Multiply):
+                return left * right
+            if isinstance(op, cst.FloorDivide) and right:
+                return left // right
+            return None
+        if isinstance(node, cst.Call):
+            name = call_name(node)
+            if name == "len" and node.args:
+                return self.evaluate_length(node.args[0].value, before, scope, depth + 1)
+            if name == "int" and len(node.args) == 1:
+                return self.evaluate_int(node.args[0].value, before, scope, depth + 1)
+        return None
+
+    def evaluate_length(self, node: cst.BaseExpression, before: cst.CSTNode | None,
+                        scope: cst.FunctionDef | None, depth: int = 0) -> int | None:
+        """len(node) from literals: lists, ranges, literal-sized tensors, datasets, loaders."""
+        if depth > 12:
+            return None
+        if isinstance(node, (cst.List, cst.Tuple)):
+            if any(isinstance(el, cst.StarredElement) for el in node.elements):
+                return None
+            return len(node.elements)
+        if isinstance(node, cst.Name):
+            binding = self.latest_binding(node.value, before, scope)
+            if binding is None or binding.tuple_index is not None:
+                return None
+            return self.evaluate_length(binding.value, binding.statement, binding.scope, depth + 1)
+        if not isinstance(node, cst.Call):
+            return None
+        name = call_name(node) or ""
+        short = name.rsplit(".", 1)[-1]
+        positional = [a.value for a in node.args if a.keyword is None and a.star == ""]
+        keywords = {a.keyword.value: a.value for a in node.args if a.keyword is not None}
+        if short == "range":
+            values = [self.evaluate_int(v, before, scope, depth + 1) for v in positional]
+            if any(v is None for v in values) or not values:
+                return None
+            start, stop, step = (0, values[0], 1) if len(values) == 1 else (values[0], values[1], values[2] if len(values) > 2 else 1)
+            return len(range(start, stop, step)) if step else None  # type: ignore[arg-type]
+        if short in {"randn", "rand", "zeros", "ones", "empty", "randint", "arange", "linspace", "normal", "full"}:
+            if short == "randint":
+                size = keywords.get("size")
+                if isinstance(size, cst.Tuple) and size.elements:
+                    return self.evaluate_int(size.elements[0].value, before, scope, depth + 1)
+                return None
+            if short == "arange" and len(positional) == 1:
+                return self.evaluate_int(positional[0], before, scope, depth + 1)
+            if positional:
+                first = positional[0]
+                if isinstance(first, (cst.Tuple, cst.List)) and first.elements:
+                    first = first.elements[0].value
+                if short in {"linspace"} and len(positional) >= 3:
+                    return self.evaluate_int(positional[2], before, scope, depth + 1)
+                if short in {"normal", "full"}:
+                    return None
+                return self.evaluate_int(first, before, scope, depth + 1)
+            return None
+        if short == "TensorDataset" and positional:
+            return self.evaluate_length(positional[0], before, scope, depth + 1)
+        if short == "DataLoader":
+            dataset = positional[0] if positional else keywords.get("dataset")
+            batch = positional[1] if len(positional) > 1 else keywords.get("batch_size")
+            if dataset is None:
+                return None
+            size = self.evaluate_length(dataset, before, scope, depth + 1)
+            batch_size = 1 if batch is None else self.evaluate_int(batch, before, scope, depth + 1)
+            if size is None or not batch_size:
+                return None
+            drop_last = keywords.get("drop_last")
+            if drop_last is not None and not (isinstance(drop_last, cst.Name) and drop_last.value in {"True", "False"}):
+                return None
+            if isinstance(drop_last, cst.Name) and drop_last.value == "True":
+                return size // batch_size
+            return -(-size // batch_size)
+        return None
+
+
+def _contains(node: cst.CSTNode, matcher: m.BaseMatcherNode) -> bool:
+    return bool(m.findall(node, matcher))
+
+
+class _FactCollector(cst.CSTVisitor):
+    def __init__(self, facts: ModuleFacts) -> None:
+        self.facts = facts
+        self.scopes: list[cst.FunctionDef] = []
+        self.order = 0
+
+    def on_visit(self, node: cst.CSTNode) -> bool:
+        if isinstance(node, (cst.BaseStatement, cst.BaseSmallStatement)):
+            self.order += 1
+            self.facts.statement_order[id(node)] = self.order
+        return super().on_visit(node)
+
+    def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
+        self.facts.functions.setdefault(node.name.value, []).append(node)
+        self.scopes.append(node)
+
+    def leave_FunctionDef(self, original_node: cst.FunctionDef) -> None:
+        self.scopes.pop()
+
+    def visit_ClassDef(self, node: cst.ClassDef) -> None:
+        self.facts.classes[node.name.value] = node
+        bases = " ".join(code_of(arg.value) for arg in node.bases)
+        if "IterableDataset" in bases or "IterDataPipe" in bases:
+            self.facts.iterable_datasets.add(node.name.value)
+
+    def visit_Assign(self, node: cst.Assign) -> None:
+        for target in node.targets:
+            self._bind(target.target, node.value, node)
+
+    def visit_AnnAssign(self, node: cst.AnnAssign) -> None:
+        if node.value is not None:
+            self._bind(node.target, node.value, node)
+
+    def visit_Call(self, node: cst.Call) -> None:
+        name = call_name(node) or ""
+        if name.rsplit(".", 1)[-1] == "Accelerator":
+            if any(a.keyword is not None and a.keyword.value in {"gradient_accumulation_steps", "gradient_accumulation_plugin"} for a in node.args):
+                self.facts.accelerator_gas = True
+
+    def _bind(self, target: cst.BaseExpression, value: cst.BaseExpression, statement: cst.CSTNode) -> None:
+        scope = self.scopes[-1] if self.scopes else None
+        self.facts.binding_order[id(statement)] = self.facts.statement_order.get(id(statement), self.order)
+        if isinstance(target, (cst.Tuple, cst.List)):
+            names = [dotted_name(el.value) if not isinstance(el, cst.StarredElement) else None for el in target.elements]
+            for index, name in enumerate(names):
+                if name:
+                    self.facts.bindings.setdefault(name, []).append(Binding(name, value, scope, statement, index))
+            self._classify_unpacked(names, value)
+            return
+        name = dotted_name(target)
+        if not name:
+            return
+        self.facts.bindings.setdefault(name, []).append(Binding(name, value, scope, statement))
+        self._classify(name, value)
+
+    def _classify(self, name: str, value: cst.BaseExpression) -> None:
+        if not isinstance(value, cst.Call):
+            return
+        called = call_name(value) or ""
+        short = called.rsplit(".", 1)[-1]
+        if "lr_scheduler" in called or "Scheduler" in short or "schedule" in short.lower() or short.endswith("LR"):
+            self.facts.schedulers.add(name)
+        elif short in OPTIMIZER_CONSTRUCTORS or called.startswith(("torch.optim.", "optim.")) or "optimizer" in short.lower():
+            self.facts.optimizers.add(name)
+        elif short in {"DistributedDataParallel", "DDP"}:
+            self.facts.ddp_wrapped.add(name)
+        if is_sum_reduction(value):
+            self.facts.sum_reduced_losses.add(name)
+
+    def _classify_unpacked(self, names: list[str | None], value: cst.BaseExpression) -> None:
+        if not isinstance(value, cst.Call):
+            return
+        called = call_name(value) or ""
+        if called.endswith("deepspeed.initialize") or called == "initialize" and "deepspeed" in called:
+            if names and names[0]:
+                self.facts.deepspeed_engines.add(names[0])
+        if called.endswith(".prepare") and "accelerator" in called.lower():
+            self.facts.prepared.update(n for n in names if n)
+        if called.endswith("deepspeed.initialize") and len(names) > 1 and names[1]:
+            self.facts.optimizers.add(names[1])
+
+
+def collect_facts(module: cst.Module) -> ModuleFacts:
+    facts = ModuleFacts()
+    module.visit(_FactCollector(facts))
+    return facts
+
+
+def iter_names(node: cst.CSTNode) -> Iterable[str]:
+    """Every plain name and dotted name chain read in `node`."""
+    for found in m.findall(node, m.Name() | m.Attribute()):
+        text = dotted_name(found)  # type: ignore[arg-type]
+        if text:
+            yield text

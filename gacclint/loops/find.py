@@ -1,0 +1,613 @@
+"""Find training loops in a module and build their loop model."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+
+import libcst as cst
+import libcst.matchers as m
+
+from gacclint.loops.events import RawEvent, events_in
+from gacclint.loops.facts import ModuleFacts, collect_facts
+from gacclint.loops.flow import loss_flow
+from gacclint.loops.guards import GuardContext, classify
+from gacclint.loops.model import (
+    NO_GUARD,
+    OPAQUE_GUARD,
+    Condition,
+    ConditionKind,
+    Counter,
+    CounterSource,
+    Event,
+    EventKind,
+    Guard,
+    GuardKind,
+    IterableInfo,
+    IterableKind,
+    LoopNode,
+    LoopVariant,
+    ResolvedEvent,
+    Shape,
+    TrainingLoop,
+)
+from gacclint.loops.vocabulary import call_name, code_of, dotted_name
+
+MAX_SWITCHES = 5
+_TERMINATORS = (cst.Continue, cst.Break, cst.Return, cst.Raise)
+_STREAM_CALLS = {"count", "cycle", "iter", "repeat", "infinite_loader", "InfiniteDataLoader", "infinite"}
+_ITERABLE_WRAPPERS = {"tqdm", "enumerate", "auto", "notebook", "progress_bar", "track"}
+
+
+@dataclass(frozen=True)
+class _Frame:
+    """Where a statement sits: its block and the statement owning that block."""
+
+    owner: cst.CSTNode | None  # None for the module
+    block: tuple[cst.CSTNode, ...]
+    index: int
+
+
+@dataclass
+class _Visit:
+    statement: cst.CSTNode
+    raw_conditions: list[tuple[cst.BaseExpression | None, bool]]  # None expression: opaque (except:)
+    order: int
+    in_inner_loop: bool
+    in_window_loop: bool
+    editable: bool
+    contexts: tuple[str, ...]
+
+
+@dataclass
+class ModuleModel:
+    module: cst.Module
+    facts: ModuleFacts
+    loops: list[TrainingLoop]
+    frames: dict[int, list[_Frame]] = field(default_factory=dict)  # id(statement) -> ancestry
+
+
+def build_model(module: cst.Module) -> ModuleModel:
+    facts = collect_facts(module)
+    builder = _Builder(module, facts)
+    builder.walk_block(tuple(module.body), [], None, [])
+    return ModuleModel(module, facts, builder.loops, builder.frames)
+
+
+def _is_loop(node: cst.CSTNode) -> bool:
+    return isinstance(node, (cst.For, cst.While))
+
+
+def _blocks_of(node: cst.CSTNode) -> list[tuple[cst.BaseExpression | None, bool, tuple[cst.CSTNode, ...]]]:
+    """Child statement blocks of a compound statement, each with its test and polarity."""
+    def body(suite: cst.BaseSuite) -> tuple[cst.CSTNode, ...]:
+        return tuple(suite.body)
+
+    if isinstance(node, cst.If):
+        blocks = [(node.test, True, body(node.body))]
+        if node.orelse is not None:
+            blocks.append((node.test, False, (node.orelse,) if isinstance(node.orelse, cst.If) else body(node.orelse.body)))
+        return blocks
+    if isinstance(node, (cst.For, cst.While)):
+        blocks = [(None, True, body(node.body))]
+        if node.orelse is not None:
+            blocks.append((None, True, body(node.orelse.body)))
+        return blocks
+    if isinstance(node, (cst.With, cst.FunctionDef, cst.ClassDef)):
+        return [(None, True, body(node.body))]
+    if isinstance(node, (cst.Try, cst.TryStar)):
+        blocks = [(None, True, body(node.body))]
+        blocks += [(None, True, body(h.body)) for h in node.handlers]
+        if node.orelse is not None:
+            blocks.append((None, True, body(node.orelse.body)))
+        if node.finalbody is not None:
+            blocks.append((None, True, body(node.finalbody.body)))
+        return blocks
+    if isinstance(node, cst.Match):
+        return [(None, True, body(case.body)) for case in node.cases]
+    return []
+
+
+class _Builder:
+    def __init__(self, module: cst.Module, facts: ModuleFacts) -> None:
+        self.module = module
+        self.facts = facts
+        self.loops: list[TrainingLoop] = []
+        self.frames: dict[int, list[_Frame]] = {}
+        self.clear_helpers = self._clear_helpers()
+        self._backward_cache: dict[int, bool] = {}
+        # (id(loop), counter) -> index in the loop body of its `counter += 1`
+        self._increment_positions: dict[tuple[int, str], int] = {}
+        # id(node) -> index of the top-level statement of the current loop holding it
+        self._top_level: dict[int, int] = {}
+
+    # -- module walk -----------------------------------------------------------
+
+    def walk_block(self, block: tuple[cst.CSTNode, ...], ancestry: list[_Frame],
+                   owner: cst.CSTNode | None, functions: list[cst.FunctionDef]) -> None:
+        for index, statement in enumerate(block):
+            frames = ancestry + [_Frame(owner, block, index)]
+            self.frames[id(statement)] = frames
+            if _is_loop(statement) and self._directly_contains_backward(statement):
+                self._build_loop(statement, frames, functions[-1] if functions else None)
+            inner_functions = functions + [statement] if isinstance(statement, cst.FunctionDef) else functions
+            for _, _, child_block in _blocks_of(statement):
+                self.walk_block(child_block, frames, statement, inner_functions)
+
+    def _clear_helpers(self) -> set[str]:
+        """Functions of this module whose body clears gradients (RULES.md, *clear*)."""
+        helpers: set[str] = set()
+        for name, defs in self.facts.functions.items():
+            for func in defs:
+                for found in events_in(func.body, self.facts, set()):
+                    if found.kind is EventKind.CLEAR:
+                        helpers.add(name)
+        return helpers
+
+    def _directly_contains_backward(self, loop: LoopNode) -> bool:
+        key = id(loop)
+        if key not in self._backward_cache:
+            self._backward_cache[key] = any(
+                e.kind is EventKind.BACKWARD
+                for statement in self._own_statements(loop.body.body, enter_loops=False)
+                for e in events_in(statement, self.facts, self.clear_helpers)
+            )
+        return self._backward_cache[key]
+
+    def _own_statements(self, block, enter_loops: bool):
+        for statement in block:
+            if isinstance(statement, (cst.FunctionDef, cst.ClassDef)):
+                continue
+            if _is_loop(statement) and not enter_loops:
+                if not self._directly_contains_backward(statement):
+                    yield from self._own_statements(statement.body.body, enter_loops)
+                continue
+            if isinstance(statement, (cst.SimpleStatementLine, cst.SimpleStatementSuite)):
+                yield statement
+                continue
+            for _, _, child in _blocks_of(statement):
+                yield from self._own_statements(child, enter_loops)
+
+    # -- one loop ----------------------------------------------------------------
+
+    def _build_loop(self, micro: LoopNode, frames: list[_Frame], function: cst.FunctionDef | None) -> None:
+        shape = Shape.PER_ITERATION
+        training: LoopNode = micro
+        window_k: cst.BaseExpression | None = None
+        has_step = any(e.kind is EventKind.STEP for s in self._own_statements(micro.body.body, False)
+                       for e in events_in(s, self.facts, self.clear_helpers))
+        if not has_step:
+            outer = self._enclosing_loop(frames)
+            if outer is not None and self._step_follows(micro, outer):
+                shape, training = Shape.INNER_WINDOW, outer
+                window_k = _single_range_argument(micro)
+        counters = self._counters(training, frames if training is micro else self.frames.get(id(training), frames), function)
+        if shape is Shape.INNER_WINDOW:
+            counters.update(self._counters(micro, frames, function))
+        self._top_level = {id(node): index for index, statement in enumerate(training.body.body)
+                           for node in itertools.chain((statement,), _descendants(statement))}
+        varying = self._varying(training)
+        aliases = self._aliases(training)
+        visits = list(self._visits(training, micro if shape is Shape.INNER_WINDOW else None))
+        context = GuardContext(counters=counters, varying=varying, aliases=aliases)
+        events = self._events(visits, context, training, function)
+        iterable = self._iterable(micro, function)
+        loop = TrainingLoop(
+            node=micro,
+            shape=shape,
+            function=function,
+            iterable=iterable,
+            counter=next((c for c in counters.values() if c.source is not CounterSource.MANUAL), None),
+            events=events,
+            variants=_variants(events),
+            frameworks=frozenset(self._frameworks(events)),
+            window_loop=training if shape is Shape.INNER_WINDOW else None,
+            window_k=window_k,
+            flush_after_loop=shape is Shape.PER_ITERATION and self._flush_after(micro, frames),
+            bound_names=frozenset(self._bound_names(function)),
+        )
+        self.loops.append(loop)
+
+    def _enclosing_loop(self, frames: list[_Frame]) -> LoopNode | None:
+        for frame in reversed(frames):
+            if frame.owner is None or isinstance(frame.owner, (cst.FunctionDef, cst.ClassDef)):
+                return None
+            if _is_loop(frame.owner):
+                return frame.owner  # type: ignore[return-value]
+        return None
+
+    def _step_follows(self, micro: LoopNode, outer: LoopNode) -> bool:
+        """A step in the outer loop's body after the micro-step loop (nanoGPT)."""
+        seen = False
+        for statement in self._ordered(outer.body.body):
+            if statement is micro:
+                seen = True
+                continue
+            if seen and isinstance(statement, (cst.SimpleStatementLine, cst.SimpleStatementSuite)):
+                if any(e.kind is EventKind.STEP for e in events_in(statement, self.facts, self.clear_helpers)):
+                    return True
+        return False
+
+    def _ordered(self, block):
+        """Every statement of a block in source order, entering compound statements."""
+        for statement in block:
+            yield statement
+            if isinstance(statement, (cst.FunctionDef, cst.ClassDef)):
+                continue
+            for _, _, child in _blocks_of(statement):
+                yield from self._ordered(child)
+
+    def _counters(self, loop: LoopNode, frames: list[_Frame], function: cst.FunctionDef | None) -> dict[str, Counter]:
+        counters: dict[str, Counter] = {}
+        if isinstance(loop, cst.For):
+            target, iterable = loop.target, loop.iter
+            if isinstance(iterable, cst.Call) and (call_name(iterable) or "").endswith("enumerate"):
+                if isinstance(target, (cst.Tuple, cst.List)) and target.elements:
+                    name = dotted_name(target.elements[0].value)
+                    if name:
+                        start_node = next((a.value for a in iterable.args if a.keyword and a.keyword.value == "start"), None)
+                        positional = [a.value for a in iterable.args if a.keyword is None]
+                        if start_node is None and len(positional) > 1:
+                            start_node = positional[1]
+                        start = 0 if start_node is None else self.facts.evaluate_int(start_node, loop, function)
+                        counters[name] = Counter(name, CounterSource.ENUMERATE, start, per_pass=True)
+            elif (range_args := _range_arguments(iterable)) is not None:
+                name = dotted_name(target)
+                if name:
+                    start = 0 if len(range_args) == 1 else self.facts.evaluate_int(range_args[0], loop, function)
+                    counters[name] = Counter(name, CounterSource.RANGE, start, per_pass=True)
+        counters.update(self._manual_counters(loop, frames, function))
+        return counters
+
+    def _manual_counters(self, loop: LoopNode, frames: list[_Frame], function: cst.FunctionDef | None) -> dict[str, Counter]:
+        """`step += 1` directly in the loop body; its first value depends on the init."""
+        found: dict[str, Counter] = {}
+        increments: dict[str, list[int]] = {}
+        for index, statement in enumerate(loop.body.body):
+            if isinstance(statement, cst.SimpleStatementLine):
+                for small in statement.body:
+                    name = _increment_target(small)
+                    if name:
+                        increments.setdefault(name, []).append(index)
+        for name, positions in increments.items():
+            if len(positions) != 1:
+                continue
+            init, per_pass = self._counter_init(name, frames)
+            found[name] = Counter(name, CounterSource.MANUAL, init, per_pass)
+            self._increment_positions[id(loop), name] = positions[0]
+        return found
+
+    def _counter_init(self, name: str, frames: list[_Frame]) -> tuple[int | None, bool]:
+        """The literal `name = 0` before the loop, and whether it is re-run per pass."""
+        crossed_loop = False
+        for frame in reversed(frames):
+            for statement in reversed(frame.block[: frame.index]):
+                if isinstance(statement, cst.SimpleStatementLine):
+                    for small in statement.body:
+                        if isinstance(small, cst.Assign) and len(small.targets) == 1 and dotted_name(small.targets[0].target) == name:
+                            value = small.value
+                            if isinstance(value, cst.Integer):
+                                return int(value.evaluated_value), not crossed_loop
+                            return None, False
+            if frame.owner is None or isinstance(frame.owner, (cst.FunctionDef, cst.ClassDef)):
+                break
+            if _is_loop(frame.owner):
+                crossed_loop = True
+        return None, False
+
+    def _varying(self, loop: LoopNode) -> set[str]:
+        names: set[str] = set()
+        if isinstance(loop, cst.For):
+            names.update(_target_names(loop.target))
+        for found in m.findall(loop.body, m.Assign() | m.AugAssign() | m.AnnAssign() | m.For() | m.WithItem() | m.NamedExpr()):
+            if isinstance(found, cst.Assign):
+                for target in found.targets:
+                    names.update(_target_names(target.target))
+            elif isinstance(found, (cst.AugAssign, cst.AnnAssign)):
+                names.update(_target_names(found.target))
+            elif isinstance(found, cst.For):
+                names.update(_target_names(found.target))
+            elif isinstance(found, cst.WithItem) and found.asname is not None:
+                names.update(_target_names(found.asname.name))
+            elif isinstance(found, cst.NamedExpr):
+                names.update(_target_names(found.target))
+        return names
+
+    def _aliases(self, loop: LoopNode) -> dict[str, cst.BaseExpression]:
+        counts: dict[str, int] = {}
+        values: dict[str, cst.BaseExpression] = {}
+        for found in m.findall(loop.body, m.Assign() | m.AugAssign()):
+            targets = [t.target for t in found.targets] if isinstance(found, cst.Assign) else [found.target]
+            for target in targets:
+                for name in _target_names(target):
+                    counts[name] = counts.get(name, 0) + 1
+                    if isinstance(found, cst.Assign) and isinstance(target, cst.Name):
+                        values[name] = found.value
+        return {name: value for name, value in values.items() if counts.get(name) == 1}
+
+    def _visits(self, loop: LoopNode, window_loop: LoopNode | None):
+        order = itertools.count()
+
+        def walk(block, conditions, inner: bool, in_window: bool, contexts: tuple[str, ...], editable_block: bool):
+            pending = list(conditions)
+            for statement in block:
+                if isinstance(statement, (cst.FunctionDef, cst.ClassDef)):
+                    continue
+                if isinstance(statement, (cst.SimpleStatementLine, cst.SimpleStatementSuite)):
+                    yield _Visit(statement, pending, next(order), inner, in_window, editable_block and isinstance(statement, cst.SimpleStatementLine), contexts)
+                    continue
+                if isinstance(statement, cst.If):
+                    yield from walk(statement.body.body, pending + [(statement.test, True)], inner, in_window, contexts,
+                                    isinstance(statement.body, cst.IndentedBlock))
+                    if statement.orelse is not None:
+                        else_conditions = pending + [(statement.test, False)]
+                        if isinstance(statement.orelse, cst.If):
+                            yield from walk((statement.orelse,), else_conditions, inner, in_window, contexts, True)
+                        else:
+                            yield from walk(statement.orelse.body.body, else_conditions, inner, in_window, contexts,
+                                            isinstance(statement.orelse.body, cst.IndentedBlock))
+                    body_ends = _terminates(statement.body)
+                    else_ends = statement.orelse is not None and not isinstance(statement.orelse, cst.If) and _terminates(statement.orelse.body)
+                    if body_ends and statement.orelse is None:
+                        pending = pending + [(statement.test, False)]
+                    elif else_ends and not body_ends:
+                        pending = pending + [(statement.test, True)]
+                    continue
+                if isinstance(statement, cst.With):
+                    items = tuple(code_of(item.item) for item in statement.items)
+                    yield from walk(statement.body.body, pending, inner, in_window, contexts + items,
+                                    isinstance(statement.body, cst.IndentedBlock))
+                    continue
+                if _is_loop(statement):
+                    is_window = statement is window_loop
+                    nested_training = not is_window and self._directly_contains_backward(statement)
+                    yield from walk(statement.body.body, pending, inner or nested_training, in_window or is_window, contexts,
+                                    isinstance(statement.body, cst.IndentedBlock))
+                    continue
+                if isinstance(statement, (cst.Try, cst.TryStar)):
+                    yield from walk(statement.body.body, pending, inner, in_window, contexts, True)
+                    for handler in statement.handlers:
+                        yield from walk(handler.body.body, pending + [(None, True)], inner, in_window, contexts, True)
+                    for extra in (statement.orelse, statement.finalbody):
+                        if extra is not None:
+                            yield from walk(extra.body.body, pending, inner, in_window, contexts, True)
+                    continue
+                for _, _, child in _blocks_of(statement):
+                    yield from walk(child, pending + [(None, True)], inner, in_window, contexts, True)
+
+        yield from walk(loop.body.body, [], False, False, (), isinstance(loop.body, cst.IndentedBlock))
+
+    def _events(self, visits: list[_Visit], context: GuardContext, loop: LoopNode,
+                function: cst.FunctionDef | None) -> list[Event]:
+        events: list[Event] = []
+        statements = [v.statement for v in visits]
+        order = 0
+        for visit in visits:
+            raw_events = events_in(visit.statement, self.facts, self.clear_helpers)
+            if not raw_events:
+                continue
+            conditions = tuple(self._conditions(visit, context, loop))
+            for raw in raw_events:
+                flow = None
+                if raw.kind is EventKind.BACKWARD and raw.loss is not None:
+                    flow = loss_flow(raw.loss, visit.statement, statements, self.facts, function)
+                events.append(Event(
+                    kind=raw.kind, statement=visit.statement, node=raw.node, order=order, conditions=conditions,
+                    receiver=raw.receiver, framework=raw.framework, loss=raw.loss, loss_flow=flow,
+                    via_scaler=raw.via_scaler, retain_graph=raw.retain_graph, in_inner_loop=visit.in_inner_loop,
+                    in_window_loop=visit.in_window_loop, editable=visit.editable, contexts=visit.contexts,
+                ))
+                order += 1
+        return events
+
+    def _conditions(self, visit: _Visit, context: GuardContext, loop: LoopNode) -> list[Condition]:
+        conditions: list[Condition] = []
+        statement_index = self._top_level.get(id(visit.statement))
+        for expression, polarity in visit.raw_conditions:
+            if expression is None:
+                conditions.append(Condition(None, "<opaque>", True, ConditionKind.OPAQUE))
+                continue
+            test_index = self._top_level.get(id(expression), statement_index)
+            conditions.extend(classify(expression, polarity, self._context_at(context, loop, test_index)))
+        return conditions
+
+    def _context_at(self, context: GuardContext, loop: LoopNode, index: int | None) -> GuardContext:
+        """Manual counters read differently before and after their increment."""
+        counters = dict(context.counters)
+        for name, counter in context.counters.items():
+            if counter.source is not CounterSource.MANUAL:
+                continue
+            position = self._increment_positions.get((id(loop), name))
+            if position is None or index is None or counter.first_value is None:
+                counters[name] = Counter(name, counter.source, None, counter.per_pass)
+                continue
+            incremented_before = position < index
+            first = counter.first_value + (1 if incremented_before else 0)
+            counters[name] = Counter(name, counter.source, first, counter.per_pass)
+        return GuardContext(counters=counters, varying=context.varying, aliases=context.aliases)
+
+    def _iterable(self, loop: LoopNode, function: cst.FunctionDef | None) -> IterableInfo:
+        if isinstance(loop, cst.While):
+            return IterableInfo(IterableKind.STREAM, None, None)
+        node = loop.iter
+        while isinstance(node, cst.Call) and (call_name(node) or "").rsplit(".", 1)[-1] in _ITERABLE_WRAPPERS:
+            positional = [a.value for a in node.args if a.keyword is None and not a.star]
+            if not positional:
+                break
+            node = positional[0]
+        literal = self.facts.evaluate_length(node, loop, function)
+        if isinstance(node, (cst.List, cst.Tuple, cst.ListComp)):
+            return IterableInfo(IterableKind.LIST, None, literal)
+        if isinstance(node, cst.Call):
+            name = (call_name(node) or "").rsplit(".", 1)[-1]
+            if name in {"range", "trange"}:
+                args = _range_arguments(node) if name == "range" else [a.value for a in node.args if a.keyword is None]
+                length = code_of(args[0]) if args and len(args) == 1 else None
+                return IterableInfo(IterableKind.RANGE, length, literal)
+            if name in _STREAM_CALLS or self.facts.is_generator_function(name) or "infinite" in name.lower():
+                return IterableInfo(IterableKind.STREAM, None, None)
+            if name == "DataLoader":
+                return IterableInfo(self._loader_kind(node, loop, function), None, literal)
+            return IterableInfo(IterableKind.UNKNOWN, None, literal)
+        text = dotted_name(node)
+        if text is None:
+            return IterableInfo(IterableKind.UNKNOWN, None, None)
+        binding = self.facts.latest_binding(text, loop, function)
+        if binding is not None and binding.tuple_index is None and isinstance(binding.value, cst.Call):
+            called = (call_name(binding.value) or "").rsplit(".", 1)[-1]
+            if called in _STREAM_CALLS or self.facts.is_generator_function(called) or "infinite" in called.lower():
+                return IterableInfo(IterableKind.STREAM, None, None)
+            if called == "DataLoader":
+                return IterableInfo(self._loader_kind(binding.value, loop, function), f"len({text})", literal)
+            if called in {"range"}:
+                return IterableInfo(IterableKind.RANGE, f"len({text})", literal)
+        if binding is not None and isinstance(binding.value, (cst.GeneratorExp,)):
+            return IterableInfo(IterableKind.STREAM, None, None)
+        last = text.rsplit(".", 1)[-1].lower()
+        if "infinite" in last or "stream" in last or last.endswith("_iter") or last.endswith("iterator"):
+            return IterableInfo(IterableKind.STREAM, None, None)
+        if last.endswith("loader"):
+            return IterableInfo(IterableKind.LOADER, f"len({text})", literal)
+        return IterableInfo(IterableKind.SIZED, f"len({text})", literal)
+
+    def _loader_kind(self, call: cst.Call, loop: LoopNode, function: cst.FunctionDef | None) -> IterableKind:
+        positional = [a.value for a in call.args if a.keyword is None]
+        dataset = positional[0] if positional else next((a.value for a in call.args if a.keyword and a.keyword.value == "dataset"), None)
+        if dataset is not None:
+            value: cst.BaseExpression | None = dataset
+            if isinstance(dataset, cst.Name):
+                binding = self.facts.latest_binding(dataset.value, loop, function)
+                value = binding.value if binding is not None else None
+            if isinstance(value, cst.Call) and (call_name(value) or "").rsplit(".", 1)[-1] in self.facts.iterable_datasets:
+                return IterableKind.STREAM
+        return IterableKind.LOADER
+
+    def _flush_after(self, loop: LoopNode, frames: list[_Frame]) -> bool:
+        """A step after the loop, before the enclosing loop or function ends."""
+        for frame in reversed(frames):
+            for statement in frame.block[frame.index + 1:]:
+                for inner in self._ordered((statement,)):
+                    if isinstance(inner, (cst.SimpleStatementLine, cst.SimpleStatementSuite)):
+                        if any(e.kind is EventKind.STEP for e in events_in(inner, self.facts, self.clear_helpers)):
+                            return True
+            if frame.owner is None or isinstance(frame.owner, (cst.FunctionDef, cst.ClassDef)) or _is_loop(frame.owner):
+                return False
+        return False
+
+    def _frameworks(self, events: list[Event]) -> set[str]:
+        found: set[str] = set()
+        for event in events:
+            if any(".accumulate(" in context for context in event.contexts):
+                found.add("accelerate-accumulate")
+            if event.kind is EventKind.BACKWARD:
+                if event.framework == "accelerate" and self.facts.accelerator_gas:
+                    found.add("accelerate-gas")
+                elif event.framework in {"deepspeed", "other", "lightning"}:
+                    found.add(event.framework)
+            if event.kind is EventKind.STEP and event.framework == "deepspeed":
+                found.add("deepspeed")
+        return found
+
+    def _bound_names(self, function: cst.FunctionDef | None) -> set[str]:
+        names = {name for name, bindings in self.facts.bindings.items() if any(b.scope is function for b in bindings)}
+        if function is not None:
+            names.update(p.name.value for p in function.params.params)
+            names.update(n.value for n in m.findall(function.body, m.Name()))
+        else:
+            names.update(n.value for n in m.findall(self.module, m.Name()))
+        return names
+
+
+def _variants(events: list[Event]) -> list[LoopVariant]:
+    switches: list[str] = []
+    for event in events:
+        for condition in event.conditions:
+            if condition.kind is ConditionKind.SWITCH and condition.text not in switches:
+                switches.append(condition.text)
+    switches = switches[:MAX_SWITCHES]
+    variants: list[LoopVariant] = []
+    for values in itertools.product((True, False), repeat=len(switches)):
+        assignment = dict(zip(switches, values))
+        resolved: list[ResolvedEvent] = []
+        for event in events:
+            if any(c.kind is ConditionKind.SWITCH and c.text in assignment and assignment[c.text] != c.polarity
+                   for c in event.conditions):
+                continue
+            resolved.append(ResolvedEvent(event, _guard(event, assignment)))
+        variants.append(LoopVariant(tuple(assignment.items()), resolved))
+    return variants
+
+
+def _guard(event: Event, assignment: dict[str, bool]) -> Guard:
+    if event.in_inner_loop:
+        return OPAQUE_GUARD
+    deciding = [c for c in event.conditions if not (c.kind is ConditionKind.SWITCH and c.text in assignment)]
+    if not deciding:
+        return NO_GUARD
+    if len(deciding) == 1 and deciding[0].kind is ConditionKind.BOUNDARY and deciding[0].boundary is not None:
+        kind = GuardKind.BOUNDARY if deciding[0].polarity else GuardKind.NOT_BOUNDARY
+        return Guard(kind, deciding[0].boundary)
+    return OPAQUE_GUARD
+
+
+def _terminates(suite: cst.BaseSuite) -> bool:
+    body = suite.body
+    if not body:
+        return False
+    last = body[-1]
+    if isinstance(last, cst.SimpleStatementLine) and last.body:
+        return isinstance(last.body[-1], _TERMINATORS)
+    if isinstance(last, cst.BaseSmallStatement):
+        return isinstance(last, _TERMINATORS)
+    return False
+
+
+def _target_names(target: cst.BaseExpression) -> list[str]:
+    if isinstance(target, (cst.Tuple, cst.List)):
+        names: list[str] = []
+        for element in target.elements:
+            names.extend(_target_names(element.value))
+        return names
+    if isinstance(target, cst.StarredElement):
+        return _target_names(target.value)
+    text = dotted_name(target)
+    return [text] if text else []
+
+
+def _increment_target(small: cst.BaseSmallStatement) -> str | None:
+    if isinstance(small, cst.AugAssign) and isinstance(small.operator, cst.AddAssign):
+        if isinstance(small.value, cst.Integer) and small.value.value == "1":
+            return dotted_name(small.target)
+    if isinstance(small, cst.Assign) and len(small.targets) == 1:
+        name = dotted_name(small.targets[0].target)
+        value = small.value
+        if (name and isinstance(value, cst.BinaryOperation) and isinstance(value.operator, cst.Add)
+                and dotted_name(value.left) == name and isinstance(value.right, cst.Integer) and value.right.value == "1"):
+            return name
+    return None
+
+
+def _range_arguments(node: cst.BaseExpression) -> list[cst.BaseExpression] | None:
+    if isinstance(node, cst.Call) and (call_name(node) or "") in {"range", "trange", "tqdm.trange"}:
+        return [a.value for a in node.args if a.keyword is None and not a.star] or None
+    if isinstance(node, cst.Call) and (call_name(node) or "").rsplit(".", 1)[-1] == "tqdm":
+        positional = [a.value for a in node.args if a.keyword is None]
+        if positional:
+            return _range_arguments(positional[0])
+    return None
+
+
+def _single_range_argument(loop: LoopNode) -> cst.BaseExpression | None:
+    if isinstance(loop, cst.For):
+        args = _range_arguments(loop.iter)
+        if args is not None and len(args) == 1:
+            return args[0]
+    return None
+
+
+def _descendants(node: cst.CSTNode):
+    stack = list(node.children)
+    while stack:
+        current = stack.pop()
+        yield current
+        stack.extend(current.children)

@@ -1,0 +1,137 @@
+"""Where the loss that reaches a backward came from, and how it was scaled.
+
+Only the arithmetic at the top of an expression counts as scaling the loss:
+`criterion(out / T, y)` divides logits by a temperature, not the loss.
+Any division or multiplication of the loss on any path makes it "scaled"
+(RULES.md GA201: do not second-guess a divisor).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import libcst as cst
+
+from gacclint.loops.facts import ModuleFacts
+from gacclint.loops.model import Division, DivisionForm, LossFlow, Scaling
+from gacclint.loops.vocabulary import call_name, code_of, dotted_name, is_sum_reduction
+
+_MAX_DEPTH = 5
+_PRECEDENCE = [Scaling.SCALED, Scaling.SUM_REDUCED, Scaling.UNKNOWN, Scaling.UNSCALED]
+
+
+def _combine(found: list[Scaling]) -> Scaling:
+    for scaling in _PRECEDENCE:
+        if scaling in found:
+            return scaling
+    return Scaling.UNSCALED
+
+
+class _Flow:
+    def __init__(self, statements: Sequence[cst.CSTNode], at: cst.CSTNode, facts: ModuleFacts,
+                 function: cst.FunctionDef | None) -> None:
+        self.facts = facts
+        self.function = function
+        self.divisions: list[Division] = []
+        self.visited: set[str] = set()
+        position = next((i for i, s in enumerate(statements) if s is at), len(statements))
+        self.before = list(statements[:position])
+
+    def expression(self, node: cst.BaseExpression, statement: cst.CSTNode, form: DivisionForm,
+                   target: str | None, depth: int) -> Scaling:
+        if isinstance(node, cst.BinaryOperation):
+            if isinstance(node.operator, cst.Divide):
+                self.divisions.append(Division(
+                    statement=statement, operation=node, divisor=node.right, divisor_text=code_of(node.right),
+                    form=form, self_assignment=target is not None and dotted_name(node.left) == target,
+                ))
+                self.expression(node.left, statement, form, None, depth)
+                return Scaling.SCALED
+            if isinstance(node.operator, cst.Multiply):
+                return Scaling.SCALED
+            return _combine([self.expression(node.left, statement, form, None, depth),
+                             self.expression(node.right, statement, form, None, depth)])
+        if isinstance(node, cst.UnaryOperation):
+            return self.expression(node.expression, statement, form, None, depth)
+        if isinstance(node, cst.Name):
+            return self.name(node.value, depth + 1)
+        if isinstance(node, cst.Call):
+            return self.call(node, depth)
+        if isinstance(node, (cst.Attribute, cst.Subscript)):
+            return Scaling.UNSCALED
+        return Scaling.UNKNOWN
+
+    def call(self, node: cst.Call, depth: int) -> Scaling:
+        if is_sum_reduction(node):
+            return Scaling.SUM_REDUCED
+        func = node.func
+        if isinstance(func, cst.Attribute):
+            if func.attr.value in {"sum", "nansum"}:
+                return Scaling.SUM_REDUCED
+            if func.attr.value in {"mean", "float", "to", "squeeze", "contiguous", "double", "half", "cuda"}:
+                return self.name(func.value.value, depth + 1) if isinstance(func.value, cst.Name) else Scaling.UNSCALED
+        name = call_name(node) or ""
+        if name in self.facts.sum_reduced_losses:
+            return Scaling.SUM_REDUCED
+        if name == "sum":  # sum([...]) of several losses: read each
+            return Scaling.UNSCALED
+        # The call is handed the accumulation count: it normalises inside.
+        if any("accum" in code_of(arg.value).lower() for arg in node.args):
+            return Scaling.SCALED
+        helper = self.facts.function_named(name.rsplit(".", 1)[-1]) if (name and (name.count(".") == 0 or name.startswith("self."))) else None
+        if helper is not None and _divides(helper):
+            return Scaling.SCALED
+        return Scaling.UNSCALED
+
+    def name(self, name: str, depth: int) -> Scaling:
+        if depth > _MAX_DEPTH or name in self.visited:
+            return Scaling.UNKNOWN
+        self.visited.add(name)
+        found: list[Scaling] = []
+        for statement in self.before:
+            for small in getattr(statement, "body", ()):
+                found.extend(self._definition(small, statement, name, depth))
+        self.visited.discard(name)
+        if not found:
+            return Scaling.UNKNOWN
+        return _combine(found)
+
+    def _definition(self, small: cst.CSTNode, statement: cst.CSTNode, name: str, depth: int) -> list[Scaling]:
+        if isinstance(small, cst.Assign):
+            for target in small.targets:
+                if dotted_name(target.target) == name:
+                    return [self.expression(small.value, statement, DivisionForm.ASSIGN, name, depth)]
+                if isinstance(target.target, (cst.Tuple, cst.List)) and any(
+                        dotted_name(el.value) == name for el in target.target.elements):
+                    return [Scaling.UNSCALED]
+        if isinstance(small, cst.AnnAssign) and small.value is not None and dotted_name(small.target) == name:
+            return [self.expression(small.value, statement, DivisionForm.ASSIGN, name, depth)]
+        if isinstance(small, cst.AugAssign) and dotted_name(small.target) == name:
+            if isinstance(small.operator, cst.DivideAssign):
+                self.divisions.append(Division(statement=statement, operation=small, divisor=small.value,
+                                               divisor_text=code_of(small.value), form=DivisionForm.AUGASSIGN))
+                return [Scaling.SCALED]
+            if isinstance(small.operator, cst.MultiplyAssign):
+                return [Scaling.SCALED]
+            return [self.expression(small.value, statement, DivisionForm.ASSIGN, None, depth)]
+        return []
+
+
+def _divides(function: cst.FunctionDef) -> bool:
+    stack: list[cst.CSTNode] = [function.body]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, cst.BinaryOperation) and isinstance(node.operator, cst.Divide):
+            return True
+        if isinstance(node, cst.AugAssign) and isinstance(node.operator, cst.DivideAssign):
+            return True
+        stack.extend(node.children)
+    return False
+
+
+def loss_flow(loss: cst.BaseExpression, at: cst.CSTNode, statements: Sequence[cst.CSTNode],
+              facts: ModuleFacts, function: cst.FunctionDef | None) -> LossFlow:
+    """How `loss` (the backward's argument or receiver) was scaled since it was computed."""
+    flow = _Flow(statements, at, facts, function)
+    scaling = flow.expression(loss, at, DivisionForm.INLINE, None, 0)
+    return LossFlow(scaling=scaling, divisions=tuple(flow.divisions), name=dotted_name(loss) if isinstance(loss, cst.Name) else None)

@@ -1,0 +1,323 @@
+"""The loop model: what rules read instead of syntax.
+
+A `TrainingLoop` is one micro-batch loop with its ordered events (backward,
+step, clear, ...), each carrying the guard it runs under. Configuration
+switches (`if args.fp16:`) are resolved into `LoopVariant`s; a rule reports a
+finding only when it holds in some variant.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Iterator, Union
+
+import libcst as cst
+
+Statement = Union[cst.SimpleStatementLine, cst.SimpleStatementSuite, cst.BaseCompoundStatement]
+LoopNode = Union[cst.For, cst.While]
+
+
+class EventKind(enum.Enum):
+    BACKWARD = "backward"
+    STEP = "step"
+    CLEAR = "clear"
+    SCHEDULER_STEP = "scheduler"
+    CLIP = "clip"
+    UNSCALE = "unscale"
+    SCALER_UPDATE = "scaler-update"
+    GRAD_SCALING = "grad-scaling"  # p.grad /= k: the gradients, not the loss, are averaged
+
+
+class GuardKind(enum.Enum):
+    NONE = "none"  # runs on every micro-batch
+    BOUNDARY = "boundary"  # runs on every k-th micro-batch
+    NOT_BOUNDARY = "not-boundary"  # runs on the micro-batches between boundaries
+    OPAQUE = "opaque"  # anything we cannot read: never a basis for a finding
+
+
+class CounterSource(enum.Enum):
+    ENUMERATE = "enumerate"
+    RANGE = "range"
+    MANUAL = "manual"  # `step += 1` in the loop body
+
+
+@dataclass(frozen=True)
+class Counter:
+    """A name that counts micro-batches."""
+
+    text: str
+    source: CounterSource
+    # Value the counter holds, at the boundary test, on the first micro-batch
+    # of a pass over the data; None when it cannot be read (resumed counters).
+    first_value: int | None
+    # True when the counter restarts with every pass over the iterable, so that
+    # `counter + 1 == len(loader)` identifies the last micro-batch.
+    per_pass: bool
+
+
+@dataclass(frozen=True)
+class Boundary:
+    """`(counter + offset) % k == remainder`, optionally or-ed with end of data."""
+
+    k: cst.BaseExpression
+    k_text: str
+    k_literal: int | None
+    counter: Counter | None  # None for framework boundaries (`accelerator.sync_gradients`)
+    # The comparison node that tests the counter (`(i + 1) % k == 0`).
+    test: cst.BaseExpression | None
+    # The `counter % k` operation, where GA104 rewrites the counter.
+    modulo: cst.BinaryOperation | None
+    offset: int
+    remainder: int  # 0, or -1 for `== k - 1`
+    end_of_data: cst.BaseExpression | None
+    # The whole expression carrying the boundary: the `if` test, or the value
+    # of `should_step = ...` when the guard reads a name.
+    expression: cst.BaseExpression | None
+    framework: bool = False
+    # The test reads "not a boundary" (`(i + 1) % k != 0`, used with `continue`).
+    negated: bool = False
+
+    @property
+    def first_window_offset(self) -> int | None:
+        """0 when the first window is full; otherwise how far windows are shifted."""
+        if self.counter is None or self.counter.first_value is None:
+            return None
+        return self.counter.first_value - 1 + self.offset - self.remainder
+
+    @property
+    def spelled_zero_based(self) -> bool:
+        """`counter % k == 0` with no offset: the GA104 spelling."""
+        return self.offset == 0 and self.remainder == 0 and self.modulo is not None
+
+    def same_as(self, other: "Boundary") -> bool:
+        return self.k_text == other.k_text and (
+            (self.counter is None and other.counter is None)
+            or (self.counter is not None and other.counter is not None and self.counter.text == other.counter.text)
+        )
+
+
+class ConditionKind(enum.Enum):
+    SWITCH = "switch"
+    BOUNDARY = "boundary"
+    OPAQUE = "opaque"
+
+
+@dataclass(frozen=True)
+class Condition:
+    """One `if` test (or early `continue`) between the loop and an event."""
+
+    expression: cst.BaseExpression | None
+    text: str
+    polarity: bool  # True in the `if` body, False in `else` / after `if ...: continue`
+    kind: ConditionKind
+    boundary: Boundary | None = None
+
+
+@dataclass(frozen=True)
+class Guard:
+    kind: GuardKind
+    boundary: Boundary | None = None
+
+
+NO_GUARD = Guard(GuardKind.NONE)
+OPAQUE_GUARD = Guard(GuardKind.OPAQUE)
+
+
+class Scaling(enum.Enum):
+    """How the loss that reaches a backward was normalised, on any path."""
+
+    SCALED = "scaled"  # divided or multiplied somewhere on the way
+    SUM_REDUCED = "sum-reduced"  # visibly summed: its normalisation is the user's choice
+    UNSCALED = "unscaled"
+    UNKNOWN = "unknown"  # came from somewhere we cannot see
+
+
+class DivisionForm(enum.Enum):
+    ASSIGN = "assign"  # loss = loss / k   or   loss = criterion(...) / k
+    AUGASSIGN = "augassign"  # loss /= k
+    INLINE = "inline"  # (loss / k).backward()
+
+
+@dataclass(frozen=True)
+class Division:
+    statement: Statement
+    operation: cst.BinaryOperation | cst.AugAssign
+    divisor: cst.BaseExpression
+    divisor_text: str
+    form: DivisionForm
+    # For ASSIGN: the assignment is `name = name / k` (removable as a whole).
+    self_assignment: bool = False
+
+
+@dataclass(frozen=True)
+class LossFlow:
+    scaling: Scaling
+    divisions: tuple[Division, ...] = ()
+    # The plain name carrying the loss into the backward (`loss`), if any.
+    name: str | None = None
+
+
+@dataclass(frozen=True)
+class Event:
+    kind: EventKind
+    statement: Statement
+    node: cst.CSTNode  # the call (or assignment) itself
+    order: int
+    conditions: tuple[Condition, ...]
+    # Receiver: the optimizer for step/clear (`opt` in `scaler.step(opt)`), the
+    # scheduler, the scaler; for backward, the text of the loss expression.
+    receiver: str | None = None
+    framework: str | None = None  # "accelerate", "deepspeed", "lightning", "other"
+    loss: cst.BaseExpression | None = None
+    loss_flow: LossFlow | None = None
+    via_scaler: str | None = None
+    retain_graph: bool = False
+    in_inner_loop: bool = False  # inside a loop nested in the micro-batch loop
+    in_window_loop: bool = False  # inside the inner micro-step loop (nanoGPT shape)
+    editable: bool = True  # a statement of its own line in an indented block
+    contexts: tuple[str, ...] = ()  # `with` items around it (no_sync, accumulate, autocast)
+
+
+@dataclass(frozen=True)
+class ResolvedEvent:
+    """An event seen in one variant: its guard with the switches resolved."""
+
+    event: Event
+    guard: Guard
+
+    @property
+    def kind(self) -> EventKind:
+        return self.event.kind
+
+
+class IterableKind(enum.Enum):
+    LOADER = "loader"  # a DataLoader or a name ending in loader/dataloader
+    RANGE = "range"
+    LIST = "list"
+    SIZED = "sized"  # some other finite-looking iterable (a `data` parameter)
+    STREAM = "stream"  # generator, itertools.count, IterableDataset, `while` + next()
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True)
+class IterableInfo:
+    kind: IterableKind
+    # An expression counting the micro-batches of a pass (`len(loader)`, `n`
+    # for `range(n)`), when one can be written.
+    len_text: str | None
+    # Number of micro-batches per pass, when provable from literals.
+    literal_length: int | None
+
+
+class Shape(enum.Enum):
+    PER_ITERATION = "per-iteration"  # step inside the micro-batch loop
+    INNER_WINDOW = "inner-window"  # nanoGPT: `for micro_step in range(k)` then step
+
+
+@dataclass
+class LoopVariant:
+    switches: tuple[tuple[str, bool], ...]
+    events: list[ResolvedEvent]
+
+    def of(self, kind: EventKind) -> list[ResolvedEvent]:
+        return [e for e in self.events if e.kind is kind]
+
+    @property
+    def steps(self) -> list[ResolvedEvent]:
+        return self.of(EventKind.STEP)
+
+    @property
+    def backwards(self) -> list[ResolvedEvent]:
+        return self.of(EventKind.BACKWARD)
+
+    @property
+    def clears(self) -> list[ResolvedEvent]:
+        return self.of(EventKind.CLEAR)
+
+    def step_wiped_by(self, clear: ResolvedEvent) -> ResolvedEvent | None:
+        """The step that runs after `clear` with no backward in between, while a
+        backward ran before it in the same iteration: the step sees cleared
+        gradients (GA103)."""
+        index = self.events.index(clear)
+        if not any(e.kind is EventKind.BACKWARD and _compatible(e.guard, clear.guard) for e in self.events[:index]):
+            return None
+        for later in self.events[index + 1:]:
+            if later.kind is EventKind.BACKWARD:
+                return None
+            if later.kind is EventKind.STEP and _compatible(clear.guard, later.guard):
+                return later
+        return None
+
+
+def _compatible(first: Guard, second: Guard) -> bool:
+    """Both run on the same micro-batch: `first` is unguarded or shares the guard."""
+    if first.kind is GuardKind.NONE:
+        return second.kind in {GuardKind.NONE, GuardKind.BOUNDARY, GuardKind.NOT_BOUNDARY}
+    if first.kind is GuardKind.OPAQUE or second.kind is GuardKind.OPAQUE:
+        return False
+    return (first.kind is second.kind and first.boundary is not None and second.boundary is not None
+            and first.boundary.same_as(second.boundary))
+
+
+@dataclass
+class TrainingLoop:
+    node: LoopNode  # the micro-batch loop
+    shape: Shape
+    function: cst.FunctionDef | None
+    iterable: IterableInfo
+    counter: Counter | None
+    events: list[Event]
+    variants: list[LoopVariant]
+    # Frameworks managing this loop's jobs: "accelerate-accumulate",
+    # "accelerate-gas", "deepspeed", "other-backward".
+    frameworks: frozenset[str]
+    # The loop whose iterations are windows, for the inner-window shape.
+    window_loop: LoopNode | None = None
+    window_k: cst.BaseExpression | None = None
+    # A step after the micro-batch loop that handles the remainder.
+    flush_after_loop: bool = False
+    # Names the function (or module) already binds: fixes choose fresh ones.
+    bound_names: frozenset[str] = field(default_factory=frozenset)
+
+    @property
+    def framework_managed(self) -> bool:
+        return bool(self.frameworks)
+
+    def accumulation_variants(self) -> Iterator[tuple[LoopVariant, Boundary]]:
+        """Variants that accumulate: backward every micro-batch, step every k-th.
+
+        Yields each such variant with the step's boundary. A variant whose step
+        guard is opaque, or whose steps disagree on the boundary, is skipped.
+        """
+        if self.shape is not Shape.PER_ITERATION:
+            return
+        for variant in self.variants:
+            boundary = variant_step_boundary(variant)
+            if boundary is None or boundary.framework:
+                continue
+            if boundary.k_literal == 1:
+                continue
+            if not any(b.guard.kind is GuardKind.NONE for b in variant.backwards):
+                continue
+            if any(b.guard.kind is not GuardKind.NONE for b in variant.backwards):
+                continue
+            yield variant, boundary
+
+
+def variant_step_boundary(variant: LoopVariant) -> Boundary | None:
+    """The one boundary every step of the variant runs under, if there is one."""
+    steps = variant.steps
+    if not steps:
+        return None
+    boundary: Boundary | None = None
+    for step in steps:
+        if step.guard.kind is not GuardKind.BOUNDARY or step.guard.boundary is None:
+            return None
+        if step.event.in_inner_loop:
+            return None
+        if boundary is None:
+            boundary = step.guard.boundary
+        elif not boundary.same_as(step.guard.boundary):
+            return None
+    return boundary

@@ -1,0 +1,111 @@
+"""What names and calls mean in a training loop.
+
+One table of recognisers, so that every rule agrees on what an optimizer, a
+scheduler or a framework object is. The recognisers are deliberately narrow:
+an object we cannot recognise is not a step, and a loop we cannot read stays
+silent (RULES.md: prefer silence over a guess).
+"""
+
+from __future__ import annotations
+
+import re
+
+import libcst as cst
+
+# A name "looks like" an optimizer when one of its word parts is one of these.
+_OPTIMIZER_WORDS = {"opt", "optim", "optimizer", "optimiser", "optimizers", "opts", "optims"}
+# `optg`, `opt1`, `optimizerd`: the word glued to a one-character tag.
+_OPTIMIZER_TAGGED = re.compile(r"^(opt|optim|optimi[sz]er)[a-z0-9]$")
+_SCHEDULER_HINTS = ("sched", "lr_", "warmup", "scheduler")
+_WORD_SPLIT = re.compile(r"[_\W]+|(?<=[a-z0-9])(?=[A-Z])")
+
+# Objects whose `.backward(loss)` takes the loss as an argument.
+FRAMEWORK_BACKWARD_OWNERS = {"accelerator", "fabric", "model", "model_engine", "net"}
+DEEPSPEED_HINTS = ("engine", "deepspeed", "ds_model")
+# `mp_trainer.backward(loss)`, `dist_autograd.backward(ctx, [loss])`; DeepSpeed's
+# engine is often just `model`.
+FRAMEWORK_OTHER_BACKWARD_HINTS = ("trainer", "dist_autograd", "engine")
+
+# Calls whose result never changes inside a loop, so they may appear in a
+# configuration switch (`if len(loader) > 1:`).
+PURE_CALLS = {"len", "isinstance", "hasattr", "getattr", "bool", "int", "callable", "is_available"}
+
+# Names of optimizer constructors we recognise even without `torch.optim.`.
+OPTIMIZER_CONSTRUCTORS = {
+    "SGD", "Adam", "AdamW", "Adagrad", "Adadelta", "Adamax", "ASGD", "LBFGS", "NAdam",
+    "RAdam", "RMSprop", "Rprop", "SparseAdam", "Adafactor", "Lion", "LAMB", "Lamb",
+    "FusedAdam", "FusedLAMB", "DeepSpeedCPUAdam", "AdamW8bit", "Adam8bit", "ZeroRedundancyOptimizer",
+}
+
+
+def words(name: str) -> list[str]:
+    """Split `g_optimizerD` / `optG` / `lr_scheduler` into lower-case word parts."""
+    return [w.lower() for w in _WORD_SPLIT.split(name) if w]
+
+
+def last_name(text: str) -> str:
+    """`self.trainer.optimizer` -> `optimizer`; `opts[0]` -> `opts`."""
+    text = text.split("[", 1)[0]
+    return text.rsplit(".", 1)[-1]
+
+
+def looks_like_optimizer(text: str) -> bool:
+    name = last_name(text)
+    lowered = name.lower()
+    if any(hint in lowered for hint in _SCHEDULER_HINTS):
+        return False
+    return any(part in _OPTIMIZER_WORDS or _OPTIMIZER_TAGGED.match(part) for part in words(name))
+
+
+def looks_like_scheduler(text: str) -> bool:
+    lowered = last_name(text).lower()
+    return "sched" in lowered or lowered in {"lr", "lr_policy"} or lowered.startswith("lr_")
+
+
+def looks_like_scaler(text: str) -> bool:
+    return "scaler" in last_name(text).lower()
+
+
+def looks_like_deepspeed_engine(text: str) -> bool:
+    lowered = last_name(text).lower()
+    return any(hint in lowered for hint in DEEPSPEED_HINTS)
+
+
+def looks_like_accelerator(text: str) -> bool:
+    return "accelerator" in last_name(text).lower()
+
+
+def looks_like_fabric(text: str) -> bool:
+    return "fabric" in last_name(text).lower()
+
+
+def code_of(node: cst.CSTNode) -> str:
+    """Source text of an expression node, without its surrounding whitespace."""
+    return cst.Module(body=[]).code_for_node(node).strip()
+
+
+def dotted_name(node: cst.BaseExpression) -> str | None:
+    """`a.b.c` for Name/Attribute chains, else None."""
+    if isinstance(node, cst.Name):
+        return node.value
+    if isinstance(node, cst.Attribute):
+        base = dotted_name(node.value)
+        return None if base is None else f"{base}.{node.attr.value}"
+    return None
+
+
+def call_name(call: cst.Call) -> str | None:
+    """Dotted name of the called function (`torch.optim.SGD`), if it is one."""
+    return dotted_name(call.func)
+
+
+def is_sum_reduction(call: cst.Call) -> bool:
+    """`F.cross_entropy(..., reduction="sum")` or a loss built that way."""
+    for arg in call.args:
+        if arg.keyword is not None and arg.keyword.value in {"reduction", "size_average", "reduce"}:
+            value = arg.value
+            if isinstance(value, cst.SimpleString) and value.evaluated_value == "sum":
+                return True
+            if arg.keyword.value == "size_average" and isinstance(value, cst.Name) and value.value == "False":
+                return True
+    return False

@@ -1,0 +1,166 @@
+from __future__ import annotations
+
+from typing import Iterator
+
+from gacclint.fixes.edits import MoveAfter, Remove
+from gacclint.loops.model import EventKind, GuardKind, LoopVariant, ResolvedEvent, Shape, TrainingLoop
+from gacclint.loops.vocabulary import looks_like_optimizer
+from gacclint.rules.base import Applicability, Finding, Fix, Invalid, Rule, Valid
+from gacclint.rules.common import MANAGED, alone_on_its_line, clears_after, step_for
+
+
+class ZeroGradDefeatsAccumulation(Rule):
+    """
+    ## What it does
+    Checks for accumulation loops that clear the gradients on every
+    micro-batch, while the optimizer steps only every `k`-th.
+
+    ## Why is this bad?
+    Each clear throws away the gradients accumulated so far, so the step sees
+    only the last micro-batch (divided by `k`): accumulation silently does
+    nothing and the effective batch is `k` times smaller than intended.
+
+    Inside accelerate's `accumulate()`, a prepared optimizer's `zero_grad()`
+    is skipped between boundaries and is fine; `model.zero_grad()` is not
+    skipped and is reported.
+
+    ## Example
+    ```python
+    for i, (x, y) in enumerate(loader):
+        optimizer.zero_grad()
+        loss = loss_fn(model(x), y) / k
+        loss.backward()
+        if (i + 1) % k == 0:
+            optimizer.step()
+    ```
+
+    ## Use instead
+    ```python
+    for i, (x, y) in enumerate(loader):
+        loss = loss_fn(model(x), y) / k
+        loss.backward()
+        if (i + 1) % k == 0:
+            optimizer.step()
+            optimizer.zero_grad()
+    ```
+
+    ## Fix safety
+    Safe: the clear is moved into the step's block, directly after the step
+    (with the comment lines above it). If that block already clears the same
+    object, the stray clear is removed instead.
+    """
+
+    code = "GA102"
+    name = "zero-grad-defeats-accumulation"
+
+    VALID = [
+        Valid("""
+for i, (x, y) in enumerate(loader):
+    loss = loss_fn(model(x), y) / k
+    loss.backward()
+    if (i + 1) % k == 0:
+        optimizer.step()
+        optimizer.zero_grad()
+""", "the clear is under the same boundary as the step"),
+        Valid("""
+for batch in loader:
+    with accelerator.accumulate(model):
+        loss = model(**batch).loss
+        accelerator.backward(loss)
+        optimizer.step()
+        optimizer.zero_grad()
+""", "accumulate() skips a prepared optimizer's zero_grad between boundaries"),
+        Valid("""
+for i, (x, y) in enumerate(loader):
+    optimizer.zero_grad()
+    loss = loss_fn(model(x), y)
+    loss.backward()
+    optimizer.step()
+""", "no accumulation: the step runs every micro-batch"),
+        Valid("""
+for i, (x, y) in enumerate(loader):
+    if i % n_critic == 0:
+        optimizer.zero_grad()
+        loss_fn(model(x), y).backward()
+        optimizer.step()
+""", "backward and step under the same guard: a periodic update"),
+    ]
+    INVALID = [
+        Invalid("""
+for i, (x, y) in enumerate(loader):
+    optimizer.zero_grad()
+    loss = loss_fn(model(x), y) / k
+    loss.backward()
+    if (i + 1) % k == 0 or (i + 1) == len(loader):
+        optimizer.step()
+""", fixed="""
+for i, (x, y) in enumerate(loader):
+    loss = loss_fn(model(x), y) / k
+    loss.backward()
+    if (i + 1) % k == 0 or (i + 1) == len(loader):
+        optimizer.step()
+        optimizer.zero_grad()
+""", also=("GA203",)),
+        Invalid("""
+for batch in loader:
+    with accelerator.accumulate(model):
+        model.zero_grad()
+        loss = model(**batch).loss
+        accelerator.backward(loss)
+        optimizer.step()
+""", fixed=None, applicability=None, why="model.zero_grad() is not disarmed by accumulate()"),
+    ]
+
+    def check(self, loop: TrainingLoop, model) -> Iterator[Finding]:
+        if "accelerate-accumulate" in loop.frameworks:
+            yield from self._accelerate(loop)
+            return
+        if loop.frameworks & MANAGED:
+            return
+        reported: set[int] = set()
+        if loop.shape is Shape.INNER_WINDOW:
+            for variant in loop.variants:
+                for clear in variant.clears:
+                    if clear.event.in_window_loop and clear.guard.kind is GuardKind.NONE and clear.event.receiver:
+                        yield from self._report(variant, clear, reported)
+            return
+        for variant, _ in loop.accumulation_variants():
+            for clear in variant.clears:
+                if clear.guard.kind is not GuardKind.NONE or not clear.event.receiver:
+                    continue
+                if variant.step_wiped_by(clear) is not None:
+                    continue  # GA103 owns a clear between backward and step
+                yield from self._report(variant, clear, reported)
+
+    def _report(self, variant: LoopVariant, clear: ResolvedEvent, reported: set[int]) -> Iterator[Finding]:
+        if id(clear.event.node) in reported:
+            return
+        reported.add(id(clear.event.node))
+        receiver = clear.event.receiver
+        step = step_for(variant, receiver if looks_like_optimizer(receiver or "") else None)
+        fix = None
+        if step is not None and alone_on_its_line(clear.event) and step.event.editable:
+            if clears_after(variant, step, receiver):
+                fix = Fix(Applicability.SAFE, f"Remove the per-micro-batch `{receiver}.zero_grad()`",
+                          (Remove(clear.event.statement),))
+            else:
+                fix = Fix(Applicability.SAFE, f"Move `{receiver}.zero_grad()` after `{step.event.receiver}` steps",
+                          (MoveAfter(clear.event.statement, step.event.statement),))
+        yield self.finding(
+            f"`{receiver}.zero_grad()` runs on every micro-batch but the optimizer steps only at the "
+            "accumulation boundary: each step sees only the last micro-batch",
+            clear.event.node, fix)
+
+    def _accelerate(self, loop: TrainingLoop) -> Iterator[Finding]:
+        for event in loop.events:
+            if event.kind is not EventKind.CLEAR or not event.receiver:
+                continue
+            wrapped = [c for c in event.contexts if ".accumulate(" in c]
+            if not wrapped or looks_like_optimizer(event.receiver):
+                continue
+            argument = wrapped[-1].split(".accumulate(", 1)[1].rstrip(")")
+            if event.receiver in {part.strip() for part in argument.split(",")} or event.receiver == "model":
+                yield self.finding(
+                    f"`{event.receiver}.zero_grad()` inside `accumulate()` is not skipped between boundaries: "
+                    "it wipes the accumulated gradients on every micro-batch; clear the prepared optimizer instead",
+                    event.node)

@@ -1,0 +1,139 @@
+from __future__ import annotations
+
+from typing import Iterator
+
+from gacclint.fixes.edits import MoveAfter
+from gacclint.loops.model import TrainingLoop
+from gacclint.loops.vocabulary import looks_like_optimizer
+from gacclint.rules.base import Applicability, Finding, Fix, Invalid, Rule, Valid
+from gacclint.rules.common import MANAGED, alone_on_its_line
+
+
+class ZeroGradBeforeStep(Rule):
+    """
+    ## What it does
+    Checks for a gradient clear that runs after the backward and before the
+    optimizer step that should use those gradients.
+
+    ## Why is this bad?
+    The step then applies zero (or partial) gradients: the parameters do not
+    move, or move with only part of the batch, while the loss is still
+    computed and logged as if training were happening.
+
+    ## Known problems
+    Only a clear of the stepped optimizer (or of the model, when the loop
+    steps a single optimizer) is reported; a clear of an unrelated optimizer
+    in a GAN loop is left alone.
+
+    ## Example
+    ```python
+    for x, y in loader:
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        optimizer.zero_grad()
+        optimizer.step()
+    ```
+
+    ## Use instead
+    ```python
+    for x, y in loader:
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    ```
+
+    ## Fix safety
+    Safe: the clear is moved to directly after the step, keeping the comment
+    lines above it; the next backward then starts from cleared gradients.
+    """
+
+    code = "GA103"
+    name = "zero-grad-before-step"
+
+    VALID = [
+        Valid("""
+for x, y in loader:
+    optimizer.zero_grad()
+    loss_fn(model(x), y).backward()
+    optimizer.step()
+""", "clear before the backward"),
+        Valid("""
+for real, _ in loader:
+    optD.zero_grad()
+    d_loss(D, G, real).backward()
+    optD.step()
+    optG.zero_grad()
+    g_loss(D, G).backward()
+    optG.step()
+""", "GAN: each clear is followed by its own backward before its step"),
+        Valid("""
+for x, y in loader:
+    loss_fn(model(x), y).backward()
+    if should_clip(x):
+        optimizer.zero_grad()
+    optimizer.step()
+""", "an opaque guard on the clear"),
+    ]
+    INVALID = [
+        Invalid("""
+for x, y in loader:
+    loss = loss_fn(model(x), y)
+    loss.backward()
+    # start clean
+    optimizer.zero_grad()
+    optimizer.step()
+""", fixed="""
+for x, y in loader:
+    loss = loss_fn(model(x), y)
+    loss.backward()
+    optimizer.step()
+    # start clean
+    optimizer.zero_grad()
+"""),
+        Invalid("""
+for i, (x, y) in enumerate(loader):
+    loss = loss_fn(model(x), y) / k
+    loss.backward()
+    if (i + 1) % k == 0 or (i + 1) == len(loader):
+        optimizer.zero_grad()
+        optimizer.step()
+""", fixed="""
+for i, (x, y) in enumerate(loader):
+    loss = loss_fn(model(x), y) / k
+    loss.backward()
+    if (i + 1) % k == 0 or (i + 1) == len(loader):
+        optimizer.step()
+        optimizer.zero_grad()
+""", also=("GA203",)),
+    ]
+
+    def check(self, loop: TrainingLoop, model) -> Iterator[Finding]:
+        if loop.frameworks & MANAGED:
+            return
+        reported: set[int] = set()
+        for variant in loop.variants:
+            step_receivers = {s.event.receiver for s in variant.steps}
+            for clear in variant.clears:
+                receiver = clear.event.receiver
+                if receiver is None or id(clear.event.node) in reported:
+                    continue
+                step = variant.step_wiped_by(clear)
+                if step is None or step.event.framework is not None:
+                    continue
+                same_object = receiver == step.event.receiver
+                only_model = not looks_like_optimizer(receiver) and len(step_receivers) == 1
+                if not (same_object or only_model):
+                    continue
+                reported.add(id(clear.event.node))
+                fix = None
+                # Moving a clear out of a deeper block than the step's would change when it runs.
+                shallower = len(clear.event.conditions) <= len(step.event.conditions)
+                if alone_on_its_line(clear.event) and step.event.editable and shallower:
+                    fix = Fix(Applicability.SAFE, f"Move `{receiver}.zero_grad()` after the step",
+                              (MoveAfter(clear.event.statement, step.event.statement),))
+                yield self.finding(
+                    f"`{receiver}.zero_grad()` runs after the backward and before `{step.event.receiver}` steps: "
+                    "the step applies cleared gradients",
+                    clear.event.node, fix)
+

@@ -1,0 +1,134 @@
+from __future__ import annotations
+
+from typing import Iterator
+
+import libcst as cst
+
+from gacclint.fixes.edits import Replace
+from gacclint.loops.model import TrainingLoop
+from gacclint.loops.vocabulary import code_of
+from gacclint.rules.base import Applicability, Finding, Fix, Invalid, Rule, Valid
+from gacclint.rules.common import MANAGED
+
+
+class BoundaryOffByOne(Rule):
+    """
+    ## What it does
+    Checks for an accumulation boundary written `i % k == 0` where `i`
+    counts micro-batches from 0.
+
+    ## Why is this bad?
+    The test is true on the very first micro-batch, so the first window holds
+    one micro-batch (and, with the loss divided by `k`, gets `1/k` of the
+    weight) and every later window is shifted by one. The last micro-batches
+    of the data then fall outside any complete window.
+
+    ## Example
+    ```python
+    for i, (x, y) in enumerate(loader):
+        (loss_fn(model(x), y) / k).backward()
+        if i % k == 0:
+            optimizer.step()
+            optimizer.zero_grad()
+    ```
+
+    ## Use instead
+    ```python
+    for i, (x, y) in enumerate(loader):
+        (loss_fn(model(x), y) / k).backward()
+        if (i + 1) % k == 0:
+            optimizer.step()
+            optimizer.zero_grad()
+    ```
+
+    ## Fix safety
+    Safe: the counter in the test becomes `(i + 1)`, spaced like the
+    original `%`. Counters that start at 1 (`enumerate(..., start=1)`) or are
+    incremented before the test are already right and are not reported.
+    """
+
+    code = "GA104"
+    name = "boundary-off-by-one"
+
+    VALID = [
+        Valid("""
+for i, (x, y) in enumerate(loader, start=1):
+    (loss_fn(model(x), y) / k).backward()
+    if i % k == 0 or i == len(loader):
+        optimizer.step()
+        optimizer.zero_grad()
+""", "enumerate(..., start=1)"),
+        Valid("""
+step = 0
+for x, y in loader:
+    (loss_fn(model(x), y) / k).backward()
+    step += 1
+    if step % k == 0 or step == len(loader):
+        optimizer.step()
+        optimizer.zero_grad()
+""", "the counter is incremented before the test"),
+        Valid("""
+for x, y in loader:
+    (loss_fn(model(x), y) / k).backward()
+    if self.global_step % k == 0:
+        optimizer.step()
+        optimizer.zero_grad()
+    self.global_step += 1
+""", "a counter that starts we do not know where"),
+    ]
+    INVALID = [
+        Invalid("""
+for i, (x, y) in enumerate(loader):
+    (loss_fn(model(x), y) / k).backward()
+    if i % k == 0 or i == len(loader) - 1:
+        optimizer.step()
+        optimizer.zero_grad()
+""", fixed="""
+for i, (x, y) in enumerate(loader):
+    (loss_fn(model(x), y) / k).backward()
+    if (i + 1) % k == 0 or i == len(loader) - 1:
+        optimizer.step()
+        optimizer.zero_grad()
+""", also=("GA203",)),
+        Invalid("""
+step = 0
+for x, y in loader:
+    (loss_fn(model(x), y) / args.k).backward()
+    if step%args.k == 0 or step == len(loader) - 1:
+        optimizer.step()
+        optimizer.zero_grad()
+    step += 1
+""", fixed="""
+step = 0
+for x, y in loader:
+    (loss_fn(model(x), y) / args.k).backward()
+    if (step+1)%args.k == 0 or step == len(loader) - 1:
+        optimizer.step()
+        optimizer.zero_grad()
+    step += 1
+""", why="incremented after the test: the spacing of `%` is kept", also=("GA203",)),
+    ]
+
+    def check(self, loop: TrainingLoop, model) -> Iterator[Finding]:
+        if loop.frameworks & MANAGED:
+            return
+        reported: set[int] = set()
+        for _, boundary in loop.accumulation_variants():
+            if not boundary.spelled_zero_based or boundary.first_window_offset != -1 or boundary.modulo is None:
+                continue
+            if id(boundary.modulo) in reported:
+                continue
+            reported.add(id(boundary.modulo))
+            modulo = boundary.modulo
+            space = modulo.operator.whitespace_before
+            counter = modulo.left
+            shifted = cst.BinaryOperation(
+                left=counter.with_changes(lpar=[], rpar=[]), operator=cst.Add(whitespace_before=space, whitespace_after=space),
+                right=cst.Integer("1"), lpar=[cst.LeftParen()], rpar=[cst.RightParen()],
+            )
+            fix = Fix(Applicability.SAFE, f"Test `({code_of(counter)} + 1) % {boundary.k_text}`",
+                      (Replace(counter, shifted),))
+            yield self.finding(
+                f"`{code_of(modulo)}` with `{code_of(counter)}` counting from 0 is true on the first micro-batch: "
+                "the first window holds one micro-batch and every later one is shifted",
+                boundary.test or modulo, fix)

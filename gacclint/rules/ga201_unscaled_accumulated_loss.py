@@ -1,0 +1,208 @@
+from __future__ import annotations
+
+from typing import Iterator
+
+import libcst as cst
+
+from gacclint.fixes.edits import InsertBefore, Replace
+from gacclint.loops.model import Event, EventKind, GuardKind, Scaling, Shape, TrainingLoop
+from gacclint.loops.vocabulary import code_of
+from gacclint.rules.base import Applicability, Finding, Fix, Invalid, Rule, Valid
+from gacclint.rules.common import MANAGED, atom, looks_like_accumulation_count
+
+
+class UnscaledAccumulatedLoss(Rule):
+    """
+    ## What it does
+    Checks for accumulation loops that backpropagate the loss of every
+    micro-batch without dividing it by the accumulation count `k`.
+
+    ## Why is this bad?
+    Gradients of the `k` micro-batches are summed, so each step applies `k`
+    times the mean gradient: as if the learning rate were `k` times larger,
+    and different from the large-batch training the loop stands in for.
+
+    Any arithmetic scaling of the loss on the way (`/ k`, `* (1 / k)`,
+    `/ num_tokens`, a weighted sum), scaling of the gradients before the step
+    (`p.grad /= k`), visibly sum-reduced losses and framework-managed
+    scaling (accelerate, DeepSpeed) are left alone.
+
+    ## Example
+    ```python
+    for i, (x, y) in enumerate(loader):
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        if (i + 1) % k == 0 or (i + 1) == len(loader):
+            optimizer.step()
+            optimizer.zero_grad()
+    ```
+
+    ## Use instead
+    ```python
+    for i, (x, y) in enumerate(loader):
+        loss = loss_fn(model(x), y)
+        loss = loss / k
+        loss.backward()
+        if (i + 1) % k == 0 or (i + 1) == len(loader):
+            optimizer.step()
+            optimizer.zero_grad()
+    ```
+
+    ## Fix safety
+    Safe: `loss = loss / k` is inserted on the line before the backward (or
+    the backward's expression becomes `(expr / k)` when it is not a plain
+    name), with `k` spelled as in the boundary. A value logged from `loss`
+    after the backward is then the scaled one.
+    """
+
+    code = "GA201"
+    name = "unscaled-accumulated-loss"
+
+    VALID = [
+        Valid("""
+for i, (x, y) in enumerate(loader):
+    loss = loss_fn(model(x), y) / k
+    loss.backward()
+    if (i + 1) % k == 0:
+        optimizer.step()
+        optimizer.zero_grad()
+""", "divided by k"),
+        Valid("""
+for i, (x, y) in enumerate(loader):
+    loss = F.cross_entropy(model(x), y, reduction="sum")
+    loss.backward()
+    if (i + 1) % k == 0:
+        optimizer.step()
+        optimizer.zero_grad()
+""", "a sum-reduced loss: its normalisation is the user's"),
+        Valid("""
+for i, (x, y) in enumerate(loader):
+    loss_fn(model(x), y).backward()
+    if (i + 1) % k == 0:
+        for p in model.parameters():
+            p.grad /= k
+        optimizer.step()
+        optimizer.zero_grad()
+""", "the gradients are averaged instead of the loss"),
+        Valid("""
+for i, (x, y) in enumerate(loader):
+    if cfg.accum > 1:
+        loss = loss_fn(model(x), y) / cfg.accum
+    else:
+        loss = loss_fn(model(x), y)
+    loss.backward()
+    if (i + 1) % cfg.accum == 0:
+        optimizer.step()
+        optimizer.zero_grad()
+""", "scaled on a path"),
+        Valid("""
+for step, batch in enumerate(loader):
+    with accelerator.accumulate(model):
+        loss = model(**batch).loss
+        accelerator.backward(loss)
+        optimizer.step()
+        optimizer.zero_grad()
+""", "accelerate divides inside backward"),
+    ]
+    INVALID = [
+        Invalid("""
+for i, (x, y) in enumerate(loader):
+    loss = loss_fn(model(x), y)  # mean over the micro-batch
+    loss.backward()
+    if (i + 1) % accumulation_steps == 0 or (i + 1) == len(loader):
+        optimizer.step()
+        optimizer.zero_grad()
+""", fixed="""
+for i, (x, y) in enumerate(loader):
+    loss = loss_fn(model(x), y)  # mean over the micro-batch
+    loss = loss / accumulation_steps
+    loss.backward()
+    if (i + 1) % accumulation_steps == 0 or (i + 1) == len(loader):
+        optimizer.step()
+        optimizer.zero_grad()
+""", also=("GA203",)),
+        Invalid("""
+for i, batch in enumerate(loader):
+    with autocast():
+        out = model(batch)
+    scaler.scale(out.loss).backward()
+    if (i + 1) % args.accum_steps == 0 or i + 1 == len(loader):
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad()
+""", fixed="""
+for i, batch in enumerate(loader):
+    with autocast():
+        out = model(batch)
+    scaler.scale(out.loss / args.accum_steps).backward()
+    if (i + 1) % args.accum_steps == 0 or i + 1 == len(loader):
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad()
+""", also=("GA203",)),
+        Invalid("""
+while True:
+    for micro_step in range(gradient_accumulation_steps):
+        logits, loss = model(X, Y)
+        loss.backward()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+""", fixed="""
+while True:
+    for micro_step in range(gradient_accumulation_steps):
+        logits, loss = model(X, Y)
+        loss = loss / gradient_accumulation_steps
+        loss.backward()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+""", why="the nanoGPT shape: the window is the inner loop"),
+    ]
+
+    def check(self, loop: TrainingLoop, model) -> Iterator[Finding]:
+        if loop.frameworks & MANAGED:
+            return
+        if any(event.kind is EventKind.GRAD_SCALING for event in loop.events):
+            return
+        reported: set[int] = set()
+        if loop.shape is Shape.INNER_WINDOW:
+            window_k = loop.window_k
+            if window_k is None or not _accumulation_window(loop):
+                return
+            k_text = atom(window_k)
+            for event in loop.events:
+                if event.kind is EventKind.BACKWARD and event.in_window_loop and not event.in_inner_loop:
+                    yield from self._report(event, k_text, reported)
+            return
+        for variant, boundary in loop.accumulation_variants():
+            k_text = atom(boundary.k)
+            for backward in variant.backwards:
+                if backward.guard.kind is GuardKind.NONE:
+                    yield from self._report(backward.event, k_text, reported)
+
+    def _report(self, event: Event, k_text: str, reported: set[int]) -> Iterator[Finding]:
+        flow = event.loss_flow
+        if flow is None or flow.scaling is not Scaling.UNSCALED or event.loss is None or event.framework:
+            return
+        if id(event.node) in reported:
+            return
+        reported.add(id(event.node))
+        loss_text = code_of(event.loss)
+        if flow.name is not None and event.editable:
+            edit = InsertBefore(event.statement, f"{flow.name} = {flow.name} / {k_text}")
+        else:
+            divided = cst.parse_expression(f"{atom(event.loss)} / {k_text}")
+            if event.via_scaler is None and event.framework is None and event.node.func.value is event.loss:  # type: ignore[attr-defined]
+                divided = divided.with_changes(lpar=[cst.LeftParen()], rpar=[cst.RightParen()])
+            edit = Replace(event.loss, divided)
+        fix = Fix(Applicability.SAFE, f"Divide `{loss_text}` by `{k_text}` before the backward", (edit,))
+        yield self.finding(
+            f"`{loss_text}` is backpropagated on every micro-batch but never divided by `{k_text}`: "
+            f"each step applies `{k_text}` times the mean gradient",
+            event.node, fix)
+
+
+def _accumulation_window(loop: TrainingLoop) -> bool:
+    """`for micro_step in range(gradient_accumulation_steps)`: the names say it accumulates."""
+    node = loop.node
+    target = code_of(node.target) if isinstance(node, cst.For) else ""
+    return looks_like_accumulation_count(target) or looks_like_accumulation_count(code_of(loop.window_k)) if loop.window_k else False

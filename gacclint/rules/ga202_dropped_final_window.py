@@ -1,0 +1,171 @@
+from __future__ import annotations
+
+from typing import Iterator
+
+import libcst as cst
+
+from gacclint.fixes.edits import Replace
+from gacclint.loops.model import Boundary, IterableKind, TrainingLoop
+from gacclint.loops.vocabulary import code_of
+from gacclint.rules.base import Applicability, Finding, Fix, Invalid, Rule, Valid
+from gacclint.rules.common import MANAGED, divides_evenly
+
+_FINITE = {IterableKind.LOADER, IterableKind.RANGE, IterableKind.LIST, IterableKind.SIZED}
+_SAFE_TO_MEASURE = {IterableKind.LOADER, IterableKind.RANGE, IterableKind.LIST}
+
+
+class DroppedFinalWindow(Rule):
+    """
+    ## What it does
+    Checks for accumulation boundaries with no end-of-data clause over a
+    finite iterable, when nothing after the loop steps the remainder.
+
+    ## Why is this bad?
+    When the number of micro-batches is not a multiple of `k`, the last
+    `len(loader) % k` micro-batches of every pass are never stepped: their
+    gradients are lost at the end of training, or leak into the first window
+    of the next epoch (which then holds more than `k` micro-batches).
+    `drop_last=True` does not help: it drops the ragged last micro-batch,
+    not the ragged last window.
+
+    Streams (a `while` loop pulling with `next()`, generators,
+    `itertools.count`, an `IterableDataset`) have no last window and are
+    exempt, as are loops where `len(loader) % k == 0` follows from literals.
+
+    ## Example
+    ```python
+    for i, (x, y) in enumerate(loader):
+        loss = loss_fn(model(x), y) / k
+        loss.backward()
+        if (i + 1) % k == 0:
+            optimizer.step()
+            optimizer.zero_grad()
+    ```
+
+    ## Use instead
+    ```python
+    for i, (x, y) in enumerate(loader):
+        loss = loss_fn(model(x), y)
+        window = min(k, len(loader) - (i // k) * k)
+        loss = loss / window
+        loss.backward()
+        if (i + 1) % k == 0 or (i + 1) == len(loader):
+            optimizer.step()
+            optimizer.zero_grad()
+    ```
+
+    ## Fix safety
+    Adds `or (i + 1) == len(loader)` (spelled for the counter: `or i ==
+    len(loader)` with `start=1`). Safe when the iterable is visibly a
+    `DataLoader`, a name ending in `loader`, a list or a range; unsafe
+    otherwise (an iterable-style dataset has no `len`). When the loss is
+    divided by `k`, `gacclint fix` goes on to GA203's fix, so every window is
+    weighted as in the large batch.
+    """
+
+    code = "GA202"
+    name = "dropped-final-window"
+
+    VALID = [
+        Valid("""
+for i, (x, y) in enumerate(loader):
+    (loss_fn(model(x), y) / k).backward()
+    if (i + 1) % k == 0 or (i + 1) == len(loader):
+        optimizer.step()
+        optimizer.zero_grad()
+""", "an end-of-data clause"),
+        Valid("""
+data = iter(loader)
+step = 0
+while step < max_steps:
+    x, y = next(data)
+    (loss_fn(model(x), y) / k).backward()
+    step += 1
+    if step % k == 0:
+        optimizer.step()
+        optimizer.zero_grad()
+""", "a stream: the micro-batch loop pulls with next()"),
+        Valid("""
+loader = DataLoader(TensorDataset(torch.randn(64, 3), torch.randn(64, 1)), batch_size=8)
+k = 4
+for i, (x, y) in enumerate(loader):
+    (loss_fn(model(x), y) / k).backward()
+    if (i + 1) % k == 0:
+        optimizer.step()
+        optimizer.zero_grad()
+""", "8 micro-batches, k = 4: provable from literals"),
+        Valid("""
+for i, (x, y) in enumerate(loader):
+    (loss_fn(model(x), y) / k).backward()
+    if (i + 1) % k == 0:
+        optimizer.step()
+        optimizer.zero_grad()
+if len(loader) % k:
+    optimizer.step()
+    optimizer.zero_grad()
+""", "a flush after the loop"),
+    ]
+    INVALID = [
+        Invalid("""
+for i, (x, y) in enumerate(train_loader):
+    loss = loss_fn(model(x), y)
+    loss.backward()
+    if (i + 1) % k == 0:  # window full
+        optimizer.step()
+        optimizer.zero_grad()
+""", fixed="""
+for i, (x, y) in enumerate(train_loader):
+    loss = loss_fn(model(x), y)
+    loss.backward()
+    if (i + 1) % k == 0 or (i + 1) == len(train_loader):  # window full
+        optimizer.step()
+        optimizer.zero_grad()
+""", also=("GA201",)),
+        Invalid("""
+for step, batch in enumerate(data, start=1):
+    model(batch).loss.backward()
+    if step % args.k == 0:
+        opt.step()
+        opt.zero_grad()
+""", fixed="""
+for step, batch in enumerate(data, start=1):
+    model(batch).loss.backward()
+    if step % args.k == 0 or step == len(data):
+        opt.step()
+        opt.zero_grad()
+""", applicability=Applicability.UNSAFE, why="`data` might be an iterable without len()", also=("GA201",)),
+    ]
+
+    def check(self, loop: TrainingLoop, model) -> Iterator[Finding]:
+        if loop.frameworks & MANAGED or loop.iterable.kind not in _FINITE or loop.flush_after_loop:
+            return
+        reported: set[int] = set()
+        for _, boundary in loop.accumulation_variants():
+            if boundary.end_of_data is not None or boundary.expression is None:
+                continue
+            if id(boundary.expression) in reported or divides_evenly(loop, boundary, model.facts):
+                continue
+            reported.add(id(boundary.expression))
+            length = loop.iterable.len_text or "len(...)"
+            yield self.finding(
+                f"`{code_of(boundary.expression)}` has no end-of-data clause: the last `{length} % {boundary.k_text}` "
+                "micro-batches of each pass are never stepped",
+                boundary.expression, self._fix(loop, boundary))
+
+    def _fix(self, loop: TrainingLoop, boundary: Boundary) -> Fix | None:
+        counter = boundary.counter
+        length = loop.iterable.len_text
+        if counter is None or not counter.per_pass or counter.first_value not in (0, 1) or length is None:
+            return None
+        expression = boundary.expression
+        assert expression is not None
+        last = f"({counter.text} + 1)" if counter.first_value == 0 else counter.text
+        if boundary.negated:
+            clause = cst.parse_expression(f"{last} != {length}")
+            operator: cst.BaseBooleanOp = cst.And()
+        else:
+            clause = cst.parse_expression(f"{last} == {length}")
+            operator = cst.Or()
+        joined = cst.BooleanOperation(left=expression, operator=operator, right=clause)
+        applicability = Applicability.SAFE if loop.iterable.kind in _SAFE_TO_MEASURE else Applicability.UNSAFE
+        return Fix(applicability, f"Also step on the last micro-batch (`{code_of(clause)}`)", (Replace(expression, joined),))

@@ -1,0 +1,164 @@
+from __future__ import annotations
+
+from typing import Iterator
+
+import libcst as cst
+
+from gacclint.fixes.edits import InsertBefore, Replace
+from gacclint.loops.model import Boundary, Division, TrainingLoop
+from gacclint.rules.base import Applicability, Finding, Fix, Invalid, Rule, Valid
+from gacclint.rules.common import MANAGED, atom, divides_evenly, fresh_name
+
+
+class MisscaledFinalWindow(Rule):
+    """
+    ## What it does
+    Checks for accumulation loops that step the final partial window (an
+    end-of-data clause, or a flush after the loop) while still dividing its
+    micro-batch losses by `k`.
+
+    ## Why is this bad?
+    The last window holds `r < k` micro-batches, so dividing by `k` gives its
+    update `r / k` of the weight of the large-batch mean. With 110 samples,
+    batch 8 and `k = 4`, the last window has 2 micro-batches and counts half.
+
+    ## Known problems
+    A smaller last *micro-batch* still makes the mean of means differ from
+    the sample mean; that is the runtime checker's job (`gacclint verify`).
+
+    ## Example
+    ```python
+    for i, (x, y) in enumerate(loader):
+        loss = loss_fn(model(x), y)
+        loss = loss / k
+        loss.backward()
+        if (i + 1) % k == 0 or (i + 1) == len(loader):
+            optimizer.step()
+            optimizer.zero_grad()
+    ```
+
+    ## Use instead
+    ```python
+    for i, (x, y) in enumerate(loader):
+        loss = loss_fn(model(x), y)
+        window = min(k, len(loader) - (i // k) * k)
+        loss = loss / window
+        loss.backward()
+        if (i + 1) % k == 0 or (i + 1) == len(loader):
+            optimizer.step()
+            optimizer.zero_grad()
+    ```
+
+    ## Fix safety
+    Safe: one line computes the real size of the current window, without an
+    extra pass over the data, and the divisor becomes that name. Offered
+    when the loop counts micro-batches from 0 or 1 per pass and the iterable
+    has a length to write.
+    """
+
+    code = "GA203"
+    name = "misscaled-final-window"
+
+    VALID = [
+        Valid("""
+for i, (x, y) in enumerate(loader):
+    window = min(k, len(loader) - (i // k) * k)
+    (loss_fn(model(x), y) / window).backward()
+    if (i + 1) % k == 0 or (i + 1) == len(loader):
+        optimizer.step()
+        optimizer.zero_grad()
+""", "the divisor counts the real window"),
+        Valid("""
+features = torch.randn(1000, 2)
+dataset = TensorDataset(features, features.sum(1))
+loader = DataLoader(dataset, batch_size=10)
+accum_iter = 4
+for i, (x, y) in enumerate(loader):
+    (loss_fn(model(x), y) / accum_iter).backward()
+    if (i + 1) % accum_iter == 0 or (i + 1) == len(loader):
+        optimizer.step()
+        optimizer.zero_grad()
+""", "100 micro-batches, k = 4: no partial window, provable from literals"),
+        Valid("""
+for i, (x, y) in enumerate(loader):
+    (loss_fn(model(x), y) / k).backward()
+    if (i + 1) % k == 0:
+        optimizer.step()
+        optimizer.zero_grad()
+""", "the final window is never stepped: that is GA202"),
+    ]
+    INVALID = [
+        Invalid("""
+for batch_idx, (inputs, labels) in enumerate(data_loader):
+    preds = model(inputs)
+    loss = criterion(preds, labels)
+    loss = loss / accum_iter  # mean of the window
+    loss.backward()
+    if ((batch_idx + 1) % accum_iter == 0) or (batch_idx + 1 == len(data_loader)):
+        optimizer.step()
+        optimizer.zero_grad()
+""", fixed="""
+for batch_idx, (inputs, labels) in enumerate(data_loader):
+    preds = model(inputs)
+    loss = criterion(preds, labels)
+    window = min(accum_iter, len(data_loader) - (batch_idx // accum_iter) * accum_iter)
+    loss = loss / window  # mean of the window
+    loss.backward()
+    if ((batch_idx + 1) % accum_iter == 0) or (batch_idx + 1 == len(data_loader)):
+        optimizer.step()
+        optimizer.zero_grad()
+"""),
+        Invalid("""
+for i, (x, y) in enumerate(loader, 1):
+    scaler.scale(loss_fn(model(x), y) / k).backward()
+    if i % k == 0 or i == len(loader):
+        scaler.step(opt)
+        scaler.update()
+        opt.zero_grad()
+""", fixed="""
+for i, (x, y) in enumerate(loader, 1):
+    window = min(k, len(loader) - ((i - 1) // k) * k)
+    scaler.scale(loss_fn(model(x), y) / window).backward()
+    if i % k == 0 or i == len(loader):
+        scaler.step(opt)
+        scaler.update()
+        opt.zero_grad()
+""", why="a counter from 1 and an inline division"),
+    ]
+
+    def check(self, loop: TrainingLoop, model) -> Iterator[Finding]:
+        if loop.frameworks & MANAGED:
+            return
+        reported: set[int] = set()
+        for variant, boundary in loop.accumulation_variants():
+            if boundary.end_of_data is None and not loop.flush_after_loop:
+                continue
+            if divides_evenly(loop, boundary, model.facts):
+                continue
+            for backward in variant.backwards:
+                flow = backward.event.loss_flow
+                if flow is None:
+                    continue
+                for division in flow.divisions:
+                    if division.divisor_text != boundary.k_text or id(division.operation) in reported:
+                        continue
+                    reported.add(id(division.operation))
+                    yield self.finding(
+                        f"the final partial window is stepped but its losses are still divided by `{boundary.k_text}`: "
+                        f"that window counts `r / {boundary.k_text}` of the mean",
+                        division.operation, self._fix(loop, boundary, division))
+
+    def _fix(self, loop: TrainingLoop, boundary: Boundary, division: Division) -> Fix | None:
+        counter = boundary.counter
+        length = loop.iterable.len_text
+        if counter is None or not counter.per_pass or counter.first_value not in (0, 1) or length is None:
+            return None
+        if not isinstance(division.statement, cst.SimpleStatementLine):
+            return None
+        k = atom(boundary.k)
+        position = counter.text if counter.first_value == 0 else f"({counter.text} - 1)"
+        name = fresh_name(loop, "window")
+        line = f"{name} = min({k}, {length} - ({position} // {k}) * {k})"
+        return Fix(Applicability.SAFE, f"Divide by the real window size `{name}`",
+                   (InsertBefore(division.statement, line), Replace(division.divisor, cst.Name(name))))
+
