@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Iterator
 
@@ -11,9 +12,10 @@ DEFAULT_EXCLUDES = frozenset({
     ".ruff_cache", ".pytest_cache", "build", "dist", "site-packages", "node_modules", ".eggs", ".gacclint_cache",
 })
 
-# Every backward in RULES.md is spelled with this word; a file without it
-# holds no training loop, so it is never parsed.
-PREFILTER = b"backward"
+# Every backward in RULES.md is a call spelled `...backward(`; a file without
+# one holds no training loop, so it is never parsed. ("backward compatible" in
+# a docstring does not count.)
+PREFILTER = re.compile(rb"backward\s*\(")
 
 
 def discover(paths: list[Path]) -> Iterator[Path]:
@@ -34,4 +36,4 @@ def _walk(root: Path) -> Iterator[Path]:
 
 
 def may_hold_training_loop(source: bytes) -> bool:
-    return PREFILTER in source
+    return PREFILTER.search(source) is not None

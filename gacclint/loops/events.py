@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator
-
 import libcst as cst
 
 from gacclint.loops.facts import ModuleFacts
@@ -39,19 +37,6 @@ _GRAD_SCALING_CALLS = {"multiply_grads", "scale_grads", "div_grads", "divide_gra
 _CLEAR_GRAD_METHODS = {"zero_", "detach_", "fill_"}
 
 
-def _walk_calls(node: cst.CSTNode) -> Iterator[cst.CSTNode]:
-    """Calls and assignments in evaluation-ish order, not entering lambdas or defs."""
-    stack: list[cst.CSTNode] = [node]
-    found: list[cst.CSTNode] = []
-    while stack:
-        current = stack.pop()
-        if isinstance(current, (cst.Lambda, cst.FunctionDef, cst.ClassDef)):
-            continue
-        if isinstance(current, (cst.Call, cst.Assign, cst.AugAssign)):
-            found.append(current)
-        stack.extend(reversed(current.children))
-    # Inner calls run before the calls that contain them; statements read left to right.
-    return iter(found)
 
 
 def is_grad_reference(node: cst.BaseExpression) -> bool:
@@ -64,7 +49,7 @@ def is_grad_reference(node: cst.BaseExpression) -> bool:
 
 def events_in(statement: cst.CSTNode, facts: ModuleFacts, clear_helpers: set[str]) -> list[RawEvent]:
     events: list[RawEvent] = []
-    for node in _walk_calls(statement):
+    for node in facts.tree.find(statement, cst.Call, cst.Assign, cst.AugAssign, enter_scopes=False):
         event = _classify(node, facts, clear_helpers)
         if event is not None:
             events.append(event)
@@ -186,10 +171,10 @@ def _step(node: cst.Call, owner_text: str, facts: ModuleFacts) -> RawEvent | Non
         if not args:
             return None
         return RawEvent(EventKind.STEP, node, receiver=code_of(args[0]), via_scaler=owner_text)
-    if owner_text in facts.schedulers or looks_like_scheduler(owner_text):
-        return RawEvent(EventKind.SCHEDULER_STEP, node, receiver=owner_text)
-    if owner_text in facts.deepspeed_engines or (looks_like_deepspeed_engine(owner_text) and not looks_like_optimizer(owner_text)):
-        return RawEvent(EventKind.STEP, node, receiver=owner_text, framework="deepspeed")
     if owner_text in facts.optimizers or looks_like_optimizer(owner_text):
         return RawEvent(EventKind.STEP, node, receiver=owner_text)
+    if owner_text in facts.schedulers or looks_like_scheduler(owner_text):
+        return RawEvent(EventKind.SCHEDULER_STEP, node, receiver=owner_text)
+    if owner_text in facts.deepspeed_engines or looks_like_deepspeed_engine(owner_text):
+        return RawEvent(EventKind.STEP, node, receiver=owner_text, framework="deepspeed")
     return None

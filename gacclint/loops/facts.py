@@ -8,12 +8,17 @@ constants have (for "provable from literals" in RULES.md).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterable
-
 import libcst as cst
-import libcst.matchers as m
 
-from gacclint.loops.vocabulary import OPTIMIZER_CONSTRUCTORS, call_name, code_of, dotted_name, is_sum_reduction
+from gacclint.loops.tree import Tree
+from gacclint.loops.vocabulary import (
+    OPTIMIZER_CONSTRUCTORS,
+    call_name,
+    code_of,
+    dotted_name,
+    is_sum_reduction,
+    looks_like_optimizer,
+)
 
 
 @dataclass
@@ -29,6 +34,7 @@ class Binding:
 
 @dataclass
 class ModuleFacts:
+    tree: Tree = field(default_factory=Tree)
     functions: dict[str, list[cst.FunctionDef]] = field(default_factory=dict)
     classes: dict[str, cst.ClassDef] = field(default_factory=dict)
     bindings: dict[str, list[Binding]] = field(default_factory=dict)
@@ -51,7 +57,7 @@ class ModuleFacts:
 
     def is_generator_function(self, name: str) -> bool:
         func = self.function_named(name)
-        return func is not None and _contains(func.body, m.Yield())
+        return func is not None and any(True for _ in self.tree.find(func.body, cst.Yield, enter_scopes=False))
 
     def latest_binding(self, target: str, before: cst.CSTNode | None, scope: cst.FunctionDef | None) -> Binding | None:
         """The last binding of `target` before `before`: the function's own, else the module's."""
@@ -81,8 +87,6 @@ class ModuleFacts:
             binding = self.latest_binding(node.value, before, scope)
             if binding is None or binding.tuple_index is not None:
                 return None
-            if len([b for b in self.bindings.get(node.value, []) if b.scope is binding.scope]) > 1 and binding.scope is not None:
-                pass  # the latest preceding one is what counts
             return self.evaluate_int(binding.value, binding.statement, binding.scope, depth + 1)
         if isinstance(node, cst.BinaryOperation):
             left = self.evaluate_int(node.left, before, scope, depth + 1)
@@ -171,51 +175,39 @@ class ModuleFacts:
         return None
 
 
-def _contains(node: cst.CSTNode, matcher: m.BaseMatcherNode) -> bool:
-    return bool(m.findall(node, matcher))
+class _FactCollector:
+    """Reads the module facts while the children map is built, in one pass."""
 
-
-class _FactCollector(cst.CSTVisitor):
     def __init__(self, facts: ModuleFacts) -> None:
         self.facts = facts
-        self.scopes: list[cst.FunctionDef] = []
         self.order = 0
 
-    def on_visit(self, node: cst.CSTNode) -> bool:
+    def __call__(self, node: cst.CSTNode, scope: cst.FunctionDef | None) -> None:
         if isinstance(node, (cst.BaseStatement, cst.BaseSmallStatement)):
             self.order += 1
             self.facts.statement_order[id(node)] = self.order
-        return super().on_visit(node)
-
-    def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
-        self.facts.functions.setdefault(node.name.value, []).append(node)
-        self.scopes.append(node)
-
-    def leave_FunctionDef(self, original_node: cst.FunctionDef) -> None:
-        self.scopes.pop()
-
-    def visit_ClassDef(self, node: cst.ClassDef) -> None:
-        self.facts.classes[node.name.value] = node
-        bases = " ".join(code_of(arg.value) for arg in node.bases)
-        if "IterableDataset" in bases or "IterDataPipe" in bases:
-            self.facts.iterable_datasets.add(node.name.value)
-
-    def visit_Assign(self, node: cst.Assign) -> None:
-        for target in node.targets:
-            self._bind(target.target, node.value, node)
-
-    def visit_AnnAssign(self, node: cst.AnnAssign) -> None:
-        if node.value is not None:
-            self._bind(node.target, node.value, node)
-
-    def visit_Call(self, node: cst.Call) -> None:
-        name = call_name(node) or ""
-        if name.rsplit(".", 1)[-1] == "Accelerator":
-            if any(a.keyword is not None and a.keyword.value in {"gradient_accumulation_steps", "gradient_accumulation_plugin"} for a in node.args):
+        if isinstance(node, cst.FunctionDef):
+            self.facts.functions.setdefault(node.name.value, []).append(node)
+        elif isinstance(node, cst.ClassDef):
+            self.facts.classes[node.name.value] = node
+            bases = " ".join(code_of(arg.value) for arg in node.bases)
+            if "IterableDataset" in bases or "IterDataPipe" in bases:
+                self.facts.iterable_datasets.add(node.name.value)
+        elif isinstance(node, cst.Assign):
+            for target in node.targets:
+                self._bind(target.target, node.value, node, scope)
+        elif isinstance(node, cst.AnnAssign):
+            if node.value is not None:
+                self._bind(node.target, node.value, node, scope)
+        elif isinstance(node, cst.Call):
+            name = call_name(node) or ""
+            if name.rsplit(".", 1)[-1] == "Accelerator" and any(
+                    a.keyword is not None and a.keyword.value in {"gradient_accumulation_steps", "gradient_accumulation_plugin"}
+                    for a in node.args):
                 self.facts.accelerator_gas = True
 
-    def _bind(self, target: cst.BaseExpression, value: cst.BaseExpression, statement: cst.CSTNode) -> None:
-        scope = self.scopes[-1] if self.scopes else None
+    def _bind(self, target: cst.BaseExpression, value: cst.BaseExpression, statement: cst.CSTNode,
+              scope: cst.FunctionDef | None) -> None:
         self.facts.binding_order[id(statement)] = self.facts.statement_order.get(id(statement), self.order)
         if isinstance(target, (cst.Tuple, cst.List)):
             names = [dotted_name(el.value) if not isinstance(el, cst.StarredElement) else None for el in target.elements]
@@ -235,7 +227,9 @@ class _FactCollector(cst.CSTVisitor):
             return
         called = call_name(value) or ""
         short = called.rsplit(".", 1)[-1]
-        if "lr_scheduler" in called or "Scheduler" in short or "schedule" in short.lower() or short.endswith("LR"):
+        if looks_like_optimizer(name):  # schedulefree.AdamWScheduleFree is an optimizer
+            self.facts.optimizers.add(name)
+        elif "lr_scheduler" in called or "Scheduler" in short or "schedule" in short.lower() or short.endswith("LR"):
             self.facts.schedulers.add(name)
         elif short in OPTIMIZER_CONSTRUCTORS or called.startswith(("torch.optim.", "optim.")) or "optimizer" in short.lower():
             self.facts.optimizers.add(name)
@@ -248,24 +242,18 @@ class _FactCollector(cst.CSTVisitor):
         if not isinstance(value, cst.Call):
             return
         called = call_name(value) or ""
-        if called.endswith("deepspeed.initialize") or called == "initialize" and "deepspeed" in called:
+        if called.endswith("deepspeed.initialize"):
+            # engine, optimizer, dataloader, lr_scheduler = deepspeed.initialize(...)
             if names and names[0]:
                 self.facts.deepspeed_engines.add(names[0])
+            if len(names) > 1 and names[1]:
+                self.facts.optimizers.add(names[1])
         if called.endswith(".prepare") and "accelerator" in called.lower():
             self.facts.prepared.update(n for n in names if n)
-        if called.endswith("deepspeed.initialize") and len(names) > 1 and names[1]:
-            self.facts.optimizers.add(names[1])
 
 
 def collect_facts(module: cst.Module) -> ModuleFacts:
     facts = ModuleFacts()
-    module.visit(_FactCollector(facts))
+    facts.tree.build(module, _FactCollector(facts))
     return facts
 
-
-def iter_names(node: cst.CSTNode) -> Iterable[str]:
-    """Every plain name and dotted name chain read in `node`."""
-    for found in m.findall(node, m.Name() | m.Attribute()):
-        text = dotted_name(found)  # type: ignore[arg-type]
-        if text:
-            yield text

@@ -6,7 +6,6 @@ import itertools
 from dataclasses import dataclass, field
 
 import libcst as cst
-import libcst.matchers as m
 
 from gacclint.loops.events import RawEvent, events_in
 from gacclint.loops.facts import ModuleFacts, collect_facts
@@ -31,7 +30,7 @@ from gacclint.loops.model import (
     Shape,
     TrainingLoop,
 )
-from gacclint.loops.vocabulary import call_name, code_of, dotted_name
+from gacclint.loops.vocabulary import call_name, code_of, dotted_name, looks_like_optimizer
 
 MAX_SWITCHES = 5
 _TERMINATORS = (cst.Continue, cst.Break, cst.Return, cst.Raise)
@@ -48,10 +47,19 @@ class _Frame:
     index: int
 
 
+@dataclass(frozen=True)
+class _RawCondition:
+    expression: cst.BaseExpression | None  # None: opaque (an `except:` body, a `match` case)
+    polarity: bool
+    # For the test of an `if ...: continue` ahead of the statement: how many
+    # statements of the loop came up to the end of that `if`.
+    early_exit_after: int | None = None
+
+
 @dataclass
 class _Visit:
     statement: cst.CSTNode
-    raw_conditions: list[tuple[cst.BaseExpression | None, bool]]  # None expression: opaque (except:)
+    raw_conditions: list[_RawCondition]
     order: int
     in_inner_loop: bool
     in_window_loop: bool
@@ -185,11 +193,11 @@ class _Builder:
         if shape is Shape.INNER_WINDOW:
             counters.update(self._counters(micro, frames, function))
         self._top_level = {id(node): index for index, statement in enumerate(training.body.body)
-                           for node in itertools.chain((statement,), _descendants(statement))}
+                           for node in self.facts.tree.walk(statement)}
         varying = self._varying(training)
         aliases = self._aliases(training)
         visits = list(self._visits(training, micro if shape is Shape.INNER_WINDOW else None))
-        context = GuardContext(counters=counters, varying=varying, aliases=aliases)
+        context = GuardContext(counters=counters, varying=varying, tree=self.facts.tree, aliases=aliases)
         events = self._events(visits, context, training, function)
         iterable = self._iterable(micro, function)
         loop = TrainingLoop(
@@ -199,12 +207,13 @@ class _Builder:
             iterable=iterable,
             counter=next((c for c in counters.values() if c.source is not CounterSource.MANUAL), None),
             events=events,
-            variants=_variants(events),
+            variants=_variants(events, self._frameworks),
             frameworks=frozenset(self._frameworks(events)),
             window_loop=training if shape is Shape.INNER_WINDOW else None,
             window_k=window_k,
             flush_after_loop=shape is Shape.PER_ITERATION and self._flush_after(micro, frames),
             bound_names=frozenset(self._bound_names(function)),
+            fresh_optimizers=frozenset(self._fresh_optimizers(training, varying)),
         )
         self.loops.append(loop)
 
@@ -299,7 +308,8 @@ class _Builder:
         names: set[str] = set()
         if isinstance(loop, cst.For):
             names.update(_target_names(loop.target))
-        for found in m.findall(loop.body, m.Assign() | m.AugAssign() | m.AnnAssign() | m.For() | m.WithItem() | m.NamedExpr()):
+        for found in self.facts.tree.find(loop.body, cst.Assign, cst.AugAssign, cst.AnnAssign, cst.For, cst.WithItem, cst.NamedExpr,
+                                          enter_scopes=False):
             if isinstance(found, cst.Assign):
                 for target in found.targets:
                     names.update(_target_names(target.target))
@@ -313,10 +323,26 @@ class _Builder:
                 names.update(_target_names(found.target))
         return names
 
+    def _fresh_optimizers(self, loop: LoopNode, varying: set[str]) -> set[str]:
+        fresh: set[str] = set()
+        for found in self.facts.tree.find(loop.body, cst.Assign, enter_scopes=False):
+            value = found.value
+            if not (isinstance(value, cst.Call) and len(found.targets) == 1 and value.args):
+                continue
+            name = dotted_name(found.targets[0].target)
+            if not name or not (name in self.facts.optimizers or looks_like_optimizer(name)):
+                continue
+            params = value.args[0].value
+            read = {dotted_name(n) for n in self.facts.tree.find(params, cst.Name, cst.Attribute)} - {None}
+            roots = {text.split(".")[0] for text in read}
+            if roots and all(root in varying for root in roots):
+                fresh.add(name)
+        return fresh
+
     def _aliases(self, loop: LoopNode) -> dict[str, cst.BaseExpression]:
         counts: dict[str, int] = {}
         values: dict[str, cst.BaseExpression] = {}
-        for found in m.findall(loop.body, m.Assign() | m.AugAssign()):
+        for found in self.facts.tree.find(loop.body, cst.Assign, cst.AugAssign, enter_scopes=False):
             targets = [t.target for t in found.targets] if isinstance(found, cst.Assign) else [found.target]
             for target in targets:
                 for name in _target_names(target):
@@ -327,6 +353,7 @@ class _Builder:
 
     def _visits(self, loop: LoopNode, window_loop: LoopNode | None):
         order = itertools.count()
+        visited = [0]  # statements yielded so far, for early exits
 
         def walk(block, conditions, inner: bool, in_window: bool, contexts: tuple[str, ...], editable_block: bool):
             pending = list(conditions)
@@ -334,24 +361,26 @@ class _Builder:
                 if isinstance(statement, (cst.FunctionDef, cst.ClassDef)):
                     continue
                 if isinstance(statement, (cst.SimpleStatementLine, cst.SimpleStatementSuite)):
+                    visited[0] += 1
                     yield _Visit(statement, pending, next(order), inner, in_window, editable_block and isinstance(statement, cst.SimpleStatementLine), contexts)
                     continue
                 if isinstance(statement, cst.If):
-                    yield from walk(statement.body.body, pending + [(statement.test, True)], inner, in_window, contexts,
+                    yield from walk(statement.body.body, pending + [_RawCondition(statement.test, True)], inner, in_window, contexts,
                                     isinstance(statement.body, cst.IndentedBlock))
                     if statement.orelse is not None:
-                        else_conditions = pending + [(statement.test, False)]
+                        else_conditions = pending + [_RawCondition(statement.test, False)]
                         if isinstance(statement.orelse, cst.If):
                             yield from walk((statement.orelse,), else_conditions, inner, in_window, contexts, True)
                         else:
                             yield from walk(statement.orelse.body.body, else_conditions, inner, in_window, contexts,
                                             isinstance(statement.orelse.body, cst.IndentedBlock))
+                    seen_through = visited[0]
                     body_ends = _terminates(statement.body)
                     else_ends = statement.orelse is not None and not isinstance(statement.orelse, cst.If) and _terminates(statement.orelse.body)
                     if body_ends and statement.orelse is None:
-                        pending = pending + [(statement.test, False)]
+                        pending = pending + [_RawCondition(statement.test, False, seen_through)]
                     elif else_ends and not body_ends:
-                        pending = pending + [(statement.test, True)]
+                        pending = pending + [_RawCondition(statement.test, True, seen_through)]
                     continue
                 if isinstance(statement, cst.With):
                     items = tuple(code_of(item.item) for item in statement.items)
@@ -367,13 +396,13 @@ class _Builder:
                 if isinstance(statement, (cst.Try, cst.TryStar)):
                     yield from walk(statement.body.body, pending, inner, in_window, contexts, True)
                     for handler in statement.handlers:
-                        yield from walk(handler.body.body, pending + [(None, True)], inner, in_window, contexts, True)
+                        yield from walk(handler.body.body, pending + [_RawCondition(None, True)], inner, in_window, contexts, True)
                     for extra in (statement.orelse, statement.finalbody):
                         if extra is not None:
                             yield from walk(extra.body.body, pending, inner, in_window, contexts, True)
                     continue
                 for _, _, child in _blocks_of(statement):
-                    yield from walk(child, pending + [(None, True)], inner, in_window, contexts, True)
+                    yield from walk(child, pending + [_RawCondition(None, True)], inner, in_window, contexts, True)
 
         yield from walk(loop.body.body, [], False, False, (), isinstance(loop.body, cst.IndentedBlock))
 
@@ -381,12 +410,15 @@ class _Builder:
                 function: cst.FunctionDef | None) -> list[Event]:
         events: list[Event] = []
         statements = [v.statement for v in visits]
+        found = [(visit, events_in(visit.statement, self.facts, self.clear_helpers)) for visit in visits]
+        # An `if <resuming>: continue` ahead of every event only removes whole
+        # iterations: what remains keeps its structure (RULES.md, *guard*).
+        first_event = next((index for index, (_, raw) in enumerate(found) if raw), len(found))
         order = 0
-        for visit in visits:
-            raw_events = events_in(visit.statement, self.facts, self.clear_helpers)
+        for visit, raw_events in found:
             if not raw_events:
                 continue
-            conditions = tuple(self._conditions(visit, context, loop))
+            conditions = tuple(self._conditions(visit, context, loop, first_event))
             for raw in raw_events:
                 flow = None
                 if raw.kind is EventKind.BACKWARD and raw.loss is not None:
@@ -400,15 +432,18 @@ class _Builder:
                 order += 1
         return events
 
-    def _conditions(self, visit: _Visit, context: GuardContext, loop: LoopNode) -> list[Condition]:
+    def _conditions(self, visit: _Visit, context: GuardContext, loop: LoopNode, first_event: int) -> list[Condition]:
         conditions: list[Condition] = []
         statement_index = self._top_level.get(id(visit.statement))
-        for expression, polarity in visit.raw_conditions:
-            if expression is None:
+        for raw in visit.raw_conditions:
+            if raw.expression is None:
                 conditions.append(Condition(None, "<opaque>", True, ConditionKind.OPAQUE))
                 continue
-            test_index = self._top_level.get(id(expression), statement_index)
-            conditions.extend(classify(expression, polarity, self._context_at(context, loop, test_index)))
+            test_index = self._top_level.get(id(raw.expression), statement_index)
+            classified = classify(raw.expression, raw.polarity, self._context_at(context, loop, test_index))
+            if raw.early_exit_after is not None and raw.early_exit_after <= first_event:
+                classified = [c for c in classified if c.kind is not ConditionKind.OPAQUE]
+            conditions.extend(classified)
         return conditions
 
     def _context_at(self, context: GuardContext, loop: LoopNode, index: int | None) -> GuardContext:
@@ -424,7 +459,7 @@ class _Builder:
             incremented_before = position < index
             first = counter.first_value + (1 if incremented_before else 0)
             counters[name] = Counter(name, counter.source, first, counter.per_pass)
-        return GuardContext(counters=counters, varying=context.varying, aliases=context.aliases)
+        return GuardContext(counters=counters, varying=context.varying, tree=context.tree, aliases=context.aliases)
 
     def _iterable(self, loop: LoopNode, function: cst.FunctionDef | None) -> IterableInfo:
         if isinstance(loop, cst.While):
@@ -453,6 +488,14 @@ class _Builder:
         if text is None:
             return IterableInfo(IterableKind.UNKNOWN, None, None)
         binding = self.facts.latest_binding(text, loop, function)
+        # epoch_iterator = tqdm(train_dataloader): the wrapper has the loader's length.
+        while (binding is not None and binding.tuple_index is None and isinstance(binding.value, cst.Call)
+               and (call_name(binding.value) or "").rsplit(".", 1)[-1] in _ITERABLE_WRAPPERS):
+            inner = [a.value for a in binding.value.args if a.keyword is None and not a.star]
+            inner_text = dotted_name(inner[0]) if inner else None
+            if inner_text is None:
+                break
+            binding = self.facts.latest_binding(inner_text, binding.statement, binding.scope)
         if binding is not None and binding.tuple_index is None and isinstance(binding.value, cst.Call):
             called = (call_name(binding.value) or "").rsplit(".", 1)[-1]
             if called in _STREAM_CALLS or self.facts.is_generator_function(called) or "infinite" in called.lower():
@@ -464,7 +507,7 @@ class _Builder:
         if binding is not None and isinstance(binding.value, (cst.GeneratorExp,)):
             return IterableInfo(IterableKind.STREAM, None, None)
         last = text.rsplit(".", 1)[-1].lower()
-        if "infinite" in last or "stream" in last or last.endswith("_iter") or last.endswith("iterator"):
+        if "infinite" in last or "stream" in last:
             return IterableInfo(IterableKind.STREAM, None, None)
         if last.endswith("loader"):
             return IterableInfo(IterableKind.LOADER, f"len({text})", literal)
@@ -512,13 +555,13 @@ class _Builder:
         names = {name for name, bindings in self.facts.bindings.items() if any(b.scope is function for b in bindings)}
         if function is not None:
             names.update(p.name.value for p in function.params.params)
-            names.update(n.value for n in m.findall(function.body, m.Name()))
+            names.update(n.value for n in self.facts.tree.find(function.body, cst.Name))
         else:
-            names.update(n.value for n in m.findall(self.module, m.Name()))
+            names.update(n.value for n in self.facts.tree.find(self.module, cst.Name))
         return names
 
 
-def _variants(events: list[Event]) -> list[LoopVariant]:
+def _variants(events: list[Event], frameworks) -> list[LoopVariant]:
     switches: list[str] = []
     for event in events:
         for condition in event.conditions:
@@ -534,7 +577,8 @@ def _variants(events: list[Event]) -> list[LoopVariant]:
                    for c in event.conditions):
                 continue
             resolved.append(ResolvedEvent(event, _guard(event, assignment)))
-        variants.append(LoopVariant(tuple(assignment.items()), resolved))
+        variants.append(LoopVariant(tuple(assignment.items()), resolved,
+                                    frozenset(frameworks([r.event for r in resolved]))))
     return variants
 
 
@@ -604,10 +648,3 @@ def _single_range_argument(loop: LoopNode) -> cst.BaseExpression | None:
             return args[0]
     return None
 
-
-def _descendants(node: cst.CSTNode):
-    stack = list(node.children)
-    while stack:
-        current = stack.pop()
-        yield current
-        stack.extend(current.children)

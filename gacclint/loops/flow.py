@@ -79,7 +79,7 @@ class _Flow:
         if any("accum" in code_of(arg.value).lower() for arg in node.args):
             return Scaling.SCALED
         helper = self.facts.function_named(name.rsplit(".", 1)[-1]) if (name and (name.count(".") == 0 or name.startswith("self."))) else None
-        if helper is not None and _divides(helper):
+        if helper is not None and _divides(helper, self.facts):
             return Scaling.SCALED
         return Scaling.UNSCALED
 
@@ -117,15 +117,12 @@ class _Flow:
         return []
 
 
-def _divides(function: cst.FunctionDef) -> bool:
-    stack: list[cst.CSTNode] = [function.body]
-    while stack:
-        node = stack.pop()
+def _divides(function: cst.FunctionDef, facts: ModuleFacts) -> bool:
+    for node in facts.tree.find(function.body, cst.BinaryOperation, cst.AugAssign):
         if isinstance(node, cst.BinaryOperation) and isinstance(node.operator, cst.Divide):
             return True
         if isinstance(node, cst.AugAssign) and isinstance(node.operator, cst.DivideAssign):
             return True
-        stack.extend(node.children)
     return False
 
 

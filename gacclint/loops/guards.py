@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import libcst as cst
 
 from gacclint.loops.model import Boundary, Condition, ConditionKind, Counter
+from gacclint.loops.tree import Tree
 from gacclint.loops.vocabulary import PURE_CALLS, call_name, code_of, dotted_name
 
 _END_OF_DATA_WORDS = re.compile(r"(^|_)(last|end|final|is_last|end_of)(_|$)|last|end_of_data|end_of_dataloader")
@@ -24,6 +25,7 @@ class GuardContext:
 
     counters: dict[str, Counter]
     varying: set[str]  # names and dotted names assigned inside the loop
+    tree: Tree
     aliases: dict[str, cst.BaseExpression] = field(default_factory=dict)  # should_step = <expr>
 
     def is_varying(self, text: str) -> bool:
@@ -69,7 +71,7 @@ def _strip(node: cst.BaseExpression) -> cst.BaseExpression:
 
 def is_switch(node: cst.BaseExpression, context: GuardContext) -> bool:
     """True when nothing the loop does can change the test's value."""
-    for found in _walk(node):
+    for found in context.tree.walk(node):
         if isinstance(found, cst.Call):
             name = call_name(found) or ""
             if name.rsplit(".", 1)[-1] not in PURE_CALLS:
@@ -81,14 +83,6 @@ def is_switch(node: cst.BaseExpression, context: GuardContext) -> bool:
         elif isinstance(found, (cst.Yield, cst.Await, cst.NamedExpr)):
             return False
     return True
-
-
-def _walk(node: cst.CSTNode):
-    stack = [node]
-    while stack:
-        current = stack.pop()
-        yield current
-        stack.extend(current.children)
 
 
 def read_boundary(node: cst.BaseExpression, context: GuardContext) -> tuple[Boundary | None, bool]:
@@ -219,8 +213,14 @@ def _make(read, remainder: int, test: cst.BaseExpression, context: GuardContext)
 
 
 def _is_end_of_data(node: cst.BaseExpression, context: GuardContext) -> bool:
-    """`(i + 1) == len(loader)`, `i == n - 1`, `is_last_batch`, `step + 1 >= steps_per_epoch`."""
-    for found in _walk(node):
+    """`(i + 1) == len(loader)`, `i == n - 1`, `is_last_batch`, `step + 1 >= steps_per_epoch`.
+
+    A compound term (`len(it) <= k and i + 1 == len(it)`) steps the tail only
+    sometimes: it is not an end-of-data clause, and the guard is opaque.
+    """
+    if isinstance(node, (cst.BooleanOperation, cst.UnaryOperation)):
+        return False
+    for found in context.tree.walk(node):
         if isinstance(found, cst.Comparison):
             sides = [found.left] + [c.comparator for c in found.comparisons]
             operators = [c.operator for c in found.comparisons]

@@ -215,10 +215,20 @@ class Shape(enum.Enum):
     INNER_WINDOW = "inner-window"  # nanoGPT: `for micro_step in range(k)` then step
 
 
+# Frameworks that scale, step and clear for the user (RULES.md, *framework-managed*).
+MANAGED = frozenset({"accelerate-accumulate", "accelerate-gas", "deepspeed", "other", "lightning"})
+
+
 @dataclass
 class LoopVariant:
     switches: tuple[tuple[str, bool], ...]
     events: list[ResolvedEvent]
+    frameworks: frozenset[str] = frozenset()
+
+    @property
+    def managed(self) -> bool:
+        """A framework scales, steps or clears in this variant: no GA1xx/GA2xx finding."""
+        return bool(self.frameworks & MANAGED)
 
     def of(self, kind: EventKind) -> list[ResolvedEvent]:
         return [e for e in self.events if e.kind is kind]
@@ -279,6 +289,9 @@ class TrainingLoop:
     flush_after_loop: bool = False
     # Names the function (or module) already binds: fixes choose fresh ones.
     bound_names: frozenset[str] = field(default_factory=frozenset)
+    # Optimizers built inside the loop body over tensors also built there: new
+    # parameters every iteration, so there are no old gradients to clear.
+    fresh_optimizers: frozenset[str] = field(default_factory=frozenset)
 
     @property
     def framework_managed(self) -> bool:
@@ -293,6 +306,8 @@ class TrainingLoop:
         if self.shape is not Shape.PER_ITERATION:
             return
         for variant in self.variants:
+            if variant.managed:
+                continue
             boundary = variant_step_boundary(variant)
             if boundary is None or boundary.framework:
                 continue

@@ -7,8 +7,6 @@ import libcst as cst
 from gacclint.loops.model import Boundary, Event, EventKind, LoopVariant, ResolvedEvent, TrainingLoop
 from gacclint.loops.vocabulary import code_of
 
-# Frameworks that scale, step and clear for the user (RULES.md, *framework-managed*).
-MANAGED = frozenset({"accelerate-accumulate", "accelerate-gas", "deepspeed", "other", "lightning"})
 
 
 def alone_on_its_line(event: Event) -> bool:

@@ -5,7 +5,6 @@ from typing import Iterator
 from gacclint.fixes.edits import InsertAfter
 from gacclint.loops.model import EventKind, GuardKind, TrainingLoop
 from gacclint.rules.base import Applicability, Finding, Fix, Invalid, Rule, Valid
-from gacclint.rules.common import MANAGED
 
 
 class MissingZeroGrad(Rule):
@@ -126,13 +125,15 @@ for epoch in range(epochs):
     ]
 
     def check(self, loop: TrainingLoop, model) -> Iterator[Finding]:
-        if loop.frameworks & (MANAGED - {"accelerate-accumulate", "accelerate-gas"}):
-            return
         if any(event.kind is EventKind.CLEAR for event in loop.events):
             return
         for variant in loop.variants:
+            # accelerate's accumulate() skips zero_grad but never calls it for you.
+            if variant.frameworks - {"accelerate-accumulate", "accelerate-gas"}:
+                continue
             steps = [s for s in variant.steps if s.event.framework is None and not s.event.in_inner_loop
-                     and s.guard.kind in {GuardKind.NONE, GuardKind.BOUNDARY}]
+                     and s.guard.kind in {GuardKind.NONE, GuardKind.BOUNDARY}
+                     and s.event.receiver not in loop.fresh_optimizers]
             if not steps or not variant.backwards:
                 continue
             step = steps[0]

@@ -6,7 +6,7 @@ from gacclint.fixes.edits import MoveAfter, Remove
 from gacclint.loops.model import EventKind, GuardKind, LoopVariant, ResolvedEvent, Shape, TrainingLoop
 from gacclint.loops.vocabulary import looks_like_optimizer
 from gacclint.rules.base import Applicability, Finding, Fix, Invalid, Rule, Valid
-from gacclint.rules.common import MANAGED, alone_on_its_line, clears_after, step_for
+from gacclint.rules.common import alone_on_its_line, clears_after, step_for
 
 
 class ZeroGradDefeatsAccumulation(Rule):
@@ -115,11 +115,11 @@ for batch in loader:
         if "accelerate-accumulate" in loop.frameworks:
             yield from self._accelerate(loop)
             return
-        if loop.frameworks & MANAGED:
-            return
         reported: set[int] = set()
         if loop.shape is Shape.INNER_WINDOW:
             for variant in loop.variants:
+                if variant.managed:
+                    continue
                 for clear in variant.clears:
                     if clear.event.in_window_loop and clear.guard.kind is GuardKind.NONE and clear.event.receiver:
                         yield from self._report(variant, clear, reported)

@@ -6,7 +6,7 @@ from gacclint.fixes.edits import MoveAfter
 from gacclint.loops.model import TrainingLoop
 from gacclint.loops.vocabulary import looks_like_optimizer
 from gacclint.rules.base import Applicability, Finding, Fix, Invalid, Rule, Valid
-from gacclint.rules.common import MANAGED, alone_on_its_line
+from gacclint.rules.common import alone_on_its_line
 
 
 class ZeroGradBeforeStep(Rule):
@@ -109,10 +109,10 @@ for i, (x, y) in enumerate(loader):
     ]
 
     def check(self, loop: TrainingLoop, model) -> Iterator[Finding]:
-        if loop.frameworks & MANAGED:
-            return
         reported: set[int] = set()
         for variant in loop.variants:
+            if variant.managed:
+                continue
             step_receivers = {s.event.receiver for s in variant.steps}
             for clear in variant.clears:
                 receiver = clear.event.receiver

@@ -8,7 +8,6 @@ from gacclint.fixes.edits import Replace
 from gacclint.loops.model import TrainingLoop
 from gacclint.loops.vocabulary import code_of
 from gacclint.rules.base import Applicability, Finding, Fix, Invalid, Rule, Valid
-from gacclint.rules.common import MANAGED
 
 
 class BoundaryOffByOne(Rule):
@@ -110,8 +109,6 @@ for x, y in loader:
     ]
 
     def check(self, loop: TrainingLoop, model) -> Iterator[Finding]:
-        if loop.frameworks & MANAGED:
-            return
         reported: set[int] = set()
         for _, boundary in loop.accumulation_variants():
             if not boundary.spelled_zero_based or boundary.first_window_offset != -1 or boundary.modulo is None:

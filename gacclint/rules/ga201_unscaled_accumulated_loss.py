@@ -8,7 +8,7 @@ from gacclint.fixes.edits import InsertBefore, Replace
 from gacclint.loops.model import Event, EventKind, GuardKind, Scaling, Shape, TrainingLoop
 from gacclint.loops.vocabulary import code_of
 from gacclint.rules.base import Applicability, Finding, Fix, Invalid, Rule, Valid
-from gacclint.rules.common import MANAGED, atom, looks_like_accumulation_count
+from gacclint.rules.common import atom, looks_like_accumulation_count
 
 
 class UnscaledAccumulatedLoss(Rule):
@@ -159,14 +159,12 @@ while True:
     ]
 
     def check(self, loop: TrainingLoop, model) -> Iterator[Finding]:
-        if loop.frameworks & MANAGED:
-            return
         if any(event.kind is EventKind.GRAD_SCALING for event in loop.events):
             return
         reported: set[int] = set()
         if loop.shape is Shape.INNER_WINDOW:
             window_k = loop.window_k
-            if window_k is None or not _accumulation_window(loop):
+            if window_k is None or not _accumulation_window(loop) or any(v.managed for v in loop.variants):
                 return
             k_text = atom(window_k)
             for event in loop.events:
@@ -181,7 +179,7 @@ while True:
 
     def _report(self, event: Event, k_text: str, reported: set[int]) -> Iterator[Finding]:
         flow = event.loss_flow
-        if flow is None or flow.scaling is not Scaling.UNSCALED or event.loss is None or event.framework:
+        if flow is None or flow.scaling is not Scaling.UNSCALED or event.loss is None:
             return
         if id(event.node) in reported:
             return

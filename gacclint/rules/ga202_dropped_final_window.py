@@ -8,7 +8,7 @@ from gacclint.fixes.edits import Replace
 from gacclint.loops.model import Boundary, IterableKind, TrainingLoop
 from gacclint.loops.vocabulary import code_of
 from gacclint.rules.base import Applicability, Finding, Fix, Invalid, Rule, Valid
-from gacclint.rules.common import MANAGED, divides_evenly
+from gacclint.rules.common import divides_evenly
 
 _FINITE = {IterableKind.LOADER, IterableKind.RANGE, IterableKind.LIST, IterableKind.SIZED}
 _SAFE_TO_MEASURE = {IterableKind.LOADER, IterableKind.RANGE, IterableKind.LIST}
@@ -137,7 +137,7 @@ for step, batch in enumerate(data, start=1):
     ]
 
     def check(self, loop: TrainingLoop, model) -> Iterator[Finding]:
-        if loop.frameworks & MANAGED or loop.iterable.kind not in _FINITE or loop.flush_after_loop:
+        if loop.iterable.kind not in _FINITE or loop.flush_after_loop:
             return
         reported: set[int] = set()
         for _, boundary in loop.accumulation_variants():

@@ -7,7 +7,7 @@ import libcst as cst
 from gacclint.fixes.edits import InsertBefore, Replace
 from gacclint.loops.model import Boundary, Division, TrainingLoop
 from gacclint.rules.base import Applicability, Finding, Fix, Invalid, Rule, Valid
-from gacclint.rules.common import MANAGED, atom, divides_evenly, fresh_name
+from gacclint.rules.common import atom, divides_evenly, fresh_name
 
 
 class MisscaledFinalWindow(Rule):
@@ -127,8 +127,6 @@ for i, (x, y) in enumerate(loader, 1):
     ]
 
     def check(self, loop: TrainingLoop, model) -> Iterator[Finding]:
-        if loop.frameworks & MANAGED:
-            return
         reported: set[int] = set()
         for variant, boundary in loop.accumulation_variants():
             if boundary.end_of_data is None and not loop.flush_after_loop:

@@ -5,7 +5,7 @@ from typing import Iterator
 import libcst as cst
 
 from gacclint.fixes.edits import Edit, Remove, Replace
-from gacclint.loops.model import Division, DivisionForm, Event, EventKind, TrainingLoop
+from gacclint.loops.model import ConditionKind, Division, DivisionForm, Event, EventKind, TrainingLoop
 from gacclint.rules.base import Applicability, Finding, Fix, Invalid, Rule, Valid
 from gacclint.rules.common import looks_like_accumulation_count
 
@@ -127,7 +127,11 @@ def _dividing_framework(event: Event, loop: TrainingLoop, accelerator_gas: bool)
             return "`accelerator.backward`"
         return None
     if event.framework == "deepspeed":
-        return "the DeepSpeed engine"
+        # A step the user guards by hand means DeepSpeed is not accumulating
+        # (its accumulation count is 1) and the manual division is the only one.
+        engine_steps = [e for e in loop.events if e.kind is EventKind.STEP and e.framework == "deepspeed"]
+        if engine_steps and all(c.kind is ConditionKind.SWITCH for e in engine_steps for c in e.conditions):
+            return "the DeepSpeed engine"
     return None
 
 
