@@ -15,13 +15,15 @@ import libcst as cst
 @dataclass(frozen=True)
 class InsertBefore:
     anchor: cst.BaseStatement
-    code: str  # one statement, unindented
+    # One statement: unindented source, or an existing statement being moved
+    # here (it keeps the comment lines above it).
+    code: str | cst.BaseStatement
 
 
 @dataclass(frozen=True)
 class InsertAfter:
     anchor: cst.BaseStatement
-    code: str
+    code: str | cst.BaseStatement
 
 
 @dataclass(frozen=True)
@@ -73,12 +75,16 @@ class _EditApplier(cst.CSTTransformer):
         self.after: dict[int, list[cst.BaseStatement]] = {}
         self.removed: set[int] = set()
         self.replacements: dict[int, cst.CSTNode] = {}
-        config = module.config_for_parsing
+        def statement(code: str | cst.BaseStatement) -> cst.BaseStatement:
+            if isinstance(code, str):
+                return cst.parse_statement(code + module.default_newline, module.config_for_parsing)
+            return _moved(code)
+
         for edit in edits:
             if isinstance(edit, InsertBefore):
-                self.before.setdefault(id(edit.anchor), []).append(cst.parse_statement(edit.code + module.default_newline, config))
+                self.before.setdefault(id(edit.anchor), []).append(statement(edit.code))
             elif isinstance(edit, InsertAfter):
-                self.after.setdefault(id(edit.anchor), []).append(cst.parse_statement(edit.code + module.default_newline, config))
+                self.after.setdefault(id(edit.anchor), []).append(statement(edit.code))
             elif isinstance(edit, Remove):
                 self.removed.add(id(edit.statement))
             elif isinstance(edit, MoveAfter):

@@ -124,6 +124,68 @@ def _classify(node: cst.CSTNode, facts: ModuleFacts, clear_helpers: set[str]) ->
     return None
 
 
+# -- step hygiene (GA4xx, GA501) ------------------------------------------------
+
+# torch's clipping functions read `.grad` as it is: scaled, if a GradScaler scaled
+# the loss. accelerate's/Fabric's own clip methods unscale first.
+_RAW_CLIP_NAMES = {"clip_grad_norm_", "clip_grad_value_", "clip_grad_norm", "clip_grad_value"}
+# Ways of turning DDP's gradient all-reduce off for a micro-batch (RULES.md GA501).
+SYNC_CONTROL_NAMES = {
+    "no_sync", "require_backward_grad_sync", "no_backward_sync", "disable_allreduce", "enable_allreduce",
+    "disable_need_reduction", "enable_need_reduction", "set_requires_gradient_sync",
+    "set_gradient_accumulation_boundary",
+}
+DDP_CONSTRUCTORS = {"DistributedDataParallel", "DDP"}
+# Wrappers that manage gradient sync themselves (RULES.md GA501: silent).
+SELF_SYNCING_WRAPPERS = {"FullyShardedDataParallel", "FSDP", "fully_shard", "initialize", "prepare", "prepare_model",
+                         "setup", "setup_module"}
+
+
+def clips_raw_gradients(call: cst.CSTNode) -> bool:
+    """`clip_grad_norm_(...)` / `torch.nn.utils.clip_grad_value_(...)`: clips `.grad` as it is."""
+    if not isinstance(call, cst.Call):
+        return False
+    func = call.func
+    if isinstance(func, cst.Name):
+        return func.value in _RAW_CLIP_NAMES
+    if not isinstance(func, cst.Attribute) or func.attr.value not in _RAW_CLIP_NAMES:
+        return False
+    owner = code_of(func.value)
+    if looks_like_accelerator(owner) or looks_like_fabric(owner) or looks_like_deepspeed_engine(owner):
+        return False
+    return "trainer" not in owner.lower()
+
+
+def advances_schedule(call: cst.CSTNode) -> bool:
+    """`sched.step()`: advances the schedule; `sched.step(epoch)` sets a position instead."""
+    return isinstance(call, cst.Call) and not call.args
+
+
+def turns_sync_off(node: cst.CSTNode) -> bool:
+    """A name or attribute spelling one of the ways of turning DDP sync off."""
+    if isinstance(node, cst.Attribute):
+        return node.attr.value in SYNC_CONTROL_NAMES
+    return isinstance(node, cst.Name) and node.value in SYNC_CONTROL_NAMES
+
+
+def wrapper_name(value: cst.BaseExpression) -> str | None:
+    """`DDP` for `DDP(model, ...)`, `prepare` for `accelerator.prepare(model)`; None otherwise."""
+    if not isinstance(value, cst.Call):
+        return None
+    name = dotted_name(value.func)
+    return name.rsplit(".", 1)[-1] if name else None
+
+
+def scaler_disabled(value: cst.BaseExpression) -> bool:
+    """`GradScaler(enabled=False)` (the literal) or `None`: not a scaler in use."""
+    if isinstance(value, cst.Name):
+        return value.value == "None"
+    if not isinstance(value, cst.Call):
+        return False
+    enabled = _keyword(value, "enabled")
+    return isinstance(enabled, cst.Name) and enabled.value == "False"
+
+
 def _backward(node: cst.Call, owner: cst.BaseExpression, owner_text: str, facts: ModuleFacts) -> RawEvent | None:
     args = _positional(node)
     retain = _keyword(node, "retain_graph")

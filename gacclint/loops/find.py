@@ -10,6 +10,7 @@ import libcst as cst
 from gacclint.loops.events import RawEvent, events_in
 from gacclint.loops.facts import ModuleFacts, collect_facts
 from gacclint.loops.flow import loss_flow
+from gacclint.loops.graphs import GraphFlow
 from gacclint.loops.guards import GuardContext, classify
 from gacclint.loops.model import (
     NO_GUARD,
@@ -25,6 +26,7 @@ from gacclint.loops.model import (
     IterableInfo,
     IterableKind,
     LoopNode,
+    LoopStatement,
     LoopVariant,
     ResolvedEvent,
     Shape,
@@ -65,6 +67,7 @@ class _Visit:
     in_window_loop: bool
     editable: bool
     contexts: tuple[str, ...]
+    block: object = None  # the sequence of statements it sits in
 
 
 @dataclass
@@ -73,13 +76,15 @@ class ModuleModel:
     facts: ModuleFacts
     loops: list[TrainingLoop]
     frames: dict[int, list[_Frame]] = field(default_factory=dict)  # id(statement) -> ancestry
+    # Functions holding a backward and a step with no loop around them (GA402).
+    step_helpers: list[TrainingLoop] = field(default_factory=list)
 
 
 def build_model(module: cst.Module) -> ModuleModel:
     facts = collect_facts(module)
     builder = _Builder(module, facts)
     builder.walk_block(tuple(module.body), [], None, [])
-    return ModuleModel(module, facts, builder.loops, builder.frames)
+    return ModuleModel(module, facts, builder.loops, builder.frames, builder.step_helpers)
 
 
 def _is_loop(node: cst.CSTNode) -> bool:
@@ -121,6 +126,7 @@ class _Builder:
         self.module = module
         self.facts = facts
         self.loops: list[TrainingLoop] = []
+        self.step_helpers: list[TrainingLoop] = []
         self.frames: dict[int, list[_Frame]] = {}
         self.clear_helpers = self._clear_helpers()
         self._backward_cache: dict[int, bool] = {}
@@ -138,6 +144,8 @@ class _Builder:
             self.frames[id(statement)] = frames
             if _is_loop(statement) and self._directly_contains_backward(statement):
                 self._build_loop(statement, frames, functions[-1] if functions else None)
+            if isinstance(statement, cst.FunctionDef):
+                self._step_helper(statement)
             inner_functions = functions + [statement] if isinstance(statement, cst.FunctionDef) else functions
             for _, _, child_block in _blocks_of(statement):
                 self.walk_block(child_block, frames, statement, inner_functions)
@@ -199,6 +207,9 @@ class _Builder:
         visits = list(self._visits(training, micro if shape is Shape.INNER_WINDOW else None))
         context = GuardContext(counters=counters, varying=varying, tree=self.facts.tree, aliases=aliases)
         events = self._events(visits, context, training, function)
+        body = tuple(
+            LoopStatement(v.statement, v.order, v.contexts, v.in_inner_loop, v.in_window_loop, v.editable, v.block)
+            for v in visits)
         iterable = self._iterable(micro, function)
         loop = TrainingLoop(
             node=micro,
@@ -214,7 +225,10 @@ class _Builder:
             flush_after_loop=shape is Shape.PER_ITERATION and self._flush_after(micro, frames),
             bound_names=frozenset(self._bound_names(function)),
             fresh_optimizers=frozenset(self._fresh_optimizers(training, varying)),
+            body=body,
         )
+        loop.graph = GraphFlow(loop, self.facts, varying)
+        self._step_hygiene(loop, training, function, varying)
         self.loops.append(loop)
 
     def _enclosing_loop(self, frames: list[_Frame]) -> LoopNode | None:
@@ -362,7 +376,8 @@ class _Builder:
                     continue
                 if isinstance(statement, (cst.SimpleStatementLine, cst.SimpleStatementSuite)):
                     visited[0] += 1
-                    yield _Visit(statement, pending, next(order), inner, in_window, editable_block and isinstance(statement, cst.SimpleStatementLine), contexts)
+                    yield _Visit(statement, pending, next(order), inner, in_window,
+                                 editable_block and isinstance(statement, cst.SimpleStatementLine), contexts, block)
                     continue
                 if isinstance(statement, cst.If):
                     yield from walk(statement.body.body, pending + [_RawCondition(statement.test, True)], inner, in_window, contexts,
@@ -428,6 +443,7 @@ class _Builder:
                     receiver=raw.receiver, framework=raw.framework, loss=raw.loss, loss_flow=flow,
                     via_scaler=raw.via_scaler, retain_graph=raw.retain_graph, in_inner_loop=visit.in_inner_loop,
                     in_window_loop=visit.in_window_loop, editable=visit.editable, contexts=visit.contexts,
+                    position=visit.order,
                 ))
                 order += 1
         return events

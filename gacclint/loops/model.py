@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Iterator, Union
+from typing import TYPE_CHECKING, Iterator, Union
 
 import libcst as cst
+
+if TYPE_CHECKING:
+    from gacclint.loops.graphs import GraphFlow
 
 Statement = Union[cst.SimpleStatementLine, cst.SimpleStatementSuite, cst.BaseCompoundStatement]
 LoopNode = Union[cst.For, cst.While]
@@ -177,6 +180,25 @@ class Event:
     in_window_loop: bool = False  # inside the inner micro-step loop (nanoGPT shape)
     editable: bool = True  # a statement of its own line in an indented block
     contexts: tuple[str, ...] = ()  # `with` items around it (no_sync, accumulate, autocast)
+    position: int = 0  # index of its statement in TrainingLoop.body
+
+
+@dataclass(frozen=True)
+class LoopStatement:
+    """A simple statement of the loop body, in source order, with where it sits."""
+
+    statement: Statement
+    position: int
+    contexts: tuple[str, ...]
+    in_inner_loop: bool
+    in_window_loop: bool
+    editable: bool
+    block: object  # the sequence of statements of its block (compare with `is`)
+
+    @property
+    def without_grad(self) -> bool:
+        """Inside `torch.no_grad()` / `torch.inference_mode()`: builds no graph."""
+        return any("no_grad" in context or "inference_mode" in context for context in self.contexts)
 
 
 @dataclass(frozen=True)
@@ -213,6 +235,9 @@ class IterableInfo:
 class Shape(enum.Enum):
     PER_ITERATION = "per-iteration"  # step inside the micro-batch loop
     INNER_WINDOW = "inner-window"  # nanoGPT: `for micro_step in range(k)` then step
+    # A function that holds a backward and a step but no loop around them
+    # (`def train_step(...)`): kept apart from the loops, read by GA402 only.
+    STEP_HELPER = "step-helper"
 
 
 # Frameworks that scale, step and clear for the user (RULES.md, *framework-managed*).
@@ -270,6 +295,17 @@ def _compatible(first: Guard, second: Guard) -> bool:
             and first.boundary.same_as(second.boundary))
 
 
+@dataclass(frozen=True)
+class DdpWrap:
+    """`model = DistributedDataParallel(model, ...)` visible in the module."""
+
+    name: str  # `model`, `self.model`
+    # Wrapped under an `if`/`try`: in the other configuration it is a plain module.
+    conditional: bool
+    # torch's DistributedDataParallel (it has `no_sync()`); apex's has not.
+    torch: bool
+
+
 @dataclass
 class TrainingLoop:
     node: LoopNode  # the micro-batch loop
@@ -292,6 +328,23 @@ class TrainingLoop:
     # Optimizers built inside the loop body over tensors also built there: new
     # parameters every iteration, so there are no old gradients to clear.
     fresh_optimizers: frozenset[str] = field(default_factory=frozenset)
+    # Every simple statement of the loop body in order; `graph` reads them.
+    body: tuple[LoopStatement, ...] = ()
+    # Which values carry an autograd graph (GA3xx); see gacclint/loops/graphs.py.
+    graph: "GraphFlow | None" = None
+    # -- step hygiene (GA4xx, GA501), filled by `_Builder._step_hygiene` --------
+    # Scalers this loop steps through that are in use (RULES.md, *scaler in
+    # use*: not built with the literal `enabled=False`).
+    scalers_in_use: frozenset[str] = field(default_factory=frozenset)
+    # DistributedDataParallel models, visibly wrapped in the module, that the
+    # loop calls (its forward), and the loop's statements calling them.
+    ddp: tuple["DdpWrap", ...] = ()
+    ddp_forwards: tuple[Statement, ...] = ()
+    # Gradient sync is turned off somewhere the loop reaches: `no_sync()` (any
+    # spelling), `require_backward_grad_sync = ...`, `no_backward_sync`, ...
+    sync_control: bool = False
+    # Names (and dotted names) assigned inside the loop body.
+    varying: frozenset[str] = field(default_factory=frozenset)
 
     @property
     def framework_managed(self) -> bool:

@@ -1,0 +1,305 @@
+"""Which values of a loop iteration carry an autograd graph, and from which forward.
+
+A *forward* is a call of a model-like object (`model(x)`, `self.net(x)`,
+`D(fake)`); a value carries the graphs of every forward it was computed from,
+through names assigned earlier in the iteration. The trail stops at
+`.detach()`, `.item()`, `float(...)` and the like, and at statements under
+`torch.no_grad()` / `torch.inference_mode()`. GA301-GA303 read these facts.
+
+Forward calls are recognised narrowly: a call of a name or attribute that is
+not a loss function, not a function or class of this module, not a torch /
+NumPy function and not a tensor method. What is not recognised carries no
+graph, so rules built on graphs stay silent rather than guess.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Iterator
+
+import libcst as cst
+
+from gacclint.loops.facts import ModuleFacts
+from gacclint.loops.model import LoopStatement
+from gacclint.loops.vocabulary import call_name, dotted_name
+
+if TYPE_CHECKING:
+    from gacclint.loops.model import TrainingLoop
+
+_NOT_MODEL_ROOTS = {"torch", "F", "nn", "np", "numpy", "math", "random", "os", "sys", "time", "functional", "tf",
+                    "jnp", "jax", "itertools", "functools", "logging", "logger", "wandb", "writer", "tqdm", "json",
+                    "pickle", "copy", "re", "pd", "plt", "accelerator", "fabric", "dist", "xm", "amp", "scaler",
+                    "optimizer", "scheduler", "args", "cfg", "config", "self.log", "tokenizer", "collate_fn"}
+_BUILTINS = {"len", "sum", "min", "max", "float", "int", "bool", "str", "list", "dict", "tuple", "set", "zip",
+             "enumerate", "range", "print", "isinstance", "getattr", "setattr", "hasattr", "abs", "round", "sorted",
+             "any", "all", "iter", "next", "repr", "map", "filter", "type", "super", "open", "format", "vars", "id"}
+# Results of these carry no graph (or cannot be differentiated).
+_NO_GRAPH = {"detach", "item", "tolist", "numpy", "argmax", "argmin", "long", "int", "bool", "eq", "ne", "lt", "le",
+             "gt", "ge", "round", "sign", "nonzero", "isnan", "isinf", "isfinite", "size", "dim", "numel", "float_",
+             "float", "len", "detach_", "data_ptr", "requires_grad_"}
+_MODEL_WORDS = ("model", "net", "encoder", "decoder", "head", "generator", "discriminator", "backbone", "critic",
+                "classifier", "module", "policy", "actor", "transformer", "unet", "vae", "gen", "disc", "student",
+                "teacher", "embed", "layer", "block", "proj", "mlp", "clip", "bert", "gpt", "lm")
+_FUNCTIONAL_LOSSES = {"mse_loss", "l1_loss", "cross_entropy", "nll_loss", "binary_cross_entropy",
+                      "binary_cross_entropy_with_logits", "kl_div", "smooth_l1_loss", "huber_loss", "ctc_loss",
+                      "cosine_embedding_loss", "margin_ranking_loss", "triplet_margin_loss", "poisson_nll_loss",
+                      "gaussian_nll_loss", "hinge_embedding_loss", "soft_margin_loss", "multilabel_margin_loss",
+                      "multi_margin_loss", "multilabel_soft_margin_loss"}
+_REDUCTIONS = {"mean", "sum", "nanmean", "nansum"}
+
+
+@dataclass(frozen=True)
+class Definition:
+    name: str
+    position: int
+    statement: LoopStatement
+    value: cst.BaseExpression
+    unpacked: bool = False  # `a, b = model(x)`
+    augmented: cst.AugAssign | None = None  # `total += loss`
+
+
+def _targets(target: cst.BaseExpression) -> Iterator[tuple[str, bool]]:
+    if isinstance(target, (cst.Tuple, cst.List)):
+        for element in target.elements:
+            for name, _ in _targets(element.value):
+                yield name, True
+        return
+    if isinstance(target, cst.StarredElement):
+        yield from _targets(target.value)
+        return
+    text = dotted_name(target)
+    if text:
+        yield text, False
+
+
+class GraphFlow:
+    def __init__(self, loop: "TrainingLoop", facts: ModuleFacts, varying: set[str]) -> None:
+        self.loop = loop
+        self.facts = facts
+        self.varying = varying
+        self._definitions: dict[str, list[Definition]] = {}
+        self._memo: dict[tuple[str, int], frozenset[int]] = {}
+        self._forward_memo: dict[int, bool] = {}
+        for record in loop.body:
+            for small in getattr(record.statement, "body", ()):
+                if isinstance(small, cst.Assign):
+                    for target in small.targets:
+                        for name, unpacked in _targets(target.target):
+                            self._add(Definition(name, record.position, record, small.value, unpacked))
+                elif isinstance(small, cst.AnnAssign) and small.value is not None:
+                    for name, unpacked in _targets(small.target):
+                        self._add(Definition(name, record.position, record, small.value, unpacked))
+                elif isinstance(small, cst.AugAssign):
+                    for name, _ in _targets(small.target):
+                        self._add(Definition(name, record.position, record, small.value, augmented=small))
+
+    def _add(self, definition: Definition) -> None:
+        self._definitions.setdefault(definition.name, []).append(definition)
+
+    # -- definitions ---------------------------------------------------------------
+
+    def definitions(self, name: str, before: int) -> list[Definition]:
+        """Assignments to `name` earlier in the same iteration."""
+        return [d for d in self._definitions.get(name, ()) if d.position < before]
+
+    def all_definitions(self, name: str) -> list[Definition]:
+        return list(self._definitions.get(name, ()))
+
+    def reassigned_between(self, name: str, start: int, end: int) -> bool:
+        return any(start < d.position < end for d in self._definitions.get(name, ()))
+
+    def reads(self, node: cst.CSTNode) -> set[str]:
+        """Names and dotted names read in `node`."""
+        found: set[str] = set()
+        for child in self.facts.tree.find(node, cst.Name, cst.Attribute):
+            text = dotted_name(child)  # type: ignore[arg-type]
+            if text:
+                found.add(text)
+        return found
+
+    # -- what is a forward, what is a loss ---------------------------------------------------
+
+    def is_forward(self, call: cst.Call) -> bool:
+        key = id(call)
+        if key not in self._forward_memo:
+            self._forward_memo[key] = self._classify_forward(call)
+        return self._forward_memo[key]
+
+    def _classify_forward(self, call: cst.Call) -> bool:
+        if not any(arg.keyword is None for arg in call.args) and not call.args:
+            return False
+        if self.is_loss_call(call):
+            return False
+        func = call.func
+        text = dotted_name(func)
+        if text is None:
+            return False
+        parts = text.split(".")
+        last = parts[-1]
+        if parts[0] in _NOT_MODEL_ROOTS or text in _NOT_MODEL_ROOTS or last in _BUILTINS:
+            return False
+        if last in self.facts.functions or last in self.facts.classes:
+            return False  # a helper or a constructor of this module
+        if len(parts) == 1:
+            return not last.startswith(("get_", "make_", "build_", "compute_", "load_", "to_", "prepare"))
+        if parts[0] == "self" and len(parts) == 2:
+            return True  # self.model(x): a method would be a function of this module
+        return any(word in last.lower() for word in _MODEL_WORDS)
+
+    def is_loss_call(self, call: cst.Call) -> bool:
+        text = call_name(call) or ""
+        last = text.rsplit(".", 1)[-1].lower()
+        if not last:
+            return False
+        if "loss" in last or last in {"criterion", "crit"} or last in _FUNCTIONAL_LOSSES:
+            return True
+        if text in self.facts.bindings:
+            for binding in self.facts.bindings[text]:
+                value = binding.value
+                if isinstance(value, cst.Call) and (call_name(value) or "").endswith("Loss"):
+                    return True
+        return False
+
+    def is_reduced_loss(self, node: cst.BaseExpression, before: int) -> bool:
+        """A loss reduced to a scalar: a loss call, `.mean()`/`.sum()`, or a name holding one."""
+        node = _strip_weights(node)
+        while isinstance(node, cst.UnaryOperation) and isinstance(node.operator, cst.Minus):
+            node = _strip_weights(node.expression)
+        if isinstance(node, cst.Call):
+            if self.is_loss_call(node):
+                return True
+            func = node.func
+            if isinstance(func, cst.Attribute) and func.attr.value in _REDUCTIONS:
+                return True  # x.mean(), torch.mean(x)
+            return False
+        if isinstance(node, (cst.Name, cst.Attribute)):
+            text = dotted_name(node)
+            if text is None:
+                return False
+            found = self.definitions(text, before)
+            if len(found) != 1 or found[0].unpacked or found[0].augmented is not None:
+                return False
+            return self.is_reduced_loss(found[0].value, found[0].position)
+        return False
+
+    # -- graphs ------------------------------------------------------------------------
+
+    def forwards(self, node: cst.CSTNode, before: int, depth: int = 0) -> frozenset[int]:
+        """The forward calls whose graphs `node` carries (ids of the call nodes)."""
+        if depth > 12:
+            return frozenset()
+        if isinstance(node, cst.Call):
+            func = node.func
+            text = call_name(node) or ""
+            last = text.rsplit(".", 1)[-1] if text else (func.attr.value if isinstance(func, cst.Attribute) else "")
+            if last in _NO_GRAPH or text in {"float", "int", "bool", "len", "str"}:
+                return frozenset()
+            found: set[int] = set()
+            if self.is_forward(node):
+                found.add(id(node))
+            for arg in node.args:
+                found |= self.forwards(arg.value, before, depth + 1)
+            if isinstance(func, cst.Attribute):
+                found |= self.forwards(func.value, before, depth + 1)
+            return frozenset(found)
+        if isinstance(node, (cst.Name, cst.Attribute)):
+            if isinstance(node, cst.Attribute) and node.attr.value in {"data", "grad", "shape", "device", "dtype"}:
+                return frozenset()
+            text = dotted_name(node)
+            if text is not None and text in self._definitions:
+                return self._name_forwards(text, before, depth)
+            if isinstance(node, cst.Attribute):
+                return self.forwards(node.value, before, depth + 1)
+            return frozenset()
+        if isinstance(node, cst.Subscript):
+            return self.forwards(node.value, before, depth + 1)
+        if isinstance(node, (cst.Lambda, cst.BaseString, cst.Integer, cst.Float, cst.Comparison)):
+            return frozenset()
+        if isinstance(node, cst.BinaryOperation):
+            return self.forwards(node.left, before, depth + 1) | self.forwards(node.right, before, depth + 1)
+        if isinstance(node, cst.UnaryOperation):
+            return self.forwards(node.expression, before, depth + 1)
+        found = set()
+        for child in self.facts.tree.children(node):
+            if isinstance(child, cst.BaseExpression) or isinstance(child, (cst.Arg, cst.Element, cst.StarredElement)):
+                found |= self.forwards(child, before, depth + 1)
+        return frozenset(found)
+
+    def _name_forwards(self, name: str, before: int, depth: int) -> frozenset[int]:
+        key = (name, before)
+        if key not in self._memo:
+            self._memo[key] = frozenset()  # a cycle reads as "no graph"
+            found: set[int] = set()
+            for definition in self.definitions(name, before):
+                if definition.statement.without_grad:
+                    continue
+                found |= self.forwards(definition.value, definition.position, depth + 1)
+            self._memo[key] = frozenset(found)
+        return self._memo[key]
+
+    def carries_graph(self, node: cst.CSTNode, before: int) -> bool:
+        return bool(self.forwards(node, before))
+
+    def forward_inputs_are_loop_data(self, forward_ids: frozenset[int], before: int) -> bool:
+        """Every forward's arguments carry no graph of another forward."""
+        calls = {id(c): c for c in self.facts.tree.find(self.loop.node, cst.Call) if id(c) in forward_ids}
+        for call in calls.values():
+            for arg in call.args:
+                if self.forwards(arg.value, before) - {id(call)}:
+                    return False
+                if _detached_forward(arg.value, self, before):
+                    return False
+        return True
+
+
+def _detached_forward(node: cst.BaseExpression, flow: GraphFlow, before: int) -> bool:
+    """`fake.detach()` where `fake` came from a forward: the input is another model's output."""
+    for call in flow.facts.tree.find(node, cst.Call):
+        func = call.func
+        if isinstance(func, cst.Attribute) and func.attr.value in {"detach", "data"}:
+            if flow.forwards(func.value, before):
+                return True
+    return False
+
+
+def _strip_weights(node: cst.BaseExpression) -> cst.BaseExpression:
+    """`0.5 * loss`, `loss * w`, `loss / k` -> `loss` (the side that is not a plain number or name)."""
+    while isinstance(node, cst.BinaryOperation) and isinstance(node.operator, (cst.Multiply, cst.Divide)):
+        if isinstance(node.operator, cst.Divide) or _is_weight(node.left):
+            node = node.left if isinstance(node.operator, cst.Divide) else node.right
+        elif _is_weight(node.right):
+            node = node.left
+        else:
+            break
+    return node
+
+
+def _is_weight(node: cst.BaseExpression) -> bool:
+    return isinstance(node, (cst.Integer, cst.Float)) or (
+        isinstance(node, (cst.Name, cst.Attribute, cst.Subscript)) and not isinstance(node, cst.Call))
+
+
+def combination_terms(node: cst.BaseExpression) -> list[cst.BaseExpression] | None:
+    """`a + b + c`, `w1 * a + w2 * b`, `sum([a, b])` -> the terms; None when not a sum."""
+    if isinstance(node, cst.Call) and call_name(node) == "sum" and len(node.args) == 1:
+        value = node.args[0].value
+        if isinstance(value, (cst.List, cst.Tuple)) and not any(isinstance(e, cst.StarredElement) for e in value.elements):
+            return [element.value for element in value.elements]
+        return None
+    if isinstance(node, cst.BinaryOperation) and isinstance(node.operator, (cst.Add, cst.Subtract)):
+        left = combination_terms(node.left) if not node.left.lpar else None
+        right: list[cst.BaseExpression] | None = None
+        if isinstance(node.operator, cst.Add):
+            right = combination_terms(node.right) if not node.right.lpar else None
+        else:
+            # `a - b`: the subtracted loss is its own term (no fix rebuilds it).
+            right = [cst.UnaryOperation(cst.Minus(), node.right)]
+        return (left or [node.left]) + (right or [node.right])
+    return None
+
+
+def strip_scaling(node: cst.BaseExpression) -> cst.BaseExpression:
+    """`(a + b) / k` -> `a + b`: the combination under an accumulation division."""
+    while isinstance(node, cst.BinaryOperation) and isinstance(node.operator, cst.Divide):
+        node = node.left
+    return node

@@ -1,0 +1,351 @@
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator
+
+import libcst as cst
+
+from gacclint.fixes.edits import Edit, InsertBefore, Remove, Replace
+from gacclint.loops.graphs import Definition, GraphFlow, combination_terms, strip_scaling
+from gacclint.loops.model import Event, EventKind, LoopStatement, TrainingLoop
+from gacclint.loops.vocabulary import code_of, dotted_name
+from gacclint.rules.base import Applicability, Finding, Fix, Invalid, Rule, Valid
+from gacclint.rules.common import alone_on_its_line
+
+
+@dataclass(frozen=True)
+class _Term:
+    expression: cst.BaseExpression
+    forwards: frozenset[int]
+    name: str | None  # the loss's name, when the term is `name` or `weight * name`
+
+
+class DoubleBuiltGraph(Rule):
+    """
+    ## What it does
+    Checks for losses of *separate* forward calls (two models on the same
+    input, or one model on two inputs) that are summed before a single
+    backward.
+
+    ## Why is this bad?
+    Each forward keeps its graph (the activations saved for backward) alive
+    until the backward that consumes it. Summing the losses first keeps every
+    task's graph in memory at once, so peak memory grows with the number of
+    tasks. Backpropagating each loss as soon as it exists gives the same
+    gradients (they accumulate in `.grad`) with one graph alive at a time.
+
+    Losses of one forward (`out1, out2 = model(x)`), forwards that share an
+    intermediate requiring grad (`feats = encoder(x)` feeding two heads), and
+    one loss computed from several forwards together (`mse(model(a),
+    model(b))`) cannot be split and are left alone.
+
+    ## Example
+    ```python
+    for xs, ys in loader:
+        pred1 = model1(xs)
+        pred2 = model2(xs)
+        loss1 = loss_fn1(pred1, ys)
+        loss2 = loss_fn2(pred2, ys)
+        loss = loss1 + loss2
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    ```
+
+    ## Use instead
+    ```python
+    for xs, ys in loader:
+        optimizer.zero_grad()
+        pred1 = model1(xs)
+        loss1 = loss_fn1(pred1, ys)
+        loss1.backward()
+        pred2 = model2(xs)
+        loss2 = loss_fn2(pred2, ys)
+        loss2.backward()
+        loss = (loss1 + loss2).detach()
+        optimizer.step()
+    ```
+
+    ## Fix safety
+    Safe, and offered only when each loss's forward reads loop data alone and
+    the statements can be reordered without changing what they read: each
+    task's forward and loss move together, its backward follows at once with
+    the same scaling as before (`/ k`, `scaler.scale(...)`), a clear that
+    stood between the losses and the backward moves ahead of them, and the
+    combined value stays available, detached, for logging.
+    """
+
+    code = "GA301"
+    name = "double-built-graph"
+
+    VALID = [
+        Valid("""
+for x, y in loader:
+    out1, out2 = model(x)
+    loss = loss_fn(out1, y) + loss_fn(out2, y)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+""", "one forward with two outputs"),
+        Valid("""
+for x, y in loader:
+    feats = encoder(x)
+    loss1 = head_loss(head1(feats), y)
+    loss2 = head_loss(head2(feats), y)
+    loss = loss1 + loss2
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+""", "two heads share the encoder's graph: separate backwards would need retain_graph"),
+        Valid("""
+for real, _ in loader:
+    fake = generator(noise())
+    d_loss = d_logistic_loss(discriminator(real), discriminator(fake.detach()))
+    d_optim.zero_grad()
+    d_loss.backward()
+    d_optim.step()
+""", "one loss computed from two forwards together"),
+        Valid("""
+for x, y in loader:
+    with torch.no_grad():
+        target = teacher(x)
+    logits = student(x)
+    loss = 0.5 * criterion(logits, y) + 0.5 * kd_loss(logits, target)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+""", "the teacher builds no graph; both losses share the student's forward"),
+    ]
+    INVALID = [
+        Invalid("""
+for idx, data in enumerate(train_loader):
+    xs, ys = data
+    pred1 = model1(xs)
+    pred2 = model2(xs)
+
+    loss1 = loss_fn1(pred1, ys)
+    loss2 = loss_fn2(pred2, ys)
+
+    loss = loss1 + loss2
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+""", fixed="""
+for idx, data in enumerate(train_loader):
+    xs, ys = data
+    optimizer.zero_grad()
+    pred1 = model1(xs)
+    loss1 = loss_fn1(pred1, ys)
+    loss1.backward()
+    pred2 = model2(xs)
+    loss2 = loss_fn2(pred2, ys)
+    loss2.backward()
+
+    loss = (loss1 + loss2).detach()
+    optimizer.step()
+""", why="seed 000, Edition 1"),
+        Invalid("""
+for i, (x, y) in enumerate(loader):
+    la = crit(net_a(x), y)
+    lb = crit(net_b(x), y)
+    lc = crit(net_c(x), y)
+    total = 0.5 * la + lb + 2 * lc
+    scaler.scale(total / k).backward()
+    if (i + 1) % k == 0 or (i + 1) == len(loader):
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad()
+""", fixed="""
+for i, (x, y) in enumerate(loader):
+    la = crit(net_a(x), y)
+    scaler.scale((0.5 * la) / k).backward()
+    lb = crit(net_b(x), y)
+    scaler.scale(lb / k).backward()
+    lc = crit(net_c(x), y)
+    scaler.scale((2 * lc) / k).backward()
+    total = (0.5 * la + lb + 2 * lc).detach()
+    if (i + 1) % k == 0 or (i + 1) == len(loader):
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad()
+""", why="three tasks, weights and the accumulation scaling are kept", also=("GA203",)),
+        Invalid("""
+for real, _ in loader:
+    fake = G(torch.randn(real.size(0), nz))
+    d_loss = criterion(D(real), ones) + criterion(D(fake.detach()), zeros)
+    optD.zero_grad()
+    d_loss.backward()
+    optD.step()
+""", fixed=None, applicability=None, why="the GAN discriminator: D on two inputs; the fake input is another model's output"),
+    ]
+
+    def check(self, loop: TrainingLoop, model) -> Iterator[Finding]:
+        graph = loop.graph
+        if graph is None:
+            return
+        for event in loop.events:
+            if event.kind is not EventKind.BACKWARD or event.loss is None or event.in_inner_loop:
+                continue
+            found = self._combination(event, graph)
+            if found is None:
+                continue
+            combined, definition, terms = found
+            names = ", ".join(f"`{code_of(t.expression)}`" for t in terms)
+            yield self.finding(
+                f"{names} come from separate forward calls and are summed before one backward: every forward's "
+                "graph stays alive until then; backpropagate each loss as soon as it is computed",
+                combined, _fix(loop, graph, event, definition, terms))
+
+    def _combination(self, event: Event, graph: GraphFlow):
+        loss = event.loss
+        assert loss is not None
+        definition: Definition | None = None
+        value: cst.BaseExpression = strip_scaling(loss)
+        before = event.position
+        name = dotted_name(value) if isinstance(value, (cst.Name, cst.Attribute)) else None
+        if name is not None:
+            found = graph.definitions(name, event.position)
+            if len(found) != 1 or found[0].unpacked or found[0].augmented is not None:
+                return None
+            definition = found[0]
+            value = strip_scaling(definition.value)
+            before = definition.position
+        terms = combination_terms(value)
+        if not terms:
+            return None
+        graph_terms = []
+        for term in terms:
+            forwards = graph.forwards(term, before)
+            if forwards:
+                graph_terms.append(_Term(term, forwards, _term_name(term)))
+        if len(graph_terms) < 2:
+            return None
+        for index, first in enumerate(graph_terms):
+            if not graph.is_reduced_loss(first.expression, before):
+                return None
+            for second in graph_terms[index + 1:]:
+                if first.forwards & second.forwards:
+                    return None  # a shared graph: separate backwards would need retain_graph
+        return value, definition, graph_terms
+
+
+def _term_name(term: cst.BaseExpression) -> str | None:
+    if isinstance(term, cst.Name):
+        return term.value
+    if isinstance(term, cst.BinaryOperation) and isinstance(term.operator, cst.Multiply):
+        for side, other in ((term.left, term.right), (term.right, term.left)):
+            if isinstance(side, cst.Name) and isinstance(other, (cst.Integer, cst.Float, cst.Name, cst.Attribute)):
+                return side.value
+    return None
+
+
+def _fix(loop: TrainingLoop, graph: GraphFlow, backward: Event, definition: Definition | None,
+         terms: list[_Term]) -> Fix | None:
+    """Move each task's forward and loss together, each followed by its own backward."""
+    if definition is None or not alone_on_its_line(backward) or backward.in_inner_loop:
+        return None
+    block = definition.statement.block
+    if backward.statement is not _statement_at(loop, backward.position).statement or \
+            _statement_at(loop, backward.position).block is not block:
+        return None
+    if not graph.forward_inputs_are_loop_data(frozenset().union(*(t.forwards for t in terms)), definition.position):
+        return None
+    chains: list[list[LoopStatement]] = []
+    for term in terms:
+        if term.name is None:
+            return None
+        chain = _chain(graph, term, definition.position)
+        if chain is None or any(record.block is not block or not _alone(record) for record in chain):
+            return None
+        chains.append(chain)
+    chained = {record.position for chain in chains for record in chain}
+    if len(chained) != sum(len(chain) for chain in chains):
+        return None  # two tasks share a statement
+    first = min(chained)
+    moved_clears: list[LoopStatement] = []
+    between = [r for r in loop.body if first < r.position < backward.position and r.position not in chained
+               and r.position != definition.position]
+    chain_reads: set[str] = set().union(*(graph.reads(r.statement) for chain in chains for r in chain))
+    for record in between:
+        kinds = {e.kind for e in loop.events if e.position == record.position}
+        if record.block is not block:
+            return None
+        if kinds == {EventKind.CLEAR} and _alone(record):
+            moved_clears.append(record)
+            continue
+        if kinds:
+            return None
+        # The chains move up past this statement: none may need what it writes.
+        if _written(record) & chain_reads:
+            return None
+    anchor = _statement_at(loop, first).statement
+    edits: list[Edit] = [InsertBefore(anchor, record.statement) for record in moved_clears]
+    for term, chain in sorted(zip(terms, chains), key=lambda pair: min(r.position for r in pair[1])):
+        edits += [InsertBefore(anchor, record.statement) for record in chain]
+        edits.append(InsertBefore(anchor, _backward_for(backward, definition.name, term.expression, graph)))
+    edits += [Remove(record.statement) for record in moved_clears]
+    edits += [Remove(record.statement) for chain in chains for record in chain]
+    edits.append(Remove(backward.statement))
+    value = definition.value
+    detached = cst.parse_expression(f"({code_of(value)}).detach()" if not value.lpar else f"{code_of(value)}.detach()")
+    edits.append(Replace(value, detached))
+    return Fix(Applicability.SAFE, "Backpropagate each loss right after it is computed", tuple(edits))
+
+
+def _statement_at(loop: TrainingLoop, position: int) -> LoopStatement:
+    return loop.body[position]
+
+
+def _alone(record: LoopStatement) -> bool:
+    statement = record.statement
+    return record.editable and isinstance(statement, cst.SimpleStatementLine) and len(statement.body) == 1
+
+
+def _written(record: LoopStatement) -> set[str]:
+    names: set[str] = set()
+    for small in getattr(record.statement, "body", ()):
+        targets = [t.target for t in small.targets] if isinstance(small, cst.Assign) else (
+            [small.target] if isinstance(small, (cst.AugAssign, cst.AnnAssign)) else [])
+        for target in targets:
+            text = dotted_name(target)
+            if text:
+                names.add(text)
+            elif isinstance(target, (cst.Tuple, cst.List)):
+                names.update(dotted_name(e.value) or "" for e in target.elements)
+    return names - {""}
+
+
+def _chain(graph: GraphFlow, term: _Term, before: int) -> list[LoopStatement] | None:
+    """The statements that compute a task's loss from its forward, in order."""
+    found: dict[int, LoopStatement] = {}
+    pending = [(term.name, before)]
+    while pending:
+        name, limit = pending.pop()
+        assert name is not None
+        definitions = graph.definitions(name, limit)
+        if not definitions or not graph.forwards(cst.Name(name), limit):
+            continue  # loop data: stays where it is
+        if len(definitions) != 1:
+            return None
+        definition = definitions[0]
+        if not graph.forwards(definition.value, definition.position) <= term.forwards:
+            return None
+        found[definition.position] = definition.statement
+        for read in graph.reads(definition.value):
+            if "." not in read:
+                pending.append((read, definition.position))
+    return [found[position] for position in sorted(found)]
+
+
+def _backward_for(backward: Event, combined: str, term: cst.BaseExpression, graph: GraphFlow) -> str:
+    """The original backward statement with the combined loss replaced by one task's term."""
+    statement = backward.statement
+    targets = [n for n in graph.facts.tree.find(backward.node, cst.Name) if n.value == combined]
+    replacement = term
+    if isinstance(term, cst.BinaryOperation) and not term.lpar:
+        replacement = term.with_changes(lpar=[cst.LeftParen()], rpar=[cst.RightParen()])
+    updated = statement
+    for target in targets:
+        updated = updated.deep_replace(target, replacement)  # type: ignore[assignment]
+    updated = updated.with_changes(leading_lines=[])
+    return cst.Module(body=[]).code_for_node(updated).strip()

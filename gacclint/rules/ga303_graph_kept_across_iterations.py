@@ -1,0 +1,223 @@
+from __future__ import annotations
+
+from typing import Iterator
+
+import libcst as cst
+
+from gacclint.fixes.edits import Replace
+from gacclint.loops.graphs import GraphFlow
+from gacclint.loops.model import LoopStatement, TrainingLoop
+from gacclint.loops.vocabulary import code_of, dotted_name
+from gacclint.rules.base import Applicability, Finding, Fix, Invalid, Rule, Valid
+from gacclint.rules.common import atom
+
+_GROWING_METHODS = {"append", "extend", "insert", "add"}
+
+
+class GraphKeptAcrossIterations(Rule):
+    """
+    ## What it does
+    Checks for a tensor that carries an autograd graph (a loss, a model
+    output) being accumulated into something that outlives the iteration and
+    grows with it: `total += loss`, `losses.append(loss)`, `history[step] =
+    out`.
+
+    ## Why is this bad?
+    The stored tensor keeps its whole graph reachable, so every iteration's
+    graph stays in memory until the accumulator is dropped: memory grows
+    through the epoch and ends in an out-of-memory error, or slows training
+    as the allocator thrashes. A logged value needs the number, not the graph.
+
+    Overwriting the same key (`log["d_loss"] = d_loss`) keeps only the latest
+    graph and is left alone, as are `.item()`, `.detach()`, `float(...)` and
+    anything under `torch.no_grad()` / `torch.inference_mode()`.
+
+    ## Example
+    ```python
+    total_loss = 0.0
+    for x, y in loader:
+        optimizer.zero_grad()
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        optimizer.step()
+        total_loss += loss
+    ```
+
+    ## Use instead
+    ```python
+    total_loss = 0.0
+    for x, y in loader:
+        optimizer.zero_grad()
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        optimizer.step()
+        total_loss += loss.item()
+    ```
+
+    ## Fix safety
+    Safe: the stored value becomes `value.detach()` (no device sync), or
+    `value.item()` when it is added into a Python number that starts at `0` or
+    `0.0`. The stored values are equal; only the graph is no longer kept.
+    """
+
+    code = "GA303"
+    name = "graph-kept-across-iterations"
+
+    VALID = [
+        Valid("""
+running = 0.0
+for x, y in loader:
+    optimizer.zero_grad()
+    loss = loss_fn(model(x), y)
+    loss.backward()
+    optimizer.step()
+    running += loss.item()
+""", ".item() keeps the number only"),
+        Valid("""
+for x, y in loader:
+    optimizer.zero_grad()
+    loss = loss_fn(model(x), y)
+    loss.backward()
+    optimizer.step()
+    log["loss"] = loss
+""", "the same key is overwritten: only the latest graph is kept"),
+        Valid("""
+outputs = []
+for x, y in loader:
+    optimizer.zero_grad()
+    loss = loss_fn(model(x), y)
+    loss.backward()
+    optimizer.step()
+    with torch.no_grad():
+        outputs.append(model(x))
+""", "stored under no_grad"),
+        Valid("""
+for step, (x, y) in enumerate(loader):
+    if step % k == 0:
+        total = 0
+    total += loss_fn(model(x), y)
+    if (step + 1) % k == 0:
+        optimizer.zero_grad()
+        total.backward()
+        optimizer.step()
+""", "reset inside the loop, then backpropagated: the graph is meant to live for the window"),
+    ]
+    INVALID = [
+        Invalid("""
+total_loss = 0.0
+for x, y in loader:
+    optimizer.zero_grad()
+    loss = loss_fn(model(x), y)
+    loss.backward()
+    optimizer.step()
+    total_loss += loss
+""", fixed="""
+total_loss = 0.0
+for x, y in loader:
+    optimizer.zero_grad()
+    loss = loss_fn(model(x), y)
+    loss.backward()
+    optimizer.step()
+    total_loss += loss.item()
+"""),
+        Invalid("""
+for x, y in loader:
+    optimizer.zero_grad()
+    out = model(x)
+    loss = loss_fn(out, y)
+    loss.backward()
+    optimizer.step()
+    predictions.append(out)
+""", fixed="""
+for x, y in loader:
+    optimizer.zero_grad()
+    out = model(x)
+    loss = loss_fn(out, y)
+    loss.backward()
+    optimizer.step()
+    predictions.append(out.detach())
+"""),
+        Invalid("""
+for step, (x, y) in enumerate(loader):
+    optimizer.zero_grad()
+    loss = loss_fn(model(x), y)
+    loss.backward()
+    optimizer.step()
+    history[step] = loss
+""", fixed="""
+for step, (x, y) in enumerate(loader):
+    optimizer.zero_grad()
+    loss = loss_fn(model(x), y)
+    loss.backward()
+    optimizer.step()
+    history[step] = loss.detach()
+""", why="a key that changes every iteration"),
+    ]
+
+    def check(self, loop: TrainingLoop, model) -> Iterator[Finding]:
+        graph = loop.graph
+        if graph is None:
+            return
+        for record in loop.body:
+            if record.without_grad or record.in_inner_loop:
+                continue
+            for small in getattr(record.statement, "body", ()):
+                found = _stored(small, record, graph)
+                if found is None:
+                    continue
+                node, container, value = found
+                item = isinstance(small, cst.AugAssign) and _starts_at_zero(model.facts, loop, container)
+                replacement = cst.parse_expression(f"{atom(value)}.{'item' if item else 'detach'}()")
+                fix = Fix(Applicability.SAFE, f"Store `{code_of(replacement)}`", (Replace(value, replacement),))
+                yield self.finding(
+                    f"`{code_of(value)}` carries its autograd graph into `{container}`, which outlives the iteration: "
+                    "every iteration's graph stays in memory",
+                    node, fix)
+
+
+def _stored(small: cst.BaseSmallStatement, record: LoopStatement, graph: GraphFlow):
+    """(the storing node, the container's text, the stored value) when it keeps a graph across iterations."""
+    position = record.position
+    if isinstance(small, cst.AugAssign) and isinstance(small.operator, cst.AddAssign):
+        container = dotted_name(small.target)
+        if container and _outlives(graph, container) and graph.carries_graph(small.value, position):
+            return small, container, small.value
+        return None
+    if isinstance(small, cst.Expr) and isinstance(small.value, cst.Call):
+        call = small.value
+        func = call.func
+        if isinstance(func, cst.Attribute) and func.attr.value in _GROWING_METHODS and call.args:
+            container = dotted_name(func.value)
+            value = call.args[-1].value
+            if container and _outlives(graph, container) and graph.carries_graph(value, position):
+                if isinstance(value, (cst.List, cst.Tuple)):
+                    return None  # extend([...]): several values; report the simple shapes only
+                return call, container, value
+        return None
+    if isinstance(small, cst.Assign) and len(small.targets) == 1:
+        target = small.targets[0].target
+        if isinstance(target, cst.Subscript) and len(target.slice) == 1:
+            container = dotted_name(target.value)
+            key = target.slice[0].slice
+            if not container or not isinstance(key, cst.Index) or not _outlives(graph, container):
+                return None
+            if not graph.reads(key.value) & graph.varying:
+                return None  # the same key every iteration
+            if graph.carries_graph(small.value, position):
+                return small, container, small.value
+    return None
+
+
+def _outlives(graph: GraphFlow, container: str) -> bool:
+    """Never rebound in the loop body: it lives across iterations."""
+    root = container.split(".")[0]
+    return not any(d.augmented is None for d in graph.all_definitions(container)) and (
+        root == "self" or not any(d.augmented is None for d in graph.all_definitions(root)))
+
+
+def _starts_at_zero(facts, loop: TrainingLoop, container: str) -> bool:
+    binding = facts.latest_binding(container, loop.node, loop.function)
+    if binding is None or binding.tuple_index is not None:
+        return False
+    value = binding.value
+    return isinstance(value, (cst.Integer, cst.Float)) and float(value.value) == 0.0
