@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 from dataclasses import dataclass
 
 import libcst as cst
@@ -31,20 +32,41 @@ class SourceError(Exception):
     """The source cannot be checked (it does not parse); the message says why."""
 
 
+def _precheck(source: bytes) -> str | None:
+    """CPython's own parser first: it rejects pathological nesting in microseconds,
+    where libcst's native parser can crash the process or take minutes. Returns
+    CPython's complaint about an ordinary syntax error (libcst may still know a
+    newer grammar), or raises SourceError for what must never reach libcst."""
+    try:
+        ast.parse(source)
+    except (RecursionError, MemoryError):
+        raise SourceError("nested too deeply to parse") from None
+    except ValueError as error:  # "source code string cannot contain null bytes"
+        raise SourceError(str(error)) from None
+    except SyntaxError as error:
+        if "too many" in (error.msg or "") and "nested" in (error.msg or ""):
+            raise SourceError(f"syntax error at {error.lineno}:{error.offset}: {error.msg}") from None
+        return f"syntax error at {error.lineno}:{error.offset}: {error.msg}"
+    return None
+
+
 def parse(source: bytes) -> cst.Module:
+    complaint = _precheck(source)
     try:
         return cst.parse_module(source)
     except cst.ParserSyntaxError as error:
-        raise SourceError(f"syntax error at {error.raw_line}:{error.raw_column + 1}: {error.message}") from None
+        raise SourceError(complaint or f"syntax error at {error.raw_line}:{error.raw_column + 1}: {error.message}") from None
     except (UnicodeDecodeError, LookupError) as error:
         raise SourceError(f"cannot decode: {error}") from None
+    except SyntaxError as error:  # raised by the encoding detection: no usable coding declaration
+        raise SourceError(f"cannot decode: {error.msg}") from None
     except RecursionError:
         raise SourceError("nesting too deep to parse") from None
 
 
 def lint_module(module: cst.Module, selection: Selection) -> list[Located]:
     model = build_model(module)
-    if not model.loops:
+    if not model.loops and not model.step_helpers:
         return []
     findings: list[Finding] = []
     seen: set[tuple[str, int]] = set()

@@ -13,6 +13,9 @@ from gacclint.fixes.apply import Dropped, fix_source
 from gacclint.selection import Selection
 from gacclint.source import ReadError, read_source, write_source
 
+# Set by `--debug`: let internal errors propagate with their traceback.
+DEBUG = False
+
 
 @dataclass
 class FileReport:
@@ -38,6 +41,12 @@ def check_file(path: Path, selection: Selection) -> FileReport:
             report.module, report.findings = lint_source(report.source, selection)
     except (ReadError, SourceError) as error:
         report.error = str(error)
+    except RecursionError:
+        report.error = "nested too deeply to analyse"
+    except Exception as error:  # noqa: BLE001 - one file's bug must not stop the run
+        if DEBUG:
+            raise
+        report.error = f"internal error, file skipped ({type(error).__name__}: {error}); rerun with --debug"
     return report
 
 
@@ -55,4 +64,10 @@ def fix_file(path: Path, selection: Selection, unsafe: bool, write: bool) -> Fil
                 write_source(path, outcome.fixed, report.source)
     except (ReadError, SourceError) as error:
         report.error = str(error)
+    except RecursionError:
+        report.error = "nested too deeply to analyse; not changed"
+    except Exception as error:  # noqa: BLE001 - one file's bug must not stop the run
+        if DEBUG:
+            raise
+        report.error = f"internal error, file not changed ({type(error).__name__}: {error}); rerun with --debug"
     return report

@@ -2,7 +2,8 @@
 
 A fixture marks each expected finding on its line (`loss.backward()  # expect:
 GA201`); every unmarked line must stay silent. `<name>.fixed.py` next to
-`<name>.py` is exactly what `gacclint fix` writes for it.
+`<name>.py` is exactly what `gacclint fix --unsafe-fixes` writes for it (the
+rule examples test which fixes are safe).
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ def test_every_seed_shape_is_a_fixture() -> None:
 @pytest.mark.parametrize("fixed", FIXED_PAIRS, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_fix_writes_the_fixed_twin(fixed: Path) -> None:
     source = fixed.with_name(fixed.name.replace(".fixed.py", ".py")).read_bytes()
-    outcome = fix_source(source, Selection())
+    outcome = fix_source(source, Selection(), unsafe=True)
     assert outcome.fixed.decode() == fixed.read_text(encoding="utf-8")
     assert not outcome.dropped
     # The fixed file re-checks without the fixed findings and is stable.
@@ -64,4 +65,4 @@ def test_fix_writes_the_fixed_twin(fixed: Path) -> None:
     codes_after = {f.code for f in lint_source(outcome.fixed, Selection())[1]}
     assert not (codes_after & {f.code for f in outcome.applied}), codes_after
     assert codes_after <= codes_before
-    assert not fix_source(outcome.fixed, Selection()).changed
+    assert not fix_source(outcome.fixed, Selection(), unsafe=True).changed

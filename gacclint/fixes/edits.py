@@ -45,7 +45,29 @@ class Replace:
     replacement: cst.CSTNode
 
 
-Edit = Union[InsertBefore, InsertAfter, Remove, MoveAfter, Replace]
+@dataclass(frozen=True)
+class MoveBefore:
+    """Move a statement (with its comments) to directly before `anchor`."""
+
+    statement: cst.BaseStatement
+    anchor: cst.BaseStatement
+
+
+@dataclass(frozen=True)
+class WrapInWith:
+    """Put consecutive statements of one block under `with <items>:`.
+
+    The comment lines directly above the first statement stay with it; blank
+    lines (and comments above them) go above the `with`.
+    """
+
+    statements: tuple[cst.BaseStatement, ...]
+    items: str  # source of the with items, e.g. `model.no_sync()`
+    # A statement (source) put right before the `with`, e.g. the name it reads.
+    prelude: str | None = None
+
+
+Edit = Union[InsertBefore, InsertAfter, Remove, MoveAfter, Replace, MoveBefore, WrapInWith]
 
 
 def touched(edit: Edit) -> list[cst.CSTNode]:
@@ -54,8 +76,10 @@ def touched(edit: Edit) -> list[cst.CSTNode]:
         return [edit.anchor]
     if isinstance(edit, Remove):
         return [edit.statement]
-    if isinstance(edit, MoveAfter):
+    if isinstance(edit, (MoveAfter, MoveBefore)):
         return [edit.statement, edit.anchor]
+    if isinstance(edit, WrapInWith):
+        return list(edit.statements)
     return [edit.node]
 
 
@@ -75,6 +99,8 @@ class _EditApplier(cst.CSTTransformer):
         self.after: dict[int, list[cst.BaseStatement]] = {}
         self.removed: set[int] = set()
         self.replacements: dict[int, cst.CSTNode] = {}
+        self.wraps: dict[int, WrapInWith] = {}  # id(first statement) -> wrap
+        self.module = module
         def statement(code: str | cst.BaseStatement) -> cst.BaseStatement:
             if isinstance(code, str):
                 return cst.parse_statement(code + module.default_newline, module.config_for_parsing)
@@ -90,6 +116,11 @@ class _EditApplier(cst.CSTTransformer):
             elif isinstance(edit, MoveAfter):
                 self.removed.add(id(edit.statement))
                 self.after.setdefault(id(edit.anchor), []).append(_moved(edit.statement))
+            elif isinstance(edit, MoveBefore):
+                self.removed.add(id(edit.statement))
+                self.before.setdefault(id(edit.anchor), []).append(_moved(edit.statement))
+            elif isinstance(edit, WrapInWith):
+                self.wraps[id(edit.statements[0])] = edit
             else:
                 self.replacements[id(edit.node)] = edit.replacement
 
@@ -105,7 +136,7 @@ class _EditApplier(cst.CSTTransformer):
     def _rebuild(self, original: cst.IndentedBlock | cst.Module, updated: cst.IndentedBlock | cst.Module):
         body: list[cst.BaseStatement] = []
         changed = False
-        for old, new in zip(original.body, updated.body):
+        for old, new in self._wrapped(original.body, updated.body):
             inserted_before = self.before.get(id(old), [])
             inserted_after = self.after.get(id(old), [])
             body.extend(inserted_before)
@@ -120,6 +151,48 @@ class _EditApplier(cst.CSTTransformer):
         if not body:
             body = [cst.SimpleStatementLine([cst.Pass()])]
         return updated.with_changes(body=body)
+
+
+    def _wrapped(self, original: Sequence[cst.BaseStatement], updated: Sequence[cst.BaseStatement]):
+        """(old, new) pairs of a block, a run of statements to wrap becoming one `with`."""
+        pairs = list(zip(original, updated))
+        index = 0
+        while index < len(pairs):
+            old, new = pairs[index]
+            wrap = self.wraps.get(id(old))
+            if wrap is None:
+                yield old, new
+                index += 1
+                continue
+            count = len(wrap.statements)
+            run = pairs[index:index + count]
+            if [id(o) for o, _ in run] != [id(s) for s in wrap.statements]:
+                yield old, new  # not consecutive here: leave the block alone
+                index += 1
+                continue
+            prelude, with_statement = self._with(wrap, [n for _, n in run])
+            if prelude is not None:
+                yield object(), prelude  # a new statement: no edit is anchored on it
+            yield old, with_statement
+            index += count
+
+    def _with(self, wrap: WrapInWith, statements: list[cst.BaseStatement]):
+        """(the prelude statement or None, the `with` holding `statements`)."""
+        module = self.module
+        template = cst.parse_statement(f"with {wrap.items}:{module.default_newline}{module.default_indent}pass"
+                                       f"{module.default_newline}", module.config_for_parsing)
+        assert isinstance(template, cst.With) and isinstance(template.body, cst.IndentedBlock)
+        first = statements[0]
+        leading = list(getattr(first, "leading_lines", ()))
+        split = len(leading)
+        while split > 0 and leading[split - 1].comment is not None:
+            split -= 1
+        statements[0] = first.with_changes(leading_lines=leading[split:])
+        body = template.body.with_changes(body=statements)
+        if wrap.prelude is None:
+            return None, template.with_changes(leading_lines=leading[:split], body=body)
+        prelude = cst.parse_statement(wrap.prelude + module.default_newline, module.config_for_parsing)
+        return prelude.with_changes(leading_lines=leading[:split]), template.with_changes(body=body)
 
 
 def apply_edits(module: cst.Module, edits: Sequence[Edit]) -> cst.Module:

@@ -137,8 +137,7 @@ SYNC_CONTROL_NAMES = {
 }
 DDP_CONSTRUCTORS = {"DistributedDataParallel", "DDP"}
 # Wrappers that manage gradient sync themselves (RULES.md GA501: silent).
-SELF_SYNCING_WRAPPERS = {"FullyShardedDataParallel", "FSDP", "fully_shard", "initialize", "prepare", "prepare_model",
-                         "setup", "setup_module"}
+_SELF_SYNCING_WRAPPERS = {"FullyShardedDataParallel", "FSDP", "fully_shard"}
 
 
 def clips_raw_gradients(call: cst.CSTNode) -> bool:
@@ -174,6 +173,23 @@ def wrapper_name(value: cst.BaseExpression) -> str | None:
         return None
     name = dotted_name(value.func)
     return name.rsplit(".", 1)[-1] if name else None
+
+
+def syncs_itself(value: cst.BaseExpression) -> bool:
+    """FSDP, `deepspeed.initialize`, `accelerator.prepare`, `fabric.setup`: they manage gradient sync."""
+    if not isinstance(value, cst.Call):
+        return False
+    name = dotted_name(value.func) or ""
+    owner, _, short = name.rpartition(".")
+    if short in _SELF_SYNCING_WRAPPERS:
+        return True
+    if short == "initialize":
+        return "deepspeed" in owner
+    if short in {"prepare", "prepare_model"}:
+        return looks_like_accelerator(owner)
+    if short in {"setup", "setup_module"}:
+        return looks_like_fabric(owner)
+    return False
 
 
 def scaler_disabled(value: cst.BaseExpression) -> bool:

@@ -8,6 +8,13 @@ from dataclasses import dataclass, field
 import libcst as cst
 
 from gacclint.loops.events import RawEvent, events_in
+from gacclint.loops.events import (
+    DDP_CONSTRUCTORS,
+    scaler_disabled,
+    syncs_itself,
+    turns_sync_off,
+    wrapper_name,
+)
 from gacclint.loops.facts import ModuleFacts, collect_facts
 from gacclint.loops.flow import loss_flow
 from gacclint.loops.graphs import GraphFlow
@@ -32,6 +39,7 @@ from gacclint.loops.model import (
     Shape,
     TrainingLoop,
 )
+from gacclint.loops.model import DdpWrap
 from gacclint.loops.vocabulary import call_name, code_of, dotted_name, looks_like_optimizer
 
 MAX_SWITCHES = 5
@@ -134,6 +142,8 @@ class _Builder:
         self._increment_positions: dict[tuple[int, str], int] = {}
         # id(node) -> index of the top-level statement of the current loop holding it
         self._top_level: dict[int, int] = {}
+        self._bound_cache: dict[int, frozenset[str]] = {}
+        self._wrapping: tuple[dict, dict] | None = None
 
     # -- module walk -----------------------------------------------------------
 
@@ -223,13 +233,195 @@ class _Builder:
             window_loop=training if shape is Shape.INNER_WINDOW else None,
             window_k=window_k,
             flush_after_loop=shape is Shape.PER_ITERATION and self._flush_after(micro, frames),
-            bound_names=frozenset(self._bound_names(function)),
+            bound_names=self._bound_names(function),
             fresh_optimizers=frozenset(self._fresh_optimizers(training, varying)),
             body=body,
         )
         loop.graph = GraphFlow(loop, self.facts, varying)
         self._step_hygiene(loop, training, function, varying)
         self.loops.append(loop)
+
+    # -- step hygiene (GA4xx, GA501) ---------------------------------------------
+
+    def _step_hygiene(self, loop: TrainingLoop, training: cst.CSTNode, function: cst.FunctionDef | None,
+                      varying: set[str]) -> None:
+        """Scalers in use, DDP models and sync control, for the GA4xx/GA501 rules."""
+        loop.varying = frozenset(varying)
+        loop.scalers_in_use = frozenset(self._scalers_in_use(loop.events, function))
+        loop.unscale_in_helper = self._calls_helper_with(training, EventKind.UNSCALE)
+        wraps = self._ddp_wraps(training, function)
+        if not wraps:
+            return
+        # Forward calls that can feed the backward: before the last backward, with grad enabled.
+        order = self.facts.statement_order
+        last_backward = max((order.get(id(e.statement), 0) for e in loop.events if e.kind is EventKind.BACKWARD),
+                            default=0)
+        without_grad = {id(s.statement) for s in loop.body if s.without_grad}
+        statements = [s for s in self._own_statements(training.body.body, enter_loops=True)
+                      if order.get(id(s), 0) <= last_backward and id(s) not in without_grad]
+        called: dict[str, list[cst.CSTNode]] = {}
+        referenced: set[str] = set()
+        for statement in statements:
+            for call in self.facts.tree.find(statement, cst.Call, enter_scopes=False):
+                name = call_name(call)
+                if name is not None:
+                    target = name[: -len(".forward")] if name.endswith(".forward") else name
+                    if target in wraps:
+                        called.setdefault(target, []).append(statement)
+                referenced.update(dotted_name(a.value) or "" for a in call.args)
+        # The model the loop calls first leads; `ddp_forwards` are its calls.
+        used = sorted((wraps[name] for name in wraps if name in called or name in referenced),
+                      key=lambda w: min((order.get(id(s), 0) for s in called.get(w.name, [])), default=1 << 30))
+        if not used:
+            return
+        loop.ddp = tuple(used)
+        loop.ddp_forwards = tuple(called.get(used[0].name, []))
+        loop.sync_control = self._sync_control(training, function)
+
+    def _scalers_in_use(self, events: list[Event], function: cst.FunctionDef | None) -> set[str]:
+        """RULES.md, *scaler in use*: every visible construction is `enabled=False` (or None) means not."""
+        in_use: set[str] = set()
+        for name in {e.via_scaler for e in events if e.via_scaler}:
+            bindings = [b for b in self.facts.bindings.get(name, [])
+                        if b.scope is function or b.scope is None or name.startswith("self.")]
+            if not bindings or not all(b.tuple_index is None and scaler_disabled(b.value) for b in bindings):
+                in_use.add(name)
+        return in_use
+
+    def _ddp_wraps(self, training: cst.CSTNode, function: cst.FunctionDef | None) -> dict[str, DdpWrap]:
+        """`model = DDP(model)` in the loop's function (before the loop), the module, or `self.model = DDP(...)`."""
+        loop_order = self.facts.statement_order.get(id(training), 1 << 30)
+        wraps: dict[str, DdpWrap] = {}
+        self_syncing: set[str] = set()
+        wrapping, aliases = self._wrapping_bindings()
+        for name, bindings in wrapping.items():
+            for binding in bindings:
+                if syncs_itself(binding.value):
+                    self_syncing.add(name)
+                    continue
+                wrapper = wrapper_name(binding.value)
+                if wrapper not in DDP_CONSTRUCTORS or binding.tuple_index is not None:
+                    continue
+                if binding.scope is function and function is not None:
+                    if self.facts.binding_order.get(id(binding.statement), 0) > loop_order:
+                        continue
+                elif not (binding.scope is None or name.startswith("self.")):
+                    continue
+                conditional = self._under_condition(binding.statement, binding.scope)
+                previous = wraps.get(name)
+                wraps[name] = DdpWrap(name, conditional or (previous is not None and previous.conditional),
+                                      self._torch_ddp(binding.value) and (previous is None or previous.torch))
+        wraps = {name: wrap for name, wrap in wraps.items() if name not in self_syncing}
+        # `context_model = self.context_encoder` in the loop's function: the same model.
+        if function is not None:
+            for name, bindings in aliases.get(id(function), {}).items():
+                if name in wraps or name in self_syncing:
+                    continue
+                for binding in bindings:
+                    source = dotted_name(binding.value) if binding.tuple_index is None else None
+                    if (binding.scope is function and source in wraps
+                            and self.facts.binding_order.get(id(binding.statement), 0) < loop_order):
+                        wrap = wraps[source]
+                        wraps[name] = DdpWrap(name, wrap.conditional, wrap.torch)
+        return wraps
+
+    def _wrapping_bindings(self):
+        """Bindings that wrap a model (DDP, FSDP, prepare, ...) and, per function, plain
+        `a = b.c` aliases; computed once per module, not once per loop."""
+        if self._wrapping is None:
+            wrapping: dict[str, list] = {}
+            aliases: dict[int, dict[str, list]] = {}
+            for name, bindings in self.facts.bindings.items():
+                for binding in bindings:
+                    if syncs_itself(binding.value) or wrapper_name(binding.value) in DDP_CONSTRUCTORS:
+                        wrapping.setdefault(name, []).append(binding)
+                    elif binding.scope is not None and isinstance(binding.value, (cst.Name, cst.Attribute)):
+                        aliases.setdefault(id(binding.scope), {}).setdefault(name, []).append(binding)
+            self._wrapping = (wrapping, aliases)
+        return self._wrapping
+
+    def _under_condition(self, node: cst.CSTNode, scope: cst.FunctionDef | None) -> bool:
+        root = scope.body if scope is not None else self.module
+        for compound in self.facts.tree.find(root, cst.If, cst.Try, cst.TryStar, cst.For, cst.While, cst.Match,
+                                             enter_scopes=False):
+            if any(found is node for found in self.facts.tree.walk(compound, enter_scopes=False)):
+                return True
+        return False
+
+    def _torch_ddp(self, value: cst.BaseExpression) -> bool:
+        """torch's DistributedDataParallel, by its spelling or its import."""
+        name = call_name(value) or ""  # type: ignore[arg-type]
+        if "." in name:
+            return name.startswith(("torch.", "nn.", "parallel.", "distributed."))
+        for found in self.facts.tree.find(self.module, cst.ImportFrom):
+            if found.module is None or isinstance(found.names, cst.ImportStar):
+                continue
+            for alias in found.names:
+                local = dotted_name(alias.asname.name) if alias.asname is not None else dotted_name(alias.name)
+                if local == name:
+                    return (dotted_name(found.module) or "").startswith("torch")
+        return False
+
+    def _sync_control(self, training: cst.CSTNode, function: cst.FunctionDef | None) -> bool:
+        """A way of turning sync off in the loop's function (the module for a
+        module-level loop), or in a function of the module the loop calls."""
+        roots: list[cst.CSTNode] = [function if function is not None else self.module]
+        for call in self.facts.tree.find(training, cst.Call):
+            name = call_name(call) or ""
+            short = name[len("self."):] if name.startswith("self.") else name
+            roots += self.facts.functions.get(short, [])
+        return any(turns_sync_off(node) for root in roots for node in self.facts.tree.walk(root))
+
+    def _calls_helper_with(self, training: cst.CSTNode, kind: EventKind) -> bool:
+        """The loop calls a function of this module (`helper()`, `self.helper()`) holding a `kind` event."""
+        for call in self.facts.tree.find(training, cst.Call):
+            name = call_name(call) or ""
+            short = name[len("self."):] if name.startswith("self.") else name
+            for helper in self.facts.functions.get(short, []):
+                if helper is not training and kind in self._helper_kinds(helper):
+                    return True
+        return False
+
+    def _helper_kinds(self, helper: cst.FunctionDef) -> set[EventKind]:
+        cache: dict[int, set[EventKind]] = self.__dict__.setdefault("_helper_kind_cache", {})
+        if id(helper) not in cache:
+            cache[id(helper)] = {e.kind for e in events_in(helper, self.facts, set())}
+        return cache[id(helper)]
+
+    def _step_helper(self, func: cst.FunctionDef) -> None:
+        """`def train_step(...)`: a backward and a step in the function, no loop around them."""
+        own: list[cst.CSTNode] = []
+
+        def collect(block) -> None:
+            for statement in block:
+                if isinstance(statement, (cst.SimpleStatementLine, cst.SimpleStatementSuite)):
+                    own.append(statement)
+                elif not (_is_loop(statement) or isinstance(statement, (cst.FunctionDef, cst.ClassDef))):
+                    for _, _, child in _blocks_of(statement):
+                        collect(child)
+
+        collect(func.body.body)
+        kinds = {e.kind for s in own for e in events_in(s, self.facts, self.clear_helpers)}
+        if EventKind.BACKWARD not in kinds or EventKind.STEP not in kinds:
+            return
+        self._top_level = {id(node): index for index, statement in enumerate(func.body.body)
+                           for node in self.facts.tree.walk(statement)}
+        varying = self._varying(func)  # type: ignore[arg-type]
+        context = GuardContext(counters={}, varying=varying, tree=self.facts.tree, aliases=self._aliases(func))  # type: ignore[arg-type]
+        visits = list(self._visits(func, None))  # type: ignore[arg-type]
+        events = self._events(visits, context, func, func)  # type: ignore[arg-type]
+        helper = TrainingLoop(
+            node=func,  # type: ignore[arg-type]
+            shape=Shape.STEP_HELPER,
+            function=func,
+            iterable=IterableInfo(IterableKind.UNKNOWN, None, None),
+            counter=None,
+            events=events,
+            variants=_variants(events, self._frameworks),
+            frameworks=frozenset(self._frameworks(events)),
+        )
+        self._step_hygiene(helper, func, func, varying)
+        self.step_helpers.append(helper)
 
     def _enclosing_loop(self, frames: list[_Frame]) -> LoopNode | None:
         for frame in reversed(frames):
@@ -457,10 +649,21 @@ class _Builder:
                 continue
             test_index = self._top_level.get(id(raw.expression), statement_index)
             classified = classify(raw.expression, raw.polarity, self._context_at(context, loop, test_index))
-            if raw.early_exit_after is not None and raw.early_exit_after <= first_event:
+            if (raw.early_exit_after is not None and raw.early_exit_after <= first_event
+                    and not self._reads_counter(raw.expression, context)):
                 classified = [c for c in classified if c.kind is not ConditionKind.OPAQUE]
             conditions.extend(classified)
         return conditions
+
+    def _reads_counter(self, expression: cst.BaseExpression, context: GuardContext) -> bool:
+        """A test on the micro-batch counter (`if it // k >= steps: continue`) shapes the
+        windows (it may skip the tail); a resume skip on its own counter does not."""
+        read = {dotted_name(n) for n in self.facts.tree.find(expression, cst.Name, cst.Attribute)}
+        for name in list(read):
+            aliased = context.aliases.get(name or "")
+            if aliased is not None:
+                read |= {dotted_name(n) for n in self.facts.tree.find(aliased, cst.Name, cst.Attribute)}
+        return any(name in context.counters for name in read if name)
 
     def _context_at(self, context: GuardContext, loop: LoopNode, index: int | None) -> GuardContext:
         """Manual counters read differently before and after their increment."""
@@ -504,13 +707,16 @@ class _Builder:
         if text is None:
             return IterableInfo(IterableKind.UNKNOWN, None, None)
         binding = self.facts.latest_binding(text, loop, function)
-        # epoch_iterator = tqdm(train_dataloader): the wrapper has the loader's length.
+        # epoch_iterator = tqdm(train_dataloader): the wrapper has the loader's length,
+        # and the wrapped name says what it is.
+        wrapped = text
         while (binding is not None and binding.tuple_index is None and isinstance(binding.value, cst.Call)
                and (call_name(binding.value) or "").rsplit(".", 1)[-1] in _ITERABLE_WRAPPERS):
             inner = [a.value for a in binding.value.args if a.keyword is None and not a.star]
             inner_text = dotted_name(inner[0]) if inner else None
             if inner_text is None:
                 break
+            wrapped = inner_text
             binding = self.facts.latest_binding(inner_text, binding.statement, binding.scope)
         if binding is not None and binding.tuple_index is None and isinstance(binding.value, cst.Call):
             called = (call_name(binding.value) or "").rsplit(".", 1)[-1]
@@ -522,7 +728,7 @@ class _Builder:
                 return IterableInfo(IterableKind.RANGE, f"len({text})", literal)
         if binding is not None and isinstance(binding.value, (cst.GeneratorExp,)):
             return IterableInfo(IterableKind.STREAM, None, None)
-        last = text.rsplit(".", 1)[-1].lower()
+        last = wrapped.rsplit(".", 1)[-1].lower()
         if "infinite" in last or "stream" in last:
             return IterableInfo(IterableKind.STREAM, None, None)
         if last.endswith("loader"):
@@ -542,9 +748,12 @@ class _Builder:
         return IterableKind.LOADER
 
     def _flush_after(self, loop: LoopNode, frames: list[_Frame]) -> bool:
-        """A step after the loop, before the enclosing loop or function ends."""
+        """A step after the loop, before the enclosing loop or function ends, and
+        before the next training loop starts (its steps are its own)."""
         for frame in reversed(frames):
             for statement in frame.block[frame.index + 1:]:
+                if _is_loop(statement) and self._directly_contains_backward(statement):
+                    return False
                 for inner in self._ordered((statement,)):
                     if isinstance(inner, (cst.SimpleStatementLine, cst.SimpleStatementSuite)):
                         if any(e.kind is EventKind.STEP for e in events_in(inner, self.facts, self.clear_helpers)):
@@ -567,7 +776,14 @@ class _Builder:
                 found.add("deepspeed")
         return found
 
-    def _bound_names(self, function: cst.FunctionDef | None) -> set[str]:
+    def _bound_names(self, function: cst.FunctionDef | None) -> frozenset[str]:
+        """Every name the scope uses, computed once per scope (a module may hold many loops)."""
+        key = id(function)
+        if key not in self._bound_cache:
+            self._bound_cache[key] = frozenset(self._scope_names(function))
+        return self._bound_cache[key]
+
+    def _scope_names(self, function: cst.FunctionDef | None) -> set[str]:
         names = {name for name, bindings in self.facts.bindings.items() if any(b.scope is function for b in bindings)}
         if function is not None:
             names.update(p.name.value for p in function.params.params)

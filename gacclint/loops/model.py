@@ -345,6 +345,8 @@ class TrainingLoop:
     sync_control: bool = False
     # Names (and dotted names) assigned inside the loop body.
     varying: frozenset[str] = field(default_factory=frozenset)
+    # The loop calls a function of the module that calls `scaler.unscale_`.
+    unscale_in_helper: bool = False
 
     @property
     def framework_managed(self) -> bool:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import libcst as cst
 
-from gacclint.loops.model import Boundary, Event, EventKind, LoopVariant, ResolvedEvent, TrainingLoop
+from gacclint.loops.model import Boundary, Event, EventKind, LoopStatement, LoopVariant, ResolvedEvent, TrainingLoop
+from gacclint.loops.model import ConditionKind, GuardKind, Shape
 from gacclint.loops.vocabulary import code_of
 
 
 
-def alone_on_its_line(event: Event) -> bool:
-    """The event's statement can be moved or removed as a whole."""
+def alone_on_its_line(event: Event | LoopStatement) -> bool:
+    """The statement can be moved or removed as a whole: one small statement on its own line."""
     statement = event.statement
     return event.editable and isinstance(statement, cst.SimpleStatementLine) and len(statement.body) == 1
 
@@ -68,3 +69,67 @@ def fresh_name(loop: TrainingLoop, preferred: str) -> str:
 def looks_like_accumulation_count(text: str) -> bool:
     lowered = text.lower()
     return any(word in lowered for word in ("accum", "accumulation", "grad_acc", "gradient_acc", "micro"))
+
+
+# -- step hygiene (GA401, GA403, GA404, GA501): once per step, not per micro-batch --
+
+
+def per_micro_batch(loop: TrainingLoop, kind: EventKind):
+    """(variant, event, steps) for each `kind` event that runs on every micro-batch
+    of an accumulation window while the optimizer steps once per window.
+
+    The windows are the GA1xx/GA2xx ones: `accumulation_variants()` (boundary
+    guards, counters, early `continue`s, flags; framework-managed variants
+    skipped) and the nanoGPT inner micro-step loop. `steps` are the window's
+    boundary steps, in order.
+    """
+    if loop.shape is Shape.INNER_WINDOW:
+        for variant in loop.variants:
+            if variant.managed:
+                continue
+            steps = [s for s in boundary_steps(variant) if not s.event.in_window_loop and not s.event.in_inner_loop
+                     and s.guard.kind is GuardKind.NONE]
+            if not steps:
+                continue
+            for event in variant.of(kind):
+                if event.event.in_window_loop and not event.event.in_inner_loop and event.guard.kind is GuardKind.NONE:
+                    yield variant, event, steps
+        return
+    for variant, _ in loop.accumulation_variants():
+        steps = boundary_steps(variant)
+        for event in variant.of(kind):
+            if event.guard.kind is GuardKind.NONE and not event.event.in_inner_loop:
+                yield variant, event, steps
+
+
+def switches_of(event: Event) -> frozenset[tuple[str, bool]]:
+    return frozenset((c.text, c.polarity) for c in event.conditions if c.kind is ConditionKind.SWITCH)
+
+
+def bare_call(event: Event) -> bool:
+    """The statement is the call alone (`clip_grad_norm_(...)`, not `norm = clip_grad_norm_(...)`)."""
+    statement = event.statement
+    return (alone_on_its_line(event) and isinstance(statement.body[0], cst.Expr)  # type: ignore[union-attr]
+            and statement.body[0].value is event.node)  # type: ignore[union-attr]
+
+
+def can_move_to(event: Event, anchor: ResolvedEvent) -> bool:
+    """Moving `event` next to `anchor` changes only how often it runs: it is a
+    bare call on its own line, the anchor is editable, and both sit under the
+    same configuration switches (moving out of `if args.fp16:` would change
+    which configurations run it)."""
+    return (bare_call(event) and anchor.event.editable and not anchor.event.in_inner_loop
+            and switches_of(event) == switches_of(anchor.event))
+
+
+def same_block_after(variant: LoopVariant, anchor: ResolvedEvent, kinds: set[EventKind]) -> list[ResolvedEvent]:
+    """Events of `kinds` that follow `anchor` under the same guard and switches, before the next backward."""
+    found: list[ResolvedEvent] = []
+    for later in variant.events[variant.events.index(anchor) + 1:]:
+        if later.kind is EventKind.BACKWARD:
+            break
+        if (later.kind in kinds and later.guard == anchor.guard
+                and later.event.in_window_loop == anchor.event.in_window_loop
+                and switches_of(later.event) == switches_of(anchor.event)):
+            found.append(later)
+    return found

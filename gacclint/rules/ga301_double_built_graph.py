@@ -255,7 +255,7 @@ def _fix(loop: TrainingLoop, graph: GraphFlow, backward: Event, definition: Defi
         if term.name is None:
             return None
         chain = _chain(graph, term, definition.position)
-        if chain is None or any(record.block is not block or not _alone(record) for record in chain):
+        if chain is None or any(record.block is not block or not alone_on_its_line(record) for record in chain):
             return None
         chains.append(chain)
     chained = {record.position for chain in chains for record in chain}
@@ -270,7 +270,7 @@ def _fix(loop: TrainingLoop, graph: GraphFlow, backward: Event, definition: Defi
         kinds = {e.kind for e in loop.events if e.position == record.position}
         if record.block is not block:
             return None
-        if kinds == {EventKind.CLEAR} and _alone(record):
+        if kinds == {EventKind.CLEAR} and alone_on_its_line(record):
             moved_clears.append(record)
             continue
         if kinds:
@@ -294,11 +294,6 @@ def _fix(loop: TrainingLoop, graph: GraphFlow, backward: Event, definition: Defi
 
 def _statement_at(loop: TrainingLoop, position: int) -> LoopStatement:
     return loop.body[position]
-
-
-def _alone(record: LoopStatement) -> bool:
-    statement = record.statement
-    return record.editable and isinstance(statement, cst.SimpleStatementLine) and len(statement.body) == 1
 
 
 def _written(record: LoopStatement) -> set[str]:

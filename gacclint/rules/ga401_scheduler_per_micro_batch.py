@@ -1,0 +1,244 @@
+from __future__ import annotations
+
+from typing import Iterator
+
+from gacclint.fixes.edits import MoveAfter, Remove
+from gacclint.loops.events import advances_schedule
+from gacclint.loops.model import EventKind, LoopVariant, ResolvedEvent, TrainingLoop
+from gacclint.rules.base import Applicability, Finding, Fix, Invalid, Rule, Valid
+from gacclint.rules.common import can_move_to, per_micro_batch, same_block_after
+
+
+class SchedulerPerMicroBatch(Rule):
+    """
+    ## What it does
+    Checks for accumulation loops that advance a learning-rate scheduler on
+    every micro-batch while the optimizer steps only once per window of `k`.
+
+    ## Why is this bad?
+    A schedule is written in optimizer steps (warm-up for 1000 steps, cosine
+    decay over the run). Stepped per micro-batch, it advances `k` times too
+    fast: warm-up ends `k` times early and the learning rate reaches its
+    floor after `1 / k` of training.
+
+    A scheduler stepped in the epoch loop or in the step's block is fine, and
+    so is a call that passes a position (`sched.step(epoch)`,
+    `sched.step(global_step)`): it sets the rate rather than advancing it.
+    accelerate's `accumulate()` skips a prepared scheduler between boundaries.
+
+    ## Example
+    ```python
+    for i, (x, y) in enumerate(loader):
+        loss = loss_fn(model(x), y) / k
+        loss.backward()
+        scheduler.step()
+        if (i + 1) % k == 0 or (i + 1) == len(loader):
+            optimizer.step()
+            optimizer.zero_grad()
+    ```
+
+    ## Use instead
+    ```python
+    for i, (x, y) in enumerate(loader):
+        loss = loss_fn(model(x), y) / k
+        loss.backward()
+        if (i + 1) % k == 0 or (i + 1) == len(loader):
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad()
+    ```
+
+    ## Fix safety
+    Safe: the `.step()` call is moved (with the comment lines above it) into
+    the step's block, after the step (after `scaler.update()` when that
+    follows the step). If the block already steps the same scheduler, the
+    per-micro-batch call is removed instead. No fix is offered when the call
+    is part of a larger statement or sits under a configuration switch the
+    step does not share.
+    """
+
+    code = "GA401"
+    name = "scheduler-per-micro-batch"
+
+    VALID = [
+        Valid("""
+for i, (x, y) in enumerate(loader):
+    loss = loss_fn(model(x), y) / k
+    loss.backward()
+    if (i + 1) % k == 0 or (i + 1) == len(loader):
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad()
+""", "stepped in the step's block"),
+        Valid("""
+for epoch in range(epochs):
+    for i, (x, y) in enumerate(loader):
+        loss = loss_fn(model(x), y) / k
+        loss.backward()
+        if (i + 1) % k == 0 or (i + 1) == len(loader):
+            optimizer.step()
+            optimizer.zero_grad()
+    scheduler.step()
+""", "a per-epoch scheduler"),
+        Valid("""
+for i, (x, y) in enumerate(loader):
+    loss = loss_fn(model(x), y)
+    loss.backward()
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad()
+""", "no accumulation"),
+        Valid("""
+for i, (x, y) in enumerate(loader):
+    loss = loss_fn(model(x), y) / k
+    loss.backward()
+    scheduler.step(epoch + i / len(loader))
+    if (i + 1) % k == 0 or (i + 1) == len(loader):
+        optimizer.step()
+        optimizer.zero_grad()
+""", "a position is passed: it sets the rate"),
+        Valid("""
+for i, (x, y) in enumerate(loader):
+    loss = loss_fn(model(x), y) / k
+    loss.backward()
+    if should_step(i):
+        optimizer.step()
+        optimizer.zero_grad()
+    scheduler.step()
+""", "an opaque guard is never a basis"),
+        Valid("""
+for batch in loader:
+    with accelerator.accumulate(model):
+        loss = model(**batch).loss
+        accelerator.backward(loss)
+        optimizer.step()
+        lr_scheduler.step()
+        optimizer.zero_grad()
+""", "accumulate() skips a prepared scheduler between boundaries"),
+        Valid("""
+for i, (x, y) in enumerate(loader):
+    loss = loss_fn(model(x), y) / k
+    loss.backward()
+    if (i + 1) % k != 0:
+        continue
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad()
+""", "after an early `continue` the scheduler runs once per window"),
+    ]
+    INVALID = [
+        Invalid("""
+for i, (x, y) in enumerate(loader):
+    loss = loss_fn(model(x), y) / k
+    loss.backward()
+    # advance the warm-up
+    scheduler.step()
+    if (i + 1) % k == 0 or (i + 1) == len(loader):
+        optimizer.step()
+        optimizer.zero_grad()
+""", fixed="""
+for i, (x, y) in enumerate(loader):
+    loss = loss_fn(model(x), y) / k
+    loss.backward()
+    if (i + 1) % k == 0 or (i + 1) == len(loader):
+        optimizer.step()
+        # advance the warm-up
+        scheduler.step()
+        optimizer.zero_grad()
+""", also=("GA203",)),
+        Invalid("""
+for step, batch in enumerate(loader):
+    loss = model(**batch).loss
+    loss = loss / args.gradient_accumulation_steps
+    scaler.scale(loss).backward()
+    lr_scheduler.step()
+    if (step + 1) % args.gradient_accumulation_steps == 0 or step + 1 == len(loader):
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad()
+""", fixed="""
+for step, batch in enumerate(loader):
+    loss = model(**batch).loss
+    loss = loss / args.gradient_accumulation_steps
+    scaler.scale(loss).backward()
+    if (step + 1) % args.gradient_accumulation_steps == 0 or step + 1 == len(loader):
+        scaler.step(optimizer)
+        scaler.update()
+        lr_scheduler.step()
+        optimizer.zero_grad()
+""", why="after scaler.update()", also=("GA203",)),
+        Invalid("""
+for i, (x, y) in enumerate(loader):
+    loss = loss_fn(model(x), y) / k
+    loss.backward()
+    scheduler.step()
+    if (i + 1) % k == 0 or (i + 1) == len(loader):
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad()
+""", fixed="""
+for i, (x, y) in enumerate(loader):
+    loss = loss_fn(model(x), y) / k
+    loss.backward()
+    if (i + 1) % k == 0 or (i + 1) == len(loader):
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad()
+""", why="the block already steps it: the stray call is removed", also=("GA203",)),
+        Invalid("""
+while True:
+    for micro_step in range(gradient_accumulation_steps):
+        loss = model(X, Y) / gradient_accumulation_steps
+        loss.backward()
+        scheduler.step()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+""", fixed="""
+while True:
+    for micro_step in range(gradient_accumulation_steps):
+        loss = model(X, Y) / gradient_accumulation_steps
+        loss.backward()
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+""", why="the nanoGPT shape: the window is the inner loop"),
+        Invalid("""
+for i, (x, y) in enumerate(loader):
+    loss = loss_fn(model(x), y) / k
+    loss.backward()
+    if args.warmup:
+        scheduler.step()
+    if (i + 1) % k == 0 or (i + 1) == len(loader):
+        optimizer.step()
+        optimizer.zero_grad()
+""", fixed=None, applicability=None, why="under a switch the step does not share: reported, not moved",
+            also=("GA203",)),
+    ]
+
+    def check(self, loop: TrainingLoop, model) -> Iterator[Finding]:
+        reported: set[int] = set()
+        for variant, scheduler, steps in per_micro_batch(loop, EventKind.SCHEDULER_STEP):
+            if not steps or not advances_schedule(scheduler.event.node) or id(scheduler.event.node) in reported:
+                continue
+            reported.add(id(scheduler.event.node))
+            name = scheduler.event.receiver
+            yield self.finding(
+                f"`{name}.step()` runs on every micro-batch but `{steps[0].event.receiver}` steps once per "
+                "accumulation window: the schedule advances once per micro-batch instead of once per step",
+                scheduler.event.node, self._fix(variant, scheduler, steps[0]))
+
+    def _fix(self, variant: LoopVariant, scheduler: ResolvedEvent, step: ResolvedEvent) -> Fix | None:
+        if not can_move_to(scheduler.event, step):
+            return None
+        name = scheduler.event.receiver
+        following = same_block_after(variant, step, {EventKind.SCHEDULER_STEP, EventKind.SCALER_UPDATE, EventKind.STEP})
+        if any(e.kind is EventKind.SCHEDULER_STEP and e.event.receiver == name for e in following):
+            return Fix(Applicability.SAFE, f"Remove the per-micro-batch `{name}.step()`",
+                       (Remove(scheduler.event.statement),))
+        anchor = step
+        for event in following:
+            if event.kind is EventKind.SCALER_UPDATE and event.event.editable:
+                anchor = event
+                break
+        return Fix(Applicability.SAFE, f"Move `{name}.step()` after `{step.event.receiver}` steps",
+                   (MoveAfter(scheduler.event.statement, anchor.event.statement),))

@@ -1,0 +1,285 @@
+from __future__ import annotations
+
+from typing import Iterator
+
+from gacclint.fixes.edits import InsertBefore, MoveBefore
+from gacclint.loops.events import clips_raw_gradients
+from gacclint.loops.model import EventKind, LoopVariant, ResolvedEvent, TrainingLoop
+from gacclint.loops.vocabulary import code_of
+from gacclint.rules.base import Applicability, Finding, Fix, Invalid, Rule, Valid
+from gacclint.rules.common import alone_on_its_line, bare_call, per_micro_batch, switches_of
+
+
+class ClipBeforeUnscale(Rule):
+    """
+    ## What it does
+    Checks for gradient clipping (`clip_grad_norm_`, `clip_grad_value_`)
+    before `scaler.step(optimizer)` with no `scaler.unscale_(optimizer)`
+    before it, while a `GradScaler` is in use.
+
+    ## Why is this bad?
+    With a `GradScaler`, `.grad` holds the gradients multiplied by the loss
+    scale (65536 at the start) until `scaler.unscale_` or `scaler.step`
+    divides them. Clipping scaled gradients compares the threshold with
+    numbers thousands of times too large: every step is clipped hard, by a
+    factor that changes whenever the scale does. An `unscale_` after the
+    clip comes too late.
+
+    A scaler counts as in use unless it is built with the literal
+    `enabled=False`: `GradScaler(enabled=args.fp16)` bites the day the flag
+    is on. An `unscale_` anywhere earlier in the window counts, also under a
+    configuration switch (`if args.fp16: scaler.unscale_(opt)` says the
+    scaler is on only then) or in a helper of the module the loop calls.
+    accelerate's and Fabric's own clip methods unscale first. The rule
+    also reads per-batch step helpers (`def train_step(...)`) that hold the
+    backward, the clip and `scaler.step` without a loop.
+
+    ## Example
+    ```python
+    for x, y in loader:
+        with torch.autocast("cuda"):
+            loss = loss_fn(model(x), y)
+        scaler.scale(loss).backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad()
+    ```
+
+    ## Use instead
+    ```python
+    for x, y in loader:
+        with torch.autocast("cuda"):
+            loss = loss_fn(model(x), y)
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad()
+    ```
+
+    ## Fix safety
+    Safe: `scaler.unscale_(optimizer)` is inserted on the line before the
+    clip, with the optimizer that `scaler.step` steps next; when an
+    `unscale_` already sits between the clip and the step, it is moved
+    before the clip instead (a second call would raise). `scaler.step` then
+    skips its own unscaling. When the clip runs on every micro-batch of an
+    accumulation window (GA403), no fix is offered here: GA403 moves the clip
+    into the step's block first, and this fix follows.
+    """
+
+    code = "GA402"
+    name = "clip-before-unscale"
+
+    VALID = [
+        Valid("""
+for x, y in loader:
+    with torch.autocast("cuda"):
+        loss = loss_fn(model(x), y)
+    scaler.scale(loss).backward()
+    scaler.unscale_(optimizer)
+    torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+    scaler.step(optimizer)
+    scaler.update()
+    optimizer.zero_grad()
+""", "unscaled before the clip"),
+        Valid("""
+scaler = torch.cuda.amp.GradScaler(enabled=False)
+for x, y in loader:
+    loss = loss_fn(model(x), y)
+    scaler.scale(loss).backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+    scaler.step(optimizer)
+    scaler.update()
+    optimizer.zero_grad()
+""", "the scaler is built with enabled=False: not in use"),
+        Valid("""
+for i, (x, y) in enumerate(loader):
+    with torch.autocast("cuda"):
+        loss = loss_fn(model(x), y) / k
+    scaler.scale(loss).backward()
+    if (i + 1) % k == 0 or (i + 1) == len(loader):
+        scaler.unscale_(optimizer)
+    if (i + 1) % k == 0 or (i + 1) == len(loader):
+        torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad()
+""", "unscale_ anywhere earlier in the window"),
+        Valid("""
+for step, batch in enumerate(loader):
+    loss = model(**batch).loss
+    if args.fp16:
+        scaler.scale(loss).backward()
+    else:
+        loss.backward()
+    if args.fp16:
+        scaler.unscale_(optimizer)
+    torch.nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+    if args.fp16:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    optimizer.zero_grad()
+""", "the unscale_ sits under the same switch as scaler.step"),
+        Valid("""
+for x, y in loader:
+    with torch.autocast("cuda", enabled=args.fp16):
+        loss = loss_fn(model(x), y)
+    scaler.scale(loss).backward()
+    if args.fp16:
+        scaler.unscale_(optimizer)
+    torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+    scaler.step(optimizer)
+    scaler.update()
+    optimizer.zero_grad()
+""", "unscaled under the switch that turns the scaler on"),
+        Valid("""
+for batch in loader:
+    loss = model(**batch).loss
+    accelerator.backward(loss)
+    accelerator.clip_grad_norm_(model.parameters(), max_norm)
+    optimizer.step()
+    optimizer.zero_grad()
+""", "accelerate's clip unscales itself"),
+    ]
+    INVALID = [
+        Invalid("""
+scaler = torch.amp.GradScaler("cuda", enabled=args.amp)
+for x, y in loader:
+    with torch.autocast("cuda", enabled=args.amp):
+        loss = loss_fn(model(x), y)
+    scaler.scale(loss).backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+    scaler.step(optimizer)
+    scaler.update()
+    optimizer.zero_grad()
+""", fixed="""
+scaler = torch.amp.GradScaler("cuda", enabled=args.amp)
+for x, y in loader:
+    with torch.autocast("cuda", enabled=args.amp):
+        loss = loss_fn(model(x), y)
+    scaler.scale(loss).backward()
+    scaler.unscale_(optimizer)
+    torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+    scaler.step(optimizer)
+    scaler.update()
+    optimizer.zero_grad()
+""", why="enabled=args.amp counts as in use"),
+        Invalid("""
+for x, y in loader:
+    with torch.autocast("cuda"):
+        loss = loss_fn(model(x), y)
+    scaler.scale(loss).backward()
+    # clip, then unscale: too late
+    torch.nn.utils.clip_grad_value_(model.parameters(), 1.0)
+    scaler.unscale_(optimizer)
+    scaler.step(optimizer)
+    scaler.update()
+    optimizer.zero_grad()
+""", fixed="""
+for x, y in loader:
+    with torch.autocast("cuda"):
+        loss = loss_fn(model(x), y)
+    scaler.scale(loss).backward()
+    scaler.unscale_(optimizer)
+    # clip, then unscale: too late
+    torch.nn.utils.clip_grad_value_(model.parameters(), 1.0)
+    scaler.step(optimizer)
+    scaler.update()
+    optimizer.zero_grad()
+""", why="clip-then-unscale: the unscale_ is moved before the clip"),
+        Invalid("""
+class Trainer:
+    def train_step(self, batch):
+        with torch.autocast("cuda"):
+            loss = self.model(batch)
+        self.scaler.scale(loss).backward()
+        if self.max_norm:
+            clip_grad_norm_(self.model.parameters(), self.max_norm)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad()
+""", fixed="""
+class Trainer:
+    def train_step(self, batch):
+        with torch.autocast("cuda"):
+            loss = self.model(batch)
+        self.scaler.scale(loss).backward()
+        if self.max_norm:
+            self.scaler.unscale_(self.optimizer)
+            clip_grad_norm_(self.model.parameters(), self.max_norm)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad()
+""", why="a per-batch step helper: no loop needed"),
+        Invalid("""
+for i, (x, y) in enumerate(loader):
+    with torch.autocast("cuda"):
+        loss = loss_fn(model(x), y) / k
+    scaler.scale(loss).backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+    if (i + 1) % k == 0 or (i + 1) == len(loader):
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad()
+""", fixed=None, applicability=None, why="clipped per micro-batch: GA403's fix goes first",
+            also=("GA403", "GA203")),
+    ]
+
+    def check_module(self, model) -> Iterator[Finding]:
+        for loop in list(model.loops) + list(model.step_helpers):
+            yield from self.check(loop, model)
+
+    def check(self, loop: TrainingLoop, model) -> Iterator[Finding]:
+        if not loop.scalers_in_use or loop.unscale_in_helper:
+            return
+        per_micro = {id(clip.event.node) for _, clip, _ in per_micro_batch(loop, EventKind.CLIP)}
+        reported: set[int] = set()
+        for variant in loop.variants:
+            for index, clip in enumerate(variant.events):
+                if clip.kind is not EventKind.CLIP or not clips_raw_gradients(clip.event.node):
+                    continue
+                if id(clip.event.node) in reported:
+                    continue
+                # An unscale_ earlier in the window, in any configuration: under
+                # `if args.fp16:` it tells that the scaler is on only there.
+                if any(e.kind is EventKind.UNSCALE and e.order < clip.event.order for e in loop.events):
+                    continue
+                step = next((e for e in variant.events[index + 1:] if e.kind is EventKind.STEP
+                             and e.event.via_scaler in loop.scalers_in_use), None)
+                if step is None:
+                    continue
+                reported.add(id(clip.event.node))
+                scaler = step.event.via_scaler
+                fix = None if id(clip.event.node) in per_micro else self._fix(variant, clip, step)
+                yield self.finding(
+                    f"`{_clip_name(clip)}` runs before `{scaler}.step({step.event.receiver})` with no "
+                    f"`{scaler}.unscale_({step.event.receiver})` before it: it clips the scaled gradients",
+                    clip.event.node, fix)
+
+    def _fix(self, variant: LoopVariant, clip: ResolvedEvent, step: ResolvedEvent) -> Fix | None:
+        if not alone_on_its_line(clip.event):
+            return None
+        scaler, optimizer = step.event.via_scaler, step.event.receiver
+        between = variant.events[variant.events.index(clip) + 1:variant.events.index(step)]
+        unscales = [e for e in between if e.kind is EventKind.UNSCALE]
+        if unscales:
+            unscale = unscales[0]
+            if (len(unscales) == 1 and bare_call(unscale.event) and unscale.guard == clip.guard
+                    and switches_of(unscale.event) == switches_of(clip.event)
+                    and unscale.event.in_window_loop == clip.event.in_window_loop):
+                return Fix(Applicability.SAFE, f"Move `{code_of(unscale.event.node)}` before the clip",
+                           (MoveBefore(unscale.event.statement, clip.event.statement),))
+            return None
+        if not optimizer:
+            return None
+        return Fix(Applicability.SAFE, f"Insert `{scaler}.unscale_({optimizer})` before the clip",
+                   (InsertBefore(clip.event.statement, f"{scaler}.unscale_({optimizer})"),))
+
+
+def _clip_name(clip: ResolvedEvent) -> str:
+    func = clip.event.node.func  # type: ignore[attr-defined]
+    return code_of(func).rsplit(".", 1)[-1]

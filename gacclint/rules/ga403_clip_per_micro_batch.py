@@ -1,0 +1,214 @@
+from __future__ import annotations
+
+from typing import Iterator
+
+from gacclint.fixes.edits import Edit, MoveBefore, Remove
+from gacclint.loops.model import EventKind, GuardKind, LoopVariant, ResolvedEvent, TrainingLoop
+from gacclint.rules.base import Applicability, Finding, Fix, Invalid, Rule, Valid
+from gacclint.rules.common import can_move_to, per_micro_batch, switches_of
+
+
+class ClipPerMicroBatch(Rule):
+    """
+    ## What it does
+    Checks for accumulation loops that clip the gradients on every
+    micro-batch, while the optimizer steps only once per window of `k`.
+
+    ## Why is this bad?
+    Between steps `.grad` holds a partial sum of the window's gradients.
+    Clipping it after every micro-batch bounds each partial sum instead of
+    the gradient the step applies: early micro-batches are clipped again and
+    again, the window's gradient is no longer the large-batch one, and the
+    clipping threshold no longer means what it says. Clip once, on the full
+    window, just before the step.
+
+    Clipping under the step's boundary (or under accelerate's
+    `if accelerator.sync_gradients:`) is fine.
+
+    ## Example
+    ```python
+    for i, (x, y) in enumerate(loader):
+        loss = loss_fn(model(x), y) / k
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+        if (i + 1) % k == 0 or (i + 1) == len(loader):
+            optimizer.step()
+            optimizer.zero_grad()
+    ```
+
+    ## Use instead
+    ```python
+    for i, (x, y) in enumerate(loader):
+        loss = loss_fn(model(x), y) / k
+        loss.backward()
+        if (i + 1) % k == 0 or (i + 1) == len(loader):
+            torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+            optimizer.step()
+            optimizer.zero_grad()
+    ```
+
+    ## Fix safety
+    Safe: the clip is moved (with the comment lines above it) into the step's
+    block, directly before the step, so the order is `unscale_` -> clip ->
+    `scaler.step` -> `scaler.update` -> clear. A per-micro-batch
+    `scaler.unscale_(opt)` right before the clip moves with it (or is removed
+    when the block already unscales). If the block already clips, the
+    per-micro-batch clip is removed. No fix is offered when the clip's value
+    is used (`norm = clip_grad_norm_(...)`) or when it sits under a
+    configuration switch the step does not share.
+    """
+
+    code = "GA403"
+    name = "clip-per-micro-batch"
+
+    VALID = [
+        Valid("""
+for i, (x, y) in enumerate(loader):
+    loss = loss_fn(model(x), y) / k
+    loss.backward()
+    if (i + 1) % k == 0 or (i + 1) == len(loader):
+        torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+        optimizer.step()
+        optimizer.zero_grad()
+""", "clipped in the step's block"),
+        Valid("""
+for x, y in loader:
+    loss = loss_fn(model(x), y)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+    optimizer.step()
+    optimizer.zero_grad()
+""", "no accumulation"),
+        Valid("""
+for batch in loader:
+    with accelerator.accumulate(model):
+        loss = model(**batch).loss
+        accelerator.backward(loss)
+        if accelerator.sync_gradients:
+            accelerator.clip_grad_norm_(model.parameters(), max_norm)
+        optimizer.step()
+        optimizer.zero_grad()
+""", "accelerate: clipped only when gradients sync"),
+        Valid("""
+for i, (x, y) in enumerate(loader):
+    loss = loss_fn(model(x), y) / k
+    loss.backward()
+    if i % n_critic == 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+    if (i + 1) % k == 0 or (i + 1) == len(loader):
+        optimizer.step()
+        optimizer.zero_grad()
+""", "under another guard: not every micro-batch"),
+    ]
+    INVALID = [
+        Invalid("""
+for i, (x, y) in enumerate(loader):
+    loss = loss_fn(model(x), y) / k
+    loss.backward()
+    # keep the update bounded
+    torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+    if (i + 1) % k == 0 or (i + 1) == len(loader):
+        optimizer.step()
+        optimizer.zero_grad()
+""", fixed="""
+for i, (x, y) in enumerate(loader):
+    loss = loss_fn(model(x), y) / k
+    loss.backward()
+    if (i + 1) % k == 0 or (i + 1) == len(loader):
+        # keep the update bounded
+        torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+        optimizer.step()
+        optimizer.zero_grad()
+""", also=("GA203",)),
+        Invalid("""
+for i, (x, y) in enumerate(loader):
+    with torch.autocast("cuda"):
+        loss = loss_fn(model(x), y) / k
+    scaler.scale(loss).backward()
+    scaler.unscale_(optimizer)
+    torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+    if (i + 1) % k == 0 or (i + 1) == len(loader):
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad()
+""", fixed="""
+for i, (x, y) in enumerate(loader):
+    with torch.autocast("cuda"):
+        loss = loss_fn(model(x), y) / k
+    scaler.scale(loss).backward()
+    if (i + 1) % k == 0 or (i + 1) == len(loader):
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad()
+""", why="the unscale_ before the clip moves with it", also=("GA203",)),
+        Invalid("""
+for i, (x, y) in enumerate(loader):
+    with torch.autocast("cuda"):
+        loss = loss_fn(model(x), y) / k
+    scaler.scale(loss).backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+    if (i + 1) % k == 0 or (i + 1) == len(loader):
+        scaler.unscale_(optimizer)
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad()
+""", fixed="""
+for i, (x, y) in enumerate(loader):
+    with torch.autocast("cuda"):
+        loss = loss_fn(model(x), y) / k
+    scaler.scale(loss).backward()
+    if (i + 1) % k == 0 or (i + 1) == len(loader):
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad()
+""", why="moved after the block's unscale_", also=("GA203", "GA402")),
+        Invalid("""
+for step, batch in enumerate(loader):
+    loss = model(**batch).loss / k
+    loss.backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+    log(grad_norm)
+    if (step + 1) % k == 0 or step + 1 == len(loader):
+        optimizer.step()
+        optimizer.zero_grad()
+""", fixed=None, applicability=None, why="the clip's value is used: reported, not moved", also=("GA203",)),
+    ]
+
+    def check(self, loop: TrainingLoop, model) -> Iterator[Finding]:
+        reported: set[int] = set()
+        for variant, clip, steps in per_micro_batch(loop, EventKind.CLIP):
+            if not steps or id(clip.event.node) in reported:
+                continue
+            reported.add(id(clip.event.node))
+            step = steps[0]
+            yield self.finding(
+                f"gradients are clipped on every micro-batch but `{step.event.receiver}` steps once per "
+                "accumulation window: each partial sum is clipped instead of the window's gradient",
+                clip.event.node, self._fix(variant, clip, step))
+
+    def _fix(self, variant: LoopVariant, clip: ResolvedEvent, step: ResolvedEvent) -> Fix | None:
+        if not can_move_to(clip.event, step):
+            return None
+        in_block = [e for e in variant.events if e.guard == step.guard and e.event.order < step.event.order
+                    and e.event.in_window_loop == step.event.in_window_loop
+                    and switches_of(e.event) == switches_of(step.event)]
+        if any(e.kind is EventKind.CLIP for e in in_block):
+            return Fix(Applicability.SAFE, "Remove the per-micro-batch clip", (Remove(clip.event.statement),))
+        edits: list[Edit] = []
+        # `scaler.unscale_(opt)` on every micro-batch right before the clip goes along.
+        index = variant.events.index(clip)
+        previous = variant.events[index - 1] if index > 0 else None
+        if (previous is not None and previous.kind is EventKind.UNSCALE and previous.guard.kind is GuardKind.NONE
+                and previous.event.in_window_loop == clip.event.in_window_loop):
+            if any(e.kind is EventKind.UNSCALE for e in in_block):
+                edits.append(Remove(previous.event.statement))
+            elif can_move_to(previous.event, step):
+                edits.append(MoveBefore(previous.event.statement, step.event.statement))
+            else:
+                return None
+        edits.append(MoveBefore(clip.event.statement, step.event.statement))
+        return Fix(Applicability.SAFE, f"Move the clip before `{step.event.receiver}` steps", tuple(edits))

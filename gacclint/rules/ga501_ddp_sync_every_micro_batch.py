@@ -1,0 +1,511 @@
+from __future__ import annotations
+
+from typing import Iterator
+
+import libcst as cst
+
+from gacclint.fixes.edits import Edit, InsertAfter, InsertBefore, Replace, WrapInWith
+from gacclint.loops.model import (
+    Boundary,
+    CounterSource,
+    DdpWrap,
+    EventKind,
+    GuardKind,
+    ResolvedEvent,
+    Shape,
+    TrainingLoop,
+)
+from gacclint.loops.vocabulary import code_of, dotted_name
+from gacclint.rules.base import Applicability, Finding, Fix, Invalid, Rule, Valid
+from gacclint.rules.common import atom
+
+
+class DdpSyncEveryMicroBatch(Rule):
+    """
+    ## What it does
+    Checks for accumulation loops over a `DistributedDataParallel` model
+    (wrapped visibly in the same module) whose micro-batches between
+    boundaries run forward and backward without turning gradient sync off.
+
+    ## Why is this bad?
+    DDP all-reduces the gradients across processes during every backward.
+    Between boundaries nobody reads them: the window's gradients are
+    all-reduced `k` times per optimizer step instead of once, so the loop
+    spends `k` times the communication for the same result (accumulation
+    exists to save exactly that).
+
+    Any way of turning sync off counts: `model.no_sync()` (directly, through
+    a `contextlib.nullcontext` switch or a helper), assigning
+    `model.require_backward_grad_sync`, Fabric's `no_backward_sync`, apex's
+    `disable_allreduce()`. FSDP, DeepSpeed and accelerate manage sync
+    themselves; a loop that does not accumulate has nothing to skip.
+
+    ## Example
+    ```python
+    model = DistributedDataParallel(model, device_ids=[rank])
+    for i, (x, y) in enumerate(loader):
+        loss = loss_fn(model(x), y) / k
+        loss.backward()
+        if (i + 1) % k == 0 or (i + 1) == len(loader):
+            optimizer.step()
+            optimizer.zero_grad()
+    ```
+
+    ## Use instead
+    ```python
+    model = DistributedDataParallel(model, device_ids=[rank])
+    for i, (x, y) in enumerate(loader):
+        should_step = (i + 1) % k == 0 or (i + 1) == len(loader)
+        with (model.no_sync() if not should_step else contextlib.nullcontext()):
+            loss = loss_fn(model(x), y) / k
+            loss.backward()
+        if should_step:
+            optimizer.step()
+            optimizer.zero_grad()
+    ```
+
+    ## Fix safety
+    Safe: the statements from the model's forward call to the backward are
+    wrapped in `with (model.no_sync() if not <boundary> else
+    contextlib.nullcontext()):` (`micro_step < k - 1` in the nanoGPT shape);
+    `import contextlib` is added when the module lacks it. The boundary is
+    bound once to a name (`should_step = <the step's test>`, or the name the
+    loop already binds) that both the `with` and the step's `if` read, so a
+    later fix of the boundary (GA104, GA202) keeps them in step. Gradients
+    are unchanged: the boundary micro-batch all-reduces the whole window.
+    When the wrap is conditional (`if args.local_rank != -1:`),
+    `and hasattr(model, "no_sync")` keeps the single-process configuration
+    working. No fix is offered when the wrapper is not visibly torch's
+    (apex's DDP has no `no_sync()`), when forward and backward do not share a
+    block, or when the boundary reads a counter that changes between the
+    forward and the step.
+    """
+
+    code = "GA501"
+    name = "ddp-sync-every-micro-batch"
+
+    VALID = [
+        Valid("""
+model = torch.nn.parallel.DistributedDataParallel(model)
+for i, (x, y) in enumerate(loader):
+    with model.no_sync() if (i + 1) % k != 0 else contextlib.nullcontext():
+        loss = loss_fn(model(x), y) / k
+        loss.backward()
+    if (i + 1) % k == 0:
+        optimizer.step()
+        optimizer.zero_grad()
+""", "no_sync between boundaries"),
+        Valid("""
+model = DDP(model)
+while True:
+    for micro_step in range(gradient_accumulation_steps):
+        if ddp:
+            model.require_backward_grad_sync = (micro_step == gradient_accumulation_steps - 1)
+        loss = model(X, Y) / gradient_accumulation_steps
+        loss.backward()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+""", "nanoGPT turns sync off by attribute"),
+        Valid("""
+model = DDP(model)
+for x, y in loader:
+    loss = loss_fn(model(x), y)
+    loss.backward()
+    optimizer.step()
+    optimizer.zero_grad()
+""", "no accumulation"),
+        Valid("""
+model = FSDP(model)
+for i, (x, y) in enumerate(loader):
+    loss = loss_fn(model(x), y) / k
+    loss.backward()
+    if (i + 1) % k == 0:
+        optimizer.step()
+        optimizer.zero_grad()
+""", "not DistributedDataParallel"),
+        Valid("""
+def train(model, loader):
+    for i, (x, y) in enumerate(loader):
+        loss = loss_fn(model(x), y) / k
+        loss.backward()
+        if (i + 1) % k == 0:
+            optimizer.step()
+            optimizer.zero_grad()
+""", "no DDP wrap visible"),
+    ]
+    INVALID = [
+        Invalid("""
+import torch
+
+model = torch.nn.parallel.DistributedDataParallel(model)
+for i, (x, y) in enumerate(loader):
+    # forward
+    loss = loss_fn(model(x), y) / k
+    loss.backward()
+    if (i + 1) % k == 0 or (i + 1) == len(loader):
+        optimizer.step()
+        optimizer.zero_grad()
+""", fixed="""
+import torch
+import contextlib
+
+model = torch.nn.parallel.DistributedDataParallel(model)
+for i, (x, y) in enumerate(loader):
+    should_step = (i + 1) % k == 0 or (i + 1) == len(loader)
+    with (model.no_sync() if not should_step else contextlib.nullcontext()):
+        # forward
+        loss = loss_fn(model(x), y) / k
+        loss.backward()
+    if should_step:
+        optimizer.step()
+        optimizer.zero_grad()
+""", also=("GA203",)),
+        Invalid("""
+import contextlib
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+class Trainer:
+    def __init__(self, model):
+        self.model = DDP(model)
+
+    def train(self, loader):
+        for step, batch in enumerate(loader):
+            batch = batch.to(self.device)
+            outputs = self.model(**batch)
+            loss = outputs.loss / self.accum
+            loss.backward()
+            if (step + 1) % self.accum == 0 or step + 1 == len(loader):
+                self.optimizer.step()
+                self.optimizer.zero_grad()
+""", fixed="""
+import contextlib
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+class Trainer:
+    def __init__(self, model):
+        self.model = DDP(model)
+
+    def train(self, loader):
+        for step, batch in enumerate(loader):
+            batch = batch.to(self.device)
+            should_step = (step + 1) % self.accum == 0 or step + 1 == len(loader)
+            with (self.model.no_sync() if not should_step else contextlib.nullcontext()):
+                outputs = self.model(**batch)
+                loss = outputs.loss / self.accum
+                loss.backward()
+            if should_step:
+                self.optimizer.step()
+                self.optimizer.zero_grad()
+""", why="`self.model = DDP(...)`", also=("GA203",)),
+        Invalid("""
+from contextlib import nullcontext
+
+def train(args, model, loader):
+    if args.local_rank != -1:
+        model = torch.nn.parallel.DistributedDataParallel(model)
+    for step, batch in enumerate(loader):
+        outputs = model(**batch)
+        loss = outputs[0] / args.gradient_accumulation_steps
+        if args.fp16:
+            scaler.scale(loss).backward()
+        else:
+            loss.backward()
+        if (step + 1) % args.gradient_accumulation_steps == 0 or step + 1 == len(loader):
+            optimizer.step()
+            optimizer.zero_grad()
+""", fixed="""
+from contextlib import nullcontext
+
+def train(args, model, loader):
+    if args.local_rank != -1:
+        model = torch.nn.parallel.DistributedDataParallel(model)
+    for step, batch in enumerate(loader):
+        should_step = (step + 1) % args.gradient_accumulation_steps == 0 or step + 1 == len(loader)
+        with (model.no_sync() if not should_step and hasattr(model, "no_sync") else nullcontext()):
+            outputs = model(**batch)
+            loss = outputs[0] / args.gradient_accumulation_steps
+            if args.fp16:
+                scaler.scale(loss).backward()
+            else:
+                loss.backward()
+        if should_step:
+            optimizer.step()
+            optimizer.zero_grad()
+""", why="a conditional wrap: the plain model has no no_sync()", also=("GA203",)),
+        Invalid("""
+import contextlib
+import torch.nn.parallel
+
+model = torch.nn.parallel.DistributedDataParallel(model)
+for i, (x, y) in enumerate(loader):
+    x = x.to(device)
+    sync = (i + 1) % k == 0 or i + 1 == len(loader)
+
+    logits = model(x)
+    (loss_fn(logits, y) / k).backward()
+    if sync:
+        optimizer.step()
+        optimizer.zero_grad()
+""", fixed="""
+import contextlib
+import torch.nn.parallel
+
+model = torch.nn.parallel.DistributedDataParallel(model)
+for i, (x, y) in enumerate(loader):
+    x = x.to(device)
+    sync = (i + 1) % k == 0 or i + 1 == len(loader)
+
+    with (model.no_sync() if not sync else contextlib.nullcontext()):
+        logits = model(x)
+        (loss_fn(logits, y) / k).backward()
+    if sync:
+        optimizer.step()
+        optimizer.zero_grad()
+""", why="the loop already names its boundary", also=("GA203",)),
+        Invalid("""
+import contextlib
+model = DDP(model)
+while True:
+    for micro_step in range(gradient_accumulation_steps):
+        logits, loss = model(X, Y)
+        loss = loss / gradient_accumulation_steps
+        loss.backward()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+""", fixed=None, applicability=None, why="`DDP` is not visibly torch's (apex's has no no_sync())"),
+        Invalid("""
+import contextlib
+from torch.nn.parallel import DistributedDataParallel as DDP
+model = DDP(model)
+while True:
+    for micro_step in range(gradient_accumulation_steps):
+        logits, loss = model(X, Y)
+        loss = loss / gradient_accumulation_steps
+        loss.backward()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+""", fixed="""
+import contextlib
+from torch.nn.parallel import DistributedDataParallel as DDP
+model = DDP(model)
+while True:
+    for micro_step in range(gradient_accumulation_steps):
+        with (model.no_sync() if micro_step < gradient_accumulation_steps - 1 else contextlib.nullcontext()):
+            logits, loss = model(X, Y)
+            loss = loss / gradient_accumulation_steps
+            loss.backward()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+""", why="the nanoGPT shape: the window is the inner loop"),
+    ]
+
+    def check(self, loop: TrainingLoop, model) -> Iterator[Finding]:
+        if not loop.ddp or loop.sync_control:
+            return
+        if any(e.framework is not None for e in loop.events if e.kind is EventKind.BACKWARD):
+            return
+        found = self._window(loop)
+        if found is None:
+            return
+        backwards, boundary = found
+        wrap = self._forwarded(loop) or loop.ddp[0]
+        first = backwards[0]
+        yield self.finding(
+            f"`{wrap.name}` is DistributedDataParallel and `{code_of(first.event.node)}` runs on every micro-batch "
+            f"without `{wrap.name}.no_sync()`: gradients are all-reduced on every micro-batch instead of once per step",
+            first.event.node, self._fix(loop, model, wrap, backwards, boundary))
+
+    def _window(self, loop: TrainingLoop) -> tuple[list[ResolvedEvent], Boundary | None] | None:
+        """The backwards of the accumulating micro-batches, and the step's boundary (None: nanoGPT shape)."""
+        if loop.shape is Shape.INNER_WINDOW:
+            for variant in loop.variants:
+                if variant.managed:
+                    continue
+                backwards = [b for b in variant.backwards if b.event.in_window_loop and not b.event.in_inner_loop
+                             and b.guard.kind is GuardKind.NONE]
+                if backwards and any(not s.event.in_window_loop for s in variant.steps):
+                    return backwards, None
+            return None
+        backwards: list[ResolvedEvent] = []
+        boundary: Boundary | None = None
+        for variant, found in loop.accumulation_variants():
+            boundary = boundary or found
+            backwards += [b for b in variant.backwards if b not in backwards]
+        if not backwards:
+            return None
+        return sorted(backwards, key=lambda b: b.event.order), boundary
+
+    def _forwarded(self, loop: TrainingLoop) -> DdpWrap | None:
+        """The DDP model the loop calls (`ddp_forwards` are its calls)."""
+        return loop.ddp[0] if loop.ddp_forwards else None
+
+    # -- the fix -------------------------------------------------------------------
+
+    def _fix(self, loop: TrainingLoop, model, wrap: DdpWrap, backwards: list[ResolvedEvent],
+             boundary: Boundary | None) -> Fix | None:
+        if not wrap.torch or not loop.ddp_forwards or self._forwarded(loop) is not wrap:
+            return None
+        statements = self._span(loop, model, loop.ddp_forwards[0], backwards)
+        if statements is None:
+            return None
+        edits: list[Edit] = []
+        prelude = None
+        if boundary is None:  # nanoGPT: the inner `for micro_step in range(k)`
+            node = loop.node
+            if not (isinstance(node, cst.For) and isinstance(node.target, cst.Name) and loop.window_k is not None):
+                return None
+            condition = f"{node.target.value} < {atom(loop.window_k)} - 1"
+        else:
+            named = self._boundary_name(loop, model, boundary, statements[0])
+            if named is None:
+                return None
+            name, prelude, replace = named
+            condition = name if boundary.negated else f"not {name}"
+            if replace is not None:
+                edits.append(replace)
+        context_name, import_edit = _nullcontext(model.module)
+        if wrap.conditional:
+            condition = f'{condition} and hasattr({wrap.name}, "no_sync")'
+        items = f"({wrap.name}.no_sync() if {condition} else {context_name}())"
+        edits.insert(0, WrapInWith(tuple(statements), items, prelude))
+        if import_edit is not None:
+            edits.append(import_edit)
+        return Fix(Applicability.SAFE, f"Run the micro-batches between boundaries under `{wrap.name}.no_sync()`",
+                   tuple(edits))
+
+    def _boundary_name(self, loop: TrainingLoop, model, boundary: Boundary, first: cst.CSTNode):
+        """A name holding the step's boundary, read by the `with` and by the step's `if`.
+
+        One name for both keeps them in step when a later fix edits the
+        boundary (GA104's `(i + 1) % k`, GA202's end-of-data clause).
+        Returns (name, a statement binding it before the `with` or None,
+        the edit making the step's `if` read it or None).
+        """
+        expression = boundary.expression
+        counter = boundary.counter
+        if expression is None or counter is None:
+            return None
+        frames = model.frames.get(id(first))
+        if not frames:
+            return None
+        block, start = frames[-1].block, frames[-1].index
+        for statement in block[:start]:  # `should_step = ...` already bound before the forward
+            if isinstance(statement, cst.SimpleStatementLine) and len(statement.body) == 1:
+                small = statement.body[0]
+                if (isinstance(small, cst.Assign) and small.value is expression and len(small.targets) == 1
+                        and isinstance(small.targets[0].target, cst.Name)):
+                    return small.targets[0].target.value, None, None
+        # Inline in the step's `if`: bind it before the forward, where it must read the same.
+        if counter.source is CounterSource.MANUAL:
+            return None
+        for node in _names(expression):
+            text = dotted_name(node)
+            if text is None or text == counter.text:
+                continue
+            if text in loop.varying or any(text.startswith(f"{name}.") for name in loop.varying):
+                return None
+        steps = [e for e in loop.events if e.kind is EventKind.STEP]
+        owners = [frame.owner for step in steps for frame in model.frames.get(id(step.statement), [])]
+        if not any(isinstance(owner, cst.If) and _contains(owner.test, expression) for owner in owners):
+            return None
+        name = "accumulating" if boundary.negated else "should_step"
+        candidate, index = name, 2
+        while candidate in loop.bound_names:
+            candidate, index = f"{name}_{index}", index + 1
+        text = code_of(expression.with_changes(lpar=[], rpar=[]) if getattr(expression, "lpar", ()) else expression)
+        return candidate, f"{candidate} = {text}", Replace(expression, cst.Name(candidate))
+
+    def _span(self, loop: TrainingLoop, model, forward, backwards: list[ResolvedEvent]):
+        """The statements of one block from the forward's to the last backward's, inside the loop."""
+        frames = model.frames
+        forward_frames = frames.get(id(forward))
+        if forward_frames is None:
+            return None
+        start = end = None
+        level = None
+        for backward in backwards:
+            backward_frames = frames.get(id(backward.event.statement))
+            if backward_frames is None:
+                return None
+            common = None
+            for index, (f, b) in enumerate(zip(forward_frames, backward_frames)):
+                if f.block is not b.block:
+                    break
+                common = index
+                if f.index != b.index:
+                    break
+            if common is None or (level is not None and common != level):
+                return None
+            level = common
+            start = forward_frames[common].index
+            end = max(end or 0, backward_frames[common].index)
+        if level is None or start is None or end is None or start > end:
+            return None
+        block = forward_frames[level].block
+        owners = [frame.owner for frame in forward_frames[: level + 1]]
+        if not any(owner is loop.node for owner in owners):
+            return None
+        statements = list(block[start:end + 1])
+        if not all(isinstance(s, cst.BaseStatement) for s in statements):
+            return None
+        owner = forward_frames[level].owner
+        suites = [getattr(owner, "body", None), getattr(getattr(owner, "orelse", None), "body", None)]
+        if not any(isinstance(suite, cst.IndentedBlock) and any(s is statements[0] for s in suite.body)
+                   for suite in suites):
+            return None
+        # A step inside the span would run under no_sync too: leave such loops alone.
+        for event in loop.events:
+            if event.kind is EventKind.STEP and any(_contains(s, event.node) for s in statements):
+                return None
+        return statements
+
+
+def _names(expression: cst.BaseExpression) -> Iterator[cst.BaseExpression]:
+    """The maximal names and dotted names an expression reads (not call targets' attributes)."""
+    stack: list[cst.CSTNode] = [expression]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, (cst.Name, cst.Attribute)) and dotted_name(node) is not None:
+            yield node
+            continue
+        stack.extend(node.children)
+
+
+def _contains(root: cst.CSTNode, target: cst.CSTNode) -> bool:
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        if node is target:
+            return True
+        stack.extend(node.children)
+    return False
+
+
+def _nullcontext(module: cst.Module) -> tuple[str, Edit | None]:
+    """How this module spells `contextlib.nullcontext`, and the import to add if it cannot."""
+    run_end: cst.BaseStatement | None = None  # last statement of the first run of imports
+    run_over = False
+    first_code: cst.BaseStatement | None = None
+    for index, statement in enumerate(module.body):
+        small = statement.body[0] if isinstance(statement, cst.SimpleStatementLine) else None
+        if isinstance(small, cst.Import):
+            for alias in small.names:
+                if dotted_name(alias.name) == "contextlib":
+                    return f"{dotted_name(alias.asname.name) if alias.asname else 'contextlib'}.nullcontext", None
+        elif isinstance(small, cst.ImportFrom) and not isinstance(small.names, cst.ImportStar):
+            if small.module is not None and dotted_name(small.module) == "contextlib":
+                for alias in small.names:
+                    if dotted_name(alias.name) == "nullcontext":
+                        return dotted_name(alias.asname.name) if alias.asname else "nullcontext", None
+        if isinstance(small, (cst.Import, cst.ImportFrom)):
+            future = isinstance(small, cst.ImportFrom) and small.module is not None and dotted_name(small.module) == "__future__"
+            if not run_over and not future:
+                run_end = statement
+            continue
+        docstring = index == 0 and isinstance(small, cst.Expr) and isinstance(small.value, (cst.SimpleString, cst.ConcatenatedString))
+        if not docstring:
+            first_code = first_code or statement
+            run_over = run_over or run_end is not None
+    if run_end is not None:
+        return "contextlib.nullcontext", InsertAfter(run_end, "import contextlib")
+    return "contextlib.nullcontext", InsertBefore(first_code or module.body[0], "import contextlib")
