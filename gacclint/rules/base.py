@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from gacclint.loops.find import ModuleModel
     from gacclint.loops.model import TrainingLoop
 
-DOC_URL = "https://github.com/gacclint/gacclint/blob/main/docs/rules.md#{code}"
+DOC_URL = "https://github.com/gacclint/gacclint/blob/main/docs/rules.md#{anchor}"
 REQUIRED_HEADINGS = ("## What it does", "## Why is this bad?", "## Example", "## Use instead", "## Fix safety")
 
 
@@ -99,4 +99,4 @@ class Rule:
 
     @classmethod
     def url(cls) -> str:
-        return DOC_URL.format(code=cls.code.lower())
+        return DOC_URL.format(anchor=f"{cls.code.lower()}-{cls.name}")
