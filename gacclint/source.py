@@ -1,52 +1,121 @@
 """Reading and writing source files byte-exactly.
 
 libcst parses bytes and gives them back with their encoding, BOM and line
-endings intact, so the bytes are the unit here; writes are atomic and keep
-the file's mode.
+endings intact, so the bytes are the unit here. A read says in a few words
+why a path cannot be read (a folder it may not list, a broken or looping
+symbolic link, a device, binary content). A write is atomic (a temporary
+file in the target's folder, then a rename over it), keeps the file's mode
+(and owner, where allowed), goes through a symbolic link to its target rather
+than replacing the link, and is skipped when the file changed or vanished
+since it was read.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import tempfile
 from pathlib import Path
 
-# A file this large is generated code, not a training script someone edits.
-MAX_BYTES = 20 * 1024 * 1024
+# A file this large is never read: not source anyone edits, and reading it
+# could exhaust memory.
+MAX_BYTES = 64 * 1024 * 1024
+
+
+# Text, but not in an encoding Python reads source in (UTF-32 first: its
+# little-endian mark begins with UTF-16's).
+_WIDE_BOMS = ((b"\xff\xfe\0\0", "UTF-32"), (b"\0\0\xfe\xff", "UTF-32"), (b"\xff\xfe", "UTF-16"), (b"\xfe\xff", "UTF-16"))
 
 
 class ReadError(Exception):
     """The file cannot be read; the message says why."""
 
 
+class WriteError(ReadError):
+    """The fixed file was not written; the message says why."""
+
+
+def _reason(error: OSError) -> str:
+    if error.errno == errno.ELOOP:
+        return "symbolic link loop"
+    if error.strerror:
+        return error.strerror[:1].lower() + error.strerror[1:]
+    return str(error)
+
+
 def read_source(path: Path) -> bytes:
     try:
-        size = path.stat().st_size
-        if size > MAX_BYTES:
-            raise ReadError(f"file is larger than {MAX_BYTES // (1024 * 1024)} MB")
+        info = path.stat()
+    except FileNotFoundError:
+        if path.is_symlink():
+            raise ReadError(f"broken symbolic link (to {os.readlink(path)})") from None
+        raise ReadError("no such file or directory") from None
+    except OSError as error:
+        raise ReadError(_reason(error)) from None
+    if stat.S_ISDIR(info.st_mode):
+        # Discovery yields a folder it could not list, so that it is reported.
+        try:
+            with os.scandir(path):
+                pass
+        except OSError as error:
+            raise ReadError(f"cannot read folder: {_reason(error)}") from None
+        raise ReadError("is a folder, not a file")
+    if not stat.S_ISREG(info.st_mode):
+        # A FIFO or a device named *.py would block the read or never end.
+        raise ReadError("not a regular file")
+    if info.st_size > MAX_BYTES:
+        raise ReadError(f"file is larger than {MAX_BYTES // (1024 * 1024)} MB; not read")
+    try:
         data = path.read_bytes()
     except OSError as error:
-        raise ReadError(error.strerror or str(error)) from None
+        raise ReadError(_reason(error)) from None
     if b"\0" in data:
+        for bom, name in _WIDE_BOMS:
+            if data.startswith(bom):
+                raise ReadError(f"{name} encoded: Python source must be UTF-8 or declare an ASCII-compatible encoding")
         raise ReadError("binary content (NUL bytes)")
     return data
 
 
 def write_source(path: Path, data: bytes, expected: bytes) -> None:
-    """Replace `path` with `data` atomically, unless it changed since it was read."""
+    """Replace `path` with `data` atomically, unless it changed since it was read as `expected`."""
+    target = Path(os.path.realpath(path))  # through a symlink: the link stays a link
     try:
-        if path.read_bytes() != expected:
-            raise ReadError("changed on disk while gacclint was fixing it; not written")
-        mode = stat.S_IMODE(path.stat().st_mode)
-        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".gacclint")
-        try:
-            with os.fdopen(handle, "wb") as stream:
-                stream.write(data)
-            os.chmod(temporary, mode)
-            os.replace(temporary, path)
-        except BaseException:
-            os.unlink(temporary)
-            raise
+        current = target.read_bytes()
+    except FileNotFoundError:
+        raise WriteError("deleted on disk while gacclint was fixing it; not written") from None
     except OSError as error:
-        raise ReadError(error.strerror or str(error)) from None
+        raise WriteError(f"cannot read it back before writing ({_reason(error)}); not written") from None
+    if current != expected:
+        raise WriteError("changed on disk while gacclint was fixing it; not written")
+    if data == expected:
+        return
+    try:
+        info = target.stat()
+        if info.st_nlink > 1:
+            # A rename would leave the other names with the old content.
+            raise WriteError(f"has {info.st_nlink} hard links, which an atomic write would split; not written")
+        handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".gacclint")
+    except OSError as error:
+        raise WriteError(f"cannot write: {_reason(error)}; not written") from None
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(data)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.chmod(temporary, stat.S_IMODE(info.st_mode))
+        if hasattr(os, "chown") and (info.st_uid, info.st_gid) != (os.geteuid(), os.getegid()):
+            try:
+                os.chown(temporary, info.st_uid, info.st_gid)
+            except OSError:
+                pass  # only root may give a file away; the mode is kept all the same
+        os.replace(temporary, target)
+    except BaseException as error:
+        try:
+            os.unlink(temporary)
+        except OSError:
+            pass
+        if isinstance(error, OSError):
+            raise WriteError(f"cannot write: {_reason(error)}; not written") from None
+        raise

@@ -7,6 +7,15 @@ linter proves this statically for the shapes it knows; this module proves it
 by running the script, so the runnable fixtures can show that each buggy
 script really computes the wrong update and that its fixed version does not.
 
+This is the test suite's *oracle*, deliberately independent of `gacclint
+verify` (``gacclint/runtime``): verify rewrites the loop and sums each
+micro-batch's own gradient, this harness only watches torch's global hooks and
+recomputes every window as one large float64 batch on a copy of the model.
+``tests/test_runnable.py`` checks that the two agree step by step, which is
+the evidence that verify's reference is the true large-batch gradient. Use
+``gacclint.runtime`` for anything else; this needs the fixture conventions
+below.
+
 Two phases, kept apart so that the recording can be inspected on its own:
 
 * :func:`run_and_record` executes the script in-process with torch's global

@@ -6,6 +6,12 @@ it in ``<name>.fixed.py``. Running both (in this process, see
 ``tests/gradcheck.py``) shows that every optimizer step of the fixed script
 applies the large-batch gradient of its window, and that the buggy one fails
 in the specific way the rule describes.
+
+``tests/gradcheck.py`` is kept as an oracle independent of ``gacclint
+verify``: it recomputes each window as one float64 large batch on a copy of
+the model, while verify instruments the loop and sums the micro-batches' own
+gradients. The last tests here check that both see the same steps, windows
+and factors, so verify's reference is the true large-batch gradient.
 """
 
 from __future__ import annotations
@@ -30,6 +36,8 @@ from gradcheck import (  # noqa: E402
     reference_gradients,
     run_and_record,
 )
+
+from gacclint.runtime import verify_script  # noqa: E402
 
 RUNNABLE = Path(__file__).resolve().parent.parent / "fixtures" / "runnable"
 EPOCHS = 2  # every fixture runs `for epoch in range(2)`
@@ -273,3 +281,32 @@ def test_hooks_are_removed_when_the_script_raises(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="training crashed"):
         run_and_record(script)
     assert [len(registry) for registry in registries] == before
+
+
+# --------------------------------------------------------------------------
+# gacclint verify against the oracle
+# --------------------------------------------------------------------------
+
+SCRIPTS = [pytest.param(path, id=path.name) for pair in PAIRS for path in (pair.buggy, pair.fixed)]
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_verify_agrees_with_the_large_batch_oracle(script: Path) -> None:
+    _, oracle = record_and_check(script)
+    report = verify_script(script, device="cpu")
+    message = f"oracle:\n{oracle.table()}\nverify:\n{report.table()}"
+    assert [s.micro_batches for s in report.steps] == [s.micro_batches for s in oracle.steps], message
+    assert [s.samples for s in report.steps] == [s.samples for s in oracle.steps], message
+    assert [s.ok for s in report.steps] == [s.ok for s in oracle.steps], message
+    for mine, theirs in zip(report.steps, oracle.steps):
+        assert mine.scale == pytest.approx(theirs.scale, rel=1e-5, abs=1e-7), message
+    assert report.never_stepped == oracle.never_stepped, message
+
+
+@pytest.mark.parametrize("pair", PAIR_PARAMS)
+def test_verify_names_the_rule_of_each_buggy_script(pair: Pair) -> None:
+    code = pair.name.split("_", 1)[0].upper()
+    buggy = verify_script(pair.buggy, device="cpu")
+    assert (buggy.verdict, buggy.codes) == ("mismatch", {code}), buggy.text()
+    fixed = verify_script(pair.fixed, device="cpu")
+    assert (fixed.verdict, fixed.exit_code) == ("verified", 0), fixed.text()
