@@ -10,6 +10,7 @@ internal error. `verify`: 0 verified, 1 gradient mismatch, 2 could not run.
 from __future__ import annotations
 
 import contextlib
+import json
 import sys
 import traceback
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING, Callable
 
 import click
 
-from gacclint import __version__
+from gacclint import __version__, runner
 from gacclint.report import concise_line, json_findings, summary, unified_diff
 from gacclint.rules import all_rules, rule_by_code
 from gacclint.runner import FileReport, check_paths, fix_file
@@ -43,7 +44,9 @@ def _selection(select: str | None, ignore: str | None) -> Selection:
 
 
 def _guarded(debug: bool, action: Callable[[], int]) -> int:
-    """Internal errors become one line and exit 2; `--debug` shows the traceback."""
+    """Internal errors become one line and exit 2; `--debug` shows the traceback
+    (and makes a file's internal error stop the run instead of skipping the file)."""
+    runner.DEBUG = debug
     try:
         return action()
     except click.ClickException:
@@ -241,14 +244,10 @@ def verify(target: str, script_args: tuple[str, ...], steps: int | None, fixture
 
 def _print_verification(result: VerifyReport, output_format: str) -> None:
     if output_format == "json":
-        import json
-
         click.echo(json.dumps(result.to_dict(), indent=2))
         return
-    if result.verdict == "error" and not result.steps:
-        click.echo(f"gacclint: {result.target}: could not verify: {result.why_not_run}", err=True)
-        return
-    click.echo(result.text())
+    if result.steps or result.verdict != "error":  # a run that crashed midway still shows its steps
+        click.echo(result.text())
     if result.verdict == "error":
         click.echo(f"gacclint: {result.target}: could not verify: {result.why_not_run}", err=True)
 

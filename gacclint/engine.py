@@ -80,7 +80,12 @@ def lint_module(module: cst.Module, selection: Selection) -> list[Located]:
                 findings.append(finding)
     if not findings:
         return []
-    positions = MetadataWrapper(module, unsafe_skip_copy=True).resolve(PositionProvider)
+    try:
+        positions = MetadataWrapper(module, unsafe_skip_copy=True).resolve(PositionProvider)
+    except (RecursionError, KeyError):
+        # libcst's position pass recurses per nesting level (and reports the
+        # overflow as a KeyError): 500 nested lambdas exhaust it.
+        raise SourceError("nested too deeply to analyse") from None
     located = []
     for finding in findings:
         span = positions[finding.node]

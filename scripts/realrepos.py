@@ -47,6 +47,7 @@ class FileResult:
     unparseable: list[str] = field(default_factory=list)
     unstable: list[str] = field(default_factory=list)
     dropped: list[str] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)
     applied: int = 0
 
 
@@ -61,6 +62,7 @@ class RepoResult:
     unparseable: list[str] = field(default_factory=list)
     unstable: list[str] = field(default_factory=list)
     dropped: list[str] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)
     applied: int = 0
     slowest: tuple[float, str] = (0.0, "")
 
@@ -84,8 +86,15 @@ def _crash(stage: str, error: BaseException) -> str:
 
 def run_file(path: Path, shown: str, selection: Selection, unsafe: bool) -> FileResult:
     """Check one file, then fix a temporary copy of it twice."""
+    debug, runner.DEBUG = runner.DEBUG, True  # internal errors propagate: they are what this script counts
+    try:
+        return _run_file(path, shown, selection, unsafe)
+    finally:
+        runner.DEBUG = debug
+
+
+def _run_file(path: Path, shown: str, selection: Selection, unsafe: bool) -> FileResult:
     result = FileResult(shown)
-    runner.DEBUG = True  # internal errors propagate: they are what this script counts
     started = time.perf_counter()
     try:
         report = check_file(path, selection)
@@ -108,7 +117,9 @@ def run_file(path: Path, shown: str, selection: Selection, unsafe: bool) -> File
             result.crashes.append(_crash("fix", error))
             result.seconds = time.perf_counter() - started
             return result
-        if fixed.error:
+        if fixed.error and fixed.error.startswith("not fixed: libcst"):
+            result.refused.append(fixed.error)
+        elif fixed.error:
             result.crashes.append(f"fix: {fixed.error}")
         result.applied = len(fixed.applied)
         for dropped in fixed.dropped:
@@ -160,6 +171,7 @@ def run_repo(root: Path, selection: Selection, unsafe: bool, jobs: int) -> RepoR
         result.unparseable += [f"{file.path}: {line}" for line in file.unparseable]
         result.unstable += [f"{file.path}: {line}" for line in file.unstable]
         result.dropped += [f"{file.path}: {line}" for line in file.dropped]
+        result.refused += [f"{file.path}: {line}" for line in file.refused]
         result.slowest = max(result.slowest, (file.seconds, file.path))
     result.seconds = time.perf_counter() - started
     return result
@@ -180,7 +192,7 @@ def table(results: list[RepoResult]) -> str:
         total.codes.update(r.codes)
         total.applied += r.applied
         total.seconds += r.seconds
-        for name in ("unreadable", "crashes", "unparseable", "unstable", "dropped"):
+        for name in ("unreadable", "crashes", "unparseable", "unstable", "dropped", "refused"):
             getattr(total, name).extend(getattr(r, name))
     if len(results) > 1:
         codes = ", ".join(f"{code} {n}" for code, n in sorted(total.codes.items())) or "-"
@@ -191,7 +203,8 @@ def table(results: list[RepoResult]) -> str:
 
 
 def details(results: list[RepoResult], verbose: bool) -> str:
-    sections = [("Crashes", "crashes"), ("Fixes that do not parse", "unparseable"), ("Fixes not stable", "unstable")]
+    sections = [("Crashes", "crashes"), ("Fixes that do not parse", "unparseable"), ("Fixes not stable", "unstable"),
+                ("Files not fixed because libcst would not write them back byte for byte", "refused")]
     if verbose:
         sections += [("Fixes dropped (their own finding stays)", "dropped"), ("Files not read or parsed", "unreadable")]
     out = []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,17 @@ CASES = {
                             "too many nested parentheses"),
     "deep_sum.py": (("for x in loader:\n    loss = " + "+".join(["x"] * 20000) + "\n    loss.backward()\n").encode(),
                     "nested too deeply"),
+    "deep_calls.py": (("for x in loader:\n    loss(x).backward()\n    y = " + "f(" * 150 + "x" + ")" * 150
+                       + "\n    optimizer.step()\n").encode(), "nested too deeply to analyse"),
+    "deep_attributes.py": (("for x in loader:\n    loss = x" + ".a" * 5000 + "\n    loss.backward()\n").encode(),
+                           "nested too deeply"),
+    "utf16.py": (LOOP.encode("utf-16"), "UTF-16 encoded: Python source must be UTF-8 or declare an ASCII-compatible encoding"),
+    "unknown_coding.py": (b"# -*- coding: klingon -*-\n" + LOOP.encode(), "cannot decode: unknown encoding: klingon"),
+    "bom_and_latin1.py": (b"\xef\xbb\xbf# coding: latin-1\n" + LOOP.encode(), "cannot decode"),
+    "tabs_and_spaces.py": (b"for x in loader:\n\tloss_fn(model(x)).backward()\n        optimizer.step()\n",
+                           "inconsistent use of tabs and spaces in indentation"),
+    "unterminated.py": (LOOP.encode() + b's = """never closed\n', "unterminated triple-quoted string literal"),
+    "python2_exec.py": (b'exec "x = 1"\n' + LOOP.encode(), "Missing parentheses in call to 'exec'"),
 }
 
 
@@ -58,3 +70,157 @@ def test_utf8_bom_is_kept(tmp_path: Path) -> None:
     path.write_bytes(b"\xef\xbb\xbf" + LOOP.encode())
     CliRunner().invoke(main, ["fix", str(path)])
     assert path.read_bytes() == b"\xef\xbb\xbf" + (LOOP + "    optimizer.zero_grad()\n").encode()
+
+
+# --- a 10 MB generated file ------------------------------------------------------------
+
+
+def _generated(megabytes: int) -> str:
+    row = "TABLE_{0} = {{'name': 'value_{0}', 'weights': [{0}, {0}, {0}]}}\n"
+    lines, size, number = [], 0, 0
+    while size < megabytes * 1024 * 1024:
+        lines.append(row.format(number))
+        size += len(lines[-1])
+        number += 1
+    return "".join(lines)
+
+
+def test_a_10_mb_generated_file_is_read_in_a_moment_and_never_parsed_whole(tmp_path: Path) -> None:
+    """Without a training loop it is clean after a text search; with one, it is
+    reported and skipped: analysing megabytes of generated code would take minutes."""
+    table = _generated(10)
+    (tmp_path / "table_pb2.py").write_text(table)
+    (tmp_path / "generated_loop.py").write_text(LOOP + table)
+    (tmp_path / "good.py").write_text(LOOP)
+    started = time.perf_counter()
+    result = CliRunner().invoke(main, ["check", str(tmp_path)])
+    elapsed = time.perf_counter() - started
+    assert elapsed < 10, elapsed  # about 0.1 s
+    assert result.exit_code == 1
+    assert result.stderr.splitlines() == [
+        f"gacclint: {tmp_path / 'generated_loop.py'}: 10.0 MB is more than the 1 MB gacclint analyses in one file "
+        "(generated code?); skipped"]
+    assert "good.py:3:5: GA101" in result.stdout
+    CliRunner().invoke(main, ["fix", str(tmp_path)])
+    assert (tmp_path / "generated_loop.py").read_text() == LOOP + table
+
+
+# --- line endings, tabs, form feeds, final newlines: kept outside the edited lines ----------
+
+ZERO_GRAD = "    optimizer.zero_grad()"
+PRESERVED = {
+    # GA202 then GA203 on a file whose line endings alternate: each kept line keeps its own,
+    # the inserted line takes the file's first.
+    "mixed_line_endings": (
+        b"for i, (x, y) in enumerate(loader):\r\n    loss = loss_fn(model(x), y) / k\n    loss.backward()\r\n"
+        b"    if (i + 1) % k == 0:\n        optimizer.step()\r\n        optimizer.zero_grad()\n",
+        b"for i, (x, y) in enumerate(loader):\r\n    window = min(k, len(loader) - (i // k) * k)\r\n"
+        b"    loss = loss_fn(model(x), y) / window\n    loss.backward()\r\n"
+        b"    if (i + 1) % k == 0 or (i + 1) == len(loader):\n        optimizer.step()\r\n        optimizer.zero_grad()\n"),
+    "tabs_and_trailing_whitespace": (
+        b"for x in loader:\n\tloss_fn(model(x)).backward()  \t# trailing\n\toptimizer.step()\n\n\n# end \t\n",
+        b"for x in loader:\n\tloss_fn(model(x)).backward()  \t# trailing\n\toptimizer.step()\n\toptimizer.zero_grad()\n"
+        b"\n\n# end \t\n"),
+    "form_feed_lines": (
+        b"import torch\n\f\ndef train():\n    for x in loader:\n        loss_fn(model(x)).backward()\n\f\n"
+        b"        optimizer.step()\n\f\n# end\n",
+        b"import torch\n\f\ndef train():\n    for x in loader:\n        loss_fn(model(x)).backward()\n\f\n"
+        b"        optimizer.step()\n        optimizer.zero_grad()\n\f\n# end\n"),
+    "no_final_newline": (LOOP.rstrip("\n").encode(), (LOOP + ZERO_GRAD).encode()),
+    "no_final_newline_after_a_comment": ((LOOP + "# end").encode(), (LOOP + ZERO_GRAD + "\n# end").encode()),
+    "bom_crlf_and_coding": (
+        b"\xef\xbb\xbf# -*- coding: utf-8 -*-\r\n" + LOOP.replace("\n", "\r\n").encode(),
+        b"\xef\xbb\xbf# -*- coding: utf-8 -*-\r\n" + (LOOP + ZERO_GRAD + "\n").replace("\n", "\r\n").encode()),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PRESERVED))
+def test_a_fix_keeps_the_bytes_outside_its_lines(tmp_path: Path, name: str) -> None:
+    source, fixed = PRESERVED[name]
+    path = tmp_path / "train.py"
+    path.write_bytes(source)
+    result = CliRunner().invoke(main, ["fix", str(path)])
+    assert (result.exit_code, result.stderr) == (0, "")
+    assert path.read_bytes() == fixed
+    assert CliRunner().invoke(main, ["fix", str(path)]).exit_code == 0
+    assert path.read_bytes() == fixed
+
+
+# libcst writes back neither a form feed before code on a line nor a final
+# lone CR; such a file is reported and left alone rather than changed there.
+NOT_REPRODUCED = {
+    "form_feed_before_code": (b"import torch\n\fdef train():\n    for x in loader:\n        loss_fn(model(x)).backward()\n"
+                              b"        optimizer.step()\n", "a form feed before code on line 2"),
+    "lone_cr_line_endings": (LOOP.replace("\n", "\r").encode(), "a final lone CR line ending on line 3"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(NOT_REPRODUCED))
+def test_a_file_libcst_cannot_write_back_is_reported_and_not_changed(tmp_path: Path, name: str) -> None:
+    source, where = NOT_REPRODUCED[name]
+    path = tmp_path / "train.py"
+    path.write_bytes(source)
+    message = f"gacclint: {path}: not fixed: libcst would not keep {where}, outside the fix"
+    result = CliRunner().invoke(main, ["fix", str(path)])
+    assert result.exit_code == 1
+    assert result.stderr == message + "\n"
+    assert "GA101" in result.stdout and "Fixed" not in result.stdout
+    result = CliRunner().invoke(main, ["fix", "--diff", str(path)])
+    assert result.stderr.splitlines()[0] == message
+    assert result.stdout == ""  # no diff
+    assert path.read_bytes() == source
+
+
+# --- reproducers for the owners of the engine and the fixes (strict: they flip when fixed) ----
+
+
+FORM_FEED_BEFORE_NESTED_BLOCK = b"def f():\n    if a:\n\f        b = 1\n    c = 2\n" + LOOP.encode()
+
+
+@pytest.mark.xfail(strict=True, reason="libcst's tokenizer rejects valid code with a form feed before the first line of "
+                   "a nested block (Instagram/LibCST#446 family); the engine reports it as 'syntax error at 1:1': "
+                   "reproducer FORM_FEED_BEFORE_NESTED_BLOCK")
+def test_valid_code_with_a_form_feed_before_a_nested_block_is_checked(tmp_path: Path) -> None:
+    compile(FORM_FEED_BEFORE_NESTED_BLOCK, "valid", "exec")
+    (tmp_path / "train.py").write_bytes(FORM_FEED_BEFORE_NESTED_BLOCK)
+    result = CliRunner().invoke(main, ["check", str(tmp_path)])
+    assert result.stderr == ""
+    assert "GA101" in result.stdout
+
+
+DEEP_LAMBDAS = ("for x in loader:\n    loss_fn(model(x)).backward()\n    f = " + "lambda: " * 500 + "x\n"
+                "    optimizer.step()\n").encode()
+
+
+def test_deep_lambdas_are_one_line_and_the_run_goes_on(tmp_path: Path) -> None:
+    (tmp_path / "deep_lambdas.py").write_bytes(DEEP_LAMBDAS)
+    (tmp_path / "good.py").write_text(LOOP)
+    result = CliRunner().invoke(main, ["check", str(tmp_path)])
+    assert result.exit_code == 1
+    [line] = [line for line in result.stderr.splitlines() if "deep_lambdas.py" in line]
+    assert len(line) < 200
+    assert "good.py:3:5: GA101" in result.stdout
+    assert "Traceback" not in result.output
+
+
+def test_deep_lambdas_are_reported_as_too_deep(tmp_path: Path) -> None:
+    (tmp_path / "deep_lambdas.py").write_bytes(DEEP_LAMBDAS)
+    result = CliRunner().invoke(main, ["check", str(tmp_path)])
+    assert "nested too deeply" in result.stderr
+
+
+def test_internal_error_skips_the_file_unless_debug(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import gacclint.runner
+
+    def broken(*args, **kwargs):
+        raise KeyError("boom")
+
+    monkeypatch.setattr(gacclint.runner, "lint_source", broken)
+    (tmp_path / "train.py").write_text(LOOP)
+    result = CliRunner().invoke(main, ["check", str(tmp_path)])
+    assert result.exit_code == 1
+    assert "internal error, file skipped (KeyError: boom); rerun with --debug" in result.stderr
+    assert "Traceback" not in result.output
+    debug = CliRunner().invoke(main, ["check", "--debug", str(tmp_path)])
+    assert debug.exit_code == 2
+    assert "Traceback" in debug.stderr

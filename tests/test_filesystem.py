@@ -327,3 +327,33 @@ def test_write_of_unchanged_content_does_not_touch_the_file(tmp_path: Path) -> N
     before = _stamp(path)
     write_source(path, BUGGY.encode(), BUGGY.encode())
     assert (path.stat().st_mtime_ns, path.stat().st_ino) == before[path]
+
+
+# --- scripts/realrepos.py ---------------------------------------------------------------
+
+
+def test_realrepos_script_reports_a_table_and_never_writes_the_tree(tmp_path: Path, capsys, monkeypatch) -> None:
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location("realrepos", Path(__file__).parent.parent / "scripts" / "realrepos.py")
+    realrepos = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "realrepos", realrepos)
+    spec.loader.exec_module(realrepos)
+    repository = tmp_path / "repo"
+    (repository / "pkg").mkdir(parents=True)
+    (repository / "pkg" / "train.py").write_text(BUGGY)
+    (repository / "clean.py").write_text(CLEAN)
+    (repository / "broken.py").write_text("for x in (:\n    loss.backward()\n")
+    (repository / "ff.py").write_bytes(b"import torch\n\fdef f():\n" + BUGGY.replace("\n", "\n    ").rstrip(" ").encode()
+                                       .replace(b"for", b"    for", 1))
+    before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in repository.rglob("*.py")}
+    assert realrepos.main([str(repository), "--unsafe-fixes", "--verbose"]) == 0
+    assert gacclint.runner.DEBUG is False
+    out = capsys.readouterr().out
+    assert {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in repository.rglob("*.py")} == before
+    header, rule, row = out.splitlines()[:3]
+    assert header.startswith("| repository | files | findings per code |")
+    assert row.startswith("| repo | 4 | GA101 2 | 1 | 0 | 1 | 0 | 0 | 0 |")
+    assert "- repo/broken.py: syntax error" in out
+    assert "- repo/ff.py: not fixed: libcst would not keep a form feed before code on line 2" in out

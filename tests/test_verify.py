@@ -205,6 +205,17 @@ for i, (x, y) in enumerate(loader):
         optimizer.step()
         optimizer.zero_grad()
 """,
+    "clipping after unscale_, as a large batch would be clipped": """
+scaler = torch.amp.GradScaler("cpu")
+for i, (x, y) in enumerate(loader):
+    scaler.scale(loss_fn(model(x), y) / k).backward()
+    if (i + 1) % k == 0:
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 0.05)
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad()
+""",
     "while loop pulling with next()": """
 batches = iter(loader)
 step = 0
@@ -251,6 +262,42 @@ def test_loop_shapes_verify(tmp_path: Path, loop: str) -> None:
     assert len(report.steps) >= 5
 
 
+CLIP_BUGS = {
+    "GA402": """
+scaler = torch.amp.GradScaler("cpu")
+for i, (x, y) in enumerate(loader):
+    scaler.scale(loss_fn(model(x), y) / k).backward()
+    if (i + 1) % k == 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 0.05)
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad()
+""",
+    "GA403": """
+for i, (x, y) in enumerate(loader):
+    (loss_fn(model(x), y) / k).backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 0.05)
+    if (i + 1) % k == 0:
+        optimizer.step()
+        optimizer.zero_grad()
+""",
+}
+
+
+@pytest.mark.parametrize("code", CLIP_BUGS)
+def test_clipping_bugs_are_diagnosed_like_the_linter(tmp_path: Path, code: str) -> None:
+    script = write(tmp_path, "clip.py", HEAD + CLIP_BUGS[code])
+    report = verify_script(script, device="cpu")
+    assert report.codes == static_codes(script) == {code}, report.text()
+
+
+def test_clipped_steps_are_compared_before_the_clip(tmp_path: Path) -> None:
+    report = verify_script(write(tmp_path, "clip.py", HEAD + SHAPES[
+        "clipping after unscale_, as a large batch would be clipped"]), device="cpu")
+    assert report.ok
+    assert "5 steps clipped their gradients: they are compared as they reached the last clip" in report.notes[0]
+
+
 def test_gradscaler_skipped_step_is_not_compared(tmp_path: Path) -> None:
     # A huge initial scale overflows the gradients: the scaler skips that step
     # and backs off; the skipped window must not leak into the next one.
@@ -276,6 +323,10 @@ def test_rewrite_keeps_every_line_and_leaves_the_file_alone() -> None:
     assert len(program.code.splitlines()) == len(before.decode().splitlines())
     assert {site.kind for site in program.sites} == {"loop", "backward", "step", "scale"}
     assert path.read_bytes() == before
+    library = (FUNCTION / "train_lib.py").read_text()
+    function = instrument(library, function="train_one_epoch_unscaled").code.splitlines()
+    row = library.splitlines().index("def train_one_epoch_unscaled(model, loader, optimizer, loss_fn, accumulation_steps=4):")
+    assert function[row] == library.splitlines()[row] and not any(function[:row])
 
 
 def test_framework_managed_loops_cannot_be_verified() -> None:

@@ -88,16 +88,14 @@ class Site:
 
 @dataclass(frozen=True)
 class Instrumented:
-    """A rewritten module, ready to compile."""
+    """Rewritten code, ready to compile."""
 
     code: str
-    """The whole module, rewritten (every line keeps its number)."""
+    """The whole module rewritten; for one function, its `def` alone (without
+    decorators) padded with blank lines. Every line keeps its number."""
     sites: tuple[Site, ...]
     skipped: tuple[str, ...]
     """Training loops left as they are, each with why (framework-managed, async)."""
-    function_code: str | None = None
-    """For one function: its rewritten `def` alone, without decorators, padded
-    with blank lines so that it starts on its own line number."""
     function_name: str | None = None
 
 
@@ -125,22 +123,20 @@ def instrument(source: bytes | str, function: str | None = None) -> Instrumented
     for loop in loops:
         why = _unsupported(loop)
         if why:
-            skipped.append(f"line {positions[loop.node].start.line}: {why}")
+            skipped.append(f"line {builder.line_of(loop.node)}: {why}")
             continue
         builder.add_loop(loop)
     if not builder.sites:
         raise CannotVerify("no training loop gacclint can verify: " + "; ".join(skipped))
     rewriter = _Rewriter(builder.wrappers)
-    code = module.visit(rewriter).code
-    function_code = None
-    if target is not None:
-        rewritten = target.visit(_Rewriter(builder.wrappers))
-        assert isinstance(rewritten, cst.FunctionDef)
-        alone = module.with_changes(header=(), footer=(),
-                                    body=[rewritten.with_changes(decorators=(), leading_lines=())]).code
-        function_code = "\n" * (positions[target.name].start.line - 1) + alone
-    return Instrumented(code=code, sites=tuple(builder.sites), skipped=tuple(skipped),
-                        function_code=function_code, function_name=target.name.value if target else None)
+    if target is None:
+        return Instrumented(code=module.visit(rewriter).code, sites=tuple(builder.sites), skipped=tuple(skipped))
+    rewritten = target.visit(rewriter)
+    assert isinstance(rewritten, cst.FunctionDef)
+    alone = module.with_changes(header=(), footer=(),
+                                body=[rewritten.with_changes(decorators=(), leading_lines=())]).code
+    return Instrumented(code="\n" * (positions[target.name].start.line - 1) + alone, sites=tuple(builder.sites),
+                        skipped=tuple(skipped), function_name=target.name.value)
 
 
 # --------------------------------------------------------------------------
@@ -312,13 +308,15 @@ class _Builder:
         if (id(node), kind) in self.claimed:
             return None
         self.claimed.add((id(node), kind))
-        # A loop's own position starts at the comments above it; its target or test does not.
-        anchor = node.target if isinstance(node, cst.For) else node.test if isinstance(node, cst.While) else node
-        line = self.positions[anchor].start.line
+        line = self.line_of(node)
+        anchor = _anchor(node)
         text = self.lines[line - 1].strip() if line <= len(self.lines) else ""
         code = self.module.code_for_node(anchor).strip().splitlines()
         self.sites.append(Site(len(self.sites), kind, line, text, code[0] if code else text))
         return len(self.sites) - 1
+
+    def line_of(self, node: cst.CSTNode) -> int:
+        return int(self.positions[_anchor(node)].start.line)
 
     def _wrap(self, node: cst.CSTNode, wrap: Wrap, order: int = 1) -> None:
         """Wrappers of one node apply by `order`: the arithmetic first, then what reads its value."""
@@ -434,6 +432,15 @@ class _Builder:
             return cst.Assign(targets=[cst.AssignTarget(target=updated.target)], value=_probe(method, *args))
 
         self._wrap(node, wrap, order=0)
+
+
+def _anchor(node: cst.CSTNode) -> cst.CSTNode:
+    """A loop's own position starts at the comments above it; its target or test does not."""
+    if isinstance(node, cst.For):
+        return node.target
+    if isinstance(node, cst.While):
+        return node.test
+    return node
 
 
 def _step_k(event: Event, loop: TrainingLoop) -> str | None:

@@ -180,7 +180,8 @@ class Probe:
         except ProbeFailure:
             raise
         except Exception as error:  # noqa: BLE001 - reported as "could not verify"
-            raise ProbeFailure(f"could not take the gradient of the raw loss at line {self._line(site)}: "
+            # The probe differentiates the user's own graph: what fails here fails in their backward too.
+            raise ProbeFailure(f"the backward at line {self._line(site)} cannot run: "
                                f"{type(error).__name__}: {error}") from error
         return loss
 

@@ -263,9 +263,7 @@ class VerifyReport:
         if self.error is not None:
             return self.error
         if self.verdict == "error":
-            if self.steps:
-                return "every optimizer step was skipped by the GradScaler (inf/NaN gradients): nothing to compare"
-            return "no optimizer step ran in an instrumented training loop"
+            return "every optimizer step was skipped by the GradScaler (inf/NaN gradients): nothing to compare"
         return None
 
     @property
@@ -297,7 +295,7 @@ class VerifyReport:
             if step.step not in shown:
                 continue
             if step.step > previous + 1:
-                lines.append(f"{'...':>4} ({step.step - previous - 1} more steps, all ok)")
+                lines.append(f"{'...':>4} ({step.step - previous - 1} more steps, no mismatch)")
             previous = step.step
             passes = ",".join(str(p) for p in sorted(set(step.passes)))
             verdict = step.verdict + (f" {step.diagnosis.code}" if step.diagnosis and step.diagnosis.code else "")
@@ -305,7 +303,7 @@ class VerifyReport:
                          f"{step.samples:>7} {passes:>6} {_number(step.scale, '.4f'):>8} "
                          f"{_number(step.max_rel_error, '.2e'):>11}  {verdict}")
         if self.steps and self.steps[-1].step > previous:
-            lines.append(f"{'...':>4} ({self.steps[-1].step - previous} more steps, all ok)")
+            lines.append(f"{'...':>4} ({self.steps[-1].step - previous} more steps, no mismatch)")
         return "\n".join(lines)
 
     def text(self, limit: int | None = 60) -> str:
@@ -414,6 +412,10 @@ def build_report(*, target: str, device: str | None, measures: Sequence[StepMeas
     steps = tuple(_result(measure, micro_batches, passes, tolerance, step_lines) for measure in measures)
     never_stepped: int | None = None
     never_diagnosis = None
+    if error is None and not measures:
+        ran = sum(1 for mb in micro_batches if mb.backwards)
+        error = "no optimizer step ran in an instrumented training loop" + (
+            f" (after {ran} micro-batch{'es' if ran != 1 else ''} with a backward)" if ran else "")
     if error is None and stopped_after is None:
         last = max((index for measure in measures for index in measure.window), default=-1)
         never_stepped = sum(1 for mb in micro_batches if mb.index > last and mb.backwards)

@@ -179,11 +179,11 @@ def _rewritten(function: Callable[..., Any], probe_factory: Callable[[Sequence[A
     except ReadError as error:
         raise CannotVerify(f"cannot read {filename}: {error}") from None
     program = instrument(source, function=qualified)
-    assert program.function_code is not None and program.function_name is not None
+    assert program.function_name is not None
     probe = probe_factory(program.sites)
     namespace = dict(target.__globals__)
     namespace[PROBE] = probe
-    exec(compile(program.function_code, filename, "exec", dont_inherit=True), namespace)
+    exec(compile(program.code, filename, "exec", dont_inherit=True), namespace)
     rewritten = namespace[program.function_name]
     if bound_to is not None:
         rewritten = types.MethodType(rewritten, bound_to)
