@@ -8,6 +8,7 @@ import libcst as cst
 from gacclint.loops.facts import ModuleFacts
 from gacclint.loops.model import EventKind
 from gacclint.loops.vocabulary import (
+    positional_args,
     FRAMEWORK_BACKWARD_OWNERS,
     FRAMEWORK_OTHER_BACKWARD_HINTS,
     code_of,
@@ -63,10 +64,6 @@ def _keyword(call: cst.Call, name: str) -> cst.BaseExpression | None:
     return None
 
 
-def _positional(call: cst.Call) -> list[cst.BaseExpression]:
-    return [a.value for a in call.args if a.keyword is None and not a.star]
-
-
 def _classify(node: cst.CSTNode, facts: ModuleFacts, clear_helpers: set[str]) -> RawEvent | None:
     if isinstance(node, cst.Assign):
         if any(is_grad_reference(t.target) for t in node.targets):
@@ -94,12 +91,12 @@ def _classify(node: cst.CSTNode, facts: ModuleFacts, clear_helpers: set[str]) ->
     owner_text = code_of(owner)
     if method == "backward":
         return _backward(node, owner, owner_text, facts)
-    if method == "manual_backward" and _positional(node):  # Lightning
-        return RawEvent(EventKind.BACKWARD, node, loss=_positional(node)[0], framework="lightning")
+    if method == "manual_backward" and positional_args(node):  # Lightning
+        return RawEvent(EventKind.BACKWARD, node, loss=positional_args(node)[0], framework="lightning")
     if method == "step":
         return _step(node, owner_text, facts)
-    if method == "optimizer_step" and _positional(node):  # torch_xla: xm.optimizer_step(opt)
-        return RawEvent(EventKind.STEP, node, receiver=code_of(_positional(node)[0]))
+    if method == "optimizer_step" and positional_args(node):  # torch_xla: xm.optimizer_step(opt)
+        return RawEvent(EventKind.STEP, node, receiver=code_of(positional_args(node)[0]))
     if method in {"zero_grad", "clear_grad"}:
         return RawEvent(EventKind.CLEAR, node, receiver=owner_text)
     if method in _CLEAR_GRAD_METHODS and is_grad_reference(owner):
@@ -115,7 +112,7 @@ def _classify(node: cst.CSTNode, facts: ModuleFacts, clear_helpers: set[str]) ->
     if method in _CLIP_NAMES:
         return RawEvent(EventKind.CLIP, node, receiver=owner_text)
     if method == "unscale_" and looks_like_scaler(owner_text):
-        args = _positional(node)
+        args = positional_args(node)
         return RawEvent(EventKind.UNSCALE, node, receiver=code_of(args[0]) if args else None, via_scaler=owner_text)
     if method == "update" and looks_like_scaler(owner_text):
         return RawEvent(EventKind.SCALER_UPDATE, node, via_scaler=owner_text)
@@ -203,7 +200,7 @@ def scaler_disabled(value: cst.BaseExpression) -> bool:
 
 
 def _backward(node: cst.Call, owner: cst.BaseExpression, owner_text: str, facts: ModuleFacts) -> RawEvent | None:
-    args = _positional(node)
+    args = positional_args(node)
     retain = _keyword(node, "retain_graph")
     retain_graph = retain is not None and not (isinstance(retain, cst.Name) and retain.value in {"False", "None"})
     if owner_text in {"torch.autograd", "autograd"}:
@@ -213,7 +210,7 @@ def _backward(node: cst.Call, owner: cst.BaseExpression, owner_text: str, facts:
     # scaler.scale(loss).backward()
     if isinstance(owner, cst.Call) and isinstance(owner.func, cst.Attribute) and owner.func.attr.value == "scale":
         scaler_text = code_of(owner.func.value)
-        scaled = _positional(owner)
+        scaled = positional_args(owner)
         if scaled and looks_like_scaler(scaler_text):
             return RawEvent(EventKind.BACKWARD, node, loss=scaled[0], via_scaler=scaler_text, retain_graph=retain_graph)
     if args and _is_framework_owner(owner_text, facts):
@@ -245,7 +242,7 @@ def _is_framework_owner(owner_text: str, facts: ModuleFacts) -> bool:
 
 def _step(node: cst.Call, owner_text: str, facts: ModuleFacts) -> RawEvent | None:
     if looks_like_scaler(owner_text):
-        args = _positional(node)
+        args = positional_args(node)
         if not args:
             return None
         return RawEvent(EventKind.STEP, node, receiver=code_of(args[0]), via_scaler=owner_text)

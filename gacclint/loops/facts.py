@@ -18,6 +18,7 @@ from gacclint.loops.vocabulary import (
     dotted_name,
     is_sum_reduction,
     looks_like_optimizer,
+    positional_args,
 )
 
 
@@ -42,7 +43,6 @@ class ModuleFacts:
     statement_order: dict[int, int] = field(default_factory=dict)  # id(any statement) -> order
     accelerator_gas: bool = False  # Accelerator(gradient_accumulation_steps=...) visible
     deepspeed_engines: set[str] = field(default_factory=set)
-    prepared: set[str] = field(default_factory=set)  # names returned by accelerator.prepare
     ddp_wrapped: set[str] = field(default_factory=set)
     sum_reduced_losses: set[str] = field(default_factory=set)  # criterion = nn.X(reduction="sum")
     optimizers: set[str] = field(default_factory=set)
@@ -129,7 +129,7 @@ class ModuleFacts:
             return None
         name = call_name(node) or ""
         short = name.rsplit(".", 1)[-1]
-        positional = [a.value for a in node.args if a.keyword is None and a.star == ""]
+        positional = positional_args(node)
         keywords = {a.keyword.value: a.value for a in node.args if a.keyword is not None}
         if short == "range":
             values = [self.evaluate_int(v, before, scope, depth + 1) for v in positional]
@@ -248,8 +248,6 @@ class _FactCollector:
                 self.facts.deepspeed_engines.add(names[0])
             if len(names) > 1 and names[1]:
                 self.facts.optimizers.add(names[1])
-        if called.endswith(".prepare") and "accelerator" in called.lower():
-            self.facts.prepared.update(n for n in names if n)
 
 
 def collect_facts(module: cst.Module) -> ModuleFacts:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import libcst as cst
 
-from gacclint.loops.events import RawEvent, events_in
+from gacclint.loops.events import events_in
 from gacclint.loops.events import (
     DDP_CONSTRUCTORS,
     scaler_disabled,
@@ -40,7 +40,7 @@ from gacclint.loops.model import (
     TrainingLoop,
 )
 from gacclint.loops.model import DdpWrap
-from gacclint.loops.vocabulary import call_name, code_of, dotted_name, looks_like_optimizer
+from gacclint.loops.vocabulary import call_name, code_of, dotted_name, looks_like_optimizer, positional_args
 
 MAX_SWITCHES = 5
 _TERMINATORS = (cst.Continue, cst.Break, cst.Return, cst.Raise)
@@ -461,7 +461,7 @@ class _Builder:
                     name = dotted_name(target.elements[0].value)
                     if name:
                         start_node = next((a.value for a in iterable.args if a.keyword and a.keyword.value == "start"), None)
-                        positional = [a.value for a in iterable.args if a.keyword is None]
+                        positional = positional_args(iterable)
                         if start_node is None and len(positional) > 1:
                             start_node = positional[1]
                         start = 0 if start_node is None else self.facts.evaluate_int(start_node, loop, function)
@@ -685,7 +685,7 @@ class _Builder:
             return IterableInfo(IterableKind.STREAM, None, None)
         node = loop.iter
         while isinstance(node, cst.Call) and (call_name(node) or "").rsplit(".", 1)[-1] in _ITERABLE_WRAPPERS:
-            positional = [a.value for a in node.args if a.keyword is None and not a.star]
+            positional = positional_args(node)
             if not positional:
                 break
             node = positional[0]
@@ -695,7 +695,7 @@ class _Builder:
         if isinstance(node, cst.Call):
             name = (call_name(node) or "").rsplit(".", 1)[-1]
             if name in {"range", "trange"}:
-                args = _range_arguments(node) if name == "range" else [a.value for a in node.args if a.keyword is None]
+                args = _range_arguments(node) if name == "range" else positional_args(node)
                 length = code_of(args[0]) if args and len(args) == 1 else None
                 return IterableInfo(IterableKind.RANGE, length, literal)
             if name in _STREAM_CALLS or self.facts.is_generator_function(name) or "infinite" in name.lower():
@@ -712,7 +712,7 @@ class _Builder:
         wrapped = text
         while (binding is not None and binding.tuple_index is None and isinstance(binding.value, cst.Call)
                and (call_name(binding.value) or "").rsplit(".", 1)[-1] in _ITERABLE_WRAPPERS):
-            inner = [a.value for a in binding.value.args if a.keyword is None and not a.star]
+            inner = positional_args(binding.value)
             inner_text = dotted_name(inner[0]) if inner else None
             if inner_text is None:
                 break
@@ -736,7 +736,7 @@ class _Builder:
         return IterableInfo(IterableKind.SIZED, f"len({text})", literal)
 
     def _loader_kind(self, call: cst.Call, loop: LoopNode, function: cst.FunctionDef | None) -> IterableKind:
-        positional = [a.value for a in call.args if a.keyword is None]
+        positional = positional_args(call)
         dataset = positional[0] if positional else next((a.value for a in call.args if a.keyword and a.keyword.value == "dataset"), None)
         if dataset is not None:
             value: cst.BaseExpression | None = dataset
@@ -865,9 +865,9 @@ def _increment_target(small: cst.BaseSmallStatement) -> str | None:
 
 def _range_arguments(node: cst.BaseExpression) -> list[cst.BaseExpression] | None:
     if isinstance(node, cst.Call) and (call_name(node) or "") in {"range", "trange", "tqdm.trange"}:
-        return [a.value for a in node.args if a.keyword is None and not a.star] or None
+        return positional_args(node) or None
     if isinstance(node, cst.Call) and (call_name(node) or "").rsplit(".", 1)[-1] == "tqdm":
-        positional = [a.value for a in node.args if a.keyword is None]
+        positional = positional_args(node)
         if positional:
             return _range_arguments(positional[0])
     return None

@@ -39,7 +39,7 @@ class GuardContext:
 def classify(expression: cst.BaseExpression, polarity: bool, context: GuardContext) -> list[Condition]:
     """Classify one test into conditions (an `and` under True splits in two)."""
     text = code_of(expression)
-    inner = _strip(expression)
+    inner = expression  # libcst keeps parentheses on the node itself
     if isinstance(inner, cst.UnaryOperation) and isinstance(inner.operator, cst.Not):
         return [_with_text(c, text) for c in classify(inner.expression, not polarity, context)]
     if isinstance(inner, cst.BooleanOperation) and isinstance(inner.operator, cst.And) and polarity:
@@ -62,11 +62,6 @@ def classify(expression: cst.BaseExpression, polarity: bool, context: GuardConte
 
 def _with_text(condition: Condition, text: str) -> Condition:
     return Condition(condition.expression, text, condition.polarity, condition.kind, condition.boundary)
-
-
-def _strip(node: cst.BaseExpression) -> cst.BaseExpression:
-    """Parentheses are kept on nodes by libcst; the reading ignores them."""
-    return node
 
 
 def is_switch(node: cst.BaseExpression, context: GuardContext) -> bool:

@@ -94,6 +94,11 @@ def dotted_name(node: cst.BaseExpression) -> str | None:
     return None
 
 
+def positional_args(call: cst.Call) -> list[cst.BaseExpression]:
+    """The call's positional arguments (not keywords, not `*args`/`**kwargs`)."""
+    return [arg.value for arg in call.args if arg.keyword is None and not arg.star]
+
+
 def call_name(call: cst.Call) -> str | None:
     """Dotted name of the called function (`torch.optim.SGD`), if it is one."""
     return dotted_name(call.func)
