@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -19,28 +20,78 @@ from typing import TYPE_CHECKING, Callable
 import click
 
 from gacclint import __version__, runner
-from gacclint.report import concise_line, json_findings, summary, unified_diff
-from gacclint.rules import all_rules, rule_by_code
-from gacclint.runner import FileReport, check_paths, fix_file
-from gacclint.discover import discover
-from gacclint.selection import Selection, UnknownCode
+from gacclint.config import CliOverrides, ConfigError, SettingsResolver
+from gacclint.diagnostics import FileResult
+from gacclint.formats import FORMATS, render, statistics
+from gacclint.runner import RunOptions
+from gacclint.selection import UnknownCode, parse_codes
 
 if TYPE_CHECKING:
     from gacclint.runtime.report import VerifyReport
 
 EXIT_CLEAN, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
 
-_paths = click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
-_select = click.option("--select", metavar="CODES", help="Comma-separated codes or prefixes to enable (default: all).")
-_ignore = click.option("--ignore", metavar="CODES", help="Comma-separated codes or prefixes to disable.")
 _debug = click.option("--debug", is_flag=True, help="Show a traceback on internal errors.")
 
 
-def _selection(select: str | None, ignore: str | None) -> Selection:
+def _codes(text: str | None) -> tuple[str, ...]:
+    return parse_codes(text) if text else ()
+
+
+def _linting_options(function: Callable) -> Callable:
+    """The options `check` and `fix` share, as in Ruff."""
+    options = [
+        click.argument("paths", nargs=-1, type=click.Path(path_type=Path)),
+        click.option("--select", metavar="CODES",
+                     help="Comma-separated codes or prefixes to enable, replacing the configured selection."),
+        click.option("--ignore", metavar="CODES", help="Comma-separated codes or prefixes to disable."),
+        click.option("--extend-select", metavar="CODES", help="Codes or prefixes to enable on top of the selection."),
+        click.option("--exclude", metavar="PATTERNS",
+                     help="Comma-separated gitignore-style patterns to exclude, replacing the defaults."),
+        click.option("--extend-exclude", metavar="PATTERNS", help="Patterns to exclude on top of the defaults."),
+        click.option("--force-exclude", is_flag=True,
+                     help="Apply the excludes to paths named on the command line too (for pre-commit)."),
+        click.option("--config", type=click.Path(path_type=Path, dir_okay=False), metavar="FILE",
+                     help="Use this pyproject.toml instead of the nearest one to each file."),
+        click.option("--unsafe-fixes", is_flag=True, default=None, help="Also apply (fix) or count (check) unsafe fixes."),
+        click.option("--output-format", type=click.Choice(FORMATS), default="full", show_default=True),
+        click.option("--show-fixes", is_flag=True, help="Show the fixes applied to each file."),
+        click.option("--statistics", is_flag=True, help="Print counts per code instead of the findings."),
+        click.option("-q", "--quiet", is_flag=True, help="Print the findings and nothing else."),
+        click.option("--color", type=click.Choice(["auto", "always", "never"]), default="auto", show_default=True,
+                     help="Colour the full and concise formats (auto: when stdout is a terminal and NO_COLOR is unset)."),
+        click.option("--exit-zero", is_flag=True, help="Exit 0 even when findings remain."),
+        click.option("--no-cache", is_flag=True, help="Neither read nor write the result cache (.gacclint_cache/)."),
+        _debug,
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
+def _resolver(select, ignore, extend_select, exclude, extend_exclude, unsafe_fixes, config) -> SettingsResolver:
     try:
-        return Selection.parse(select, ignore, [rule.code for rule in all_rules()])
+        overrides = CliOverrides(
+            select=_codes(select) or None if select is not None else None,
+            ignore=_codes(ignore),
+            extend_select=_codes(extend_select),
+            exclude=tuple(p.strip() for p in exclude.split(",") if p.strip()) if exclude is not None else None,
+            extend_exclude=tuple(p.strip() for p in (extend_exclude or "").split(",") if p.strip()),
+            unsafe_fixes=unsafe_fixes,
+        )
+        resolver = SettingsResolver(overrides, config)
+        resolver.for_path(Path.cwd())  # a bad configuration is a usage error before any file is read
+        return resolver
     except UnknownCode as error:
-        raise click.BadParameter(str(error), param_hint="'--select' / '--ignore'") from None
+        raise click.BadParameter(str(error), param_hint="'--select' / '--ignore' / '--extend-select'") from None
+    except ConfigError as error:
+        raise click.UsageError(str(error)) from None
+
+
+def _use_color(choice: str) -> bool:
+    if choice != "auto":
+        return choice == "always"
+    return sys.stdout.isatty() and not os.environ.get("NO_COLOR")
 
 
 def _guarded(debug: bool, action: Callable[[], int]) -> int:
@@ -51,6 +102,9 @@ def _guarded(debug: bool, action: Callable[[], int]) -> int:
         return action()
     except click.ClickException:
         raise
+    except ConfigError as error:  # a pyproject.toml met on the way to a file
+        click.echo(f"gacclint: error: {error}", err=True)
+        return EXIT_ERROR
     except Exception as error:  # noqa: BLE001 - the last line of defence for the user
         if debug:
             traceback.print_exc()
@@ -58,14 +112,30 @@ def _guarded(debug: bool, action: Callable[[], int]) -> int:
         return EXIT_ERROR
 
 
-def _missing(paths: tuple[Path, ...]) -> list[Path]:
-    return [path for path in paths if not path.exists()]
+def _report_errors(results: list[FileResult]) -> None:
+    for result in results:
+        if result.error:
+            click.echo(f"gacclint: {result.path}: {result.error}", err=True)
+        for dropped in result.dropped:
+            click.echo(f"gacclint: {result.path}:{dropped}", err=True)
 
 
-def _report_errors(reports: list[FileReport]) -> None:
-    for report in reports:
-        if report.error:
-            click.echo(f"gacclint: {report.path}: {report.error}", err=True)
+def _print_results(results: list[FileResult], output_format: str, statistics_only: bool, quiet: bool,
+                   color: str, show_fixes: bool, unsafe: bool) -> None:
+    if statistics_only:
+        text = statistics(results)
+    else:
+        text = render(results, output_format, color=_use_color(color), show_fixes=show_fixes, unsafe_fixes=unsafe)
+        if quiet and output_format in ("full", "concise"):
+            # Only the findings: the summary is everything after the last finding's block.
+            text = "\n".join(line for line in text.splitlines() if not _is_summary(line)) + "\n"
+            text = "" if text == "\n" else text
+    if text:
+        click.echo(text, nl=False)
+
+
+def _is_summary(line: str) -> bool:
+    return (line.startswith(("Found ", "All checks passed!", "Fixed ")) or "hidden fix" in line) and ": " not in line
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -79,90 +149,84 @@ def main() -> None:
 
 
 @main.command()
-@_paths
-@_select
-@_ignore
-@click.option("--output-format", type=click.Choice(["concise", "json"]), default="concise", show_default=True)
-@_debug
-def check(paths: tuple[Path, ...], select: str | None, ignore: str | None, output_format: str, debug: bool) -> None:
-    """Report problems in the training loops under PATHS (default: .)."""
-    selection = _selection(select, ignore)
+@_linting_options
+@click.option("--add-noqa", is_flag=True, help="Write a `# noqa: CODE` comment on every line with a finding.")
+def check(paths: tuple[Path, ...], select, ignore, extend_select, exclude, extend_exclude, force_exclude, config,
+          unsafe_fixes, output_format, show_fixes, statistics, quiet, color, exit_zero, no_cache, debug,
+          add_noqa) -> None:
+    """Report problems in the training loops under PATHS (default: .).
+
+    Exit codes: 0 nothing found, 1 findings (or unreadable files), 2 usage or internal error.
+    """
+    resolver = _resolver(select, ignore, extend_select, exclude, extend_exclude, unsafe_fixes, config)
 
     def run() -> int:
-        targets = list(paths) or [Path(".")]
-        for path in _missing(tuple(targets)):
-            click.echo(f"gacclint: {path}: no such file or directory", err=True)
-        reports = check_paths([p for p in targets if p.exists()], selection)
-        _report_errors(reports)
-        if output_format == "json":
-            click.echo(json_findings(reports))
-        else:
-            for report in reports:
-                for finding in report.findings:
-                    click.echo(concise_line(report.path, finding))
-            click.echo(summary(reports))
-        failed = any(r.findings or r.error for r in reports) or bool(_missing(tuple(targets)))
-        return EXIT_FINDINGS if failed else EXIT_CLEAN
+        options = RunOptions(mode="add-noqa" if add_noqa else "check", unsafe=unsafe_fixes,
+                             force_exclude=force_exclude, use_cache=not no_cache and not add_noqa,
+                             progress=not quiet)
+        results = runner.run(list(paths) or [Path(".")], resolver, options)
+        _report_errors(results)
+        if add_noqa:
+            added = sum(r.noqa_added for r in results)
+            click.echo(f"Added {added} noqa directive{'s' if added != 1 else ''}.", err=True)
+        unsafe = unsafe_fixes if unsafe_fixes is not None else resolver.for_path(Path.cwd()).unsafe_fixes
+        _print_results(results, output_format, statistics, quiet, color, show_fixes, unsafe)
+        failed = any(r.diagnostics or r.error for r in results)
+        return EXIT_FINDINGS if failed and not exit_zero else EXIT_CLEAN
 
     sys.exit(_guarded(debug, run))
 
 
 @main.command()
-@_paths
-@_select
-@_ignore
-@click.option("--unsafe-fixes", is_flag=True, help="Also apply fixes marked unsafe.")
+@_linting_options
 @click.option("--diff", is_flag=True, help="Print a unified diff of the fixes and write nothing.")
+@click.option("--exit-non-zero-on-fix", is_flag=True, help="Exit 1 when something was fixed, even if nothing remains.")
 @click.option("--verify", "verify_fixed", is_flag=True,
               help="Then RUN each fixed file (this executes it, with PyTorch) and check that its gradients equal "
                    "the large-batch ones, as `gacclint verify` does; with --diff, the fixed text is run unwritten.")
 @click.option("--verify-steps", type=click.IntRange(min=1), metavar="N",
               help="With --verify: stop each run after N optimizer steps.")
-@_debug
-def fix(paths: tuple[Path, ...], select: str | None, ignore: str | None, unsafe_fixes: bool, diff: bool,
-        verify_fixed: bool, verify_steps: int | None, debug: bool) -> None:
-    """Apply fixes in place under PATHS (default: .), then report what remains."""
-    selection = _selection(select, ignore)
+def fix(paths: tuple[Path, ...], select, ignore, extend_select, exclude, extend_exclude, force_exclude, config,
+        unsafe_fixes, output_format, show_fixes, statistics, quiet, color, exit_zero, no_cache, debug,
+        diff: bool, exit_non_zero_on_fix: bool, verify_fixed: bool, verify_steps: int | None) -> None:
+    """Apply fixes in place under PATHS (default: .), then report what remains.
+
+    Exit codes: 0 nothing remains, 1 findings remain (or unreadable files, or
+    with --diff a diff, or with --exit-non-zero-on-fix a fix), 2 usage or internal error.
+    """
     if verify_steps is not None and not verify_fixed:
         raise click.BadParameter("needs --verify", param_hint="'--verify-steps'")
+    resolver = _resolver(select, ignore, extend_select, exclude, extend_exclude, unsafe_fixes, config)
 
     def run() -> int:
-        targets = list(paths) or [Path(".")]
-        for path in _missing(tuple(targets)):
-            click.echo(f"gacclint: {path}: no such file or directory", err=True)
-        reports = [fix_file(path, selection, unsafe_fixes, write=not diff)
-                   for path in discover([p for p in targets if p.exists()])]
-        _report_errors(reports)
-        for report in reports:
-            for dropped in report.dropped:
-                click.echo(f"gacclint: {report.path}:{dropped.finding.row}: fix for {dropped.finding.code} "
-                           f"dropped: {dropped.reason}", err=True)
+        options = RunOptions(mode="fix", unsafe=unsafe_fixes, write=not diff, diff=diff,
+                             force_exclude=force_exclude, progress=not quiet)
+        results = runner.run(list(paths) or [Path(".")], resolver, options)
+        _report_errors(results)
+        fixed = sum(r.fixed for r in results)
+        changed = [r for r in results if r.fixed]
+        errors = any(r.error for r in results)
         if diff:
-            changed = [r for r in reports if r.fixed is not None]
-            for report in changed:
-                click.echo(unified_diff(report), nl=False)
-            fixes = sum(len(r.applied) for r in changed)
-            click.echo(f"Would fix {fixes} problem{'s' if fixes != 1 else ''} in {len(changed)} file"
-                       f"{'s' if len(changed) != 1 else ''}.", err=True)
-            if verify_fixed:
-                _verify_fixed(changed, verify_steps)
-            return EXIT_FINDINGS if changed else EXIT_CLEAN
-        for report in reports:
-            for finding in report.findings:
-                click.echo(concise_line(report.path, finding))
-        fixed = sum(len(r.applied) for r in reports)
-        if fixed:
-            files = sum(1 for r in reports if r.fixed is not None)
-            click.echo(f"Fixed {fixed} problem{'s' if fixed != 1 else ''} in {files} file{'s' if files != 1 else ''}.")
-        click.echo(summary(reports, unsafe_fixes))
-        mismatch = verify_fixed and _verify_fixed([r for r in reports if r.fixed is not None], verify_steps)
-        failed = any(r.findings or r.error for r in reports) or bool(_missing(tuple(targets))) or mismatch
-        return EXIT_FINDINGS if failed else EXIT_CLEAN
+            for result in changed:
+                click.echo(result.diff, nl=False)
+            if not quiet:
+                click.echo(f"Would fix {fixed} problem{'s' if fixed != 1 else ''} in {len(changed)} file"
+                           f"{'s' if len(changed) != 1 else ''}.", err=True)
+            mismatch = verify_fixed and _verify_fixed(changed, verify_steps)
+            return EXIT_FINDINGS if (changed or errors or mismatch) and not exit_zero else EXIT_CLEAN
+        if fixed and not quiet and not statistics and output_format in ("full", "concise"):
+            click.echo(f"Fixed {fixed} problem{'s' if fixed != 1 else ''} in {len(changed)} file"
+                       f"{'s' if len(changed) != 1 else ''}.")
+        unsafe = unsafe_fixes if unsafe_fixes is not None else resolver.for_path(Path.cwd()).unsafe_fixes
+        _print_results(results, output_format, statistics, quiet, color, show_fixes, unsafe)
+        mismatch = verify_fixed and _verify_fixed(changed, verify_steps)
+        failed = any(r.diagnostics for r in results) or errors or mismatch or (exit_non_zero_on_fix and fixed > 0)
+        return EXIT_FINDINGS if failed and not exit_zero else EXIT_CLEAN
 
     sys.exit(_guarded(debug, run))
 
 
-def _verify_fixed(reports: list[FileReport], steps: int | None) -> bool:
+def _verify_fixed(reports: list[FileResult], steps: int | None) -> bool:
     """Run each fixed text and print its verdict; True when some gradients differ."""
     from gacclint.runtime.run import verify_script
 
@@ -171,9 +235,8 @@ def _verify_fixed(reports: list[FileReport], steps: int | None) -> bool:
         return False
     mismatch = False
     for report in reports:
-        assert report.fixed is not None
         with contextlib.redirect_stdout(sys.stderr):  # the script's prints are not gacclint's output
-            result = verify_script(report.path, source=report.fixed, steps=steps)
+            result = verify_script(report.path, source=report.fixed_source, steps=steps)
         if result.verdict == "error":
             click.echo(f"gacclint: {report.path}: not verified: {result.why_not_run}", err=True)
             continue
@@ -257,6 +320,8 @@ def _print_verification(result: VerifyReport, output_format: str) -> None:
 @click.option("--all", "show_all", is_flag=True, help="List every rule with its summary.")
 def rule(code: str | None, show_all: bool) -> None:
     """Print the documentation of rule CODE (e.g. GA202)."""
+    from gacclint.rules import all_rules, rule_by_code
+
     if show_all or code is None:
         for rule_class in all_rules():
             fix = "fix" if rule_class.fixable() else "   "

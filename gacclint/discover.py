@@ -1,63 +1,141 @@
-"""Which files to check: `*.py` under the given paths, minus the usual excludes.
+"""Which files to check: `*.py` and `*.ipynb` under the given paths, minus
+what `.gitignore` files and the excludes leave out.
 
 As in Ruff: a path named on the command line is always taken (a file, or a
-folder or a symbolic link to one, which is walked); while walking, symbolic
-links to files are followed but links to folders are not (they usually point
-at an environment or a dependency, and may loop). Each file is yielded once,
-however many paths reach it. A folder that cannot be listed, and a broken or
-looping link named `*.py`, are yielded as they are, so that reading them
-reports why.
+folder or a symbolic link to one, which is walked), unless `--force-exclude`
+applies the excludes to it too (pre-commit names files one by one); while
+walking, symbolic links to files are followed but links to folders are not
+(they usually point at an environment or a dependency, and may loop). Each
+file is yielded once, however many paths reach it. A folder that cannot be
+listed, and a broken or looping link named `*.py`, are yielded as they are, so
+that reading them reports why.
+
+`.gitignore` files are read with pathspec (git's own matching rules): those
+in the walked folders, and those above the walked root up to the top of its
+git work tree.
 """
 
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
+
+import pathspec
+
+SOURCE_SUFFIXES = (".py", ".ipynb")
 
 DEFAULT_EXCLUDES = frozenset({
     ".git", ".hg", ".svn", ".venv", "venv", ".env", "env", "__pycache__", ".tox", ".nox", ".mypy_cache",
     ".ruff_cache", ".pytest_cache", "build", "dist", "site-packages", "node_modules", ".eggs", ".gacclint_cache",
+    ".ipynb_checkpoints",
 })
 
-# Every backward in RULES.md is a call spelled `...backward(`; a file without
-# one holds no training loop, so it is never parsed. ("backward compatible" in
-# a docstring does not count.)
-PREFILTER = re.compile(rb"backward\s*\(")
+# A path's settings say whether it is excluded (gacclint/config.py): (path, is_dir) -> bool.
+Excluded = Callable[[Path, bool], bool]
+
+# (folder of the .gitignore, its patterns), shallowest first
+_Ignores = tuple[tuple[Path, pathspec.GitIgnoreSpec], ...]
 
 
-def discover(paths: list[Path]) -> Iterator[Path]:
-    """Files named explicitly are always yielded; directories are walked."""
+def default_excluded(path: Path, is_dir: bool = True) -> bool:
+    return path.name in DEFAULT_EXCLUDES or path.name.endswith(".egg-info")
+
+
+def discover(paths: list[Path], excluded: Excluded = default_excluded, force_exclude: bool = False,
+             respect_gitignore: bool = True) -> Iterator[Path]:
+    """Files named explicitly are yielded (unless force-excluded); folders are walked."""
     seen: set[str] = set()
+    identity = _Identity()
     for path in paths:
         if path.is_dir():
-            candidates = _walk(path)
+            if force_exclude and excluded(path, True):
+                continue
+            ignores = _ignores_above(path) if respect_gitignore else ()
+            candidates = _walk(path, excluded, ignores, respect_gitignore)
+        elif force_exclude and (excluded(path, False) or _in_excluded_folder(path, excluded)):
+            continue
         else:
             candidates = iter([path])
         for candidate in candidates:
-            key = _identity(candidate)
+            key = identity(candidate)
             if key not in seen:
                 seen.add(key)
                 yield candidate
 
 
-def _identity(path: Path) -> str:
+def _in_excluded_folder(path: Path, excluded: Excluded) -> bool:
+    """pre-commit passes `build/x.py` or `.venv/lib/x.py`: excluded by a folder on the way."""
+    return any(excluded(parent, True) for parent in path.parents if parent.name not in ("", ".", ".."))
+
+
+class _Identity:
+    """A file's real path, resolving each folder once (realpath per file is a
+    tenth of a second on a big tree)."""
+
+    def __init__(self) -> None:
+        self._folders: dict[str, str] = {}
+
+    def __call__(self, path: Path) -> str:
+        text = os.fspath(path)
+        if os.path.islink(text):
+            return self._real(text)
+        folder, name = os.path.split(text)
+        real_folder = self._folders.get(folder)
+        if real_folder is None:
+            real_folder = self._folders[folder] = self._real(folder or ".")
+        return os.path.join(real_folder, name)
+
+    @staticmethod
+    def _real(text: str) -> str:
+        try:
+            return os.path.realpath(text)
+        except (OSError, ValueError):  # a link loop on some platforms
+            return os.path.abspath(text)
+
+
+def _read_gitignore(folder: Path) -> pathspec.GitIgnoreSpec | None:
     try:
-        return os.path.realpath(path)
-    except (OSError, ValueError):  # a link loop on some platforms
-        return os.path.abspath(path)
+        with open(folder / ".gitignore", encoding="utf-8", errors="replace") as stream:
+            lines = stream.read().splitlines()
+    except OSError:
+        return None
+    return pathspec.GitIgnoreSpec.from_lines(lines) if lines else None
 
 
-def _excluded(name: str) -> bool:
-    return name in DEFAULT_EXCLUDES or name.endswith(".egg-info")
+def _ignores_above(root: Path) -> _Ignores:
+    """The .gitignore files of the folders above `root`, up to the top of its work tree."""
+    folder = Path(os.path.abspath(root))
+    chain = []
+    for parent in folder.parents:
+        spec = _read_gitignore(parent)
+        if spec is not None:
+            chain.append((parent, spec))
+        if (parent / ".git").exists():
+            return tuple(reversed(chain))
+    return ()  # not in a git work tree: folders above the root do not count
 
 
-def _walk(root: Path) -> Iterator[Path]:
+def _ignored(path: Path, is_dir: bool, ignores: _Ignores) -> bool:
+    """git's verdict: the deepest .gitignore with a matching pattern decides."""
+    absolute = Path(os.path.abspath(path))
+    for base, spec in reversed(ignores):
+        relative = absolute.relative_to(base).as_posix() + ("/" if is_dir else "")
+        verdict = spec.check_file(relative).include
+        if verdict is not None:
+            return verdict
+    return False
+
+
+def _walk(root: Path, excluded: Excluded, ignores: _Ignores, respect_gitignore: bool) -> Iterator[Path]:
     """Depth first, in sorted order: a folder's files, then its subfolders."""
-    stack = [root]
+    stack = [(root, ignores)]
     while stack:
-        directory = stack.pop()
+        directory, inherited = stack.pop()
+        if respect_gitignore:
+            own = _read_gitignore(directory)
+            if own is not None:
+                inherited = inherited + ((Path(os.path.abspath(directory)), own),)
         try:
             with os.scandir(directory) as listing:
                 entries = sorted(listing, key=lambda entry: entry.name)
@@ -71,13 +149,16 @@ def _walk(root: Path) -> Iterator[Path]:
                 is_dir = entry.is_dir(follow_symlinks=False)
             except OSError:
                 is_link = is_dir = False
+            path = Path(entry.path)
             if is_dir:
-                if not _excluded(entry.name):
-                    subdirectories.append(Path(entry.path))
-            elif entry.name.endswith(".py"):
+                if not excluded(path, True) and not (inherited and _ignored(path, True, inherited)):
+                    subdirectories.append((path, inherited))
+            elif entry.name.endswith(SOURCE_SUFFIXES):
                 if is_link and _points_to_folder(entry):
                     continue  # a link to a folder is not walked, whatever its name
-                yield Path(entry.path)
+                if excluded(path, False) or (inherited and _ignored(path, False, inherited)):
+                    continue
+                yield path
         stack.extend(reversed(subdirectories))
 
 
@@ -86,7 +167,3 @@ def _points_to_folder(entry: os.DirEntry) -> bool:
         return entry.is_dir(follow_symlinks=True)
     except OSError:
         return False
-
-
-def may_hold_training_loop(source: bytes) -> bool:
-    return PREFILTER.search(source) is not None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import textwrap
 
+from gacclint.diagnostics import BUILTIN_DESCRIPTIONS, CODES
 from gacclint.rules import all_rules
 from gacclint.rules.base import Rule
 
@@ -38,7 +39,15 @@ def render_rule(rule: type[Rule]) -> str:
     return "\n".join(parts)
 
 
+def render_builtin(code: str) -> str:
+    short, full = BUILTIN_DESCRIPTIONS[code]
+    return f"## {code}: {CODES[code]}\n\n{short}\n\n{full}\n"
+
+
 def render_rules_markdown() -> str:
     rules = all_rules()
+    builtin = "".join(f"| [{code}](#{code.lower()}-{CODES[code]}) | {CODES[code]} | {BUILTIN_DESCRIPTIONS[code][0]} | "
+                      f"{'safe' if code == 'GA002' else 'none'} |\n" for code in sorted(BUILTIN_DESCRIPTIONS))
     table = "".join(f"| [{r.code}](#{r.code.lower()}-{r.name}) | {r.name} | {r.summary()} | {_fix_kind(r)} |\n" for r in rules)
-    return HEADER + table + "\n" + "\n".join(render_rule(r) for r in rules)
+    sections = [render_builtin(code) for code in sorted(BUILTIN_DESCRIPTIONS)] + [render_rule(r) for r in rules]
+    return HEADER + builtin + table + "\n" + "\n".join(sections)

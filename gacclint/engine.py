@@ -29,10 +29,22 @@ class Located:
 
 
 class SourceError(Exception):
-    """The source cannot be checked (it does not parse); the message says why."""
+    """The source cannot be checked; the message says why."""
 
 
-def _precheck(source: bytes) -> str | None:
+class SyntaxProblem(SourceError):
+    """The source does not parse: reported as a GA001 finding at its position."""
+
+    def __init__(self, message: str, row: int, column: int) -> None:
+        super().__init__(f"syntax error at {row}:{column}: {message}")
+        self.message, self.row, self.column = message, row, column
+
+
+def syntax_problem(error: SyntaxError) -> SyntaxProblem:
+    return SyntaxProblem(error.msg or "invalid syntax", error.lineno or 1, max(error.offset or 1, 1))
+
+
+def _precheck(source: bytes) -> SyntaxProblem | None:
     """CPython's own parser first: it rejects pathological nesting in microseconds,
     where libcst's native parser can crash the process or take minutes. Returns
     CPython's complaint about an ordinary syntax error (libcst may still know a
@@ -44,18 +56,26 @@ def _precheck(source: bytes) -> str | None:
     except ValueError as error:  # "source code string cannot contain null bytes"
         raise SourceError(str(error)) from None
     except SyntaxError as error:
-        if "too many" in (error.msg or "") and "nested" in (error.msg or ""):
-            raise SourceError(f"syntax error at {error.lineno}:{error.offset}: {error.msg}") from None
-        return f"syntax error at {error.lineno}:{error.offset}: {error.msg}"
+        if too_nested(error):
+            raise SourceError(f"nested too deeply to parse ({error.msg} at line {error.lineno})") from None
+        return syntax_problem(error)
     return None
 
 
-def parse(source: bytes) -> cst.Module:
-    complaint = _precheck(source)
+def too_nested(error: SyntaxError) -> bool:
+    """CPython's parser limits, which libcst must never be handed."""
+    return "too many" in (error.msg or "") and "nested" in (error.msg or "")
+
+
+def parse(source: bytes, complaint: SyntaxProblem | None = None, prechecked: bool = False) -> cst.Module:
+    """libcst's tree of `source`. `prechecked`: the caller ran CPython's parser
+    on it already (its complaint, if any, is `complaint`)."""
+    if not prechecked:
+        complaint = _precheck(source)
     try:
         return cst.parse_module(source)
     except cst.ParserSyntaxError as error:
-        raise SourceError(complaint or f"syntax error at {error.raw_line}:{error.raw_column + 1}: {error.message}") from None
+        raise complaint or SyntaxProblem(error.message, error.raw_line, error.raw_column + 1) from None
     except (UnicodeDecodeError, LookupError) as error:
         raise SourceError(f"cannot decode: {error}") from None
     except SyntaxError as error:  # raised by the encoding detection: no usable coding declaration

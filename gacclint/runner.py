@@ -1,146 +1,189 @@
-"""Check and fix files: the part of the pipeline that touches the file system."""
+"""A whole run: discover the files, keep only those that could hold a training
+loop, answer what the cache knows, analyse the rest (in parallel when it
+pays), and return one result per file, in discovery order.
+
+This module stays light: the analysis (and libcst) is imported only when
+some file needs it, so a warm run over a big tree reads, hashes and prints.
+"""
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass, field
+import ast
+import os
+import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Callable
 
-import libcst as cst
-
-from gacclint.discover import discover, may_hold_training_loop
-from gacclint.engine import Located, SourceError, lint_source, parse
-from gacclint.fixes.apply import Dropped, fix_source
+from gacclint.cache import ResultCache, cache_folder
+from gacclint.diagnostics import MAX_ANALYSED_BYTES, Diagnostic, FileResult, Job
+from gacclint.discover import discover
+from gacclint.gate import may_hold_training_loop, owns_backward_call
 from gacclint.selection import Selection
-from gacclint.source import ReadError, WriteError, read_source, write_source
+from gacclint.source import ReadError, read_source
+
+if TYPE_CHECKING:
+    from gacclint.config import Settings, SettingsResolver
 
 # Set by `--debug`: let internal errors propagate with their traceback.
 DEBUG = False
 
-# A file that may hold a training loop is parsed and analysed only below this
-# size: the largest file of a 22-repository corpus is a third of it, and a
-# generated module of several megabytes would take minutes. A larger file is
-# reported and skipped (one without `backward(` is never parsed at all).
-MAX_ANALYSED_BYTES = 1024 * 1024
+# Below this much source to analyse, starting worker processes (each imports
+# libcst) costs more than it saves.
+PARALLEL_MIN_BYTES = 200_000
 
 
-def _describe(error: BaseException) -> str:
-    """`Type: message` in one short line, whatever the exception holds: a libcst
-    node in its arguments (a KeyError of a metadata lookup) would print as the
-    node's whole tree, and a deep one would raise RecursionError right here."""
-    parts = []
-    for argument in error.args:
-        if isinstance(argument, cst.CSTNode):
-            parts.append(f"<{type(argument).__name__} node>")
-            continue
+@dataclass(frozen=True)
+class RunOptions:
+    mode: str = "check"  # "check" | "fix" | "add-noqa"
+    unsafe: bool | None = None  # None: as the settings say
+    write: bool = True
+    diff: bool = False
+    force_exclude: bool = False
+    use_cache: bool = True
+    progress: bool = False  # a progress bar on stderr
+    jobs: int | None = None  # worker processes; None: one per core
+
+
+def analyse_source(source: bytes, selection: Selection | None = None) -> list[Diagnostic]:
+    """The findings in one Python source (rows of that source); for plugins."""
+    from gacclint.analysis import analyse_source as analyse
+
+    return analyse(source, selection or Selection())
+
+
+def run(paths: list[Path], resolver: SettingsResolver, options: RunOptions) -> list[FileResult]:
+    files = list(discover(paths, _exclusion(resolver), options.force_exclude))
+    results: dict[int, FileResult] = {}
+    pending: list[tuple[int, Job, str | None]] = []
+    cache: ResultCache | None = None
+    if options.mode == "check" and options.use_cache:
+        cache = ResultCache(cache_folder(resolver.for_path(Path.cwd()).root))
+    for index, path in enumerate(files):
         try:
-            parts.append(str(argument))
-        except Exception:  # noqa: BLE001 - RecursionError included
-            parts.append(f"<{type(argument).__name__}>")
-    text = ", ".join(parts).strip()
-    text = text.splitlines()[0] if text else ""
-    if len(text) > 200:
-        text = text[:200] + "..."
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+            source = read_source(path)
+        except ReadError as error:
+            results[index] = FileResult(path, error=str(error))
+            continue
+        if not _worth_analysing(path, source):
+            results[index] = FileResult(path)
+            continue
+        settings = resolver.for_path(path)
+        selection = settings.selection_for(path)
+        key = None
+        if cache is not None:
+            key = cache.key(path, source, selection.fingerprint())
+            known = cache.get(key)
+            if known is not None:
+                results[index] = FileResult(path, diagnostics=known)
+                continue
+        pending.append((index, _job(path, source, selection, settings.unsafe_fixes, options), key))
+    for (index, _, key), result in zip(pending, _analyse_all([job for _, job, _ in pending], options)):
+        results[index] = result
+        if cache is not None and key is not None and result.error is None:
+            cache.put(key, result.diagnostics)
+    if cache is not None:
+        cache.save()
+    return [results[index] for index in range(len(files))]
 
 
-def _read(path: Path) -> tuple[bytes, bool]:
-    """The file's bytes, and whether it is to be analysed."""
-    source = read_source(path)
-    if not may_hold_training_loop(source):
-        return source, False
-    if len(source) > MAX_ANALYSED_BYTES:
-        raise ReadError(f"{len(source) / (1024 * 1024):.1f} MB is more than the {MAX_ANALYSED_BYTES // (1024 * 1024)} MB "
-                        "gacclint analyses in one file (generated code?); skipped")
-    return source, True
+def _exclusion(resolver: SettingsResolver) -> Callable[[Path, bool], bool]:
+    """Whether a path is excluded, by the settings of the folder holding it
+    (looked up once per folder)."""
+    by_folder: dict[str, Settings] = {}
+
+    def excluded(path: Path, is_dir: bool) -> bool:
+        folder = os.path.dirname(path) or "."
+        settings = by_folder.get(folder)
+        if settings is None:
+            settings = by_folder[folder] = resolver.for_path(Path(folder))
+        return settings.is_excluded(path, is_dir)
+
+    return excluded
 
 
-@dataclass
-class FileReport:
-    path: Path
-    source: bytes = b""
-    module: cst.Module | None = None
-    findings: list[Located] = field(default_factory=list)
-    error: str | None = None
-    fixed: bytes | None = None  # set by fix when the content changed
-    applied: list[Located] = field(default_factory=list)
-    dropped: list[Dropped] = field(default_factory=list)
+def _worth_analysing(path: Path, source: bytes) -> bool:
+    if path.suffix == ".ipynb":
+        # A cell's source is a JSON string, where a line break between
+        # `backward` and `(` is spelt `\n`: only the name itself is sure.
+        return b"backward" in source
+    return may_hold_training_loop(source)
 
 
-def check_paths(paths: list[Path], selection: Selection) -> list[FileReport]:
-    return [check_file(path, selection) for path in discover(paths)]
+def _job(path: Path, source: bytes, selection: Selection, unsafe_setting: bool, options: RunOptions) -> Job:
+    unsafe = options.unsafe if options.unsafe is not None else unsafe_setting
+    return Job(path, source, selection, options.mode, unsafe, options.write, options.diff, DEBUG)
 
 
-def check_file(path: Path, selection: Selection) -> FileReport:
-    report = FileReport(path)
-    try:
-        report.source, analyse = _read(path)
-        if analyse:
-            report.module, report.findings = lint_source(report.source, selection)
-    except (ReadError, SourceError) as error:
-        report.error = str(error)
-    except RecursionError:
-        report.error = "nested too deeply to analyse"
-    except MemoryError:
-        report.error = "out of memory while analysing it; skipped"
-    except Exception as error:  # noqa: BLE001 - one file's bug must not stop the run
-        if DEBUG:
-            raise
-        report.error = f"internal error, file skipped ({_describe(error)}); rerun with --debug"
-    return report
+def _analyse_all(jobs: list[Job], options: RunOptions) -> list[FileResult]:
+    if not jobs:
+        return []
+    workers = min(options.jobs or os.cpu_count() or 1, len(jobs))
+    parallel = workers > 1 and sum(len(job.source) for job in jobs) >= PARALLEL_MIN_BYTES and not DEBUG
+    with _progress(len(jobs), options.progress) as advance:
+        if not parallel:
+            results = []
+            for job in jobs:
+                results.append(_run_job(job))
+                advance()
+            return results
+        return _in_workers(jobs, workers, advance)
 
 
-def unreproducible(source: bytes) -> str | None:
-    """Why a fix of `source` would change bytes outside its edits, or None.
+def _run_job(job: Job) -> FileResult:
+    """CPython's parser first (gate 2 of gacclint/gate.py): most files that
+    mention a backward call (in a docstring, say) end here, and never import
+    libcst."""
+    if job.path.suffix != ".ipynb" and job.mode == "check" and len(job.source) <= MAX_ANALYSED_BYTES:
+        try:
+            tree = ast.parse(job.source)
+        except (SyntaxError, ValueError, RecursionError, MemoryError):
+            pass  # the analysis reports why
+        else:
+            if not owns_backward_call(tree):
+                return FileResult(job.path)
+    from gacclint.analysis import run_job
 
-    A fix writes the whole module back from libcst's tree, and libcst loses a
-    few things CPython accepts: a form feed before the code on a line, the
-    last of lone-CR line endings. Such a file is not fixed rather than changed
-    where no fix asked for it."""
-    regenerated = parse(source).bytes
-    if regenerated == source:
-        return None
-    lines, again = _lines(source), _lines(regenerated)
-    row = next((i for i, (a, b) in enumerate(zip(lines, again)) if a != b), min(len(lines), len(again)))
-    line = lines[row] if row < len(lines) else b""
-    what = ("a form feed before code" if b"\f" in line else
-            "a final lone CR line ending" if line.endswith(b"\r") else "every byte")
-    return f"not fixed: libcst would not keep {what} on line {row + 1}, outside the fix"
-
-
-def _lines(data: bytes) -> list[bytes]:
-    return re.findall(rb"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+\Z", data)
+    return run_job(job)
 
 
-def fix_file(path: Path, selection: Selection, unsafe: bool, write: bool) -> FileReport:
-    report = FileReport(path)
-    try:
-        report.source, analyse = _read(path)
-        if not analyse:
-            return report
-        outcome = fix_source(report.source, selection, unsafe)
-        report.findings, report.applied, report.dropped = outcome.remaining, outcome.applied, outcome.dropped
-        if outcome.changed:
-            refusal = unreproducible(report.source)
-            if refusal is None and write:
-                try:
-                    write_source(path, outcome.fixed, report.source)
-                except WriteError as error:
-                    refusal = str(error)
-            if refusal is not None:
-                # Nothing was fixed: report what the file held when it was read.
-                report.error, report.applied, report.dropped = refusal, [], []
-                report.module, report.findings = lint_source(report.source, selection)
-                return report
-            report.fixed = outcome.fixed
-    except (ReadError, SourceError) as error:
-        report.error = str(error)
-    except RecursionError:
-        report.error = "nested too deeply to analyse; not changed"
-    except MemoryError:
-        report.error = "out of memory while analysing it; not changed"
-    except Exception as error:  # noqa: BLE001 - one file's bug must not stop the run
-        if DEBUG:
-            raise
-        report.error = f"internal error, file not changed ({_describe(error)}); rerun with --debug"
-    return report
+def _in_workers(jobs: list[Job], workers: int, advance: Callable[[], None]) -> list[FileResult]:
+    from concurrent.futures import ProcessPoolExecutor, as_completed  # multiprocessing: 30 ms to import
+
+    results: list[FileResult | None] = [None] * len(jobs)
+    # The largest files first, so that no worker starts one last while the others idle.
+    order = sorted(range(len(jobs)), key=lambda i: len(jobs[i].source), reverse=True)
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        futures = {pool.submit(_run_job, jobs[i]): i for i in order}
+        for future in as_completed(futures):
+            index = futures[future]
+            try:
+                results[index] = future.result()
+            except Exception as error:  # noqa: BLE001 - a worker that died (killed, out of memory)
+                results[index] = FileResult(jobs[index].path, error=f"analysis failed ({type(error).__name__}); skipped")
+            advance()
+    return [result for result in results if result is not None]
+
+
+class _progress:
+    """A transient progress bar on stderr for runs a person is watching."""
+
+    def __init__(self, total: int, enabled: bool) -> None:
+        self.total, self.enabled = total, enabled and total >= 20 and sys.stderr.isatty()
+        self._bar = None
+
+    def __enter__(self) -> Callable[[], None]:
+        if not self.enabled:
+            return lambda: None
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self._bar = Progress(TextColumn("gacclint"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                             console=Console(stderr=True), transient=True)
+        self._bar.start()
+        task = self._bar.add_task("analysing", total=self.total)
+        return lambda: self._bar.advance(task)
+
+    def __exit__(self, *exc_info) -> None:
+        if self._bar is not None:
+            self._bar.stop()

@@ -30,11 +30,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from gacclint import runner  # noqa: E402
+from gacclint.analysis import Job, run_job  # noqa: E402
 from gacclint.discover import discover  # noqa: E402
 from gacclint.fixes.apply import fix_source  # noqa: E402
-from gacclint.runner import check_file, fix_file  # noqa: E402
-from gacclint.selection import Selection  # noqa: E402
+from gacclint.source import ReadError, read_source  # noqa: E402
+from gacclint.selection import Selection, UnknownCode, parse_codes  # noqa: E402
 
 
 @dataclass
@@ -85,34 +85,32 @@ def _crash(stage: str, error: BaseException) -> str:
 
 
 def run_file(path: Path, shown: str, selection: Selection, unsafe: bool) -> FileResult:
-    """Check one file, then fix a temporary copy of it twice."""
-    debug, runner.DEBUG = runner.DEBUG, True  # internal errors propagate: they are what this script counts
-    try:
-        return _run_file(path, shown, selection, unsafe)
-    finally:
-        runner.DEBUG = debug
-
-
-def _run_file(path: Path, shown: str, selection: Selection, unsafe: bool) -> FileResult:
+    """Check one file, then fix a temporary copy of it twice. Internal errors
+    propagate (debug=True): they are what this script counts."""
     result = FileResult(shown)
     started = time.perf_counter()
     try:
-        report = check_file(path, selection)
+        source = read_source(path)
+    except ReadError as error:
+        result.unreadable = str(error)
+        return result
+    try:
+        report = run_job(Job(path, source, selection, debug=True))
     except Exception as error:  # noqa: BLE001
         result.crashes.append(_crash("check", error))
         result.seconds = time.perf_counter() - started
         return result
     if report.error:
         result.unreadable = report.error
-    result.codes.update(f.code for f in report.findings)
-    if not report.findings:
+    result.codes.update(f.code for f in report.diagnostics)
+    if not report.diagnostics:
         result.seconds = time.perf_counter() - started
         return result
     with tempfile.TemporaryDirectory(prefix="gacclint-realrepos-") as scratch:
         copy = Path(scratch, path.name)
         shutil.copyfile(path, copy)
         try:
-            fixed = fix_file(copy, selection, unsafe, write=True)
+            fixed = run_job(Job(copy, source, selection, "fix", unsafe, write=True, debug=True))
         except Exception as error:  # noqa: BLE001
             result.crashes.append(_crash("fix", error))
             result.seconds = time.perf_counter() - started
@@ -121,18 +119,16 @@ def _run_file(path: Path, shown: str, selection: Selection, unsafe: bool) -> Fil
             result.refused.append(fixed.error)
         elif fixed.error:
             result.crashes.append(f"fix: {fixed.error}")
-        result.applied = len(fixed.applied)
-        for dropped in fixed.dropped:
-            line = f"{dropped.finding.code} at {dropped.finding.row}: {dropped.reason}"
-            (result.unparseable if "does not parse" in dropped.reason else result.dropped).append(line)
-        if fixed.fixed is not None:
+        result.applied = fixed.fixed
+        for line in fixed.dropped:
+            (result.unparseable if "does not parse" in line else result.dropped).append(line)
+        if fixed.fixed:
             written = copy.read_bytes()
-            if written != fixed.fixed:
+            if written != fixed.fixed_source:
                 result.crashes.append("fix: the file on disk is not the fixed content")
             complaint = _cpython_error(written)
-            if complaint and not _cpython_error(report.source):
-                codes = ",".join(f.code for f in fixed.applied)
-                result.unparseable.append(f"fixed by {codes}, CPython rejects it: {complaint}")
+            if complaint and not _cpython_error(source):
+                result.unparseable.append(f"fixed ({fixed.fixed} fixes), CPython rejects it: {complaint}")
             try:
                 again = fix_source(written, selection, unsafe)
             except Exception as error:  # noqa: BLE001
@@ -145,9 +141,9 @@ def _run_file(path: Path, shown: str, selection: Selection, unsafe: bool) -> Fil
     return result
 
 
-def _run_file_job(job: tuple[str, str, tuple[str, ...], tuple[str, ...], bool]) -> FileResult:
-    path, shown, select, ignore, unsafe = job
-    return run_file(Path(path), shown, Selection(select, ignore), unsafe)
+def _run_file_job(job: tuple[str, str, Selection, bool]) -> FileResult:
+    path, shown, selection, unsafe = job
+    return run_file(Path(path), shown, selection, unsafe)
 
 
 def run_repo(root: Path, selection: Selection, unsafe: bool, jobs: int) -> RepoResult:
@@ -156,7 +152,7 @@ def run_repo(root: Path, selection: Selection, unsafe: bool, jobs: int) -> RepoR
     paths = list(discover([root]))
     result.files = len(paths)
     work = [(str(p), str(p.relative_to(root)) if p.is_relative_to(root) else str(p),
-             selection.select, selection.ignore, unsafe) for p in paths]
+             selection, unsafe) for p in paths]
     if jobs > 1:
         with ProcessPoolExecutor(jobs) as pool:
             files = list(pool.map(_run_file_job, work, chunksize=8))
@@ -225,9 +221,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", "-j", type=int, default=1, help="files checked in parallel (processes)")
     parser.add_argument("--verbose", "-v", action="store_true", help="also list dropped fixes and unreadable files")
     args = parser.parse_args(argv)
-    from gacclint.rules import all_rules
-
-    selection = Selection.parse(args.select, args.ignore, [rule.code for rule in all_rules()])
+    try:
+        selection = Selection.build(parse_codes(args.select) if args.select else None, parse_codes(args.ignore or ""))
+    except UnknownCode as error:
+        parser.error(str(error))
     results = []
     for repository in args.repositories:
         if not repository.is_dir():

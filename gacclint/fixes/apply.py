@@ -9,6 +9,7 @@ loop ends when nothing fixable is left (RULES.md: GA202 then GA203).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 import libcst as cst
 
@@ -34,6 +35,7 @@ class FixOutcome:
     dropped: list[Dropped] = field(default_factory=list)
     remaining: list[Located] = field(default_factory=list)
     converged: bool = True
+    module: cst.Module | None = None  # the tree of `fixed`
 
     @property
     def changed(self) -> bool:
@@ -52,10 +54,20 @@ def fixed_alone(module: cst.Module, finding: Located) -> bytes:
     return apply_edits(module, finding.fix.edits).bytes
 
 
-def fix_source(source: bytes, selection: Selection, unsafe: bool = False) -> FixOutcome:
+# Drops the findings the user suppressed (`# noqa`) in a module's current text.
+FindingsFilter = Callable[[cst.Module, "list[Located]"], "list[Located]"]
+
+
+def fix_source(source: bytes, selection: Selection, unsafe: bool = False, *,
+               module: cst.Module | None = None, keep: FindingsFilter | None = None) -> FixOutcome:
+    """`module`: the tree of `source`, when the caller parsed it already."""
+    def lint(tree: cst.Module) -> list[Located]:
+        found = lint_module(tree, selection)
+        return keep(tree, found) if keep is not None and found else found
+
     outcome = FixOutcome(source, source)
-    module = parse(source)
-    findings = lint_module(module, selection)
+    module = module if module is not None else parse(source)
+    findings = lint(module)
     refused: set[tuple[str, str]] = set()
     for _ in range(MAX_PASSES):
         candidates = [f for f in findings if allowed(f, unsafe) and (f.code, f.message) not in refused]
@@ -69,7 +81,7 @@ def fix_source(source: bytes, selection: Selection, unsafe: bool = False) -> Fix
             refused.add((candidate.code, candidate.message))
             outcome.dropped.append(Dropped(candidate, f"the fixed code does not parse ({error})"))
             continue
-        new_findings = lint_module(new_module, selection)
+        new_findings = lint(new_module)
         before = sum(1 for f in findings if f.code == candidate.code)
         after = sum(1 for f in new_findings if f.code == candidate.code)
         if after >= before:
@@ -80,5 +92,5 @@ def fix_source(source: bytes, selection: Selection, unsafe: bool = False) -> Fix
         module, findings, outcome.fixed = new_module, new_findings, new_source
     else:
         outcome.converged = False
-    outcome.remaining = findings
+    outcome.remaining, outcome.module = findings, module
     return outcome

@@ -10,13 +10,13 @@ from typing import TYPE_CHECKING, ClassVar, Iterator
 
 import libcst as cst
 
+from gacclint.diagnostics import DOC_URL
 from gacclint.fixes.edits import Edit
 
 if TYPE_CHECKING:
     from gacclint.loops.find import ModuleModel
     from gacclint.loops.model import TrainingLoop
 
-DOC_URL = "https://github.com/gacclint/gacclint/blob/main/docs/rules.md#{anchor}"
 REQUIRED_HEADINGS = ("## What it does", "## Why is this bad?", "## Example", "## Use instead", "## Fix safety")
 
 

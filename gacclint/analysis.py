@@ -1,0 +1,415 @@
+"""One file, start to finish: gates, parse, loop model, rules, `# noqa`, fixes,
+and the plain-data result (gacclint/diagnostics.py).
+
+This is the part that imports libcst; the runner calls it only for files that
+pass the textual gate, in worker processes when there are several. A
+notebook is analysed as the program of its code cells (gacclint/notebook.py)
+and its findings are moved back to cells at the end.
+"""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+import difflib
+import io
+import os
+import re
+import sys
+import threading
+import tokenize
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator, TypeVar
+
+import libcst as cst
+
+from gacclint.diagnostics import MAX_ANALYSED_BYTES, CODES, SYNTAX_ERROR, UNUSED_NOQA, Diagnostic, Edit, FileResult, FixInfo, Job
+from gacclint.engine import Located, SourceError, SyntaxProblem, lint_module, parse, syntax_problem, too_nested
+from gacclint.fixes.apply import fix_source, fixed_alone
+from gacclint.gate import may_hold_training_loop, owns_backward_call
+from gacclint.noqa import add_noqa, suppress
+from gacclint.selection import Selection
+from gacclint.source import ReadError, WriteError, write_source
+
+
+_LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+\Z")
+_LINE_BYTES = re.compile(rb"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+\Z")
+
+
+def split_lines(text: str) -> list[str]:
+    """Lines with their endings, split where Python splits them: never at the
+    form feeds and other separators `str.splitlines` also breaks at."""
+    return _LINE.findall(text)
+
+
+# -- deep recursion ---------------------------------------------------------------
+# libcst's tree and the loop model recurse once per nesting level; CPython's own
+# parser accepts up to 200 nested brackets, which overflows Python's default
+# limit of 1,000 frames. The analysis runs on a thread with a large stack and a
+# higher limit, so such files are analysed rather than reported as too deep.
+_STACK_BYTES = 512 * 1024 * 1024
+_RECURSION_LIMIT = 30_000
+_deep_thread: ThreadPoolExecutor | None = None
+T = TypeVar("T")
+
+
+def _forget_deep_thread() -> None:
+    """A forked worker inherits the executor but not its thread: submitting
+    to it would wait forever."""
+    global _deep_thread
+    _deep_thread = None
+
+
+os.register_at_fork(after_in_child=_forget_deep_thread)
+
+
+def _on_deep_stack(function: Callable[..., T], *args) -> T:
+    global _deep_thread
+    if _deep_thread is None:
+        previous = threading.stack_size(_STACK_BYTES)
+        try:
+            _deep_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gacclint-analysis")
+            _deep_thread.submit(lambda: None).result()  # the thread starts now, with that stack
+        finally:
+            threading.stack_size(previous)
+    return _deep_thread.submit(function, *args).result()
+
+
+@contextlib.contextmanager
+def _deep_recursion() -> Iterator[None]:
+    """The limit is process-wide; the main thread waits meanwhile, so only the
+    big-stack thread runs under it. CPython's own parser runs before, under the
+    usual limit: its RecursionError is what keeps pathological nesting (a
+    20,000-term sum) away from libcst, which would take minutes on it."""
+    previous = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(previous, _RECURSION_LIMIT))
+    try:
+        yield
+    finally:
+        sys.setrecursionlimit(previous)
+
+
+# -- the program of a file -----------------------------------------------------------
+
+
+class _CellSyntaxError(Exception):
+    """A notebook cell that does not parse on its own: a GA001 finding in that cell."""
+
+    def __init__(self, diagnostic: Diagnostic) -> None:
+        super().__init__(diagnostic.message)
+        self.diagnostic = diagnostic
+
+
+class _Program:
+    """What is analysed: a .py file's bytes, or a notebook's code cells as one program."""
+
+    def __init__(self, path: Path, data: bytes) -> None:
+        self.data = data
+        self.notebook = None
+        if path.suffix == ".ipynb":
+            from gacclint.notebook import NotebookError, NotebookSyntaxError, read_notebook
+
+            try:
+                self.notebook = read_notebook(data)
+            except NotebookSyntaxError as error:
+                raise _CellSyntaxError(Diagnostic(
+                    SYNTAX_ERROR, CODES[SYNTAX_ERROR], f"SyntaxError: {error.message}", error.row, error.column,
+                    error.row, error.column, cell=error.cell)) from None
+            except NotebookError as error:
+                raise ReadError(str(error)) from None
+            self.source = self.notebook.program
+        else:
+            self.source = data
+
+    def file_bytes(self, program: bytes) -> bytes:
+        """The file's new bytes for a changed program (a notebook changes only its changed cells)."""
+        if self.notebook is None:
+            return program
+        from gacclint.notebook import NotebookError
+
+        try:
+            return self.notebook.with_program(program)
+        except NotebookError as error:
+            raise WriteError(f"{error}; not written") from None
+
+    def place(self, diagnostic: Diagnostic, lines: list[str]) -> Diagnostic:
+        """Program rows -> the file's rows (a notebook's: cell and row in it)."""
+        if self.notebook is None:
+            return _with(diagnostic, source_line=_line_text(lines, diagnostic.row))
+        cell, row = self.notebook.locate(diagnostic.row)
+        end_cell, end_row = self.notebook.locate(diagnostic.end_row)
+        end_column = diagnostic.end_column
+        if end_cell != cell:  # the span ends in a later cell: stop it at the end of this line
+            end_row, end_column = row, len(self.notebook.cell_line(diagnostic.row)) + 1
+        fix = diagnostic.fix
+        if fix is not None:
+            edits = []
+            for edit in fix.edits:
+                (start_cell, start), (stop_cell, stop) = self._edit_rows(edit)
+                if start_cell != cell or stop_cell != cell:
+                    edits = []  # an edit across cells has no place in one cell's text
+                    break
+                edits.append(Edit(edit.content, start, edit.column, stop, edit.end_column))
+            fix = FixInfo(fix.applicability, fix.message, tuple(edits))
+        return _with(diagnostic, cell=cell, row=row, end_row=end_row, end_column=end_column, fix=fix,
+                     source_line=self.notebook.cell_line(diagnostic.row))
+
+    def _edit_rows(self, edit: Edit) -> tuple[tuple[int, int], tuple[int, int]]:
+        assert self.notebook is not None
+        start = self.notebook.locate(edit.row)
+        if edit.end_row == edit.row:  # an insertion before this row
+            return start, start
+        # An end at column 1 of a row means "up to the end of the row above".
+        last = self.notebook.locate(edit.end_row - 1)
+        return start, (last[0], last[1] + 1)
+
+
+def _with(diagnostic: Diagnostic, **changes) -> Diagnostic:
+    from dataclasses import replace
+
+    return replace(diagnostic, **changes)
+
+
+def _line_text(lines: list[str], row: int) -> str:
+    return lines[row - 1].rstrip("\r\n") if 0 < row <= len(lines) else ""
+
+
+def _decode(source: bytes) -> str:
+    try:
+        encoding, _ = tokenize.detect_encoding(io.BytesIO(source).readline)
+    except SyntaxError:
+        encoding = "utf-8"
+    return source.decode(encoding, errors="replace")
+
+
+# -- analysis -------------------------------------------------------------------------
+
+
+@dataclass
+class _Analysed:
+    module: cst.Module | None
+    findings: list[Located]
+    syntax: SyntaxProblem | None = None
+
+
+def _analyse(source: bytes, selection: Selection) -> _Analysed:
+    """The loop model's findings in `source`, or why it does not parse."""
+    if not may_hold_training_loop(source):
+        return _Analysed(None, [])
+    if len(source) > MAX_ANALYSED_BYTES:
+        raise SourceError(f"{len(source) / (1024 * 1024):.1f} MB is more than the "
+                          f"{MAX_ANALYSED_BYTES // (1024 * 1024)} MB gacclint analyses in one file "
+                          "(generated code?); skipped")
+    complaint = None
+    try:
+        tree = ast.parse(source)
+    except (RecursionError, MemoryError):
+        raise SourceError("nested too deeply to parse") from None
+    except ValueError as error:  # "source code string cannot contain null bytes"
+        raise SourceError(str(error)) from None
+    except SyntaxError as error:
+        if too_nested(error):
+            raise SourceError(f"nested too deeply to parse ({error.msg} at line {error.lineno})") from None
+        complaint = syntax_problem(error)  # libcst may still know a newer grammar
+    else:
+        if not owns_backward_call(tree):
+            return _Analysed(None, [])
+    with _deep_recursion():
+        try:
+            module = parse(source, complaint, prechecked=True)
+        except SyntaxProblem as problem:
+            return _Analysed(None, [], problem)
+        return _Analysed(module, lint_module(module, selection))
+
+
+def _unsuppressed(module: cst.Module, findings: list[Located]) -> list[Located]:
+    """The findings no `# noqa` suppresses: a fix must leave those alone."""
+    text = module.code
+    kept = suppress([_plain(f) for f in findings], text, report_unused=False)
+    left = {(d.code, d.row, d.column) for d in kept}
+    return [f for f in findings if (f.code, f.row, f.column) in left]
+
+
+def _plain(finding: Located, fix: FixInfo | None = None) -> Diagnostic:
+    return Diagnostic(finding.code, CODES.get(finding.code, ""), finding.message, finding.row, finding.column,
+                      finding.end_row, finding.end_column, fix)
+
+
+def _fix_edits(module: cst.Module, finding: Located, lines: list[str]) -> tuple[Edit, ...]:
+    """The fix as whole-line edits of the original text (Ruff's JSON shape)."""
+    after = split_lines(fixed_alone(module, finding).decode(module.encoding))
+    edits = []
+    matcher = difflib.SequenceMatcher(a=lines, b=after, autojunk=False)
+    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+        if tag != "equal":
+            edits.append(Edit("".join(after[j1:j2]), i1 + 1, 1, i2 + 1, 1))
+    return tuple(edits)
+
+
+def _diagnostics(analysed: _Analysed, text: str, selection: Selection) -> list[Diagnostic]:
+    """Plain findings in program rows, `# noqa` applied."""
+    if analysed.syntax is not None:
+        problem = analysed.syntax
+        return [Diagnostic(SYNTAX_ERROR, CODES[SYNTAX_ERROR], f"SyntaxError: {problem.message}",
+                           problem.row, problem.column, problem.row, problem.column)]
+    report_unused = selection.selects(UNUSED_NOQA)
+    if analysed.module is None or not analysed.findings:
+        return suppress([], text, report_unused, selection=selection)
+    lines = split_lines(text)
+    found = []
+    for finding in analysed.findings:
+        fix = None
+        if finding.fix is not None:
+            fix = FixInfo(finding.fix.applicability.value, finding.fix.message,
+                          _fix_edits(analysed.module, finding, lines))
+        found.append(_plain(finding, fix))
+    return suppress(found, text, report_unused, selection=selection)
+
+
+def analyse_source(source: bytes, selection: Selection) -> list[Diagnostic]:
+    """The findings in one Python source, in its rows (the flake8 plugin's entry)."""
+    text = _decode(source)
+    lines = split_lines(text)
+    def analyse() -> list[Diagnostic]:
+        analysed = _analyse(source, selection)
+        with _deep_recursion():
+            return _diagnostics(analysed, text, selection)
+
+    diagnostics = _on_deep_stack(analyse)
+    return [_with(d, source_line=_line_text(lines, d.row)) for d in diagnostics]
+
+
+# -- one file -------------------------------------------------------------------------
+
+
+def run_job(job: Job) -> FileResult:
+    """Never raises (but under --debug): whatever goes wrong becomes `error`."""
+    result = FileResult(job.path)
+    unchanged = "; not changed" if job.mode != "check" else ""
+    try:
+        program = _Program(job.path, job.source)
+        _on_deep_stack(_fix if job.mode == "fix" else _check, job, program, result)
+    except _CellSyntaxError as error:
+        result.diagnostics = [error.diagnostic]
+    except (ReadError, SourceError) as error:
+        result.error = str(error)
+    except RecursionError:
+        result.error = "nested too deeply to analyse" + unchanged
+    except MemoryError:
+        result.error = "out of memory while analysing it" + (unchanged or "; skipped")
+    except Exception as error:  # noqa: BLE001 - one file's bug must not stop the run
+        if job.debug:
+            raise
+        what = "not changed" if unchanged else "skipped"
+        result.error = f"internal error, file {what} ({describe(error)}); rerun with --debug"
+    return result
+
+
+def _check(job: Job, program: _Program, result: FileResult) -> None:
+    text = _decode(program.source)
+    analysed = _analyse(program.source, job.selection)
+    with _deep_recursion():
+        _report(job, program, result, text, analysed)
+
+
+def _report(job: Job, program: _Program, result: FileResult, text: str, analysed: _Analysed) -> None:
+    diagnostics = _diagnostics(analysed, text, job.selection)
+    if job.mode == "add-noqa" and diagnostics:
+        wanted = [d for d in diagnostics if d.code not in (SYNTAX_ERROR, UNUSED_NOQA)]
+        new_text, result.noqa_added = add_noqa(text, wanted)
+        if result.noqa_added:
+            new_source = new_text.encode(_encoding_of(program.source))
+            if job.write:
+                write_source(job.path, program.file_bytes(new_source), job.source)
+            diagnostics = [d for d in diagnostics if d not in wanted]
+    lines = split_lines(text)
+    result.diagnostics = [program.place(d, lines) for d in diagnostics]
+
+
+def _encoding_of(source: bytes) -> str:
+    try:
+        return tokenize.detect_encoding(io.BytesIO(source).readline)[0]
+    except SyntaxError:
+        return "utf-8"
+
+
+def _fix(job: Job, program: _Program, result: FileResult) -> None:
+    analysed = _analyse(program.source, job.selection)
+    with _deep_recursion():
+        _fix_analysed(job, program, result, analysed)
+
+
+def _fix_analysed(job: Job, program: _Program, result: FileResult, analysed: _Analysed) -> None:
+    if analysed.module is None or not analysed.findings:
+        result.diagnostics = [program.place(d, split_lines(_decode(program.source)))
+                              for d in _diagnostics(analysed, _decode(program.source), job.selection)]
+        return
+    outcome = fix_source(program.source, job.selection, job.unsafe, module=analysed.module, keep=_unsuppressed)
+    result.dropped = [f"{dropped.finding.row}: fix for {dropped.finding.code} dropped: {dropped.reason}"
+                      for dropped in outcome.dropped]
+    final = _Analysed(outcome.module, outcome.remaining)
+    if outcome.changed:
+        refusal = unreproducible(program.source)
+        new_bytes = None
+        if refusal is None:
+            try:
+                new_bytes = program.file_bytes(outcome.fixed)
+                if job.write:
+                    write_source(job.path, new_bytes, job.source)
+            except WriteError as error:
+                refusal = str(error)
+        if refusal is not None:
+            # Nothing was fixed: report what the file held when it was read.
+            result.error, result.dropped = refusal, []
+            final = _Analysed(analysed.module, _unsuppressed(analysed.module, analysed.findings))
+        else:
+            result.fixed, result.fixed_source = len(outcome.applied), outcome.fixed
+            if job.diff:
+                result.diff = _unified_diff(job.path, program.source, outcome.fixed)
+    text = _decode(outcome.fixed if result.fixed else program.source)
+    result.diagnostics = [program.place(d, split_lines(text)) for d in _diagnostics(final, text, job.selection)]
+
+
+def _unified_diff(path: Path, before: bytes, after: bytes) -> str:
+    old, new = split_lines(_decode(before)), split_lines(_decode(after))
+    return "".join(difflib.unified_diff(old, new, f"a/{path}", f"b/{path}"))
+
+
+def unreproducible(source: bytes) -> str | None:
+    """Why a fix of `source` would change bytes outside its edits, or None.
+
+    A fix writes the whole module back from libcst's tree, and libcst loses a
+    few things CPython accepts: a form feed before the code on a line, the
+    last of lone-CR line endings. Such a file is not fixed rather than changed
+    where no fix asked for it."""
+    regenerated = parse(source).bytes
+    if regenerated == source:
+        return None
+    lines, again = _LINE_BYTES.findall(source), _LINE_BYTES.findall(regenerated)
+    row = next((i for i, (a, b) in enumerate(zip(lines, again)) if a != b), min(len(lines), len(again)))
+    line = lines[row] if row < len(lines) else b""
+    what = ("a form feed before code" if b"\f" in line else
+            "a final lone CR line ending" if line.endswith(b"\r") else "every byte")
+    return f"not fixed: libcst would not keep {what} on line {row + 1}, outside the fix"
+
+
+def describe(error: BaseException) -> str:
+    """`Type: message` in one short line, whatever the exception holds: a libcst
+    node in its arguments (a KeyError of a metadata lookup) would print as the
+    node's whole tree, and a deep one would raise RecursionError right here."""
+    parts = []
+    for argument in error.args:
+        if isinstance(argument, cst.CSTNode):
+            parts.append(f"<{type(argument).__name__} node>")
+            continue
+        try:
+            parts.append(str(argument))
+        except Exception:  # noqa: BLE001 - RecursionError included
+            parts.append(f"<{type(argument).__name__}>")
+    text = ", ".join(parts).strip()
+    text = text.splitlines()[0] if text else ""
+    if len(text) > 200:
+        text = text[:200] + "..."
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
