@@ -205,6 +205,15 @@ class Settings:
         absolute = os.path.normpath(os.path.join(self.cwd, path))
         return self._is_excluded(absolute, os.path.isdir(absolute) if is_dir is None else is_dir)
 
+    def excluded_in_walk(self, path: str, is_dir: bool) -> bool:
+        """`is_excluded` for a walk, which never enters an excluded folder:
+        only the path's own name and patterns are left to decide."""
+        return self._verdict(path, is_dir)
+
+    def _verdict(self, path: str, is_dir: bool) -> bool:
+        verdicts = [group.verdict(path, is_dir) for group in self.excludes]
+        return next((verdict for verdict in reversed(verdicts) if verdict is not None), False)
+
     def _is_excluded(self, path: str, is_dir: bool) -> bool:
         root = os.fspath(self.root)
         if path == root:  # what the patterns are relative to; a root named `build` is still checked
@@ -217,8 +226,7 @@ class Settings:
                 and self._is_excluded(parent, True):
             excluded = True
         else:
-            verdicts = [group.verdict(path, is_dir) for group in self.excludes]
-            excluded = next((verdict for verdict in reversed(verdicts) if verdict is not None), False)
+            excluded = self._verdict(path, is_dir)
         self._excluded[(path, is_dir)] = excluded
         return excluded
 
@@ -249,7 +257,7 @@ class SettingsResolver:
         self._cli_per_file_ignores = tuple(
             _per_file_ignore(self._cwd, pattern, _cli_codes(codes), "--per-file-ignores")
             for pattern, codes in overrides.per_file_ignores)
-        self._by_folder: dict[Path, Settings] = {}
+        self._by_folder: dict[str, Settings] = {}
         self._fixed: Settings | None = None
         if config is not None:
             config_path = _absolute(config, self._cwd)
@@ -262,19 +270,27 @@ class SettingsResolver:
         a bad pyproject.toml on the way up."""
         if self._fixed is not None:
             return self._fixed
-        absolute = _absolute(path, self._cwd)
-        folder = absolute if absolute.is_dir() else absolute.parent
-        passed: list[Path] = []
+        absolute = os.path.normpath(os.path.join(self._cwd, path))
+        return self.for_folder(absolute if os.path.isdir(absolute) else os.path.dirname(absolute))
+
+    def for_folder(self, folder: str) -> Settings:
+        """The Settings of the files in `folder` (absolute and normalised:
+        strings, as this runs for every folder of a walk)."""
+        if self._fixed is not None:
+            return self._fixed
+        passed: list[str] = []
         while folder not in self._by_folder:
             passed.append(folder)
-            candidate = folder / "pyproject.toml"
-            options = _read_options(candidate, self._cwd, table_required=True) if _is_file(candidate) else None
+            candidate = os.path.join(folder, "pyproject.toml")
+            options = (_read_options(Path(candidate), self._cwd, table_required=True)
+                       if _is_file(candidate) else None)
+            parent = os.path.dirname(folder)
             if options is not None:
                 self._by_folder[folder] = self._settings(options)
-            elif folder.parent == folder:
+            elif parent == folder:
                 self._by_folder[folder] = self._settings(_Options())
             else:
-                folder = folder.parent
+                folder = parent
         settings = self._by_folder[folder]
         for visited in passed:
             self._by_folder[visited] = settings
@@ -391,9 +407,9 @@ def _type_name(value: Any) -> str:
         type(value), type(value).__name__)
 
 
-def _is_file(path: Path) -> bool:
+def _is_file(path: str) -> bool:
     try:
-        return path.is_file()
+        return os.path.isfile(path)
     except OSError:  # a folder on the way up that we may not look into holds no config of ours
         return False
 

@@ -33,9 +33,13 @@ DEFAULT_EXCLUDES = frozenset({
 
 # A path's settings say whether it is excluded (gacclint/config.py): (path, is_dir) -> bool.
 Excluded = Callable[[Path, bool], bool]
+# The same inside a walk, which never enters an excluded folder, so only the
+# entry's own name is left to judge: (absolute folder, absolute path, is_dir).
+# Strings: it runs for every entry of a tree.
+WalkExcluded = Callable[[str, str, bool], bool]
 
-# (folder of the .gitignore, its patterns), shallowest first
-_Ignores = tuple[tuple[Path, pathspec.GitIgnoreSpec], ...]
+# (absolute folder of the .gitignore, its patterns), shallowest first
+_Ignores = tuple[tuple[str, pathspec.GitIgnoreSpec], ...]
 
 
 def default_excluded(path: Path, is_dir: bool = True) -> bool:
@@ -43,8 +47,10 @@ def default_excluded(path: Path, is_dir: bool = True) -> bool:
 
 
 def discover(paths: list[Path], excluded: Excluded = default_excluded, force_exclude: bool = False,
-             respect_gitignore: bool = True) -> Iterator[Path]:
+             respect_gitignore: bool = True, walk_excluded: WalkExcluded | None = None) -> Iterator[Path]:
     """Files named explicitly are yielded (unless force-excluded); folders are walked."""
+    if walk_excluded is None:
+        walk_excluded = lambda folder, path, is_dir: excluded(Path(path), is_dir)  # noqa: E731
     seen: set[str] = set()
     identity = _Identity()
     for path in paths:
@@ -52,7 +58,7 @@ def discover(paths: list[Path], excluded: Excluded = default_excluded, force_exc
             if force_exclude and excluded(path, True):
                 continue
             ignores = _ignores_above(path) if respect_gitignore else ()
-            candidates = _walk(path, excluded, ignores, respect_gitignore)
+            candidates = _walk(path, walk_excluded, ignores, respect_gitignore)
         elif force_exclude and (excluded(path, False) or _in_excluded_folder(path, excluded)):
             continue
         else:
@@ -110,32 +116,32 @@ def _ignores_above(root: Path) -> _Ignores:
     for parent in folder.parents:
         spec = _read_gitignore(parent)
         if spec is not None:
-            chain.append((parent, spec))
+            chain.append((os.fspath(parent), spec))
         if (parent / ".git").exists():
             return tuple(reversed(chain))
     return ()  # not in a git work tree: folders above the root do not count
 
 
-def _ignored(path: Path, is_dir: bool, ignores: _Ignores) -> bool:
+def _ignored(absolute: str, is_dir: bool, ignores: _Ignores) -> bool:
     """git's verdict: the deepest .gitignore with a matching pattern decides."""
-    absolute = Path(os.path.abspath(path))
     for base, spec in reversed(ignores):
-        relative = absolute.relative_to(base).as_posix() + ("/" if is_dir else "")
+        relative = absolute[len(base):].lstrip(os.sep).replace(os.sep, "/") + ("/" if is_dir else "")
         verdict = spec.check_file(relative).include
         if verdict is not None:
             return verdict
     return False
 
 
-def _walk(root: Path, excluded: Excluded, ignores: _Ignores, respect_gitignore: bool) -> Iterator[Path]:
+def _walk(root: Path, excluded: WalkExcluded, ignores: _Ignores, respect_gitignore: bool) -> Iterator[Path]:
     """Depth first, in sorted order: a folder's files, then its subfolders."""
     stack = [(root, ignores)]
     while stack:
         directory, inherited = stack.pop()
+        absolute_directory = os.path.abspath(directory)
         if respect_gitignore:
             own = _read_gitignore(directory)
             if own is not None:
-                inherited = inherited + ((Path(os.path.abspath(directory)), own),)
+                inherited = inherited + ((absolute_directory, own),)
         try:
             with os.scandir(directory) as listing:
                 entries = sorted(listing, key=lambda entry: entry.name)
@@ -149,16 +155,18 @@ def _walk(root: Path, excluded: Excluded, ignores: _Ignores, respect_gitignore: 
                 is_dir = entry.is_dir(follow_symlinks=False)
             except OSError:
                 is_link = is_dir = False
-            path = Path(entry.path)
+            absolute = os.path.join(absolute_directory, entry.name)
             if is_dir:
-                if not excluded(path, True) and not (inherited and _ignored(path, True, inherited)):
-                    subdirectories.append((path, inherited))
+                if not excluded(absolute_directory, absolute, True) and not (
+                        inherited and _ignored(absolute, True, inherited)):
+                    subdirectories.append((Path(entry.path), inherited))
             elif entry.name.endswith(SOURCE_SUFFIXES):
                 if is_link and _points_to_folder(entry):
                     continue  # a link to a folder is not walked, whatever its name
-                if excluded(path, False) or (inherited and _ignored(path, False, inherited)):
+                if excluded(absolute_directory, absolute, False) or (
+                        inherited and _ignored(absolute, False, inherited)):
                     continue
-                yield path
+                yield Path(entry.path)
         stack.extend(reversed(subdirectories))
 
 

@@ -23,7 +23,7 @@ from gacclint.selection import Selection
 from gacclint.source import ReadError, read_source
 
 if TYPE_CHECKING:
-    from gacclint.config import Settings, SettingsResolver
+    from gacclint.config import SettingsResolver
 
 # Set by `--debug`: let internal errors propagate with their traceback.
 DEBUG = False
@@ -53,7 +53,8 @@ def analyse_source(source: bytes, selection: Selection | None = None) -> list[Di
 
 
 def run(paths: list[Path], resolver: SettingsResolver, options: RunOptions) -> list[FileResult]:
-    files = list(discover(paths, _exclusion(resolver), options.force_exclude))
+    files = list(discover(paths, lambda path, is_dir: resolver.for_path(path).is_excluded(path, is_dir),
+                          options.force_exclude, walk_excluded=_walk_exclusion(resolver)))
     results: dict[int, FileResult] = {}
     pending: list[tuple[int, Job, str | None]] = []
     cache: ResultCache | None = None
@@ -87,17 +88,10 @@ def run(paths: list[Path], resolver: SettingsResolver, options: RunOptions) -> l
     return [results[index] for index in range(len(files))]
 
 
-def _exclusion(resolver: SettingsResolver) -> Callable[[Path, bool], bool]:
-    """Whether a path is excluded, by the settings of the folder holding it
-    (looked up once per folder)."""
-    by_folder: dict[str, Settings] = {}
-
-    def excluded(path: Path, is_dir: bool) -> bool:
-        folder = os.path.dirname(path) or "."
-        settings = by_folder.get(folder)
-        if settings is None:
-            settings = by_folder[folder] = resolver.for_path(Path(folder))
-        return settings.is_excluded(path, is_dir)
+def _walk_exclusion(resolver: SettingsResolver) -> Callable[[str, str, bool], bool]:
+    """Whether a walked entry is excluded, by the settings of its folder."""
+    def excluded(folder: str, path: str, is_dir: bool) -> bool:
+        return resolver.for_folder(folder).excluded_in_walk(path, is_dir)
 
     return excluded
 

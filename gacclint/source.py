@@ -45,37 +45,49 @@ def _reason(error: OSError) -> str:
 
 
 def read_source(path: Path) -> bytes:
+    """One open, one fstat, one read: this runs for every file of a tree."""
     try:
-        info = path.stat()
+        descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
-        if path.is_symlink():
+        if os.path.islink(path):
             raise ReadError(f"broken symbolic link (to {os.readlink(path)})") from None
         raise ReadError("no such file or directory") from None
+    except IsADirectoryError:
+        raise ReadError(_folder_problem(path)) from None
     except OSError as error:
         raise ReadError(_reason(error)) from None
-    if stat.S_ISDIR(info.st_mode):
-        # Discovery yields a folder it could not list, so that it is reported.
-        try:
-            with os.scandir(path):
-                pass
-        except OSError as error:
-            raise ReadError(f"cannot read folder: {_reason(error)}") from None
-        raise ReadError("is a folder, not a file")
-    if not stat.S_ISREG(info.st_mode):
-        # A FIFO or a device named *.py would block the read or never end.
-        raise ReadError("not a regular file")
-    if info.st_size > MAX_BYTES:
-        raise ReadError(f"file is larger than {MAX_BYTES // (1024 * 1024)} MB; not read")
     try:
-        data = path.read_bytes()
+        info = os.fstat(descriptor)
+        if stat.S_ISDIR(info.st_mode):
+            raise ReadError(_folder_problem(path))
+        if not stat.S_ISREG(info.st_mode):
+            # A FIFO or a device named *.py would block the read or never end
+            # (it was opened non-blocking, so the open itself did not).
+            raise ReadError("not a regular file")
+        if info.st_size > MAX_BYTES:
+            raise ReadError(f"file is larger than {MAX_BYTES // (1024 * 1024)} MB; not read")
+        with os.fdopen(descriptor, "rb", closefd=False) as stream:
+            data = stream.read()
     except OSError as error:
         raise ReadError(_reason(error)) from None
+    finally:
+        os.close(descriptor)
     if b"\0" in data:
         for bom, name in _WIDE_BOMS:
             if data.startswith(bom):
                 raise ReadError(f"{name} encoded: Python source must be UTF-8 or declare an ASCII-compatible encoding")
         raise ReadError("binary content (NUL bytes)")
     return data
+
+
+def _folder_problem(path: Path) -> str:
+    """Discovery yields a folder it could not list, so that it is reported."""
+    try:
+        with os.scandir(path):
+            pass
+    except OSError as error:
+        return f"cannot read folder: {_reason(error)}"
+    return "is a folder, not a file"
 
 
 def write_source(path: Path, data: bytes, expected: bytes) -> None:

@@ -56,14 +56,14 @@ def deny(monkeypatch: pytest.MonkeyPatch, path: Path) -> None:
 
         monkeypatch.setattr(os, "scandir", scandir)
     else:
-        real_read_bytes = Path.read_bytes
+        real_open = os.open
 
-        def read_bytes(self: Path) -> bytes:
-            if os.path.abspath(self) == denied:
-                raise PermissionError(errno.EACCES, "Permission denied", str(self))
-            return real_read_bytes(self)
+        def open_(target, *args, **kwargs):
+            if os.path.abspath(target) == denied:
+                raise PermissionError(errno.EACCES, "Permission denied", str(target))
+            return real_open(target, *args, **kwargs)
 
-        monkeypatch.setattr(Path, "read_bytes", read_bytes)
+        monkeypatch.setattr(os, "open", open_)
 
 
 @pytest.fixture
