@@ -29,7 +29,7 @@ from gacclint.diagnostics import MAX_ANALYSED_BYTES, CODES, SYNTAX_ERROR, UNUSED
 from gacclint.engine import Located, SourceError, SyntaxProblem, lint_module, parse, syntax_problem, too_nested
 from gacclint.fixes.apply import fix_source, fixed_alone
 from gacclint.gate import may_hold_training_loop, owns_backward_call
-from gacclint.noqa import add_noqa, suppress
+from gacclint.noqa import add_noqa, noqa_row_map, suppress
 from gacclint.selection import Selection
 from gacclint.source import ReadError, WriteError, write_source
 
@@ -153,8 +153,28 @@ class _Program:
                     break
                 edits.append(Edit(edit.content, start, edit.column, stop, edit.end_column))
             fix = FixInfo(fix.applicability, fix.message, tuple(edits))
+        noqa_row = None
+        if diagnostic.noqa_row is not None:
+            noqa_cell, noqa_row = self.notebook.locate(diagnostic.noqa_row)
+            noqa_row = noqa_row if noqa_cell == cell else None
         return _with(diagnostic, cell=cell, row=row, end_row=end_row, end_column=end_column, fix=fix,
-                     source_line=self.notebook.cell_line(diagnostic.row))
+                     source_line=self.notebook.cell_line(diagnostic.row), noqa_row=noqa_row)
+
+    def diff(self, path: Path, fixed_program: bytes, new_bytes: bytes | None) -> str:
+        """The unified diff of a fix: of the file, or of each changed cell of a
+        notebook (`path:cell N`, rows of the cell), as Ruff shows them; never
+        of the program with its separator and placeholder lines."""
+        if self.notebook is None or new_bytes is None:
+            return _unified_diff(path, self.source, fixed_program)
+        from gacclint.notebook import NotebookError, read_notebook
+
+        try:
+            after = read_notebook(new_bytes).cell_sources()
+        except NotebookError:
+            return _unified_diff(path, self.source, fixed_program)
+        before = self.notebook.cell_sources()
+        return "".join(_text_diff(f"{path}:cell {number}", old, new)
+                       for number, (old, new) in enumerate(zip(before, after), start=1) if old != new)
 
     def _edit_rows(self, edit: Edit) -> tuple[tuple[int, int], tuple[int, int]]:
         assert self.notebook is not None
@@ -265,7 +285,9 @@ def _diagnostics(analysed: _Analysed, text: str, selection: Selection) -> list[D
             fix = FixInfo(finding.fix.applicability.value, finding.fix.message,
                           _fix_edits(analysed.module, finding, lines))
         found.append(_plain(finding, fix))
-    return suppress(found, text, report_unused, selection=selection)
+    kept = suppress(found, text, report_unused, selection=selection)
+    moved = noqa_row_map(text) if kept else {}
+    return [_with(d, noqa_row=moved[d.row]) if d.row in moved else d for d in kept]
 
 
 def analyse_source(source: bytes, selection: Selection) -> list[Diagnostic]:
@@ -367,14 +389,21 @@ def _fix_analysed(job: Job, program: _Program, result: FileResult, analysed: _An
         else:
             result.fixed, result.fixed_source = len(outcome.applied), outcome.fixed
             if job.diff:
-                result.diff = _unified_diff(job.path, program.source, outcome.fixed)
+                result.diff = program.diff(job.path, outcome.fixed, new_bytes)
     text = _decode(outcome.fixed if result.fixed else program.source)
     result.diagnostics = [program.place(d, split_lines(text)) for d in _diagnostics(final, text, job.selection)]
 
 
 def _unified_diff(path: Path, before: bytes, after: bytes) -> str:
-    old, new = split_lines(_decode(before)), split_lines(_decode(after))
-    return "".join(difflib.unified_diff(old, new, f"a/{path}", f"b/{path}"))
+    return _text_diff(f"{path}", _decode(before), _decode(after))
+
+
+def _text_diff(name: str, before: str, after: str) -> str:
+    """A unified diff that `patch` reads: a last line without its line
+    ending is followed by git's `\\ No newline at end of file` marker."""
+    lines = difflib.unified_diff(split_lines(before), split_lines(after), f"a/{name}", f"b/{name}")
+    return "".join(line if line.endswith(("\n", "\r")) else line + "\n\\ No newline at end of file\n"
+                   for line in lines)
 
 
 def unreproducible(source: bytes) -> str | None:

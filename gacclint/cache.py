@@ -71,7 +71,7 @@ class ResultCache:
             return None
         try:
             diagnostics = [Diagnostic.from_dict(item) for item in entry[1]]
-        except (TypeError, KeyError):
+        except (TypeError, KeyError, AttributeError, ValueError):  # damaged, or written by hand
             return None
         entry[0] = time.time()
         self._dirty = True
@@ -96,6 +96,9 @@ class ResultCache:
             handle, temporary = tempfile.mkstemp(dir=self.folder, prefix=".check-", suffix=".tmp")
             with os.fdopen(handle, "w", encoding="utf-8") as stream:
                 json.dump(entries, stream, separators=(",", ":"))
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(temporary, 0o666 & ~umask)  # mkstemp's 0600 would lock a shared checkout's cache to one user
             os.replace(temporary, self.file)
             for stale in self.folder.glob("check-*.json"):
                 if stale != self.file:

@@ -84,8 +84,9 @@ def _resolver(select, ignore, extend_select, exclude, extend_exclude, unsafe_fix
         return resolver
     except UnknownCode as error:
         raise click.BadParameter(str(error), param_hint="'--select' / '--ignore' / '--extend-select'") from None
-    except ConfigError as error:
-        raise click.UsageError(str(error)) from None
+    except ConfigError as error:  # one line, as for a config met later on the way to a file (_guarded)
+        click.echo(f"gacclint: error: {error}", err=True)
+        sys.exit(EXIT_ERROR)
 
 
 def _use_color(choice: str) -> bool:
@@ -122,16 +123,18 @@ def _report_errors(results: list[FileResult]) -> None:
 
 def _print_results(results: list[FileResult], output_format: str, statistics_only: bool, quiet: bool,
                    color: str, show_fixes: bool, unsafe: bool) -> None:
+    use_color = _use_color(color)
     if statistics_only:
-        text = statistics(results)
+        text = statistics(results, unsafe_fixes=unsafe)
     else:
-        text = render(results, output_format, color=_use_color(color), show_fixes=show_fixes, unsafe_fixes=unsafe)
+        text = render(results, output_format, color=use_color, show_fixes=show_fixes, unsafe_fixes=unsafe)
         if quiet and output_format in ("full", "concise"):
             # Only the findings: the summary is everything after the last finding's block.
             text = "\n".join(line for line in text.splitlines() if not _is_summary(line)) + "\n"
             text = "" if text == "\n" else text
     if text:
-        click.echo(text, nl=False)
+        # click.echo strips ANSI codes when stdout is no terminal unless told: `--color always` means always.
+        click.echo(text, nl=False, color=use_color)
 
 
 def _is_summary(line: str) -> bool:

@@ -108,6 +108,9 @@ class Diagnostic:
     fix: FixInfo | None = None
     cell: int | None = None
     source_line: str = ""  # the reported line's text, without its line ending
+    # Where a `# noqa` for it goes, when not on `row`: the last line of the
+    # multi-line string or backslash continuation the row belongs to.
+    noqa_row: int | None = None
 
     @property
     def url(self) -> str:
@@ -156,3 +159,5 @@ class FileResult:
     fixed_source: bytes | None = None
     # fix --add-noqa: how many `# noqa` comments were written
     noqa_added: int = 0
+    # whether the file's settings (or the command line) enable unsafe fixes
+    unsafe_fixes: bool = False

@@ -69,7 +69,8 @@ def statistics(results: list[FileResult], *, unsafe_fixes: bool = False) -> str:
     counts = Counter(diagnostic.code for _, diagnostic in _pairs(results))
     if not counts:
         return ""
-    fixable = {diagnostic.code for _, diagnostic in _pairs(results) if _applicable(diagnostic.fix, unsafe_fixes)}
+    fixable = {diagnostic.code for result, diagnostic in _pairs(results)
+               if _applicable(diagnostic.fix, unsafe_fixes or result.unsafe_fixes)}
     names = {diagnostic.code: diagnostic.name for _, diagnostic in _pairs(results)}
     count_width = max(len(str(count)) for count in counts.values())
     code_width = max(len(code) for code in counts)
@@ -199,7 +200,7 @@ def _full_lines(results: list[FileResult], *, color: bool, unsafe_fixes: bool) -
         if diagnostic.source_line:
             lines += _snippet_lines(diagnostic, color)
         if diagnostic.fix is not None:
-            lines.append(_help_line(diagnostic, diagnostic.fix, color, unsafe_fixes))
+            lines.append(_help_line(diagnostic, diagnostic.fix, color, unsafe_fixes or result.unsafe_fixes))
         lines.append("")
     return lines
 
@@ -209,13 +210,14 @@ def _summary_lines(results: list[FileResult], *, show_fixes: bool, unsafe_fixes:
     if show_fixes:
         lines += [f"Fixed {_plural(result.fixed, 'problem', 'problems')} in {_printable(str(result.path))}"
                   for result in results if result.fixed]
-    diagnostics = [diagnostic for _, diagnostic in _pairs(results)]
-    if not diagnostics:
+    # Each file's own setting counts: a subproject may turn unsafe fixes on.
+    pairs = [(unsafe_fixes or result.unsafe_fixes, diagnostic) for result, diagnostic in _pairs(results)]
+    if not pairs:
         return lines + ["All checks passed!"]
-    fixable = sum(1 for diagnostic in diagnostics if _applicable(diagnostic.fix, unsafe_fixes))
-    lines.append(f"Found {_plural(len(diagnostics), 'problem', 'problems')} ({fixable} fixable).")
-    hidden = sum(1 for diagnostic in diagnostics
-                 if diagnostic.fix is not None and diagnostic.fix.applicability == "unsafe" and not unsafe_fixes)
+    fixable = sum(1 for unsafe, diagnostic in pairs if _applicable(diagnostic.fix, unsafe))
+    lines.append(f"Found {_plural(len(pairs), 'problem', 'problems')} ({fixable} fixable).")
+    hidden = sum(1 for unsafe, diagnostic in pairs
+                 if diagnostic.fix is not None and diagnostic.fix.applicability == "unsafe" and not unsafe)
     if hidden:
         hidden_fixes = _plural(hidden, "hidden fix", "hidden fixes")
         lines.append(f"{hidden_fixes} can be enabled with the `--unsafe-fixes` option.")
@@ -246,7 +248,7 @@ def _json_objects(results: list[FileResult]) -> list[dict]:
                 "location": {"row": diagnostic.row, "column": diagnostic.column},
                 "message": diagnostic.message,
                 "name": diagnostic.name,
-                "noqa_row": diagnostic.row,
+                "noqa_row": diagnostic.noqa_row or diagnostic.row,
                 "url": diagnostic.url,
             })
     return objects

@@ -163,6 +163,10 @@ class Notebook:
             return ""
         return _without_ending(lines[cell_row - 1])
 
+    def cell_sources(self) -> list[str]:
+        """Each code cell's source as the notebook holds it, in order (code cell N at index N - 1)."""
+        return [cell.text for cell in self._cells]
+
     def with_program(self, fixed_program: bytes) -> bytes:
         """The notebook's bytes with each cell the fixed program changed updated, every other byte kept.
 

@@ -23,7 +23,7 @@ from gacclint.selection import Selection
 from gacclint.source import ReadError, read_source
 
 if TYPE_CHECKING:
-    from gacclint.config import SettingsResolver
+    from gacclint.config import Settings, SettingsResolver
 
 # Set by `--debug`: let internal errors propagate with their traceback.
 DEBUG = False
@@ -76,10 +76,11 @@ def run(paths: list[Path], resolver: SettingsResolver, options: RunOptions) -> l
             key = cache.key(path, source, selection.fingerprint())
             known = cache.get(key)
             if known is not None:
-                results[index] = FileResult(path, diagnostics=known)
+                results[index] = FileResult(path, diagnostics=known, unsafe_fixes=_unsafe(settings, options))
                 continue
         pending.append((index, _job(path, source, selection, settings.unsafe_fixes, options), key))
-    for (index, _, key), result in zip(pending, _analyse_all([job for _, job, _ in pending], options)):
+    for (index, job, key), result in zip(pending, _analyse_all([job for _, job, _ in pending], options)):
+        result.unsafe_fixes = job.unsafe
         results[index] = result
         if cache is not None and key is not None and result.error is None:
             cache.put(key, result.diagnostics)
@@ -102,6 +103,10 @@ def _worth_analysing(path: Path, source: bytes) -> bool:
         # `backward` and `(` is spelt `\n`: only the name itself is sure.
         return b"backward" in source
     return may_hold_training_loop(source)
+
+
+def _unsafe(settings: Settings, options: RunOptions) -> bool:
+    return options.unsafe if options.unsafe is not None else settings.unsafe_fixes
 
 
 def _job(path: Path, source: bytes, selection: Selection, unsafe_setting: bool, options: RunOptions) -> Job:

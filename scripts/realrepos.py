@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from gacclint.analysis import Job, run_job  # noqa: E402
 from gacclint.discover import discover  # noqa: E402
 from gacclint.fixes.apply import fix_source  # noqa: E402
+from gacclint.notebook import read_notebook  # noqa: E402
 from gacclint.source import ReadError, read_source  # noqa: E402
 from gacclint.selection import Selection, UnknownCode, parse_codes  # noqa: E402
 
@@ -124,6 +125,8 @@ def run_file(path: Path, shown: str, selection: Selection, unsafe: bool) -> File
             (result.unparseable if "does not parse" in line else result.dropped).append(line)
         if fixed.fixed:
             written = copy.read_bytes()
+            if copy.suffix == ".ipynb":  # what is analysed and fixed is the program of its code cells
+                written, source = read_notebook(written).program, read_notebook(source).program
             if written != fixed.fixed_source:
                 result.crashes.append("fix: the file on disk is not the fixed content")
             complaint = _cpython_error(written)
