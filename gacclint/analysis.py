@@ -9,7 +9,6 @@ and its findings are moved back to cells at the end.
 
 from __future__ import annotations
 
-import ast
 import contextlib
 import difflib
 import io
@@ -26,7 +25,7 @@ from typing import Callable, Iterator, TypeVar
 import libcst as cst
 
 from gacclint.diagnostics import MAX_ANALYSED_BYTES, CODES, SYNTAX_ERROR, UNUSED_NOQA, Diagnostic, Edit, FileResult, FixInfo, Job
-from gacclint.engine import Located, SourceError, SyntaxProblem, lint_module, parse, syntax_problem, too_nested
+from gacclint.engine import Located, SourceError, SyntaxProblem, cpython_tree, lint_module, parse
 from gacclint.fixes.apply import fix_source, fixed_alone
 from gacclint.gate import may_hold_training_loop, owns_backward_call
 from gacclint.noqa import add_noqa, noqa_row_map, suppress
@@ -222,20 +221,9 @@ def _analyse(source: bytes, selection: Selection) -> _Analysed:
         raise SourceError(f"{len(source) / (1024 * 1024):.1f} MB is more than the "
                           f"{MAX_ANALYSED_BYTES // (1024 * 1024)} MB gacclint analyses in one file "
                           "(generated code?); skipped")
-    complaint = None
-    try:
-        tree = ast.parse(source)
-    except (RecursionError, MemoryError):
-        raise SourceError("nested too deeply to parse") from None
-    except ValueError as error:  # "source code string cannot contain null bytes"
-        raise SourceError(str(error)) from None
-    except SyntaxError as error:
-        if too_nested(error):
-            raise SourceError(f"nested too deeply to parse ({error.msg} at line {error.lineno})") from None
-        complaint = syntax_problem(error)  # libcst may still know a newer grammar
-    else:
-        if not owns_backward_call(tree):
-            return _Analysed(None, [])
+    tree, complaint = cpython_tree(source)
+    if tree is not None and not owns_backward_call(tree):
+        return _Analysed(None, [])
     with _deep_recursion():
         try:
             module = parse(source, complaint, prechecked=True)

@@ -238,6 +238,10 @@ def _verify_fixed(reports: list[FileResult], steps: int | None) -> bool:
         return False
     mismatch = False
     for report in reports:
+        if report.path.suffix == ".ipynb":
+            click.echo(f"gacclint: {report.path}: not verified: verify runs scripts; export the notebook "
+                       "(`jupyter nbconvert --to script`) and verify that", err=True)
+            continue
         with contextlib.redirect_stdout(sys.stderr):  # the script's prints are not gacclint's output
             result = verify_script(report.path, source=report.fixed_source, steps=steps)
         if result.verdict == "error":

@@ -44,13 +44,13 @@ def syntax_problem(error: SyntaxError) -> SyntaxProblem:
     return SyntaxProblem(error.msg or "invalid syntax", error.lineno or 1, max(error.offset or 1, 1))
 
 
-def _precheck(source: bytes) -> SyntaxProblem | None:
+def cpython_tree(source: bytes) -> tuple[ast.Module | None, SyntaxProblem | None]:
     """CPython's own parser first: it rejects pathological nesting in microseconds,
     where libcst's native parser can crash the process or take minutes. Returns
-    CPython's complaint about an ordinary syntax error (libcst may still know a
-    newer grammar), or raises SourceError for what must never reach libcst."""
+    its tree, or its complaint about an ordinary syntax error (libcst may still
+    know a newer grammar); raises SourceError for what must never reach libcst."""
     try:
-        ast.parse(source)
+        return ast.parse(source), None
     except (RecursionError, MemoryError):
         raise SourceError("nested too deeply to parse") from None
     except ValueError as error:  # "source code string cannot contain null bytes"
@@ -58,8 +58,7 @@ def _precheck(source: bytes) -> SyntaxProblem | None:
     except SyntaxError as error:
         if too_nested(error):
             raise SourceError(f"nested too deeply to parse ({error.msg} at line {error.lineno})") from None
-        return syntax_problem(error)
-    return None
+        return None, syntax_problem(error)
 
 
 def too_nested(error: SyntaxError) -> bool:
@@ -71,7 +70,7 @@ def parse(source: bytes, complaint: SyntaxProblem | None = None, prechecked: boo
     """libcst's tree of `source`. `prechecked`: the caller ran CPython's parser
     on it already (its complaint, if any, is `complaint`)."""
     if not prechecked:
-        complaint = _precheck(source)
+        complaint = cpython_tree(source)[1]
     try:
         return cst.parse_module(source)
     except cst.ParserSyntaxError as error:

@@ -732,3 +732,41 @@ def test_a_warm_check_never_imports_libcst(tmp_path: Path) -> None:
 
     assert check() == ["after import: False", "exit: 1", "after check: True"]  # cold: analyses
     assert check() == ["after import: False", "exit: 1", "after check: False"]  # warm: cache only
+
+
+# --- progress bar ------------------------------------------------------------------
+
+
+def _stderr_of(command: list[str], cwd: Path, terminal: bool) -> bytes:
+    """What `command` writes on stderr when stderr is a terminal (a pty) or a pipe."""
+    import pty
+
+    if not terminal:
+        return subprocess.run(command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE).stderr
+    leader, follower = pty.openpty()
+    try:
+        subprocess.run(command, cwd=cwd, stdout=subprocess.PIPE, stderr=follower)
+    finally:
+        os.close(follower)
+    output = b""
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # the terminal closed: all was read
+            break
+        if not chunk:
+            break
+        output += chunk
+    os.close(leader)
+    return output
+
+
+def test_a_progress_bar_shows_on_a_terminal_only(tmp_path: Path) -> None:
+    seed = (ROOT / "fixtures" / "seeds" / "000_accumulation.py").read_text()
+    for number in range(25):
+        (tmp_path / f"train_{number}.py").write_text(seed)
+    command = [sys.executable, "-m", "gacclint", "check", "--no-cache", "."]
+    on_terminal = _stderr_of(command, tmp_path, terminal=True)
+    assert b"gacclint" in on_terminal and b"/25" in on_terminal
+    assert _stderr_of(command, tmp_path, terminal=False) == b""
+    assert b"/25" not in _stderr_of(command + ["--quiet"], tmp_path, terminal=True)
