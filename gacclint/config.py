@@ -63,9 +63,10 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pathspec
+if TYPE_CHECKING:
+    import pathspec
 
 from gacclint.selection import Selection, UnknownCode, check_codes
 
@@ -106,13 +107,24 @@ class CliOverrides:
 _NAME_PATTERN = re.compile(r"(?!.*\*\*)[^/!\\#\s][^/\\\s]*")
 
 
+def _gitignore_spec(patterns: tuple[str, ...], source: str) -> pathspec.GitIgnoreSpec:
+    import pathspec
+
+    try:
+        return pathspec.GitIgnoreSpec.from_lines(patterns)
+    except ValueError as error:  # pathspec's GitIgnorePatternError
+        raise ConfigError(f"{source}: {error}") from None
+
+
 @dataclass(frozen=True)
 class _Patterns:
     """Gitignore patterns relative to `base`."""
 
     base: Path
     patterns: tuple[str, ...]
-    spec: pathspec.GitIgnoreSpec = field(compare=False, repr=False)
+    # None until needed when the patterns are all plain names (see `names`):
+    # importing pathspec is a tenth of a warm run.
+    spec: pathspec.GitIgnoreSpec | None = field(compare=False, repr=False)
     # When every pattern is a bare name or a slash-free glob with no `!` (the
     # defaults are), a pattern matches exactly when it matches the path's last
     # component: a set lookup instead of pathspec's regexes for every file.
@@ -121,16 +133,18 @@ class _Patterns:
 
     @classmethod
     def compile(cls, base: Path, patterns: tuple[str, ...], source: str) -> _Patterns:
-        try:
-            spec = pathspec.GitIgnoreSpec.from_lines(patterns)
-        except ValueError as error:  # pathspec's GitIgnorePatternError
-            raise ConfigError(f"{source}: {error}") from None
         lines = [p.strip() for p in patterns if p.strip() and not p.lstrip().startswith("#")]
         if all(_NAME_PATTERN.fullmatch(p) for p in lines):
             names = frozenset(p for p in lines if not any(c in p for c in "*?["))
             globs = tuple(p for p in lines if p not in names)
-            return cls(base, patterns, spec, names, globs)
-        return cls(base, patterns, spec)
+            return cls(base, patterns, None, names, globs)
+        return cls(base, patterns, _gitignore_spec(patterns, source))
+
+    def _spec(self) -> pathspec.GitIgnoreSpec:
+        if self.spec is None:
+            object.__setattr__(self, "spec", _gitignore_spec(self.patterns, "patterns"))
+        assert self.spec is not None
+        return self.spec
 
     def verdict(self, path: str, is_dir: bool) -> bool | None:
         """True: excluded by the last matching pattern; False: re-included (`!`); None: no pattern matches.
@@ -145,10 +159,10 @@ class _Patterns:
             relative = path[len(base) + 1:].replace(os.sep, "/")
         else:
             relative = os.path.basename(path)
-        return self.spec.check_file(relative + "/" if is_dir else relative).include
+        return self._spec().check_file(relative + "/" if is_dir else relative).include
 
     def matches(self, path: Path) -> bool:
-        return self.spec.match_file(_relative(path, self.base))
+        return self._spec().match_file(_relative(path, self.base))
 
 
 @dataclass(frozen=True)

@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
-import pathspec
+if TYPE_CHECKING:
+    import pathspec
 
 SOURCE_SUFFIXES = (".py", ".ipynb")
 
@@ -39,7 +40,7 @@ Excluded = Callable[[Path, bool], bool]
 WalkExcluded = Callable[[str, str, bool], bool]
 
 # (absolute folder of the .gitignore, its patterns), shallowest first
-_Ignores = tuple[tuple[str, pathspec.GitIgnoreSpec], ...]
+_Ignores = tuple[tuple[str, "pathspec.GitIgnoreSpec"], ...]
 
 
 def default_excluded(path: Path, is_dir: bool = True) -> bool:
@@ -58,13 +59,12 @@ def discover(paths: list[Path], excluded: Excluded = default_excluded, force_exc
             if force_exclude and excluded(path, True):
                 continue
             ignores = _ignores_above(path) if respect_gitignore else ()
-            candidates = _walk(path, walk_excluded, ignores, respect_gitignore)
+            candidates = _walk(path, walk_excluded, ignores, respect_gitignore, identity)
         elif force_exclude and (excluded(path, False) or _in_excluded_folder(path, excluded)):
             continue
         else:
-            candidates = iter([path])
-        for candidate in candidates:
-            key = identity(candidate)
+            candidates = iter([(path, identity(path))])
+        for candidate, key in candidates:
             if key not in seen:
                 seen.add(key)
                 yield candidate
@@ -82,15 +82,18 @@ class _Identity:
     def __init__(self) -> None:
         self._folders: dict[str, str] = {}
 
-    def __call__(self, path: Path) -> str:
+    def __call__(self, path: Path, is_link: bool | None = None) -> str:
         text = os.fspath(path)
-        if os.path.islink(text):
+        if os.path.islink(text) if is_link is None else is_link:
             return self._real(text)
         folder, name = os.path.split(text)
+        return os.path.join(self.folder(folder), name)
+
+    def folder(self, folder: str) -> str:
         real_folder = self._folders.get(folder)
         if real_folder is None:
             real_folder = self._folders[folder] = self._real(folder or ".")
-        return os.path.join(real_folder, name)
+        return real_folder
 
     @staticmethod
     def _real(text: str) -> str:
@@ -106,7 +109,11 @@ def _read_gitignore(folder: Path) -> pathspec.GitIgnoreSpec | None:
             lines = stream.read().splitlines()
     except OSError:
         return None
-    return pathspec.GitIgnoreSpec.from_lines(lines) if lines else None
+    if not lines:
+        return None
+    import pathspec  # only a tree with .gitignore files pays for importing it
+
+    return pathspec.GitIgnoreSpec.from_lines(lines)
 
 
 def _ignores_above(root: Path) -> _Ignores:
@@ -132,12 +139,15 @@ def _ignored(absolute: str, is_dir: bool, ignores: _Ignores) -> bool:
     return False
 
 
-def _walk(root: Path, excluded: WalkExcluded, ignores: _Ignores, respect_gitignore: bool) -> Iterator[Path]:
-    """Depth first, in sorted order: a folder's files, then its subfolders."""
+def _walk(root: Path, excluded: WalkExcluded, ignores: _Ignores, respect_gitignore: bool,
+          identity: _Identity) -> Iterator[tuple[Path, str]]:
+    """Depth first, in sorted order: a folder's files, then its subfolders;
+    each with its identity (the real path, resolving the folder once)."""
     stack = [(root, ignores)]
     while stack:
         directory, inherited = stack.pop()
         absolute_directory = os.path.abspath(directory)
+        real_directory = None
         if respect_gitignore:
             own = _read_gitignore(directory)
             if own is not None:
@@ -146,7 +156,7 @@ def _walk(root: Path, excluded: WalkExcluded, ignores: _Ignores, respect_gitigno
             with os.scandir(directory) as listing:
                 entries = sorted(listing, key=lambda entry: entry.name)
         except OSError:
-            yield directory  # unreadable: reading it says why
+            yield directory, identity(directory)  # unreadable: reading it says why
             continue
         subdirectories = []
         for entry in entries:
@@ -166,7 +176,12 @@ def _walk(root: Path, excluded: WalkExcluded, ignores: _Ignores, respect_gitigno
                 if excluded(absolute_directory, absolute, False) or (
                         inherited and _ignored(absolute, False, inherited)):
                     continue
-                yield Path(entry.path)
+                if is_link:
+                    yield Path(entry.path), identity(entry.path, is_link=True)
+                    continue
+                if real_directory is None:
+                    real_directory = identity.folder(os.fspath(directory))
+                yield Path(entry.path), os.path.join(real_directory, entry.name)
         stack.extend(reversed(subdirectories))
 
 

@@ -53,14 +53,17 @@ def analyse_source(source: bytes, selection: Selection | None = None) -> list[Di
 
 
 def run(paths: list[Path], resolver: SettingsResolver, options: RunOptions) -> list[FileResult]:
-    files = list(discover(paths, lambda path, is_dir: resolver.for_path(path).is_excluded(path, is_dir),
-                          options.force_exclude, walk_excluded=_walk_exclusion(resolver)))
+    files = discover(paths, lambda path, is_dir: resolver.for_path(path).is_excluded(path, is_dir),
+                     options.force_exclude, walk_excluded=_walk_exclusion(resolver))
     results: dict[int, FileResult] = {}
-    pending: list[tuple[int, Job, str | None]] = []
+    keys: dict[int, str] = {}
     cache: ResultCache | None = None
     if options.mode == "check" and options.use_cache:
         cache = ResultCache(cache_folder(resolver.for_path(Path.cwd()).root))
+    analyser = _Analyser(options)
+    count = 0
     for index, path in enumerate(files):
+        count = index + 1
         try:
             source = read_source(path)
         except ReadError as error:
@@ -71,22 +74,20 @@ def run(paths: list[Path], resolver: SettingsResolver, options: RunOptions) -> l
             continue
         settings = resolver.for_path(path)
         selection = settings.selection_for(path)
-        key = None
         if cache is not None:
-            key = cache.key(path, source, selection.fingerprint())
+            keys[index] = key = cache.key(path, source, selection.fingerprint())
             known = cache.get(key)
             if known is not None:
                 results[index] = FileResult(path, diagnostics=known, unsafe_fixes=_unsafe(settings, options))
                 continue
-        pending.append((index, _job(path, source, selection, settings.unsafe_fixes, options), key))
-    for (index, job, key), result in zip(pending, _analyse_all([job for _, job, _ in pending], options)):
-        result.unsafe_fixes = job.unsafe
+        analyser.add(index, _job(path, source, selection, settings.unsafe_fixes, options))
+    for index, result in analyser.results().items():
         results[index] = result
-        if cache is not None and key is not None and result.error is None:
-            cache.put(key, result.diagnostics)
+        if cache is not None and index in keys and result.error is None:
+            cache.put(keys[index], result.diagnostics)
     if cache is not None:
         cache.save()
-    return [results[index] for index in range(len(files))]
+    return [results[index] for index in range(count)]
 
 
 def _walk_exclusion(resolver: SettingsResolver) -> Callable[[str, str, bool], bool]:
@@ -114,19 +115,55 @@ def _job(path: Path, source: bytes, selection: Selection, unsafe_setting: bool, 
     return Job(path, source, selection, options.mode, unsafe, options.write, options.diff, DEBUG)
 
 
-def _analyse_all(jobs: list[Job], options: RunOptions) -> list[FileResult]:
-    if not jobs:
-        return []
-    workers = min(options.jobs or os.cpu_count() or 1, len(jobs))
-    parallel = workers > 1 and sum(len(job.source) for job in jobs) >= PARALLEL_MIN_BYTES and not DEBUG
-    with _progress(len(jobs), options.progress) as advance:
-        if not parallel:
-            results = []
-            for job in jobs:
-                results.append(_run_job(job))
-                advance()
-            return results
-        return _in_workers(jobs, workers, advance)
+class _Analyser:
+    """Runs the jobs in this process, or, once enough source waits for
+    analysis, in worker processes that start while discovery goes on (the
+    first worker imports libcst while the tree is still being read)."""
+
+    def __init__(self, options: RunOptions) -> None:
+        self.workers = options.jobs or os.cpu_count() or 1
+        self.progress = options.progress
+        self.jobs: dict[int, Job] = {}
+        self.waiting_bytes = 0
+        self.pool = None
+        self.futures: dict = {}  # future -> job index
+
+    def add(self, index: int, job: Job) -> None:
+        self.jobs[index] = job
+        if self.pool is not None:
+            self.futures[self.pool.submit(_run_job, job)] = index
+            return
+        self.waiting_bytes += len(job.source)
+        if self.workers > 1 and len(self.jobs) > 1 and self.waiting_bytes >= PARALLEL_MIN_BYTES and not DEBUG:
+            from concurrent.futures import ProcessPoolExecutor  # multiprocessing: 30 ms to import
+
+            self.pool = ProcessPoolExecutor(max_workers=self.workers)
+            # The largest files first, so that no worker starts one last while the others idle.
+            for waiting in sorted(self.jobs, key=lambda i: len(self.jobs[i].source), reverse=True):
+                self.futures[self.pool.submit(_run_job, self.jobs[waiting])] = waiting
+
+    def results(self) -> dict[int, FileResult]:
+        found: dict[int, FileResult] = {}
+        with _progress(len(self.jobs), self.progress) as advance:
+            if self.pool is None:
+                for index, job in self.jobs.items():
+                    found[index] = _run_job(job)
+                    advance()
+            else:
+                from concurrent.futures import as_completed
+
+                with self.pool:
+                    for future in as_completed(self.futures):
+                        index = self.futures[future]
+                        try:
+                            found[index] = future.result()
+                        except Exception as error:  # noqa: BLE001 - a worker that died (killed, out of memory)
+                            found[index] = FileResult(self.jobs[index].path,
+                                                      error=f"analysis failed ({type(error).__name__}); skipped")
+                        advance()
+        for index, result in found.items():
+            result.unsafe_fixes = self.jobs[index].unsafe
+        return found
 
 
 def _run_job(job: Job) -> FileResult:
@@ -144,24 +181,6 @@ def _run_job(job: Job) -> FileResult:
     from gacclint.analysis import run_job
 
     return run_job(job)
-
-
-def _in_workers(jobs: list[Job], workers: int, advance: Callable[[], None]) -> list[FileResult]:
-    from concurrent.futures import ProcessPoolExecutor, as_completed  # multiprocessing: 30 ms to import
-
-    results: list[FileResult | None] = [None] * len(jobs)
-    # The largest files first, so that no worker starts one last while the others idle.
-    order = sorted(range(len(jobs)), key=lambda i: len(jobs[i].source), reverse=True)
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        futures = {pool.submit(_run_job, jobs[i]): i for i in order}
-        for future in as_completed(futures):
-            index = futures[future]
-            try:
-                results[index] = future.result()
-            except Exception as error:  # noqa: BLE001 - a worker that died (killed, out of memory)
-                results[index] = FileResult(jobs[index].path, error=f"analysis failed ({type(error).__name__}); skipped")
-            advance()
-    return [result for result in results if result is not None]
 
 
 class _progress:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import errno
 import os
 import stat
-import tempfile
 from pathlib import Path
 
 # A file this large is never read: not source anyone edits, and reading it
@@ -66,8 +65,10 @@ def read_source(path: Path) -> bytes:
             raise ReadError("not a regular file")
         if info.st_size > MAX_BYTES:
             raise ReadError(f"file is larger than {MAX_BYTES // (1024 * 1024)} MB; not read")
-        with os.fdopen(descriptor, "rb", closefd=False) as stream:
-            data = stream.read()
+        chunks = [os.read(descriptor, info.st_size + 1)]
+        while chunks[-1]:  # the file grew, or a short read
+            chunks.append(os.read(descriptor, 1024 * 1024))
+        data = b"".join(chunks)
     except OSError as error:
         raise ReadError(_reason(error)) from None
     finally:
@@ -108,6 +109,8 @@ def write_source(path: Path, data: bytes, expected: bytes) -> None:
         if info.st_nlink > 1:
             # A rename would leave the other names with the old content.
             raise WriteError(f"has {info.st_nlink} hard links, which an atomic write would split; not written")
+        import tempfile  # only a fix that writes needs it
+
         handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".gacclint")
     except OSError as error:
         raise WriteError(f"cannot write: {_reason(error)}; not written") from None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import os
+import tempfile
 import stat
 from pathlib import Path
 
@@ -296,7 +297,7 @@ def test_a_folder_gacclint_may_not_write_in(tmp_path: Path, monkeypatch) -> None
     def read_only_folder(*args, **kwargs):
         raise PermissionError(errno.EACCES, "Permission denied")
 
-    monkeypatch.setattr(gacclint.source.tempfile, "mkstemp", read_only_folder)
+    monkeypatch.setattr(tempfile, "mkstemp", read_only_folder)
     result = run("fix", path)
     assert one_line_about(result, path) == "cannot write: permission denied; not written"
     assert path.read_text() == BUGGY
