@@ -9,6 +9,7 @@ and its findings are moved back to cells at the end.
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import difflib
 import io
@@ -196,11 +197,15 @@ def _line_text(lines: list[str], row: int) -> str:
 
 
 def _decode(source: bytes) -> str:
+    return source.decode(_encoding_of(source), errors="replace")
+
+
+def _encoding_of(source: bytes) -> str:
+    """PEP 263's answer (`utf-8-sig` with a BOM); UTF-8 when the declaration is unusable."""
     try:
-        encoding, _ = tokenize.detect_encoding(io.BytesIO(source).readline)
+        return tokenize.detect_encoding(io.BytesIO(source).readline)[0]
     except SyntaxError:
-        encoding = "utf-8"
-    return source.decode(encoding, errors="replace")
+        return "utf-8"
 
 
 # -- analysis -------------------------------------------------------------------------
@@ -213,8 +218,11 @@ class _Analysed:
     syntax: SyntaxProblem | None = None
 
 
-def _analyse(source: bytes, selection: Selection) -> _Analysed:
-    """The loop model's findings in `source`, or why it does not parse."""
+def _analyse(source: bytes, selection: Selection, tree: ast.Module | None = None) -> _Analysed:
+    """The loop model's findings in `source`, or why it does not parse.
+    `tree`: CPython's tree of `source`, when the caller has it (and it passed gate 2)."""
+    if tree is not None:
+        return _analyse_parsed(source, selection, None)
     if not may_hold_training_loop(source):
         return _Analysed(None, [])
     if len(source) > MAX_ANALYSED_BYTES:
@@ -224,6 +232,11 @@ def _analyse(source: bytes, selection: Selection) -> _Analysed:
     tree, complaint = cpython_tree(source)
     if tree is not None and not owns_backward_call(tree):
         return _Analysed(None, [])
+    return _analyse_parsed(source, selection, complaint)
+
+
+def _analyse_parsed(source: bytes, selection: Selection, complaint: SyntaxProblem | None) -> _Analysed:
+    """libcst's part, once CPython's parser has seen `source` (and said `complaint`)."""
     with _deep_recursion():
         try:
             module = parse(source, complaint, prechecked=True)
@@ -294,13 +307,15 @@ def analyse_source(source: bytes, selection: Selection) -> list[Diagnostic]:
 # -- one file -------------------------------------------------------------------------
 
 
-def run_job(job: Job) -> FileResult:
-    """Never raises (but under --debug): whatever goes wrong becomes `error`."""
+def run_job(job: Job, tree: ast.Module | None = None) -> FileResult:
+    """Never raises (but under --debug): whatever goes wrong becomes `error`.
+    `tree`: CPython's tree of the job's source, when the caller parsed it and
+    it passed gate 2 (the runner's workers do, before importing this module)."""
     result = FileResult(job.path)
     unchanged = "; not changed" if job.mode != "check" else ""
     try:
         program = _Program(job.path, job.source)
-        _on_deep_stack(_fix if job.mode == "fix" else _check, job, program, result)
+        _on_deep_stack(_fix if job.mode == "fix" else _check, job, program, result, tree)
     except _CellSyntaxError as error:
         result.diagnostics = [error.diagnostic]
     except (ReadError, SourceError) as error:
@@ -317,9 +332,9 @@ def run_job(job: Job) -> FileResult:
     return result
 
 
-def _check(job: Job, program: _Program, result: FileResult) -> None:
+def _check(job: Job, program: _Program, result: FileResult, tree: ast.Module | None) -> None:
     text = _decode(program.source)
-    analysed = _analyse(program.source, job.selection)
+    analysed = _analyse(program.source, job.selection, tree)
     with _deep_recursion():
         _report(job, program, result, text, analysed)
 
@@ -338,23 +353,16 @@ def _report(job: Job, program: _Program, result: FileResult, text: str, analysed
     result.diagnostics = [program.place(d, lines) for d in diagnostics]
 
 
-def _encoding_of(source: bytes) -> str:
-    try:
-        return tokenize.detect_encoding(io.BytesIO(source).readline)[0]
-    except SyntaxError:
-        return "utf-8"
-
-
-def _fix(job: Job, program: _Program, result: FileResult) -> None:
-    analysed = _analyse(program.source, job.selection)
+def _fix(job: Job, program: _Program, result: FileResult, tree: ast.Module | None) -> None:
+    analysed = _analyse(program.source, job.selection, tree)
     with _deep_recursion():
         _fix_analysed(job, program, result, analysed)
 
 
 def _fix_analysed(job: Job, program: _Program, result: FileResult, analysed: _Analysed) -> None:
     if analysed.module is None or not analysed.findings:
-        result.diagnostics = [program.place(d, split_lines(_decode(program.source)))
-                              for d in _diagnostics(analysed, _decode(program.source), job.selection)]
+        text = _decode(program.source)
+        result.diagnostics = [program.place(d, split_lines(text)) for d in _diagnostics(analysed, text, job.selection)]
         return
     outcome = fix_source(program.source, job.selection, job.unsafe, module=analysed.module, keep=_unsuppressed)
     result.dropped = [f"{dropped.finding.row}: fix for {dropped.finding.code} dropped: {dropped.reason}"

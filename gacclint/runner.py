@@ -170,7 +170,8 @@ def _run_job(job: Job) -> FileResult:
     """CPython's parser first (gate 2 of gacclint/gate.py): most files that
     mention a backward call (in a docstring, say) end here, and never import
     libcst."""
-    if job.path.suffix != ".ipynb" and job.mode == "check" and len(job.source) <= MAX_ANALYSED_BYTES:
+    tree = None
+    if job.path.suffix != ".ipynb" and len(job.source) <= MAX_ANALYSED_BYTES:
         try:
             tree = ast.parse(job.source)
         except (SyntaxError, ValueError, RecursionError, MemoryError):
@@ -180,7 +181,7 @@ def _run_job(job: Job) -> FileResult:
                 return FileResult(job.path)
     from gacclint.analysis import run_job
 
-    return run_job(job)
+    return run_job(job, tree)
 
 
 class _progress:
