@@ -70,11 +70,6 @@ if TYPE_CHECKING:
 
 from gacclint.selection import Selection, UnknownCode, check_codes
 
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10
-    import tomli as tomllib  # type: ignore[no-redef]
-
 DEFAULT_EXCLUDES = (
     ".git", ".hg", ".svn", ".venv", "venv", ".env", "env", "__pycache__", ".tox", ".nox", ".mypy_cache",
     ".ruff_cache", ".pytest_cache", "build", "dist", "site-packages", "node_modules", ".eggs", "*.egg-info",
@@ -334,6 +329,11 @@ class SettingsResolver:
 def _read_options(path: Path, cwd: Path, table_required: bool) -> _Options | None:
     """The validated keys of a config file; None for a pyproject.toml without
     a [tool.gacclint] table when `table_required`."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib  # type: ignore[no-redef]
+
     shown = _shown(path, cwd)
     try:
         document = tomllib.loads(path.read_bytes().decode("utf-8"))
