@@ -14,7 +14,6 @@ import contextlib
 import difflib
 import io
 import os
-import re
 import sys
 import threading
 import tokenize
@@ -31,17 +30,9 @@ from gacclint.fixes.apply import fix_source, fixed_alone
 from gacclint.gate import may_hold_training_loop, owns_backward_call
 from gacclint.noqa import add_noqa, noqa_row_map, suppress
 from gacclint.selection import Selection
-from gacclint.source import ReadError, WriteError, write_source
+from gacclint.source import ReadError, WriteError, split_byte_lines, split_lines, write_source
 
 
-_LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+\Z")
-_LINE_BYTES = re.compile(rb"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+\Z")
-
-
-def split_lines(text: str) -> list[str]:
-    """Lines with their endings, split where Python splits them: never at the
-    form feeds and other separators `str.splitlines` also breaks at."""
-    return _LINE.findall(text)
 
 
 # -- deep recursion ---------------------------------------------------------------
@@ -412,7 +403,7 @@ def unreproducible(source: bytes) -> str | None:
     regenerated = parse(source).bytes
     if regenerated == source:
         return None
-    lines, again = _LINE_BYTES.findall(source), _LINE_BYTES.findall(regenerated)
+    lines, again = split_byte_lines(source), split_byte_lines(regenerated)
     row = next((i for i, (a, b) in enumerate(zip(lines, again)) if a != b), min(len(lines), len(again)))
     line = lines[row] if row < len(lines) else b""
     what = ("a form feed before code" if b"\f" in line else

@@ -172,8 +172,7 @@ def check(paths: tuple[Path, ...], select, ignore, extend_select, exclude, exten
         if add_noqa:
             added = sum(r.noqa_added for r in results)
             click.echo(f"Added {added} noqa directive{'s' if added != 1 else ''}.", err=True)
-        unsafe = unsafe_fixes if unsafe_fixes is not None else resolver.for_path(Path.cwd()).unsafe_fixes
-        _print_results(results, output_format, statistics, quiet, color, show_fixes, unsafe)
+        _print_results(results, output_format, statistics, quiet, color, show_fixes, bool(unsafe_fixes))
         failed = any(r.diagnostics or r.error for r in results)
         return EXIT_FINDINGS if failed and not exit_zero else EXIT_CLEAN
 
@@ -220,8 +219,7 @@ def fix(paths: tuple[Path, ...], select, ignore, extend_select, exclude, extend_
         if fixed and not quiet and not statistics and output_format in ("full", "concise"):
             click.echo(f"Fixed {fixed} problem{'s' if fixed != 1 else ''} in {len(changed)} file"
                        f"{'s' if len(changed) != 1 else ''}.")
-        unsafe = unsafe_fixes if unsafe_fixes is not None else resolver.for_path(Path.cwd()).unsafe_fixes
-        _print_results(results, output_format, statistics, quiet, color, show_fixes, unsafe)
+        _print_results(results, output_format, statistics, quiet, color, show_fixes, bool(unsafe_fixes))
         mismatch = verify_fixed and _verify_fixed(changed, verify_steps)
         failed = any(r.diagnostics for r in results) or errors or mismatch or (exit_non_zero_on_fix and fixed > 0)
         return EXIT_FINDINGS if failed and not exit_zero else EXIT_CLEAN

@@ -17,20 +17,21 @@ git work tree.
 
 from __future__ import annotations
 
+import fnmatch
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
+
+from gacclint.config import DEFAULT_EXCLUDES
 
 if TYPE_CHECKING:
     import pathspec
 
 SOURCE_SUFFIXES = (".py", ".ipynb")
 
-DEFAULT_EXCLUDES = frozenset({
-    ".git", ".hg", ".svn", ".venv", "venv", ".env", "env", "__pycache__", ".tox", ".nox", ".mypy_cache",
-    ".ruff_cache", ".pytest_cache", "build", "dist", "site-packages", "node_modules", ".eggs", ".gacclint_cache",
-    ".ipynb_checkpoints",
-})
+# Without settings (discover's own callers): the configuration's defaults.
+_DEFAULT_NAMES = frozenset(pattern for pattern in DEFAULT_EXCLUDES if "*" not in pattern)
+_DEFAULT_GLOBS = tuple(pattern for pattern in DEFAULT_EXCLUDES if "*" in pattern)
 
 # A path's settings say whether it is excluded (gacclint/config.py): (path, is_dir) -> bool.
 Excluded = Callable[[Path, bool], bool]
@@ -44,7 +45,7 @@ _Ignores = tuple[tuple[str, "pathspec.GitIgnoreSpec"], ...]
 
 
 def default_excluded(path: Path, is_dir: bool = True) -> bool:
-    return path.name in DEFAULT_EXCLUDES or path.name.endswith(".egg-info")
+    return path.name in _DEFAULT_NAMES or any(fnmatch.fnmatchcase(path.name, glob) for glob in _DEFAULT_GLOBS)
 
 
 def discover(paths: list[Path], excluded: Excluded = default_excluded, force_exclude: bool = False,

@@ -42,9 +42,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from json.decoder import scanstring
 
+from gacclint.source import split_lines
+
 _BOM = b"\xef\xbb\xbf"
-# A line as Python's tokenizer counts rows: \r\n, \r or \n ends it.
-_LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+\Z")
 _ENDING = re.compile(r"\r\n|\r|\n")
 _JSON_SPACE = re.compile(r"[ \t\n\r]*")
 _DECODER = json.JSONDecoder()
@@ -179,7 +179,7 @@ class Notebook:
             fixed_text = fixed_program.decode("utf-8")
         except UnicodeDecodeError:
             raise NotebookError("not fixed: the fixed program is not UTF-8") from None
-        segments = self._segments(_lines(fixed_text))
+        segments = self._segments(split_lines(fixed_text))
         changed = {index: lines for index, lines in enumerate(segments) if lines != self._cells[index].program_lines}
         texts = {index: self._cell_text(self._cells[index], lines) for index, lines in changed.items()}
         _refuse_moves({self._cells[index].number: (self._cells[index].program_lines, lines)
@@ -366,7 +366,7 @@ def read_notebook(data: bytes) -> Notebook:
             cell_text.encode("utf-8")
         except UnicodeEncodeError as error:
             raise NotebookError(f"cell {number}: not valid Unicode ({error.reason})") from None
-        lines = _lines(cell_text)
+        lines = split_lines(cell_text)
         program_lines, magics, opaque = _neutralise(lines, marker, counter, cookie_rows=max(0, 2 - len(rows)))
         _check_syntax(program_lines, number)
         cells.append(_CodeCell(number, position, source, cell_text, lines, program_lines, magics, opaque))
@@ -415,10 +415,6 @@ def _tolerated(error) -> bool:
 
 def _joined(source: str | list[str]) -> str:
     return "".join(source) if isinstance(source, list) else source
-
-
-def _lines(text: str) -> list[str]:
-    return _LINE.findall(text)
 
 
 def _without_ending(line: str) -> str:

@@ -80,7 +80,7 @@ def run(paths: list[Path], resolver: SettingsResolver, options: RunOptions) -> l
             if known is not None:
                 results[index] = FileResult(path, diagnostics=known, unsafe_fixes=_unsafe(settings, options))
                 continue
-        analyser.add(index, _job(path, source, selection, settings.unsafe_fixes, options))
+        analyser.add(index, _job(path, source, selection, settings, options))
     for index, result in analyser.results().items():
         results[index] = result
         if cache is not None and index in keys and result.error is None:
@@ -110,9 +110,8 @@ def _unsafe(settings: Settings, options: RunOptions) -> bool:
     return options.unsafe if options.unsafe is not None else settings.unsafe_fixes
 
 
-def _job(path: Path, source: bytes, selection: Selection, unsafe_setting: bool, options: RunOptions) -> Job:
-    unsafe = options.unsafe if options.unsafe is not None else unsafe_setting
-    return Job(path, source, selection, options.mode, unsafe, options.write, options.diff, DEBUG)
+def _job(path: Path, source: bytes, selection: Selection, settings: Settings, options: RunOptions) -> Job:
+    return Job(path, source, selection, options.mode, _unsafe(settings, options), options.write, options.diff, DEBUG)
 
 
 class _Analyser:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import stat
 from pathlib import Path
 
@@ -25,6 +26,21 @@ MAX_BYTES = 64 * 1024 * 1024
 # Text, but not in an encoding Python reads source in (UTF-32 first: its
 # little-endian mark begins with UTF-16's).
 _WIDE_BOMS = ((b"\xff\xfe\0\0", "UTF-32"), (b"\0\0\xfe\xff", "UTF-32"), (b"\xff\xfe", "UTF-16"), (b"\xfe\xff", "UTF-16"))
+
+
+# A line as Python's tokenizer counts rows: \r\n, \r or \n ends it (never the
+# form feeds and other separators `str.splitlines` also breaks at).
+_LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+\Z")
+_LINE_BYTES = re.compile(rb"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+\Z")
+
+
+def split_lines(text: str) -> list[str]:
+    """Lines with their endings, split where Python splits them."""
+    return _LINE.findall(text)
+
+
+def split_byte_lines(data: bytes) -> list[bytes]:
+    return _LINE_BYTES.findall(data)
 
 
 class ReadError(Exception):
