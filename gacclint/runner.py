@@ -136,7 +136,8 @@ class _Analyser:
         if self.workers > 1 and len(self.jobs) > 1 and self.waiting_bytes >= PARALLEL_MIN_BYTES and not DEBUG:
             from concurrent.futures import ProcessPoolExecutor  # multiprocessing: 30 ms to import
 
-            self.pool = ProcessPoolExecutor(max_workers=self.workers)
+            # Workers leave Ctrl-C to this process, which ends them (gacclint/cli.py).
+            self.pool = ProcessPoolExecutor(max_workers=self.workers, initializer=_ignore_interrupts)
             # The largest files first, so that no worker starts one last while the others idle.
             for waiting in sorted(self.jobs, key=lambda i: len(self.jobs[i].source), reverse=True):
                 self.futures[self.pool.submit(_run_job, self.jobs[waiting])] = waiting
@@ -163,6 +164,24 @@ class _Analyser:
         for index, result in found.items():
             result.unsafe_fixes = self.jobs[index].unsafe
         return found
+
+
+def _ignore_interrupts() -> None:
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def run_source(path: Path, source: bytes, resolver: SettingsResolver, options: RunOptions) -> FileResult:
+    """One source held in memory (standard input, an editor's buffer), analysed
+    as the file at `path` would be, with its settings; nothing is written or cached."""
+    settings = resolver.for_path(path)
+    if not _worth_analysing(path, source):
+        return FileResult(path, unsafe_fixes=_unsafe(settings, options))
+    job = _job(path, source, settings.selection_for(path), settings, options)
+    result = _run_job(Job(job.path, job.source, job.selection, job.mode, job.unsafe, False, job.diff, job.debug))
+    result.unsafe_fixes = job.unsafe
+    return result
 
 
 def _run_job(job: Job) -> FileResult:
