@@ -351,20 +351,22 @@ def _fix(job: Job, program: _Program, result: FileResult, tree: ast.Module | Non
 
 
 def _fix_analysed(job: Job, program: _Program, result: FileResult, analysed: _Analysed) -> None:
-    if analysed.module is None or not analysed.findings:
-        text = _decode(program.source)
-        result.diagnostics = [program.place(d, split_lines(text)) for d in _diagnostics(analysed, text, job.selection)]
-        return
-    outcome = fix_source(program.source, job.selection, job.unsafe, module=analysed.module, keep=_unsuppressed)
-    result.dropped = [f"{dropped.finding.row}: fix for {dropped.finding.code} dropped: {dropped.reason}"
-                      for dropped in outcome.dropped]
-    final = _Analysed(outcome.module, outcome.remaining)
-    if outcome.changed:
-        refusal = unreproducible(program.source)
+    outcome = None
+    fixed, final, applied = program.source, analysed, 0
+    if analysed.module is not None and analysed.findings:
+        outcome = fix_source(program.source, job.selection, job.unsafe, module=analysed.module, keep=_unsuppressed)
+        result.dropped = [f"{dropped.finding.row}: fix for {dropped.finding.code} dropped: {dropped.reason}"
+                          for dropped in outcome.dropped]
+        final = _Analysed(outcome.module, outcome.remaining)
+        if outcome.changed:
+            fixed, applied = outcome.fixed, len(outcome.applied)
+    fixed, final, removed = _without_unused_noqa(fixed, final, job.selection)
+    if fixed != program.source:
+        refusal = unreproducible(program.source) if outcome is not None and outcome.changed else None
         new_bytes = None
         if refusal is None:
             try:
-                new_bytes = program.file_bytes(outcome.fixed)
+                new_bytes = program.file_bytes(fixed)
                 if job.write:
                     write_source(job.path, new_bytes, job.source)
             except WriteError as error:
@@ -372,13 +374,40 @@ def _fix_analysed(job: Job, program: _Program, result: FileResult, analysed: _An
         if refusal is not None:
             # Nothing was fixed: report what the file held when it was read.
             result.error, result.dropped = refusal, []
-            final = _Analysed(analysed.module, _unsuppressed(analysed.module, analysed.findings))
+            final = (_Analysed(analysed.module, _unsuppressed(analysed.module, analysed.findings))
+                     if analysed.module is not None else analysed)
         else:
-            result.fixed, result.fixed_source = len(outcome.applied), outcome.fixed
+            result.fixed, result.fixed_source = applied + removed, fixed
             if job.diff:
-                result.diff = program.diff(job.path, outcome.fixed, new_bytes)
-    text = _decode(outcome.fixed if result.fixed else program.source)
+                result.diff = program.diff(job.path, fixed, new_bytes)
+    text = _decode(fixed if result.fixed else program.source)
     result.diagnostics = [program.place(d, split_lines(text)) for d in _diagnostics(final, text, job.selection)]
+
+
+def _without_unused_noqa(source: bytes, analysed: _Analysed, selection: Selection) -> tuple[bytes, _Analysed, int]:
+    """GA002's fix, after the loop model's fixes (which may leave a `# noqa` with
+    nothing to suppress): the unused codes taken out of their directives; the
+    source re-analysed. Only when GA002 is selected, and never a suppressed GA002."""
+    if not selection.selects(UNUSED_NOQA):
+        return source, analysed, 0
+    text = _decode(source)
+    unused = [d for d in _diagnostics(analysed, text, selection)
+              if d.code == UNUSED_NOQA and d.fix is not None and d.fix.edits]
+    if not unused:
+        return source, analysed, 0
+    lines = split_lines(text)
+    starts = [0]
+    for line in lines:
+        starts.append(starts[-1] + len(line))
+
+    def offset(row: int, column: int) -> int:
+        return starts[min(row, len(lines) + 1) - 1] + column - 1
+
+    edits = sorted((edit for d in unused for edit in d.fix.edits), key=lambda e: (e.row, e.column), reverse=True)
+    for edit in edits:  # one directive per line: the edits never overlap
+        text = text[:offset(edit.row, edit.column)] + edit.content + text[offset(edit.end_row, edit.end_column):]
+    fixed = text.encode(_encoding_of(source))
+    return fixed, _analyse(fixed, selection), len(unused)
 
 
 def _unified_diff(path: Path, before: bytes, after: bytes) -> str:
