@@ -163,6 +163,21 @@ class Notebook:
             return ""
         return _without_ending(lines[cell_row - 1])
 
+    def file_row(self, cell_number: int, row: int) -> int:
+        """The line of the .ipynb file (1-based) that holds row `row` of code cell `cell_number`:
+        in a `source` list, the line of the string where that row begins; in one string, the line it is on."""
+        source = self._cells[cell_number - 1].source
+        start = source.start
+        if source.items:
+            rows_before = 0  # cell rows that begin before each item
+            for item_start, item_end in source.items:
+                if rows_before >= row:
+                    break
+                start = item_start
+                item = _DECODER.decode(self._text[item_start:item_end])
+                rows_before += len(_ENDING.findall(item)) if isinstance(item, str) else 0
+        return self._text.count("\n", 0, start) + 1
+
     def cell_sources(self) -> list[str]:
         """Each code cell's source as the notebook holds it, in order (code cell N at index N - 1)."""
         return [cell.text for cell in self._cells]
