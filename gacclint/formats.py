@@ -34,13 +34,16 @@ TAB_WIDTH = 4
 
 
 def render(results: list[FileResult], output_format: str, *, color: bool = False, show_fixes: bool = False,
-           unsafe_fixes: bool = False) -> str:
+           unsafe_fixes: bool = False, sources: dict[Path, bytes] | None = None) -> str:
     """The text to write to stdout for `results`, ending with a newline unless empty.
 
     `color` adds ANSI colors to `full` and `concise` only; `show_fixes` lists the
     fixes applied per file before the summary of those two; `unsafe_fixes` counts
     unsafe fixes as applicable (in the summary, and in `full`'s help lines).
+    `sources`: the text of files that are not on disk (standard input), by path;
+    the annotation formats read a notebook's JSON to place its findings on the file's lines.
     """
+    rows = _NotebookRows(sources or {})
     if output_format == "full":
         lines = _full_lines(results, color=color, unsafe_fixes=unsafe_fixes)
     elif output_format == "concise":
@@ -50,32 +53,41 @@ def render(results: list[FileResult], output_format: str, *, color: bool = False
     elif output_format == "json-lines":
         return "".join(json.dumps(item, separators=(",", ":")) + "\n" for item in _json_objects(results))
     elif output_format == "github":
-        return "".join(_github_command(result.path, diagnostic) + "\n" for result, diagnostic in _pairs(results))
+        return "".join(_github_command(result.path, diagnostic, rows) + "\n" for result, diagnostic in _pairs(results))
     elif output_format == "gitlab":
-        return json.dumps(_gitlab_issues(results), indent=2) + "\n"
+        return json.dumps(_gitlab_issues(results, rows), indent=2) + "\n"
     elif output_format == "sarif":
-        return json.dumps(_sarif_log(results), indent=2) + "\n"
+        return json.dumps(_sarif_log(results, rows), indent=2) + "\n"
     else:
         raise ValueError(f"unknown output format {output_format!r}; expected one of {', '.join(FORMATS)}")
     lines += _summary_lines(results, show_fixes=show_fixes, unsafe_fixes=unsafe_fixes)
     return "".join(line + "\n" for line in lines)
 
 
-def statistics(results: list[FileResult], *, unsafe_fixes: bool = False) -> str:
+def statistics(results: list[FileResult], *, unsafe_fixes: bool = False, output_format: str = "full") -> str:
     """One line per code, most frequent first: count, code, `[*]` when some are fixable, name.
 
     The fixable marker column appears only when some code is fixable, as in Ruff.
+    With `json` (and `json-lines`, one object a line), Ruff's statistics JSON:
+    `code`, `name`, `count` and `fixable` (whether some of them have an applicable fix).
     """
     counts = Counter(diagnostic.code for _, diagnostic in _pairs(results))
-    if not counts:
-        return ""
     fixable = {diagnostic.code for result, diagnostic in _pairs(results)
                if _applicable(diagnostic.fix, unsafe_fixes or result.unsafe_fixes)}
     names = {diagnostic.code: diagnostic.name for _, diagnostic in _pairs(results)}
+    ordered = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    if output_format in ("json", "json-lines"):
+        objects = [{"code": code, "name": names[code], "count": count, "fixable": code in fixable}
+                   for code, count in ordered]
+        if output_format == "json":
+            return json.dumps(objects, indent=2) + "\n"
+        return "".join(json.dumps(item, separators=(",", ":")) + "\n" for item in objects)
+    if not counts:
+        return ""
     count_width = max(len(str(count)) for count in counts.values())
     code_width = max(len(code) for code in counts)
     lines = []
-    for code, count in sorted(counts.items(), key=lambda item: (-item[1], item[0])):
+    for code, count in ordered:
         marker = ("[*] " if code in fixable else "[ ] ") if fixable else ""
         lines.append(f"{count:>{count_width}}\t{code:<{code_width}}\t{marker}{names[code]}\n")
     return "".join(lines)
@@ -103,6 +115,40 @@ def _cell_prefix(diagnostic: Diagnostic) -> str:
     """`cell N:row:col: ` for a notebook finding, which the machine formats cannot point at by line:
     their rows would be lines of the .ipynb file, not of the cell. Empty for a .py file."""
     return "" if diagnostic.cell is None else f"{_location(diagnostic)}: "
+
+
+class _NotebookRows:
+    """Where a notebook finding lies in the .ipynb file itself, for the formats
+    that annotate a file by its lines (github, gitlab, sarif): the line of the
+    JSON text holding the cell's row. Each notebook is read once, when needed."""
+
+    def __init__(self, sources: dict[Path, bytes]) -> None:
+        self.sources = sources
+        self.notebooks: dict[Path, object] = {}
+
+    def lines(self, path: Path, diagnostic: Diagnostic) -> tuple[int, int] | None:
+        """(first line, last line) in the file, or None when it cannot be read as the findings were."""
+        if diagnostic.cell is None:
+            return diagnostic.row, diagnostic.end_row
+        if path not in self.notebooks:
+            self.notebooks[path] = self._read(path)
+        notebook = self.notebooks[path]
+        if notebook is None:
+            return None
+        try:
+            return (notebook.file_row(diagnostic.cell, diagnostic.row),  # type: ignore[attr-defined]
+                    notebook.file_row(diagnostic.cell, max(diagnostic.row, diagnostic.end_row)))  # type: ignore[attr-defined]
+        except (IndexError, ValueError):
+            return None
+
+    def _read(self, path: Path):
+        from gacclint.notebook import NotebookError, read_notebook
+
+        try:
+            data = self.sources[path] if path in self.sources else path.read_bytes()
+            return read_notebook(data)
+        except (OSError, NotebookError):
+            return None
 
 
 # -- full and concise ---------------------------------------------------------------
@@ -212,10 +258,15 @@ def _summary_lines(results: list[FileResult], *, show_fixes: bool, unsafe_fixes:
                   for result in results if result.fixed]
     # Each file's own setting counts: a subproject may turn unsafe fixes on.
     pairs = [(unsafe_fixes or result.unsafe_fixes, diagnostic) for result, diagnostic in _pairs(results)]
+    # A file that could not be read or analysed was not checked: never "All checks passed!" then.
+    unchecked = sum(1 for result in results if result.error and not result.diagnostics)
+    not_checked = f"{_plural(unchecked, 'file', 'files')} could not be checked (see the errors above)."
     if not pairs:
-        return lines + ["All checks passed!"]
+        return lines + ([f"No problems found, but {not_checked}"] if unchecked else ["All checks passed!"])
     fixable = sum(1 for unsafe, diagnostic in pairs if _applicable(diagnostic.fix, unsafe))
     lines.append(f"Found {_plural(len(pairs), 'problem', 'problems')} ({fixable} fixable).")
+    if unchecked:
+        lines.append(not_checked)
     hidden = sum(1 for unsafe, diagnostic in pairs
                  if diagnostic.fix is not None and diagnostic.fix.applicability == "unsafe" and not unsafe)
     if hidden:
@@ -264,17 +315,22 @@ def _escape_github_property(text: str) -> str:
     return _escape_github_data(text).replace(":", "%3A").replace(",", "%2C")
 
 
-def _github_command(path: Path, diagnostic: Diagnostic) -> str:
+def _github_command(path: Path, diagnostic: Diagnostic, rows: _NotebookRows) -> str:
     """An `::error` workflow command, which GitHub Actions shows as an annotation on the file.
 
     A notebook's rows count lines of a cell, not of the .ipynb file GitHub
-    shows, so a notebook finding is annotated on the file with its cell and
-    position in the message instead of at a line.
+    shows: a notebook finding is annotated on the line of the .ipynb's JSON
+    that holds the cell's row (no columns: they would be the cell's), with its
+    cell and position in the message.
     """
     properties = {"title": f"gacclint ({diagnostic.code})", "file": path.as_posix()}
     if diagnostic.cell is None:
         properties.update(line=diagnostic.row, col=diagnostic.column,
                           endLine=diagnostic.end_row, endColumn=diagnostic.end_column)
+    else:
+        lines = rows.lines(path, diagnostic)
+        if lines is not None:
+            properties.update(line=lines[0], endLine=lines[1])
     message = f"{_cell_prefix(diagnostic)}{diagnostic.code} {diagnostic.message}"
     rendered = ",".join(f"{key}={_escape_github_property(str(value))}" for key, value in properties.items())
     return f"::error {rendered}::{_escape_github_data(message)}"
@@ -327,7 +383,7 @@ def _fingerprints(result: FileResult, report_path: str) -> dict[int, tuple[str, 
 
 # -- gitlab ---------------------------------------------------------------------------
 
-def _gitlab_issues(results: list[FileResult]) -> list[dict]:
+def _gitlab_issues(results: list[FileResult], rows: _NotebookRows) -> list[dict]:
     """GitLab's Code Quality report (a subset of the Code Climate issue format)."""
     issues = []
     for result in results:
@@ -335,6 +391,8 @@ def _gitlab_issues(results: list[FileResult]) -> list[dict]:
         fingerprints = _fingerprints(result, path)
         for index, diagnostic in enumerate(result.diagnostics):
             digest, occurrence = fingerprints[index]
+            # A notebook's finding: the lines of the .ipynb holding its cell's rows.
+            begin, end = rows.lines(result.path, diagnostic) or (1, 1)
             issues.append({
                 "description": f"{_cell_prefix(diagnostic)}{diagnostic.code} {diagnostic.message}",
                 "check_name": diagnostic.code,
@@ -342,9 +400,7 @@ def _gitlab_issues(results: list[FileResult]) -> list[dict]:
                 "severity": "major",
                 "location": {
                     "path": path,
-                    # GitLab requires a line; a notebook's cell and row are in the description.
-                    "lines": ({"begin": diagnostic.row, "end": diagnostic.end_row} if diagnostic.cell is None
-                              else {"begin": 1, "end": 1}),
+                    "lines": {"begin": begin, "end": end},
                 },
             })
     return issues
@@ -431,14 +487,15 @@ def _sarif_fix(fix: FixInfo, artifact_location: dict) -> dict:
 
 
 def _sarif_result(diagnostic: Diagnostic, artifact_location: dict, fingerprint: tuple[str, int],
-                  rule_index: dict[str, int]) -> dict:
+                  rule_index: dict[str, int], lines: tuple[int, int] | None) -> dict:
     digest, occurrence = fingerprint
     if diagnostic.cell is None:
         region = _sarif_region(diagnostic.row, diagnostic.column, diagnostic.end_row, diagnostic.end_column)
     else:
-        # Code scanning needs a start line, but a notebook's rows count lines of
-        # a cell, not of the .ipynb file: the file's first line, and the cell in the message.
-        region = {"startLine": 1}
+        # A notebook's rows count lines of a cell: the region is the lines of
+        # the .ipynb's JSON holding them (no columns), the cell and row in the message.
+        first, last = lines or (1, 1)
+        region = {"startLine": first, "endLine": last}
     result = {
         "ruleId": diagnostic.code,
         "level": _sarif_level(diagnostic.code),
@@ -455,7 +512,7 @@ def _sarif_result(diagnostic: Diagnostic, artifact_location: dict, fingerprint: 
     return result
 
 
-def _sarif_log(results: list[FileResult]) -> dict:
+def _sarif_log(results: list[FileResult], rows: _NotebookRows) -> dict:
     rules = _sarif_rules()
     rule_index = {rule["id"]: index for index, rule in enumerate(rules)}
     sarif_results = []
@@ -464,7 +521,8 @@ def _sarif_log(results: list[FileResult]) -> dict:
         artifact_location = _sarif_artifact_location(result.path)
         fingerprints = _fingerprints(result, _report_path(result.path))
         for index, diagnostic in enumerate(result.diagnostics):
-            sarif_results.append(_sarif_result(diagnostic, artifact_location, fingerprints[index], rule_index))
+            sarif_results.append(_sarif_result(diagnostic, artifact_location, fingerprints[index], rule_index,
+                                               rows.lines(result.path, diagnostic)))
         if result.error:
             notifications.append({"level": "error", "message": {"text": result.error},
                                   "locations": [{"physicalLocation": {"artifactLocation": artifact_location}}]})

@@ -84,7 +84,7 @@ def test_bad_file_is_one_line_and_others_are_still_checked(tmp_path: Path, name:
     (tmp_path / name).write_bytes(content)
     (tmp_path / "good.py").write_text(LOOP)
     result = CliRunner().invoke(main, ["check", "--output-format", "concise", str(tmp_path)])
-    assert result.exit_code == 1
+    assert result.exit_code == 2  # a file that was not checked is an error (issue 17)
     [line] = [line for line in result.stderr.splitlines() if name in line]
     assert line.startswith(f"gacclint: {tmp_path / name}: ") and reason in line
     assert "good.py:3:5: GA101" in result.stdout  # the run went on
@@ -140,7 +140,7 @@ def test_a_10_mb_generated_file_is_read_in_a_moment_and_never_parsed_whole(tmp_p
     result = CliRunner().invoke(main, ["check", str(tmp_path)])
     elapsed = time.perf_counter() - started
     assert elapsed < 10, elapsed  # about 0.1 s
-    assert result.exit_code == 1
+    assert result.exit_code == 2  # a file that was not checked is an error (issue 17)
     assert result.stderr.splitlines() == [
         f"gacclint: {tmp_path / 'generated_loop.py'}: 10.0 MB is more than the 1 MB gacclint analyses in one file "
         "(generated code?); skipped"]
@@ -241,7 +241,7 @@ def test_internal_error_skips_the_file_unless_debug(tmp_path: Path, monkeypatch:
     monkeypatch.setattr(gacclint.analysis, "lint_module", broken)
     (tmp_path / "train.py").write_text(LOOP)
     result = CliRunner().invoke(main, ["check", str(tmp_path)])
-    assert result.exit_code == 1
+    assert result.exit_code == 2  # a file that was not checked is an error (issue 17)
     assert "internal error, file skipped (KeyError: boom); rerun with --debug" in result.stderr
     assert "Traceback" not in result.output
     debug = CliRunner().invoke(main, ["check", "--debug", str(tmp_path)])

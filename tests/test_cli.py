@@ -148,9 +148,10 @@ def test_unparseable_file_is_a_ga001_finding_and_the_run_goes_on(project: Path) 
 
 
 def test_missing_path_is_reported(tmp_path: Path) -> None:
-    code, _, err = run("check", str(tmp_path / "nope.py"))
-    assert code == 1
-    assert "no such file or directory" in err
+    code, out, err = run("check", str(tmp_path / "nope.py"))
+    assert code == 2
+    assert err == f"gacclint: {tmp_path / 'nope.py'}: no such file or directory\n"
+    assert out == "No problems found, but 1 file could not be checked (see the errors above).\n"
 
 
 def test_rule_prints_documentation() -> None:
@@ -165,7 +166,7 @@ def test_rule_all_lists_every_code() -> None:
     code, out, _ = run("rule", "--all")
     assert code == 0
     codes = [line.split()[0] for line in out.splitlines()]
-    assert codes == ["GA101", "GA102", "GA103", "GA104", "GA201", "GA202", "GA203", "GA204", *codes[8:]]
+    assert codes == ["GA001", "GA002", "GA101", "GA102", "GA103", "GA104", "GA201", "GA202", "GA203", "GA204", *codes[10:]]
 
 
 def test_unknown_rule_is_a_usage_error() -> None:

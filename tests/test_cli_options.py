@@ -409,9 +409,9 @@ def test_fix_diff_exit_codes(tmp_path: Path) -> None:
     code, out, _ = run("fix", "--diff", tmp_path / "a.py")
     assert code == 1 and out.startswith(f"--- a/{tmp_path / 'a.py'}\n")
     assert run("fix", "--diff", tmp_path / "clean.py")[:2] == (0, "")
-    # No diff, but a file that could not be read: still 1.
+    # No diff, but a file that could not be read: an error.
     code, out, err = run("fix", "--diff", binary)
-    assert (code, out) == (1, "")
+    assert (code, out) == (2, "")
     assert err.splitlines() == [f"gacclint: {binary}: binary content (NUL bytes)", "Would fix 0 problems in 0 files."]
     assert (tmp_path / "a.py").read_text() == NO_CLEAR
 

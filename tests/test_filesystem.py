@@ -90,7 +90,7 @@ def test_unreadable_file_is_one_line_and_the_run_goes_on(tree: Path, monkeypatch
     secret.write_text(BUGGY)
     deny(monkeypatch, secret)
     result = run("check", tree)
-    assert result.exit_code == 1
+    assert result.exit_code == 2  # a file that was not checked is an error (issue 17)
     assert one_line_about(result, secret) == "permission denied"
     still_checked(result, tree)
     result = run("fix", tree)
@@ -108,7 +108,7 @@ def test_unreadable_folder_is_one_line_and_the_run_goes_on(tree: Path, monkeypat
     deny(monkeypatch, locked)
     try:
         result = run("check", tree)
-        assert result.exit_code == 1
+        assert result.exit_code == 2  # a file that was not checked is an error (issue 17)
         assert one_line_about(result, locked) == "cannot read folder: permission denied"
         still_checked(result, tree)
         assert "inside.py" not in result.output
@@ -121,7 +121,7 @@ def test_broken_symlink_is_reported_in_a_walk_and_as_an_argument(tree: Path) -> 
     broken = tree / "gone.py"
     broken.symlink_to("missing.py")
     result = run("check", tree)
-    assert result.exit_code == 1
+    assert result.exit_code == 2  # a file that was not checked is an error (issue 17)
     assert one_line_about(result, broken) == "broken symbolic link (to missing.py)"
     still_checked(result, tree)
     result = run("check", broken)
@@ -139,7 +139,7 @@ def test_symlink_loops_end(tree: Path) -> None:
     (sub / "up").symlink_to("..")  # a folder loop: never walked
     (sub / "self").symlink_to(".")
     result = run("check", tree)
-    assert result.exit_code == 1
+    assert result.exit_code == 2  # a file that was not checked is an error (issue 17)
     assert one_line_about(result, tree / "a.py") == "symbolic link loop"
     assert one_line_about(result, tree / "b.py") == "symbolic link loop"
     still_checked(result, tree)
@@ -193,7 +193,7 @@ def test_a_fifo_is_not_read(tree: Path) -> None:
 
 def test_a_path_named_twice_and_a_missing_one(tree: Path) -> None:
     result = run("check", tree / "good.py", tree / "good.py", tree / "nope.py")
-    assert result.exit_code == 1
+    assert result.exit_code == 2  # a file that was not checked is an error (issue 17)
     assert result.stdout.count("GA101") == 1
     assert "nope.py: no such file or directory" in result.stderr
 
