@@ -661,3 +661,16 @@ def _builtin_documentation(code: str, name: str, short: str, full: str) -> str:
         parts += ["Use instead:", "```python", fixed.rstrip("\n"), "```", ""]
     parts += ["## Fix", _BUILTIN_FIX_NOTES[code]]
     return "\n".join(parts)
+
+
+@main.command()
+def server() -> None:
+    """Run the language server on standard input and output (LSP), for editors.
+
+    It publishes the diagnostics of `gacclint check` for each open Python file
+    as it is edited, with each fix as a quick fix and every fix at once as the
+    `source.fixAll.gacclint` action, configured by `[tool.gacclint]` as `check` is.
+    """
+    from gacclint.server import serve
+
+    serve()
