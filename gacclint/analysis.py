@@ -135,7 +135,7 @@ class _Program:
         if end_cell != cell:  # the span ends in a later cell: stop it at the end of this line
             end_row, end_column = row, len(self.notebook.cell_line(diagnostic.row)) + 1
         fix = diagnostic.fix
-        if fix is not None:
+        if fix is not None and not fix.pending:
             edits = []
             for edit in fix.edits:
                 (start_cell, start), (stop_cell, stop) = self._edit_rows(edit)
@@ -260,8 +260,10 @@ def _fix_edits(module: cst.Module, finding: Located, lines: list[str]) -> tuple[
     return tuple(edits)
 
 
-def _diagnostics(analysed: _Analysed, text: str, selection: Selection) -> list[Diagnostic]:
-    """Plain findings in program rows, `# noqa` applied."""
+def _diagnostics(analysed: _Analysed, text: str, selection: Selection, edits: bool = True) -> list[Diagnostic]:
+    """Plain findings in program rows, `# noqa` applied. `edits`: work out
+    each fix's edits (rewriting the module once per fix); else they are left
+    pending (gacclint/diagnostics.py's FixInfo)."""
     if analysed.syntax is not None:
         problem = analysed.syntax
         return [Diagnostic(SYNTAX_ERROR, CODES[SYNTAX_ERROR], f"SyntaxError: {problem.message}",
@@ -275,7 +277,7 @@ def _diagnostics(analysed: _Analysed, text: str, selection: Selection) -> list[D
         fix = None
         if finding.fix is not None:
             fix = FixInfo(finding.fix.applicability.value, finding.fix.message,
-                          _fix_edits(analysed.module, finding, lines))
+                          _fix_edits(analysed.module, finding, lines) if edits else None)
         found.append(_plain(finding, fix))
     kept = suppress(found, text, report_unused, selection=selection)
     moved = noqa_row_map(text) if kept else {}
@@ -286,13 +288,48 @@ def analyse_source(source: bytes, selection: Selection) -> list[Diagnostic]:
     """The findings in one Python source, in its rows (the flake8 plugin's entry)."""
     text = _decode(source)
     lines = split_lines(text)
-    def analyse() -> list[Diagnostic]:
+    def analyse(edits: bool) -> list[Diagnostic]:
         analysed = _analyse(source, selection)
         with _deep_recursion():
-            return _diagnostics(analysed, text, selection)
+            return _diagnostics(analysed, text, selection, edits)
 
-    diagnostics = _on_deep_stack(analyse)
-    return [_with(d, source_line=_line_text(lines, d.row)) for d in diagnostics]
+    diagnostics = [_with(d, source_line=_line_text(lines, d.row)) for d in _on_deep_stack(analyse, False)]
+    resolve_on_demand(diagnostics, lambda: _on_deep_stack(analyse, True))
+    return diagnostics
+
+
+def resolve_on_demand(diagnostics: list[Diagnostic], compute: Callable[[], list[Diagnostic]]) -> None:
+    """Pending fix edits among `diagnostics` are worked out, all at once, when
+    one is first asked for: `compute` analyses the same source again with edits."""
+    pending = [d for d in diagnostics if d.fix is not None and d.fix.pending]
+    if not pending:
+        return
+
+    def resolve() -> None:
+        fill_edits(pending, compute())
+
+    for diagnostic in pending:
+        diagnostic.fix.on_demand(resolve)
+
+
+def fill_edits(pending: list[Diagnostic], computed: list[Diagnostic]) -> None:
+    """Give pending fixes the edits of the same findings in `computed` (the
+    same source analysed with edits); a finding not found there gets none."""
+    by_place: dict[tuple, list[Diagnostic]] = {}
+    for diagnostic in computed:
+        by_place.setdefault(_place_key(diagnostic), []).append(diagnostic)
+    for diagnostic in pending:
+        if diagnostic.fix is None or not diagnostic.fix.pending:
+            continue
+        twins = by_place.get(_place_key(diagnostic))
+        twin = twins.pop(0) if twins else None
+        edits = twin.fix.edits if twin is not None and twin.fix is not None and not twin.fix.pending else ()
+        diagnostic.fix.with_edits(edits)
+
+
+def _place_key(diagnostic: Diagnostic) -> tuple:
+    return (diagnostic.code, diagnostic.cell, diagnostic.row, diagnostic.column, diagnostic.end_row,
+            diagnostic.end_column, diagnostic.message)
 
 
 # -- one file -------------------------------------------------------------------------
@@ -331,7 +368,7 @@ def _check(job: Job, program: _Program, result: FileResult, tree: ast.Module | N
 
 
 def _report(job: Job, program: _Program, result: FileResult, text: str, analysed: _Analysed) -> None:
-    diagnostics = _diagnostics(analysed, text, job.selection)
+    diagnostics = _diagnostics(analysed, text, job.selection, job.edits or job.mode != "check")
     if job.mode == "add-noqa" and diagnostics:
         wanted = [d for d in diagnostics if d.code not in (SYNTAX_ERROR, UNUSED_NOQA)]
         new_text, result.noqa_added = add_noqa(text, wanted)
@@ -391,7 +428,7 @@ def _without_unused_noqa(source: bytes, analysed: _Analysed, selection: Selectio
     if not selection.selects(UNUSED_NOQA):
         return source, analysed, 0
     text = _decode(source)
-    unused = [d for d in _diagnostics(analysed, text, selection)
+    unused = [d for d in _diagnostics(analysed, text, selection, edits=False)
               if d.code == UNUSED_NOQA and d.fix is not None and d.fix.edits]
     if not unused:
         return source, analysed, 0

@@ -5,7 +5,14 @@ file's cells and rows, not the path, but per-file settings do) and the
 fingerprint of the selection that applies to it; the cache file itself is
 named by gacclint's version and a fingerprint of its own code, so an upgrade
 or an edit of a rule never reads old results. Only files that pass the
-textual gate have entries: for the rest, the gate is as cheap as a lookup.
+textual gate have entries.
+
+A warm run reads only metadata: the cache also remembers, per path, the
+file's size, modification and change times and inode as last read, with the
+hash of the bytes it held then (or that it failed the textual gate). When all
+four still match, the file is not opened. A file changed within two seconds
+of being read is not remembered this way (a later edit could keep its
+timestamps in a coarse-grained file system): it is read and hashed again.
 
 The folder (`.gacclint_cache/` in the project root, or $GACCLINT_CACHE_DIR) holds a `.gitignore` of `*` (and a
 CACHEDIR.TAG), so it never shows up in `git status` or in backups.
@@ -30,6 +37,13 @@ def cache_folder(project_root: Path) -> Path:
     return Path(os.environ.get(FOLDER_VARIABLE) or project_root / FOLDER)
 # Entries not used for the longest time go first past this many.
 MAX_ENTRIES = 20_000
+# The key of the table of file metadata in the cache file (result keys are hex).
+STAT_KEY = "@stat"
+# A file whose timestamps are this recent when read is not remembered by them.
+RACY_NS = 2_000_000_000
+# The digest remembered for a file that fails the textual gate (never analysed).
+NOT_A_CANDIDATE = ""
+_TOUCH_SECONDS = 3600
 _TAG = "Signature: 8a477f597d28d172789f06886806bc55\n# This folder is a cache made by gacclint.\n"
 
 
@@ -43,18 +57,51 @@ def _code_fingerprint() -> str:
     return digest.hexdigest()
 
 
+def _stat_row(info: os.stat_result) -> list[int]:
+    return [info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino]
+
+
 class ResultCache:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self.file = self.folder / f"check-{_code_fingerprint()}.json"
         self._entries: dict[str, list] | None = None
+        self._stat: dict[str, list] = {}
         self._dirty = False
+        self._now = time.time_ns()
 
     @staticmethod
-    def key(path: Path, source: bytes, settings: str) -> str:
-        digest = hashlib.blake2b(source, digest_size=16)
-        digest.update(b"\0" + os.path.abspath(path).encode(errors="surrogateescape") + b"\0" + settings.encode())
-        return digest.hexdigest()
+    def digest(source: bytes) -> str:
+        return hashlib.blake2b(source, digest_size=16).hexdigest()
+
+    @staticmethod
+    def key(path: Path | str, digest: str, settings: str) -> str:
+        """A result's key: the content's digest, the absolute path, the settings' fingerprint."""
+        key = hashlib.blake2b(digest.encode(), digest_size=16)
+        key.update(b"\0" + os.path.abspath(path).encode(errors="surrogateescape") + b"\0" + settings.encode())
+        return key.hexdigest()
+
+    def known_digest(self, path: str, info: os.stat_result) -> str | None:
+        """The digest of the bytes `path` held when last read, if its metadata
+        says it still holds them (NOT_A_CANDIDATE: they failed the textual
+        gate); None when it must be read."""
+        self._load()
+        row = self._stat.get(path)
+        if row is None or row[:4] != _stat_row(info):
+            return None
+        return row[4]
+
+    def remember(self, path: str, info: os.stat_result, digest: str) -> None:
+        """`path`, as `info` describes it, held bytes of `digest` (NOT_A_CANDIDATE: failing the gate)."""
+        self._load()
+        row = _stat_row(info) + [digest]
+        if max(info.st_mtime_ns, info.st_ctime_ns) > self._now - RACY_NS:
+            if self._stat.pop(path, None) is not None:
+                self._dirty = True
+            return
+        if self._stat.get(path) != row:
+            self._stat[path] = row
+            self._dirty = True
 
     def _load(self) -> dict[str, list]:
         if self._entries is None:
@@ -63,18 +110,24 @@ class ResultCache:
                 self._entries = entries if isinstance(entries, dict) else {}
             except (OSError, ValueError):
                 self._entries = {}  # no cache yet, or a damaged one: start over
+            stat = self._entries.pop(STAT_KEY, None)
+            if isinstance(stat, dict):
+                self._stat = {path: row for path, row in stat.items()
+                              if isinstance(row, list) and len(row) == 5 and isinstance(row[4], str)}
         return self._entries
 
     def get(self, key: str) -> list[Diagnostic] | None:
         entry = self._load().get(key)
-        if not isinstance(entry, list) or len(entry) != 2:
+        if not isinstance(entry, list) or len(entry) != 2 or not isinstance(entry[1], list):
             return None
         try:
             diagnostics = [Diagnostic.from_dict(item) for item in entry[1]]
         except (TypeError, KeyError, AttributeError, ValueError):  # damaged, or written by hand
             return None
-        entry[0] = time.time()
-        self._dirty = True
+        now = time.time()
+        if not isinstance(entry[0], (int, float)) or now - entry[0] > _TOUCH_SECONDS:
+            entry[0] = now  # last used, for trimming; a warm run rewrites the file at most hourly for it
+            self._dirty = True
         return diagnostics
 
     def put(self, key: str, diagnostics: list[Diagnostic]) -> None:
@@ -87,8 +140,13 @@ class ResultCache:
             return
         entries = self._entries
         if len(entries) > MAX_ENTRIES:
-            newest = sorted(entries.items(), key=lambda item: item[1][0], reverse=True)[:MAX_ENTRIES]
+            newest = sorted(entries.items(), key=lambda item: item[1][0] if isinstance(item[1], list) and item[1]
+                            and isinstance(item[1][0], (int, float)) else 0, reverse=True)[:MAX_ENTRIES]
             entries = dict(newest)
+        stat = self._stat
+        if len(stat) > 10 * MAX_ENTRIES:  # most files fail the gate: several per result entry
+            stat = dict(list(stat.items())[-10 * MAX_ENTRIES:])
+        entries = {**entries, STAT_KEY: stat}
         import tempfile
 
         try:

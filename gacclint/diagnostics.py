@@ -9,9 +9,9 @@ that cell; for a `.py` file `cell` is None and rows are lines of the file.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 if TYPE_CHECKING:
     from gacclint.selection import Selection
@@ -89,11 +89,66 @@ class Edit:
     end_column: int
 
 
-@dataclass(frozen=True)
 class FixInfo:
-    applicability: str  # "safe" | "unsafe"
-    message: str
-    edits: tuple[Edit, ...] = ()
+    """A finding's fix: applicability, description, and its edits of the text.
+
+    The edits may be pending (`edits=None`): `check` shows only the description
+    in its people formats, and working the edits out means rewriting the whole
+    module, so the runner leaves them to be computed on first access of
+    `edits` (formats that carry edits: json, json-lines, sarif). Equal fixes
+    have equal edits; comparing a pending fix computes them."""
+
+    __slots__ = ("applicability", "message", "_edits", "_resolve")
+
+    def __init__(self, applicability: str, message: str, edits: tuple[Edit, ...] | None = (),
+                 resolve: Callable[[], None] | None = None) -> None:
+        self.applicability = applicability  # "safe" | "unsafe"
+        self.message = message
+        self._edits = None if edits is None else tuple(edits)
+        # Called when the edits are asked for while pending; it sets them (with_edits).
+        self._resolve = resolve
+
+    @property
+    def pending(self) -> bool:
+        return self._edits is None
+
+    @property
+    def edits(self) -> tuple[Edit, ...]:
+        if self._edits is None and self._resolve is not None:
+            self._resolve()
+        if self._edits is None:
+            raise RuntimeError("the edits of this fix were not computed (no resolver)")
+        return self._edits
+
+    def with_edits(self, edits: tuple[Edit, ...]) -> None:
+        """Fill in pending edits (the runner's resolver does)."""
+        self._edits, self._resolve = tuple(edits), None
+
+    def on_demand(self, resolve: Callable[[], None]) -> None:
+        """What computes the edits if they are asked for while pending."""
+        if self._edits is None:
+            self._resolve = resolve
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, FixInfo):
+            return NotImplemented
+        return (self.applicability, self.message) == (other.applicability, other.message) and (
+            self is other or self.edits == other.edits)
+
+    def __hash__(self) -> int:
+        return hash((self.applicability, self.message))
+
+    def __repr__(self) -> str:
+        edits = "<pending>" if self._edits is None else repr(self._edits)
+        return f"FixInfo(applicability={self.applicability!r}, message={self.message!r}, edits={edits})"
+
+    def __reduce__(self):
+        # Across a process boundary (workers, the cache) a resolver never travels.
+        return (FixInfo, (self.applicability, self.message, self._edits))
+
+    def to_dict(self) -> dict:
+        return {"applicability": self.applicability, "message": self.message,
+                "edits": None if self._edits is None else [asdict(e) for e in self._edits]}
 
 
 @dataclass(frozen=True)
@@ -117,14 +172,22 @@ class Diagnostic:
         return rule_url(self.code)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """Plain data (JSON); a pending fix's edits are None."""
+        data = {name: getattr(self, name) for name in _DIAGNOSTIC_FIELDS}
+        if self.fix is not None:
+            data["fix"] = self.fix.to_dict()
+        return data
 
     @classmethod
     def from_dict(cls, data: dict) -> "Diagnostic":
         fix = data.get("fix")
         if fix is not None:
-            fix = FixInfo(fix["applicability"], fix["message"], tuple(Edit(**e) for e in fix["edits"]))
+            edits = fix["edits"]
+            fix = FixInfo(fix["applicability"], fix["message"], None if edits is None else tuple(Edit(**e) for e in edits))
         return cls(**{**data, "fix": fix})
+
+
+_DIAGNOSTIC_FIELDS = tuple(f.name for f in fields(Diagnostic))
 
 
 @dataclass(frozen=True)
@@ -139,6 +202,9 @@ class Job:
     write: bool = False  # fix / add-noqa: write the result (not under --diff)
     diff: bool = False   # fix: keep a unified diff of the result
     debug: bool = False  # let an internal error propagate with its traceback
+    # Work out each fix's edits now; False leaves them pending (FixInfo) for
+    # the runner to compute only if they are asked for.
+    edits: bool = True
 
 
 @dataclass

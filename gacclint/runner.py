@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from gacclint.cache import ResultCache, cache_folder
+from gacclint.cache import NOT_A_CANDIDATE, ResultCache, cache_folder
 from gacclint.diagnostics import MAX_ANALYSED_BYTES, Diagnostic, FileResult, Job
 from gacclint.discover import discover
 from gacclint.gate import may_hold_training_loop, owns_backward_call
@@ -43,6 +43,10 @@ class RunOptions:
     use_cache: bool = True
     progress: bool = False  # a progress bar on stderr
     jobs: int | None = None  # worker processes; None: one per core
+    # check: work out fix edits in the analysis (True), or only if a format
+    # asks for them (None/False: FixInfo's edits stay pending until accessed,
+    # then all pending files are analysed again with edits, in parallel).
+    edits: bool | None = None
 
 
 def analyse_source(source: bytes, selection: Selection | None = None) -> list[Diagnostic]:
@@ -61,33 +65,108 @@ def run(paths: list[Path], resolver: SettingsResolver, options: RunOptions) -> l
     if options.mode == "check" and options.use_cache:
         cache = ResultCache(cache_folder(resolver.for_path(Path.cwd()).root))
     analyser = _Analyser(options)
+    later = _PendingEdits(options)
+    eager_edits = options.edits is True
     count = 0
     for index, path in enumerate(files):
         count = index + 1
+        info = name = None
+        if cache is not None:
+            name = os.path.abspath(path)
+            try:
+                info = os.stat(name)
+            except OSError:
+                pass  # reading it says why
+            else:
+                digest = cache.known_digest(name, info)
+                if digest == NOT_A_CANDIDATE:
+                    results[index] = FileResult(path)
+                    continue
+                if digest is not None:  # unchanged since it was last read: not even opened
+                    settings = resolver.for_path(path)
+                    selection = settings.selection_for(path)
+                    keys[index] = key = cache.key(name, digest, selection.fingerprint())
+                    known = cache.get(key)
+                    if known is not None and not (eager_edits and _pending(known)):
+                        results[index] = FileResult(path, diagnostics=known, unsafe_fixes=_unsafe(settings, options))
+                        later.add(index, results[index], lambda p=path, s=selection, t=settings: _job(
+                            p, read_source(p), s, t, options))
+                        continue
         try:
             source = read_source(path)
         except ReadError as error:
             results[index] = FileResult(path, error=str(error))
             continue
-        if not _worth_analysing(path, source):
+        worth = _worth_analysing(path, source)
+        if cache is not None:
+            digest = ResultCache.digest(source) if worth else NOT_A_CANDIDATE
+            if info is not None:
+                cache.remember(name, info, digest)
+        if not worth:
             results[index] = FileResult(path)
             continue
         settings = resolver.for_path(path)
         selection = settings.selection_for(path)
+        job = _job(path, source, selection, settings, options)
         if cache is not None:
-            keys[index] = key = cache.key(path, source, selection.fingerprint())
+            keys[index] = key = cache.key(name, digest, selection.fingerprint())
             known = cache.get(key)
-            if known is not None:
+            if known is not None and not (eager_edits and _pending(known)):
                 results[index] = FileResult(path, diagnostics=known, unsafe_fixes=_unsafe(settings, options))
+                later.add(index, results[index], lambda job=job: job)
                 continue
-        analyser.add(index, _job(path, source, selection, settings, options))
+        analyser.add(index, job)
     for index, result in analyser.results().items():
         results[index] = result
         if cache is not None and index in keys and result.error is None:
             cache.put(keys[index], result.diagnostics)
+        later.add(index, result, lambda job=analyser.jobs[index]: job)
     if cache is not None:
         cache.save()
     return [results[index] for index in range(count)]
+
+
+def _pending(diagnostics: list[Diagnostic]) -> bool:
+    return any(d.fix is not None and d.fix.pending for d in diagnostics)
+
+
+class _PendingEdits:
+    """Fix edits a check left pending (gacclint/diagnostics.py's FixInfo): the
+    first time one is asked for, every file with pending edits is analysed
+    again with edits (in parallel, as a run is), and each fix gets its own."""
+
+    def __init__(self, options: RunOptions) -> None:
+        self.options = options
+        self.files: dict[int, tuple[FileResult, Callable[[], Job]]] = {}
+
+    def add(self, index: int, result: FileResult, job: Callable[[], Job]) -> None:
+        if not _pending(result.diagnostics):
+            return
+        self.files[index] = (result, job)
+        for diagnostic in result.diagnostics:
+            if diagnostic.fix is not None and diagnostic.fix.pending:
+                diagnostic.fix.on_demand(self.resolve)
+
+    def resolve(self) -> None:
+        files, self.files = self.files, {}
+        if not files:
+            return
+        from dataclasses import replace
+
+        from gacclint.analysis import fill_edits
+
+        analyser = _Analyser(replace(self.options, progress=False))
+        for index, (_, job) in files.items():
+            try:
+                made = job()
+            except ReadError:
+                continue  # gone since: its fixes get no edits
+            analyser.add(index, replace(made, mode="check", write=False, edits=True))
+        computed = analyser.results()
+        for index, (result, _) in files.items():
+            again = computed.get(index)
+            fill_edits([d for d in result.diagnostics if d.fix is not None and d.fix.pending],
+                       again.diagnostics if again is not None else [])
 
 
 def _walk_exclusion(resolver: SettingsResolver) -> Callable[[str, str, bool], bool]:
@@ -111,7 +190,8 @@ def _unsafe(settings: Settings, options: RunOptions) -> bool:
 
 
 def _job(path: Path, source: bytes, selection: Selection, settings: Settings, options: RunOptions) -> Job:
-    return Job(path, source, selection, options.mode, _unsafe(settings, options), options.write, options.diff, DEBUG)
+    return Job(path, source, selection, options.mode, _unsafe(settings, options), options.write, options.diff, DEBUG,
+               edits=options.mode != "check" or options.edits is True)
 
 
 class _Analyser:
