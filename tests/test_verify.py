@@ -116,22 +116,48 @@ def test_messages_read_in_rule_terms() -> None:
 # --------------------------------------------------------------------------
 
 
-def test_smaller_last_micro_batch_verifies_only_with_sample_weighting() -> None:
+def test_smaller_last_micro_batch_mean_of_means_is_said_and_accepted() -> None:
     # Per pass: 14 micro-batches, the last of 6 samples; windows 4, 4, 4, 2.
     buggy = verify_script(VERIFY / "tail_110.py", device="cpu")
     assert [s.micro_batches for s in buggy.steps] == [4, 4, 4, 2] * 2
     assert [s.samples for s in buggy.steps] == [32, 32, 32, 14] * 2
     assert buggy.codes == {"GA203"}
-    # `gacclint fix` divides by the real window size (2): the 6-sample
-    # micro-batch then weighs as much as the 8-sample one.
+    # `gacclint fix` divides by the real window size (2): the mean of the two
+    # micro-batch means. One large batch would take the mean over 14 samples;
+    # verify says which is which and by how much, and accepts the fixer's output.
     windowed = verify_script(VERIFY / "tail_110.fixed.py", device="cpu")
-    assert windowed.verdict == "mismatch" and windowed.codes == set(), windowed.text()
-    assert [s.ok for s in windowed.steps] == [True, True, True, False] * 2
-    [diagnosis] = windowed.diagnoses()
-    assert diagnosis.message.startswith("steps 4, 8: micro-batches weighted equally, not by their samples (8, 6)")
-    # Each micro-batch weighted by its samples / the window's samples: exact.
+    assert windowed.ok and windowed.exit_code == 0, windowed.text()
+    accepted = windowed.accepted()
+    assert len(accepted) == 2 and accepted[0].startswith(
+        "step 4: the code computes the mean of the 2 micro-batch means (8, 6 samples, each weighed 1/2); "
+        "one large batch computes the mean over its 14 samples"), accepted
+    gap = float(accepted[0].split("they differ by ")[1].split("%")[0])
+    assert 1 < gap < 50
+    assert "note: step 4: the code computes the mean of the 2 micro-batch means" in windowed.text()
+    # Each micro-batch weighted by its samples / the window's samples: exact, nothing to say.
     weighted = verify_script(VERIFY / "tail_110_samples.py", device="cpu")
-    assert weighted.ok, weighted.text()
+    assert weighted.ok and not weighted.accepted(), weighted.text()
+
+
+def test_equal_weighting_in_the_middle_of_a_pass_is_a_mismatch(tmp_path: Path) -> None:
+    # Micro-batches of 4 and 2 samples alternate: dividing by k weighs them equally
+    # although no pass ends there; that is not a final window, so it is reported.
+    script = write(tmp_path, "uneven.py", HEAD.replace(
+        "loader = DataLoader(TensorDataset(features, targets), batch_size=4, shuffle=False)",
+        "loader = [(features[s:s + n], targets[s:s + n]) for s, n in "
+        "[(0, 4), (4, 2), (6, 4), (10, 2), (12, 4), (16, 2), (18, 4), (22, 2)]]") + """
+for i, (x, y) in enumerate(loader):
+    loss = loss_fn(model(x), y) / k
+    loss.backward()
+    if (i + 1) % k == 0:
+        optimizer.step()
+        optimizer.zero_grad()
+""")
+    report = verify_script(script, device="cpu")
+    assert report.verdict == "mismatch", report.text()
+    assert [step.ok for step in report.steps] == [False, False, False, True], report.text()
+    assert any("micro-batches weighted equally, not by their samples (4, 2)" in d.message
+               for d in report.diagnoses()), report.text()
 
 
 # --------------------------------------------------------------------------
@@ -329,7 +355,7 @@ def test_rewrite_keeps_every_line_and_leaves_the_file_alone() -> None:
     assert function[row] == library.splitlines()[row] and not any(function[:row])
 
 
-def test_framework_managed_loops_cannot_be_verified() -> None:
+def test_framework_managed_loops_are_instrumented() -> None:
     source = """
 accelerator = Accelerator(gradient_accumulation_steps=4)
 for batch in loader:
@@ -339,8 +365,9 @@ for batch in loader:
         optimizer.step()
         optimizer.zero_grad()
 """
-    with pytest.raises(CannotVerify, match="framework-managed"):
-        instrument(source)
+    program = instrument(source)
+    assert {site.kind for site in program.sites} >= {"loop", "backward", "step"}
+    assert not program.skipped
 
 
 # --------------------------------------------------------------------------

@@ -20,7 +20,7 @@ it); the functions load it when they run.
 
 from __future__ import annotations
 
-from gacclint.runtime.errors import CannotVerify
+from gacclint.runtime.errors import CannotVerify, GradientMismatch
 from gacclint.runtime.report import Diagnosis, StepResult, Tolerance, VerifyReport
 from gacclint.runtime.run import DEVICE_ENV, assert_gradients_match, verify_function, verify_script
 
@@ -28,6 +28,7 @@ __all__ = [
     "DEVICE_ENV",
     "CannotVerify",
     "Diagnosis",
+    "GradientMismatch",
     "StepResult",
     "Tolerance",
     "VerifyReport",

@@ -1,46 +1,30 @@
 """Rewrite a module's training loops, in memory, so that a probe can watch them.
 
-Why instrument the user's own loop instead of recording each micro-batch's
-inputs and recomputing the large batch on a copy of the model: the loss of a
-real loop is arbitrary code (several criteria, auxiliary terms, masks, label
-smoothing, a model that returns its own loss), which a replay would have to
-guess; dropout and other randomness would draw different masks in a replay;
-and a copy of a large model on the GPU may not fit. Taking the gradient of the
-loop's own *raw* loss, on its own graph, before its own backward, has none of
-these problems: the reference is exactly what that micro-batch contributes to
-the large-batch gradient, whatever the loss is.
-
-The rewrite changes expressions only, never adds statements, so every line of
-the rewritten module keeps its number (tracebacks point at the user's code):
+The measurement itself needs no rewrite: while the code runs, the probe
+(:mod:`gacclint.runtime.probe`) wraps `torch.autograd.backward`, so it sees the
+tensor every backward starts from (the user's, or the one a framework such as
+accelerate builds), hooks the parameters' gradients, and compares at each
+optimizer step. The rewrite adds what only the source knows, changing
+expressions only, never adding statements, so every line keeps its number
+(tracebacks point at the user's code):
 
 * the micro-batch loop's iterable `loader` becomes `P.iterate(site, loader)`
   (a `while` test becomes `P.tick(site, test)`): each item starts a
   micro-batch, whose sample count is the leading dimension of the item's
   first tensor, and each pass over the iterable is counted;
 * the backward's loss `X` (in `X.backward()`, `scaler.scale(X).backward()`,
-  `torch.autograd.backward(X)`) becomes `P.backward_loss(site, X, scaler)`,
-  which takes `torch.autograd.grad` of the raw loss with `retain_graph=True`
-  before the user's backward runs;
+  `accelerator.backward(X)`) becomes `P.backward_loss(site, X)`, which names
+  the line of the backward that follows;
 * each step call `opt.step()` / `scaler.step(opt)` becomes
-  `P.stepped(P.stepping(site, lambda: opt, lambda: k) or opt.step())`, so a
-  step the GradScaler skips is seen too, and `--steps N` can stop after it;
-* a clip call `clip_grad_norm_(...)` becomes `P.clipping(site) or clip_...(...)`:
-  clipping changes `.grad` exactly as it would change the large batch's, so
-  the gradients are compared as they reach the clip;
-* divisions and multiplications by *accumulation factors* (`loss / k`,
-  `loss / window`, `loss * x.size(0) / window_samples`) become
-  `P.div(site, a, b)` / `P.mul(site, a, b, mask)`: they compute the same value
-  and remember its numerator, so that the probe can walk back from the backward
-  loss to the raw loss before the accumulation scaling, even when that scaling
-  is wrong (which is what verify must detect). Any other arithmetic (a
-  temperature, `(l1 + l2) / 2`, a loss weight) is part of the user's loss.
-
-A factor is an accumulation factor when it mentions the step boundary's `k`,
-a name that looks like an accumulation count (`accum`, `grad_acc`, ...), or a
-name bound from such an expression (`window = min(k, ...)`); a multiplier may
-also be a sample count (`x.size(0)`, `len(batch)`, `.shape[0]`). Names are not
-values: the probe still checks at run time that the factor side does not
-require grad and the other side does.
+  `P.stepped(P.stepping(site, lambda: opt, lambda: k, through_scaler) or opt.step())`,
+  so a step the GradScaler skips is seen too, and `--steps N` can stop after it;
+* a clip call `clip_grad_norm_(...)` becomes `P.clipping(site) or clip_...(...)`;
+* every `a / b` and `a * b` in the loop becomes `P.div(site, a, b, class)` /
+  `P.mul(site, a, b, class_a, class_b)`: the same value, whose autograd node
+  the probe tags with what the source says about the factor (see `SCHEDULE`,
+  `LITERAL`, `OPAQUE`): derived from the step schedule by data flow, a
+  number, or something only its run-time value can explain. Names are never
+  read for meaning.
 
 This module does not import PyTorch.
 """
@@ -59,14 +43,10 @@ from gacclint.loops.facts import ModuleFacts
 from gacclint.loops.find import build_model
 from gacclint.loops.model import ConditionKind, Event, EventKind, Shape, TrainingLoop
 from gacclint.loops.vocabulary import code_of, dotted_name
-from gacclint.rules.common import looks_like_accumulation_count
 from gacclint.runtime.errors import CannotVerify
 
 PROBE = "__gacclint_probe__"
 """The global name the rewritten code calls; the runner binds it to the probe."""
-
-LEFT, RIGHT = 1, 2
-"""`P.mul` mask bits: which operand may be a scaling factor."""
 
 _SIMPLE_REFERENCE = re.compile(r"^[A-Za-z_][\w.]*(\[\s*-?\d+\s*\])?$")
 _MAX_CLOSURE_ROUNDS = 10
@@ -168,29 +148,36 @@ def _inside(loop: TrainingLoop, function: cst.FunctionDef, facts: ModuleFacts) -
 
 
 def _unsupported(loop: TrainingLoop) -> str | None:
-    if loop.framework_managed:
-        frameworks = ", ".join(sorted(loop.frameworks))
-        return (f"framework-managed loop ({frameworks}): the framework scales, steps and clears; "
-                "verify checks plain PyTorch loops")
     if isinstance(loop.node, cst.For) and loop.node.asynchronous is not None:
         return "`async for` loops are not supported"
-    if not any(event.kind is EventKind.BACKWARD and event.loss is not None for event in loop.events):
-        return "no backward whose loss gacclint can see"
     return None
 
 
 # --------------------------------------------------------------------------
-# Accumulation factors
+# Scaling factors: what the source says about each one (never its name)
 # --------------------------------------------------------------------------
+
+OPAQUE, SCHEDULE, LITERAL = 0, 1, 2
+"""Static classes of a factor that multiplies or divides a value in the loop.
+
+`SCHEDULE`: the expression reads the step schedule (the boundary's `k`, the
+micro-step loop's range, or a value computed from them, followed through
+assignments), or is a sample count used as a multiplier (`x.size(0)`,
+`len(batch)`, `.shape[0]`): an accumulation factor. `LITERAL`: numbers only
+(a task average `/ 2`, a loss weight `* 0.5`): part of the loss, unless the
+number is the boundary's literal `k`. `OPAQUE`: anything else (a method's
+result, a token budget, a helper's count): the probe decides at run time, by
+value, whether it is the window's size or the window's sample or token count
+(an accumulation factor) or a constant of the loss."""
 
 
 class _Factors:
-    """Which expressions are accumulation factors or sample counts (by the names they read)."""
+    """Classify scaling factors by data flow from the step schedule."""
 
-    def __init__(self, facts: ModuleFacts, base: set[str]) -> None:
+    def __init__(self, facts: ModuleFacts, schedule: set[str], k_literal: int | None) -> None:
         self.facts = facts
-        self.accumulation = self._closure(base, self._mentions_accumulation)
-        self.samples = self._closure(set(), self._counts_samples)
+        self.k_literal = k_literal
+        self.schedule = self._closure(schedule) if schedule else set()
 
     def _names(self, node: cst.CSTNode) -> set[str]:
         found: set[str] = set()
@@ -200,49 +187,71 @@ class _Factors:
                 found.add(text)
         return found
 
-    def _closure(self, names: set[str], test: Callable[[cst.CSTNode, set[str]], bool]) -> set[str]:
-        """`names`, plus every name bound (anywhere in the module) from an expression passing `test`."""
+    def _closure(self, names: set[str]) -> set[str]:
+        """`names`, plus every name bound (anywhere in the module) from an expression reading them."""
         names = set(names)
         for _ in range(_MAX_CLOSURE_ROUNDS):
             grown = {name for name, bindings in self.facts.bindings.items() if name not in names
-                     and any(b.tuple_index is None and test(b.value, names) for b in bindings)}
+                     and any(b.tuple_index is None and self._names(b.value) & names for b in bindings)}
             if not grown:
                 break
             names |= grown
         return names
 
-    def _mentions_accumulation(self, node: cst.CSTNode, names: set[str]) -> bool:
-        return any(name in names or looks_like_accumulation_count(name) for name in self._names(node))
+    def classify(self, node: cst.CSTNode) -> int:
+        if self._names(node) & self.schedule:
+            return SCHEDULE
+        literal = _literal_value(node)
+        if literal is not None:
+            return SCHEDULE if self.k_literal is not None and literal == self.k_literal else LITERAL
+        return OPAQUE
 
-    def _counts_samples(self, node: cst.CSTNode, names: set[str]) -> bool:
-        for inner in self.facts.tree.find(node, cst.Call, cst.Subscript, cst.Attribute, cst.Name, enter_scopes=False):
-            if isinstance(inner, cst.Call):
-                func = inner.func
-                if isinstance(func, cst.Attribute) and func.attr.value == "size":
-                    return True
-                if isinstance(func, cst.Name) and func.value == "len":
-                    return True
-            elif isinstance(inner, cst.Subscript):
-                if isinstance(inner.value, cst.Attribute) and inner.value.attr.value == "shape":
-                    return True
-            elif isinstance(inner, cst.Attribute) and inner.attr.value == "batch_size":
+    def classify_multiplier(self, node: cst.CSTNode) -> int:
+        found = self.classify(node)
+        if found == OPAQUE and _counts_samples(node, self.facts):
+            return SCHEDULE
+        return found
+
+
+def _literal_value(node: cst.CSTNode) -> float | None:
+    """The value of an expression made of numbers only (`2`, `0.5`, `1 / 4`)."""
+    try:
+        text = cst.Module(body=[]).code_for_node(node)
+    except Exception:  # noqa: BLE001
+        return None
+    if not re.fullmatch(r"[\d\s.eE+\-*/()_]+", text):
+        return None
+    try:
+        value = eval(compile(text.strip(), "<literal>", "eval"), {"__builtins__": {}})  # noqa: S307 - digits only
+    except Exception:  # noqa: BLE001
+        return None
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+def _counts_samples(node: cst.CSTNode, facts: ModuleFacts) -> bool:
+    """`x.size(0)`, `len(batch)`, `x.shape[0]`, `loader.batch_size`."""
+    for inner in facts.tree.find(node, cst.Call, cst.Subscript, cst.Attribute, enter_scopes=False):
+        if isinstance(inner, cst.Call):
+            func = inner.func
+            if isinstance(func, cst.Attribute) and func.attr.value == "size":
                 return True
-            elif isinstance(inner, cst.Name) and inner.value in names:
+            if isinstance(func, cst.Name) and func.value == "len":
                 return True
-        return False
+        elif isinstance(inner, cst.Subscript):
+            if isinstance(inner.value, cst.Attribute) and inner.value.attr.value == "shape":
+                return True
+        elif isinstance(inner, cst.Attribute) and inner.attr.value == "batch_size":
+            return True
+    return False
 
-    def is_accumulation(self, node: cst.CSTNode) -> bool:
-        return self._mentions_accumulation(node, self.accumulation)
 
-    def is_multiplier(self, node: cst.CSTNode) -> bool:
-        return self.is_accumulation(node) or self._counts_samples(node, self.samples)
-
-
-def _boundary_names(loop: TrainingLoop, facts: ModuleFacts) -> set[str]:
-    """The names that spell the loop's `k`: the boundary's, the micro-step range's."""
+def _schedule(loop: TrainingLoop, facts: ModuleFacts) -> tuple[set[str], int | None]:
+    """The names that spell the loop's `k` (the boundary's, the micro-step range's), and a literal `k`."""
     names: set[str] = set()
+    literal: int | None = None
 
     def add(node: cst.CSTNode | None) -> None:
+        nonlocal literal
         if node is None:
             return
         for inner in facts.tree.find(node, cst.Name, cst.Attribute, enter_scopes=False):
@@ -252,15 +261,30 @@ def _boundary_names(loop: TrainingLoop, facts: ModuleFacts) -> set[str]:
         text = dotted_name(node) if isinstance(node, (cst.Name, cst.Attribute)) else None
         if text:
             names.add(text)
+        value = _literal_value(node)
+        if value is not None and value.is_integer() and value > 1:
+            literal = int(value)
 
     for event in loop.events:
         for condition in event.conditions:
-            if condition.kind is ConditionKind.BOUNDARY and condition.boundary is not None:
+            if condition.kind is ConditionKind.BOUNDARY and condition.boundary is not None \
+                    and not condition.boundary.framework:
                 add(condition.boundary.k)
     add(loop.window_k)
     if loop.shape is Shape.INNER_WINDOW and isinstance(loop.node, cst.For):
-        add(loop.node.iter)
-    return names
+        iterable = loop.node.iter
+        if isinstance(iterable, cst.Call) and call_name_of(iterable) == "range":
+            for arg in iterable.args:
+                add(arg.value)
+        else:
+            add(iterable)
+    # Names of the loop's own variables are never `k` (`range` excluded above).
+    names -= {"range", "len", "min", "max"}
+    return names, literal
+
+
+def call_name_of(node: cst.Call) -> str | None:
+    return dotted_name(node.func) if isinstance(node.func, (cst.Name, cst.Attribute)) else None
 
 
 # --------------------------------------------------------------------------
@@ -338,8 +362,8 @@ class _Builder:
                 self._step(event, loop)
             elif event.kind is EventKind.CLIP and isinstance(event.node, cst.Call):
                 self._clip(event)
-        factors = _Factors(self.facts, _boundary_names(loop, self.facts))
-        self._scaling(loop.window_loop or loop.node, factors)
+        schedule, k_literal = _schedule(loop, self.facts)
+        self._scaling(loop.window_loop or loop.node, _Factors(self.facts, schedule, k_literal))
 
     def _backward(self, event: Event) -> None:
         assert event.loss is not None
@@ -358,9 +382,11 @@ class _Builder:
         literal = cst.Integer(str(site))
         receiver = _reference(event.receiver)
 
+        through_scaler = cst.Name("True" if event.via_scaler else "False")
+
         def wrap(call: cst.CSTNode) -> cst.CSTNode:
             assert isinstance(call, cst.BaseExpression)
-            before = _probe("stepping", literal, receiver, _thunk(k))
+            before = _probe("stepping", literal, receiver, _thunk(k), through_scaler)
             return _probe("stepped", cst.BooleanOperation(left=before, operator=cst.Or(), right=call))
 
         self._wrap(event.node, wrap)
@@ -378,57 +404,45 @@ class _Builder:
         self._wrap(event.node, wrap)
 
     def _scaling(self, container: cst.CSTNode, factors: _Factors) -> None:
+        """Every `*` and `/` in the loop: the probe tags the autograd node it makes with the
+        factor's static class, and walks those nodes back from each backward."""
         for node in self.facts.tree.find(container, cst.BinaryOperation, cst.AugAssign, enter_scopes=False):
             if isinstance(node, cst.BinaryOperation):
-                if isinstance(node.operator, cst.Divide) and factors.is_accumulation(node.right):
-                    self._divide(node)
+                if isinstance(node.operator, cst.Divide):
+                    self._binary(node, "div", [factors.classify(node.right)])
                 elif isinstance(node.operator, cst.Multiply):
-                    mask = (LEFT if factors.is_multiplier(node.left) else 0) | (
-                        RIGHT if factors.is_multiplier(node.right) else 0)
-                    if mask:
-                        self._multiply(node, mask)
+                    self._binary(node, "mul", [factors.classify_multiplier(node.left),
+                                               factors.classify_multiplier(node.right)])
             elif isinstance(node.target, (cst.Name, cst.Attribute)):
-                if isinstance(node.operator, cst.DivideAssign) and factors.is_accumulation(node.value):
-                    self._in_place(node, "div", None)
-                elif isinstance(node.operator, cst.MultiplyAssign) and factors.is_multiplier(node.value):
-                    self._in_place(node, "mul", RIGHT)
+                if isinstance(node.operator, cst.DivideAssign):
+                    self._in_place(node, "div", [factors.classify(node.value)])
+                elif isinstance(node.operator, cst.MultiplyAssign):
+                    self._in_place(node, "mul", [OPAQUE, factors.classify_multiplier(node.value)])
 
-    def _divide(self, node: cst.BinaryOperation) -> None:
+    def _binary(self, node: cst.BinaryOperation, method: str, classes: list[int]) -> None:
         site = self._site("scale", node)
         if site is None:
             return
         literal = cst.Integer(str(site))
+        tags = [cst.Integer(str(value)) for value in classes]
 
         def wrap(updated: cst.CSTNode) -> cst.CSTNode:
             assert isinstance(updated, cst.BinaryOperation)
-            return _probe("div", literal, updated.left, updated.right)
+            return _probe(method, literal, updated.left, updated.right, *tags)
 
         self._wrap(node, wrap, order=0)
 
-    def _multiply(self, node: cst.BinaryOperation, mask: int) -> None:
+    def _in_place(self, node: cst.AugAssign, method: str, classes: list[int]) -> None:
+        """`loss /= k` -> `loss = P.div(site, loss, k, class)` (same line, same value)."""
         site = self._site("scale", node)
         if site is None:
             return
         literal = cst.Integer(str(site))
-
-        def wrap(updated: cst.CSTNode) -> cst.CSTNode:
-            assert isinstance(updated, cst.BinaryOperation)
-            return _probe("mul", literal, updated.left, updated.right, cst.Integer(str(mask)))
-
-        self._wrap(node, wrap, order=0)
-
-    def _in_place(self, node: cst.AugAssign, method: str, mask: int | None) -> None:
-        """`loss /= k` -> `loss = P.div(site, loss, k)` (same line, same value)."""
-        site = self._site("scale", node)
-        if site is None:
-            return
-        literal = cst.Integer(str(site))
+        tags = [cst.Integer(str(value)) for value in classes]
 
         def wrap(updated: cst.CSTNode) -> cst.CSTNode:
             assert isinstance(updated, cst.AugAssign)
-            args: list[cst.BaseExpression] = [literal, updated.target.deep_clone(), updated.value]
-            if mask is not None:
-                args.append(cst.Integer(str(mask)))
+            args: list[cst.BaseExpression] = [literal, updated.target.deep_clone(), updated.value, *tags]
             return cst.Assign(targets=[cst.AssignTarget(target=updated.target)], value=_probe(method, *args))
 
         self._wrap(node, wrap, order=0)

@@ -1,34 +1,59 @@
-"""The runtime half of `gacclint verify`: what the rewritten loop calls.
+"""The runtime half of `gacclint verify`: measure what a running loop applies.
 
-The rewrite (:mod:`gacclint.runtime.instrument`) binds `__gacclint_probe__` to
-a :class:`Probe` and calls it at the loop's iterable, its backward, its steps
-and its accumulation arithmetic. The probe also installs three of torch's
-global hooks while the code runs (removed afterwards, even when the code
-raises): an optimizer step pre-hook, where each step's gradients are compared;
-a post-hook, to stop after `--steps N`; and a module forward pre-hook, which
-notes autocast, BatchNorm in training mode, and a micro-batch's sample count
-when its iterable item did not show one.
+While the code runs, the probe wraps `torch.autograd.backward` (every
+`loss.backward()`, and the backward a framework such as accelerate or
+Lightning Fabric calls for the user, goes through it) and installs torch's
+global optimizer-step and module-forward hooks; everything is removed
+afterwards, even when the code raises.
 
-For every backward, the probe needs the gradient of the *raw* loss (the
-backward loss with the accumulation scaling walked back, see the rewrite) with
-respect to the leaves the backward will accumulate into. The raw loss is the
-backward loss times the walked-back factors `c` (`k`, `window`, `N / n`), so
-the probe takes `torch.autograd.grad` of the backward loss itself (times the
-GradScaler's current scale when one is passed, as the user's backward is) on
-the same graph and multiplies by `c` in float64: the same value as the
-gradient of the raw loss, but rounded exactly like the user's own backward, so
-that under fp16/bf16 autocast the comparison measures the accumulation and not
-two different half-precision roundings. (When a factor is not a number, e.g.
-a per-sample weight tensor, the raw loss itself is differentiated.) It adds
-the result, in float64, to two sums per parameter: weighted by the micro-batch's sample
-count (the large-batch reference is that sum over the window's samples) and
-unweighted (to explain a mismatch: see :mod:`gacclint.runtime.report`). At a
-step, each parameter's `.grad` (already unscaled when the step comes from
-`scaler.step`) is compared with the reference, and the parameter's sums start
-again; when the loop clips gradients, the copy taken as they reached the last
-clip before the step is compared instead (clipping is what the large batch
-would get too). Memory: two float64 copies of the trained parameters, one more
-copy in the `.grad` dtype for loops that clip.
+**Which loss, scaled how: from the autograd graph, not from names.** At each
+backward the probe walks the graph back from the tensor the backward starts
+from, through multiplications and divisions by constants (and casts and
+views), to the first node that is not one: the *root*, the loss as the user's
+code defines it. Each constant on the way is a factor; the rewrite
+(:mod:`gacclint.runtime.instrument`) has tagged the nodes made in the loop
+with what the source says about them (read from the step schedule, a number,
+or opaque), and a GradScaler's `scale()` is tagged too. The root tells how the
+loss is reduced: a mean over samples, over tokens (`ignore_index`: the
+count `nll_loss` saved), or a sum; a sum divided by a per-micro-batch count
+(a masked token mean) is a mean over that count, and a sum divided by more
+than the micro-batch holds (`num_items_in_batch`, a token budget) keeps that
+divisor as part of the loss.
+
+**The reference.** For a window (the micro-batches since the parameters'
+previous step), one large batch gives, per backward line, the mean of its
+root over the window's samples or tokens: `sum_j D_j grad R_j / sum_j D_j`
+for means (`D_j` the micro-batch's count), `sum_j grad R_j` for sums, times the
+loss's own constants. The probe does not run a second backward: a hook on each
+parameter receives, during the user's own backward, exactly `c_j grad R_j`
+(`c_j` the product of the factors) and adds it, re-weighted by
+`D_j / a_j` (`a_j` the accumulation factors and the GradScaler's scale), to a
+running sum in the gradient's dtype (a sparse gradient is added sparsely).
+Opaque factors are judged at the step, by value: one equal to the window's
+micro-batch count, `k`, or the window's sample or token count is an
+accumulation factor, anything else is a constant of the loss (both sums are
+kept while opaque factors are present).
+
+**At each step** (the optimizer step pre-hook, so after `scaler.step`
+unscales), each parameter's `.grad` (or the copy taken as it reached the
+window's last clip) is compared with the reference: one pass over the
+parameter for the differences, dot products for the diagnosis. When it
+differs, two other readings are measured: the mean of the micro-batch means
+(what dividing by the window size gives when the last micro-batch is short),
+and gradients divided after the backward by the window's token or sample
+count (per-token sums flushed with their count); see
+:mod:`gacclint.runtime.report` for which are accepted.
+
+**Per optimizer.** Each parameter's window belongs to its own optimizer. When
+a backward finds a parameter's gradient cleared and the contributions it
+holds came from other backward lines only (a GAN's generator loss reaching the
+discriminator, cleared before the discriminator's own backward), those
+contributions are dropped: they never reached a step. Cleared between two
+backwards of the same line is GA102.
+
+Memory: one running sum per parameter and backward line (two while opaque
+factors are present, one more while micro-batches of different counts are in
+a window), plus a copy of the gradients for loops that clip.
 """
 
 from __future__ import annotations
@@ -36,16 +61,37 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import torch
 from torch.nn.modules.batchnorm import _BatchNorm
-from torch.nn.modules.module import register_module_forward_pre_hook
+from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
 from torch.optim.optimizer import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
 
-from gacclint.runtime.instrument import LEFT, RIGHT, Site
-from gacclint.runtime.report import MicroBatch, Pass, Precision, StepMeasure, VerifyReport, build_report
+from gacclint.runtime.instrument import LITERAL, OPAQUE, SCHEDULE, Site
+from gacclint.runtime.report import (
+    Alternative,
+    MicroBatch,
+    Pass,
+    Precision,
+    StepMeasure,
+    VerifyReport,
+    build_report,
+    tolerance_for,
+)
+
+SCALER = 3
+"""Tag of the node a GradScaler's `scale()` makes."""
+TAG = "gacclint"
+_MATCH = 1e-6
+"""Relative slack when an opaque factor's value is compared with a count."""
+_PASS_THROUGH = {"ToCopyBackward0", "ViewBackward0", "ReshapeAliasBackward0", "SqueezeBackward0",
+                 "SqueezeBackward1", "SqueezeBackward2", "UnsqueezeBackward0", "CloneBackward0",
+                 "AliasBackward0", "SelectBackward0", "ExpandBackward0", "PermuteBackward0",
+                 "TBackward0", "ContiguousBackward0", "UnsafeViewBackward0"}
+_COMBINE = {"AddBackward0", "AddBackward1", "SubBackward0", "SubBackward1", "MulBackward0", "DivBackward0",
+            "NegBackward0", "StackBackward0", "CatBackward0", "MeanBackward0", "SumBackward0"}
 
 
 class StopVerification(BaseException):
@@ -58,28 +104,70 @@ class ProbeFailure(BaseException):
     A BaseException so that the script's `except Exception:` cannot hide it."""
 
 
+# --------------------------------------------------------------------------
+# One backward
+# --------------------------------------------------------------------------
+
+
+@dataclass
+class _Factor:
+    multiplier: float
+    """The factor as a multiplier (`/ 4` is 0.25)."""
+    kind: int | None
+    """SCHEDULE, LITERAL, OPAQUE, SCALER, or None (made outside the loop: opaque)."""
+    site: int | None
+
+
+@dataclass
+class _Backward:
+    """What one backward contributes: its root, its count, its factors."""
+
+    index: int
+    key: int
+    """The backward line's site, or -1 for a backward the rewrite did not see."""
+    micro_batch: int
+    kind: str
+    """`mean` or `sum`: how the root reduces its elements."""
+    count: float
+    """`D_j`: what a mean root divides by (samples, tokens, a mask's count); 1 for a sum."""
+    natural: float
+    """How many elements the root reduces (for a sum: what a per-token mean would divide by)."""
+    accumulation: float
+    """Product of the accumulation factors and the GradScaler's scale."""
+    opaque: tuple[float, ...]
+    scale: float
+    """The GradScaler's scale (1 without one)."""
+    window_normaliser: float | None = None
+
+    @property
+    def weight(self) -> float:
+        return self.count / self.accumulation
+
+    @property
+    def opaque_product(self) -> float:
+        return math.prod(self.opaque)
+
+
+@dataclass
+class _Line:
+    """One parameter's sums for one backward line within its window."""
+
+    weighted: torch.Tensor | None = None
+    """sum_j D_j / a_j * hook gradient (opaque factors kept as the loss's constants)."""
+    resolved: torch.Tensor | None = None
+    """The same with opaque factors taken as accumulation factors (only while some are present)."""
+    plain: torch.Tensor | None = None
+    """sum_j hook gradient / a_j, kept once the counts D_j differ (else weighted / D_first)."""
+    first_count: float | None = None
+    records: list[int] = field(default_factory=list)
+
+
 @dataclass
 class _Sums:
-    """One parameter's gradients since its last step."""
-
     param: torch.Tensor
-    weighted: torch.Tensor
-    """Sum of sample count x micro-batch gradient (float64)."""
-    plain: torch.Tensor
-    """Sum of micro-batch gradients (float64)."""
     start: int
     """The first micro-batch that contributed."""
-
-
-@dataclass
-class _Scaling:
-    """`result = source / factor` (divides) or `result = source * factor`, on the way to a backward."""
-
-    result: torch.Tensor
-    source: torch.Tensor
-    site: int
-    factor: Any
-    divides: bool
+    lines: dict[int, _Line] = field(default_factory=dict)
 
 
 @dataclass
@@ -89,7 +177,25 @@ class _Pending:
     site: int
     optimizer: Any
     k: int | None
+    through_scaler: bool
     measures_before: int
+
+
+@dataclass
+class _Reading:
+    """How one backward line's sums read at a step."""
+
+    norm: float
+    use_resolved: bool
+    rho: float
+    """Multiplier on the weighted sum when only some opaque factors were accumulation factors."""
+    plain_factor: float
+    m: int
+    counts: tuple[float, ...]
+    kind: str
+    window_total_samples: int
+    naturals: float
+    note: str | None = None
 
 
 class Probe:
@@ -105,36 +211,63 @@ class Probe:
         self.batchnorm: set[str] = set()
         self.unknown_samples = False
         self.unobserved_steps = 0
-        self.raw_loss_chains: dict[int, list[int]] = {}
-        """Backward site -> the scale sites walked back from its loss (first time seen)."""
+        self.backwards: list[_Backward] = []
+        self.chains: dict[int, tuple[list[_Factor], str]] = {}
+        """Backward line -> its factors and root, as first seen (for the report)."""
         self._current: MicroBatch | None = None
-        self._scalings: dict[int, _Scaling] = {}
         self._sums: dict[int, _Sums] = {}
         self._stepped: set[int] = set()
         self._pending: _Pending | None = None
         self._while_runs: dict[int, Pass] = {}
         self._before_clip: dict[int, torch.Tensor | None] = {}
-        """Parameter -> its gradient as it reached the last clip of the window."""
         self._clips = 0
-        """Clip calls since the last step."""
         self._loss_scale = 1.0
-        """The GradScaler's scale at the last backward."""
         self.clipped_steps = 0
+        self._pending_line: int | None = None
+        self._active: _Backward | None = None
+        self._hooked: dict[int, tuple[torch.Tensor, Any, Any]] = {}
+        self._grad_state: dict[int, tuple[int, int]] = {}
+        self._resolved_values: dict[tuple[int, int], set[float]] = {}
+        self._roots: dict[int, torch.nn.Module] = {}
+        self._depth = 0
+        self._accepted: list[str] = []
 
-    # -- hooks ------------------------------------------------------------------
+    # -- installation --------------------------------------------------------
 
     @contextmanager
     def installed(self) -> Iterator[Probe]:
+        original_backward = torch.autograd.backward
+        scaler_class = torch.amp.grad_scaler.GradScaler
+        original_scale = scaler_class.scale
+        probe = self
+
+        def backward(tensors: Any, grad_tensors: Any = None, *args: Any, **kwargs: Any) -> Any:
+            return probe._backward(original_backward, tensors, grad_tensors, *args, **kwargs)
+
+        def scale(self: Any, outputs: Any) -> Any:
+            scaled = original_scale(self, outputs)
+            _tag_scaled(scaled)
+            return scaled
+
         handles = [
             register_optimizer_step_pre_hook(self._before_step),
             register_optimizer_step_post_hook(self._after_step),
             register_module_forward_pre_hook(self._before_forward),
+            register_module_forward_hook(self._after_forward),
         ]
+        torch.autograd.backward = backward
+        scaler_class.scale = scale
         try:
             yield self
         finally:
+            torch.autograd.backward = original_backward
+            scaler_class.scale = original_scale
             for handle in handles:
                 handle.remove()
+            for _, hook, post in self._hooked.values():
+                hook.remove()
+                post.remove()
+            self._hooked.clear()
 
     # -- what the rewritten loop calls -----------------------------------------
 
@@ -158,31 +291,19 @@ class Probe:
             self._start(run, run.length - 1, None)
         return value
 
-    def div(self, site: int, numerator: Any, divisor: Any) -> Any:
+    def div(self, site: int, numerator: Any, divisor: Any, kind: int = OPAQUE) -> Any:
         result = numerator / divisor
-        self._remember(site, result, numerator, divisor, divides=True)
+        _tag(result, "DivBackward0", (site, kind, kind))
         return result
 
-    def mul(self, site: int, left: Any, right: Any, mask: int) -> Any:
+    def mul(self, site: int, left: Any, right: Any, left_kind: int = OPAQUE, right_kind: int = OPAQUE) -> Any:
         result = left * right
-        if mask & RIGHT:
-            self._remember(site, result, left, right, divides=False)
-        if mask & LEFT:
-            self._remember(site, result, right, left, divides=False)
+        _tag(result, "MulBackward0", (site, left_kind, right_kind))
         return result
 
-    def backward_loss(self, site: int, loss: Any, scaler: Callable[[], Any] | None = None) -> Any:
-        """Called with the loss just before the user's backward runs on it; returns it unchanged."""
-        if not isinstance(loss, torch.Tensor) or loss.grad_fn is None:
-            return loss  # the user's backward will say what is wrong
-        try:
-            self._measure_backward(site, loss, scaler)
-        except ProbeFailure:
-            raise
-        except Exception as error:  # noqa: BLE001 - reported as "could not verify"
-            # The probe differentiates the user's own graph: what fails here fails in their backward too.
-            raise ProbeFailure(f"the backward at line {self._line(site)} cannot run: "
-                               f"{type(error).__name__}: {error}") from error
+    def backward_loss(self, site: int, loss: Any, scaler: Any = None) -> Any:
+        """The loss an instrumented backward line hands on: names the line of the next backward."""
+        self._pending_line = site
         return loss
 
     def clipping(self, site: int) -> None:
@@ -192,15 +313,16 @@ class Probe:
             grad = sums.param.grad
             self._before_clip[id(sums.param)] = None if grad is None else _dense(grad).clone()
 
-    def stepping(self, site: int, optimizer: Callable[[], Any] | None, k: Callable[[], Any] | None) -> None:
+    def stepping(self, site: int, optimizer: Callable[[], Any] | None, k: Callable[[], Any] | None,
+                 through_scaler: bool = False) -> None:
         """Called just before an instrumented step call."""
-        self._pending = _Pending(site, _quietly(optimizer), _as_int(_quietly(k)), len(self.measures))
+        self._pending = _Pending(site, _quietly(optimizer), _as_int(_quietly(k)), through_scaler, len(self.measures))
 
     def stepped(self, value: Any) -> Any:
         """Called with the step call's result, after it returned."""
         pending, self._pending = self._pending, None
-        if pending is not None and len(self.measures) == pending.measures_before:
-            # The call ran but no optimizer stepped: a GradScaler skipped it (inf/NaN).
+        if pending is not None and pending.through_scaler and len(self.measures) == pending.measures_before:
+            # `scaler.step(opt)` ran but no optimizer stepped: the GradScaler skipped it (inf/NaN).
             optimizer = pending.optimizer
             if isinstance(optimizer, torch.optim.Optimizer):
                 params = _parameters(optimizer)
@@ -212,7 +334,7 @@ class Probe:
         self._maybe_stop()
         return value
 
-    # -- the work ------------------------------------------------------------------
+    # -- micro-batches ------------------------------------------------------------
 
     def _new_pass(self, site: int | None) -> Pass:
         run = Pass(index=len(self.passes), site=site)
@@ -224,87 +346,150 @@ class Probe:
                                  samples=samples)
         self.micro_batches.append(micro_batch)
         self._current = micro_batch
-        self._scalings.clear()
         return micro_batch
 
-    def _remember(self, site: int, result: Any, source: Any, factor: Any, divides: bool) -> None:
-        if (isinstance(result, torch.Tensor) and result.requires_grad
-                and isinstance(source, torch.Tensor) and source.requires_grad
-                and not (isinstance(factor, torch.Tensor) and factor.requires_grad)):
-            self._scalings.setdefault(id(result), _Scaling(result, source, site, factor, divides))
+    # -- backward ------------------------------------------------------------------
 
-    def _raw(self, loss: torch.Tensor) -> tuple[torch.Tensor, list[int], float | None]:
-        """Walk back through the recorded accumulation scalings to the raw loss.
+    def _backward(self, original: Callable[..., Any], tensors: Any, grad_tensors: Any, *args: Any,
+                  **kwargs: Any) -> Any:
+        if self._active is not None:  # a backward inside a backward (a hook's): not a micro-batch's
+            return original(tensors, grad_tensors, *args, **kwargs)
+        line, self._pending_line = self._pending_line, None
+        roots = [tensors] if isinstance(tensors, torch.Tensor) else list(tensors) if isinstance(
+            tensors, (list, tuple)) else []
+        if len(roots) != 1 or not isinstance(roots[0], torch.Tensor) or roots[0].grad_fn is None:
+            return original(tensors, grad_tensors, *args, **kwargs)
+        root = roots[0]
+        if root.numel() != 1:
+            raise ProbeFailure(f"a backward{self._at(line)} starts from a tensor of {root.numel()} elements: "
+                               "verify needs one loss value per backward")
+        seed = grad_tensors[0] if isinstance(grad_tensors, (list, tuple)) and grad_tensors else grad_tensors
+        try:
+            record = self._record(root, line, seed)
+        except ProbeFailure:
+            raise
+        except Exception as error:  # noqa: BLE001 - reported as "could not verify"
+            raise ProbeFailure(f"could not read the backward{self._at(line)}: {type(error).__name__}: {error}") from error
+        self._active = record
+        try:
+            return original(tensors, grad_tensors, *args, **kwargs)
+        finally:
+            self._active = None
 
-        Returns the raw loss, the scale sites walked through, and `c` with
-        `raw = c * loss` (None when a factor is not a plain number).
-        """
-        chain: list[int] = []
-        tensor = loss
-        factor: float | None = 1.0
-        while len(chain) <= 16:
-            entry = self._scalings.get(id(tensor))
-            if entry is None or entry.result is not tensor:
-                break
-            chain.append(entry.site)
-            value = _number(entry.factor)
-            if factor is not None and value is not None and value != 0:
-                factor = factor * value if entry.divides else factor / value
-            else:
-                factor = None
-            tensor = entry.source
-        return tensor, chain, factor
+    def _at(self, line: int | None) -> str:
+        where = self._line(line) if line is not None else None
+        return f" at line {where}" if where else ""
 
-    def _measure_backward(self, site: int, loss: torch.Tensor, scaler: Callable[[], Any] | None) -> None:
+    def _record(self, root: torch.Tensor, line: int | None, seed: Any) -> _Backward:
         micro_batch = self._current
         if micro_batch is None:  # a backward before any iteration: its own pass
             micro_batch = self._start(self._new_pass(None), 0, None)
-        raw, chain, factor = self._raw(loss)
-        self.raw_loss_chains.setdefault(site, chain)
-        leaves = _leaves(loss)
-        if not leaves:
-            return
-        if micro_batch.backwards == 0:
-            micro_batch.clean_before = _all_clear(leaves)
-        if raw.numel() != 1 or loss.numel() != 1:
-            raise ProbeFailure(f"the loss at line {self._line(site)} is not a scalar: verify needs one loss value "
-                               "per micro-batch")
-        differentiated, factor = (loss, factor) if factor is not None else (raw, 1.0)
-        scale = self._loss_scale = self._scale_of(scaler)
-        target = (differentiated * scale if scale != 1.0 else differentiated).reshape(())
-        grads = torch.autograd.grad(target, leaves, retain_graph=True, allow_unused=True)
-        factor /= scale
+        key = line if line is not None else -1
+        factors, node = _walk(root)
+        if seed is not None:
+            value = _number(seed)
+            if value is None:
+                raise ProbeFailure("a backward with a non-scalar gradient argument cannot be read")
+            factors.insert(0, _Factor(value, OPAQUE, None))
         samples = micro_batch.samples
         if samples is None:
             self.unknown_samples = True
-            samples = 1
-        with torch.no_grad():
-            for leaf, grad in zip(leaves, grads):
-                if grad is None:
-                    continue
-                gradient = _dense(grad).to(torch.float64)
-                if factor != 1.0:
-                    gradient = gradient * factor
-                sums = self._sums.get(id(leaf))
-                if sums is None:
-                    sums = self._sums[id(leaf)] = _Sums(leaf, torch.zeros_like(gradient), torch.zeros_like(gradient),
-                                                        micro_batch.index)
-                sums.weighted.add_(gradient, alpha=samples)
-                sums.plain.add_(gradient)
+        kind, count, natural = _reduction(node, samples or 1)
+        normaliser = None
+        if kind == "sum" and factors and factors[-1].multiplier not in (0.0,) and factors[-1].kind in (OPAQUE, None):
+            divisor = 1.0 / factors[-1].multiplier
+            if divisor > 0 and divisor <= natural * (1 + 1e-9):
+                kind, count = "mean", divisor  # a per-micro-batch mean: sum / its own count
+                factors.pop()
+            elif divisor > natural:
+                normaliser = divisor  # divided by more than this micro-batch holds: part of the loss
+                factors.pop()
+        accumulation = 1.0
+        scale = 1.0
+        opaque: list[float] = []
+        for factor in factors:
+            if factor.kind == SCALER:
+                scale *= factor.multiplier
+                accumulation *= factor.multiplier
+            elif factor.kind == SCHEDULE:
+                accumulation *= factor.multiplier
+            elif factor.kind == LITERAL:
+                continue
+            else:
+                opaque.append(factor.multiplier)
+        if accumulation == 0 or not math.isfinite(accumulation):
+            raise ProbeFailure(f"the loss{self._at(line)} is multiplied by {accumulation}: nothing to compare")
+        if scale != 1.0:
+            self.precision.scaler = True
+        self._loss_scale = scale
+        self.chains.setdefault(key, (factors, _describe_root(kind, count, natural, node)))
+        record = _Backward(index=len(self.backwards), key=key, micro_batch=micro_batch.index, kind=kind,
+                           count=count if kind == "mean" else 1.0, natural=natural, accumulation=accumulation,
+                           opaque=tuple(opaque), scale=scale, window_normaliser=normaliser)
+        self.backwards.append(record)
+        leaves = _leaves(root)
+        clean = [self._clean(leaf) for leaf in leaves]
+        if micro_batch.backwards == 0:
+            micro_batch.clean_before = all(clean)
         micro_batch.backwards += 1
+        for leaf, is_clean in zip(leaves, clean):
+            sums = self._sums.get(id(leaf))
+            if sums is not None and is_clean and key not in sums.lines:
+                # Cleared since other lines' backwards reached it (a GAN's generator loss
+                # reaching the discriminator): those never reach a step.
+                del self._sums[id(leaf)]
+            if id(leaf) not in self._hooked:
+                self._hook(leaf)
+        return record
 
-    def _scale_of(self, scaler: Callable[[], Any] | None) -> float:
-        instance = _quietly(scaler)
-        if instance is None:
-            return 1.0
-        enabled = getattr(instance, "is_enabled", None)
-        if callable(enabled) and not enabled():
-            return 1.0
-        get_scale = getattr(instance, "get_scale", None)
-        if not callable(get_scale):
-            return 1.0
-        self.precision.scaler = True
-        return float(get_scale())
+    def _hook(self, leaf: torch.Tensor) -> None:
+        def on_gradient(grad: torch.Tensor) -> None:
+            record = self._active
+            if record is not None:
+                self._add(leaf, grad, record)
+
+        def after_accumulation(param: torch.Tensor) -> None:
+            grad = param.grad
+            if grad is not None:
+                self._grad_state[id(param)] = (id(grad), grad._version)
+
+        self._hooked[id(leaf)] = (leaf, leaf.register_hook(on_gradient),
+                                  leaf.register_post_accumulate_grad_hook(after_accumulation))
+
+    def _clean(self, leaf: torch.Tensor) -> bool:
+        """No gradient held, or a zero one (checked only when it changed outside a backward)."""
+        grad = leaf.grad
+        if grad is None:
+            return True
+        state = (id(grad), grad._version)
+        if self._grad_state.get(id(leaf)) == state:
+            return False
+        self._grad_state[id(leaf)] = state
+        values = grad._values() if grad.is_sparse else grad
+        return values.numel() == 0 or not bool(torch.count_nonzero(values))
+
+    def _add(self, param: torch.Tensor, grad: torch.Tensor, record: _Backward) -> None:
+        with torch.no_grad():
+            sums = self._sums.get(id(param))
+            if sums is None:
+                sums = self._sums[id(param)] = _Sums(param, record.micro_batch)
+            line = sums.lines.get(record.key)
+            if line is None:
+                line = sums.lines[record.key] = _Line(first_count=record.count)
+            weight = record.weight
+            opaque = record.opaque_product
+            if line.resolved is None and opaque != 1.0 and line.weighted is not None:
+                line.resolved = line.weighted.clone()
+            if line.plain is None and record.count != line.first_count and line.weighted is not None:
+                line.plain = line.weighted / line.first_count
+            line.weighted = _accumulate(line.weighted, grad, weight, param)
+            if line.resolved is not None or opaque != 1.0:
+                line.resolved = _accumulate(line.resolved, grad, weight / opaque, param)
+            if line.plain is not None:
+                line.plain = _accumulate(line.plain, grad, 1.0 / record.accumulation, param)
+            line.records.append(record.index)
+
+    # -- steps ---------------------------------------------------------------------
 
     def _window(self, params: Sequence[torch.Tensor]) -> tuple[int, ...]:
         starts = [self._sums[id(p)].start for p in params if id(p) in self._sums]
@@ -322,9 +507,10 @@ class Probe:
     def _before_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         params = _parameters(optimizer)
         pending = self._pending
-        if pending is None and not any(id(p) in self._sums for p in params):
-            self.unobserved_steps += 1  # a step outside the instrumented loops
-            return
+        if not any(id(p) in self._sums for p in params):
+            if pending is None or pending.measures_before < len(self.measures):
+                self.unobserved_steps += 1  # outside the loops, or a wrapper's inner step measured already
+                return
         try:
             measure = self._compare(optimizer, params, pending)
         except Exception as error:  # noqa: BLE001
@@ -340,43 +526,187 @@ class Probe:
         if self.max_steps is not None and len(self.measures) >= self.max_steps:
             raise StopVerification
 
+    def _reading(self, key: int, line: _Line, k: int | None) -> _Reading:
+        """How one line's sums read: the norm, and whether its opaque factors were accumulation factors."""
+        records = [self.backwards[index] for index in line.records]
+        by_batch: dict[int, int | None] = {}
+        for record in records:
+            by_batch[record.micro_batch] = self.micro_batches[record.micro_batch].samples
+        m = len(by_batch)
+        samples_total = sum(count or 0 for count in by_batch.values())
+        counts = tuple(record.count for record in records)
+        total = sum(counts)
+        naturals = sum(record.natural for record in records)
+        kind = records[0].kind if records else "mean"
+        norm = total if kind == "mean" and total > 0 else 1.0
+        positions = {len(record.opaque) for record in records}
+        use_resolved, rho = False, 1.0
+        if records and positions != {0}:
+            resolved_flags: list[list[bool]] = [[False] * len(record.opaque) for record in records]
+            if len(positions) == 1:
+                width = positions.pop()
+                for position in range(width):
+                    known = self._resolved_values.setdefault((key, position), set())
+                    flags = []
+                    for record in records:
+                        samples = self.micro_batches[record.micro_batch].samples or 0
+                        value = record.opaque[position]
+                        candidates = [1 / m, 1 / total if total else 0.0,
+                                      1 / samples_total if samples_total else 0.0,
+                                      1 / naturals if naturals else 0.0,
+                                      samples / samples_total if samples_total else 0.0,
+                                      record.count / total if total else 0.0]
+                        if k:
+                            candidates.append(1 / k)
+                        flags.append(any(_near(value, candidate) for candidate in candidates if candidate)
+                                     or any(_near(value, seen) for seen in known))
+                    if all(flags):
+                        known.update(record.opaque[position] for record in records)
+                    for j, flag in enumerate(flags):
+                        resolved_flags[j][position] = all(flags)
+            every = all(all(flags) for flags in resolved_flags)
+            some = any(any(flags) for flags in resolved_flags)
+            if every:
+                use_resolved = line.resolved is not None
+            elif some:
+                ratios = [1 / math.prod(f for f, flag in zip(record.opaque, flags) if flag)
+                          for record, flags in zip(records, resolved_flags)]
+                rho = sum(ratios) / len(ratios)
+        first = records[0] if records else None
+        plain_factor = 1.0
+        if use_resolved and first is not None and len({record.opaque_product for record in records}) == 1:
+            plain_factor = 1 / first.opaque_product
+        elif rho != 1.0:
+            plain_factor = rho
+        return _Reading(norm=norm, use_resolved=use_resolved, rho=rho, plain_factor=plain_factor, m=m,
+                        counts=counts, kind=kind, window_total_samples=samples_total, naturals=naturals)
+
     def _compare(self, optimizer: torch.optim.Optimizer, params: Sequence[torch.Tensor],
                  pending: _Pending | None) -> StepMeasure:
         window = self._window(params)
-        samples = sum(self.micro_batches[index].samples or 1 for index in window) or 1
-        diffs: list[torch.Tensor] = []
-        refs: list[torch.Tensor] = []
-        dots: list[torch.Tensor] = []  # g.ref, ref.ref, g.E, E.E, g.g per parameter
+        k = pending.k if pending else None
         clipped = any(id(param) in self._before_clip for param in params)
         self.clipped_steps += clipped
+        readings: dict[tuple[int, int], _Reading] = {}
+        rows: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[tuple[torch.Tensor, float]]]] = []
+        scalars: list[torch.Tensor] = []
         for param in params:
             if param.numel() == 0:
                 continue
             grad = self._before_clip[id(param)] if clipped and id(param) in self._before_clip else param.grad
             self.precision.grad_dtypes.add(str(grad.dtype if grad is not None else param.dtype).removeprefix("torch."))
-            g = (_dense(grad).to(torch.float64) if grad is not None
-                 else torch.zeros(param.shape, dtype=torch.float64, device=param.device))
+            g = _dense(grad) if grad is not None else torch.zeros_like(param)
             sums = self._sums.get(id(param))
+            reference: torch.Tensor | None = None
+            means: list[tuple[torch.Tensor, float]] = []  # (plain sum, factor) per line, for E
             if sums is not None:
-                reference = sums.weighted / samples
-                plain = sums.plain
+                for key, line in sums.lines.items():
+                    signature = (key, line.records[0] if line.records else -1)
+                    reading = readings.get(signature)
+                    if reading is None:
+                        reading = readings[signature] = self._reading(key, line, k)
+                    base = line.resolved if reading.use_resolved and line.resolved is not None else line.weighted
+                    if base is None:
+                        continue
+                    part = base * (reading.rho / reading.norm)
+                    reference = part if reference is None else reference.add_(part)
+                    if line.plain is not None:
+                        means.append((line.plain, reading.plain_factor))
+                    else:
+                        means.append((base, (1.0 / (line.first_count or 1.0)) * (reading.rho if not
+                                      reading.use_resolved else 1.0)))
+            if reference is None:
+                reference = torch.zeros_like(g, dtype=_accumulation_dtype(g.dtype))
+            g = g.to(reference.dtype) if g.dtype != reference.dtype else g
+            flat_g, flat_ref = g.reshape(-1), reference.reshape(-1)
+            scalars += [(flat_g - flat_ref).abs().max(), flat_ref.abs().max(), torch.dot(flat_g, flat_ref),
+                        torch.dot(flat_ref, flat_ref), torch.dot(flat_g, flat_g)]
+            proportional = _proportion(sums, means, readings, k) if sums is not None else 0.0
+            if proportional is None:  # E is not a multiple of the reference: measure it
+                plain = _combine(means, reference).reshape(-1)
+                scalars += [torch.dot(flat_g, plain), torch.dot(plain, plain)]
+            rows.append((g, reference, proportional, means))
+        flat = _floats(scalars)
+        per: list[list[float]] = []
+        position = 0
+        for _, _, proportional, _ in rows:
+            diff, largest, g_ref, ref_ref, g_g = flat[position:position + 5]
+            position += 5
+            if proportional is None:
+                g_sum, sum_sum = flat[position:position + 2]
+                position += 2
             else:
-                reference = plain = torch.zeros_like(g)
-            diffs.append((g - reference).abs().max())
-            refs.append(reference.abs().max())
-            dots += [(g * reference).sum(), (reference * reference).sum(), (g * plain).sum(), (plain * plain).sum(),
-                     (g * g).sum()]
-        values = _floats(diffs + refs + dots)
-        count = len(diffs)
-        totals = [math.fsum(values[2 * count + j::5]) for j in range(5)]
-        return StepMeasure(
-            index=len(self.measures), site=pending.site if pending else None, k=pending.k if pending else None,
-            window=window, params=tuple(zip(values[:count], values[count:2 * count])),
+                g_sum, sum_sum = proportional * g_ref, proportional * proportional * ref_ref
+            per.append([diff, largest, g_ref, ref_ref, g_sum, sum_sum, g_g])
+        totals = [math.fsum(row[j] for row in per) for j in range(2, 7)]
+        measure = StepMeasure(
+            index=len(self.measures), site=pending.site if pending else None, k=k,
+            window=window, params=tuple((row[0], row[1]) for row in per),
             g_ref=totals[0], ref_ref=totals[1], g_sum=totals[2], sum_sum=totals[3], g_g=totals[4],
             earlier_step=id(optimizer) in self._stepped, clips=self._clips if clipped else 0,
             loss_scale=self._loss_scale)
+        all_readings = list(readings.values())
+        if all_readings:
+            first = all_readings[0]
+            measure.kind = first.kind
+            measure.counts = first.counts
+            measure.window_normaliser = any(
+                self.backwards[index].window_normaliser is not None
+                for sums in (self._sums.get(id(p)) for p in params) if sums is not None
+                for line in sums.lines.values() for index in line.records[:1])
+        tolerance = tolerance_for(self.precision)
+        largest = max((ref for _, ref in measure.params), default=0.0)
+        fails = any(diff > tolerance.rtol * ref + tolerance.atol * largest for diff, ref in measure.params)
+        if fails and rows and all_readings:
+            measure.alternatives = self._alternatives(rows, all_readings, measure)
+        worst = max(range(len(per)), key=lambda i: per[i][0] / per[i][1] if per[i][1] > 0 else (
+            math.inf if per[i][0] > 0 else 0.0), default=None)
+        if worst is not None:
+            param = [p for p in params if p.numel() != 0][worst]
+            measure.worst = (self._name(param), math.sqrt(max(per[worst][3], 0.0)), math.sqrt(max(per[worst][6], 0.0)))
+        return measure
+
+    def _alternatives(self, rows: list[Any], readings: list[_Reading], measure: StepMeasure) -> list[Alternative]:
+        """Other readings of the window, measured when the step differs from the large batch."""
+        found: list[Alternative] = []
+        m = max(reading.m for reading in readings)
+        # 1. The mean of the micro-batch means: each micro-batch weighed 1/m.
+        if all(reading.kind == "mean" for reading in readings) and any(
+                len(set(reading.counts)) > 1 for reading in readings):
+            scalars = []
+            for g, reference, proportional, means in rows:
+                alternative = (reference * proportional if proportional is not None
+                               else _combine(means, reference)) / m
+                scalars += [(g - alternative).abs().max(), alternative.abs().max(), (alternative - reference).abs().max()]
+            values = _floats(scalars)
+            found.append(Alternative(
+                kind="means", factor=1.0 / m,
+                params=tuple((values[3 * i], values[3 * i + 1]) for i in range(len(rows))),
+                gap=max((values[3 * i + 2] for i in range(len(rows))), default=0.0)))
+        # 2. Gradients divided, after the backward, by the window's token or sample count.
+        if measure.ref_ref > 0 and measure.g_ref > 0 and all(reading.kind == "sum" for reading in readings):
+            fitted = measure.g_ref / measure.ref_ref
+            totals = {"token": sum(reading.naturals for reading in readings),
+                      "sample": sum(reading.window_total_samples for reading in readings)}
+            for label, total in totals.items():
+                if total > 1 and abs(fitted * total - 1) <= 1e-3:
+                    scalars = []
+                    for g, reference, _, _ in rows:
+                        alternative = reference / total
+                        scalars += [(g - alternative).abs().max(), alternative.abs().max()]
+                    values = _floats(scalars)
+                    found.append(Alternative(kind=f"divided:{label}", factor=1.0 / total,
+                                             params=tuple((values[2 * i], values[2 * i + 1]) for i in range(len(rows))),
+                                             gap=0.0, total=total))
+                    break
+        return found
+
+    # -- forwards ---------------------------------------------------------------
 
     def _before_forward(self, module: torch.nn.Module, args: tuple[Any, ...]) -> None:
+        if self._depth == 0 and len(self._roots) < 16:
+            self._roots.setdefault(id(module), module)
+        self._depth += 1
         if not torch.is_grad_enabled():
             return  # evaluation: adds nothing to any gradient
         if isinstance(module, _BatchNorm) and module.training:
@@ -387,6 +717,16 @@ class Probe:
         micro_batch = self._current
         if micro_batch is not None and micro_batch.samples is None and next(module.parameters(), None) is not None:
             micro_batch.samples = _samples_in(args)
+
+    def _after_forward(self, module: torch.nn.Module, args: Any, output: Any) -> None:
+        self._depth = max(0, self._depth - 1)
+
+    def _name(self, param: torch.Tensor) -> str:
+        for module in self._roots.values():
+            for name, candidate in module.named_parameters():
+                if candidate is param:
+                    return f"{type(module).__name__}.{name}"
+        return f"parameter of shape {tuple(param.shape)}"
 
     def _line(self, site: int) -> int | None:
         return self.sites[site].line if 0 <= site < len(self.sites) else None
@@ -404,16 +744,21 @@ class Probe:
 
     def _raw_loss_lines(self) -> list[str]:
         lines = []
-        for site in self.sites:
-            if site.kind != "backward" or site.index not in self.raw_loss_chains:
-                continue
-            chain = [self.sites[index] for index in self.raw_loss_chains[site.index]]
-            if chain:
-                walked = ", ".join(f"`{scale.code}` (line {scale.line})" for scale in chain)
-                lines.append(f"line {site.line} `{site.code}`: the loss before {walked}")
-            else:
-                lines.append(f"line {site.line} `{site.code}`: the backward's loss itself "
-                             "(no accumulation scaling on its path)")
+        for key, (factors, root) in self.chains.items():
+            site = self.sites[key] if 0 <= key < len(self.sites) else None
+            where = f"line {site.line} `{site.code}`" if site else "a backward outside the instrumented lines"
+            walked = []
+            for factor in factors:
+                if factor.kind == SCALER:
+                    walked.append("the GradScaler's scale")
+                elif factor.site is not None and 0 <= factor.site < len(self.sites):
+                    scale = self.sites[factor.site]
+                    walked.append(f"`{scale.code}` (line {scale.line})")
+                else:
+                    walked.append(f"a factor {_short(factor.multiplier)} made outside the loop")
+            head = f"the loss before {', '.join(walked)}" if walked else \
+                "the backward's loss itself (no scaling on its path)"
+            lines.append(f"{where}: {head}; {root}")
         return lines
 
     def _notes(self) -> list[str]:
@@ -434,8 +779,180 @@ class Probe:
 
 
 # --------------------------------------------------------------------------
+# The autograd graph
+# --------------------------------------------------------------------------
+
+
+def _tag(result: Any, node_name: str, tag: tuple[int, int, int]) -> None:
+    if isinstance(result, torch.Tensor) and result.grad_fn is not None and result.grad_fn.name() == node_name:
+        result.grad_fn.metadata[TAG] = tag
+
+
+def _tag_scaled(scaled: Any) -> None:
+    if isinstance(scaled, torch.Tensor):
+        if scaled.grad_fn is not None and scaled.grad_fn.name() == "MulBackward0":
+            scaled.grad_fn.metadata[TAG] = (-1, SCALER, SCALER)
+    elif isinstance(scaled, (list, tuple)):
+        for item in scaled:
+            _tag_scaled(item)
+
+
+def _walk(root: torch.Tensor) -> tuple[list[_Factor], Any]:
+    """The constant factors from the backward's tensor back to its root node, outermost first."""
+    factors: list[_Factor] = []
+    node = root.grad_fn
+    for _ in range(64):
+        if node is None:
+            break
+        name = node.name()
+        inputs = node.next_functions
+        if name in ("MulBackward0", "DivBackward0") and len(inputs) == 2:
+            left, right = inputs[0][0], inputs[1][0]
+            tag = node.metadata.get(TAG)
+            if name == "DivBackward0" and left is not None and right is None:
+                value = _number(node._saved_other)
+                if value is None or value == 0:
+                    break
+                factors.append(_Factor(1.0 / value, tag[1] if tag else None, tag[0] if tag else None))
+                node = left
+                continue
+            if name == "MulBackward0" and (left is None) != (right is None):
+                constant = node._saved_self if left is None else node._saved_other
+                value = _number(constant)
+                if value is None:
+                    break
+                kind = (tag[1] if left is None else tag[2]) if tag else None
+                factors.append(_Factor(value, kind, tag[0] if tag and tag[0] >= 0 else None))
+                node = left if left is not None else right
+                continue
+            break
+        if name == "NegBackward0":
+            factors.append(_Factor(-1.0, LITERAL, None))
+            node = inputs[0][0]
+            continue
+        if name in _PASS_THROUGH and inputs:
+            node = inputs[0][0]
+            continue
+        if name in ("MeanBackward0", "SumBackward0") and _numel(getattr(node, "_saved_self_sym_sizes", ())) == 1:
+            node = inputs[0][0]
+            continue
+        break
+    return factors, node
+
+
+def _reduction(node: Any, samples: int) -> tuple[str, float, float]:
+    """(kind, count, natural count) of the first reduction under the root, read from its node."""
+    stack = [node]
+    seen = 0
+    while stack and seen < 64:
+        current = stack.pop()
+        seen += 1
+        if current is None:
+            continue
+        name = current.name()
+        reduction = getattr(current, "_saved_reduction", None) if name.endswith("Backward0") else None
+        if name.startswith("NllLoss"):
+            total = float(current._saved_total_weight)
+            return ("mean", total, total) if reduction == 1 else ("sum", 1.0, total)
+        if name == "MeanBackward0" or name == "MeanBackward1":
+            sizes = getattr(current, "_saved_self_sym_sizes", None)
+            count = float(_numel(sizes)) if sizes is not None else float(samples)
+            if name == "MeanBackward1":
+                dims = getattr(current, "_saved_dim", None) or ()
+                count = float(math.prod(int(sizes[d]) for d in dims)) if sizes is not None and dims else count
+            return "mean", count, count
+        if name in ("SumBackward0", "SumBackward1"):
+            sizes = getattr(current, "_saved_self_sym_sizes", None)
+            return "sum", 1.0, float(_numel(sizes)) if sizes is not None else float(samples)
+        if reduction in (1, 2):
+            saved = getattr(current, "_saved_self", None)
+            count = float(saved.numel()) if isinstance(saved, torch.Tensor) else float(samples)
+            return ("mean", count, count) if reduction == 1 else ("sum", 1.0, count)
+        if name in _COMBINE or name in _PASS_THROUGH:
+            stack.extend(next_node for next_node, _ in reversed(current.next_functions))
+    return "mean", float(samples), float(samples)
+
+
+def _describe_root(kind: str, count: float, natural: float, node: Any) -> str:
+    what = node.name().removesuffix("Backward0") if node is not None else "?"
+    if kind == "sum":
+        return f"reduced as a sum ({what} of {_short(natural)} elements)"
+    return f"reduced as a mean over {_short(count)} elements ({what})"
+
+
+def _leaves(loss: torch.Tensor) -> list[torch.Tensor]:
+    """The tensors a backward of `loss` accumulates into (its graph's AccumulateGrad nodes)."""
+    leaves: list[torch.Tensor] = []
+    seen_nodes: set[Any] = set()
+    seen_leaves: set[int] = set()
+    stack = [loss.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen_nodes:
+            continue
+        seen_nodes.add(node)
+        variable = getattr(node, "variable", None)
+        if isinstance(variable, torch.Tensor):
+            if id(variable) not in seen_leaves:
+                seen_leaves.add(id(variable))
+                leaves.append(variable)
+            continue
+        stack.extend(next_node for next_node, _ in node.next_functions)
+    return leaves
+
+
+# --------------------------------------------------------------------------
 # Helpers
 # --------------------------------------------------------------------------
+
+
+def _accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
+    return dtype if dtype in (torch.float32, torch.float64) else torch.float32
+
+
+def _accumulate(total: torch.Tensor | None, grad: torch.Tensor, weight: float, param: torch.Tensor) -> torch.Tensor:
+    dtype = _accumulation_dtype(grad.dtype)
+    if total is None:
+        if grad.is_sparse:
+            total = torch.zeros(param.shape, dtype=dtype, device=grad.device)
+        else:
+            return grad.to(dtype) * weight if grad.dtype != dtype else grad * weight
+    return total.add_(grad, alpha=weight)
+
+
+def _proportion(sums: _Sums, means: list[tuple[torch.Tensor, float]], readings: dict[tuple[int, int], _Reading],
+                k: int | None) -> float | None:
+    """`c` with E = c * reference, when one line without a kept plain sum makes both; else None."""
+    if len(sums.lines) != 1 or len(means) != 1:
+        return None
+    line = next(iter(sums.lines.values()))
+    if line.plain is not None:
+        return None
+    reading = readings.get((next(iter(sums.lines)), line.records[0] if line.records else -1))
+    if reading is None or reading.rho == 0:
+        return None
+    return means[0][1] * reading.norm / reading.rho
+
+
+def _combine(means: list[tuple[torch.Tensor, float]], like: torch.Tensor) -> torch.Tensor:
+    if not means:
+        return torch.zeros_like(like)
+    total = means[0][0] * means[0][1]
+    for tensor, factor in means[1:]:
+        total.add_(tensor, alpha=factor)
+    return total
+
+
+def _near(value: float, target: float) -> bool:
+    return target != 0 and abs(value / target - 1) <= _MATCH
+
+
+def _short(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:.4g}"
+
+
+def _numel(sizes: Any) -> int:
+    return int(math.prod(int(size) for size in sizes)) if sizes is not None else 1
 
 
 def _quietly(thunk: Callable[[], Any] | None) -> Any:
@@ -489,37 +1006,8 @@ def _parameters(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
     return [param for group in optimizer.param_groups for param in group["params"]]
 
 
-def _leaves(loss: torch.Tensor) -> list[torch.Tensor]:
-    """The tensors a backward of `loss` accumulates into (its graph's AccumulateGrad nodes)."""
-    leaves: list[torch.Tensor] = []
-    seen_nodes: set[Any] = set()
-    seen_leaves: set[int] = set()
-    stack = [loss.grad_fn]
-    while stack:
-        node = stack.pop()
-        if node is None or node in seen_nodes:
-            continue
-        seen_nodes.add(node)
-        variable = getattr(node, "variable", None)
-        if isinstance(variable, torch.Tensor):
-            if id(variable) not in seen_leaves:
-                seen_leaves.add(id(variable))
-                leaves.append(variable)
-            continue
-        stack.extend(next_node for next_node, _ in node.next_functions)
-    return leaves
-
-
 def _dense(tensor: torch.Tensor) -> torch.Tensor:
     return tensor.detach().to_dense() if tensor.is_sparse else tensor.detach()
-
-
-def _all_clear(leaves: Sequence[torch.Tensor]) -> bool:
-    """No gradient held, or every held gradient is zero."""
-    grads = [_dense(leaf.grad) for leaf in leaves if leaf.grad is not None]
-    if not grads:
-        return True
-    return sum(_floats([torch.count_nonzero(grad) for grad in grads])) == 0
 
 
 def _floats(tensors: Sequence[torch.Tensor]) -> list[float]:

@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
-from gacclint.runtime.errors import TORCH_MISSING, CannotVerify
+from gacclint.runtime.errors import TORCH_MISSING, CannotVerify, GradientMismatch, missing_package
 from gacclint.runtime.instrument import PROBE, instrument
 from gacclint.runtime.report import Precision, VerifyReport, build_report
 from gacclint.source import ReadError, read_source
@@ -87,6 +87,9 @@ def _environment(device: str | None, argv: Sequence[str] | None, folders: Sequen
 
 def _describe(error: BaseException, path: Path | str | None) -> str:
     """`ValueError: bad shape (train.py:31)`: the error and the deepest frame in the user's file."""
+    missing = missing_package(error)
+    if missing is not None:
+        return missing
     frames = traceback.extract_tb(error.__traceback__)
     mine = [frame for frame in frames if path is not None and Path(frame.filename) == Path(path)]
     frame = (mine or frames or [None])[-1]
@@ -225,17 +228,19 @@ def assert_gradients_match(function: Callable[..., Any], /, *args: Any, steps: i
 
         assert_gradients_match(train_one_epoch, model, loader, optimizer, steps=4)
 
-    Each step's gradients must equal the sample-weighted mean gradient of the
+    Each step's gradients must equal the large-batch gradient of the
     micro-batches since the previous step, and (without `steps`) every
-    micro-batch must be stepped. Raises `AssertionError` with the per-step
-    table and the diagnosis in rule terms; :class:`CannotVerify` when the
-    function cannot be instrumented or no step ran. Returns the report.
+    micro-batch must be stepped. Raises :class:`GradientMismatch` (an
+    `AssertionError`: pytest shows a failure) carrying the step, the parameter,
+    the expected and actual norms, the rule code and the report;
+    :class:`CannotVerify` when the function cannot be instrumented or no step
+    ran. Returns the report.
     """
     report = verify_function(function, *args, steps=steps, **kwargs)
     if report.verdict == "error":
         raise CannotVerify(report.why_not_run or "could not verify")
     if not report.ok:
-        raise AssertionError("gradient accumulation differs from the large batch\n" + report.text(limit=None))
+        raise GradientMismatch(report)
     return report
 
 
