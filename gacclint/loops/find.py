@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import libcst as cst
 
@@ -18,9 +18,22 @@ from gacclint.loops.events import (
 from gacclint.loops.facts import ModuleFacts, collect_facts
 from gacclint.loops.flow import loss_flow
 from gacclint.loops.graphs import GraphFlow
-from gacclint.loops.guards import GuardContext, classify
+
+from gacclint.loops.evaluate import (
+    CARRIED,
+    LoopProgram,
+    Pattern,
+    Schedule,
+    Step,
+    Tail,
+    Test,
+    configs_for,
+    read_runs,
+)
+from gacclint.loops.guards import GuardContext, classify, is_switch
 from gacclint.loops.model import (
     NO_GUARD,
+    Boundary,
     OPAQUE_GUARD,
     Condition,
     ConditionKind,
@@ -64,6 +77,7 @@ class _RawCondition:
     # For the test of an `if ...: continue` ahead of the statement: how many
     # statements of the loop came up to the end of that `if`.
     early_exit_after: int | None = None
+    breaks: bool = False  # failing the test leaves the loop (`if ...: break`)
 
 
 @dataclass
@@ -221,6 +235,7 @@ class _Builder:
             LoopStatement(v.statement, v.order, v.contexts, v.in_inner_loop, v.in_window_loop, v.editable, v.block)
             for v in visits)
         iterable = self._iterable(micro, function)
+        program = self._program(training, visits, context, counters, function) if shape is Shape.PER_ITERATION else None
         loop = TrainingLoop(
             node=micro,
             shape=shape,
@@ -228,7 +243,7 @@ class _Builder:
             iterable=iterable,
             counter=next((c for c in counters.values() if c.source is not CounterSource.MANUAL), None),
             events=events,
-            variants=_variants(events, self._frameworks),
+            variants=_variants(events, self._frameworks, program),
             frameworks=frozenset(self._frameworks(events)),
             window_loop=training if shape is Shape.INNER_WINDOW else None,
             window_k=window_k,
@@ -240,6 +255,236 @@ class _Builder:
         loop.graph = GraphFlow(loop, self.facts, varying)
         self._step_hygiene(loop, training, function, varying)
         self.loops.append(loop)
+
+    # -- evaluated guards -----------------------------------------------------------
+
+    def _program(self, loop: LoopNode, visits: list[_Visit], context: GuardContext,
+                 counters: dict[str, Counter], function: cst.FunctionDef | None) -> LoopProgram | None:
+        """The loop's counter arithmetic, ready to run (gacclint/loops/evaluate.py)."""
+        found = [(visit, events_in(visit.statement, self.facts, self.clear_helpers)) for visit in visits]
+        first_event = next((index for index, (_, raw) in enumerate(found) if raw), len(found))
+        tests_of: dict[int, tuple[Test, ...]] = {}
+        read: set[str] = set()
+        has_tests = False
+        for visit, raw_events in found:
+            tests: list[Test] = []
+            for raw in visit.raw_conditions:
+                if raw.expression is None:
+                    tests.append(Test(None, raw.polarity))
+                    continue
+                if (raw.early_exit_after is not None and raw.early_exit_after <= first_event
+                        and not self._reads_counter(raw.expression, context)
+                        and is_switch(raw.expression, context) is False):
+                    continue  # a resume skip ahead of every event removes whole iterations
+                tests.append(Test(raw.expression, raw.polarity, raw.breaks))
+                if raw_events:
+                    has_tests = True
+                read |= self._names_read(raw.expression)
+            tests_of[id(visit.statement)] = tuple(tests)
+        if not has_tests:
+            return None
+        # Names the tests read, and what those are computed from, through the body's assignments.
+        assigned: dict[int, list[tuple[str, cst.BaseExpression | None, str | None]]] = {}
+        for visit in visits:
+            assigned[id(visit.statement)] = _assignments(visit.statement, visit.in_inner_loop)
+        relevant = set(read)
+        changed = True
+        while changed:
+            changed = False
+            for items in assigned.values():
+                for target, value, _ in items:
+                    if target in relevant and value is not None:
+                        new = self._names_read(value) - relevant
+                        if new:
+                            relevant |= new
+                            changed = True
+        steps: list[Step] = []
+        for visit, raw_events in found:
+            assigns = tuple(a for a in assigned[id(visit.statement)] if a[0] in relevant)
+            if raw_events or assigns:
+                steps.append(Step(id(visit.statement), tests_of[id(visit.statement)], assigns))
+        k_atoms, k_literal, n_atoms, k_nodes = self._atom_roles(loop, steps, counters, relevant, context)
+        if not k_atoms and k_literal is None:
+            return None
+        loop_counter = next((c for c in counters.values() if c.source is not CounterSource.MANUAL), None)
+        initial: dict[str, object] = {}
+        for step in steps:
+            for target, _, operator in step.assigns:
+                if target in initial or (loop_counter is not None and target == loop_counter.text):
+                    continue
+                counter = counters.get(target)
+                if counter is not None and counter.source is CounterSource.MANUAL:
+                    initial[target] = CARRIED if counter.first_value is None else counter.first_value
+                elif operator is not None:
+                    init = self._counter_init(target, self.frames.get(id(loop), []))[0]
+                    initial[target] = CARRIED if init is None else init
+                else:
+                    initial[target] = None
+        if isinstance(loop, cst.For):
+            for name in _target_names(loop.target):
+                if loop_counter is None or name != loop_counter.text:
+                    initial.setdefault(name, None)
+        constant = self._constant_reader(loop, function, context)
+        return LoopProgram(
+            steps=steps,
+            loop_counter=loop_counter.text if loop_counter is not None else None,
+            loop_start=loop_counter.first_value if loop_counter is not None else None,
+            initial=initial,
+            k_atoms=frozenset(k_atoms),
+            n_atoms=frozenset(n_atoms),
+            k_literal=k_literal,
+            constant=constant,
+            predicate=self._predicate,
+            k_nodes=k_nodes,
+            counter_of=lambda node: self._counter_read(node, counters, steps),
+        )
+
+    def _counter_read(self, node: cst.BaseExpression, counters: dict[str, Counter], steps: list[Step]) -> Counter | None:
+        """The counter a test reads, directly or through names bound in the loop."""
+        values = {target: value for step in steps for target, value, _ in step.assigns if value is not None}
+        seen: set[str] = set()
+        pending = list(self._names_read(node))
+        while pending:
+            name = pending.pop(0)
+            if name in seen:
+                continue
+            seen.add(name)
+            if name in counters:
+                return counters[name]
+            if name in values:
+                pending += sorted(self._names_read(values[name]))
+        return None
+
+    def _names_read(self, node: cst.CSTNode) -> set[str]:
+        names: set[str] = set()
+        for found in self.facts.tree.walk(node):
+            if isinstance(found, (cst.Name, cst.Attribute)):
+                text = dotted_name(found)
+                if text:
+                    names.add(text)
+            if isinstance(found, cst.Call):
+                predicate = self._predicate(call_name(found) or "")
+                if predicate is not None:
+                    names |= self._names_read(predicate[1])
+        return names
+
+    def _predicate(self, name: str) -> tuple[list[str], cst.BaseExpression] | None:
+        """A same-module `def f(i): return <expr>` (or a method reached as `self.f`)."""
+        short = name[len("self."):] if name.startswith("self.") else name
+        if "." in short:
+            return None
+        func = self.facts.function_named(short)
+        if func is None:
+            return None
+        body = [s for s in func.body.body
+                if not (isinstance(s, cst.SimpleStatementLine) and len(s.body) == 1
+                        and isinstance(s.body[0], cst.Expr) and isinstance(s.body[0].value, (cst.SimpleString, cst.ConcatenatedString)))]
+        if len(body) != 1 or not isinstance(body[0], cst.SimpleStatementLine) or len(body[0].body) != 1:
+            return None
+        returned = body[0].body[0]
+        if not isinstance(returned, cst.Return) or returned.value is None:
+            return None
+        params = [p.name.value for p in func.params.params]
+        if name.startswith("self.") and params and params[0] in {"self", "cls"}:
+            params = params[1:]
+        if func.params.star_arg is not cst.MaybeSentinel.DEFAULT and func.params.star_arg is not None or func.params.kwonly_params:
+            return None
+        return params, returned.value
+
+    def _atom_roles(self, loop: LoopNode, steps: list[Step], counters: dict[str, Counter], relevant: set[str],
+                    context: GuardContext):
+        """Which configuration values are the accumulation count `k` (a divisor of a
+        counter, or the limit of a counter reset in the loop) and which the pass length
+        `n` (`len(...)`, `range(n)`'s bound, a value a counter is compared with)."""
+        k_atoms: set[str] = set()
+        k_nodes: dict[str, cst.BaseExpression] = {}
+        literals: set[int] = set()
+        n_atoms: set[str] = set()
+        resets = {target for step in steps for target, value, op in step.assigns
+                  if op is None and isinstance(value, cst.Integer)}
+        counting = set(counters) | {target for step in steps for target, _, op in step.assigns if op is not None}
+        expressions: list[cst.BaseExpression] = []
+        for step in steps:
+            expressions += [t.expression for t in step.tests if t.expression is not None]
+            expressions += [value for _, value, _ in step.assigns if value is not None]
+        for expression in list(expressions):
+            for call in self.facts.tree.find(expression, cst.Call):
+                predicate = self._predicate(call_name(call) or "")
+                if predicate is not None:
+                    expressions.append(predicate[1])
+
+        def configuration(node: cst.BaseExpression) -> bool:
+            names = self._names_read(node)
+            return bool(names) and not any(context.is_varying(n) or n in counting for n in names) and is_switch(node, context)
+
+        def reads_counter(node: cst.BaseExpression) -> bool:
+            return any(n in counting for n in self._names_read(node))
+
+        for expression in expressions:
+            for found in self.facts.tree.walk(expression):
+                if isinstance(found, cst.BinaryOperation) and isinstance(found.operator, (cst.Modulo, cst.FloorDivide)):
+                    if not reads_counter(found.left):
+                        continue
+                    divisor = found.right
+                    if isinstance(divisor, cst.Integer):
+                        literals.add(int(divisor.evaluated_value))
+                    elif configuration(divisor):
+                        value = self.facts.evaluate_int(divisor, loop, None)
+                        if value is not None:
+                            literals.add(value)
+                        else:
+                            k_atoms.add(code_of(divisor).strip())
+                            k_nodes.setdefault(code_of(divisor).strip(), divisor)
+                elif isinstance(found, cst.Call) and call_name(found) == "len":
+                    n_atoms.add(code_of(found).strip())
+        for expression in expressions:
+            for found in self.facts.tree.walk(expression):
+                if not isinstance(found, cst.Comparison):
+                    continue
+                sides = [found.left] + [c.comparator for c in found.comparisons]
+                if not any(reads_counter(side) for side in sides):
+                    continue
+                operators = [c.operator for c in found.comparisons]
+                for side in sides:
+                    atom = _strip_constant_terms(side)
+                    if atom is None or reads_counter(atom) or not configuration(atom):
+                        continue
+                    text = code_of(atom).strip()
+                    if text in k_atoms or text in n_atoms or self.facts.evaluate_int(atom, loop, None) is not None:
+                        continue
+                    counted = [n for s in sides for n in self._names_read(s) if n in counting]
+                    if any(isinstance(op, (cst.GreaterThanEqual, cst.GreaterThan)) for op in operators) and any(
+                            n in resets for n in counted):
+                        k_atoms.add(text)
+                        k_nodes.setdefault(text, atom)
+                    elif any(isinstance(op, (cst.Equal, cst.NotEqual, cst.GreaterThanEqual)) for op in operators):
+                        n_atoms.add(text)
+        if isinstance(loop, cst.For):
+            bound = _range_arguments(loop.iter)
+            if bound is not None and len(bound) == 1:
+                n_atoms.add(code_of(bound[0]).strip())
+        k_literal = next(iter(literals)) if len(literals) == 1 and not k_atoms else None
+        if len(literals) > 1 or (literals and k_atoms):
+            return set(), None, set(), {}
+        return k_atoms, k_literal, n_atoms - k_atoms, k_nodes
+
+    def _constant_reader(self, loop: LoopNode, function: cst.FunctionDef | None, context: GuardContext):
+        """A name bound outside the loop: a literal (module constants, keyword defaults at the
+        only call site) or the expression it was bound to."""
+        def read(node: cst.BaseExpression):
+            text = dotted_name(node)
+            if text is None or context.is_varying(text):
+                return None
+            value = self.facts.evaluate_int(node, loop, function)
+            if value is not None:
+                return value
+            binding = self.facts.latest_binding(text, loop, function)
+            if binding is None or binding.tuple_index is not None:
+                return None
+            if len([b for b in self.facts.bindings.get(text, []) if b.scope is binding.scope]) != 1:
+                return None
+            return binding.value
+        return read
 
     # -- step hygiene (GA4xx, GA501) ---------------------------------------------
 
@@ -585,9 +830,11 @@ class _Builder:
                     body_ends = _terminates(statement.body)
                     else_ends = statement.orelse is not None and not isinstance(statement.orelse, cst.If) and _terminates(statement.orelse.body)
                     if body_ends and statement.orelse is None:
-                        pending = pending + [_RawCondition(statement.test, False, seen_through)]
+                        pending = pending + [_RawCondition(statement.test, False, seen_through,
+                                                           _terminator(statement.body) is cst.Break)]
                     elif else_ends and not body_ends:
-                        pending = pending + [_RawCondition(statement.test, True, seen_through)]
+                        pending = pending + [_RawCondition(statement.test, True, seen_through,
+                                                           _terminator(statement.orelse.body) is cst.Break)]
                     continue
                 if isinstance(statement, cst.With):
                     items = tuple(code_of(item.item) for item in statement.items)
@@ -793,25 +1040,97 @@ class _Builder:
         return names
 
 
-def _variants(events: list[Event], frameworks) -> list[LoopVariant]:
+def _variants(events: list[Event], frameworks, program: LoopProgram | None = None) -> list[LoopVariant]:
     switches: list[str] = []
+    switch_nodes: dict[str, str] = {}
     for event in events:
         for condition in event.conditions:
             if condition.kind is ConditionKind.SWITCH and condition.text not in switches:
                 switches.append(condition.text)
+                if condition.expression is not None:
+                    switch_nodes[condition.text] = code_of(condition.expression).strip()
     switches = switches[:MAX_SWITCHES]
     variants: list[LoopVariant] = []
     for values in itertools.product((True, False), repeat=len(switches)):
         assignment = dict(zip(switches, values))
         resolved: list[ResolvedEvent] = []
+        runs: dict | None = None
         for event in events:
             if any(c.kind is ConditionKind.SWITCH and c.text in assignment and assignment[c.text] != c.polarity
                    for c in event.conditions):
                 continue
-            resolved.append(ResolvedEvent(event, _guard(event, assignment)))
+            guard = _guard(event, assignment)
+            deciding = [c for c in event.conditions if not (c.kind is ConditionKind.SWITCH and c.text in assignment)]
+            if program is not None and deciding and not event.in_inner_loop:
+                if runs is None:
+                    switch_values = {switch_nodes[t]: v for t, v in assignment.items() if t in switch_nodes}
+                    runs = {config: program.run(config, switch_values)
+                            for config in configs_for(program.k_literal, program.start_known)}
+                schedule = read_runs({config: vector[id(event.statement)] for config, vector in runs.items()})
+                guard = _evaluated_guard(event, deciding, schedule, guard, program)
+            resolved.append(ResolvedEvent(event, guard))
         variants.append(LoopVariant(tuple(assignment.items()), resolved,
                                     frozenset(frameworks([r.event for r in resolved]))))
     return variants
+
+
+def _evaluated_guard(event: Event, deciding: list[Condition], schedule: Schedule, read: Guard,
+                     program: LoopProgram) -> Guard:
+    """The guard as evaluated; the spelling only supplies the nodes a fix rewrites."""
+    if schedule.pattern is Pattern.EVERY:
+        return NO_GUARD
+    if schedule.pattern is Pattern.OTHER:
+        return OPAQUE_GUARD
+    kind = GuardKind.BOUNDARY if schedule.pattern is Pattern.BOUNDARY else GuardKind.NOT_BOUNDARY
+    base = read.boundary if read.boundary is not None and not read.boundary.framework else next(
+        (c.boundary for c in deciding if c.boundary is not None and not c.boundary.framework), None)
+    tail = schedule.tail is not Tail.NEVER
+    if base is not None:
+        end_of_data = (base.end_of_data or base.expression) if tail else None
+        return Guard(kind, replace(base, schedule=schedule, end_of_data=end_of_data))
+    if len(program.k_atoms) > 1:
+        return OPAQUE_GUARD
+    tests = [c for c in deciding if c.expression is not None]
+    expression = tests[0].expression if len(tests) == 1 else None
+    k_text = next(iter(program.k_atoms)) if program.k_atoms else str(program.k_literal)
+    k_node = program.k_nodes.get(k_text) if program.k_atoms else cst.Integer(k_text)
+    counter = program.counter_of(expression) if expression is not None else None
+    boundary = Boundary(k=k_node, k_text=k_text, k_literal=program.k_literal, counter=counter, test=None, modulo=None,
+                        offset=0, remainder=0, end_of_data=expression if tail else None, expression=expression,
+                        negated=bool(tests) and not tests[0].polarity, schedule=schedule)
+    return Guard(kind, boundary)
+
+
+def _assignments(statement: cst.CSTNode, repeated: bool) -> list[tuple[str, cst.BaseExpression | None, str | None]]:
+    """What a simple statement assigns: (name, value, `+`/`-` for augmented; value None: unknown)."""
+    found: list[tuple[str, cst.BaseExpression | None, str | None]] = []
+    body = statement.body if isinstance(statement, (cst.SimpleStatementLine, cst.SimpleStatementSuite)) else []
+    for small in body:
+        if isinstance(small, cst.Assign):
+            single = len(small.targets) == 1 and dotted_name(small.targets[0].target) is not None
+            for target in small.targets:
+                for name in _target_names(target.target):
+                    found.append((name, small.value if single and not repeated else None, None))
+        elif isinstance(small, cst.AnnAssign) and small.value is not None:
+            for name in _target_names(small.target):
+                found.append((name, None if repeated else small.value, None))
+        elif isinstance(small, cst.AugAssign):
+            operator = {cst.AddAssign: "+", cst.SubtractAssign: "-"}.get(type(small.operator))
+            for name in _target_names(small.target):
+                found.append((name, small.value if operator and not repeated else None, operator))
+    return found
+
+
+def _strip_constant_terms(node: cst.BaseExpression) -> cst.BaseExpression | None:
+    """`n - 1` -> `n`: the configuration value a counter is compared with."""
+    while isinstance(node, cst.BinaryOperation) and isinstance(node.operator, (cst.Add, cst.Subtract)):
+        if isinstance(node.right, cst.Integer):
+            node = node.left
+        elif isinstance(node.left, cst.Integer):
+            node = node.right
+        else:
+            return node
+    return node
 
 
 def _guard(event: Event, assignment: dict[str, bool]) -> Guard:
@@ -824,6 +1143,14 @@ def _guard(event: Event, assignment: dict[str, bool]) -> Guard:
         kind = GuardKind.BOUNDARY if deciding[0].polarity else GuardKind.NOT_BOUNDARY
         return Guard(kind, deciding[0].boundary)
     return OPAQUE_GUARD
+
+
+def _terminator(suite: cst.BaseSuite) -> type | None:
+    body = suite.body
+    last = body[-1] if body else None
+    if isinstance(last, cst.SimpleStatementLine) and last.body:
+        last = last.body[-1]
+    return type(last) if isinstance(last, _TERMINATORS) else None
 
 
 def _terminates(suite: cst.BaseSuite) -> bool:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Iterator, Union
 import libcst as cst
 
 if TYPE_CHECKING:
+    from gacclint.loops.evaluate import Schedule
     from gacclint.loops.graphs import GraphFlow
 
 Statement = Union[cst.SimpleStatementLine, cst.SimpleStatementSuite, cst.BaseCompoundStatement]
@@ -80,6 +81,25 @@ class Boundary:
     framework: bool = False
     # The test reads "not a boundary" (`(i + 1) % k != 0`, used with `continue`).
     negated: bool = False
+    # What the guard evaluates to over sample configurations (gacclint/loops/evaluate.py);
+    # None when it was only read from its spelling (framework boundaries, nanoGPT windows).
+    schedule: "Schedule | None" = None
+
+    @property
+    def first_window(self) -> str | None:
+        """The first window's size against `k` ("k", "1", "k-1"), None when unknown."""
+        if self.schedule is not None:
+            return self.schedule.first_window
+        offset = self.first_window_offset
+        return None if offset is None else {0: "k", -1: "1"}.get(offset)
+
+    @property
+    def steps_tail(self) -> bool | None:
+        """The final partial window of a pass is stepped (True), never (False), or unknown (None)."""
+        if self.schedule is not None:
+            tail = self.schedule.tail.value
+            return {"always": True, "sometimes": True, "never": False}.get(tail)
+        return self.end_of_data is not None
 
     @property
     def first_window_offset(self) -> int | None:

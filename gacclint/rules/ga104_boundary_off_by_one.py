@@ -111,21 +111,37 @@ for x, y in loader:
     def check(self, loop: TrainingLoop, model) -> Iterator[Finding]:
         reported: set[int] = set()
         for _, boundary in loop.accumulation_variants():
-            if not boundary.spelled_zero_based or boundary.first_window_offset != -1 or boundary.modulo is None:
+            first = boundary.first_window
+            if first not in ("1", "k-1"):
                 continue
-            if id(boundary.modulo) in reported:
+            key = id(boundary.modulo if boundary.modulo is not None else boundary.expression)
+            if key in reported or (boundary.modulo is None and boundary.expression is None):
                 continue
-            reported.add(id(boundary.modulo))
-            modulo = boundary.modulo
-            space = modulo.operator.whitespace_before
-            counter = modulo.left
+            reported.add(key)
+            evidence = boundary.schedule.evidence if boundary.schedule is not None else ""
+            size = "one micro-batch" if first == "1" else f"`{boundary.k_text} - 1` micro-batches"
+            where = boundary.test or boundary.modulo or boundary.expression
+            shown = code_of(boundary.modulo if boundary.modulo is not None else boundary.expression)
+            message = (f"`{shown}` is off by one: the first window holds {size} and every later one is shifted"
+                       + (f" ({evidence})" if evidence else ""))
+            yield self.finding(message, where, self._fix(boundary, first))
+
+    def _fix(self, boundary, first: str) -> Fix | None:
+        """The one-token fix where the boundary is spelled `counter % k`."""
+        modulo = boundary.modulo
+        if modulo is None or boundary.counter is None:
+            return None
+        space = modulo.operator.whitespace_before
+        counter = modulo.left
+        if first == "1" and boundary.spelled_zero_based:
             shifted = cst.BinaryOperation(
                 left=counter.with_changes(lpar=[], rpar=[]), operator=cst.Add(whitespace_before=space, whitespace_after=space),
                 right=cst.Integer("1"), lpar=[cst.LeftParen()], rpar=[cst.RightParen()],
             )
-            fix = Fix(Applicability.SAFE, f"Test `({code_of(counter)} + 1) % {boundary.k_text}`",
-                      (Replace(counter, shifted),))
-            yield self.finding(
-                f"`{code_of(modulo)}` with `{code_of(counter)}` counting from 0 is true on the first micro-batch: "
-                "the first window holds one micro-batch and every later one is shifted",
-                boundary.test or modulo, fix)
+            return Fix(Applicability.SAFE, f"Test `({code_of(counter)} + 1) % {boundary.k_text}`",
+                       (Replace(counter, shifted),))
+        if (first == "k-1" and boundary.offset == 1 and isinstance(counter, cst.BinaryOperation)
+                and isinstance(counter.operator, cst.Add) and isinstance(counter.right, cst.Integer)):
+            plain = counter.left.with_changes(lpar=[], rpar=[])
+            return Fix(Applicability.SAFE, f"Test `{code_of(plain)} % {boundary.k_text}`", (Replace(counter, plain),))
+        return None

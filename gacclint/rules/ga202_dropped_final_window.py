@@ -141,15 +141,18 @@ for step, batch in enumerate(data, start=1):
             return
         reported: set[int] = set()
         for _, boundary in loop.accumulation_variants():
-            if boundary.end_of_data is not None or boundary.expression is None:
-                continue
+            if boundary.steps_tail is not False or boundary.expression is None:
+                continue  # the tail is stepped, or we cannot tell
+            if boundary.counter is None or not boundary.counter.per_pass:
+                continue  # a counter carried across passes: windows straddle them
             if id(boundary.expression) in reported or divides_evenly(loop, boundary, model.facts):
                 continue
             reported.add(id(boundary.expression))
             length = loop.iterable.len_text or "len(...)"
+            evidence = boundary.schedule.evidence if boundary.schedule is not None else ""
             yield self.finding(
                 f"`{code_of(boundary.expression)}` has no end-of-data clause: the last `{length} % {boundary.k_text}` "
-                "micro-batches of each pass are never stepped",
+                "micro-batches of each pass are never stepped" + (f" ({evidence})" if evidence else ""),
                 boundary.expression, self._fix(loop, boundary))
 
     def _fix(self, loop: TrainingLoop, boundary: Boundary) -> Fix | None:

@@ -129,7 +129,7 @@ for i, (x, y) in enumerate(loader, 1):
     def check(self, loop: TrainingLoop, model) -> Iterator[Finding]:
         reported: set[int] = set()
         for variant, boundary in loop.accumulation_variants():
-            if boundary.end_of_data is None and not loop.flush_after_loop:
+            if boundary.steps_tail is not True and not loop.flush_after_loop:
                 continue
             if divides_evenly(loop, boundary, model.facts):
                 continue

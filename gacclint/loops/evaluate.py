@@ -1,0 +1,427 @@
+"""Guards judged by what they evaluate to (RULES.md, *guard*).
+
+The loop's counter arithmetic is run for sample configurations: several
+accumulation counts `k`, pass lengths `n` that divide and that do not, and,
+for counters carried in from elsewhere, several starting points. Every
+assignment of the loop body to a name the guards read is executed in order
+(counters incremented before or after the test, resets, names bound to
+conditions), and every test is evaluated where it stands in the iteration.
+A value the module cannot show is Unknown (`None`), with Kleene's three-valued
+`and`/`or`/`not`, and a guard whose value is Unknown on some micro-batch is
+opaque: no finding is ever built on it.
+
+From the micro-batches an event runs on, `read_schedule` says what the guard
+is: every micro-batch, every `k`-th one (with the first window's size and
+whether the final partial window is stepped), the micro-batches between
+boundaries, or none of these (opaque).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Callable, Iterable, Sequence
+
+import libcst as cst
+
+from gacclint.loops.vocabulary import call_name, code_of, dotted_name, positional_args
+
+Value = object  # int | bool | None (Unknown)
+CARRIED = object()  # a counter whose start the module does not show
+SAMPLE_K = (2, 3, 4)
+MAX_INLINE_DEPTH = 4
+
+
+def sample_lengths(k: int) -> tuple[int, ...]:
+    """Pass lengths for one `k`: multiples, remainders of 1 and k - 1, and a pass shorter than `k`."""
+    return tuple(sorted({3 * k, 3 * k + 1, 4 * k - 1, max(k - 1, 1)}))
+
+
+@dataclass(frozen=True)
+class Config:
+    k: int
+    n: int
+    start: int = 0  # where a counter carried in from elsewhere stands at the first micro-batch
+
+
+class Tail(enum.Enum):
+    """Whether a guard also runs on the last micro-batch of a pass that ends mid-window."""
+
+    ALWAYS = "always"
+    SOMETIMES = "sometimes"  # only in some configurations (`or (len(dl) <= k and ...)`)
+    NEVER = "never"
+    UNKNOWN = "unknown"
+
+
+class Pattern(enum.Enum):
+    EVERY = "every"
+    BOUNDARY = "boundary"
+    BETWEEN = "between"  # the complement of a boundary
+    OTHER = "other"
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """What one guard evaluates to over the sample configurations."""
+
+    pattern: Pattern
+    # Size of the first window minus `k` (0: full; -(k - 1): one micro-batch);
+    # None when the counter's start is unknown, or sizes disagree across `k`.
+    first_window: str | None = None
+    tail: Tail = Tail.UNKNOWN
+    # One line of evidence, e.g. "with k=4 and 10 batches it runs on batches 4, 8".
+    evidence: str = ""
+
+
+OPAQUE_SCHEDULE = Schedule(Pattern.OTHER)
+
+
+class Unknown(Exception):
+    """Raised inside evaluation when a value cannot be known."""
+
+
+@dataclass
+class Environment:
+    """Values the guards read, for one configuration."""
+
+    config: Config
+    state: dict[str, Value]
+    k_atoms: frozenset[str]
+    n_atoms: frozenset[str]
+    switches: dict[str, bool]
+    # What a name bound outside the loop holds: an int, the expression it was bound to, or None.
+    constant: Callable[[cst.BaseExpression], "int | cst.BaseExpression | None"]
+    predicate: Callable[[str], tuple[list[str], cst.BaseExpression] | None]  # same-module `def f(i): return ...`
+
+
+def evaluate(node: cst.BaseExpression, env: Environment, depth: int = 0) -> Value:
+    """The value of `node`, or None when it cannot be known."""
+    try:
+        return _eval(node, env, depth)
+    except (Unknown, ZeroDivisionError, TypeError, ValueError, RecursionError):
+        return None
+
+
+def _eval(node: cst.BaseExpression, env: Environment, depth: int) -> Value:
+    text = code_of(node).strip()
+    if text in env.switches:
+        return env.switches[text]
+    if isinstance(node, cst.Integer):
+        return int(node.evaluated_value)
+    if isinstance(node, cst.Name) and node.value in {"True", "False"}:
+        return node.value == "True"
+    dotted = dotted_name(node)
+    if dotted is not None:
+        if dotted in env.state:
+            value = env.state[dotted]
+            if value is None:
+                raise Unknown
+            return value
+        if dotted in env.k_atoms:
+            return env.config.k
+        if dotted in env.n_atoms:
+            return env.config.n
+        bound = env.constant(node)
+        if bound is None or isinstance(bound, bool):
+            raise Unknown
+        if isinstance(bound, int):
+            return bound
+        if depth >= MAX_INLINE_DEPTH:
+            raise Unknown
+        return _eval(bound, env, depth + 1)
+    if isinstance(node, cst.UnaryOperation):
+        if isinstance(node.operator, cst.Not):
+            inner = evaluate(node.expression, env, depth)
+            return None if inner is None else not inner
+        if isinstance(node.operator, cst.Minus):
+            return -_need(_eval(node.expression, env, depth))
+        return _need(_eval(node.expression, env, depth))
+    if isinstance(node, cst.BooleanOperation):
+        left = evaluate(node.left, env, depth)
+        if isinstance(node.operator, cst.And):
+            if left is not None and not left:
+                return left
+            right = evaluate(node.right, env, depth)
+            if right is not None and not right:
+                return right
+            if left is None or right is None:
+                raise Unknown
+            return right
+        if left is not None and left:
+            return left
+        right = evaluate(node.right, env, depth)
+        if right is not None and right:
+            return right
+        if left is None or right is None:
+            raise Unknown
+        return right
+    if isinstance(node, cst.BinaryOperation):
+        if text in env.k_atoms:
+            return env.config.k
+        if text in env.n_atoms:
+            return env.config.n
+        left = _need(_eval(node.left, env, depth))
+        right = _need(_eval(node.right, env, depth))
+        operator = node.operator
+        if isinstance(operator, cst.Add):
+            return left + right
+        if isinstance(operator, cst.Subtract):
+            return left - right
+        if isinstance(operator, cst.Multiply):
+            return left * right
+        if isinstance(operator, cst.Modulo):
+            return left % right
+        if isinstance(operator, cst.FloorDivide):
+            return left // right
+        raise Unknown
+    if isinstance(node, cst.Comparison):
+        left = _need(_eval(node.left, env, depth))
+        for target in node.comparisons:
+            right = _need(_eval(target.comparator, env, depth))
+            if not _compare(target.operator, left, right):
+                return False
+            left = right
+        return True
+    if isinstance(node, cst.IfExp):
+        test = _eval(node.test, env, depth)
+        return _eval(node.body if test else node.orelse, env, depth)
+    if isinstance(node, cst.Call):
+        return _call(node, text, env, depth)
+    raise Unknown
+
+
+def _need(value: Value) -> int:
+    if value is None or isinstance(value, bool) and False:
+        raise Unknown
+    if not isinstance(value, int):
+        raise Unknown
+    return value
+
+
+def _compare(operator: cst.BaseCompOp, left: int, right: int) -> bool:
+    if isinstance(operator, cst.Equal):
+        return left == right
+    if isinstance(operator, cst.NotEqual):
+        return left != right
+    if isinstance(operator, cst.LessThan):
+        return left < right
+    if isinstance(operator, cst.LessThanEqual):
+        return left <= right
+    if isinstance(operator, cst.GreaterThan):
+        return left > right
+    if isinstance(operator, cst.GreaterThanEqual):
+        return left >= right
+    raise Unknown
+
+
+def _call(node: cst.Call, text: str, env: Environment, depth: int) -> Value:
+    if text in env.n_atoms:
+        return env.config.n
+    if text in env.k_atoms:
+        return env.config.k
+    name = call_name(node) or ""
+    args = positional_args(node)
+    if any(a.keyword is not None or a.star for a in node.args) and name not in {"min", "max"}:
+        raise Unknown
+    if name in {"min", "max"} and args:
+        values = [_need(_eval(a, env, depth)) for a in args]
+        return min(values) if name == "min" else max(values)
+    if name in {"int", "bool", "abs"} and len(args) == 1:
+        value = _eval(args[0], env, depth)
+        return {"int": int, "bool": bool, "abs": abs}[name](value)
+    found = env.predicate(name)
+    if found is not None and depth < MAX_INLINE_DEPTH:
+        params, returned = found
+        if len(params) != len(args):
+            raise Unknown
+        values = {param: _eval(arg, env, depth) for param, arg in zip(params, args)}
+        inner = Environment(env.config, {**env.state, **values}, env.k_atoms, env.n_atoms, env.switches,
+                            env.constant, env.predicate)
+        return _eval(returned, inner, depth + 1)
+    raise Unknown
+
+
+# -- reading what a run vector means ---------------------------------------------
+
+
+def read_runs(runs: dict[Config, Sequence[Value]]) -> Schedule:
+    """Classify the micro-batches an event runs on, per configuration."""
+    if not runs:
+        return OPAQUE_SCHEDULE
+    if all(all(v is True for v in vector) for vector in runs.values()):
+        return Schedule(Pattern.EVERY, evidence="runs on every micro-batch")
+    for pattern, flip in ((Pattern.BOUNDARY, False), (Pattern.BETWEEN, True)):
+        schedule = _read_boundary(runs, flip)
+        if schedule is not None:
+            return Schedule(pattern, schedule.first_window, schedule.tail, schedule.evidence)
+    return OPAQUE_SCHEDULE
+
+
+def _read_boundary(runs: dict[Config, Sequence[Value]], flip: bool) -> Schedule | None:
+    """Every k-th micro-batch at a fixed phase, the last one of the pass aside."""
+    firsts: set[str] = set()
+    tails: set[bool] = set()
+    tail_unknown = False
+    evidence = ""
+    phases: dict[tuple[int, int], int] = {}
+    ordered = sorted(runs.items(), key=lambda item: -item[0].n)  # long passes first: they show the phase
+    for config, vector in ordered:
+        values = [(not v) if (flip and v is not None) else v for v in vector]
+        n, k = config.n, config.k
+        periodic = values[:-1]
+        if any(v is None for v in periodic):
+            return None
+        steps = [t for t, v in enumerate(periodic) if v]
+        phase = phases.get((k, config.start))
+        if phase is None:
+            if n < 2 * k or not steps:
+                return None
+            phase = phases[(k, config.start)] = steps[0] % k
+        if steps != [t for t in range(len(periodic)) if t % k == phase]:
+            return None
+        if n >= 2 * k:
+            firsts.add(_relative(steps[0] + 1, k))
+        last = values[-1]
+        on_phase = (n - 1) % k == phase
+        if on_phase:
+            if last is not True:
+                return None
+        elif last is None:
+            tail_unknown = True
+        else:
+            tails.add(bool(last))
+        if not evidence and n % k and n >= 2 * k and k == 4:
+            stepped = [t + 1 for t, v in enumerate(values) if v]
+            evidence = f"with k={k} and {n} micro-batches it runs after micro-batch {', '.join(map(str, stepped))}"
+    first = next(iter(firsts)) if len(firsts) == 1 else None
+    if tail_unknown:
+        tail = Tail.UNKNOWN
+    elif tails == {True}:
+        tail = Tail.ALWAYS
+    elif tails == {False} or not tails:
+        tail = Tail.NEVER
+    else:
+        tail = Tail.SOMETIMES
+    return Schedule(Pattern.BOUNDARY, first, tail, evidence)
+
+
+def _relative(size: int, k: int) -> str:
+    """A first-window size said against `k`: "k", "1", "k-1", or the number."""
+    if size == k:
+        return "k"
+    if size == 1:
+        return "1"
+    if size == k - 1:
+        return "k-1"
+    return f"k{size - k:+d}"
+
+
+def combine(first: Schedule, second: Schedule) -> bool:
+    """Two guards run on the same micro-batches (the same boundary)."""
+    return first.pattern is second.pattern and first.first_window == second.first_window and first.tail is second.tail
+
+
+def configs_for(k_literal: int | None, start_known: bool) -> list[Config]:
+    ks: Iterable[int] = (k_literal,) if k_literal is not None else SAMPLE_K
+    starts = (0,) if start_known else (0, 1, 2, 5)
+    return [Config(k, n, s) for k in ks for n in sample_lengths(k) for s in starts]
+
+
+# -- running the loop body ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Test:
+    """One test a statement runs under: its expression (None: opaque), the branch
+    it must take, and whether failing it leaves the loop (`if ...: break`)."""
+
+    expression: cst.BaseExpression | None
+    polarity: bool
+    breaks: bool = False
+
+
+@dataclass(frozen=True)
+class Step:
+    """A statement of the loop body in order: the tests it runs under and the
+    names it assigns (`target`, value; an AugAssign's operator; None: unknown)."""
+
+    key: int
+    tests: tuple[Test, ...]
+    assigns: tuple[tuple[str, cst.BaseExpression | None, str | None], ...]
+
+
+@dataclass
+class LoopProgram:
+    """What the simulation needs of one micro-batch loop."""
+
+    steps: list[Step]
+    # The loop's own counter (`i` of `enumerate(..., start=s)`, of `range(a, b)`) and its first value.
+    loop_counter: str | None
+    loop_start: int | None
+    # Names assigned in the body with their value at the start of a pass: an int,
+    # CARRIED (a counter carried in from elsewhere: sampled starts), None (unknown).
+    initial: dict[str, object]
+    k_atoms: frozenset[str]
+    n_atoms: frozenset[str]
+    k_literal: int | None
+    constant: Callable[[cst.BaseExpression], "int | cst.BaseExpression | None"]
+    predicate: Callable[[str], tuple[list[str], cst.BaseExpression] | None]
+    k_nodes: dict[str, cst.BaseExpression]
+    counter_of: Callable[[cst.BaseExpression], object]  # the Counter a test reads, or None
+
+    @property
+    def start_known(self) -> bool:
+        return (self.loop_counter is None or self.loop_start is not None) and all(
+            v is not CARRIED for v in self.initial.values())
+
+    def run(self, config: Config, switches: dict[str, bool]) -> dict[int, list[Value]]:
+        """For each statement key, whether it runs on each micro-batch (None: unknown)."""
+        state: dict[str, Value] = {}
+        for name, value in self.initial.items():
+            state[name] = config.start if value is CARRIED else value
+        env = Environment(config, state, self.k_atoms, self.n_atoms, switches, self.constant, self.predicate)
+        runs: dict[int, list[Value]] = {step.key: [] for step in self.steps}
+        stopped = False
+        for t in range(config.n):
+            stop_after = False
+            if self.loop_counter is not None:
+                start = self.loop_start if self.loop_start is not None else config.start
+                state[self.loop_counter] = start + t
+            if stopped:
+                for step in self.steps:
+                    runs[step.key].append(False)
+                continue
+            for step in self.steps:
+                ran: Value = True
+                for test in step.tests:
+                    value = None if test.expression is None else evaluate(test.expression, env)
+                    if value is None:
+                        if test.breaks:
+                            continue  # a break on a limit we cannot see: the run goes on to the end of data
+                        ran = None
+                        continue
+                    if bool(value) != test.polarity:
+                        ran = False
+                        stop_after = stop_after or test.breaks
+                        break
+                runs[step.key].append(ran)
+                for target, value_node, operator in step.assigns:
+                    if ran is False:
+                        continue
+                    if ran is None or value_node is None:
+                        state[target] = None
+                        continue
+                    value = evaluate(value_node, env)
+                    if operator is not None:
+                        current = state.get(target)
+                        if current is None or value is None or isinstance(value, bool):
+                            value = None
+                        elif operator == "+":
+                            value = current + value
+                        elif operator == "-":
+                            value = current - value
+                        else:
+                            value = None
+                    state[target] = value
+            stopped = stop_after
+        return runs
