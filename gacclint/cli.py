@@ -119,6 +119,7 @@ def _interrupted() -> NoReturn:
 
         for child in multiprocessing.active_children():
             child.kill()
+            child.join(5)  # reaped: no zombie left behind
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
             stream.flush()
