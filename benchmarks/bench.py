@@ -22,6 +22,12 @@ analyses in worker processes, Ruff in threads of one process).
 
 The tree's files are read once before the first timing, so no command pays
 for the first read from disk. Results print as a Markdown table.
+
+With Ruff, each gacclint run is followed by a Ruff run (A B A B ...), and
+each gacclint row gives its time as a ratio to Ruff's: the median of the
+pair-by-pair ratios, so that a machine whose speed drifts during the
+benchmark still compares like with like. See benchmarks/README.md for the
+trees (benchmarks/make_tree.py builds the loop-dense one).
 """
 
 from __future__ import annotations
@@ -64,6 +70,13 @@ class Row:
     tool: str
     mode: str
     samples: list[Sample]
+    # Ruff's run right after each of these (same machine state): the ratios' denominators.
+    paired: list[Sample] | None = None
+
+    def ratios(self) -> list[float] | None:
+        if not self.paired:
+            return None
+        return [mine.seconds / theirs.seconds for mine, theirs in zip(self.samples, self.paired)]
 
 
 class ProcessTreeMemory:
@@ -163,33 +176,42 @@ def clear_cache(workdir: Path) -> None:
     shutil.rmtree(workdir / CACHE_FOLDER, ignore_errors=True)
 
 
-def gacclint_rows(command: list[str], tree: Path, workdir: Path, runs: int) -> list[Row]:
+def gacclint_rows(command: list[str], tree: Path, workdir: Path, runs: int,
+                  reference: Callable[[], Sample] | None = None) -> list[Row]:
+    """gacclint's rows; with `reference` (Ruff), each run paired with one of it."""
     def check(*options: str) -> Sample:
         return run_once([*command, *options, str(tree)], workdir, GACCLINT_EXITS)
 
     if not supports(command, "--no-cache", workdir):
-        return [timed("gacclint", "as is (no cache options)", runs, check)]
-    rows = [timed("gacclint", "cold, --no-cache", runs, lambda: check("--no-cache"))]
+        return [timed("gacclint", "as is (no cache options)", runs, check, reference)]
+    rows = [timed("gacclint", "cold, --no-cache", runs, lambda: check("--no-cache"), reference)]
 
     def after_clearing() -> Sample:
         clear_cache(workdir)
         return check()
 
-    rows.append(timed("gacclint", "cold, cache deleted", runs, after_clearing))
+    rows.append(timed("gacclint", "cold, cache deleted", runs, after_clearing, reference))
     clear_cache(workdir)
     check()  # fills the cache
-    rows.append(timed("gacclint", "warm cache", runs, check))
+    rows.append(timed("gacclint", "warm cache", runs, check, reference))
     return rows
 
 
-def timed(tool: str, mode: str, runs: int, measure: Callable[[], Sample]) -> Row:
-    """`runs` samples of `measure`, each announced on stderr as it ends (a
-    run over a large tree can take minutes)."""
-    samples = []
+def timed(tool: str, mode: str, runs: int, measure: Callable[[], Sample],
+          reference: Callable[[], Sample] | None = None) -> Row:
+    """`runs` samples of `measure` (each followed by one of `reference`, if
+    given), each announced on stderr as it ends (a run over a large tree can
+    take minutes)."""
+    samples: list[Sample] = []
+    paired: list[Sample] = []
     for number in range(1, runs + 1):
         samples.append(measure())
-        print(f"{tool}, {mode}: run {number}/{runs}: {samples[-1].seconds:.2f} s", file=sys.stderr, flush=True)
-    return Row(tool, mode, samples)
+        note = ""
+        if reference is not None:
+            paired.append(reference())
+            note = f" (ruff {paired[-1].seconds:.2f} s)"
+        print(f"{tool}, {mode}: run {number}/{runs}: {samples[-1].seconds:.2f} s{note}", file=sys.stderr, flush=True)
+    return Row(tool, mode, samples, paired or None)
 
 
 def subset_rows(command: list[str], tree: Path, files: list[Path], workdir: Path, runs: int,
@@ -226,16 +248,31 @@ def _peaks(samples: list[Sample]) -> tuple[str, str]:
 
 
 def timing_table(rows: list[Row], file_count: int) -> str:
-    lines = ["| tool | mode | runs | median s | min–max s | files/s "
+    lines = ["| tool | mode | runs | median s | min–max s | × ruff (median of pairs) | files/s "
              "| peak RSS, largest process (MiB) | peak RSS, all processes (MiB) |",
-             "|---|---|---:|---:|---:|---:|---:|---:|"]
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for row in rows:
         times = [sample.seconds for sample in row.samples]
         median = statistics.median(times)
         largest, tree = _peaks(row.samples)
+        ratios = row.ratios()
+        ratio = f"{statistics.median(ratios):.2f}" if ratios else ""
         lines.append(f"| {row.tool} | {row.mode} | {len(times)} | {median:.2f} | {min(times):.2f}–{max(times):.2f} "
-                     f"| {file_count / median:.0f} | {largest} | {tree} |")
+                     f"| {ratio} | {file_count / median:.0f} | {largest} | {tree} |")
     return "\n".join(lines)
+
+
+def ratio_lines(rows: list[Row]) -> list[str]:
+    """One line per gacclint mode: its time as a multiple of Ruff's in the same run."""
+    lines = []
+    for row in rows:
+        ratios = row.ratios()
+        if ratios:
+            lines.append(f"gacclint {row.mode}: {statistics.median(ratios):.2f}x ruff "
+                         f"(pairs {min(ratios):.2f}x–{max(ratios):.2f}x; medians "
+                         f"{statistics.median(s.seconds for s in row.samples):.2f} s vs "
+                         f"{statistics.median(s.seconds for s in row.paired or []):.2f} s)")
+    return lines
 
 
 def subset_table(results: list[tuple[int, int, Row]]) -> str:
@@ -261,7 +298,7 @@ def _split(text: str) -> list[str]:
     relative path (`.venv/bin/gacclint`): every command runs in a scratch folder."""
     words = shlex.split(text)
     if words and os.sep in words[0]:
-        words[0] = str(Path(words[0]).resolve())
+        words[0] = os.path.abspath(words[0])  # not resolved: a venv's python is a link out of the venv
     return words
 
 
@@ -325,13 +362,21 @@ def main(argv: list[str] | None = None) -> int:
             if command is not None:
                 print(f"- {name}: `{shlex.join(command)}` ({_version(command, workdir)})")
         print()
-        rows = gacclint_rows(gacclint, tree, workdir, args.runs)
+        ruff_run = None if ruff is None else (lambda: run_once([*ruff, str(tree)], workdir, {0}))
+        if ruff_run is not None:
+            ruff_run()  # warm-up: neither tool's first run pays for loading its program
+        rows = gacclint_rows(gacclint, tree, workdir, args.runs, ruff_run)
         if ruff is not None:
-            rows.append(timed("ruff", "as given", args.runs, lambda: run_once([*ruff, str(tree)], workdir, {0})))
+            references = [sample for row in rows for sample in row.paired or []]
+            rows.append(Row("ruff", "as given (every paired run)", references))
         if torchfix is not None:
             rows.append(timed("torchfix", "as given", args.runs,
                               lambda: run_once([*torchfix, str(tree)], workdir, None)))
         print(timing_table(rows, len(files)))
+        ratios = ratio_lines(rows)
+        if ratios:
+            print()
+            print("\n".join(ratios))
         if args.subsets:
             print()
             print(subset_table(subset_rows(gacclint, tree, files, workdir, args.runs, args.subsets)))
