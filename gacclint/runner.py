@@ -232,7 +232,7 @@ class _Analyser:
             else:
                 from concurrent.futures import as_completed
 
-                with self.pool:
+                try:
                     for future in as_completed(self.futures):
                         index = self.futures[future]
                         try:
@@ -241,6 +241,11 @@ class _Analyser:
                             found[index] = FileResult(self.jobs[index].path,
                                                       error=f"analysis failed ({type(error).__name__}); skipped")
                         advance()
+                except BaseException:
+                    # Ctrl-C: drop the queued files instead of waiting for them (the CLI ends the workers).
+                    self.pool.shutdown(wait=False, cancel_futures=True)
+                    raise
+                self.pool.shutdown()
         for index, result in found.items():
             result.unsafe_fixes = self.jobs[index].unsafe
         return found
