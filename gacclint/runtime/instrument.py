@@ -90,7 +90,12 @@ def instrument(source: bytes | str, function: str | None = None) -> Instrumented
     except SourceError as error:
         raise CannotVerify(f"cannot parse: {error}") from None
     target = _find_function(module, function) if function is not None else None
-    model = build_model(module)
+    try:
+        model = build_model(module)
+    except RecursionError:
+        raise CannotVerify("the file nests too deeply for gacclint's loop model") from None
+    except Exception as error:  # noqa: BLE001 - the loop model's own failure: could not verify
+        raise CannotVerify(f"gacclint's loop model failed on this file ({type(error).__name__}: {error})") from None
     loops = [loop for loop in model.loops if target is None or _inside(loop, target, model.facts)]
     if not loops:
         where = f"function `{function}`" if function else "this file"
@@ -211,6 +216,9 @@ class _Factors:
         if found == OPAQUE and _counts_samples(node, self.facts):
             return SCHEDULE
         return found
+
+
+_DIVIDING_FRAMEWORKS = {"accelerate", "deepspeed"}
 
 
 def _literal_value(node: cst.CSTNode) -> float | None:
@@ -363,7 +371,12 @@ class _Builder:
             elif event.kind is EventKind.CLIP and isinstance(event.node, cst.Call):
                 self._clip(event)
         schedule, k_literal = _schedule(loop, self.facts)
-        self._scaling(loop.window_loop or loop.node, _Factors(self.facts, schedule, k_literal))
+        # A division handed to a framework's backward that divides by its own accumulation
+        # count (accelerate, DeepSpeed) is an accumulation factor, whatever it is spelled with.
+        forced = {id(division.operation) for event in loop.events
+                  if event.kind is EventKind.BACKWARD and event.framework in _DIVIDING_FRAMEWORKS
+                  and event.loss_flow is not None for division in event.loss_flow.divisions}
+        self._scaling(loop.window_loop or loop.node, _Factors(self.facts, schedule, k_literal), forced)
 
     def _backward(self, event: Event) -> None:
         assert event.loss is not None
@@ -403,19 +416,19 @@ class _Builder:
 
         self._wrap(event.node, wrap)
 
-    def _scaling(self, container: cst.CSTNode, factors: _Factors) -> None:
+    def _scaling(self, container: cst.CSTNode, factors: _Factors, forced: set[int]) -> None:
         """Every `*` and `/` in the loop: the probe tags the autograd node it makes with the
         factor's static class, and walks those nodes back from each backward."""
         for node in self.facts.tree.find(container, cst.BinaryOperation, cst.AugAssign, enter_scopes=False):
             if isinstance(node, cst.BinaryOperation):
                 if isinstance(node.operator, cst.Divide):
-                    self._binary(node, "div", [factors.classify(node.right)])
+                    self._binary(node, "div", [SCHEDULE if id(node) in forced else factors.classify(node.right)])
                 elif isinstance(node.operator, cst.Multiply):
                     self._binary(node, "mul", [factors.classify_multiplier(node.left),
                                                factors.classify_multiplier(node.right)])
             elif isinstance(node.target, (cst.Name, cst.Attribute)):
                 if isinstance(node.operator, cst.DivideAssign):
-                    self._in_place(node, "div", [factors.classify(node.value)])
+                    self._in_place(node, "div", [SCHEDULE if id(node) in forced else factors.classify(node.value)])
                 elif isinstance(node.operator, cst.MultiplyAssign):
                     self._in_place(node, "mul", [OPAQUE, factors.classify_multiplier(node.value)])
 

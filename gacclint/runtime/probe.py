@@ -138,6 +138,8 @@ class _Backward:
     scale: float
     """The GradScaler's scale (1 without one)."""
     window_normaliser: float | None = None
+    outside: bool = False
+    """A factor applied outside the loop's code (a framework's division) is on its path."""
 
     @property
     def weight(self) -> float:
@@ -396,12 +398,12 @@ class Probe:
             self.unknown_samples = True
         kind, count, natural = _reduction(node, samples or 1)
         normaliser = None
-        if kind == "sum" and factors and factors[-1].multiplier not in (0.0,) and factors[-1].kind in (OPAQUE, None):
+        if kind == "sum" and factors and factors[-1].multiplier != 0.0 and factors[-1].kind in (OPAQUE, None, SCHEDULE):
             divisor = 1.0 / factors[-1].multiplier
-            if divisor > 0 and divisor <= natural * (1 + 1e-9):
+            if factors[-1].kind != SCHEDULE and 0 < divisor <= natural * (1 + 1e-9):
                 kind, count = "mean", divisor  # a per-micro-batch mean: sum / its own count
                 factors.pop()
-            elif divisor > natural:
+            elif divisor > natural * (1 + 1e-9):
                 normaliser = divisor  # divided by more than this micro-batch holds: part of the loss
                 factors.pop()
         accumulation = 1.0
@@ -425,7 +427,8 @@ class Probe:
         self.chains.setdefault(key, (factors, _describe_root(kind, count, natural, node)))
         record = _Backward(index=len(self.backwards), key=key, micro_batch=micro_batch.index, kind=kind,
                            count=count if kind == "mean" else 1.0, natural=natural, accumulation=accumulation,
-                           opaque=tuple(opaque), scale=scale, window_normaliser=normaliser)
+                           opaque=tuple(opaque), scale=scale, window_normaliser=normaliser,
+                           outside=any(factor.kind is None for factor in factors))
         self.backwards.append(record)
         leaves = _leaves(root)
         clean = [self._clean(leaf) for leaf in leaves]
@@ -650,6 +653,10 @@ class Probe:
             first = all_readings[0]
             measure.kind = first.kind
             measure.counts = first.counts
+            measure.outside_factor = any(
+                self.backwards[index].outside
+                for sums in (self._sums.get(id(p)) for p in params) if sums is not None
+                for line in sums.lines.values() for index in line.records[:1])
             measure.window_normaliser = any(
                 self.backwards[index].window_normaliser is not None
                 for sums in (self._sums.get(id(p)) for p in params) if sums is not None
@@ -749,13 +756,15 @@ class Probe:
             where = f"line {site.line} `{site.code}`" if site else "a backward outside the instrumented lines"
             walked = []
             for factor in factors:
+                if factor.kind == LITERAL:
+                    continue
                 if factor.kind == SCALER:
                     walked.append("the GradScaler's scale")
                 elif factor.site is not None and 0 <= factor.site < len(self.sites):
                     scale = self.sites[factor.site]
                     walked.append(f"`{scale.code}` (line {scale.line})")
                 else:
-                    walked.append(f"a factor {_short(factor.multiplier)} made outside the loop")
+                    walked.append(f"a factor {_short(factor.multiplier)} applied outside the loop's code")
             head = f"the loss before {', '.join(walked)}" if walked else \
                 "the backward's loss itself (no scaling on its path)"
             lines.append(f"{where}: {head}; {root}")

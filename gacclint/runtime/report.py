@@ -114,6 +114,8 @@ class StepMeasure:
     worst: tuple[str, float, float] | None = None
     """The parameter furthest from its reference: (name, norm of the reference, norm of the gradient)."""
     window_normaliser: bool = False
+    outside_factor: bool = False
+    """A factor applied outside the loop's code (a framework dividing by its own count) scaled the loss."""
 
 
 @dataclass
@@ -614,6 +616,10 @@ def _diagnose(measure: StepMeasure, window: list[MicroBatch], passes: Sequence[P
                                           "previous pass were not stepped when it ended")
         base = k or m
         if base > 1 and m >= base and _close(divisor, base * base, slack):
+            if measure.outside_factor:
+                return Diagnosis("GA204", f"gradient is {scale:.2f}x the large-batch mean: each micro-batch was "
+                                          f"divided by {divisor:.4g} = {base} x {base}: the loss was divided by hand "
+                                          "and again by the framework (over-scaled)")
             return Diagnosis(None, f"gradient is {scale:.2f}x the large-batch mean: each micro-batch was "
                                    f"divided by {divisor:.4g} = {base} x {base}: the loss was divided by the "
                                    "accumulation count twice (over-scaled)")
