@@ -82,7 +82,8 @@ class GacclintServer(LanguageServer):
             return None, text
         try:
             settings = resolver.for_path(path)
-            if settings.is_excluded(path, False):
+            # A notebook's findings are in cell rows, and its fixes rewrite its JSON: `gacclint check` reads it.
+            if settings.is_excluded(path, False) or path.suffix == ".ipynb":
                 return FileResult(path), text
             result = runner.run_source(path, _encoded(text), resolver,
                                        RunOptions(mode=mode, write=False, use_cache=False))

@@ -49,8 +49,7 @@ for i, x in enumerate(data):
         opt.step()
         opt.zero_grad()
 """
-GA202_LINE = ("`(i + 1) % k == 0` has no end-of-data clause: the last `len(loader) % k` micro-batches of each pass "
-              "are never stepped")
+GA202_LINE = "train.py:4:8: GA202 `(i + 1) % k == 0` has no end-of-data clause"  # then the rule's evidence
 
 
 def gacclint(*args: object, cwd: Path, stdin: bytes | None = None, env: dict | None = None,
@@ -76,8 +75,9 @@ def test_a_file_that_was_not_checked_is_an_error_never_all_checks_passed(tmp_pat
     (tmp_path / "train.py").write_text(BUGGY)
     code, out, err = gacclint("check", "--no-cache", "--output-format", "concise", ".", cwd=tmp_path)
     assert code == 2
-    assert out.splitlines() == [f"train.py:4:8: GA202 {GA202_LINE}", "Found 1 problem (1 fixable).",
-                                "1 file could not be checked (see the errors above)."]
+    assert out.splitlines()[0].startswith(GA202_LINE)
+    assert out.splitlines()[1:] == ["Found 1 problem (1 fixable).",
+                                    "1 file could not be checked (see the errors above)."]
     assert gacclint("check", "--no-cache", "--exit-zero", ".", cwd=tmp_path)[0] == 2
 
 
@@ -127,13 +127,23 @@ def test_ctrl_c_stops_at_once_exits_130_and_leaves_no_worker(tmp_path: Path) -> 
             assert ready, seen
             seen += os.read(leader, 4096)
         os.killpg(process.pid, signal.SIGINT)
-        assert process.wait(timeout=30) == 130
+        assert process.wait(timeout=60) == 130
+        while True:  # what the terminal got before the end
+            ready, _, _ = select.select([leader], [], [], 0)
+            try:
+                chunk = os.read(leader, 4096) if ready else b""
+            except OSError:
+                chunk = b""
+            if not chunk:
+                break
+            seen += chunk
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
         process.stdout.close()
         os.close(leader)
     assert b"Traceback" not in seen
+    assert b"450/450" not in seen  # it stopped, rather than finishing the run first
     with pytest.raises(ProcessLookupError):  # no worker process outlived it
         os.killpg(process.pid, 0)
 
@@ -155,7 +165,8 @@ def test_check_fix_is_fix(tmp_path: Path) -> None:
 def test_stdin_check_reports_under_the_given_name_with_its_settings(tmp_path: Path) -> None:
     code, out, _ = gacclint("check", "--output-format", "concise", "--stdin-filename", "src/train.py", "-",
                             cwd=tmp_path, stdin=BUGGY.encode())
-    assert (code, out) == (1, f"src/train.py:4:8: GA202 {GA202_LINE}\nFound 1 problem (1 fixable).\n")
+    assert code == 1 and out.startswith(f"src/{GA202_LINE}") and out.endswith("\nFound 1 problem (1 fixable).\n")
+    assert len(out.splitlines()) == 2
     (tmp_path / "src").mkdir()
     (tmp_path / "src" / "pyproject.toml").write_text('[tool.gacclint]\nignore = ["GA202"]\n')
     assert gacclint("check", "--stdin-filename", "src/train.py", cwd=tmp_path, stdin=BUGGY.encode())[:2] == (
@@ -220,7 +231,7 @@ def test_watch_runs_again_when_a_file_changes(tmp_path: Path) -> None:
         rest, err = process.communicate(timeout=60)
     finally:
         process.kill()
-    assert first == [f"train.py:4:8: GA202 {GA202_LINE}\n", "Found 1 problem (1 fixable).\n"]
+    assert len(first) == 2 and first[0].startswith(GA202_LINE) and first[1] == "Found 1 problem (1 fixable).\n"
     assert rest == "All checks passed!\n"
     assert err.splitlines() == ["Watching for file changes (Ctrl-C to stop).", "File change detected..."]
     assert process.returncode == 0

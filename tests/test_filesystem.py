@@ -125,9 +125,9 @@ def test_broken_symlink_is_reported_in_a_walk_and_as_an_argument(tree: Path) -> 
     assert one_line_about(result, broken) == "broken symbolic link (to missing.py)"
     still_checked(result, tree)
     result = run("check", broken)
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert one_line_about(result, broken) == "broken symbolic link (to missing.py)"
-    assert run("fix", tree).exit_code == 1
+    assert run("fix", tree).exit_code == 2
     assert broken.is_symlink() and not broken.exists()
 
 
@@ -145,7 +145,7 @@ def test_symlink_loops_end(tree: Path) -> None:
     still_checked(result, tree)
     assert result.stdout.count("GA101") == 1
     named = run("check", tree / "a.py")  # named on the command line, not only met in a walk
-    assert named.exit_code == 1
+    assert named.exit_code == 2
     assert one_line_about(named, tree / "a.py") == "symbolic link loop"
 
 

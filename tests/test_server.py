@@ -4,6 +4,7 @@ diagnostics `gacclint check` reports and applies the code actions it offers."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -77,12 +78,12 @@ def apply(text: str, edits: list[types.TextEdit]) -> str:
     return text
 
 
-def check_concise(path: Path) -> list[str]:
+def check_json(path: Path) -> list[dict]:
     """What the command line reports for the same file."""
-    completed = subprocess.run([*SERVER[:-1], "check", "--no-cache", "--output-format", "concise", "-q",
+    completed = subprocess.run([*SERVER[:-1], "check", "--no-cache", "--output-format", "json",
                                 "--extend-select", "GA002", str(path)],
                                capture_output=True, text=True, check=False)
-    return completed.stdout.splitlines()
+    return json.loads(completed.stdout)
 
 
 @pytest.mark.asyncio
@@ -91,8 +92,11 @@ async def test_a_session_reports_the_findings_and_applies_quick_fix_and_fix_all(
     path = tmp_path / "train.py"
     diagnostics = await open_file(client, path, BUGGY)
     # The same findings as `gacclint check`, at the same places (LSP positions are 0-based).
-    assert [f"{path}:{d.range.start.line + 1}:{d.range.start.character + 1}: {d.code} {d.message}"
-            for d in diagnostics] == check_concise(path)
+    reported = check_json(path)
+    assert [(d.code, d.message, d.range.start.line + 1, d.range.start.character + 1, d.range.end.line + 1,
+             d.range.end.character + 1) for d in diagnostics] == [
+        (f["code"], f["message"], f["location"]["row"], f["location"]["column"], f["end_location"]["row"],
+         f["end_location"]["column"]) for f in reported]
     [ga202] = diagnostics
     assert (ga202.code, ga202.source, ga202.severity) == ("GA202", "gacclint", types.DiagnosticSeverity.Error)
     assert ga202.range == types.Range(types.Position(3, 7), types.Position(3, 23))
@@ -103,7 +107,7 @@ async def test_a_session_reports_the_findings_and_applies_quick_fix_and_fix_all(
         text_document=types.TextDocumentIdentifier(uri=uri), range=ga202.range,
         context=types.CodeActionContext(diagnostics=[ga202])))
     assert [action.title for action in actions] == [
-        "GA202: Also step on the last micro-batch (`(i + 1) == len(loader)`)",
+        f"GA202: {reported[0]['fix']['message']}",
         "GA202: disable for this line (`# noqa: GA202`)",
         "gacclint: fix all auto-fixable problems"]
     quick = actions[0]
