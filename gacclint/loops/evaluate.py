@@ -259,7 +259,7 @@ def read_runs(runs: dict[Config, Sequence[Value]]) -> Schedule:
 
 def _read_boundary(runs: dict[Config, Sequence[Value]], flip: bool) -> Schedule | None:
     """Every k-th micro-batch at a fixed phase, the last one of the pass aside."""
-    firsts: set[str] = set()
+    firsts: set[tuple[int, int]] = set()  # (k, size of the first window)
     tails: set[bool] = set()
     tail_unknown = False
     evidence = ""
@@ -280,7 +280,7 @@ def _read_boundary(runs: dict[Config, Sequence[Value]], flip: bool) -> Schedule 
         if steps != [t for t in range(len(periodic)) if t % k == phase]:
             return None
         if n >= 2 * k:
-            firsts.add(_relative(steps[0] + 1, k))
+            firsts.add((k, steps[0] + 1))
         last = values[-1]
         on_phase = (n - 1) % k == phase
         if on_phase:
@@ -293,7 +293,7 @@ def _read_boundary(runs: dict[Config, Sequence[Value]], flip: bool) -> Schedule 
         if not evidence and n % k and n >= 2 * k and k == 4:
             stepped = [t + 1 for t, v in enumerate(values) if v]
             evidence = f"with k={k} and {n} micro-batches it runs after micro-batch {', '.join(map(str, stepped))}"
-    first = next(iter(firsts)) if len(firsts) == 1 else None
+    first = _relative(firsts)
     if tail_unknown:
         tail = Tail.UNKNOWN
     elif tails == {True}:
@@ -305,15 +305,19 @@ def _read_boundary(runs: dict[Config, Sequence[Value]], flip: bool) -> Schedule 
     return Schedule(Pattern.BOUNDARY, first, tail, evidence)
 
 
-def _relative(size: int, k: int) -> str:
-    """A first-window size said against `k`: "k", "1", "k-1", or the number."""
-    if size == k:
-        return "k"
-    if size == 1:
-        return "1"
-    if size == k - 1:
-        return "k-1"
-    return f"k{size - k:+d}"
+def _relative(firsts: set[tuple[int, int]]) -> str | None:
+    """The first window's size said against `k` ("k", "1", "k-1"), when every sample agrees."""
+    sizes: dict[int, set[int]] = {}
+    for k, size in firsts:
+        sizes.setdefault(k, set()).add(size)
+    if not sizes or any(len(found) != 1 for found in sizes.values()):
+        return None
+    for label, expected in (("k", lambda k: k), ("k-1", lambda k: k - 1), ("1", lambda k: 1)):
+        if all(found == {expected(k)} for k, found in sizes.items()):
+            if label == "k-1" and set(sizes) == {2}:
+                return "1"
+            return label
+    return None
 
 
 def combine(first: Schedule, second: Schedule) -> bool:

@@ -684,8 +684,11 @@ class _Builder:
                 seen = True
                 continue
             if seen and isinstance(statement, (cst.SimpleStatementLine, cst.SimpleStatementSuite)):
-                if any(e.kind is EventKind.STEP for e in events_in(statement, self.facts, self.clear_helpers)):
+                kinds = {e.kind for e in events_in(statement, self.facts, self.clear_helpers)}
+                if EventKind.STEP in kinds:
                     return True
+                if EventKind.CLEAR in kinds:
+                    return False  # the inner loop's gradients are wiped before any step: probes, not a window
         return False
 
     def _ordered(self, block):
@@ -701,6 +704,9 @@ class _Builder:
         counters: dict[str, Counter] = {}
         if isinstance(loop, cst.For):
             target, iterable = loop.target, loop.iter
+            while (isinstance(iterable, cst.Call) and not (call_name(iterable) or "").endswith("enumerate")
+                   and _passed_through(iterable) is not None):
+                iterable = _passed_through(iterable)  # type: ignore[assignment]
             if isinstance(iterable, cst.Call) and (call_name(iterable) or "").endswith("enumerate"):
                 if isinstance(target, (cst.Tuple, cst.List)) and target.elements:
                     name = dotted_name(target.elements[0].value)
@@ -744,8 +750,8 @@ class _Builder:
             for statement in reversed(frame.block[: frame.index]):
                 if isinstance(statement, cst.SimpleStatementLine):
                     for small in statement.body:
-                        if isinstance(small, cst.Assign) and len(small.targets) == 1 and dotted_name(small.targets[0].target) == name:
-                            value = small.value
+                        value = _assigned_value(small, name)
+                        if value is not None:
                             if isinstance(value, cst.Integer):
                                 return int(value.evaluated_value), not crossed_loop
                             return None, False
@@ -931,8 +937,9 @@ class _Builder:
         if isinstance(loop, cst.While):
             return IterableInfo(IterableKind.STREAM, None, None)
         node = loop.iter
-        while isinstance(node, cst.Call) and (call_name(node) or "").rsplit(".", 1)[-1] in _ITERABLE_WRAPPERS:
-            positional = positional_args(node)
+        while isinstance(node, cst.Call) and ((call_name(node) or "").rsplit(".", 1)[-1] == "enumerate"
+                                              or _passed_through(node) is not None):
+            positional = positional_args(node)  # type: ignore[arg-type]
             if not positional:
                 break
             node = positional[0]
@@ -1145,6 +1152,22 @@ def _guard(event: Event, assignment: dict[str, bool]) -> Guard:
     return OPAQUE_GUARD
 
 
+def _assigned_value(small: cst.BaseSmallStatement, name: str) -> cst.BaseExpression | None:
+    """The value `small` binds to `name`: `name = v`, or `a, name = u, v`."""
+    if not isinstance(small, cst.Assign) or len(small.targets) != 1:
+        return None
+    target, value = small.targets[0].target, small.value
+    if dotted_name(target) == name:
+        return value
+    if isinstance(target, (cst.Tuple, cst.List)):
+        names = [dotted_name(el.value) for el in target.elements]
+        if name in names:
+            if isinstance(value, (cst.Tuple, cst.List)) and len(value.elements) == len(names):
+                return value.elements[names.index(name)].value
+            return cst.Name("None")
+    return None
+
+
 def _terminator(suite: cst.BaseSuite) -> type | None:
     body = suite.body
     last = body[-1] if body else None
@@ -1193,10 +1216,31 @@ def _increment_target(small: cst.BaseSmallStatement) -> str | None:
 def _range_arguments(node: cst.BaseExpression) -> list[cst.BaseExpression] | None:
     if isinstance(node, cst.Call) and (call_name(node) or "") in {"range", "trange", "tqdm.trange"}:
         return positional_args(node) or None
-    if isinstance(node, cst.Call) and (call_name(node) or "").rsplit(".", 1)[-1] == "tqdm":
-        positional = positional_args(node)
-        if positional:
-            return _range_arguments(positional[0])
+    inner = _passed_through(node)
+    if inner is not None:
+        return _range_arguments(inner)
+    return None
+
+
+# Calls that make a new sequence of their argument's items, not a view of it.
+_RESHAPING_CALLS = {"zip", "map", "filter", "iter", "cycle", "chain", "islice", "reversed", "sorted", "repeat",
+                    "count", "product", "permutations", "combinations", "zip_longest", "enumerate", "list", "tuple"}
+
+
+def _passed_through(node: cst.BaseExpression) -> cst.BaseExpression | None:
+    """`tqdm(range(n))`, `logger.log_every(range(n), freq)`: a progress wrapper handed a
+    range or a loop over data first yields that iterable's items; its argument."""
+    if not isinstance(node, cst.Call):
+        return None
+    name = (call_name(node) or "").rsplit(".", 1)[-1]
+    positional = positional_args(node)
+    if not name or name in _RESHAPING_CALLS or not positional:
+        return None
+    first = positional[0]
+    if name in _ITERABLE_WRAPPERS:
+        return first
+    if isinstance(first, cst.Call) and (call_name(first) or "") in {"range", "enumerate"}:
+        return first
     return None
 
 
