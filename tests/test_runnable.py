@@ -56,8 +56,13 @@ BOUNDARY_WITH_TAIL = (
 DIVIDE_BY_K = " " * 8 + "loss = loss / accumulation_steps  # average over the window\n"
 DIVIDE_BY_WINDOW = (
     " " * 8
-    + "window = min(accumulation_steps, "
-    + "len(loader) - (i // accumulation_steps) * accumulation_steps)\n"
+    + "window = min(\n"
+    + " " * 12
+    + "accumulation_steps,\n"
+    + " " * 12
+    + "len(loader) - (i // accumulation_steps) * accumulation_steps,\n"
+    + " " * 8
+    + ")\n"
     + " " * 8
     + "loss = loss / window  # average over the window\n"
 )
@@ -188,7 +193,7 @@ PAIRS = [
     Pair("ga104_off_by_one", ((OFF_BY_ONE_BOUNDARY, BOUNDARY),), expect_ga104),
     Pair(
         "ga201_unscaled",
-        ((BACKWARD, " " * 8 + "loss = loss / accumulation_steps\n" + BACKWARD),),
+        ((BACKWARD, " " * 8 + "(loss / accumulation_steps).backward()\n"),),
         expect_ga201,
     ),
     # GA202's fix reaches a fixpoint: the clause, then GA203's fix of the divisor.

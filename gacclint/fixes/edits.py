@@ -11,6 +11,9 @@ from typing import Sequence, Union
 
 import libcst as cst
 
+from gacclint.fixes.style import LINE_LENGTH, wrap
+from gacclint.fixes.style import wrap as wrap_line
+
 
 @dataclass(frozen=True)
 class InsertBefore:
@@ -18,6 +21,8 @@ class InsertBefore:
     # One statement: unindented source, or an existing statement being moved
     # here (it keeps the comment lines above it).
     code: str | cst.BaseStatement
+    # A new statement built by the fix: its blank lines above it are kept too.
+    new: bool = False
 
 
 @dataclass(frozen=True)
@@ -95,20 +100,24 @@ def _moved(statement: cst.BaseStatement) -> cst.BaseStatement:
 class _EditApplier(cst.CSTTransformer):
     def __init__(self, module: cst.Module, edits: Sequence[Edit]) -> None:
         super().__init__()
-        self.before: dict[int, list[cst.BaseStatement]] = {}
-        self.after: dict[int, list[cst.BaseStatement]] = {}
+        self.before: dict[int, list[str | cst.BaseStatement]] = {}
+        self.after: dict[int, list[str | cst.BaseStatement]] = {}
         self.removed: set[int] = set()
         self.replacements: dict[int, cst.CSTNode] = {}
         self.wraps: dict[int, WrapInWith] = {}  # id(first statement) -> wrap
         self.module = module
-        def statement(code: str | cst.BaseStatement) -> cst.BaseStatement:
-            if isinstance(code, str):
-                return cst.parse_statement(code + module.default_newline, module.config_for_parsing)
-            return _moved(code)
+        self.indents: list[str] = []  # the indentation of each block being visited
+        self.replaced = 0  # replacements made so far
+        self.replaced_before: list[int] = []  # that count as each enclosing simple statement began
+
+        def statement(code: str | cst.BaseStatement) -> str | cst.BaseStatement:
+            # Source is parsed where it lands, once its block's indentation is known.
+            return code if isinstance(code, str) else _moved(code)
 
         for edit in edits:
             if isinstance(edit, InsertBefore):
-                self.before.setdefault(id(edit.anchor), []).append(statement(edit.code))
+                code = edit.code if edit.new else statement(edit.code)
+                self.before.setdefault(id(edit.anchor), []).append(code)
             elif isinstance(edit, InsertAfter):
                 self.after.setdefault(id(edit.anchor), []).append(statement(edit.code))
             elif isinstance(edit, Remove):
@@ -124,21 +133,90 @@ class _EditApplier(cst.CSTTransformer):
             else:
                 self.replacements[id(edit.node)] = edit.replacement
 
+    def visit_SimpleStatementLine(self, node: cst.SimpleStatementLine) -> bool:
+        self.replaced_before.append(self.replaced)
+        return True
+
+    def _wrapped_line(self, node: cst.SimpleStatementLine) -> cst.SimpleStatementLine:
+        """A line a fix's replacement made longer than the line length, wrapped."""
+        module = self.module
+        if len(node.body) != 1:
+            return node
+        code = module.code_for_node(node.body[0]).strip()
+        width = LINE_LENGTH - len("".join(self.indents))
+        if "\n" in code or len(code) + len(module.code_for_node(node.trailing_whitespace).rstrip()) <= width:
+            return node
+        wrapped = wrap_line(code, width, module.default_indent)
+        if wrapped == code:
+            return node
+        try:
+            parsed = cst.parse_statement(wrapped.replace("\n", module.default_newline) + module.default_newline,
+                                         module.config_for_parsing)
+        except cst.ParserSyntaxError:
+            return node
+        assert isinstance(parsed, cst.SimpleStatementLine)
+        return node.with_changes(body=parsed.body)
+
+    def visit_IndentedBlock(self, node: cst.IndentedBlock) -> bool:
+        self.indents.append(node.indent if node.indent is not None else self.module.default_indent)
+        return True
+
     def on_leave(self, original_node, updated_node):  # type: ignore[override]
         updated = super().on_leave(original_node, updated_node)
         replacement = self.replacements.get(id(original_node))
         if replacement is not None:
+            self.replaced += 1
             return replacement
+        if isinstance(updated, (cst.If, cst.While)) and id(original_node.test) in self.replacements:
+            updated = self._wrapped_test(updated)
+        elif isinstance(updated, cst.SimpleStatementLine):
+            if self.replaced != self.replaced_before.pop():
+                updated = self._wrapped_line(updated)
         if isinstance(updated, (cst.IndentedBlock, cst.Module)):
-            return self._rebuild(original_node, updated)
+            rebuilt = self._rebuild(original_node, updated)
+            if isinstance(updated, cst.IndentedBlock):
+                self.indents.pop()
+            return rebuilt
         return updated
+
+    def _wrapped_test(self, node: cst.If | cst.While) -> cst.If | cst.While:
+        """A header a fix made longer than the line length, in parentheses over several lines."""
+        module = self.module
+        keyword = "while" if isinstance(node, cst.While) else "if"
+        header = f"{keyword} {module.code_for_node(node.test)}:"
+        width = LINE_LENGTH - len("".join(self.indents))
+        if len(header) <= width or "\n" in header or node.whitespace_before_test.value != " ":
+            return node
+        wrapped = wrap_line(header, width, module.default_indent)
+        if wrapped == header:
+            return node
+        try:
+            parsed = cst.parse_statement(f"{wrapped}\n{module.default_indent}pass\n".replace("\n", module.default_newline),
+                                         module.config_for_parsing)
+        except cst.ParserSyntaxError:
+            return node
+        assert isinstance(parsed, (cst.If, cst.While))
+        return node.with_changes(test=parsed.test, whitespace_before_test=parsed.whitespace_before_test,
+                                 whitespace_after_test=parsed.whitespace_after_test)
+
+    def _parsed(self, code: str | cst.BaseStatement) -> cst.BaseStatement:
+        """Inserted source as a statement of the current block: wrapped to the
+        line length, its continuation lines indented like the block."""
+        if not isinstance(code, str):
+            return code
+        module = self.module
+        indent = "".join(self.indents)
+        # libcst puts the block's indentation before continuation lines itself.
+        text = wrap(code, LINE_LENGTH - len(indent), module.default_indent)
+        return cst.parse_statement(text.replace("\n", module.default_newline) + module.default_newline,
+                                   module.config_for_parsing)
 
     def _rebuild(self, original: cst.IndentedBlock | cst.Module, updated: cst.IndentedBlock | cst.Module):
         body: list[cst.BaseStatement] = []
         changed = False
         for old, new in self._wrapped(original.body, updated.body):
-            inserted_before = self.before.get(id(old), [])
-            inserted_after = self.after.get(id(old), [])
+            inserted_before = [self._parsed(code) for code in self.before.get(id(old), [])]
+            inserted_after = [self._parsed(code) for code in self.after.get(id(old), [])]
             body.extend(inserted_before)
             if id(old) in self.removed:
                 changed = True
@@ -179,8 +257,9 @@ class _EditApplier(cst.CSTTransformer):
     def _with(self, wrap: WrapInWith, statements: list[cst.BaseStatement]):
         """(the prelude statement or None, the `with` holding `statements`)."""
         module = self.module
-        template = cst.parse_statement(f"with {wrap.items}:{module.default_newline}{module.default_indent}pass"
-                                       f"{module.default_newline}", module.config_for_parsing)
+        header = wrap_line(f"with {wrap.items}:", LINE_LENGTH - len("".join(self.indents)), module.default_indent)
+        template = cst.parse_statement(f"{header}\n{module.default_indent}pass\n".replace("\n", module.default_newline),
+                                       module.config_for_parsing)
         assert isinstance(template, cst.With) and isinstance(template.body, cst.IndentedBlock)
         first = statements[0]
         leading = list(getattr(first, "leading_lines", ()))
@@ -191,7 +270,7 @@ class _EditApplier(cst.CSTTransformer):
         body = template.body.with_changes(body=statements)
         if wrap.prelude is None:
             return None, template.with_changes(leading_lines=leading[:split], body=body)
-        prelude = cst.parse_statement(wrap.prelude + module.default_newline, module.config_for_parsing)
+        prelude = self._parsed(wrap.prelude)
         return prelude.with_changes(leading_lines=leading[:split]), template.with_changes(body=body)
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 from typing import Iterator
 
 from gacclint.fixes.edits import MoveAfter, Remove
+from gacclint.fixes.statements import whole_statement
 from gacclint.loops.model import EventKind, GuardKind, LoopVariant, ResolvedEvent, Shape, TrainingLoop
 from gacclint.loops.vocabulary import looks_like_optimizer
 from gacclint.rules.base import Applicability, Finding, Fix, Invalid, Rule, Valid
@@ -112,6 +113,7 @@ for batch in loader:
     ]
 
     def check(self, loop: TrainingLoop, model) -> Iterator[Finding]:
+        self._loop, self._model = loop, model  # what the fix reads
         if "accelerate-accumulate" in loop.frameworks:
             yield from self._accelerate(loop)
             return
@@ -139,13 +141,16 @@ for batch in loader:
         receiver = clear.event.receiver
         step = step_for(variant, receiver if looks_like_optimizer(receiver or "") else None)
         fix = None
-        if step is not None and alone_on_its_line(clear.event) and step.event.editable:
+        # The whole statement moves: `for p in model.parameters(): p.grad = None` as one.
+        whole = whole_statement(self._model.facts.tree, self._loop.node, clear.event.statement, self._loop.window_loop)
+        if step is not None and whole is not None and step.event.editable and (
+                whole is not clear.event.statement or alone_on_its_line(clear.event)):
             if clears_after(variant, step, receiver):
                 fix = Fix(Applicability.SAFE, f"Remove the per-micro-batch `{receiver}.zero_grad()`",
-                          (Remove(clear.event.statement),))
+                          (Remove(whole),))
             else:
                 fix = Fix(Applicability.SAFE, f"Move `{receiver}.zero_grad()` after `{step.event.receiver}` steps",
-                          (MoveAfter(clear.event.statement, step.event.statement),))
+                          (MoveAfter(whole, step.event.statement),))
         yield self.finding(
             f"`{receiver}.zero_grad()` runs on every micro-batch but the optimizer steps only at the "
             "accumulation boundary: each step sees only the last micro-batch",

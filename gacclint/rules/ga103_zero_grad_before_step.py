@@ -3,6 +3,7 @@ from __future__ import annotations
 from typing import Iterator
 
 from gacclint.fixes.edits import MoveAfter
+from gacclint.fixes.statements import whole_statement
 from gacclint.loops.model import TrainingLoop
 from gacclint.loops.vocabulary import looks_like_optimizer
 from gacclint.rules.base import Applicability, Finding, Fix, Invalid, Rule, Valid
@@ -129,9 +130,12 @@ for i, (x, y) in enumerate(loader):
                 fix = None
                 # Moving a clear out of a deeper block than the step's would change when it runs.
                 shallower = len(clear.event.conditions) <= len(step.event.conditions)
-                if alone_on_its_line(clear.event) and step.event.editable and shallower:
+                # The whole statement moves: `for p in model.parameters(): p.grad = None` as one.
+                whole = whole_statement(model.facts.tree, loop.node, clear.event.statement, loop.window_loop)
+                if whole is not None and (whole is not clear.event.statement or alone_on_its_line(clear.event)) \
+                        and step.event.editable and shallower:
                     fix = Fix(Applicability.SAFE, f"Move `{receiver}.zero_grad()` after the step",
-                              (MoveAfter(clear.event.statement, step.event.statement),))
+                              (MoveAfter(whole, step.event.statement),))
                 yield self.finding(
                     f"`{receiver}.zero_grad()` runs after the backward and before `{step.event.receiver}` steps: "
                     "the step applies cleared gradients",

@@ -4,7 +4,7 @@ from typing import Iterator
 
 import libcst as cst
 
-from gacclint.fixes.edits import InsertBefore, Replace
+from gacclint.fixes.edits import Replace
 from gacclint.loops.model import Event, EventKind, GuardKind, Scaling, Shape, TrainingLoop
 from gacclint.loops.vocabulary import code_of
 from gacclint.rules.base import Applicability, Finding, Fix, Invalid, Rule, Valid
@@ -41,18 +41,18 @@ class UnscaledAccumulatedLoss(Rule):
     ```python
     for i, (x, y) in enumerate(loader):
         loss = loss_fn(model(x), y)
-        loss = loss / k
-        loss.backward()
+        (loss / k).backward()
         if (i + 1) % k == 0 or (i + 1) == len(loader):
             optimizer.step()
             optimizer.zero_grad()
     ```
 
     ## Fix safety
-    Safe: `loss = loss / k` is inserted on the line before the backward (or
-    the backward's expression becomes `(expr / k)` when it is not a plain
-    name), with `k` spelled as in the boundary. A value logged from `loss`
-    after the backward is then the scaled one.
+    Safe: the loss is divided inside the backward (`(loss / k).backward()`,
+    `scaler.scale(loss / k).backward()`, `accelerator.backward(loss / k)`),
+    with `k` spelled as in the boundary. The name `loss` is not rebound, so a
+    value logged from it after the backward (`print(loss.item())`) is the
+    same as before the fix.
     """
 
     code = "GA201"
@@ -115,8 +115,7 @@ for i, (x, y) in enumerate(loader):
 """, fixed="""
 for i, (x, y) in enumerate(loader):
     loss = loss_fn(model(x), y)  # mean over the micro-batch
-    loss = loss / accumulation_steps
-    loss.backward()
+    (loss / accumulation_steps).backward()
     if (i + 1) % accumulation_steps == 0 or (i + 1) == len(loader):
         optimizer.step()
         optimizer.zero_grad()
@@ -151,8 +150,7 @@ while True:
 while True:
     for micro_step in range(gradient_accumulation_steps):
         logits, loss = model(X, Y)
-        loss = loss / gradient_accumulation_steps
-        loss.backward()
+        (loss / gradient_accumulation_steps).backward()
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
 """, why="the nanoGPT shape: the window is the inner loop"),
@@ -185,13 +183,13 @@ while True:
             return
         reported.add(id(event.node))
         loss_text = code_of(event.loss)
-        if flow.name is not None and event.editable:
-            edit = InsertBefore(event.statement, f"{flow.name} = {flow.name} / {k_text}")
-        else:
-            divided = cst.parse_expression(f"{atom(event.loss)} / {k_text}")
-            if event.via_scaler is None and event.framework is None and event.node.func.value is event.loss:  # type: ignore[attr-defined]
-                divided = divided.with_changes(lpar=[cst.LeftParen()], rpar=[cst.RightParen()])
-            edit = Replace(event.loss, divided)
+        # Divided inside the backward, never by rebinding the name: a value
+        # logged from `loss` afterwards stays what the user saw before.
+        divided = cst.parse_expression(f"{atom(event.loss)} / {k_text}")
+        func = getattr(event.node, "func", None)
+        if event.via_scaler is None and event.framework is None and getattr(func, "value", None) is event.loss:
+            divided = divided.with_changes(lpar=[cst.LeftParen()], rpar=[cst.RightParen()])
+        edit = Replace(event.loss, divided)
         fix = Fix(Applicability.SAFE, f"Divide `{loss_text}` by `{k_text}` before the backward", (edit,))
         yield self.finding(
             f"`{loss_text}` is backpropagated on every micro-batch but never divided by `{k_text}`: "

@@ -4,7 +4,8 @@ from typing import Iterator
 
 import libcst as cst
 
-from gacclint.fixes.edits import Edit, InsertAfter, InsertBefore, Replace, WrapInWith
+from gacclint.fixes.edits import Edit, Replace, WrapInWith
+from gacclint.fixes.imports import add_import
 from gacclint.loops.model import (
     Boundary,
     CounterSource,
@@ -68,7 +69,8 @@ class DdpSyncEveryMicroBatch(Rule):
     Safe: the statements from the model's forward call to the backward are
     wrapped in `with (model.no_sync() if not <boundary> else
     contextlib.nullcontext()):` (`micro_step < k - 1` in the nanoGPT shape);
-    `import contextlib` is added when the module lacks it. The boundary is
+    `import contextlib` is added when the module lacks it, where isort puts
+    it (sorted among the standard-library imports). The boundary is
     bound once to a name (`should_step = <the step's test>`, or the name the
     loop already binds) that both the `with` and the step's `if` read, so a
     later fix of the boundary (GA104, GA202) keeps them in step. Gradients
@@ -146,8 +148,9 @@ for i, (x, y) in enumerate(loader):
         optimizer.step()
         optimizer.zero_grad()
 """, fixed="""
-import torch
 import contextlib
+
+import torch
 
 model = torch.nn.parallel.DistributedDataParallel(model)
 for i, (x, y) in enumerate(loader):
@@ -189,7 +192,9 @@ class Trainer:
         for step, batch in enumerate(loader):
             batch = batch.to(self.device)
             should_step = (step + 1) % self.accum == 0 or step + 1 == len(loader)
-            with (self.model.no_sync() if not should_step else contextlib.nullcontext()):
+            with (
+                self.model.no_sync() if not should_step else contextlib.nullcontext()
+            ):
                 outputs = self.model(**batch)
                 loss = outputs.loss / self.accum
                 loss.backward()
@@ -220,8 +225,15 @@ def train(args, model, loader):
     if args.local_rank != -1:
         model = torch.nn.parallel.DistributedDataParallel(model)
     for step, batch in enumerate(loader):
-        should_step = (step + 1) % args.gradient_accumulation_steps == 0 or step + 1 == len(loader)
-        with (model.no_sync() if not should_step and hasattr(model, "no_sync") else nullcontext()):
+        should_step = (
+            (step + 1) % args.gradient_accumulation_steps == 0
+            or step + 1 == len(loader)
+        )
+        with (
+            model.no_sync()
+            if not should_step and hasattr(model, "no_sync")
+            else nullcontext()
+        ):
             outputs = model(**batch)
             loss = outputs[0] / args.gradient_accumulation_steps
             if args.fp16:
@@ -290,7 +302,11 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 model = DDP(model)
 while True:
     for micro_step in range(gradient_accumulation_steps):
-        with (model.no_sync() if micro_step < gradient_accumulation_steps - 1 else contextlib.nullcontext()):
+        with (
+            model.no_sync()
+            if micro_step < gradient_accumulation_steps - 1
+            else contextlib.nullcontext()
+        ):
             logits, loss = model(X, Y)
             loss = loss / gradient_accumulation_steps
             loss.backward()
@@ -369,7 +385,7 @@ while True:
         items = f"({wrap.name}.no_sync() if {condition} else {context_name}())"
         edits.insert(0, WrapInWith(tuple(statements), items, prelude))
         if import_edit is not None:
-            edits.append(import_edit)
+            edits.extend(import_edit)
         return Fix(Applicability.SAFE, f"Run the micro-batches between boundaries under `{wrap.name}.no_sync()`",
                    tuple(edits))
 
@@ -481,12 +497,9 @@ def _contains(root: cst.CSTNode, target: cst.CSTNode) -> bool:
     return False
 
 
-def _nullcontext(module: cst.Module) -> tuple[str, Edit | None]:
+def _nullcontext(module: cst.Module) -> tuple[str, tuple[Edit, ...] | None]:
     """How this module spells `contextlib.nullcontext`, and the import to add if it cannot."""
-    run_end: cst.BaseStatement | None = None  # last statement of the first run of imports
-    run_over = False
-    first_code: cst.BaseStatement | None = None
-    for index, statement in enumerate(module.body):
+    for statement in module.body:
         small = statement.body[0] if isinstance(statement, cst.SimpleStatementLine) else None
         if isinstance(small, cst.Import):
             for alias in small.names:
@@ -497,15 +510,4 @@ def _nullcontext(module: cst.Module) -> tuple[str, Edit | None]:
                 for alias in small.names:
                     if dotted_name(alias.name) == "nullcontext":
                         return dotted_name(alias.asname.name) if alias.asname else "nullcontext", None
-        if isinstance(small, (cst.Import, cst.ImportFrom)):
-            future = isinstance(small, cst.ImportFrom) and small.module is not None and dotted_name(small.module) == "__future__"
-            if not run_over and not future:
-                run_end = statement
-            continue
-        docstring = index == 0 and isinstance(small, cst.Expr) and isinstance(small.value, (cst.SimpleString, cst.ConcatenatedString))
-        if not docstring:
-            first_code = first_code or statement
-            run_over = run_over or run_end is not None
-    if run_end is not None:
-        return "contextlib.nullcontext", InsertAfter(run_end, "import contextlib")
-    return "contextlib.nullcontext", InsertBefore(first_code or module.body[0], "import contextlib")
+    return "contextlib.nullcontext", add_import(module, "contextlib")  # where isort puts it

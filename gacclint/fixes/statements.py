@@ -1,0 +1,50 @@
+"""What a fix may move: whole statements, never a line out of its block.
+
+A clear written as a loop over the parameters (`for p in model.parameters():
+p.grad = None`) is one statement for a fix: moving only `p.grad = None`
+would leave `pass` behind and clear just the last parameter after the step.
+"""
+
+from __future__ import annotations
+
+import libcst as cst
+
+from gacclint.loops.tree import Tree
+
+_LOOPS = (cst.For, cst.While)
+
+
+def _path(tree: Tree, root: cst.CSTNode, target: cst.CSTNode) -> list[cst.CSTNode] | None:
+    """The nodes from `root` down to `target` (both included), or None."""
+    stack: list[tuple[cst.CSTNode, int]] = [(root, 0)]
+    path: list[cst.CSTNode] = []
+    while stack:
+        node, depth = stack.pop()
+        del path[depth:]
+        path.append(node)
+        if node is target:
+            return path
+        stack.extend((child, depth + 1) for child in reversed(tree.children(node)))
+    return None
+
+
+def whole_statement(tree: Tree, loop: cst.CSTNode, statement: cst.BaseStatement,
+                    window: cst.CSTNode | None = None, *, mentions: str = "grad") -> cst.BaseStatement | None:
+    """The statement a fix moves or removes for `statement` of the training loop
+    `loop` (its micro-step `window` loop, if any): `statement` itself, or the
+    outermost loop nested in the training loop that holds it, when everything
+    in that loop is part of the same job (each simple statement mentions
+    `mentions`: `for p in params: if p.grad is not None: p.grad = None`).
+    None when `statement` sits in a nested loop that does other work too."""
+    path = _path(tree, loop, statement)
+    if path is None:
+        return statement
+    outer = next((node for node in path[1:-1] if isinstance(node, _LOOPS) and node is not window), None)
+    if outer is None:
+        return statement
+    for node in tree.walk(outer):
+        if isinstance(node, cst.SimpleStatementLine) and mentions not in cst.Module([]).code_for_node(node):
+            return None
+    if isinstance(outer, (cst.For, cst.While)) and outer.orelse is not None:
+        return None
+    return outer  # type: ignore[return-value]
