@@ -1,7 +1,12 @@
-"""The `gacclint` command: check, fix, rule, verify.
+"""The `gacclint` command: check, fix, rule, verify, server.
 
-Exit codes: 0 clean, 1 findings (or a diff with `fix --diff`), 2 usage or
-internal error. `verify`: 0 verified, 1 gradient mismatch, 2 could not run.
+Exit codes, as Ruff's: 0 clean, 1 findings (or a diff with `--diff`, or a fix
+with `--exit-non-zero-on-fix`), 2 an error (a file that could not be read or
+decoded, a missing path, bad settings, bad usage, an internal error), 130
+interrupted. `verify`: 0 verified, 1 gradient mismatch, 2 could not run.
+
+`--watch` polls every GACCLINT_WATCH_INTERVAL seconds (0.5); tests stop it
+after GACCLINT_WATCH_MAX_RUNS runs.
 
 `check` and `fix` never import or run the code they read; only `verify` and
 `fix --verify` run it, and they load PyTorch only then.
