@@ -14,6 +14,7 @@ otherwise; a missing package is exit 2 with one line naming it.
 from __future__ import annotations
 
 import importlib.util
+import os
 import subprocess
 import sys
 import textwrap
@@ -205,20 +206,35 @@ def test_gradient_mismatch_carries_step_parameter_norms_and_code() -> None:
 
 
 def test_pytest_shows_a_mismatch_as_a_failure(tmp_path: Path) -> None:
-    test_file = tmp_path / "test_user.py"
-    test_file.write_text(textwrap.dedent(f"""
-        import sys
-        sys.path.insert(0, {str(Path(__file__).parent)!r})
-        from test_verify_shapes import _setup, train_unscaled
+    # A user's own test module, as the README shows it.
+    (tmp_path / "train_lib.py").write_text(textwrap.dedent("""
+        import torch
+
+        def train(model, loader, optimizer, k):
+            loss_fn = torch.nn.MSELoss()
+            for i, (x, y) in enumerate(loader):
+                loss_fn(model(x), y).backward()
+                if (i + 1) % k == 0:
+                    optimizer.step()
+                    optimizer.zero_grad()
+    """))
+    (tmp_path / "test_user.py").write_text(textwrap.dedent("""
+        import torch
         from gacclint.runtime import assert_gradients_match
+        from train_lib import train
 
         def test_accumulation():
-            assert_gradients_match(train_unscaled, *_setup(), steps=2)
+            features = torch.randn(16, 3)
+            loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(features, features[:, :1]),
+                                                 batch_size=4)
+            model = torch.nn.Linear(3, 1)
+            assert_gradients_match(train, model, loader, torch.optim.SGD(model.parameters(), lr=0.1), 4)
     """))
-    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:xdist",
-                             str(test_file)], capture_output=True, text=True, cwd=tmp_path)
+    environment = {**os.environ, "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_user.py"],
+                            capture_output=True, text=True, cwd=tmp_path, env=environment)
     assert result.returncode == 1, result.stdout
-    assert "1 failed" in result.stdout and "error" not in result.stdout.splitlines()[-1]
+    assert result.stdout.splitlines()[-1].startswith("1 failed"), result.stdout
     assert "GradientMismatch: gradient accumulation differs from the large batch: step 1" in result.stdout
 
 

@@ -182,14 +182,19 @@ class _Factors:
     def __init__(self, facts: ModuleFacts, schedule: set[str], k_literal: int | None) -> None:
         self.facts = facts
         self.k_literal = k_literal
+        self._cache: dict[int, set[str]] = {}
         self.schedule = self._closure(schedule) if schedule else set()
 
     def _names(self, node: cst.CSTNode) -> set[str]:
+        cached = self._cache.get(id(node))
+        if cached is not None:
+            return cached
         found: set[str] = set()
         for inner in self.facts.tree.find(node, cst.Name, cst.Attribute, enter_scopes=False):
             text = dotted_name(inner)  # type: ignore[arg-type]
             if text:
                 found.add(text)
+        self._cache[id(node)] = found
         return found
 
     def _closure(self, names: set[str]) -> set[str]:
@@ -222,18 +227,29 @@ _DIVIDING_FRAMEWORKS = {"accelerate", "deepspeed"}
 
 
 def _literal_value(node: cst.CSTNode) -> float | None:
-    """The value of an expression made of numbers only (`2`, `0.5`, `1 / 4`)."""
-    try:
-        text = cst.Module(body=[]).code_for_node(node)
-    except Exception:  # noqa: BLE001
-        return None
-    if not re.fullmatch(r"[\d\s.eE+\-*/()_]+", text):
-        return None
-    try:
-        value = eval(compile(text.strip(), "<literal>", "eval"), {"__builtins__": {}})  # noqa: S307 - digits only
-    except Exception:  # noqa: BLE001
-        return None
-    return float(value) if isinstance(value, (int, float)) else None
+    """The value of an expression made of numbers only (`2`, `0.5`, `1 / 4`, `-3`)."""
+    if isinstance(node, (cst.Integer, cst.Float)):
+        try:
+            return float(node.evaluated_value)
+        except (ValueError, OverflowError):
+            return None
+    if isinstance(node, cst.UnaryOperation) and isinstance(node.operator, (cst.Minus, cst.Plus)):
+        value = _literal_value(node.expression)
+        return None if value is None else (-value if isinstance(node.operator, cst.Minus) else value)
+    if isinstance(node, cst.BinaryOperation):
+        left, right = _literal_value(node.left), _literal_value(node.right)
+        if left is None or right is None:
+            return None
+        operator = node.operator
+        if isinstance(operator, cst.Add):
+            return left + right
+        if isinstance(operator, cst.Subtract):
+            return left - right
+        if isinstance(operator, cst.Multiply):
+            return left * right
+        if isinstance(operator, cst.Divide) and right != 0:
+            return left / right
+    return None
 
 
 def _counts_samples(node: cst.CSTNode, facts: ModuleFacts) -> bool:
@@ -343,7 +359,11 @@ class _Builder:
         line = self.line_of(node)
         anchor = _anchor(node)
         text = self.lines[line - 1].strip() if line <= len(self.lines) else ""
-        code = self.module.code_for_node(anchor).strip().splitlines()
+        position = self.positions[anchor]
+        if position.start.line == position.end.line and position.start.line <= len(self.lines):
+            code = [self.lines[position.start.line - 1][position.start.column:position.end.column]]
+        else:
+            code = self.module.code_for_node(anchor).strip().splitlines()
         self.sites.append(Site(len(self.sites), kind, line, text, code[0] if code else text))
         return len(self.sites) - 1
 
