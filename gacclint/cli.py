@@ -281,7 +281,7 @@ def _lint(paths: tuple[Path, ...], o: SimpleNamespace, mode: str, *, diff: bool 
     except ConfigError as error:
         click.echo(f"gacclint: error: {error}", err=True)
         sys.exit(EXIT_ERROR)
-    targets = list(paths) or [Path(".")]
+    targets = [Path(o.stdin_filename or "-")] if stdin else list(paths) or [Path(".")]
     if o.show_files or o.show_settings:
         sys.exit(_guarded(o.debug, lambda: _show(targets, settings_resolver, o)))
     if stdin:
