@@ -442,3 +442,32 @@ def test_printing_a_cached_run_does_not_import_the_analysis():
     )
     completed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     assert completed.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("layout", ["lines", "one string", "compact"])
+def test_notebook_rows_map_to_the_lines_of_the_ipynb(tmp_path: Path, layout: str) -> None:
+    """github, gitlab and sarif point at the .ipynb line holding the cell's row, whatever the JSON layout."""
+    first = "import torch\n"
+    second = "for x in data:\n    loss = model(x)\n    loss.backward()\n"
+    cells = [{"cell_type": "markdown", "metadata": {}, "source": ["# notes\n", "more\n"]},
+             {"cell_type": "code", "execution_count": None, "metadata": {}, "outputs": [],
+              "source": first if layout == "one string" else [first]},
+             {"cell_type": "code", "execution_count": None, "metadata": {}, "outputs": [],
+              "source": second if layout == "one string" else second.splitlines(keepends=True)}]
+    document = {"cells": cells, "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+    text = json.dumps(document) if layout == "compact" else json.dumps(document, indent=1)
+    (tmp_path / "nb.ipynb").write_text(text)
+    lines = text.splitlines()
+    # Cell 2, row 3 (`loss.backward()`): the line of the list item that begins that row, or of the one string.
+    expected = next(number for number, line in enumerate(lines, start=1)
+                    if "loss.backward()" in line and (layout != "one string" or "for x" in line))
+    result = FileResult(tmp_path / "nb.ipynb", [diagnostic("GA101", row=3, column=5, end_row=3, end_column=20,
+                                                            cell=2, source_line="    loss.backward()")])
+    github = render([result], "github")
+    assert f",line={expected},endLine={expected}::cell 2:3:5: GA101 " in github
+    [issue] = json.loads(render([result], "gitlab"))
+    assert issue["location"]["lines"] == {"begin": expected, "end": expected}
+    [sarif] = json.loads(render([result], "sarif"))["runs"][0]["results"]
+    assert sarif["locations"][0]["physicalLocation"]["region"] == {"startLine": expected, "endLine": expected}
+    if layout == "lines":
+        assert lines[expected - 1].strip() == '"    loss.backward()\\n"'
