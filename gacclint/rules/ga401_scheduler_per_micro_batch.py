@@ -3,10 +3,11 @@ from __future__ import annotations
 from typing import Iterator
 
 from gacclint.fixes.edits import MoveAfter, Remove
+from gacclint.fixes.schedule import schedule_of
 from gacclint.loops.events import advances_schedule
-from gacclint.loops.model import EventKind, LoopVariant, ResolvedEvent, TrainingLoop
+from gacclint.loops.model import EventKind, LoopVariant, ResolvedEvent, Shape, TrainingLoop
 from gacclint.rules.base import Applicability, Finding, Fix, Invalid, Rule, Valid
-from gacclint.rules.common import can_move_to, per_micro_batch, same_block_after
+from gacclint.rules.common import atom, can_move_to, per_micro_batch, same_block_after
 
 
 class SchedulerPerMicroBatch(Rule):
@@ -49,12 +50,20 @@ class SchedulerPerMicroBatch(Rule):
     ```
 
     ## Fix safety
-    Safe: the `.step()` call is moved (with the comment lines above it) into
-    the step's block, after the step (after `scaler.update()` when that
-    follows the step). If the block already steps the same scheduler, the
-    per-micro-batch call is removed instead. No fix is offered when the call
-    is part of a larger statement or sits under a configuration switch the
-    step does not share.
+    The `.step()` call is moved (with the comment lines above it) into the
+    step's block, after the step (after `scaler.update()` and the schedulers
+    already stepped there). The schedule then advances once per window, so
+    where the scheduler is built in the same file, each of its lengths
+    computed from the data's length and not yet divided by `k`
+    (`num_training_steps = epochs * len(loader)`, `T_max`, `total_steps`,
+    warm-up steps) is divided by `k` there (`num_training_steps // k`), and
+    the fix is safe; a schedule written in optimizer steps (a literal, a
+    warm-up lambda) is left as it is, also safe. When the scheduler is built
+    outside the file, or `k` cannot be read where it is built, the fix is
+    unsafe and its message says why. If the block already steps the same
+    scheduler, the per-micro-batch call is removed instead (safe). No fix is
+    offered when the call is part of a larger statement or sits under a
+    configuration switch the step does not share.
     """
 
     code = "GA401"
@@ -128,6 +137,31 @@ for i, (x, y) in enumerate(loader):
     ]
     INVALID = [
         Invalid("""
+k = 4
+num_training_steps = epochs * len(loader)
+scheduler = get_cosine_schedule_with_warmup(optimizer, 100, num_training_steps)
+for epoch in range(epochs):
+    for i, (x, y) in enumerate(loader):
+        loss = loss_fn(model(x), y) / k
+        loss.backward()
+        scheduler.step()
+        if (i + 1) % k == 0 or (i + 1) == len(loader):
+            optimizer.step()
+            optimizer.zero_grad()
+""", fixed="""
+k = 4
+num_training_steps = epochs * len(loader)
+scheduler = get_cosine_schedule_with_warmup(optimizer, 100, num_training_steps // k)
+for epoch in range(epochs):
+    for i, (x, y) in enumerate(loader):
+        loss = loss_fn(model(x), y) / k
+        loss.backward()
+        if (i + 1) % k == 0 or (i + 1) == len(loader):
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad()
+""", why="the length counts micro-batches: divided by k where the scheduler is built", also=("GA203",)),
+        Invalid("""
 for i, (x, y) in enumerate(loader):
     loss = loss_fn(model(x), y) / k
     loss.backward()
@@ -145,7 +179,7 @@ for i, (x, y) in enumerate(loader):
         # advance the warm-up
         scheduler.step()
         optimizer.zero_grad()
-""", also=("GA203",)),
+""", applicability=Applicability.UNSAFE, why="built elsewhere: its length may count micro-batches", also=("GA203",)),
         Invalid("""
 for step, batch in enumerate(loader):
     loss = model(**batch).loss
@@ -166,7 +200,7 @@ for step, batch in enumerate(loader):
         scaler.update()
         lr_scheduler.step()
         optimizer.zero_grad()
-""", why="after scaler.update()", also=("GA203",)),
+""", applicability=Applicability.UNSAFE, why="after scaler.update()", also=("GA203",)),
         Invalid("""
 for i, (x, y) in enumerate(loader):
     loss = loss_fn(model(x), y) / k
@@ -201,7 +235,7 @@ while True:
     optimizer.step()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
-""", why="the nanoGPT shape: the window is the inner loop"),
+""", applicability=Applicability.UNSAFE, why="the nanoGPT shape: the window is the inner loop"),
         Invalid("""
 for i, (x, y) in enumerate(loader):
     loss = loss_fn(model(x), y) / k
@@ -216,6 +250,7 @@ for i, (x, y) in enumerate(loader):
     ]
 
     def check(self, loop: TrainingLoop, model) -> Iterator[Finding]:
+        self._loop, self._model = loop, model  # what the fix reads
         reported: set[int] = set()
         for variant, scheduler, steps in per_micro_batch(loop, EventKind.SCHEDULER_STEP):
             if not steps or not advances_schedule(scheduler.event.node) or id(scheduler.event.node) in reported:
@@ -235,10 +270,25 @@ for i, (x, y) in enumerate(loader):
         if any(e.kind is EventKind.SCHEDULER_STEP and e.event.receiver == name for e in following):
             return Fix(Applicability.SAFE, f"Remove the per-micro-batch `{name}.step()`",
                        (Remove(scheduler.event.statement),))
-        anchor = step
+        anchor = step  # after the step, its scaler update and the schedulers already there, in order
         for event in following:
-            if event.kind is EventKind.SCALER_UPDATE and event.event.editable:
-                anchor = event
+            if event.kind not in (EventKind.SCALER_UPDATE, EventKind.SCHEDULER_STEP) or not event.event.editable:
                 break
-        return Fix(Applicability.SAFE, f"Move `{name}.step()` after `{step.event.receiver}` steps",
-                   (MoveAfter(scheduler.event.statement, anchor.event.statement),))
+            anchor = event
+        move = MoveAfter(scheduler.event.statement, anchor.event.statement)
+        # The schedule now advances once per window: a length counted in micro-batches is divided by k.
+        loop = self._loop
+        k = loop.window_k if loop.shape is Shape.INNER_WINDOW else next(
+            (boundary.k for v, boundary in loop.accumulation_variants() if v is variant), None)
+        if k is None or name is None:
+            return Fix(Applicability.UNSAFE, f"Move `{name}.step()` after `{step.event.receiver}` steps "
+                       "(its schedule now advances once per window: check its length)", (move,))
+        schedule = schedule_of(self._model.facts.tree, self._model.module, name, k, atom(k))
+        if schedule.problem is not None:
+            return Fix(Applicability.UNSAFE, f"Move `{name}.step()` after `{step.event.receiver}` steps; "
+                       f"unsafe: {schedule.problem}", (move,))
+        if schedule.adjusted:
+            lengths = ", ".join(f"`{length}`" for length in schedule.adjusted)
+            return Fix(Applicability.SAFE, f"Move `{name}.step()` after `{step.event.receiver}` steps and divide "
+                       f"its {lengths} by `{atom(k)}`", (move, *schedule.edits))
+        return Fix(Applicability.SAFE, f"Move `{name}.step()` after `{step.event.receiver}` steps", (move,))

@@ -1,0 +1,163 @@
+"""A schedule's length when a fix makes its scheduler step once per window.
+
+Moving `scheduler.step()` from every micro-batch to the step boundary makes
+the schedule advance `k` times more slowly. A schedule written in optimizer
+steps (`T_max=1000`, a warm-up lambda) was meant that way and needs nothing;
+one whose length counts micro-batches (`num_training_steps = epochs *
+len(loader)`) must be divided by `k`, where the scheduler is built, or its
+warm-up and decay last `k` times longer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import libcst as cst
+
+from gacclint.fixes.edits import Edit, Replace
+from gacclint.loops.tree import Tree
+from gacclint.loops.vocabulary import code_of, dotted_name
+
+# Keyword arguments of the usual schedulers that count scheduler steps.
+LENGTH_KEYWORDS = frozenset({
+    "num_training_steps", "num_warmup_steps", "T_max", "total_steps", "total_iters", "warmup_steps",
+    "max_steps", "num_steps", "step_size", "T_0", "decay_steps", "first_cycle_steps", "warmup_iters",
+    "max_iters", "num_cycles_steps",
+})
+# Positional arguments that do (after the optimizer), by the constructor's last name.
+_WARMUP_AND_TOTAL = {1: "num_warmup_steps", 2: "num_training_steps"}
+LENGTH_POSITIONS: dict[str, dict[int, str]] = {
+    "CosineAnnealingLR": {1: "T_max"},
+    "CosineAnnealingWarmRestarts": {1: "T_0"},
+    "StepLR": {1: "step_size"},
+    "get_linear_schedule_with_warmup": _WARMUP_AND_TOTAL,
+    "get_cosine_schedule_with_warmup": _WARMUP_AND_TOTAL,
+    "get_cosine_with_hard_restarts_schedule_with_warmup": _WARMUP_AND_TOTAL,
+    "get_polynomial_decay_schedule_with_warmup": _WARMUP_AND_TOTAL,
+    "get_constant_schedule_with_warmup": {1: "num_warmup_steps"},
+}
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """What a fix must do about the schedule of `scheduler`."""
+
+    found: bool  # the scheduler is built in this module
+    edits: tuple[Edit, ...] = ()  # lengths divided by k
+    adjusted: tuple[str, ...] = ()  # their names, for the message
+    problem: str | None = None  # why the fix cannot be safe
+
+
+def _assignments(tree: Tree, module: cst.Module) -> dict[str, list[cst.BaseExpression]]:
+    found: dict[str, list[cst.BaseExpression]] = {}
+    for node in tree.find(module, cst.Assign, cst.AnnAssign):
+        targets = [t.target for t in node.targets] if isinstance(node, cst.Assign) else [node.target]
+        if node.value is None:
+            continue
+        for target in targets:
+            name = dotted_name(target)
+            if name is not None:
+                found.setdefault(name, []).append(node.value)
+    return found
+
+
+def _counts_micro_batches(value: cst.BaseExpression, k_text: str, assigned, depth: int = 0) -> bool | None:
+    """True: computed from the data's length and not divided by k (micro-batches);
+    False: divided by k already (optimizer steps); None: neither (a literal, unknown)."""
+    text = code_of(value)
+    compact = "".join(text.split())
+    k_compact = "".join(k_text.split())
+    if f"/{k_compact}" in compact or f"//{k_compact}" in compact:
+        return False
+    verdict = True if "len(" in compact else None
+    if depth >= 3:
+        return verdict
+    for node in _names(value):
+        name = dotted_name(node)
+        for bound in assigned.get(name or "", []):
+            inner = _counts_micro_batches(bound, k_text, assigned, depth + 1)
+            if inner is False:
+                return False
+            verdict = verdict or inner
+    return verdict
+
+
+def _names(node: cst.CSTNode) -> list[cst.BaseExpression]:
+    found: list[cst.BaseExpression] = []
+    stack = [node]
+    while stack:
+        current = stack.pop()
+        if isinstance(current, (cst.Name, cst.Attribute)):
+            found.append(current)
+            if isinstance(current, cst.Attribute):
+                continue
+        stack.extend(current.children)
+    return found
+
+
+def _function_of(tree: Tree, module: cst.Module, node: cst.CSTNode) -> cst.FunctionDef | None:
+    inner = None
+    for function in tree.find(module, cst.FunctionDef):
+        if any(found is node for found in tree.walk(function)):
+            inner = function  # the innermost one comes last
+    return inner
+
+
+def _visible(k: cst.BaseExpression, tree: Tree, module: cst.Module, at: cst.CSTNode) -> bool:
+    """`k` can be read where the scheduler is built: a literal, or its first name
+    bound in that function (a parameter or an assignment) or at module level."""
+    if isinstance(k, (cst.Integer, cst.Float)):
+        return True
+    root = (dotted_name(k) or "").split(".")[0]
+    if not root:
+        return False
+    function = _function_of(tree, module, at)
+    if function is not None:
+        if root in {p.name.value for p in (*function.params.params, *function.params.kwonly_params,
+                                            *function.params.posonly_params)}:
+            return True
+        scope: cst.CSTNode = function.body
+    else:
+        scope = module
+    for node in tree.find(scope, cst.Assign, enter_scopes=False):
+        if any(dotted_name(t.target) == root for t in node.targets):
+            return True
+    return root == "self"
+
+
+def schedule_of(tree: Tree, module: cst.Module, scheduler: str, k: cst.BaseExpression, k_text: str) -> Schedule:
+    assigned = _assignments(tree, module)
+    builds = [value for value in assigned.get(scheduler, []) if isinstance(value, cst.Call)]
+    if not builds and "." in scheduler:  # `self.scheduler`: built as `self.scheduler = ...` elsewhere
+        tail = scheduler.rsplit(".", 1)[1]
+        builds = [v for name, values in assigned.items() if name.endswith(f".{tail}")
+                  for v in values if isinstance(v, cst.Call)]
+    if not builds:
+        return Schedule(False, problem=f"`{scheduler}` is built outside this file: if its length counts "
+                                       f"micro-batches, divide it by `{k_text}`")
+    edits: list[Edit] = []
+    adjusted: list[str] = []
+    for call in builds:
+        callee = (dotted_name(call.func) or "").rsplit(".", 1)[-1]
+        positions = LENGTH_POSITIONS.get(callee, {})
+        positional = [a for a in call.args if a.keyword is None and not a.star]
+        for argument in call.args:
+            if argument.keyword is not None:
+                name = argument.keyword.value
+                if name not in LENGTH_KEYWORDS:
+                    continue
+            elif not argument.star and any(argument is positional[i] for i in positions if i < len(positional)):
+                name = positions[next(i for i in positions if i < len(positional) and positional[i] is argument)]
+            else:
+                continue
+            if _counts_micro_batches(argument.value, k_text, assigned) is not True:
+                continue
+            if not _visible(k, tree, module, call):
+                return Schedule(True, problem=f"`{scheduler}`'s `{name}` counts micro-batches, and `{k_text}` "
+                                              "cannot be read where it is built: divide it by the accumulation count")
+            value = argument.value
+            atom = code_of(value) if isinstance(value, (cst.Name, cst.Attribute, cst.Call, cst.Subscript)) \
+                else f"({code_of(value)})"
+            edits.append(Replace(value, cst.parse_expression(f"{atom} // {k_text}")))
+            adjusted.append(name)
+    return Schedule(True, tuple(edits), tuple(adjusted))
