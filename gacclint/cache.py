@@ -49,11 +49,15 @@ _TAG = "Signature: 8a477f597d28d172789f06886806bc55\n# This folder is a cache ma
 
 def _code_fingerprint() -> str:
     """Changes whenever gacclint's own code does (an editable install included)."""
-    package = Path(__file__).resolve().parent
+    package = os.path.dirname(os.path.realpath(__file__))
     digest = hashlib.blake2b(__version__.encode(), digest_size=8)
-    for path in sorted(package.rglob("*.py")):
-        info = path.stat()
-        digest.update(f"{path.relative_to(package)}:{info.st_size}:{info.st_mtime_ns};".encode())
+    found = []
+    for folder, folders, files in os.walk(package):
+        folders[:] = [name for name in folders if name != "__pycache__"]
+        found.extend(os.path.join(folder, name) for name in files if name.endswith(".py"))
+    for path in sorted(found):
+        info = os.stat(path)
+        digest.update(f"{os.path.relpath(path, package)}:{info.st_size}:{info.st_mtime_ns};".encode())
     return digest.hexdigest()
 
 
@@ -69,6 +73,7 @@ class ResultCache:
         self._stat: dict[str, list] = {}
         self._dirty = False
         self._now = time.time_ns()
+        self._load()
 
     @staticmethod
     def digest(source: bytes) -> str:
@@ -85,9 +90,9 @@ class ResultCache:
         """The digest of the bytes `path` held when last read, if its metadata
         says it still holds them (NOT_A_CANDIDATE: they failed the textual
         gate); None when it must be read."""
-        self._load()
         row = self._stat.get(path)
-        if row is None or row[:4] != _stat_row(info):
+        if (row is None or row[1] != info.st_mtime_ns or row[0] != info.st_size or row[2] != info.st_ctime_ns
+                or row[3] != info.st_ino):
             return None
         return row[4]
 

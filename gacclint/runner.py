@@ -67,12 +67,22 @@ def run(paths: list[Path], resolver: SettingsResolver, options: RunOptions) -> l
     analyser = _Analyser(options)
     later = _PendingEdits(options)
     eager_edits = options.edits is True
+    fingerprints: dict[Selection, str] = {}  # most files share one selection
+
+    def fingerprint(selection: Selection) -> str:
+        known = fingerprints.get(selection)
+        if known is None:
+            known = fingerprints[selection] = selection.fingerprint()
+        return known
+
     count = 0
     for index, path in enumerate(files):
         count = index + 1
         info = name = None
         if cache is not None:
-            name = os.path.abspath(path)
+            name = str(path)
+            if not name.startswith(os.sep):
+                name = os.path.abspath(name)
             try:
                 info = os.stat(name)
             except OSError:
@@ -85,7 +95,7 @@ def run(paths: list[Path], resolver: SettingsResolver, options: RunOptions) -> l
                 if digest is not None:  # unchanged since it was last read: not even opened
                     settings = resolver.for_path(path)
                     selection = settings.selection_for(path)
-                    keys[index] = key = cache.key(name, digest, selection.fingerprint())
+                    keys[index] = key = cache.key(name, digest, fingerprint(selection))
                     known = cache.get(key)
                     if known is not None and not (eager_edits and _pending(known)):
                         results[index] = FileResult(path, diagnostics=known, unsafe_fixes=_unsafe(settings, options))
@@ -109,7 +119,7 @@ def run(paths: list[Path], resolver: SettingsResolver, options: RunOptions) -> l
         selection = settings.selection_for(path)
         job = _job(path, source, selection, settings, options)
         if cache is not None:
-            keys[index] = key = cache.key(name, digest, selection.fingerprint())
+            keys[index] = key = cache.key(name, digest, fingerprint(selection))
             known = cache.get(key)
             if known is not None and not (eager_edits and _pending(known)):
                 results[index] = FileResult(path, diagnostics=known, unsafe_fixes=_unsafe(settings, options))
