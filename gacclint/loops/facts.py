@@ -48,6 +48,9 @@ class ModuleFacts:
     optimizers: set[str] = field(default_factory=set)
     schedulers: set[str] = field(default_factory=set)
     iterable_datasets: set[str] = field(default_factory=set)
+    # Objects whose parameters the module reads (`X.parameters()`, `X.named_parameters()`):
+    # modules, whatever their names, so a call of one is a forward.
+    modules_with_parameters: set[str] = field(default_factory=set)
 
     # -- queries -------------------------------------------------------------
 
@@ -201,6 +204,9 @@ class _FactCollector:
                 self._bind(node.target, node.value, node, scope)
         elif isinstance(node, cst.Call):
             name = call_name(node) or ""
+            owner, _, method = name.rpartition(".")
+            if method in {"parameters", "named_parameters"} and owner and not node.args:
+                self.facts.modules_with_parameters.add(owner)
             if name.rsplit(".", 1)[-1] == "Accelerator" and any(
                     a.keyword is not None and a.keyword.value in {"gradient_accumulation_steps", "gradient_accumulation_plugin"}
                     for a in node.args):

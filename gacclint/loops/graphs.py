@@ -99,8 +99,15 @@ class GraphFlow:
     # -- definitions ---------------------------------------------------------------
 
     def definitions(self, name: str, before: int) -> list[Definition]:
-        """Assignments to `name` earlier in the same iteration."""
-        return [d for d in self._definitions.get(name, ()) if d.position < before]
+        """Assignments to `name` earlier in the same iteration that can reach `before`: a plain
+        assignment in the loop's own block (no `if` around it) hides every earlier one."""
+        found = [d for d in self._definitions.get(name, ()) if d.position < before]
+        body = self.loop.node.body.body if isinstance(self.loop.node, (cst.For, cst.While)) else None
+        for index in range(len(found) - 1, 0, -1):
+            latest = found[index]
+            if latest.augmented is None and latest.statement.block is body and not latest.statement.in_inner_loop:
+                return found[index:]
+        return found
 
     def all_definitions(self, name: str) -> list[Definition]:
         return list(self._definitions.get(name, ()))
@@ -136,6 +143,8 @@ class GraphFlow:
             return False
         parts = text.split(".")
         last = parts[-1]
+        if text in self.facts.modules_with_parameters:
+            return True  # its parameters are read: a module, whatever its name
         if parts[0] in _NOT_MODEL_ROOTS or text in _NOT_MODEL_ROOTS or last in _BUILTINS:
             return False
         if last in self.facts.functions or last in self.facts.classes:
