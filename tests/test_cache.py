@@ -1,0 +1,122 @@
+"""Fix edits worked out only when shown, and the cache's metadata shortcut,
+as a user sees them: the same output with and without the cache, edits in
+the formats that carry them, and edits to files seen at once."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+import gacclint.cache
+import gacclint.runner
+from gacclint.cli import main
+from gacclint.diagnostics import Diagnostic, Edit, FixInfo
+
+# GA101 at 4:5; its fix appends `optimizer.zero_grad()` after the step.
+NO_CLEAR = """\
+for x, y in loader:
+    loss = loss_fn(model(x), y)
+    loss.backward()
+    optimizer.step()
+"""
+APPENDED = Edit("    optimizer.zero_grad()\n", 5, 1, 5, 1)
+CLEAN = """\
+for x, y in loader:
+    optimizer.zero_grad()
+    loss_fn(model(x), y).backward()
+    optimizer.step()
+"""
+# Same size as NO_CLEAR, and clean: no backward call left.
+SAME_SIZE_CLEAN = NO_CLEAR.replace("loss.backward()", "loss.backwarx()")
+
+
+def run(*args: object) -> tuple[int, str]:
+    result = CliRunner().invoke(main, [str(arg) for arg in args])
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    return result.exit_code, result.stdout
+
+
+def edits_of(output: str) -> list[list[dict]]:
+    return [item["fix"]["edits"] for item in json.loads(output)]
+
+
+@pytest.fixture
+def cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    folder = tmp_path / "cache"
+    monkeypatch.setenv("GACCLINT_CACHE_DIR", str(folder))
+    return folder
+
+
+def test_json_edits_are_the_same_cold_cached_and_warm(tmp_path: Path, cache_dir: Path) -> None:
+    (tmp_path / "a.py").write_text(NO_CLEAR)
+    cold = run("check", "--no-cache", "--output-format", "json", tmp_path / "a.py")
+    assert cold[0] == 1
+    assert edits_of(cold[1]) == [[{"content": APPENDED.content, "location": {"row": 5, "column": 1},
+                                   "end_location": {"row": 5, "column": 1}}]]
+    # First run fills the cache without working out any edit (full format); the
+    # next runs answer from the cache and work the edits out only for json and sarif.
+    full = run("check", tmp_path / "a.py")
+    assert full[0] == 1 and "help: " in full[1]
+    assert run("check", "--output-format", "json", tmp_path / "a.py") == cold
+    sarif = json.loads(run("check", "--output-format", "sarif", tmp_path / "a.py")[1])
+    [result] = sarif["runs"][0]["results"]
+    [replacement] = result["fixes"][0]["artifactChanges"][0]["replacements"]
+    assert replacement["insertedContent"]["text"] == APPENDED.content
+
+
+def test_a_file_rewritten_with_its_size_and_timestamp_is_read_again(
+        tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(gacclint.cache, "RACY_NS", 0)  # trust timestamps however recent
+    path = tmp_path / "a.py"
+    path.write_text(NO_CLEAR)
+    info = path.stat()
+    assert run("check", "--output-format", "concise", path)[0] == 1
+    assert len(SAME_SIZE_CLEAN) == len(NO_CLEAR)
+    path.write_text(SAME_SIZE_CLEAN)
+    os.utime(path, ns=(info.st_atime_ns, info.st_mtime_ns))  # the change time still moves
+    assert run("check", "--output-format", "concise", path) == (0, "All checks passed!\n")
+    path.write_text(NO_CLEAR)
+    assert run("check", "--output-format", "concise", path)[0] == 1
+
+
+def test_a_warm_run_opens_no_unchanged_file(tmp_path: Path, cache_dir: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(gacclint.cache, "RACY_NS", 0)
+    (tmp_path / "a.py").write_text(NO_CLEAR)
+    (tmp_path / "b.py").write_text(CLEAN)
+    (tmp_path / "c.py").write_text("print('no loop here')\n")
+    first = run("check", "--output-format", "concise", tmp_path)
+    opened: list[Path] = []
+    real = gacclint.runner.read_source
+
+    def counting(path: Path) -> bytes:
+        opened.append(path)
+        return real(path)
+
+    monkeypatch.setattr(gacclint.runner, "read_source", counting)
+    assert run("check", "--output-format", "concise", tmp_path) == first
+    assert opened == []
+    (tmp_path / "b.py").write_text(NO_CLEAR)
+    assert run("check", "--output-format", "concise", tmp_path)[1].count("GA101") == 2
+    assert opened == [tmp_path / "b.py"]
+
+
+def test_fix_info_with_pending_edits() -> None:
+    computed = []
+    fix = FixInfo("safe", "Add `optimizer.zero_grad()`", None)
+    assert fix.pending
+    fix.on_demand(lambda: computed.append(fix.with_edits((APPENDED,))))
+    diagnostic = Diagnostic("GA101", "missing-zero-grad", "m", 4, 5, 4, 21, fix)
+    # Plain data for the cache and for worker processes: a pending fix stays pending.
+    assert Diagnostic.from_dict(json.loads(json.dumps(diagnostic.to_dict()))).fix.pending
+    assert pickle.loads(pickle.dumps(fix)).pending
+    assert fix.edits == (APPENDED,) and computed == [None]
+    assert fix.edits == (APPENDED,) and computed == [None]  # once
+    assert Diagnostic.from_dict(diagnostic.to_dict()) == diagnostic
+    with pytest.raises(RuntimeError):
+        FixInfo("safe", "m", None).edits  # nothing can compute them
