@@ -51,6 +51,8 @@ class ModuleFacts:
     # Objects whose parameters the module reads (`X.parameters()`, `X.named_parameters()`):
     # modules, whatever their names, so a call of one is a forward.
     modules_with_parameters: set[str] = field(default_factory=set)
+    # `from torch.autograd import Variable`: local name -> the module it comes from.
+    imported_from: dict[str, str] = field(default_factory=dict)
 
     # -- queries -------------------------------------------------------------
 
@@ -202,6 +204,12 @@ class _FactCollector:
         elif isinstance(node, cst.AnnAssign):
             if node.value is not None:
                 self._bind(node.target, node.value, node, scope)
+        elif isinstance(node, cst.ImportFrom) and node.module is not None and not isinstance(node.names, cst.ImportStar):
+            source = dotted_name(node.module) or ""
+            for alias in node.names:
+                local = alias.asname.name if alias.asname is not None else alias.name
+                if isinstance(local, cst.Name):
+                    self.facts.imported_from[local.value] = source
         elif isinstance(node, cst.Call):
             name = call_name(node) or ""
             owner, _, method = name.rpartition(".")

@@ -30,6 +30,8 @@ _NOT_MODEL_ROOTS = {"torch", "F", "nn", "np", "numpy", "math", "random", "os", "
                     "jnp", "jax", "itertools", "functools", "logging", "logger", "wandb", "writer", "tqdm", "json",
                     "pickle", "copy", "re", "pd", "plt", "accelerator", "fabric", "dist", "xm", "amp", "scaler",
                     "optimizer", "scheduler", "args", "cfg", "config", "self.log", "tokenizer", "collate_fn"}
+_LIBRARY_ROOTS = {"torch", "numpy", "math", "random", "functools", "itertools", "einops", "scipy", "PIL",
+                  "torchvision", "collections", "copy", "operator", "time", "os", "sys"}
 _BUILTINS = {"len", "sum", "min", "max", "float", "int", "bool", "str", "list", "dict", "tuple", "set", "zip",
              "enumerate", "range", "print", "isinstance", "getattr", "setattr", "hasattr", "abs", "round", "sorted",
              "any", "all", "iter", "next", "repr", "map", "filter", "type", "super", "open", "format", "vars", "id"}
@@ -58,6 +60,21 @@ class Definition:
     augmented: cst.AugAssign | None = None  # `total += loss`
 
 
+def _paired(target: cst.BaseExpression, value: cst.BaseExpression) -> list[tuple[str, cst.BaseExpression]] | None:
+    if not (isinstance(target, (cst.Tuple, cst.List)) and isinstance(value, (cst.Tuple, cst.List))):
+        return None
+    if len(target.elements) != len(value.elements) or any(
+            isinstance(e, cst.StarredElement) for e in (*target.elements, *value.elements)):
+        return None
+    pairs = []
+    for left, right in zip(target.elements, value.elements):
+        name = dotted_name(left.value)
+        if name is None:
+            return None
+        pairs.append((name, right.value))
+    return pairs
+
+
 def _targets(target: cst.BaseExpression) -> Iterator[tuple[str, bool]]:
     if isinstance(target, (cst.Tuple, cst.List)):
         for element in target.elements:
@@ -84,6 +101,11 @@ class GraphFlow:
             for small in getattr(record.statement, "body", ()):
                 if isinstance(small, cst.Assign):
                     for target in small.targets:
+                        pairs = _paired(target.target, small.value)
+                        if pairs is not None:  # `a, b = f(x), g(y)`: each name its own value
+                            for name, value in pairs:
+                                self._add(Definition(name, record.position, record, value))
+                            continue
                         for name, unpacked in _targets(target.target):
                             self._add(Definition(name, record.position, record, small.value, unpacked))
                 elif isinstance(small, cst.AnnAssign) and small.value is not None:
@@ -149,6 +171,10 @@ class GraphFlow:
             return False
         if last in self.facts.functions or last in self.facts.classes:
             return False  # a helper or a constructor of this module
+        if len(parts) == 1 and self.facts.imported_from.get(last, "").split(".")[0] in _LIBRARY_ROOTS:
+            return False  # `Variable(x)`, `tensor(x)`: a library function, not a model
+        if len(parts) > 1 and last == "forward":
+            return self._classify_forward(call.with_changes(func=func.value)) if isinstance(func, cst.Attribute) else False
         if len(parts) == 1:
             return not last.startswith(("get_", "make_", "build_", "compute_", "load_", "to_", "prepare"))
         if parts[0] == "self" and len(parts) == 2:
@@ -165,6 +191,9 @@ class GraphFlow:
         if text in self.facts.bindings:
             for binding in self.facts.bindings[text]:
                 value = binding.value
+                while (isinstance(value, cst.Call) and isinstance(value.func, cst.Attribute)
+                       and value.func.attr.value in {"to", "cuda", "cpu", "float", "half"}):
+                    value = value.func.value  # `GANLoss().to(device)`
                 if isinstance(value, cst.Call) and (call_name(value) or "").endswith("Loss"):
                     return True
         return False
@@ -186,9 +215,10 @@ class GraphFlow:
             if text is None:
                 return False
             found = self.definitions(text, before)
-            if len(found) != 1 or found[0].unpacked or found[0].augmented is not None:
+            if not found or any(d.unpacked or d.augmented is not None for d in found):
                 return False
-            return self.is_reduced_loss(found[0].value, found[0].position)
+            # one definition per branch of a configuration switch: each must be a reduced loss
+            return all(self.is_reduced_loss(d.value, d.position) for d in found)
         return False
 
     # -- graphs ------------------------------------------------------------------------
@@ -309,6 +339,11 @@ def combination_terms(node: cst.BaseExpression) -> list[cst.BaseExpression] | No
 
 def strip_scaling(node: cst.BaseExpression) -> cst.BaseExpression:
     """`(a + b) / k` -> `a + b`: the combination under an accumulation division."""
-    while isinstance(node, cst.BinaryOperation) and isinstance(node.operator, cst.Divide):
-        node = node.left
+    while isinstance(node, cst.BinaryOperation) and isinstance(node.operator, (cst.Divide, cst.Multiply)):
+        if isinstance(node.operator, cst.Divide) or _is_weight(node.right):
+            node = node.left
+        elif _is_weight(node.left):
+            node = node.right
+        else:
+            break
     return node
