@@ -557,6 +557,8 @@ class _Builder:
                 wraps[name] = DdpWrap(name, conditional or (previous is not None and previous.conditional),
                                       self._torch_ddp(binding.value) and (previous is None or previous.torch))
         wraps = {name: wrap for name, wrap in wraps.items() if name not in self_syncing}
+        if function is not None:
+            wraps.update(self._wraps_through_calls(function, wraps, self_syncing))
         # `context_model = self.context_encoder` in the loop's function: the same model.
         if function is not None:
             for name, bindings in aliases.get(id(function), {}).items():
@@ -569,6 +571,83 @@ class _Builder:
                         wrap = wraps[source]
                         wraps[name] = DdpWrap(name, wrap.conditional, wrap.torch)
         return wraps
+
+    def _wraps_through_calls(self, function: cst.FunctionDef, known: dict[str, DdpWrap],
+                             self_syncing: set[str]) -> dict[str, DdpWrap]:
+        """RULES.md, *facts along calls*: a parameter is a DDP model when every call site of
+        the function in this module passes one, wrapped in the caller before the call."""
+        found: dict[str, DdpWrap] = {}
+        wrapping, _ = self._wrapping_bindings()
+        for param, arguments in self._call_site_arguments(function).items():
+            if param in known or not arguments:
+                continue
+            wraps: list[DdpWrap] = []
+            for argument, caller, statement in arguments:
+                name = dotted_name(argument) if argument is not None else None
+                if name is None or name in self_syncing:
+                    break
+                call_order = self.facts.statement_order.get(id(statement), 1 << 30)
+                bindings = [b for b in wrapping.get(name, []) if b.tuple_index is None
+                            and wrapper_name(b.value) in DDP_CONSTRUCTORS
+                            and (b.scope is None or b.scope is caller)
+                            and (b.scope is None or self.facts.binding_order.get(id(b.statement), 0) < call_order)]
+                if not bindings:
+                    break
+                wraps.append(DdpWrap(param, any(self._under_condition(b.statement, b.scope) for b in bindings),
+                                     all(self._torch_ddp(b.value) for b in bindings)))
+            else:
+                found[param] = DdpWrap(param, any(w.conditional for w in wraps), all(w.torch for w in wraps))
+        return found
+
+    def _call_site_arguments(self, function: cst.FunctionDef):
+        """For each parameter, the argument every call site of `function` passes (with the
+        calling function and the call); computed once per function."""
+        cache: dict[int, dict] = self.__dict__.setdefault("_call_site_cache", {})
+        if id(function) in cache:
+            return cache[id(function)]
+        name = function.name.value
+        result: dict[str, list] = {}
+        defs = self.facts.functions.get(name, [])
+        if len(defs) == 1:
+            params = [p.name.value for p in function.params.params]
+            method = bool(params) and params[0] in {"self", "cls"}
+            if method:
+                params = params[1:]
+            calls = self._calls_named(name, method)
+            for param in params:
+                result[param] = []
+            for call, caller, statement in calls:
+                if any(a.star for a in call.args):
+                    return cache.setdefault(id(function), {})
+                positional = [a.value for a in call.args if a.keyword is None]
+                keywords = {a.keyword.value: a.value for a in call.args if a.keyword is not None}
+                for index, param in enumerate(params):
+                    argument = positional[index] if index < len(positional) else keywords.get(param)
+                    result[param].append((argument, caller, statement))
+        cache[id(function)] = result
+        return result
+
+    def _calls_named(self, name: str, method: bool) -> list[tuple[cst.Call, cst.FunctionDef | None, cst.CSTNode]]:
+        """Calls of the module's function `name` (`self.name(...)` for a method): the call,
+        the function it sits in and its statement."""
+        index: dict[str, list] | None = self.__dict__.get("_calls_index")
+        if index is None:
+            index = {}
+
+            def visit(block, scope) -> None:
+                for statement in block:
+                    inner = statement if isinstance(statement, cst.FunctionDef) else scope
+                    roots = [statement] if isinstance(statement, (cst.SimpleStatementLine, cst.SimpleStatementSuite)) \
+                        else _tests_of(statement)
+                    for root in roots:
+                        for call in self.facts.tree.find(root, cst.Call, enter_scopes=False):
+                            index.setdefault(call_name(call) or "", []).append((call, scope, statement))
+                    for _, _, child in _blocks_of(statement):
+                        visit(child, inner)
+
+            visit(self.module.body, None)
+            self.__dict__["_calls_index"] = index
+        return list(index.get(f"self.{name}" if method else name, []))
 
     def _wrapping_bindings(self):
         """Bindings that wrap a model (DDP, FSDP, prepare, ...) and, per function, plain
@@ -1150,6 +1229,17 @@ def _guard(event: Event, assignment: dict[str, bool]) -> Guard:
         kind = GuardKind.BOUNDARY if deciding[0].polarity else GuardKind.NOT_BOUNDARY
         return Guard(kind, deciding[0].boundary)
     return OPAQUE_GUARD
+
+
+def _tests_of(statement: cst.CSTNode) -> list[cst.CSTNode]:
+    """Expressions a compound statement evaluates itself (an `if` test, a `for` iterable, `with` items)."""
+    if isinstance(statement, (cst.If, cst.While)):
+        return [statement.test]
+    if isinstance(statement, cst.For):
+        return [statement.iter]
+    if isinstance(statement, cst.With):
+        return [item.item for item in statement.items]
+    return []
 
 
 def _assigned_value(small: cst.BaseSmallStatement, name: str) -> cst.BaseExpression | None:
