@@ -145,7 +145,8 @@ def test_notebook_fix_diff_shows_the_cell_and_writes_nothing(tmp_path: Path) -> 
     lines = out.splitlines()
     # A diff of the cell as the user sees it, in rows of the cell: never the
     # program gacclint analyses (separator and placeholder lines).
-    assert lines[:3] == [f"--- a/{path}:cell 4", f"+++ b/{path}:cell 4", "@@ -1,8 +1,10 @@"]
+    before, after = (len(cell_lines(notebook)[3]) for notebook in (NOTEBOOK, FIXED_NOTEBOOK))
+    assert lines[:3] == [f"--- a/{path}:cell 4", f"+++ b/{path}:cell 4", f"@@ -1,{before} +1,{after} @@"]
     assert "-        if (i + 1) % accumulation_steps == 0:" in lines
     assert "+        if (i + 1) % accumulation_steps == 0 or (i + 1) == len(loader):" in lines
     assert "gacclint-notebook" not in out and "pass  #" not in out
