@@ -321,6 +321,10 @@ def _lint_files(targets: list[Path], resolver: SettingsResolver, o: SimpleNamesp
             output.write(result.diff or "")
         if not o.quiet:
             click.echo(f"Would fix {_plural(fixed, 'problem')} in {_plural(len(changed), 'file')}.", err=True)
+            remaining = sum(len(r.diagnostics) for r in results)
+            if remaining:
+                click.echo(f"{_plural(remaining, 'problem')} would remain (no fix that this run applies; "
+                           "`gacclint check` shows them).", err=True)
         output.close()
         mismatch = verify_fixed and _verify_fixed(changed, verify_steps)
         if errors:

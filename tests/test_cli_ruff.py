@@ -278,7 +278,9 @@ def test_fix_applies_ga002(tmp_path: Path) -> None:
 
 def test_fix_diff_exits_1_while_unfixable_findings_remain(tmp_path: Path) -> None:
     (tmp_path / "t.py").write_text(UNSAFE_ONLY)
-    assert gacclint("fix", "--diff", "t.py", cwd=tmp_path) == (1, "", "Would fix 0 problems in 0 files.\n")
+    assert gacclint("fix", "--diff", "t.py", cwd=tmp_path) == (1, "", "Would fix 0 problems in 0 files.\n1 problem "
+                                                                   "would remain (no fix that this run applies; "
+                                                                   "`gacclint check` shows them).\n")
     (tmp_path / "t.py").write_text(FIXED)
     assert gacclint("fix", "--diff", "t.py", cwd=tmp_path)[:2] == (0, "")
 

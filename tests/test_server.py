@@ -161,3 +161,11 @@ async def test_a_syntax_error_is_ga001(client: LanguageClient, tmp_path: Path) -
     broken = BUGGY.replace("loss_fn(model(x), y)", "loss_fn(model(x), y")
     [syntax] = await open_file(client, tmp_path / "broken.py", broken)
     assert syntax.code == "GA001" and syntax.message.startswith("SyntaxError")
+    # The user fixes the typo and saves: diagnostics on the change, and again on the save.
+    path = tmp_path / "broken.py"
+    assert [d.code for d in await change(client, path, BUGGY, version=2)] == ["GA202"]
+    path.write_text(BUGGY)
+    client.text_document_did_save(types.DidSaveTextDocumentParams(
+        text_document=types.TextDocumentIdentifier(uri=path.as_uri())))
+    await client.wait_for_notification(types.TEXT_DOCUMENT_PUBLISH_DIAGNOSTICS)
+    assert [d.code for d in client.diagnostics[path.as_uri()]] == ["GA202"]
