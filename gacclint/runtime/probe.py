@@ -66,7 +66,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import torch
 from torch.nn.modules.batchnorm import _BatchNorm
-from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
+from torch.nn.modules.module import register_module_forward_pre_hook
 from torch.optim.optimizer import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
 
 from gacclint.runtime.instrument import LITERAL, OPAQUE, SCHEDULE, Site
@@ -231,7 +231,7 @@ class Probe:
         self._grad_state: dict[int, tuple[int, int]] = {}
         self._resolved_values: dict[tuple[int, int], set[float]] = {}
         self._roots: dict[int, torch.nn.Module] = {}
-        self._depth = 0
+        """Modules seen running forward (to name a parameter)."""
         self._accepted: list[str] = []
 
     # -- installation --------------------------------------------------------
@@ -255,7 +255,6 @@ class Probe:
             register_optimizer_step_pre_hook(self._before_step),
             register_optimizer_step_post_hook(self._after_step),
             register_module_forward_pre_hook(self._before_forward),
-            register_module_forward_hook(self._after_forward),
         ]
         torch.autograd.backward = backward
         scaler_class.scale = scale
@@ -472,7 +471,9 @@ class Probe:
         return values.numel() == 0 or not bool(torch.count_nonzero(values))
 
     def _add(self, param: torch.Tensor, grad: torch.Tensor, record: _Backward) -> None:
-        with torch.no_grad():
+        if grad.requires_grad:  # a backward with create_graph=True
+            grad = grad.detach()
+        if True:  # noqa: SIM108 - one block, as the sums are updated together
             sums = self._sums.get(id(param))
             if sums is None:
                 sums = self._sums[id(param)] = _Sums(param, record.micro_batch)
@@ -591,8 +592,8 @@ class Probe:
         clipped = any(id(param) in self._before_clip for param in params)
         self.clipped_steps += clipped
         readings: dict[tuple[int, int], _Reading] = {}
-        rows: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[tuple[torch.Tensor, float]]]] = []
-        scalars: list[torch.Tensor] = []
+        rows: list[tuple[torch.Tensor, torch.Tensor, float | None, list[tuple[torch.Tensor, float]]]] = []
+        plains: list[tuple[int, torch.Tensor]] = []
         for param in params:
             if param.numel() == 0:
                 continue
@@ -621,26 +622,16 @@ class Probe:
             if reference is None:
                 reference = torch.zeros_like(g, dtype=_accumulation_dtype(g.dtype))
             g = g.to(reference.dtype) if g.dtype != reference.dtype else g
-            flat_g, flat_ref = g.reshape(-1), reference.reshape(-1)
-            scalars += [(flat_g - flat_ref).abs().max(), flat_ref.abs().max(), torch.dot(flat_g, flat_ref),
-                        torch.dot(flat_ref, flat_ref), torch.dot(flat_g, flat_g)]
             proportional = _proportion(sums, means, readings, k) if sums is not None else 0.0
             if proportional is None:  # E is not a multiple of the reference: measure it
-                plain = _combine(means, reference).reshape(-1)
-                scalars += [torch.dot(flat_g, plain), torch.dot(plain, plain)]
+                plains.append((len(rows), _combine(means, reference)))
             rows.append((g, reference, proportional, means))
-        flat = _floats(scalars)
-        per: list[list[float]] = []
-        position = 0
-        for _, _, proportional, _ in rows:
-            diff, largest, g_ref, ref_ref, g_g = flat[position:position + 5]
-            position += 5
-            if proportional is None:
-                g_sum, sum_sum = flat[position:position + 2]
-                position += 2
-            else:
-                g_sum, sum_sum = proportional * g_ref, proportional * proportional * ref_ref
-            per.append([diff, largest, g_ref, ref_ref, g_sum, sum_sum, g_g])
+        per = _measure_rows(rows, plains)
+        tolerance = tolerance_for(self.precision)
+        largest = max((row[1] for row in per), default=0.0)
+        fails = any(row[0] > tolerance.rtol * row[1] + tolerance.atol * largest for row in per)
+        if fails:  # the diagnosis reads the dot products: measure them exactly, not by polarisation
+            per = _exact_rows(rows, per)
         totals = [math.fsum(row[j] for row in per) for j in range(2, 7)]
         measure = StepMeasure(
             index=len(self.measures), site=pending.site if pending else None, k=k,
@@ -661,9 +652,6 @@ class Probe:
                 self.backwards[index].window_normaliser is not None
                 for sums in (self._sums.get(id(p)) for p in params) if sums is not None
                 for line in sums.lines.values() for index in line.records[:1])
-        tolerance = tolerance_for(self.precision)
-        largest = max((ref for _, ref in measure.params), default=0.0)
-        fails = any(diff > tolerance.rtol * ref + tolerance.atol * largest for diff, ref in measure.params)
         if fails and rows and all_readings:
             measure.alternatives = self._alternatives(rows, all_readings, measure)
         worst = max(range(len(per)), key=lambda i: per[i][0] / per[i][1] if per[i][1] > 0 else (
@@ -711,9 +699,8 @@ class Probe:
     # -- forwards ---------------------------------------------------------------
 
     def _before_forward(self, module: torch.nn.Module, args: tuple[Any, ...]) -> None:
-        if self._depth == 0 and len(self._roots) < 16:
-            self._roots.setdefault(id(module), module)
-        self._depth += 1
+        if id(module) not in self._roots:
+            self._roots[id(module)] = module
         if not torch.is_grad_enabled():
             return  # evaluation: adds nothing to any gradient
         if isinstance(module, _BatchNorm) and module.training:
@@ -725,15 +712,14 @@ class Probe:
         if micro_batch is not None and micro_batch.samples is None and next(module.parameters(), None) is not None:
             micro_batch.samples = _samples_in(args)
 
-    def _after_forward(self, module: torch.nn.Module, args: Any, output: Any) -> None:
-        self._depth = max(0, self._depth - 1)
-
     def _name(self, param: torch.Tensor) -> str:
-        for module in self._roots.values():
+        """`Sequential.0.weight`: the parameter's path in the outermost module seen holding it."""
+        best: tuple[int, str] | None = None
+        for module in list(self._roots.values()):
             for name, candidate in module.named_parameters():
-                if candidate is param:
-                    return f"{type(module).__name__}.{name}"
-        return f"parameter of shape {tuple(param.shape)}"
+                if candidate is param and (best is None or name.count(".") > best[0]):
+                    best = (name.count("."), f"{type(module).__name__}.{name}")
+        return best[1] if best else f"parameter of shape {tuple(param.shape)}"
 
     def _line(self, site: int) -> int | None:
         return self.sites[site].line if 0 <= site < len(self.sites) else None
@@ -927,6 +913,65 @@ def _accumulate(total: torch.Tensor | None, grad: torch.Tensor, weight: float, p
         else:
             return grad.to(dtype) * weight if grad.dtype != dtype else grad * weight
     return total.add_(grad, alpha=weight)
+
+
+def _measure_rows(rows: list[Any], plains: list[tuple[int, torch.Tensor]]) -> list[list[float]]:
+    """Per parameter: max|g - ref|, max|ref|, <g, ref>, <ref, ref>, <g, E>, <E, E>, <g, g>.
+
+    Norms over all parameters at once (`torch._foreach_norm`, one pass each);
+    the dot products from them by polarisation, `<g, r> = (|g|^2 + |r|^2 - |g - r|^2) / 2`."""
+    if not rows:
+        return []
+    gs = [row[0] for row in rows]
+    refs = [row[1] for row in rows]
+    diffs = torch._foreach_sub(gs, refs)
+    tensors = [*torch._foreach_norm(diffs, math.inf), *torch._foreach_norm(refs, math.inf),
+               *torch._foreach_norm(diffs, 2), *torch._foreach_norm(refs, 2), *torch._foreach_norm(gs, 2)]
+    del diffs
+    if plains:
+        others = [plain for _, plain in plains]
+        tensors += [*torch._foreach_norm(torch._foreach_sub([gs[i] for i, _ in plains], others), 2),
+                    *torch._foreach_norm(others, 2)]
+    values = _floats(tensors)
+    n = len(rows)
+    measured = {index: (values[5 * n + j], values[5 * n + len(plains) + j]) for j, (index, _) in enumerate(plains)}
+    per = []
+    for i, row in enumerate(rows):
+        diff, largest, d2, r2, g2 = (values[j * n + i] for j in range(5))
+        d2, r2, g2 = d2 * d2, r2 * r2, g2 * g2
+        g_ref = (g2 + r2 - d2) / 2
+        proportional = row[2]
+        if proportional is None:
+            e_diff, e_norm = measured[i]
+            g_sum, sum_sum = (g2 + e_norm * e_norm - e_diff * e_diff) / 2, e_norm * e_norm
+        else:
+            g_sum, sum_sum = proportional * g_ref, proportional * proportional * r2
+        per.append([diff, largest, g_ref, r2, g_sum, sum_sum, g2])
+    return per
+
+
+def _exact_rows(rows: list[Any], per: list[list[float]]) -> list[list[float]]:
+    """The dot products of `_measure_rows`, computed in float64 (for a step that differs)."""
+    scalars: list[torch.Tensor] = []
+    for g, reference, proportional, means in rows:
+        g64, r64 = g.reshape(-1).double(), reference.reshape(-1).double()
+        scalars += [torch.dot(g64, r64), torch.dot(r64, r64), torch.dot(g64, g64)]
+        if proportional is None:
+            e64 = _combine(means, reference).reshape(-1).double()
+            scalars += [torch.dot(g64, e64), torch.dot(e64, e64)]
+    values = _floats(scalars)
+    exact = []
+    position = 0
+    for (_, _, proportional, _), row in zip(rows, per):
+        g_ref, ref_ref, g_g = values[position:position + 3]
+        position += 3
+        if proportional is None:
+            g_sum, sum_sum = values[position:position + 2]
+            position += 2
+        else:
+            g_sum, sum_sum = proportional * g_ref, proportional * proportional * ref_ref
+        exact.append([row[0], row[1], g_ref, ref_ref, g_sum, sum_sum, g_g])
+    return exact
 
 
 def _proportion(sums: _Sums, means: list[tuple[torch.Tensor, float]], readings: dict[tuple[int, int], _Reading],
