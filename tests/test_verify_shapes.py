@@ -69,6 +69,7 @@ EXPECTED: dict[str, tuple[str, set[str] | str]] = {
                                                   "mean over its own tokens (14, 17, 14, 17)"),
     "token_masked_mean.py": ("mismatch", "token-level accumulation bug"),
     "engine_loop.py": ("verified", set()),
+    "sparse_embedding.py": ("verified", set()),
     "accelerate_loop.py": ("verified", set()),
     "accelerate_double_scaled.py": ("mismatch", {"GA204"}),
     "fabric_loop.py": ("verified", set()),
@@ -108,6 +109,69 @@ def test_runnable_fixture_gets_its_large_batch_verdict(script: Path) -> None:
         assert any(expected in d.message for d in report.diagnoses()), report.text()
     if verdict == "verified":
         assert report.never_stepped == 0 and all(step.ok for step in report.steps), report.text()
+
+
+# --------------------------------------------------------------------------
+# The token fixtures' verdicts, checked against one large batch run for real
+# --------------------------------------------------------------------------
+
+# Each token fixture's loss as one large batch reduces it: the mean over the
+# window's real tokens, or (the budget fixture) their sum over a fixed budget.
+TOKEN_LOSSES = {
+    "token_mean_per_micro_batch.py": "mean",
+    "token_masked_mean.py": "mean",
+    "token_num_items_helper.py": "mean",
+    "token_sums_flushed.py": "mean",
+    "token_budget.py": "budget",
+}
+
+
+def _large_batch_agrees(script: Path) -> bool:
+    """Run the script plainly; at each step, compare the optimizer's gradients with one
+    large batch of the window's 4 micro-batches, recomputed on a copy of the model."""
+    import copy
+    import runpy
+
+    import torch.nn.functional as F
+    from torch.optim.optimizer import register_optimizer_step_pre_hook
+
+    snapshots: list[tuple[list[torch.Tensor], list[torch.Tensor]]] = []
+
+    def record(optimizer, args, kwargs):  # noqa: ANN001
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        snapshots.append(([p.detach().clone() for p in params], [p.grad.detach().clone() for p in params]))
+
+    handle = register_optimizer_step_pre_hook(record)
+    sys.path.insert(0, str(VERIFY))
+    try:
+        names = runpy.run_path(str(script), run_name="__main__")
+    finally:
+        sys.path.remove(str(VERIFY))
+        handle.remove()
+    batches, vocab = names["batches"], names["VOCAB"]
+    agree = []
+    for step, (weights, grads) in enumerate(snapshots):
+        model = copy.deepcopy(names["model"])
+        with torch.no_grad():
+            for param, weight in zip(model.parameters(), weights):
+                param.copy_(weight)
+        window = batches[4 * step:4 * step + 4]
+        ids = torch.cat([b[0] for b in window])
+        targets = torch.cat([b[1] for b in window])
+        logits = model(ids).view(-1, vocab)
+        if TOKEN_LOSSES[script.name] == "mean":
+            loss = F.cross_entropy(logits, targets.view(-1), ignore_index=-100)
+        else:
+            loss = F.cross_entropy(logits, targets.view(-1), ignore_index=-100, reduction="sum") / names["token_budget"]
+        reference = torch.autograd.grad(loss, list(model.parameters()))
+        agree.append(all(torch.allclose(g, r, rtol=1e-4, atol=1e-7) for g, r in zip(grads, reference)))
+    return all(agree)
+
+
+@pytest.mark.parametrize("name", sorted(TOKEN_LOSSES))
+def test_token_verdicts_agree_with_a_real_large_batch(name: str) -> None:
+    report = verify_script(VERIFY / name, device="cpu")
+    assert report.ok == _large_batch_agrees(VERIFY / name), report.text()
 
 
 # --------------------------------------------------------------------------

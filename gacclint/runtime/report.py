@@ -26,7 +26,17 @@ How a mismatch is explained, in order (the first that holds wins):
   the previous pass's tail leaking into this window (GA202); `d` equal to the
   window's micro-batch count with micro-batches of different sizes is a mean
   of means where the samples should have been weighted;
+* `d = k x k`: the loss was divided twice (over-scaled; GA204 when a framework
+  did one of the divisions);
 * otherwise the factor `scale = <g, ref> / <ref, ref>` and the error are reported.
+
+Before these, a step that differs is read two other ways the probe measured
+(:class:`Alternative`): the mean of the micro-batch means, accepted (with a
+note saying which mean the code computes, which one the large batch would,
+and by how much) when only the pass's last micro-batch is short, reported as
+the token-level accumulation bug when the micro-batch means are over tokens,
+and as equal weighting otherwise; and a summed loss whose gradients were
+divided after the backward by the window's token or sample count, accepted.
 """
 
 from __future__ import annotations
@@ -410,6 +420,7 @@ class VerifyReport:
             } for step in self.steps],
             "never_stepped": self.never_stepped,
             "diagnoses": [{"code": d.code, "message": d.message} for d in self.diagnoses()],
+            "accepted": self.accepted(),
             "notes": list(self.notes),
             "stopped_after": self.stopped_after,
         }
