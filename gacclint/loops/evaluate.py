@@ -254,6 +254,11 @@ def read_runs(runs: dict[Config, Sequence[Value]]) -> Schedule:
         schedule = _read_boundary(runs, flip)
         if schedule is not None:
             return Schedule(pattern, schedule.first_window, schedule.tail, schedule.evidence)
+    # `if boundary: if not found_nan: step`: at most on the boundaries (an unknown test may
+    # skip some), never between them. Windows are then not exact: no finding rests on their size.
+    subset = {config: [True if v is None else v for v in vector] for config, vector in runs.items()}
+    if any(None in vector for vector in runs.values()) and _read_boundary(subset, False) is not None:
+        return Schedule(Pattern.BOUNDARY, None, Tail.UNKNOWN, "")
     return OPAQUE_SCHEDULE
 
 
@@ -342,6 +347,9 @@ class Test:
     expression: cst.BaseExpression | None
     polarity: bool
     breaks: bool = False
+    # An early `continue` ahead of every event: when its value is unknown it is taken as
+    # not skipping, and the windows it shapes are only approximate (no exact-window finding).
+    skips: bool = False
 
 
 @dataclass(frozen=True)
@@ -372,6 +380,7 @@ class LoopProgram:
     predicate: Callable[[str], tuple[list[str], cst.BaseExpression] | None]
     k_nodes: dict[str, cst.BaseExpression]
     counter_of: Callable[[cst.BaseExpression], object]  # the Counter a test reads, or None
+    approximate: bool = False  # an unknown skip was taken as not skipping in some run
 
     @property
     def start_known(self) -> bool:
@@ -402,6 +411,9 @@ class LoopProgram:
                     if value is None:
                         if test.breaks:
                             continue  # a break on a limit we cannot see: the run goes on to the end of data
+                        if test.skips:
+                            self.approximate = True
+                            continue
                         ran = None
                         continue
                     if bool(value) != test.polarity:

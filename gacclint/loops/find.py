@@ -272,11 +272,10 @@ class _Builder:
                 if raw.expression is None:
                     tests.append(Test(None, raw.polarity))
                     continue
-                if (raw.early_exit_after is not None and raw.early_exit_after <= first_event
-                        and not self._reads_counter(raw.expression, context)
-                        and is_switch(raw.expression, context) is False):
+                ahead = raw.early_exit_after is not None and raw.early_exit_after <= first_event
+                if ahead and not self._reads_counter(raw.expression, context) and not is_switch(raw.expression, context):
                     continue  # a resume skip ahead of every event removes whole iterations
-                tests.append(Test(raw.expression, raw.polarity, raw.breaks))
+                tests.append(Test(raw.expression, raw.polarity, raw.breaks, skips=ahead and not raw.breaks))
                 if raw_events:
                     has_tests = True
                 read |= self._names_read(raw.expression)
@@ -457,8 +456,8 @@ class _Builder:
                             n in resets for n in counted):
                         k_atoms.add(text)
                         k_nodes.setdefault(text, atom)
-                    elif any(isinstance(op, (cst.Equal, cst.NotEqual, cst.GreaterThanEqual)) for op in operators):
-                        n_atoms.add(text)
+                    elif all(isinstance(op, (cst.Equal, cst.NotEqual)) for op in operators):
+                        n_atoms.add(text)  # `i == n - 1`: the last micro-batch (a `>=` is a run limit)
         if isinstance(loop, cst.For):
             bound = _range_arguments(loop.iter)
             if bound is not None and len(bound) == 1:
@@ -1153,6 +1152,8 @@ def _variants(events: list[Event], frameworks, program: LoopProgram | None = Non
                     runs = {config: program.run(config, switch_values)
                             for config in configs_for(program.k_literal, program.start_known)}
                 schedule = read_runs({config: vector[id(event.statement)] for config, vector in runs.items()})
+                if program.approximate:
+                    schedule = replace(schedule, first_window=None, tail=Tail.UNKNOWN)
                 guard = _evaluated_guard(event, deciding, schedule, guard, program)
             resolved.append(ResolvedEvent(event, guard))
         variants.append(LoopVariant(tuple(assignment.items()), resolved,
