@@ -278,7 +278,7 @@ class _Builder:
                 tests.append(Test(raw.expression, raw.polarity, raw.breaks, skips=ahead and not raw.breaks))
                 if raw_events:
                     has_tests = True
-                read |= self._names_read(raw.expression)
+                    read |= self._names_read(raw.expression)
             tests_of[id(visit.statement)] = tuple(tests)
         if not has_tests:
             return None
@@ -286,17 +286,24 @@ class _Builder:
         assigned: dict[int, list[tuple[str, cst.BaseExpression | None, str | None]]] = {}
         for visit in visits:
             assigned[id(visit.statement)] = _assignments(visit.statement, visit.in_inner_loop)
+        # ... and the tests those assignments run under.
         relevant = set(read)
         changed = True
         while changed:
             changed = False
-            for items in assigned.values():
+            for key, items in assigned.items():
+                if not any(target in relevant for target, _, _ in items):
+                    continue
+                new: set[str] = set()
                 for target, value, _ in items:
                     if target in relevant and value is not None:
-                        new = self._names_read(value) - relevant
-                        if new:
-                            relevant |= new
-                            changed = True
+                        new |= self._names_read(value)
+                for test in tests_of.get(key, ()):
+                    if test.expression is not None:
+                        new |= self._names_read(test.expression)
+                if new - relevant:
+                    relevant |= new
+                    changed = True
         steps: list[Step] = []
         for visit, raw_events in found:
             assigns = tuple(a for a in assigned[id(visit.statement)] if a[0] in relevant)
