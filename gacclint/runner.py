@@ -65,7 +65,7 @@ def run(paths: list[Path], resolver: SettingsResolver, options: RunOptions) -> l
     if options.mode == "check" and options.use_cache:
         cache = ResultCache(cache_folder(resolver.for_path(Path.cwd()).root))
     analyser = _Analyser(options)
-    later = _PendingEdits(options)
+    later = _PendingEdits(options, cache)
     eager_edits = options.edits is True
     fingerprints: dict[Selection, str] = {}  # most files share one selection
 
@@ -100,7 +100,7 @@ def run(paths: list[Path], resolver: SettingsResolver, options: RunOptions) -> l
                     if known is not None and not (eager_edits and _pending(known)):
                         results[index] = FileResult(path, diagnostics=known, unsafe_fixes=_unsafe(settings, options))
                         later.add(index, results[index], lambda p=path, s=selection, t=settings: _job(
-                            p, read_source(p), s, t, options))
+                            p, read_source(p), s, t, options), key)
                         continue
         try:
             source = read_source(path)
@@ -123,14 +123,14 @@ def run(paths: list[Path], resolver: SettingsResolver, options: RunOptions) -> l
             known = cache.get(key)
             if known is not None and not (eager_edits and _pending(known)):
                 results[index] = FileResult(path, diagnostics=known, unsafe_fixes=_unsafe(settings, options))
-                later.add(index, results[index], lambda job=job: job)
+                later.add(index, results[index], lambda job=job: job, key)
                 continue
         analyser.add(index, job)
     for index, result in analyser.results().items():
         results[index] = result
         if cache is not None and index in keys and result.error is None:
             cache.put(keys[index], result.diagnostics)
-        later.add(index, result, lambda job=analyser.jobs[index]: job)
+        later.add(index, result, lambda job=analyser.jobs[index]: job, keys.get(index))
     if cache is not None:
         cache.save()
     return [results[index] for index in range(count)]
@@ -145,14 +145,15 @@ class _PendingEdits:
     first time one is asked for, every file with pending edits is analysed
     again with edits (in parallel, as a run is), and each fix gets its own."""
 
-    def __init__(self, options: RunOptions) -> None:
+    def __init__(self, options: RunOptions, cache: ResultCache | None) -> None:
         self.options = options
-        self.files: dict[int, tuple[FileResult, Callable[[], Job]]] = {}
+        self.cache = cache  # where the edits are remembered once worked out
+        self.files: dict[int, tuple[FileResult, Callable[[], Job], str | None]] = {}
 
-    def add(self, index: int, result: FileResult, job: Callable[[], Job]) -> None:
+    def add(self, index: int, result: FileResult, job: Callable[[], Job], key: str | None = None) -> None:
         if not _pending(result.diagnostics):
             return
-        self.files[index] = (result, job)
+        self.files[index] = (result, job, key)
         for diagnostic in result.diagnostics:
             if diagnostic.fix is not None and diagnostic.fix.pending:
                 diagnostic.fix.on_demand(self.resolve)
@@ -166,17 +167,21 @@ class _PendingEdits:
         from gacclint.analysis import fill_edits
 
         analyser = _Analyser(replace(self.options, progress=False))
-        for index, (_, job) in files.items():
+        for index, (_, job, _) in files.items():
             try:
                 made = job()
             except ReadError:
                 continue  # gone since: its fixes get no edits
             analyser.add(index, replace(made, mode="check", write=False, edits=True))
         computed = analyser.results()
-        for index, (result, _) in files.items():
+        for index, (result, _, key) in files.items():
             again = computed.get(index)
             fill_edits([d for d in result.diagnostics if d.fix is not None and d.fix.pending],
                        again.diagnostics if again is not None else [])
+            if self.cache is not None and key is not None and again is not None and again.error is None:
+                self.cache.put(key, result.diagnostics)  # the next run that shows edits has them at once
+        if self.cache is not None:
+            self.cache.save()
 
 
 def _walk_exclusion(resolver: SettingsResolver) -> Callable[[str, str, bool], bool]:

@@ -120,3 +120,21 @@ def test_fix_info_with_pending_edits() -> None:
     assert Diagnostic.from_dict(diagnostic.to_dict()) == diagnostic
     with pytest.raises(RuntimeError):
         FixInfo("safe", "m", None).edits  # nothing can compute them
+
+
+def test_edits_worked_out_for_a_format_are_remembered(tmp_path: Path, cache_dir: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "a.py").write_text(NO_CLEAR)
+    run("check", tmp_path)  # the full format: edits left pending, and cached so
+    analysed: list[Path] = []
+    real = gacclint.runner._run_job
+
+    def counting(job):
+        analysed.append(job.path)
+        return real(job)
+
+    monkeypatch.setattr(gacclint.runner, "_run_job", counting)
+    first = run("check", "--output-format", "json", tmp_path)
+    assert edits_of(first[1])[0] and analysed == [tmp_path / "a.py"]  # analysed again, for its edits
+    assert run("check", "--output-format", "json", tmp_path) == first
+    assert analysed == [tmp_path / "a.py"]  # not again
