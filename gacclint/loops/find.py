@@ -789,6 +789,11 @@ class _Builder:
         counters: dict[str, Counter] = {}
         if isinstance(loop, cst.For):
             target, iterable = loop.target, loop.iter
+            if isinstance(iterable, cst.Name):  # `iterator = tqdm(range(n))` before the loop
+                binding = self.facts.latest_binding(iterable.value, loop, function)
+                if (binding is not None and binding.tuple_index is None and isinstance(binding.value, cst.Call)
+                        and len([b for b in self.facts.bindings.get(iterable.value, []) if b.scope is binding.scope]) == 1):
+                    iterable = binding.value
             while (isinstance(iterable, cst.Call) and not (call_name(iterable) or "").endswith("enumerate")
                    and _passed_through(iterable) is not None):
                 iterable = _passed_through(iterable)  # type: ignore[assignment]
