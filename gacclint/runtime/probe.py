@@ -539,7 +539,12 @@ class Probe:
         m = len(by_batch)
         samples_total = sum(count or 0 for count in by_batch.values())
         counts = tuple(record.count for record in records)
-        total = sum(counts)
+        # Several backwards of one line in a micro-batch (a loop over tasks) are summed, as
+        # one large batch sums them: the window's count takes each micro-batch once.
+        per_batch: dict[int, list[float]] = {}
+        for record in records:
+            per_batch.setdefault(record.micro_batch, []).append(record.count)
+        total = sum(sum(values) / len(values) for values in per_batch.values())
         naturals = sum(record.natural for record in records)
         kind = records[0].kind if records else "mean"
         norm = total if kind == "mean" and total > 0 else 1.0
