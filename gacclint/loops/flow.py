@@ -33,9 +33,11 @@ class _Flow:
         self.facts = facts
         self.function = function
         self.divisions: list[Division] = []
-        self.visited: set[str] = set()
+        self.visited: set[tuple[str, int]] = set()
         position = next((i for i, s in enumerate(statements) if s is at), len(statements))
         self.before = list(statements[:position])
+        # A name read in a definition refers to what was bound before that definition.
+        self.limit = len(self.before)
 
     def expression(self, node: cst.BaseExpression, statement: cst.CSTNode, form: DivisionForm,
                    target: str | None, depth: int) -> Scaling:
@@ -84,14 +86,18 @@ class _Flow:
         return Scaling.UNSCALED
 
     def name(self, name: str, depth: int) -> Scaling:
-        if depth > _MAX_DEPTH or name in self.visited:
+        key = (name, self.limit)
+        if depth > _MAX_DEPTH or key in self.visited:
             return Scaling.UNKNOWN
-        self.visited.add(name)
+        self.visited.add(key)
         found: list[Scaling] = []
-        for statement in self.before:
+        limit = self.limit
+        for index, statement in enumerate(self.before[:limit]):
             for small in getattr(statement, "body", ()):
+                self.limit = index
                 found.extend(self._definition(small, statement, name, depth))
-        self.visited.discard(name)
+                self.limit = limit
+        self.visited.discard(key)
         if not found:
             return Scaling.UNKNOWN
         return _combine(found)
