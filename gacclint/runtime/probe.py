@@ -141,13 +141,13 @@ class _Backward:
     outside: bool = False
     """A factor applied outside the loop's code (a framework's division) is on its path."""
 
-    @property
-    def weight(self) -> float:
-        return self.count / self.accumulation
+    weight: float = 1.0
+    """D_j / a_j: what the hook gradient is multiplied by in the weighted sum."""
+    opaque_product: float = 1.0
 
-    @property
-    def opaque_product(self) -> float:
-        return math.prod(self.opaque)
+    def __post_init__(self) -> None:
+        self.weight = self.count / self.accumulation
+        self.opaque_product = math.prod(self.opaque)
 
 
 @dataclass
@@ -226,6 +226,9 @@ class Probe:
         self._loss_scale = 1.0
         self.clipped_steps = 0
         self._pending_line: int | None = None
+        self._spare: dict[int, list[torch.Tensor]] = {}
+        self._scratch: dict[tuple[Any, Any], torch.Tensor] = {}
+        """Running-sum buffers of closed windows, per parameter, reused by its next window."""
         self._active: _Backward | None = None
         self._hooked: dict[int, tuple[torch.Tensor, Any, Any]] = {}
         self._grad_state: dict[int, tuple[int, int]] = {}
@@ -473,25 +476,25 @@ class Probe:
     def _add(self, param: torch.Tensor, grad: torch.Tensor, record: _Backward) -> None:
         if grad.requires_grad:  # a backward with create_graph=True
             grad = grad.detach()
-        if True:  # noqa: SIM108 - one block, as the sums are updated together
-            sums = self._sums.get(id(param))
-            if sums is None:
-                sums = self._sums[id(param)] = _Sums(param, record.micro_batch)
-            line = sums.lines.get(record.key)
-            if line is None:
-                line = sums.lines[record.key] = _Line(first_count=record.count)
-            weight = record.weight
-            opaque = record.opaque_product
-            if line.resolved is None and opaque != 1.0 and line.weighted is not None:
-                line.resolved = line.weighted.clone()
-            if line.plain is None and record.count != line.first_count and line.weighted is not None:
-                line.plain = line.weighted / line.first_count
-            line.weighted = _accumulate(line.weighted, grad, weight, param)
-            if line.resolved is not None or opaque != 1.0:
-                line.resolved = _accumulate(line.resolved, grad, weight / opaque, param)
-            if line.plain is not None:
-                line.plain = _accumulate(line.plain, grad, 1.0 / record.accumulation, param)
-            line.records.append(record.index)
+        sums = self._sums.get(id(param))
+        if sums is None:
+            sums = self._sums[id(param)] = _Sums(param, record.micro_batch)
+        line = sums.lines.get(record.key)
+        if line is None:
+            line = sums.lines[record.key] = _Line(first_count=record.count)
+        weight = record.weight
+        opaque = record.opaque_product
+        if line.resolved is None and opaque != 1.0 and line.weighted is not None:
+            line.resolved = line.weighted.clone()
+        if line.plain is None and record.count != line.first_count and line.weighted is not None:
+            line.plain = line.weighted / line.first_count
+        spare = self._spare
+        line.weighted = _accumulate(line.weighted, grad, weight, param, spare)
+        if line.resolved is not None or opaque != 1.0:
+            line.resolved = _accumulate(line.resolved, grad, weight / opaque, param, spare)
+        if line.plain is not None:
+            line.plain = _accumulate(line.plain, grad, 1.0 / record.accumulation, param, spare)
+        line.records.append(record.index)
 
     # -- steps ---------------------------------------------------------------------
 
@@ -503,8 +506,13 @@ class Probe:
 
     def _close(self, optimizer: torch.optim.Optimizer, params: Sequence[torch.Tensor]) -> None:
         for param in params:
-            self._sums.pop(id(param), None)
+            sums = self._sums.pop(id(param), None)
             self._before_clip.pop(id(param), None)
+            if sums is not None:  # keep the buffers for the parameter's next window
+                pool = self._spare.setdefault(id(param), [])
+                for line in sums.lines.values():
+                    pool.extend(t for t in (line.weighted, line.resolved, line.plain) if t is not None)
+                del pool[3:]
         self._stepped.add(id(optimizer))
         self._clips = 0
 
@@ -617,21 +625,23 @@ class Probe:
                     base = line.resolved if reading.use_resolved and line.resolved is not None else line.weighted
                     if base is None:
                         continue
-                    part = base * (reading.rho / reading.norm)
-                    reference = part if reference is None else reference.add_(part)
-                    if line.plain is not None:
-                        means.append((line.plain, reading.plain_factor))
+                    scale = reading.rho / reading.norm
+                    factor = (1.0 / (line.first_count or 1.0)) * (reading.rho if not reading.use_resolved else 1.0)
+                    if reference is None:  # the line's own sum becomes the reference (the window is closing)
+                        reference = base.mul_(scale)
+                        factor /= scale
                     else:
-                        means.append((base, (1.0 / (line.first_count or 1.0)) * (reading.rho if not
-                                      reading.use_resolved else 1.0)))
+                        reference.add_(base, alpha=scale)
+                    means.append((line.plain, reading.plain_factor) if line.plain is not None else (base, factor))
             if reference is None:
                 reference = torch.zeros_like(g, dtype=_accumulation_dtype(g.dtype))
             g = g.to(reference.dtype) if g.dtype != reference.dtype else g
-            proportional = _proportion(sums, means, readings, k) if sums is not None else 0.0
+            proportional = (means[0][1] if len(means) == 1 and means[0][0] is reference
+                            else 0.0 if not means else None)
             if proportional is None:  # E is not a multiple of the reference: measure it
                 plains.append((len(rows), _combine(means, reference)))
             rows.append((g, reference, proportional, means))
-        per = _measure_rows(rows, plains)
+        per = _measure_rows(rows, plains, self._scratch)
         tolerance = tolerance_for(self.precision)
         largest = max((row[1] for row in per), default=0.0)
         fails = any(row[0] > tolerance.rtol * row[1] + tolerance.atol * largest for row in per)
@@ -910,17 +920,40 @@ def _accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
     return dtype if dtype in (torch.float32, torch.float64) else torch.float32
 
 
-def _accumulate(total: torch.Tensor | None, grad: torch.Tensor, weight: float, param: torch.Tensor) -> torch.Tensor:
+def _accumulate(total: torch.Tensor | None, grad: torch.Tensor, weight: float, param: torch.Tensor,
+                spare: dict[int, list[torch.Tensor]]) -> torch.Tensor:
+    if total is not None:
+        return total.add_(grad, alpha=weight)
     dtype = _accumulation_dtype(grad.dtype)
-    if total is None:
-        if grad.is_sparse:
-            total = torch.zeros(param.shape, dtype=dtype, device=grad.device)
-        else:
-            return grad.to(dtype) * weight if grad.dtype != dtype else grad * weight
-    return total.add_(grad, alpha=weight)
+    pool = spare.get(id(param))
+    buffer = None
+    while pool:
+        candidate = pool.pop()
+        if candidate.shape == param.shape and candidate.dtype == dtype and candidate.device == grad.device:
+            buffer = candidate
+            break
+    if grad.is_sparse:
+        buffer = buffer.zero_() if buffer is not None else torch.zeros(param.shape, dtype=dtype, device=grad.device)
+        return buffer.add_(grad, alpha=weight)
+    if buffer is None:  # a fresh one; later windows reuse it (no new allocation per window)
+        return grad.to(dtype) * weight if grad.dtype != dtype else grad * weight
+    return torch.mul(grad, weight, out=buffer)
 
 
-def _measure_rows(rows: list[Any], plains: list[tuple[int, torch.Tensor]]) -> list[list[float]]:
+_BIG = 1 << 16
+"""Parameters of at least this many elements are compared one by one, through one reused buffer."""
+
+
+def _scratch(pool: dict[tuple[Any, Any], torch.Tensor], like: torch.Tensor) -> torch.Tensor:
+    key = (like.dtype, like.device)
+    buffer = pool.get(key)
+    if buffer is None or buffer.numel() < like.numel():
+        buffer = pool[key] = torch.empty(like.numel(), dtype=like.dtype, device=like.device)
+    return buffer[:like.numel()].view(like.shape)
+
+
+def _measure_rows(rows: list[Any], plains: list[tuple[int, torch.Tensor]],
+                  scratch: dict[tuple[Any, Any], torch.Tensor]) -> list[list[float]]:
     """Per parameter: max|g - ref|, max|ref|, <g, ref>, <ref, ref>, <g, E>, <E, E>, <g, g>.
 
     Norms over all parameters at once (`torch._foreach_norm`, one pass each);
@@ -929,10 +962,21 @@ def _measure_rows(rows: list[Any], plains: list[tuple[int, torch.Tensor]]) -> li
         return []
     gs = [row[0] for row in rows]
     refs = [row[1] for row in rows]
-    diffs = torch._foreach_sub(gs, refs)
-    tensors = [*torch._foreach_norm(diffs, math.inf), *torch._foreach_norm(refs, math.inf),
-               *torch._foreach_norm(diffs, 2), *torch._foreach_norm(refs, 2), *torch._foreach_norm(gs, 2)]
-    del diffs
+    n = len(rows)
+    diff_inf: list[Any] = [None] * n
+    diff_two: list[Any] = [None] * n
+    small = [i for i in range(n) if gs[i].numel() < _BIG]
+    if small:
+        diffs = torch._foreach_sub([gs[i] for i in small], [refs[i] for i in small])
+        for i, inf, two in zip(small, torch._foreach_norm(diffs, math.inf), torch._foreach_norm(diffs, 2)):
+            diff_inf[i], diff_two[i] = inf, two
+        del diffs
+    for i in range(n):
+        if diff_inf[i] is None:  # a large parameter: its difference goes to one reused buffer
+            diff = torch.sub(gs[i], refs[i], out=_scratch(scratch, refs[i]))
+            diff_inf[i], diff_two[i] = torch.linalg.vector_norm(diff, math.inf), torch.linalg.vector_norm(diff)
+    tensors = [*diff_inf, *torch._foreach_norm(refs, math.inf), *diff_two, *torch._foreach_norm(refs, 2),
+               *torch._foreach_norm(gs, 2)]
     if plains:
         others = [plain for _, plain in plains]
         tensors += [*torch._foreach_norm(torch._foreach_sub([gs[i] for i, _ in plains], others), 2),
@@ -977,20 +1021,6 @@ def _exact_rows(rows: list[Any], per: list[list[float]]) -> list[list[float]]:
             g_sum, sum_sum = proportional * g_ref, proportional * proportional * ref_ref
         exact.append([row[0], row[1], g_ref, ref_ref, g_sum, sum_sum, g_g])
     return exact
-
-
-def _proportion(sums: _Sums, means: list[tuple[torch.Tensor, float]], readings: dict[tuple[int, int], _Reading],
-                k: int | None) -> float | None:
-    """`c` with E = c * reference, when one line without a kept plain sum makes both; else None."""
-    if len(sums.lines) != 1 or len(means) != 1:
-        return None
-    line = next(iter(sums.lines.values()))
-    if line.plain is not None:
-        return None
-    reading = readings.get((next(iter(sums.lines)), line.records[0] if line.records else -1))
-    if reading is None or reading.rho == 0:
-        return None
-    return means[0][1] * reading.norm / reading.rho
 
 
 def _combine(means: list[tuple[torch.Tensor, float]], like: torch.Tensor) -> torch.Tensor:
