@@ -51,10 +51,26 @@ class ModuleFacts:
     # Objects whose parameters the module reads (`X.parameters()`, `X.named_parameters()`):
     # modules, whatever their names, so a call of one is a forward.
     modules_with_parameters: set[str] = field(default_factory=set)
+    # Expressions (their text) holding a framework's accumulation count -> "accelerate" or
+    # "deepspeed": `Accelerator(gradient_accumulation_steps=E)`, a DeepSpeed config's
+    # "gradient_accumulation_steps", and names bound to them.
+    framework_counts: dict[str, str] = field(default_factory=dict)
     # `from torch.autograd import Variable`: local name -> the module it comes from.
     imported_from: dict[str, str] = field(default_factory=dict)
 
     # -- queries -------------------------------------------------------------
+
+    def framework_count(self, node: cst.BaseExpression, depth: int = 0) -> str | None:
+        """The framework whose accumulation count `node` holds, if it visibly holds one."""
+        text = code_of(node).strip()
+        if text in self.framework_counts:
+            return self.framework_counts[text]
+        name = dotted_name(node)
+        if name is None or depth > 4:
+            return None
+        bindings = [b for b in self.bindings.get(name, []) if b.tuple_index is None]
+        found = {self.framework_count(b.value, depth + 1) for b in bindings}
+        return found.pop() if len(found) == 1 else None
 
     def function_named(self, name: str) -> cst.FunctionDef | None:
         found = self.functions.get(name)
@@ -215,10 +231,34 @@ class _FactCollector:
             owner, _, method = name.rpartition(".")
             if method in {"parameters", "named_parameters"} and owner and not node.args:
                 self.facts.modules_with_parameters.add(owner)
+            self._framework_counts(node, name)
             if name.rsplit(".", 1)[-1] == "Accelerator" and any(
                     a.keyword is not None and a.keyword.value in {"gradient_accumulation_steps", "gradient_accumulation_plugin"}
                     for a in node.args):
                 self.facts.accelerator_gas = True
+
+    def _framework_counts(self, call: cst.Call, name: str) -> None:
+        short = name.rsplit(".", 1)[-1]
+        keywords = {a.keyword.value: a.value for a in call.args if a.keyword is not None}
+        if short == "Accelerator" and "gradient_accumulation_steps" in keywords:
+            self._count(keywords["gradient_accumulation_steps"], "accelerate")
+        elif short == "GradientAccumulationPlugin" and "num_steps" in keywords:
+            self._count(keywords["num_steps"], "accelerate")
+        elif short == "initialize" and "deepspeed" in name:
+            for key in ("config", "config_params"):
+                config = keywords.get(key)
+                if isinstance(config, cst.Name):
+                    bound = [b.value for b in self.facts.bindings.get(config.value, []) if b.tuple_index is None]
+                    config = bound[-1] if len(bound) == 1 else None
+                if isinstance(config, cst.Dict):
+                    for element in config.elements:
+                        if (isinstance(element, cst.DictElement) and isinstance(element.key, cst.SimpleString)
+                                and element.key.evaluated_value == "gradient_accumulation_steps"):
+                            self._count(element.value, "deepspeed")
+
+    def _count(self, value: cst.BaseExpression, framework: str) -> None:
+        if not (isinstance(value, cst.Integer) and int(value.evaluated_value) <= 1):
+            self.facts.framework_counts[code_of(value).strip()] = framework
 
     def _bind(self, target: cst.BaseExpression, value: cst.BaseExpression, statement: cst.CSTNode,
               scope: cst.FunctionDef | None) -> None:
@@ -234,6 +274,13 @@ class _FactCollector:
         if not name:
             return
         self.facts.bindings.setdefault(name, []).append(Binding(name, value, scope, statement))
+        # `k = ...deepspeed_config["gradient_accumulation_steps"]`: DeepSpeed's own count.
+        if (isinstance(value, cst.Subscript) and len(value.slice) == 1
+                and isinstance(value.slice[0].slice, cst.Index)
+                and isinstance(value.slice[0].slice.value, cst.SimpleString)
+                and value.slice[0].slice.value.evaluated_value == "gradient_accumulation_steps"
+                and "deepspeed" in code_of(value.value)):
+            self.facts.framework_counts[name] = "deepspeed"
         self._classify(name, value)
 
     def _classify(self, name: str, value: cst.BaseExpression) -> None:

@@ -1112,6 +1112,10 @@ class _Builder:
             if any(".accumulate(" in context for context in event.contexts):
                 found.add("accelerate-accumulate")
             if event.kind is EventKind.BACKWARD:
+                divisors = [d.divisor for d in (event.loss_flow.divisions if event.loss_flow else ())]
+                if event.framework in {"accelerate", "deepspeed"} and any(
+                        self.facts.framework_count(d) == "deepspeed" for d in divisors):
+                    found.add("deepspeed")  # DeepSpeed behind accelerate: its engine accumulates
                 if event.framework == "accelerate" and self.facts.accelerator_gas:
                     found.add("accelerate-gas")
                 elif event.framework in {"deepspeed", "other", "lightning"}:

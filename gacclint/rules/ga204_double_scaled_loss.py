@@ -6,8 +6,8 @@ import libcst as cst
 
 from gacclint.fixes.edits import Edit, Remove, Replace
 from gacclint.loops.model import ConditionKind, Division, DivisionForm, Event, EventKind, TrainingLoop
+from gacclint.loops.vocabulary import code_of
 from gacclint.rules.base import Applicability, Finding, Fix, Invalid, Rule, Valid
-from gacclint.rules.common import looks_like_accumulation_count
 
 
 class DoubleScaledLoss(Rule):
@@ -72,9 +72,17 @@ for batch in loader:
         optimizer.step()
         optimizer.zero_grad()
 """, "a divisor that is not the accumulation count"),
+        Valid("""
+model_engine, optimizer, _, _ = deepspeed.initialize(model=model, config=args.deepspeed_config)
+for batch in loader:
+    loss = model_engine(batch) / args.gradient_accumulation_steps
+    model_engine.backward(loss)
+    model_engine.step()
+""", "the engine's accumulation count is not visible: whether the division repeats it is unknown"),
     ]
     INVALID = [
         Invalid("""
+accelerator = Accelerator(gradient_accumulation_steps=gradient_accumulation_steps)
 for batch in loader:
     with accelerator.accumulate(model):
         loss = model(**batch).loss
@@ -82,6 +90,7 @@ for batch in loader:
         optimizer.step()
         optimizer.zero_grad()
 """, fixed="""
+accelerator = Accelerator(gradient_accumulation_steps=gradient_accumulation_steps)
 for batch in loader:
     with accelerator.accumulate(model):
         loss = model(**batch).loss
@@ -90,6 +99,25 @@ for batch in loader:
         optimizer.zero_grad()
 """),
         Invalid("""
+k = accelerator.state.deepspeed_plugin.deepspeed_config["gradient_accumulation_steps"]
+for step, batch in enumerate(loader):
+    loss = model(**batch).loss
+    loss = loss / k
+    accelerator.backward(loss)
+    if (step + 1) % k == 0 or step == len(loader) - 1:
+        optimizer.step()
+        optimizer.zero_grad()
+""", fixed="""
+k = accelerator.state.deepspeed_plugin.deepspeed_config["gradient_accumulation_steps"]
+for step, batch in enumerate(loader):
+    loss = model(**batch).loss
+    accelerator.backward(loss)
+    if (step + 1) % k == 0 or step == len(loader) - 1:
+        optimizer.step()
+        optimizer.zero_grad()
+""", why="the count is DeepSpeed's own, behind accelerate: its engine divides too"),
+        Invalid("""
+cfg = {"train_micro_batch_size_per_gpu": 8, "gradient_accumulation_steps": args.gradient_accumulation_steps}
 model_engine, optimizer, _, _ = deepspeed.initialize(model=model, config=cfg)
 for batch in loader:
     loss = model_engine(batch)
@@ -97,6 +125,7 @@ for batch in loader:
     model_engine.backward(loss)
     model_engine.step()
 """, fixed="""
+cfg = {"train_micro_batch_size_per_gpu": 8, "gradient_accumulation_steps": args.gradient_accumulation_steps}
 model_engine, optimizer, _, _ = deepspeed.initialize(model=model, config=cfg)
 for batch in loader:
     loss = model_engine(batch)
@@ -109,11 +138,13 @@ for batch in loader:
         for event in loop.events:
             if event.kind is not EventKind.BACKWARD or event.loss_flow is None:
                 continue
-            framework = _dividing_framework(event, loop, model.facts.accelerator_gas)
+            framework = _dividing_framework(event, loop, model.facts)
             if framework is None:
                 continue
+            counts = {code_of(b.k).strip() for _, b in _boundaries(loop)}
             for division in event.loss_flow.divisions:
-                if not looks_like_accumulation_count(division.divisor_text):
+                # the framework's own count, or the loop's boundary count (the same window)
+                if model.facts.framework_count(division.divisor) is None and division.divisor_text.strip() not in counts:
                     continue
                 yield self.finding(
                     f"the loss is divided by `{division.divisor_text}` by hand and again by {framework}: "
@@ -121,9 +152,19 @@ for batch in loader:
                     division.operation, _fix(division))
 
 
-def _dividing_framework(event: Event, loop: TrainingLoop, accelerator_gas: bool) -> str | None:
+def _boundaries(loop: TrainingLoop):
+    for variant in loop.variants:
+        for step in variant.steps:
+            if step.guard.boundary is not None and not step.guard.boundary.framework:
+                yield variant, step.guard.boundary
+
+
+def _dividing_framework(event: Event, loop: TrainingLoop, facts) -> str | None:
+    divisors = [d.divisor for d in (event.loss_flow.divisions if event.loss_flow else ())]
+    if event.framework in {"accelerate", "deepspeed"} and any(facts.framework_count(d) == "deepspeed" for d in divisors):
+        return "the DeepSpeed engine"
     if event.framework == "accelerate":
-        if accelerator_gas or any(".accumulate(" in context for context in event.contexts):
+        if facts.accelerator_gas or any(".accumulate(" in context for context in event.contexts):
             return "`accelerator.backward`"
         return None
     if event.framework == "deepspeed":
