@@ -1,10 +1,11 @@
 """Apply fixes to a fixpoint, every non-overlapping fix of a pass together.
 
-Each fix is turned into text ranges of the current source (the lines its CST
-edits change, found by diffing its result against the source), and a pass
-applies every fix whose ranges lie in parts of the module no other fix of the
-pass touches: a top-level statement (a method of a top-level class), or the
-lines between them. The result is re-parsed and re-checked; a fix whose
+A pass takes, in finding order, every fix whose edits (and finding) lie in
+parts of the module that no fix taken before in the pass touches: a part is
+a top-level statement (a statement of a top-level class body), or the lines
+between them. Their edits are applied in one rewrite of the tree, so
+untouched code keeps its exact bytes. The result is re-parsed and
+re-checked; when the batch fails, each fix is tried alone, and a fix whose
 output does not parse, or that leaves its own finding behind, is dropped and
 reported. Passes continue until nothing fixable is left (GA202, then the
 GA203 its clause reveals), with no fixed cap: a pass that applies nothing, or
@@ -15,14 +16,14 @@ fixable findings were left behind.
 from __future__ import annotations
 
 import ast
-import difflib
 from dataclasses import dataclass, field
 from typing import Callable
 
 import libcst as cst
+from libcst.metadata import MetadataWrapper, PositionProvider
 
 from gacclint.engine import Located, SourceError, lint_module, parse
-from gacclint.fixes.edits import apply_edits
+from gacclint.fixes.edits import InsertBefore, MoveBefore, apply_edits, touched
 from gacclint.rules.base import Applicability
 from gacclint.selection import Selection
 from gacclint.source import split_byte_lines
@@ -66,27 +67,6 @@ def fixed_alone(module: cst.Module, finding: Located) -> bytes:
 FindingsFilter = Callable[[cst.Module, "list[Located]"], "list[Located]"]
 
 
-@dataclass(frozen=True)
-class Hunk:
-    """Lines [start, stop) of the current source become `lines`."""
-
-    start: int
-    stop: int
-    lines: tuple[bytes, ...]
-
-
-def hunks_of(before: list[bytes], after: list[bytes]) -> list[Hunk]:
-    matcher = difflib.SequenceMatcher(a=before, b=after, autojunk=False)
-    return [Hunk(i1, i2, tuple(after[j1:j2])) for tag, i1, i2, j1, j2 in matcher.get_opcodes() if tag != "equal"]
-
-
-def apply_hunks(lines: list[bytes], hunks: list[Hunk]) -> bytes:
-    result = list(lines)
-    for hunk in sorted(hunks, key=lambda h: (h.start, h.stop), reverse=True):
-        result[hunk.start:hunk.stop] = hunk.lines
-    return b"".join(result)
-
-
 class _Units:
     """The parts of a source that fixes of one pass may share out: each
     top-level statement (each statement of a top-level class body) with its
@@ -114,15 +94,41 @@ class _Units:
         """The unit of 0-based line `row` (the line after the last one: -1)."""
         return self.of_line[row] if 0 <= row < len(self.of_line) else -1
 
-    def touched(self, hunk: Hunk) -> set[int]:
-        if hunk.start == hunk.stop:  # an insertion between two lines: both sides count
-            return {self.at(hunk.start - 1), self.at(hunk.start)}
-        return {self.at(row) for row in range(hunk.start, hunk.stop)}
+    def names(self, lines: list[bytes]) -> dict[int, tuple[bytes, int]]:
+        """Each unit's name across passes: its first line, and how many units
+        before it start with the same line (a fix may add units above it)."""
+        names: dict[int, tuple[bytes, int]] = {}
+        counts: dict[bytes, int] = {}
+        for row, unit in enumerate(self.of_line[:len(lines)]):
+            if unit >= 0 and unit not in names:
+                first = lines[row].strip()
+                names[unit] = (first, counts.get(first, 0))
+                counts[first] = counts.get(first, 0) + 1
+        return names
 
 
-def _key(finding: Located, hunks: list[Hunk]) -> tuple:
-    """Names a fix across passes (rows move): its code, message and edit."""
-    return finding.code, finding.message, tuple((h.lines, h.stop - h.start) for h in hunks)
+def _key(finding: Located, module: cst.Module, units: "_Units", lines: list[bytes]) -> tuple:
+    """Names a fix across passes (rows move): its code, message, the text it
+    reports and the first line of the part of the module it sits in."""
+    unit = units.at(finding.row - 1)
+    first = next((lines[row] for row in range(len(lines)) if units.at(row) == unit), b"") if unit >= 0 else b""
+    return finding.code, finding.message, module.code_for_node(finding.finding.node), first
+
+
+def _units_of(finding: Located, units: "_Units", positions) -> set[int] | None:
+    """The parts of the module a fix's edits touch (None: an edit names a node
+    that is not in the module)."""
+    assert finding.fix is not None
+    found = {units.at(finding.row - 1)}
+    for edit in finding.fix.edits:
+        for node in touched(edit):
+            span = positions.get(node)
+            if span is None:
+                return None
+            found.update(units.at(row) for row in range(span.start.line - 1, span.end.line))
+            if isinstance(edit, (InsertBefore, MoveBefore)):
+                found.add(units.at(span.start.line - 2))  # the line above, where the insertion lands
+    return found
 
 
 def fix_source(source: bytes, selection: Selection, unsafe: bool = False, *,
@@ -150,33 +156,30 @@ def fix_source(source: bytes, selection: Selection, unsafe: bool = False, *,
             break
         lines = split_byte_lines(text)
         units = _Units(text, len(lines))
+        positions = MetadataWrapper(module, unsafe_skip_copy=True).resolve(PositionProvider)
         taken: set[int] = set()
-        batch: list[tuple[Located, list[Hunk], bytes]] = []
-        fixes_seen: set[int] = set()
+        batch: list[Located] = []
         sharing: dict[int, list[Located]] = {}
         for candidate in candidates:
             sharing.setdefault(id(candidate.fix), []).append(candidate)
         for candidate in candidates:
-            assert candidate.fix is not None
-            if id(candidate.fix) in fixes_seen:
+            if any(candidate.fix is chosen.fix for chosen in batch):
                 continue  # one fix shared by several findings (one rewrite of a loop)
-            if units.at(candidate.row - 1) in taken:
+            if _key(candidate, module, units, lines) in refused:
+                continue
+            parts = _units_of(candidate, units, positions)
+            if parts is None:
+                refused.add(_key(candidate, module, units, lines))
+                outcome.dropped.append(Dropped(candidate, "an edit names code that is not in the file"))
+                continue
+            if parts & taken:
                 continue  # next pass
-            alone = fixed_alone(module, candidate)
-            hunks = hunks_of(lines, split_byte_lines(alone))
-            key = _key(candidate, hunks)
-            if key in refused:
-                continue
-            touched = {units.at(candidate.row - 1)}.union(*(units.touched(h) for h in hunks))
-            if touched & taken:
-                continue
-            taken |= touched
-            fixes_seen.add(id(candidate.fix))
-            batch.append((candidate, hunks, alone))
+            taken |= parts
+            batch.append(candidate)
         if not batch:
             break
         outcome.passes += 1
-        result = _together(module, findings, lines, batch, lint, refused, outcome)
+        result = _together(module, findings, batch, lint, refused, outcome, (units, lines))
         if result is None:
             continue  # every fix of the batch was dropped: try the others
         new_text, new_module, new_findings, applied = result
@@ -197,33 +200,40 @@ def _is_dropped(finding: Located, outcome: FixOutcome) -> bool:
     return any(d.finding.code == finding.code and d.finding.message == finding.message for d in outcome.dropped)
 
 
-def _together(module, findings, lines, batch, lint, refused, outcome):
+def _applied(module: cst.Module, batch: list[Located]) -> bytes:
+    if len(batch) == 1:
+        return fixed_alone(module, batch[0])
+    return apply_edits(module, [edit for finding in batch for edit in finding.fix.edits]).bytes  # type: ignore[union-attr]
+
+
+def _together(module, findings, batch, lint, refused, outcome, where):
     """Apply the batch's fixes together: (text, tree, findings, applied), or
     None when each of them was dropped. A batch that fails as a whole is
     checked fix by fix; the good ones are applied together again."""
-    text = apply_hunks(lines, [h for _, hunks, _ in batch for h in hunks])
+    text = _applied(module, batch)
     checked = _checked(text, lint)
-    if checked is not None and _own_findings_gone(findings, checked[1], [f for f, _, _ in batch]):
-        return text, checked[0], checked[1], [f for f, _, _ in batch]
+    if checked is not None and _own_findings_gone(findings, checked[1], batch, where, text):
+        return text, checked[0], checked[1], batch
     good = []
-    for finding, hunks, alone in batch:
+    for finding in batch:
+        alone = fixed_alone(module, finding) if len(batch) > 1 else text
         reason = _alone_problem(alone, findings, finding, lint)
         if reason is None:
-            good.append((finding, hunks, alone))
+            good.append((finding, alone))
         else:
-            refused.add(_key(finding, hunks))
+            refused.add(_key(finding, module, *where))
             outcome.dropped.append(Dropped(finding, reason))
     if not good:
         return None
     if len(good) < len(batch):
-        text = apply_hunks(lines, [h for _, hunks, _ in good for h in hunks])
+        text = _applied(module, [finding for finding, _ in good])
         checked = _checked(text, lint)
     if checked is None:  # good alone, not together: the first one only
-        finding, _, alone = good[0]
+        finding, alone = good[0]
         checked = _checked(alone, lint)
         assert checked is not None
         return alone, checked[0], checked[1], [finding]
-    return text, checked[0], checked[1], [f for f, _, _ in good]
+    return text, checked[0], checked[1], [finding for finding, _ in good]
 
 
 def _checked(text: bytes, lint):
@@ -234,13 +244,23 @@ def _checked(text: bytes, lint):
     return tree, lint(tree)
 
 
-def _own_findings_gone(before: list[Located], after: list[Located], applied: list[Located]) -> bool:
-    fixes = {id(f.fix) for f in applied}
-    applied = [f for f in before if id(f.fix) in fixes]
-    codes = {f.code for f in applied}
-    for code in codes:
-        wanted = sum(1 for f in before if f.code == code) - sum(1 for f in applied if f.code == code)
-        if sum(1 for f in after if f.code == code) > wanted:
+def _own_findings_gone(before: list[Located], after: list[Located], batch: list[Located], where, text: bytes) -> bool:
+    """Each fix of the batch took away a finding of its code in its part of the
+    module (one fix per part and pass; a fix may reveal findings of other codes)."""
+    units, lines = where
+    names = units.names(lines)
+    new_lines = split_byte_lines(text)
+    new_units = _Units(text, len(new_lines))
+    new_names = new_units.names(new_lines)
+
+    def count(findings: list[Located], code: str, name, unit_of, names_of) -> int:
+        return sum(1 for f in findings if f.code == code and names_of.get(unit_of(f.row - 1)) == name)
+
+    for finding in batch:
+        name = names.get(units.at(finding.row - 1))
+        if name is None:
+            return False  # outside every unit: checked alone
+        if count(after, finding.code, name, new_units.at, new_names) >= count(before, finding.code, name, units.at, names):
             return False
     return True
 
