@@ -48,3 +48,32 @@ def whole_statement(tree: Tree, loop: cst.CSTNode, statement: cst.BaseStatement,
     if isinstance(outer, (cst.For, cst.While)) and outer.orelse is not None:
         return None
     return outer  # type: ignore[return-value]
+
+
+def _normal(text: str) -> str:
+    return "".join(text.split())
+
+
+def bound_before(loop, statement: cst.CSTNode, value: str) -> str | None:
+    """A name the training loop binds to `value` (compared without spaces) in a
+    statement that runs before `statement` on every micro-batch: earlier in
+    the same block, or earlier in the loop body's own block."""
+    body = getattr(loop, "body", ())
+    target = next((item for item in body if item.statement is statement), None)
+    if target is None:
+        return None
+    top = loop.node.body.body if isinstance(loop.node.body, cst.IndentedBlock) else None
+    wanted = _normal(value)
+    for item in body:
+        if item.position >= target.position:
+            break
+        if item.block is not target.block and item.block is not top:
+            continue
+        line = item.statement
+        if not (isinstance(line, cst.SimpleStatementLine) and len(line.body) == 1):
+            continue
+        small = line.body[0]
+        if (isinstance(small, cst.Assign) and len(small.targets) == 1 and isinstance(small.targets[0].target, cst.Name)
+                and _normal(cst.Module([]).code_for_node(small.value)) == wanted):
+            return small.targets[0].target.value
+    return None

@@ -5,6 +5,7 @@ from typing import Iterator
 import libcst as cst
 
 from gacclint.fixes.edits import InsertBefore, Replace
+from gacclint.fixes.statements import bound_before
 from gacclint.loops.model import Boundary, Division, TrainingLoop
 from gacclint.rules.base import Applicability, Finding, Fix, Invalid, Rule, Valid
 from gacclint.rules.common import atom, divides_evenly, fresh_name
@@ -51,9 +52,11 @@ class MisscaledFinalWindow(Rule):
 
     ## Fix safety
     Safe: one line computes the real size of the current window, without an
-    extra pass over the data, and the divisor becomes that name. Offered
-    when the loop counts micro-batches from 0 or 1 per pass and the iterable
-    has a length to write.
+    extra pass over the data, and the divisor becomes that name (a window
+    size the loop already computes before the division, for another loss
+    of the same loop, is reused: one name, declared once). The line is
+    wrapped to the line length. Offered when the loop counts micro-batches
+    from 0 or 1 per pass and the iterable has a length to write.
     """
 
     code = "GA203"
@@ -88,6 +91,30 @@ for i, (x, y) in enumerate(loader):
 """, "the final window is never stepped: that is GA202"),
     ]
     INVALID = [
+        Invalid("""
+for i, (real, _) in enumerate(loader):
+    d_loss = d_loss_fn(D, G, real) / k
+    d_loss.backward()
+    g_loss = g_loss_fn(D, G) / k
+    g_loss.backward()
+    if (i + 1) % k == 0 or (i + 1) == len(loader):
+        optD.step()
+        optD.zero_grad()
+        optG.step()
+        optG.zero_grad()
+""", fixed="""
+for i, (real, _) in enumerate(loader):
+    window = min(k, len(loader) - (i // k) * k)
+    d_loss = d_loss_fn(D, G, real) / window
+    d_loss.backward()
+    g_loss = g_loss_fn(D, G) / window
+    g_loss.backward()
+    if (i + 1) % k == 0 or (i + 1) == len(loader):
+        optD.step()
+        optD.zero_grad()
+        optG.step()
+        optG.zero_grad()
+""", why="a GAN's two losses share one window size, declared once"),
         Invalid("""
 for batch_idx, (inputs, labels) in enumerate(data_loader):
     preds = model(inputs)
@@ -155,8 +182,15 @@ for i, (x, y) in enumerate(loader, 1):
             return None
         k = atom(boundary.k)
         position = counter.text if counter.first_value == 0 else f"({counter.text} - 1)"
+        value = f"min({k}, {length} - ({position} // {k}) * {k})"
+        # A window size the loop already binds before the division (a fix of
+        # another loss of the same loop, a GAN's second loss) is reused.
+        bound = bound_before(loop, division.statement, value)
+        if bound is not None:
+            return Fix(Applicability.SAFE, f"Divide by the real window size `{bound}`",
+                       (Replace(division.divisor, cst.Name(bound)),))
         name = fresh_name(loop, "window")
-        line = f"{name} = min({k}, {length} - ({position} // {k}) * {k})"
+        line = f"{name} = {value}"
         return Fix(Applicability.SAFE, f"Divide by the real window size `{name}`",
                    (InsertBefore(division.statement, line), Replace(division.divisor, cst.Name(name))))
 
