@@ -361,6 +361,23 @@ class _Builder:
                 pending += sorted(self._names_read(values[name]))
         return None
 
+    def _window_caches(self, loop: LoopNode) -> frozenset[str]:
+        """Names that grow over the loop's iterations (`feats.append(...)`, `feats += [...]`),
+        whether or not they are reset at a boundary."""
+        cache: dict[int, frozenset[str]] = self.__dict__.setdefault("_window_cache_memo", {})
+        if id(loop) not in cache:
+            grown: set[str] = set()
+            for call in self.facts.tree.find(loop.body, cst.Call, enter_scopes=False):
+                name = call_name(call) or ""
+                owner, _, method = name.rpartition(".")
+                if method in {"append", "extend", "insert"} and owner:
+                    grown.add(owner)
+            for found in self.facts.tree.find(loop.body, cst.AugAssign, enter_scopes=False):
+                if isinstance(found.operator, cst.AddAssign) and isinstance(found.value, (cst.List, cst.ListComp)):
+                    grown.add(dotted_name(found.target) or "")
+            cache[id(loop)] = frozenset(g for g in grown if g)
+        return cache[id(loop)]
+
     def _names_read(self, node: cst.CSTNode) -> set[str]:
         names: set[str] = set()
         for found in self.facts.tree.walk(node):
@@ -972,7 +989,8 @@ class _Builder:
             for raw in raw_events:
                 flow = None
                 if raw.kind is EventKind.BACKWARD and raw.loss is not None:
-                    flow = loss_flow(raw.loss, visit.statement, statements, self.facts, function)
+                    flow = loss_flow(raw.loss, visit.statement, statements, self.facts, function,
+                                     self._window_caches(loop))
                 events.append(Event(
                     kind=raw.kind, statement=visit.statement, node=raw.node, order=order, conditions=conditions,
                     receiver=raw.receiver, framework=raw.framework, loss=raw.loss, loss_flow=flow,

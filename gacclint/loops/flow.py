@@ -29,8 +29,9 @@ def _combine(found: list[Scaling]) -> Scaling:
 
 class _Flow:
     def __init__(self, statements: Sequence[cst.CSTNode], at: cst.CSTNode, facts: ModuleFacts,
-                 function: cst.FunctionDef | None) -> None:
+                 function: cst.FunctionDef | None, window_caches: frozenset[str] = frozenset()) -> None:
         self.facts = facts
+        self.window_caches = window_caches
         self.function = function
         self.divisions: list[Division] = []
         self.visited: set[tuple[str, int]] = set()
@@ -75,6 +76,12 @@ class _Flow:
         name = call_name(node) or ""
         if name in self.facts.sum_reduced_losses:
             return Scaling.SUM_REDUCED
+        if self.window_caches and any(
+                (dotted_name(found) or "") in self.window_caches
+                for arg in node.args for found in self.facts.tree.find(arg.value, cst.Name, cst.Attribute)):
+            # Recomputed against features gathered over the window (contrastive accumulation):
+            # the loss already spans the window (RULES.md GA201).
+            return Scaling.SCALED
         if name == "sum":  # sum([...]) of several losses: read each
             return Scaling.UNSCALED
         # The call is handed the accumulation count: it normalises inside.
@@ -109,7 +116,9 @@ class _Flow:
                     return [self.expression(small.value, statement, DivisionForm.ASSIGN, name, depth)]
                 if isinstance(target.target, (cst.Tuple, cst.List)) and any(
                         dotted_name(el.value) == name for el in target.target.elements):
-                    return [Scaling.UNSCALED]
+                    # `loss, acc = f(...)`: the call's result decides (not a division of it)
+                    found = self.call(small.value, depth) if isinstance(small.value, cst.Call) else Scaling.UNSCALED
+                    return [found if found is not Scaling.SUM_REDUCED else Scaling.UNSCALED]
         if isinstance(small, cst.AnnAssign) and small.value is not None and dotted_name(small.target) == name:
             return [self.expression(small.value, statement, DivisionForm.ASSIGN, name, depth)]
         if isinstance(small, cst.AugAssign) and dotted_name(small.target) == name:
@@ -133,8 +142,10 @@ def _divides(function: cst.FunctionDef, facts: ModuleFacts) -> bool:
 
 
 def loss_flow(loss: cst.BaseExpression, at: cst.CSTNode, statements: Sequence[cst.CSTNode],
-              facts: ModuleFacts, function: cst.FunctionDef | None) -> LossFlow:
-    """How `loss` (the backward's argument or receiver) was scaled since it was computed."""
-    flow = _Flow(statements, at, facts, function)
+              facts: ModuleFacts, function: cst.FunctionDef | None,
+              window_caches: frozenset[str] = frozenset()) -> LossFlow:
+    """How `loss` (the backward's argument or receiver) was scaled since it was computed.
+    `window_caches`: values that grow over the micro-batches of a window."""
+    flow = _Flow(statements, at, facts, function, window_caches)
     scaling = flow.expression(loss, at, DivisionForm.INLINE, None, 0)
     return LossFlow(scaling=scaling, divisions=tuple(flow.divisions), name=dotted_name(loss) if isinstance(loss, cst.Name) else None)
