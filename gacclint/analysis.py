@@ -26,7 +26,7 @@ import libcst as cst
 
 from gacclint.diagnostics import MAX_ANALYSED_BYTES, CODES, SYNTAX_ERROR, UNUSED_NOQA, Diagnostic, Edit, FileResult, FixInfo, Job
 from gacclint.engine import Located, SourceError, SyntaxProblem, cpython_tree, lint_module, parse
-from gacclint.fixes.apply import fix_source, fixed_alone
+from gacclint.fixes.apply import allowed, fix_source, fixed_alone
 from gacclint.gate import may_hold_training_loop, owns_backward_call
 from gacclint.noqa import add_noqa, noqa_row_map, suppress
 from gacclint.selection import Selection
@@ -394,6 +394,11 @@ def _fix_analysed(job: Job, program: _Program, result: FileResult, analysed: _An
         outcome = fix_source(program.source, job.selection, job.unsafe, module=analysed.module, keep=_unsuppressed)
         result.dropped = [f"{dropped.finding.row}: fix for {dropped.finding.code} dropped: {dropped.reason}"
                           for dropped in outcome.dropped]
+        if not outcome.converged:  # said, never silent: the findings left are reported below too
+            left = [f for f in outcome.remaining if allowed(f, job.unsafe)]
+            result.dropped.append(f"{left[0].row if left else 1}: fixes stopped after {outcome.passes} passes "
+                                  "without reaching a fixpoint; still fixable: "
+                                  + (", ".join(f"{f.code} at row {f.row}" for f in left) or "none"))
         final = _Analysed(outcome.module, outcome.remaining)
         if outcome.changed:
             fixed, applied = outcome.fixed, len(outcome.applied)

@@ -210,14 +210,22 @@ def _together(module, findings, batch, lint, refused, outcome, where):
     """Apply the batch's fixes together: (text, tree, findings, applied), or
     None when each of them was dropped. A batch that fails as a whole is
     checked fix by fix; the good ones are applied together again."""
-    text = _applied(module, batch)
-    checked = _checked(text, lint)
+    try:
+        text = _applied(module, batch)
+    except (cst.ParserSyntaxError, ValueError):  # inserted source that does not parse
+        text, checked = b"", None
+    else:
+        checked = _checked(text, lint)
     if checked is not None and _own_findings_gone(findings, checked[1], batch, where, text):
         return text, checked[0], checked[1], batch
     good = []
     for finding in batch:
-        alone = fixed_alone(module, finding) if len(batch) > 1 else text
-        reason = _alone_problem(alone, findings, finding, lint)
+        try:
+            alone = fixed_alone(module, finding) if len(batch) > 1 or not text else text
+        except (cst.ParserSyntaxError, ValueError) as error:
+            alone, reason = b"", f"the fixed code does not parse ({error})"
+        else:
+            reason = _alone_problem(alone, findings, finding, lint)
         if reason is None:
             good.append((finding, alone))
         else:
