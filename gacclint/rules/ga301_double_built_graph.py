@@ -72,7 +72,12 @@ class DoubleBuiltGraph(Rule):
     task's forward and loss move together, its backward follows at once with
     the same scaling as before (`/ k`, `scaler.scale(...)`), a clear that
     stood between the losses and the backward moves ahead of them, and the
-    combined value stays available, detached, for logging.
+    combined value stays available, detached, for logging. A loss computed
+    inside the sum (`loss_fn(model_a(x), y) + loss_fn(model_b(x), y)`, an
+    ensemble) gets a fresh name (`loss_1`, ...) so the detached sum reads it
+    and no forward runs twice. No fix is offered when two losses share a
+    graph (separate backwards would need `retain_graph`) or a forward reads
+    another task's output.
     """
 
     code = "GA301"
@@ -170,6 +175,26 @@ for i, (x, y) in enumerate(loader):
         optimizer.zero_grad()
 """, why="three tasks, weights and the accumulation scaling are kept", also=("GA203",)),
         Invalid("""
+for i, (x, y) in enumerate(loader):
+    loss = loss_fn(model_a(x), y) + loss_fn(model_b(x), y)
+    (loss / k).backward()
+    print(loss.item())
+    if (i + 1) % k == 0 or (i + 1) == len(loader):
+        optimizer.step()
+        optimizer.zero_grad()
+""", fixed="""
+for i, (x, y) in enumerate(loader):
+    loss_1 = loss_fn(model_a(x), y)
+    (loss_1 / k).backward()
+    loss_2 = loss_fn(model_b(x), y)
+    (loss_2 / k).backward()
+    loss = (loss_1 + loss_2).detach()
+    print(loss.item())
+    if (i + 1) % k == 0 or (i + 1) == len(loader):
+        optimizer.step()
+        optimizer.zero_grad()
+""", why="a two-model ensemble's losses summed inline: each gets a name", also=("GA203",)),
+        Invalid("""
 for real, _ in loader:
     fake = G(torch.randn(real.size(0), nz))
     d_loss = criterion(D(real), ones) + criterion(D(fake.detach()), zeros)
@@ -251,9 +276,21 @@ def _fix(loop: TrainingLoop, graph: GraphFlow, backward: Event, definition: Defi
     if not graph.forward_inputs_are_loop_data(frozenset().union(*(t.forwards for t in terms)), definition.position):
         return None
     chains: list[list[LoopStatement]] = []
+    inline: dict[int, str] = {}  # id(term) -> the name a loss computed inline in the sum gets
     for term in terms:
         if term.name is None:
-            return None
+            # `loss_fn(model_a(x), y) + loss_fn(model_b(x), y)`: the term is
+            # its own forward; it gets a name and moves ahead as it is.
+            if graph.reads(term.expression) & _bound_with_graphs(graph, terms, definition.position):
+                return None
+            preferred = f"{definition.name}_{len(inline) + 1}"
+            taken = set(loop.bound_names) | set(inline.values())
+            name, index = preferred, 2
+            while name in taken:
+                name, index = f"{preferred}_{index}", index + 1
+            inline[id(term)] = name
+            chains.append([])
+            continue
         chain = _chain(graph, term, definition.position)
         if chain is None or any(record.block is not block or not alone_on_its_line(record) for record in chain):
             return None
@@ -261,7 +298,7 @@ def _fix(loop: TrainingLoop, graph: GraphFlow, backward: Event, definition: Defi
     chained = {record.position for chain in chains for record in chain}
     if len(chained) != sum(len(chain) for chain in chains):
         return None  # two tasks share a statement
-    first = min(chained)
+    first = min(chained | {definition.position})
     moved_clears: list[LoopStatement] = []
     between = [r for r in loop.body if first < r.position < backward.position and r.position not in chained
                and r.position != definition.position]
@@ -280,16 +317,45 @@ def _fix(loop: TrainingLoop, graph: GraphFlow, backward: Event, definition: Defi
             return None
     anchor = _statement_at(loop, first).statement
     edits: list[Edit] = [InsertBefore(anchor, record.statement) for record in moved_clears]
-    for term, chain in sorted(zip(terms, chains), key=lambda pair: min(r.position for r in pair[1])):
+    order = sorted(zip(terms, chains), key=lambda pair: min([r.position for r in pair[1]] or [definition.position]))
+    for term, chain in order:
         edits += [InsertBefore(anchor, record.statement) for record in chain]
-        edits.append(InsertBefore(anchor, _backward_for(backward, definition.name, term.expression, graph)))
+        if id(term) in inline:
+            name = inline[id(term)]
+            edits.append(InsertBefore(anchor, f"{name} = {code_of(term.expression)}"))
+            edits.append(InsertBefore(anchor, _backward_for(backward, definition.name, cst.Name(name), graph)))
+        else:
+            edits.append(InsertBefore(anchor, _backward_for(backward, definition.name, term.expression, graph)))
     edits += [Remove(record.statement) for record in moved_clears]
     edits += [Remove(record.statement) for chain in chains for record in chain]
     edits.append(Remove(backward.statement))
     value = definition.value
-    detached = cst.parse_expression(f"({code_of(value)}).detach()" if not value.lpar else f"{code_of(value)}.detach()")
-    edits.append(Replace(value, detached))
+    named = {id(term.expression): cst.Name(inline[id(term)]) for term in terms if id(term) in inline}
+    if named:  # the sum of the named losses: no forward runs twice
+        value = value.visit(_Renamed(named))  # type: ignore[assignment]
+    text = code_of(value)
+    detached = cst.parse_expression(f"({text}).detach()" if not value.lpar else f"{text}.detach()")
+    edits.append(Replace(definition.value, detached))
     return Fix(Applicability.SAFE, "Backpropagate each loss right after it is computed", tuple(edits))
+
+
+class _Renamed(cst.CSTTransformer):
+    def __init__(self, names: dict[int, cst.Name]) -> None:
+        super().__init__()
+        self.names = names
+
+    def on_leave(self, original_node, updated_node):  # type: ignore[override]
+        return self.names.get(id(original_node), updated_node)
+
+
+def _bound_with_graphs(graph: GraphFlow, terms: list[_Term], before: int) -> set[str]:
+    """Names bound before `before` that carry a graph (another task's forward output)."""
+    names: set[str] = set()
+    for term in terms:
+        for read in graph.reads(term.expression):
+            if "." not in read and graph.definitions(read, before) and graph.forwards(cst.Name(read), before):
+                names.add(read)
+    return names
 
 
 def _statement_at(loop: TrainingLoop, position: int) -> LoopStatement:
