@@ -12,15 +12,17 @@ and measured), best of `--runs` after one warm-up of each:
     python benchmarks/verify_overhead.py              # all three, 3 runs each
     python benchmarks/verify_overhead.py --runs 5 --cases embedding
 
-It prints one line per case: the script's time, the time under verify, the
-ratio (the goal is at most 2x), and verify's verdict (every case must verify).
-Figures only: nothing here asserts a time.
+It prints one line per case: the script's best time, the best time under
+verify, their ratio (the goal is at most 2x), the median ratio of the
+alternating pairs, and verify's verdict (every case must verify). Figures
+only: nothing here asserts a time.
 """
 
 from __future__ import annotations
 
 import argparse
 import runpy
+import statistics
 import sys
 import tempfile
 import textwrap
@@ -123,21 +125,30 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--cases", nargs="*", default=list(CASES), choices=list(CASES))
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (default 1: steadier figures on a shared machine)")
     options = parser.parse_args()
     import torch
 
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, best of {options.runs} runs")
-    print(f"{'case':<10} {'script s':>9} {'verify s':>9} {'ratio':>6}  verdict")
+    torch.set_num_threads(options.threads)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {options.runs} runs of each, "
+          "script and verify alternating")
+    print(f"{'case':<10} {'script s':>9} {'verify s':>9} {'ratio':>6} {'median':>7}  verdict")
     with tempfile.TemporaryDirectory() as folder:
         for name in options.cases:
             path = Path(folder) / f"{name}.py"
             path.write_text(textwrap.dedent(CASES[name]))
             _plain(path), _verified(path)  # warm-up: lazy kernels, allocator
-            plain = min(_plain(path) for _ in range(options.runs))
-            timed = [_verified(path) for _ in range(options.runs)]
-            best = min(seconds for seconds, _ in timed)
-            verdicts = {verdict for _, verdict in timed}
-            print(f"{name:<10} {plain:>9.3f} {best:>9.3f} {best / plain:>5.2f}x  {', '.join(sorted(verdicts))}")
+            plains, verifies, verdicts = [], [], set()
+            for _ in range(options.runs):  # alternate, so a busy moment hits both
+                plains.append(_plain(path))
+                seconds, verdict = _verified(path)
+                verifies.append(seconds)
+                verdicts.add(verdict)
+            plain, best = min(plains), min(verifies)
+            median = statistics.median(v / p for p, v in zip(plains, verifies))
+            print(f"{name:<10} {plain:>9.3f} {best:>9.3f} {best / plain:>5.2f}x {median:>6.2f}x  "
+                  f"{', '.join(sorted(verdicts))}")
 
 
 if __name__ == "__main__":
