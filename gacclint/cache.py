@@ -91,10 +91,11 @@ class ResultCache:
         says it still holds them (NOT_A_CANDIDATE: they failed the textual
         gate); None when it must be read."""
         row = self._stat.get(path)
-        if (row is None or row[1] != info.st_mtime_ns or row[0] != info.st_size or row[2] != info.st_ctime_ns
-                or row[3] != info.st_ino):
+        if (type(row) is not list or len(row) != 5 or row[1] != info.st_mtime_ns or row[0] != info.st_size
+                or row[2] != info.st_ctime_ns or row[3] != info.st_ino):
             return None
-        return row[4]
+        digest = row[4]
+        return digest if type(digest) is str else None
 
     def remember(self, path: str, info: os.stat_result, digest: str) -> None:
         """`path`, as `info` describes it, held bytes of `digest` (NOT_A_CANDIDATE: failing the gate)."""
@@ -117,8 +118,7 @@ class ResultCache:
                 self._entries = {}  # no cache yet, or a damaged one: start over
             stat = self._entries.pop(STAT_KEY, None)
             if isinstance(stat, dict):
-                self._stat = {path: row for path, row in stat.items()
-                              if isinstance(row, list) and len(row) == 5 and isinstance(row[4], str)}
+                self._stat = stat  # rows checked as they are read: most are never looked at twice
         return self._entries
 
     def get(self, key: str) -> list[Diagnostic] | None:
