@@ -234,6 +234,7 @@ class Probe:
         self._grad_state: dict[int, tuple[int, int]] = {}
         self._resolved_values: dict[tuple[int, int], set[float]] = {}
         self._roots: dict[int, torch.nn.Module] = {}
+        self._names: dict[int, tuple[str, int]] = {}
         """Modules seen running forward (to name a parameter)."""
         self._accepted: list[str] = []
 
@@ -426,7 +427,8 @@ class Probe:
         if scale != 1.0:
             self.precision.scaler = True
         self._loss_scale = scale
-        self.chains.setdefault(key, (factors, _describe_root(kind, count, natural, node)))
+        if key not in self.chains:
+            self.chains[key] = (factors, _describe_root(kind, count, natural, node))
         record = _Backward(index=len(self.backwards), key=key, micro_batch=micro_batch.index, kind=kind,
                            count=count if kind == "mean" else 1.0, natural=natural, accumulation=accumulation,
                            opaque=tuple(opaque), scale=scale, window_normaliser=normaliser,
@@ -729,6 +731,14 @@ class Probe:
 
     def _name(self, param: torch.Tensor) -> str:
         """`Sequential.0.weight`: the parameter's path in the outermost module seen holding it."""
+        cached = self._names.get(id(param))
+        if cached is not None and len(self._roots) == cached[1]:
+            return cached[0]
+        name = self._find_name(param)
+        self._names[id(param)] = (name, len(self._roots))
+        return name
+
+    def _find_name(self, param: torch.Tensor) -> str:
         best: tuple[int, str] | None = None
         for module in list(self._roots.values()):
             for name, candidate in module.named_parameters():
@@ -954,10 +964,15 @@ def _scratch(pool: dict[tuple[Any, Any], torch.Tensor], like: torch.Tensor) -> t
 
 def _inf_norms(tensors: Sequence[torch.Tensor]) -> list[torch.Tensor]:
     """max|x| of each tensor, from one min-max pass (much faster than an inf-norm on CPU)."""
+    small = [tensor for tensor in tensors if tensor.numel() < _BIG]
+    quick = iter(torch._foreach_norm(small, math.inf) if small else ())
     found = []
     for tensor in tensors:
-        low, high = torch.aminmax(tensor)
-        found.append(torch.maximum(high, low.neg()))
+        if tensor.numel() < _BIG:
+            found.append(next(quick))
+        else:
+            low, high = torch.aminmax(tensor)
+            found.append(torch.maximum(high, low.neg()))
     return found
 
 
@@ -1109,13 +1124,13 @@ def _dense(tensor: torch.Tensor) -> torch.Tensor:
 
 
 def _floats(tensors: Sequence[torch.Tensor]) -> list[float]:
-    """0-d tensors to floats, with one device sync per device."""
+    """0-d tensors to floats, with one device sync per device and dtype."""
     values = [0.0] * len(tensors)
-    by_device: dict[torch.device, list[int]] = {}
+    groups: dict[tuple[torch.device, torch.dtype], list[int]] = {}
     for index, tensor in enumerate(tensors):
-        by_device.setdefault(tensor.device, []).append(index)
-    for indices in by_device.values():
-        stacked = torch.stack([tensors[i].to(torch.float64) for i in indices]).tolist()
+        groups.setdefault((tensor.device, tensor.dtype), []).append(index)
+    for indices in groups.values():
+        stacked = torch.stack([tensors[i] for i in indices]).tolist()
         for index, value in zip(indices, stacked):
             values[index] = float(value)
     return values
