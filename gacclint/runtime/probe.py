@@ -235,6 +235,7 @@ class Probe:
         self._resolved_values: dict[tuple[int, int], set[float]] = {}
         self._roots: dict[int, torch.nn.Module] = {}
         self._names: dict[int, tuple[str, int]] = {}
+        self._modules_hooked = 0
         """Modules seen running forward (to name a parameter)."""
         self._accepted: list[str] = []
 
@@ -447,6 +448,14 @@ class Probe:
                 del self._sums[id(leaf)]
             if id(leaf) not in self._hooked:
                 self._hook(leaf)
+        if len(self._roots) != self._modules_hooked:
+            # Parameters a backward reaches without being leaves of its graph (a reentrant
+            # checkpoint's region runs its own backward): hooked from the modules seen.
+            self._modules_hooked = len(self._roots)
+            for module in list(self._roots.values()):
+                for param in module.parameters(recurse=False):
+                    if param.requires_grad and id(param) not in self._hooked:
+                        self._hook(param)
         return record
 
     def _hook(self, leaf: torch.Tensor) -> None:
@@ -874,6 +883,10 @@ def _reduction(node: Any, samples: int) -> tuple[str, float, float]:
         if name.startswith("NllLoss"):
             total = float(current._saved_total_weight)
             return ("mean", total, total) if reduction == 1 else ("sum", 1.0, total)
+        if name in ("MeanBackward0", "SumBackward0") and _stacked(current):
+            # `torch.stack([task1, task2]).mean()`: a combination of losses, not a reduction over samples
+            stack.extend(next_node for next_node, _ in reversed(current.next_functions))
+            continue
         if name == "MeanBackward0" or name == "MeanBackward1":
             sizes = getattr(current, "_saved_self_sym_sizes", None)
             count = float(_numel(sizes)) if sizes is not None else float(samples)
@@ -891,6 +904,11 @@ def _reduction(node: Any, samples: int) -> tuple[str, float, float]:
         if name in _COMBINE or name in _PASS_THROUGH:
             stack.extend(next_node for next_node, _ in reversed(current.next_functions))
     return "mean", float(samples), float(samples)
+
+
+def _stacked(node: Any) -> bool:
+    inputs = node.next_functions
+    return bool(inputs) and inputs[0][0] is not None and inputs[0][0].name() in ("StackBackward0", "CatBackward0")
 
 
 def _describe_root(kind: str, count: float, natural: float, node: Any) -> str:
