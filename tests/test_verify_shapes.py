@@ -70,6 +70,7 @@ EXPECTED: dict[str, tuple[str, set[str] | str]] = {
     "token_masked_mean.py": ("mismatch", "token-level accumulation bug"),
     "engine_loop.py": ("verified", set()),
     "sparse_embedding.py": ("verified", set()),
+    "checkpoint_stacked_losses.py": ("verified", set()),
     "accelerate_loop.py": ("verified", set()),
     "accelerate_double_scaled.py": ("mismatch", {"GA204"}),
     "fabric_loop.py": ("verified", set()),
