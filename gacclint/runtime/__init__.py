@@ -3,8 +3,12 @@
 `gacclint check` reads code; this package *runs* it. It executes a training
 loop with the loop rewritten in memory (see :mod:`gacclint.runtime.instrument`)
 and confirms, for every optimizer step, that the gradient the optimizer sees
-is the large-batch gradient of that step's window: the sample-weighted mean
-of the gradients of exactly the micro-batches since the previous step.
+is the one the same loss, reduced as the code reduces it (a mean over samples
+or tokens, or a sum), gives on the step's window taken as one large batch.
+Which loss and which scaling come from the autograd graph at run time (see
+:mod:`gacclint.runtime.probe`), never from names. A mismatch raised by
+:func:`assert_gradients_match` is a :class:`GradientMismatch`, an
+`AssertionError` carrying the step, the parameter, the norms and the rule code.
 
 Library use, e.g. in a project's own tests::
 
