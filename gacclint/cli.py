@@ -674,6 +674,25 @@ def _builtin_documentation(code: str, name: str, short: str, full: str) -> str:
 
 
 @main.command()
+@click.argument("location", metavar="FILE:LINE")
+@_debug
+def explain(location: str, debug: bool) -> None:
+    """Show the loop model of the training loop at FILE:LINE: events, guards as
+    evaluated for sample configurations, and why each rule fired or stayed silent."""
+    from gacclint.explain import ExplainError, explain as render, parse_target
+
+    def action() -> int:
+        try:
+            click.echo(render(parse_target(location)), nl=False)
+        except ExplainError as error:
+            click.echo(f"gacclint: {error}", err=True)
+            return EXIT_ERROR
+        return EXIT_CLEAN
+
+    sys.exit(_guarded(debug, action))
+
+
+@main.command()
 def server() -> None:
     """Run the language server on standard input and output (LSP), for editors.
 

@@ -168,19 +168,48 @@ def test_sync_control_in_a_called_helper():
     assert codes(source) == []
 
 
-def test_wrapped_after_the_loop_or_elsewhere_is_not_visible():
-    assert codes("""
+def test_ddp_wrap_reaches_a_function_through_its_only_call_site():
+    # RULES.md, *facts along calls*: every call site passes a DDP-wrapped model.
+    assert "GA501" in codes("""
         def train(model, loader):
             for i, x in enumerate(loader):
-                model(x).backward()
-                if (i + 1) % k == 0:
+                (model(x) / k).backward()
+                if (i + 1) % k == 0 or i + 1 == len(loader):
                     opt.step()
                     opt.zero_grad()
 
         def main():
             model = torch.nn.parallel.DistributedDataParallel(net)
             train(model, loader)
-    """) == []
+    """)
+
+
+def test_ddp_wrap_is_unknown_when_call_sites_disagree_or_wrap_after_the_call():
+    assert "GA501" not in codes("""
+        def train(model, loader):
+            for i, x in enumerate(loader):
+                (model(x) / k).backward()
+                if (i + 1) % k == 0 or i + 1 == len(loader):
+                    opt.step()
+                    opt.zero_grad()
+
+        def main():
+            model = torch.nn.parallel.DistributedDataParallel(net)
+            train(model, loader)
+            train(net, loader)
+    """)
+    assert "GA501" not in codes("""
+        def train(model, loader):
+            for i, x in enumerate(loader):
+                (model(x) / k).backward()
+                if (i + 1) % k == 0 or i + 1 == len(loader):
+                    opt.step()
+                    opt.zero_grad()
+
+        def main():
+            train(model, loader)
+            model = torch.nn.parallel.DistributedDataParallel(net)
+    """)
 
 
 def test_step_helper_is_modelled_apart_from_loops():

@@ -295,9 +295,8 @@ def _read_boundary(runs: dict[Config, Sequence[Value]], flip: bool) -> Schedule 
             tail_unknown = True
         else:
             tails.add(bool(last))
-        if not evidence and n % k and n >= 2 * k and k == 4:
-            stepped = [t + 1 for t, v in enumerate(values) if v]
-            evidence = f"with k={k} and {n} micro-batches it runs after micro-batch {', '.join(map(str, stepped))}"
+        if not evidence and n % k and n >= 2 * k and (k == 4 or config.k == max(c.k for c in runs)):
+            evidence = _evidence(values, k, n)
     first = _relative(firsts)
     if tail_unknown:
         tail = Tail.UNKNOWN
@@ -308,6 +307,19 @@ def _read_boundary(runs: dict[Config, Sequence[Value]], flip: bool) -> Schedule 
     else:
         tail = Tail.SOMETIMES
     return Schedule(Pattern.BOUNDARY, first, tail, evidence)
+
+
+def _evidence(values: Sequence[Value], k: int, n: int) -> str:
+    """`with k=4 and 15 micro-batches it runs after micro-batches 1, 5, 9, 13: windows of 1, 4, 4, 4,
+    and the last 2 are never stepped`."""
+    stepped = [t + 1 for t, v in enumerate(values) if v]
+    windows = [b - a for a, b in zip([0] + stepped, stepped)]
+    text = (f"with k={k} and {n} micro-batches it runs after micro-batch{'es' if len(stepped) != 1 else ''} "
+            f"{', '.join(map(str, stepped))}: windows of {', '.join(map(str, windows))}")
+    left = n - (stepped[-1] if stepped else 0)
+    if left:
+        text += f", and the last {left} {'is' if left == 1 else 'are'} never stepped"
+    return text
 
 
 def _relative(firsts: set[tuple[int, int]]) -> str | None:

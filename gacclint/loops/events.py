@@ -95,8 +95,13 @@ def _classify(node: cst.CSTNode, facts: ModuleFacts, clear_helpers: set[str]) ->
         return RawEvent(EventKind.BACKWARD, node, loss=positional_args(node)[0], framework="lightning")
     if method == "step":
         return _step(node, owner_text, facts)
-    if method == "optimizer_step" and positional_args(node):  # torch_xla: xm.optimizer_step(opt)
-        return RawEvent(EventKind.STEP, node, receiver=code_of(positional_args(node)[0]))
+    if method == "optimizer_step" and positional_args(node):
+        receiver = code_of(positional_args(node)[0])
+        if facts.imported_from.get(owner_text, "").startswith("torch_xla") or owner_text == "xm":
+            return RawEvent(EventKind.STEP, node, receiver=receiver)  # torch_xla: xm.optimizer_step(opt)
+        # `strategy.optimizer_step(opt, model, sched)`: an object handed the optimizer steps it,
+        # and what it clears, scales and steps is not visible (RULES.md, *framework-managed*).
+        return RawEvent(EventKind.STEP, node, receiver=receiver, framework="other")
     if method in {"zero_grad", "clear_grad"}:
         return RawEvent(EventKind.CLEAR, node, receiver=owner_text)
     if method in _CLEAR_GRAD_METHODS and is_grad_reference(owner):
@@ -225,7 +230,17 @@ def _backward(node: cst.Call, owner: cst.BaseExpression, owner_text: str, facts:
         return RawEvent(EventKind.BACKWARD, node, loss=args[0], framework=framework, retain_graph=retain_graph)
     if isinstance(owner, cst.Name) and owner.value == "self":
         return None
+    if args and isinstance(owner, (cst.Name, cst.Attribute)) and not _gradient_argument(args[0]):
+        # `strategy.backward(loss, model, opt)`, `mp_trainer.backward(loss)`: another object's
+        # backward handed the loss; its scaling is unknown (RULES.md, *backward*).
+        return RawEvent(EventKind.BACKWARD, node, loss=args[0], framework="other", retain_graph=retain_graph)
     return RawEvent(EventKind.BACKWARD, node, loss=owner, retain_graph=retain_graph)
+
+
+def _gradient_argument(node: cst.BaseExpression) -> bool:
+    """`out.backward(torch.ones_like(out))`, `y.backward(grad_y)`: a tensor's backward with its gradient."""
+    text = code_of(node).lower()
+    return "grad" in text or "ones" in text or "zeros" in text
 
 
 def _is_framework_owner(owner_text: str, facts: ModuleFacts) -> bool:

@@ -220,6 +220,10 @@ class _FactCollector:
         elif isinstance(node, cst.AnnAssign):
             if node.value is not None:
                 self._bind(node.target, node.value, node, scope)
+        elif isinstance(node, cst.Import):
+            for alias in node.names:  # `import torch_xla.core.xla_model as xm`
+                if alias.asname is not None and isinstance(alias.asname.name, cst.Name):
+                    self.facts.imported_from[alias.asname.name.value] = dotted_name(alias.name) or ""
         elif isinstance(node, cst.ImportFrom) and node.module is not None and not isinstance(node.names, cst.ImportStar):
             source = dotted_name(node.module) or ""
             for alias in node.names:

@@ -53,7 +53,7 @@ from gacclint.loops.model import (
     TrainingLoop,
 )
 from gacclint.loops.model import DdpWrap
-from gacclint.loops.vocabulary import call_name, code_of, dotted_name, looks_like_optimizer, positional_args
+from gacclint.loops.vocabulary import call_name, code_of, dotted_name, forget_code, looks_like_optimizer, positional_args
 
 MAX_SWITCHES = 5
 _TERMINATORS = (cst.Continue, cst.Break, cst.Return, cst.Raise)
@@ -103,6 +103,7 @@ class ModuleModel:
 
 
 def build_model(module: cst.Module) -> ModuleModel:
+    forget_code()
     facts = collect_facts(module)
     builder = _Builder(module, facts)
     builder.walk_block(tuple(module.body), [], None, [])
@@ -805,32 +806,46 @@ class _Builder:
     def _counters(self, loop: LoopNode, frames: list[_Frame], function: cst.FunctionDef | None) -> dict[str, Counter]:
         counters: dict[str, Counter] = {}
         if isinstance(loop, cst.For):
-            target, iterable = loop.target, loop.iter
+            iterable = loop.iter
             if isinstance(iterable, cst.Name):  # `iterator = tqdm(range(n))` before the loop
                 binding = self.facts.latest_binding(iterable.value, loop, function)
-                if (binding is not None and binding.tuple_index is None and isinstance(binding.value, cst.Call)
+                if (binding is not None and binding.tuple_index is None and isinstance(binding.value, (cst.Call, cst.IfExp))
                         and len([b for b in self.facts.bindings.get(iterable.value, []) if b.scope is binding.scope]) == 1):
                     iterable = binding.value
-            while (isinstance(iterable, cst.Call) and not (call_name(iterable) or "").endswith("enumerate")
-                   and _passed_through(iterable) is not None):
-                iterable = _passed_through(iterable)  # type: ignore[assignment]
-            if isinstance(iterable, cst.Call) and (call_name(iterable) or "").endswith("enumerate"):
-                if isinstance(target, (cst.Tuple, cst.List)) and target.elements:
-                    name = dotted_name(target.elements[0].value)
-                    if name:
-                        start_node = next((a.value for a in iterable.args if a.keyword and a.keyword.value == "start"), None)
-                        positional = positional_args(iterable)
-                        if start_node is None and len(positional) > 1:
-                            start_node = positional[1]
-                        start = 0 if start_node is None else self.facts.evaluate_int(start_node, loop, function)
-                        counters[name] = Counter(name, CounterSource.ENUMERATE, start, per_pass=True)
-            elif (range_args := _range_arguments(iterable)) is not None:
-                name = dotted_name(target)
-                if name:
-                    start = 0 if len(range_args) == 1 else self.facts.evaluate_int(range_args[0], loop, function)
-                    counters[name] = Counter(name, CounterSource.RANGE, start, per_pass=True)
+            if isinstance(iterable, cst.IfExp):
+                # `tqdm(enumerate(dl)) if rank == 0 else enumerate(dl)`: a counter both branches agree on
+                first = self._loop_counter(loop.target, iterable.body, loop, function)
+                second = self._loop_counter(loop.target, iterable.orelse, loop, function)
+                found = first if first == second else None
+            else:
+                found = self._loop_counter(loop.target, iterable, loop, function)
+            if found is not None:
+                counters[found.text] = found
         counters.update(self._manual_counters(loop, frames, function))
         return counters
+
+    def _loop_counter(self, target: cst.BaseExpression, iterable: cst.BaseExpression, loop: LoopNode,
+                      function: cst.FunctionDef | None) -> Counter | None:
+        """The index `enumerate(...)` or `range(...)` gives the loop's target, through progress wrappers."""
+        while (isinstance(iterable, cst.Call) and not (call_name(iterable) or "").endswith("enumerate")
+               and _passed_through(iterable) is not None):
+            iterable = _passed_through(iterable)  # type: ignore[assignment]
+        if isinstance(iterable, cst.Call) and (call_name(iterable) or "").endswith("enumerate"):
+            if isinstance(target, (cst.Tuple, cst.List)) and target.elements:
+                name = dotted_name(target.elements[0].value)
+                if name:
+                    start_node = next((a.value for a in iterable.args if a.keyword and a.keyword.value == "start"), None)
+                    positional = positional_args(iterable)
+                    if start_node is None and len(positional) > 1:
+                        start_node = positional[1]
+                    start = 0 if start_node is None else self.facts.evaluate_int(start_node, loop, function)
+                    return Counter(name, CounterSource.ENUMERATE, start, per_pass=True)
+        elif (range_args := _range_arguments(iterable)) is not None:
+            name = dotted_name(target)
+            if name:
+                start = 0 if len(range_args) == 1 else self.facts.evaluate_int(range_args[0], loop, function)
+                return Counter(name, CounterSource.RANGE, start, per_pass=True)
+        return None
 
     def _manual_counters(self, loop: LoopNode, frames: list[_Frame], function: cst.FunctionDef | None) -> dict[str, Counter]:
         """`step += 1` directly in the loop body; its first value depends on the init."""
@@ -1138,8 +1153,8 @@ class _Builder:
                     found.add("accelerate-gas")
                 elif event.framework in {"deepspeed", "other", "lightning"}:
                     found.add(event.framework)
-            if event.kind is EventKind.STEP and event.framework == "deepspeed":
-                found.add("deepspeed")
+            if event.kind is EventKind.STEP and event.framework in {"deepspeed", "other"}:
+                found.add(event.framework)
         return found
 
     def _bound_names(self, function: cst.FunctionDef | None) -> frozenset[str]:

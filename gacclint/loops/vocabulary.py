@@ -79,9 +79,25 @@ def looks_like_fabric(text: str) -> bool:
     return "fabric" in last_name(text).lower()
 
 
+_EMPTY_MODULE = cst.Module(body=[])
+# id(node) -> (node, text): nodes are immutable, so a node's text never changes. The node is
+# kept so its id cannot be reused while the entry lives; `forget_code` empties it per module.
+_CODE_MEMO: dict[int, tuple[cst.CSTNode, str]] = {}
+
+
 def code_of(node: cst.CSTNode) -> str:
     """Source text of an expression node, without its surrounding whitespace."""
-    return cst.Module(body=[]).code_for_node(node).strip()
+    found = _CODE_MEMO.get(id(node))
+    if found is not None and found[0] is node:
+        return found[1]
+    text = _EMPTY_MODULE.code_for_node(node).strip()
+    _CODE_MEMO[id(node)] = (node, text)
+    return text
+
+
+def forget_code() -> None:
+    """Drop the memo of `code_of` (called once per module, so memory stays flat)."""
+    _CODE_MEMO.clear()
 
 
 def dotted_name(node: cst.BaseExpression) -> str | None:

@@ -1,0 +1,213 @@
+"""`gacclint explain FILE:LINE`: the loop model of one loop, as gacclint sees it.
+
+It prints what the rules read (gacclint/loops/model.py): the micro-batch loop,
+its iterable and counter, the frameworks that manage it, its events in order,
+and for each variant (configuration switches resolved) the guard of every
+event as evaluated over sample configurations (gacclint/loops/evaluate.py),
+then which rules fired on the loop and, for the others, why they stayed silent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import libcst as cst
+from libcst.metadata import MetadataWrapper, PositionProvider
+
+from gacclint.engine import Located, SourceError, lint_module, parse
+from gacclint.loops.find import ModuleModel, build_model
+from gacclint.loops.model import Boundary, EventKind, GuardKind, ResolvedEvent, Shape, TrainingLoop
+from gacclint.loops.vocabulary import code_of
+from gacclint.rules import all_rules
+from gacclint.selection import Selection
+
+_WINDOW_RULES = {"GA102", "GA104", "GA201", "GA202", "GA203", "GA401", "GA403", "GA501"}
+
+
+class ExplainError(Exception):
+    """The location cannot be explained; the message says why (one line)."""
+
+
+@dataclass(frozen=True)
+class Target:
+    path: Path
+    line: int
+
+
+def parse_target(text: str) -> Target:
+    """`train.py:42` -> Target; the line is required."""
+    path, separator, line = text.rpartition(":")
+    if not separator or not line.isdigit() or not path:
+        raise ExplainError(f"expected FILE:LINE, got '{text}'")
+    return Target(Path(path), int(line))
+
+
+def explain(target: Target) -> str:
+    if target.path.suffix == ".ipynb":
+        raise ExplainError(f"{target.path}: notebooks are not supported by explain; export the notebook to a .py file")
+    try:
+        source = target.path.read_bytes()
+    except OSError as error:
+        raise ExplainError(f"{target.path}: {error.strerror or error}") from None
+    try:
+        module = parse(source)
+    except SourceError as error:
+        raise ExplainError(f"{target.path}: {error}") from None
+    model = build_model(module)
+    positions = MetadataWrapper(module, unsafe_skip_copy=True).resolve(PositionProvider)
+    loops = model.loops + model.step_helpers
+
+    def span(loop: TrainingLoop) -> tuple[int, int]:
+        where = positions[loop.node]
+        return where.start.line, where.end.line
+
+    holding = [loop for loop in loops if span(loop)[0] <= target.line <= span(loop)[1]]
+    if not holding:
+        found = ", ".join(f"{span(loop)[0]}" for loop in loops) or "none"
+        raise ExplainError(f"{target.path}:{target.line}: no training loop holds this line "
+                           f"(training loops start at lines: {found})")
+    loop = min(holding, key=lambda found: span(found)[1] - span(found)[0])
+    findings = [f for f in lint_module(module, Selection()) if span(loop)[0] <= f.row <= span(loop)[1]]
+    return _Render(target.path, loop, model, positions, findings).text()
+
+
+class _Render:
+    def __init__(self, path: Path, loop: TrainingLoop, model: ModuleModel, positions, findings: list[Located]) -> None:
+        self.path, self.loop, self.model, self.positions, self.findings = path, loop, model, positions, findings
+        self.lines: list[str] = []
+
+    def line_of(self, node: cst.CSTNode) -> int:
+        return self.positions[node].start.line
+
+    def text(self) -> str:
+        loop = self.loop
+        head = code_of(loop.node).strip().splitlines()[0]
+        kind = {Shape.PER_ITERATION: "micro-batch loop", Shape.INNER_WINDOW: "micro-step loop (window = the inner loop)",
+                Shape.STEP_HELPER: "per-batch step helper (no loop)"}[loop.shape]
+        self.lines.append(f"{self.path}:{self.line_of(loop.node)}: {kind}: `{head}`")
+        if loop.shape is not Shape.STEP_HELPER:
+            self._loop_facts()
+        self._events()
+        for variant in loop.variants:
+            switches = ", ".join(f"{text} = {value}" for text, value in variant.switches) or "no configuration switch"
+            managed = f" (framework-managed: {', '.join(sorted(variant.frameworks))})" if variant.frameworks else ""
+            self.lines.append(f"  variant [{switches}]{managed}:")
+            for event in variant.events:
+                self.lines.append(f"    {self.line_of(event.event.node):>5} {event.kind.value:<13} {self._guard(event)}")
+            accumulating = [b for v, b in loop.accumulation_variants() if v is variant]
+            self.lines.append("          accumulation loop: " + (
+                f"yes, k = `{accumulating[0].k_text}`" if accumulating else "no"))
+        self._rules()
+        return "\n".join(self.lines) + "\n"
+
+    def _loop_facts(self) -> None:
+        loop = self.loop
+        iterable = loop.iterable
+        size = f", {iterable.literal_length} micro-batches from literals" if iterable.literal_length is not None else ""
+        length = f", length `{iterable.len_text}`" if iterable.len_text else ""
+        self.lines.append(f"  iterable: {iterable.kind.value}{length}{size}")
+        counter = loop.counter
+        if counter is not None:
+            start = "unknown start" if counter.first_value is None else f"from {counter.first_value}"
+            restarts = "restarts each pass" if counter.per_pass else "carried across passes"
+            self.lines.append(f"  counter: `{counter.text}` ({counter.source.value}, {start}, {restarts})")
+        if loop.window_k is not None:
+            self.lines.append(f"  window: `{code_of(loop.window_k)}` micro-steps")
+        self.lines.append(f"  frameworks: {', '.join(sorted(loop.frameworks)) or 'none'}")
+        if loop.flush_after_loop:
+            self.lines.append("  a step after the loop handles the remainder (flush)")
+        if loop.ddp:
+            wraps = ", ".join(f"`{w.name}`" + (" (under a switch)" if w.conditional else "") for w in loop.ddp)
+            sync = "turned off somewhere the loop reaches" if loop.sync_control else "never turned off"
+            self.lines.append(f"  DistributedDataParallel: {wraps}; gradient sync {sync}")
+        if loop.scalers_in_use:
+            self.lines.append(f"  GradScaler in use: {', '.join(f'`{s}`' for s in sorted(loop.scalers_in_use))}")
+
+    def _events(self) -> None:
+        self.lines.append("  events:")
+        for event in self.loop.events:
+            detail = ""
+            if event.kind is EventKind.BACKWARD and event.loss_flow is not None:
+                divisors = ", ".join(f"/ {d.divisor_text}" for d in event.loss_flow.divisions)
+                detail = f"  loss: {event.loss_flow.scaling.value}" + (f" ({divisors})" if divisors else "")
+                if event.framework:
+                    detail += f", via {event.framework}"
+            elif event.receiver:
+                detail = f"  on `{event.receiver}`"
+            where = " (inner loop)" if event.in_inner_loop else ""
+            statement = code_of(event.statement).strip().splitlines()[-1].strip()
+            self.lines.append(f"    {self.line_of(event.node):>5} {event.kind.value:<13} `{statement[:60]}`{detail}{where}")
+
+    def _guard(self, event: ResolvedEvent) -> str:
+        guard = event.guard
+        if guard.kind is GuardKind.NONE:
+            return "every micro-batch"
+        if guard.kind is GuardKind.OPAQUE:
+            return "opaque guard (cannot be evaluated: no finding rests on it)"
+        boundary = guard.boundary
+        assert boundary is not None
+        which = "on the boundary" if guard.kind is GuardKind.BOUNDARY else "between boundaries"
+        return f"{which}: {self._boundary(boundary)}"
+
+    @staticmethod
+    def _boundary(boundary: Boundary) -> str:
+        if boundary.framework:
+            return "the framework's own boundary (`sync_gradients`)"
+        parts = [f"k = `{boundary.k_text}`"]
+        first = boundary.first_window
+        parts.append("first window " + ({"k": "full", "1": "one micro-batch", "k-1": "k - 1 micro-batches"}.get(
+            first or "", "unknown")))
+        tail = boundary.steps_tail
+        parts.append("final partial window " + {True: "stepped", False: "never stepped", None: "unknown"}[tail])
+        text = ", ".join(parts)
+        if boundary.schedule is not None and boundary.schedule.evidence:
+            text += f"; {boundary.schedule.evidence}"
+        return text
+
+    def _rules(self) -> None:
+        self.lines.append("  rules:")
+        fired = {f.code: f for f in self.findings}
+        accumulating = any(True for _ in self.loop.accumulation_variants()) or self.loop.shape is Shape.INNER_WINDOW
+        managed = all(v.managed for v in self.loop.variants) and self.loop.variants
+        for rule in all_rules():
+            code = rule.code
+            if code in fired:
+                found = fired[code]
+                self.lines.append(f"    {code} fired at {found.row}:{found.column}: {found.message}")
+                continue
+            if code in _WINDOW_RULES and managed:
+                reason = "a framework manages this loop's accumulation"
+            elif code in _WINDOW_RULES and not accumulating:
+                reason = "not an accumulation loop in any variant (no boundary to judge, or its guard is opaque)"
+            else:
+                reason = self._silence(code)
+            self.lines.append(f"    {code} silent: {reason}")
+
+    def _silence(self, code: str) -> str:
+        """Why a rule whose loop shape applies stayed silent, where the model says it plainly."""
+        loop = self.loop
+        boundaries = [b for _, b in loop.accumulation_variants()]
+        backwards = [e for e in loop.events if e.kind is EventKind.BACKWARD and e.loss_flow is not None]
+        if code == "GA201" and backwards and all(e.loss_flow.scaling.value != "unscaled" for e in backwards):
+            kinds = sorted({e.loss_flow.scaling.value for e in backwards})
+            return f"the backward loss is {' / '.join(kinds)}, not unscaled"
+        if code in {"GA202", "GA203"} and loop.flush_after_loop:
+            return "a step after the loop handles the remainder" if code == "GA202" else \
+                "the remainder's divisor matches its window, or is not the accumulation count"
+        if code == "GA202" and boundaries:
+            if all(b.steps_tail for b in boundaries):
+                return "the final partial window is stepped (an end-of-data clause)"
+            if any(b.steps_tail is None for b in boundaries):
+                return "whether the final partial window is stepped cannot be evaluated"
+            if any(b.counter is None or not b.counter.per_pass for b in boundaries):
+                return "the boundary counter is carried across passes: windows straddle them"
+            if loop.iterable.kind.value in {"stream", "unknown"}:
+                return f"the loop reads a {loop.iterable.kind.value} iterable"
+            return "the pass length divides by k (provable from literals)"
+        if code == "GA203" and boundaries and not any(b.steps_tail for b in boundaries):
+            return "the final partial window is not stepped (GA202's case)"
+        if code == "GA104" and boundaries:
+            firsts = {b.first_window for b in boundaries}
+            return "the first window is full" if firsts == {"k"} else "the first window's size cannot be evaluated"
+        return "its property does not hold on this loop"
