@@ -109,6 +109,7 @@ class _EditApplier(cst.CSTTransformer):
         self.indents: list[str] = []  # the indentation of each block being visited
         self.replaced = 0  # replacements made so far
         self.replaced_before: list[int] = []  # that count as each enclosing simple statement began
+        self.test_changed: dict[int, bool] = {}  # id(if/while) -> a replacement changed its test
 
         def statement(code: str | cst.BaseStatement) -> str | cst.BaseStatement:
             # Source is parsed where it lands, once its block's indentation is known.
@@ -132,6 +133,19 @@ class _EditApplier(cst.CSTTransformer):
                 self.wraps[id(edit.statements[0])] = edit
             else:
                 self.replacements[id(edit.node)] = edit.replacement
+
+    # A header whose test a replacement changed is wrapped if it grew too long.
+    def visit_If_test(self, node: cst.If) -> None:
+        self.replaced_before.append(self.replaced)
+
+    def leave_If_test(self, node: cst.If) -> None:
+        self.test_changed[id(node)] = self.replaced != self.replaced_before.pop()
+
+    def visit_While_test(self, node: cst.While) -> None:
+        self.replaced_before.append(self.replaced)
+
+    def leave_While_test(self, node: cst.While) -> None:
+        self.test_changed[id(node)] = self.replaced != self.replaced_before.pop()
 
     def visit_SimpleStatementLine(self, node: cst.SimpleStatementLine) -> bool:
         self.replaced_before.append(self.replaced)
@@ -167,7 +181,7 @@ class _EditApplier(cst.CSTTransformer):
         if replacement is not None:
             self.replaced += 1
             return replacement
-        if isinstance(updated, (cst.If, cst.While)) and id(original_node.test) in self.replacements:
+        if isinstance(updated, (cst.If, cst.While)) and self.test_changed.pop(id(original_node), False):
             updated = self._wrapped_test(updated)
         elif isinstance(updated, cst.SimpleStatementLine):
             if self.replaced != self.replaced_before.pop():
