@@ -161,3 +161,25 @@ def schedule_of(tree: Tree, module: cst.Module, scheduler: str, k: cst.BaseExpre
             edits.append(Replace(value, cst.parse_expression(f"{atom} // {k_text}")))
             adjusted.append(name)
     return Schedule(True, tuple(edits), tuple(adjusted))
+
+
+def floor_counted(tree: Tree, module: cst.Module, scheduler: str, k_text: str) -> str | None:
+    """The length of `scheduler` (built in this module) that counts the optimizer
+    steps of a pass as `len(...) // k`, rounded down: a fix that adds the step
+    of the final partial window makes the loop outrun it. Its name, or None."""
+    assigned = _assignments(tree, module)
+    k_compact = "".join(k_text.split())
+    for call in (v for v in assigned.get(scheduler, []) if isinstance(v, cst.Call)):
+        for argument in call.args:
+            if argument.keyword is None or argument.keyword.value not in LENGTH_KEYWORDS:
+                continue
+            pending, seen = [argument.value], 0
+            while pending and seen < 8:
+                value = pending.pop()
+                seen += 1
+                compact = "".join(code_of(value).split())
+                if "len(" in compact and f"//{k_compact}" in compact:
+                    return argument.keyword.value
+                for node in _names(value):
+                    pending.extend(assigned.get(dotted_name(node) or "", []))
+    return None

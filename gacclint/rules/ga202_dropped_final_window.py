@@ -5,7 +5,8 @@ from typing import Iterator
 import libcst as cst
 
 from gacclint.fixes.edits import Replace
-from gacclint.loops.model import Boundary, IterableKind, TrainingLoop
+from gacclint.fixes.schedule import floor_counted
+from gacclint.loops.model import Boundary, EventKind, IterableKind, TrainingLoop
 from gacclint.loops.vocabulary import code_of
 from gacclint.rules.base import Applicability, Finding, Fix, Invalid, Rule, Valid
 from gacclint.rules.common import divides_evenly
@@ -60,7 +61,10 @@ class DroppedFinalWindow(Rule):
     `DataLoader`, a name ending in `loader`, a list or a range; unsafe
     otherwise (an iterable-style dataset has no `len`). When the loss is
     divided by `k`, `gacclint fix` goes on to GA203's fix, so every window is
-    weighted as in the large batch.
+    weighted as in the large batch. The loop then takes one more optimizer
+    step per pass: when a scheduler stepped in the loop is built in the same
+    file with a length counted as `len(loader) // k` steps, the fix is
+    unsafe and its message says to round that length up.
     """
 
     code = "GA202"
@@ -107,6 +111,31 @@ if len(loader) % k:
     ]
     INVALID = [
         Invalid("""
+k = 4
+num_training_steps = epochs * (len(loader) // k)
+scheduler = get_linear_schedule_with_warmup(optimizer, 10, num_training_steps=num_training_steps)
+for epoch in range(epochs):
+    for i, (x, y) in enumerate(loader):
+        loss = loss_fn(model(x), y)
+        (loss / k).backward()
+        if (i + 1) % k == 0:
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad()
+""", fixed="""
+k = 4
+num_training_steps = epochs * (len(loader) // k)
+scheduler = get_linear_schedule_with_warmup(optimizer, 10, num_training_steps=num_training_steps)
+for epoch in range(epochs):
+    for i, (x, y) in enumerate(loader):
+        loss = loss_fn(model(x), y)
+        (loss / k).backward()
+        if (i + 1) % k == 0 or (i + 1) == len(loader):
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad()
+""", applicability=Applicability.UNSAFE, why="one more step per pass than the schedule counts", also=("GA203",)),
+        Invalid("""
 for i, (x, y) in enumerate(train_loader):
     loss = loss_fn(model(x), y)
     loss.backward()
@@ -137,6 +166,7 @@ for step, batch in enumerate(data, start=1):
     ]
 
     def check(self, loop: TrainingLoop, model) -> Iterator[Finding]:
+        self._model = model  # what the fix reads
         if loop.iterable.kind not in _FINITE or loop.flush_after_loop:
             return
         reported: set[int] = set()
@@ -171,4 +201,15 @@ for step, batch in enumerate(data, start=1):
             operator = cst.Or()
         joined = cst.BooleanOperation(left=expression, operator=operator, right=clause)
         applicability = Applicability.SAFE if loop.iterable.kind in _SAFE_TO_MEASURE else Applicability.UNSAFE
-        return Fix(applicability, f"Also step on the last micro-batch (`{code_of(clause)}`)", (Replace(expression, joined),))
+        message = f"Also step on the last micro-batch (`{code_of(clause)}`)"
+        # One more optimizer step per pass: a schedule counted as `len // k` steps is outrun.
+        model = self._model
+        for event in loop.events:
+            if event.kind is EventKind.SCHEDULER_STEP and event.receiver:
+                length = floor_counted(model.facts.tree, model.module, event.receiver, boundary.k_text)
+                if length is not None:
+                    applicability = Applicability.UNSAFE
+                    message += (f"; unsafe: the loop then takes one more step per pass than `{event.receiver}`'s "
+                                f"`{length}` counts (`len // {boundary.k_text}`): round it up")
+                    break
+        return Fix(applicability, message, (Replace(expression, joined),))
