@@ -102,8 +102,22 @@ def evaluate(node: cst.BaseExpression, env: Environment, depth: int = 0) -> Valu
         return None
 
 
+def bare(text: str) -> str:
+    """`((k))` -> `k`: the text of an expression without the parentheses around all of it."""
+    text = text.strip()
+    while text.startswith("(") and text.endswith(")"):
+        depth = 0
+        for index, char in enumerate(text):
+            depth += char == "("
+            depth -= char == ")"
+            if depth == 0 and index < len(text) - 1:
+                return text
+        text = text[1:-1].strip()
+    return text
+
+
 def _eval(node: cst.BaseExpression, env: Environment, depth: int) -> Value:
-    text = code_of(node).strip()
+    text = bare(code_of(node))
     if text in env.switches:
         return env.switches[text]
     if isinstance(node, cst.Integer):
@@ -230,15 +244,38 @@ def _call(node: cst.Call, text: str, env: Environment, depth: int) -> Value:
         value = _eval(args[0], env, depth)
         return {"int": int, "bool": bool, "abs": abs}[name](value)
     found = env.predicate(name)
-    if found is not None and depth < MAX_INLINE_DEPTH:
-        params, returned = found
-        if len(params) != len(args):
-            raise Unknown
-        values = {param: _eval(arg, env, depth) for param, arg in zip(params, args)}
-        inner = Environment(env.config, {**env.state, **values}, env.k_atoms, env.n_atoms, env.switches,
-                            env.constant, env.predicate)
-        return _eval(returned, inner, depth + 1)
+    if found is not None and depth < MAX_INLINE_DEPTH and len(found[0]) == len(args):
+        return _eval(inlined(found, node), env, depth + 1)
     raise Unknown
+
+
+class _Substitute(cst.CSTTransformer):
+    def __init__(self, values: dict[str, cst.BaseExpression]) -> None:
+        super().__init__()
+        self.values = values
+
+    def leave_Name(self, original: cst.Name, updated: cst.Name) -> cst.BaseExpression:
+        return self.values.get(original.value, updated)
+
+
+_INLINED: dict[int, tuple[cst.Call, cst.BaseExpression]] = {}
+
+
+def inlined(predicate: tuple[list[str], cst.BaseExpression], call: cst.Call) -> cst.BaseExpression:
+    """A same-module predicate's returned expression with the call's arguments in place of its
+    parameters (a parameter the body does not read is never evaluated)."""
+    params, returned = predicate
+    args = positional_args(call)
+    if len(args) != len(params):
+        return returned
+    cached = _INLINED.get(id(call))
+    if cached is not None and cached[0] is call:
+        return cached[1]
+    if len(_INLINED) > 4096:
+        _INLINED.clear()
+    result = returned.visit(_Substitute(dict(zip(params, args))))
+    _INLINED[id(call)] = (call, result)  # type: ignore[assignment]
+    return result  # type: ignore[return-value]
 
 
 # -- reading what a run vector means ---------------------------------------------

@@ -27,7 +27,9 @@ from gacclint.loops.evaluate import (
     Step,
     Tail,
     Test,
+    bare,
     configs_for,
+    inlined as _inlined,
     read_runs,
 )
 from gacclint.loops.guards import GuardContext, classify, is_switch
@@ -435,7 +437,7 @@ class _Builder:
             for call in self.facts.tree.find(expression, cst.Call):
                 predicate = self._predicate(call_name(call) or "")
                 if predicate is not None:
-                    expressions.append(predicate[1])
+                    expressions.append(_inlined(predicate, call))
 
         def configuration(node: cst.BaseExpression) -> bool:
             names = self._names_read(node)
@@ -457,10 +459,10 @@ class _Builder:
                         if value is not None:
                             literals.add(value)
                         else:
-                            k_atoms.add(code_of(divisor).strip())
-                            k_nodes.setdefault(code_of(divisor).strip(), divisor)
+                            k_atoms.add(bare(code_of(divisor)))
+                            k_nodes.setdefault(bare(code_of(divisor)), divisor)
                 elif isinstance(found, cst.Call) and call_name(found) == "len":
-                    n_atoms.add(code_of(found).strip())
+                    n_atoms.add(bare(code_of(found)))
         for expression in expressions:
             for found in self.facts.tree.walk(expression):
                 if not isinstance(found, cst.Comparison):
@@ -469,11 +471,17 @@ class _Builder:
                 if not any(reads_counter(side) for side in sides):
                     continue
                 operators = [c.operator for c in found.comparisons]
+                counted_here = [n for side in sides for n in self._names_read(side) if n in counting]
                 for side in sides:
                     atom = _strip_constant_terms(side)
+                    if (isinstance(side, cst.Integer) and any(isinstance(op, (cst.GreaterThanEqual, cst.GreaterThan))
+                                                             for op in operators)
+                            and any(n in resets for n in counted_here)):
+                        literals.add(int(side.evaluated_value))  # `count >= 4` with `count = 0` at the step
+                        continue
                     if atom is None or reads_counter(atom) or not configuration(atom):
                         continue
-                    text = code_of(atom).strip()
+                    text = bare(code_of(atom))
                     if text in k_atoms or text in n_atoms or self.facts.evaluate_int(atom, loop, None) is not None:
                         continue
                     counted = [n for s in sides for n in self._names_read(s) if n in counting]
@@ -486,7 +494,7 @@ class _Builder:
         if isinstance(loop, cst.For):
             bound = _range_arguments(loop.iter)
             if bound is not None and len(bound) == 1:
-                n_atoms.add(code_of(bound[0]).strip())
+                n_atoms.add(bare(code_of(bound[0])))
         k_literal = next(iter(literals)) if len(literals) == 1 and not k_atoms else None
         if len(literals) > 1 or (literals and k_atoms):
             return set(), None, set(), {}

@@ -67,7 +67,10 @@ class Tree:
             yield current
             if not enter_scopes and current is not node and isinstance(current, _SCOPES):
                 continue
-            stack.extend(reversed(self._children.get(id(current), ())))
+            children = self._children.get(id(current))
+            if children is None:  # a node made after the tree was read (an inlined predicate)
+                children = _direct_children(current)
+            stack.extend(reversed(children))
 
     def find(self, node: cst.CSTNode, *types: type, enter_scopes: bool = True) -> Iterator[cst.CSTNode]:
         return (n for n in self.walk(node, enter_scopes) if isinstance(n, types))
