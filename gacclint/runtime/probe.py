@@ -375,7 +375,8 @@ class Probe:
         except ProbeFailure:
             raise
         except Exception as error:  # noqa: BLE001 - reported as "could not verify"
-            raise ProbeFailure(f"could not read the backward{self._at(line)}: {type(error).__name__}: {error}") from error
+            raise ProbeFailure(f"could not read the backward{self._at(line)}: "
+                               f"{type(error).__name__}: {error}") from error
         self._active = record
         try:
             return original(tensors, grad_tensors, *args, **kwargs)
@@ -698,7 +699,8 @@ class Probe:
             for g, reference, proportional, means in rows:
                 alternative = (reference * proportional if proportional is not None
                                else _combine(means, reference)) / m
-                scalars += [(g - alternative).abs().max(), alternative.abs().max(), (alternative - reference).abs().max()]
+                scalars += [(g - alternative).abs().max(), alternative.abs().max(),
+                            (alternative - reference).abs().max()]
             values = _floats(scalars)
             found.append(Alternative(
                 kind="means", factor=1.0 / m,

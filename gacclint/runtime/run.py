@@ -337,4 +337,3 @@ def _arguments(function: Callable[..., Any], names: Mapping[str, Any], label: st
     if any(p.kind is p.POSITIONAL_ONLY for p in inspect.signature(function).parameters.values()):
         raise CannotVerify(f"`{label}` has positional-only parameters: the fixture passes arguments by name")
     return kwargs
-
