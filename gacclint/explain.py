@@ -65,11 +65,39 @@ def explain(target: Target) -> str:
     holding = [loop for loop in loops if span(loop)[0] <= target.line <= span(loop)[1]]
     if not holding:
         found = ", ".join(f"{span(loop)[0]}" for loop in loops) or "none"
-        raise ExplainError(f"{target.path}:{target.line}: no training loop holds this line "
+        plain = [node for node in _loops_at(module, positions, target.line)]
+        if plain:
+            node = min(plain, key=lambda n: positions[n].end.line - positions[n].start.line)
+            head = code_of(node).strip().splitlines()[0]
+            return (f"{target.path}:{positions[node].start.line}: `{head}` is not a training loop: its own body "
+                    "(nested def/class/lambda not counted) holds no backward, so no rule reads it "
+                    "(a backward inside a helper is out of scope)\n"
+                    f"  training loops of this file start at lines: {found}\n")
+        raise ExplainError(f"{target.path}:{target.line}: no loop holds this line "
                            f"(training loops start at lines: {found})")
     loop = min(holding, key=lambda found: span(found)[1] - span(found)[0])
     findings = [f for f in lint_module(module, Selection()) if span(loop)[0] <= f.row <= span(loop)[1]]
     return _Render(target.path, loop, model, positions, findings).text()
+
+
+def _loops_at(module: cst.Module, positions, line: int) -> list[cst.CSTNode]:
+    found: list[cst.CSTNode] = []
+
+    class Visitor(cst.CSTVisitor):
+        def visit_For(self, node: cst.For) -> None:
+            self._add(node)
+
+        def visit_While(self, node: cst.While) -> None:
+            self._add(node)
+
+        @staticmethod
+        def _add(node: cst.CSTNode) -> None:
+            where = positions.get(node)
+            if where is not None and where.start.line <= line <= where.end.line:
+                found.append(node)
+
+    module.visit(Visitor())
+    return found
 
 
 class _Render:
