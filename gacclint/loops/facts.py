@@ -72,6 +72,46 @@ class ModuleFacts:
         found = {self.framework_count(b.value, depth + 1) for b in bindings}
         return found.pop() if len(found) == 1 else None
 
+    def optimizer_models(self, name: str, depth: int = 0) -> frozenset[str] | None:
+        """The modules whose parameters optimizer `name` was built with (RULES.md, *ownership*):
+        `Adam(model.parameters())`, `chain(a.parameters(), b.parameters())`, parameter groups.
+        None when a binding of it cannot be read."""
+        bindings = [b for b in self.bindings.get(name, []) if b.tuple_index is None]
+        if not bindings or depth > 3:
+            return None
+        owned: set[str] = set()
+        for binding in bindings:
+            value = binding.value
+            if not isinstance(value, cst.Call):
+                return None
+            keywords = {a.keyword.value: a.value for a in value.args if a.keyword is not None}
+            positional = positional_args(value)
+            params = positional[0] if positional else keywords.get("params")
+            if params is None:
+                return None
+            found = self._parameter_owners(params, depth)
+            if not found:
+                return None
+            owned |= found
+        return frozenset(owned)
+
+    def _parameter_owners(self, node: cst.BaseExpression, depth: int) -> set[str] | None:
+        owners: set[str] = set()
+        for found in self.tree.walk(node):
+            if isinstance(found, cst.Call):
+                name = call_name(found) or ""
+                owner, _, method = name.rpartition(".")
+                if method in {"parameters", "named_parameters"} and owner:
+                    owners.add(owner)
+        if owners:
+            return owners
+        name = dotted_name(node)
+        if name is not None:  # `params = list(model.parameters())` bound before
+            bound = [b.value for b in self.bindings.get(name, []) if b.tuple_index is None]
+            if len(bound) == 1 and depth < 3:
+                return self._parameter_owners(bound[0], depth + 1)
+        return None
+
     def function_named(self, name: str) -> cst.FunctionDef | None:
         found = self.functions.get(name)
         return found[0] if found and len(found) == 1 else None

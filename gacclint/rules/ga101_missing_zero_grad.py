@@ -53,6 +53,18 @@ class MissingZeroGrad(Rule):
 
     VALID = [
         Valid("""
+opt_d = torch.optim.Adam(D.parameters())
+opt_g = torch.optim.Adam(G.parameters())
+for real in loader:
+    fake = G(noise())
+    D.zero_grad()
+    (crit(D(real), ones) + crit(D(fake.detach()), zeros)).backward()
+    opt_d.step()
+    G.zero_grad()
+    crit(D(fake), ones).backward()
+    opt_g.step()
+""", "each optimizer's parameters are cleared through their model"),
+        Valid("""
 for x, y in loader:
     optimizer.zero_grad()
     loss_fn(model(x), y).backward()
@@ -91,6 +103,32 @@ for x, y in loader:
     ]
     INVALID = [
         Invalid("""
+opt_d = torch.optim.Adam(D.parameters())
+opt_g = torch.optim.Adam(G.parameters())
+for real in loader:
+    fake = G(noise())
+    opt_d.zero_grad()
+    d_loss = crit(D(real), ones) + crit(D(fake.detach()), zeros)
+    d_loss.backward()
+    opt_d.step()
+    g_loss = crit(D(fake), ones)
+    g_loss.backward()
+    opt_g.step()
+""", fixed="""
+opt_d = torch.optim.Adam(D.parameters())
+opt_g = torch.optim.Adam(G.parameters())
+for real in loader:
+    fake = G(noise())
+    opt_d.zero_grad()
+    d_loss = crit(D(real), ones) + crit(D(fake.detach()), zeros)
+    d_loss.backward()
+    opt_d.step()
+    g_loss = crit(D(fake), ones)
+    g_loss.backward()
+    opt_g.step()
+    opt_g.zero_grad()
+""", why="per optimizer: only the discriminator's optimizer is ever cleared", also=("GA301",)),
+        Invalid("""
 for x, y in loader:
     loss = loss_fn(model(x), y)
     loss.backward()
@@ -125,7 +163,9 @@ for epoch in range(epochs):
     ]
 
     def check(self, loop: TrainingLoop, model) -> Iterator[Finding]:
-        if any(event.kind is EventKind.CLEAR for event in loop.events):
+        clears = [event for event in loop.events if event.kind is EventKind.CLEAR]
+        if clears:
+            yield from self._uncleared_optimizer(loop, clears, model.facts)
             return
         for variant in loop.variants:
             # accelerate's accumulate() skips zero_grad but never calls it for you.
@@ -147,3 +187,42 @@ for epoch in range(epochs):
                 "every step applies the sum of all gradients so far",
                 step.event.node, fix)
             return
+
+    def _uncleared_optimizer(self, loop: TrainingLoop, clears, facts) -> Iterator[Finding]:
+        """RULES.md, *ownership*: in a loop with several optimizers, one whose parameters no
+        clear reaches (a GAN's generator optimizer when only the discriminator's is cleared)."""
+        cleared: set[str] = set()
+        for clear in clears:
+            receiver = clear.receiver
+            if receiver is None or receiver == "params" or clear.in_inner_loop:
+                return  # a helper or a parameter loop: what it clears is not read here
+            cleared.add(receiver)
+        steps = [e for e in loop.events if e.kind is EventKind.STEP and e.framework is None and not e.in_inner_loop]
+        if len({e.receiver for e in steps}) < 2 or any(v.frameworks for v in loop.variants):
+            return
+        cleared_models: set[str] = set()
+        for receiver in cleared:
+            owned = facts.optimizer_models(receiver)
+            if owned is not None:
+                cleared_models |= owned
+            elif receiver in facts.optimizers:
+                return  # an optimizer whose parameters we cannot read
+            else:
+                cleared_models.add(receiver)  # `model.zero_grad()`
+        reported: set[str] = set()
+        for step in steps:
+            receiver = step.receiver
+            if not receiver or receiver in cleared or receiver in reported or receiver in loop.fresh_optimizers:
+                continue
+            owned = facts.optimizer_models(receiver)
+            if owned is None or owned & cleared_models:
+                continue  # ownership unknown, or some clear reaches its parameters
+            reported.add(receiver)
+            fix = None
+            if step.editable:
+                fix = Fix(Applicability.SAFE, f"Insert `{receiver}.zero_grad()` after the step",
+                          (InsertAfter(step.statement, f"{receiver}.zero_grad()"),))
+            yield self.finding(
+                f"`{receiver}` is stepped but nothing clears its parameters' gradients (the loop clears only "
+                f"{', '.join(f'`{c}`' for c in sorted(cleared))}): every step of `{receiver}` applies the sum of "
+                "all its gradients so far", step.node, fix)
