@@ -32,6 +32,12 @@ _NOT_MODEL_ROOTS = {"torch", "F", "nn", "np", "numpy", "math", "random", "os", "
                     "optimizer", "scheduler", "args", "cfg", "config", "self.log", "tokenizer", "collate_fn"}
 _LIBRARY_ROOTS = {"torch", "numpy", "math", "random", "functools", "itertools", "einops", "scipy", "PIL",
                   "torchvision", "collections", "copy", "operator", "time", "os", "sys"}
+# Methods of a module that compute nothing from its parameters.
+_MODULE_HOUSEKEEPING = {"parameters", "named_parameters", "train", "eval", "zero_grad", "state_dict",
+                        "load_state_dict", "to", "cuda", "cpu", "half", "float", "double", "bfloat16", "apply",
+                        "modules", "children", "named_modules", "named_children", "buffers", "named_buffers",
+                        "requires_grad_", "register_buffer", "register_forward_hook", "register_full_backward_hook",
+                        "register_forward_pre_hook", "add_module", "get_parameter", "no_sync", "type"}
 _BUILTINS = {"len", "sum", "min", "max", "float", "int", "bool", "str", "list", "dict", "tuple", "set", "zip",
              "enumerate", "range", "print", "isinstance", "getattr", "setattr", "hasattr", "abs", "round", "sorted",
              "any", "all", "iter", "next", "repr", "map", "filter", "type", "super", "open", "format", "vars", "id"}
@@ -167,6 +173,9 @@ class GraphFlow:
         last = parts[-1]
         if text in self.facts.modules_with_parameters:
             return True  # its parameters are read: a module, whatever its name
+        owner = ".".join(parts[:-1])
+        if owner in self.facts.modules_with_parameters and last not in _MODULE_HOUSEKEEPING:
+            return True  # `agent.get_value(x)`: a method of a module computes with its parameters
         if parts[0] in _NOT_MODEL_ROOTS or text in _NOT_MODEL_ROOTS or last in _BUILTINS:
             return False
         if last in self.facts.functions or last in self.facts.classes:
