@@ -17,6 +17,7 @@ from gacclint.loops.model import Division, DivisionForm, LossFlow, Scaling
 from gacclint.loops.vocabulary import call_name, code_of, dotted_name, is_sum_reduction
 
 _MAX_DEPTH = 5
+_SCALING_METHODS = {"mul", "div", "mul_", "div_", "true_divide", "divide", "multiply"}
 _PRECEDENCE = [Scaling.SCALED, Scaling.SUM_REDUCED, Scaling.UNKNOWN, Scaling.UNSCALED]
 
 
@@ -61,13 +62,17 @@ class _Flow:
         if isinstance(node, cst.Call):
             return self.call(node, depth)
         if isinstance(node, (cst.Attribute, cst.Subscript)):
-            return Scaling.UNSCALED
+            # `out["loss"] = out["loss"] / k` then `out["loss"].backward()`: read its assignments
+            found = self.name(code_of(node), depth + 1)
+            return Scaling.UNSCALED if found is Scaling.UNKNOWN else found
         return Scaling.UNKNOWN
 
     def call(self, node: cst.Call, depth: int) -> Scaling:
         if is_sum_reduction(node):
             return Scaling.SUM_REDUCED
         func = node.func
+        if isinstance(func, cst.Attribute) and func.attr.value in _SCALING_METHODS:
+            return Scaling.SCALED  # `loss.sum().mul(scale / total)`, `loss.div(k)`
         if isinstance(func, cst.Attribute):
             if func.attr.value in {"sum", "nansum"}:
                 return Scaling.SUM_REDUCED
@@ -112,7 +117,8 @@ class _Flow:
     def _definition(self, small: cst.CSTNode, statement: cst.CSTNode, name: str, depth: int) -> list[Scaling]:
         if isinstance(small, cst.Assign):
             for target in small.targets:
-                if dotted_name(target.target) == name:
+                if dotted_name(target.target) == name or (
+                        isinstance(target.target, cst.Subscript) and code_of(target.target) == name):
                     return [self.expression(small.value, statement, DivisionForm.ASSIGN, name, depth)]
                 if isinstance(target.target, (cst.Tuple, cst.List)) and any(
                         dotted_name(el.value) == name for el in target.target.elements):
@@ -121,7 +127,7 @@ class _Flow:
                     return [found if found is not Scaling.SUM_REDUCED else Scaling.UNSCALED]
         if isinstance(small, cst.AnnAssign) and small.value is not None and dotted_name(small.target) == name:
             return [self.expression(small.value, statement, DivisionForm.ASSIGN, name, depth)]
-        if isinstance(small, cst.AugAssign) and dotted_name(small.target) == name:
+        if isinstance(small, cst.AugAssign) and (dotted_name(small.target) == name or code_of(small.target) == name):
             if isinstance(small.operator, cst.DivideAssign):
                 self.divisions.append(Division(statement=statement, operation=small, divisor=small.value,
                                                divisor_text=code_of(small.value), form=DivisionForm.AUGASSIGN))
