@@ -553,7 +553,7 @@ class _Builder:
             return
         loop.ddp = tuple(used)
         loop.ddp_forwards = tuple(called.get(used[0].name, []))
-        loop.sync_control = self._sync_control(training, function)
+        loop.sync_control = self._sync_control(training, function) or self._sync_handed(training, {w.name for w in used})
 
     def _scalers_in_use(self, events: list[Event], function: cst.FunctionDef | None) -> set[str]:
         """RULES.md, *scaler in use*: every visible construction is `enabled=False` (or None) means not."""
@@ -727,6 +727,21 @@ class _Builder:
             short = name[len("self."):] if name.startswith("self.") else name
             roots += self.facts.functions.get(short, [])
         return any(turns_sync_off(node) for root in roots for node in self.facts.tree.walk(root))
+
+    def _sync_handed(self, training: cst.CSTNode, models: set[str]) -> bool:
+        """RULES.md GA501: a context manager of the loop handed the DDP model together with a
+        flag (`with maybe_no_sync(model, accumulating):`) controls its sync."""
+        for item in self.facts.tree.find(training, cst.WithItem):
+            call = item.item
+            if not isinstance(call, cst.Call):
+                continue
+            values = [a.value for a in call.args]
+            name = (call_name(call) or "").rsplit(".", 1)[-1]
+            if name in self.facts.functions:
+                continue  # a context manager of this module: its body was read (`_sync_control`)
+            if len(values) >= 2 and any(dotted_name(v) in models for v in values):
+                return True
+        return False
 
     def _calls_helper_with(self, training: cst.CSTNode, kind: EventKind) -> bool:
         """The loop calls a function of this module (`helper()`, `self.helper()`) holding a `kind` event."""
