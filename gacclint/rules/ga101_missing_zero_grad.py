@@ -11,7 +11,10 @@ class MissingZeroGrad(Rule):
     """
     ## What it does
     Checks for training loops that step an optimizer but never clear the
-    gradients between two steps.
+    gradients between two steps. It is judged per optimizer: in a loop with
+    several optimizers (a GAN), one whose parameters no clear of the loop
+    reaches is reported, read from the parameters each optimizer was built
+    with; when that cannot be read, the rule stays silent.
 
     ## Why is this bad?
     PyTorch adds every `backward()` into `.grad`. Without a clear, each step

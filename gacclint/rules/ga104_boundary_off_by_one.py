@@ -13,8 +13,10 @@ from gacclint.rules.base import Applicability, Finding, Fix, Invalid, Rule, Vali
 class BoundaryOffByOne(Rule):
     """
     ## What it does
-    Checks for an accumulation boundary written `i % k == 0` where `i`
-    counts micro-batches from 0.
+    Checks for an accumulation boundary whose first window is not `k`
+    micro-batches, judged by evaluating the guard for sample `k` and pass
+    lengths, whatever its spelling: `i % k == 0` with `i` counting from 0 (a
+    first window of one), or a counter shifted the other way (`k - 1`).
 
     ## Why is this bad?
     The test is true on the very first micro-batch, so the first window holds
@@ -76,6 +78,16 @@ for x, y in loader:
 """, "a counter that starts we do not know where"),
     ]
     INVALID = [
+        Invalid("""
+def is_update_step(step, k):
+    return step % k == 0
+
+for i, (x, y) in enumerate(loader):
+    (loss_fn(model(x), y) / k).backward()
+    if is_update_step(i, k) or i == len(loader) - 1:
+        optimizer.step()
+        optimizer.zero_grad()
+""", fixed=None, why='the boundary is computed by a same-module predicate', also=('GA203',)),
         Invalid("""
 for i, (x, y) in enumerate(loader):
     (loss_fn(model(x), y) / k).backward()

@@ -60,6 +60,35 @@ class UnscaledAccumulatedLoss(Rule):
 
     VALID = [
         Valid("""
+for i, batch in enumerate(loader):
+    out = model(batch)
+    out["loss"] = out["loss"] / k
+    out["loss"].backward()
+    if (i + 1) % k == 0:
+        optimizer.step()
+        optimizer.zero_grad()
+""", 'the loss is divided where it is stored'),
+        Valid("""
+for i, batch in enumerate(loader):
+    loss = model(batch)
+    loss.sum().mul(scale / total_tokens).backward()
+    if (i + 1) % k == 0:
+        optimizer.step()
+        optimizer.zero_grad()
+""", 'scaled by a method call'),
+        Valid("""
+for i, batch in enumerate(loader):
+    feats.append(model.encode(batch))
+    if (i + 1) % k != 0:
+        continue
+    optimizer.zero_grad()
+    for j in range(k):
+        loss = contrastive_loss(model, cached[j], feats, j)
+        loss.backward()
+    optimizer.step()
+    feats = []
+""", 'recomputed against features gathered over the window: the loss already spans it'),
+        Valid("""
 for i, (x, y) in enumerate(loader):
     loss = loss_fn(model(x), y) / k
     loss.backward()
@@ -105,6 +134,33 @@ for step, batch in enumerate(loader):
 """, "accelerate divides inside backward"),
     ]
     INVALID = [
+        Invalid("""
+def train(model, loader, optimizer, args):
+    global_step = 0
+    for epoch in range(args.epochs):
+        for batch in loader:
+            global_step += 1
+            loss = model(batch)
+            if args.n_gpu > 1:
+                loss = loss.mean()
+            loss.backward()
+            if global_step % args.accum == 0:
+                optimizer.step()
+                optimizer.zero_grad()
+""", fixed="""
+def train(model, loader, optimizer, args):
+    global_step = 0
+    for epoch in range(args.epochs):
+        for batch in loader:
+            global_step += 1
+            loss = model(batch)
+            if args.n_gpu > 1:
+                loss = loss.mean()
+            (loss / args.accum).backward()
+            if global_step % args.accum == 0:
+                optimizer.step()
+                optimizer.zero_grad()
+""", why='a counter incremented before the test, the loss reduced over GPUs (not divided)'),
         Invalid("""
 for i, (x, y) in enumerate(loader):
     loss = loss_fn(model(x), y)  # mean over the micro-batch

@@ -72,6 +72,23 @@ class DroppedFinalWindow(Rule):
 
     VALID = [
         Valid("""
+ACCUMULATION = 1
+for i, (x, y) in enumerate(loader):
+    loss_fn(model(x), y).backward()
+    if (i + 1) % ACCUMULATION == 0:
+        optimizer.step()
+        optimizer.zero_grad()
+""", 'an accumulation count of 1 (a module constant) is no accumulation'),
+        Valid("""
+step = start_step
+for x, y in loader:
+    (loss_fn(model(x), y) / k).backward()
+    step += 1
+    if step % k == 0:
+        optimizer.step()
+        optimizer.zero_grad()
+""", 'a counter carried in from elsewhere: windows straddle passes'),
+        Valid("""
 for i, (x, y) in enumerate(loader):
     (loss_fn(model(x), y) / k).backward()
     if (i + 1) % k == 0 or (i + 1) == len(loader):
@@ -110,6 +127,21 @@ if len(loader) % k:
 """, "a flush after the loop"),
     ]
     INVALID = [
+        Invalid("""
+for i, (x, y) in enumerate(loader):
+    (loss_fn(model(x), y) / k).backward()
+    if (i + 1) % k != 0:
+        continue
+    optimizer.step()
+    optimizer.zero_grad()
+""", fixed="""
+for i, (x, y) in enumerate(loader):
+    (loss_fn(model(x), y) / k).backward()
+    if (i + 1) % k != 0 and (i + 1) != len(loader):
+        continue
+    optimizer.step()
+    optimizer.zero_grad()
+""", why='a negated early continue: the step runs after it', also=('GA203',)),
         Invalid("""
 k = 4
 num_training_steps = epochs * (len(loader) // k)

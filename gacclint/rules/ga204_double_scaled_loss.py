@@ -17,6 +17,10 @@ class DoubleScaledLoss(Rule):
     handed to a framework that divides it again: `accelerator.backward` with
     gradient accumulation on (inside `accumulate()`, or an `Accelerator` built
     with `gradient_accumulation_steps`), or a DeepSpeed engine's `backward`.
+    The divisor must visibly be that framework's count (the value handed to
+    `Accelerator(gradient_accumulation_steps=...)`, a DeepSpeed config's
+    `"gradient_accumulation_steps"`, also behind accelerate) or the loop's own
+    boundary count; a divisor the module cannot tie to it is left alone.
 
     ## Why is this bad?
     The framework already divides by the accumulation count, so the

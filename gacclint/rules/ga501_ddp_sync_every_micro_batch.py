@@ -89,6 +89,23 @@ class DdpSyncEveryMicroBatch(Rule):
     VALID = [
         Valid("""
 model = torch.nn.parallel.DistributedDataParallel(model)
+for i, batch in enumerate(loader):
+    with maybe_no_sync(model, (i + 1) % k != 0):
+        (model(batch) / k).backward()
+    if (i + 1) % k == 0 or i + 1 == len(loader):
+        optimizer.step()
+        optimizer.zero_grad()
+""", 'a context manager handed the DDP model and a flag controls sync'),
+        Valid("""
+model = torch.nn.parallel.DistributedDataParallel(model)
+for i, batch in enumerate(loader):
+    (model.module(batch) / k).backward()
+    if (i + 1) % k == 0 or i + 1 == len(loader):
+        optimizer.step()
+        optimizer.zero_grad()
+""", 'the forward goes through model.module: nothing is all-reduced'),
+        Valid("""
+model = torch.nn.parallel.DistributedDataParallel(model)
 for i, (x, y) in enumerate(loader):
     with model.no_sync() if (i + 1) % k != 0 else contextlib.nullcontext():
         loss = loss_fn(model(x), y) / k
