@@ -103,6 +103,7 @@ class GraphFlow:
         self._definitions: dict[str, list[Definition]] = {}
         self._memo: dict[tuple[str, int], frozenset[int]] = {}
         self._forward_memo: dict[int, bool] = {}
+        self.strict = False
         for record in loop.body:
             for small in getattr(record.statement, "body", ()):
                 if isinstance(small, cst.Assign):
@@ -242,6 +243,8 @@ class GraphFlow:
             last = text.rsplit(".", 1)[-1] if text else (func.attr.value if isinstance(func, cst.Attribute) else "")
             if last in _NO_GRAPH or text in {"float", "int", "bool", "len", "str"}:
                 return frozenset()
+            if self.strict and self._unseen(text):
+                return frozenset()  # RULES.md, *values the module cannot see*: not known to carry a graph
             found: set[int] = set()
             if self.is_forward(node):
                 found.add(id(node))
@@ -287,6 +290,21 @@ class GraphFlow:
 
     def carries_graph(self, node: cst.CSTNode, before: int) -> bool:
         return bool(self.forwards(node, before))
+
+    def visibly_carries_graph(self, node: cst.CSTNode, before: int) -> bool:
+        """Like `carries_graph`, but the result of a function imported from a module of the
+        project (a helper the module cannot see) is not known to carry one."""
+        self.strict, memo = True, self._memo
+        self._memo = {}
+        try:
+            return bool(self.forwards(node, before))
+        finally:
+            self.strict, self._memo = False, memo
+
+    def _unseen(self, text: str) -> bool:
+        root = text.split(".")[0]
+        source = self.facts.imported_from.get(root)
+        return source is not None and source.split(".")[0] not in _LIBRARY_ROOTS
 
     def forward_inputs_are_loop_data(self, forward_ids: frozenset[int], before: int) -> bool:
         """Every forward's arguments carry no graph of another forward."""

@@ -65,6 +65,17 @@ class GraphKeptAcrossIterations(Rule):
 
     VALID = [
         Valid("""
+from utils.metrics import accuracy
+
+total_acc = 0
+for x, y in loader:
+    optimizer.zero_grad()
+    out = model(x)
+    loss_fn(out, y).backward()
+    optimizer.step()
+    total_acc += accuracy(out, y)
+""", "the result of a helper from another module is not known to carry a graph"),
+        Valid("""
 running = 0.0
 for x, y in loader:
     optimizer.zero_grad()
@@ -180,7 +191,7 @@ def _stored(small: cst.BaseSmallStatement, record: LoopStatement, graph: GraphFl
     position = record.position
     if isinstance(small, cst.AugAssign) and isinstance(small.operator, cst.AddAssign):
         container = dotted_name(small.target)
-        if container and _outlives(graph, container) and graph.carries_graph(small.value, position):
+        if container and _outlives(graph, container) and graph.visibly_carries_graph(small.value, position):
             return small, container, small.value
         return None
     if isinstance(small, cst.Expr) and isinstance(small.value, cst.Call):
@@ -189,7 +200,7 @@ def _stored(small: cst.BaseSmallStatement, record: LoopStatement, graph: GraphFl
         if isinstance(func, cst.Attribute) and func.attr.value in _GROWING_METHODS and call.args:
             container = dotted_name(func.value)
             value = call.args[-1].value
-            if container and _outlives(graph, container) and graph.carries_graph(value, position):
+            if container and _outlives(graph, container) and graph.visibly_carries_graph(value, position):
                 if isinstance(value, (cst.List, cst.Tuple)):
                     return None  # extend([...]): several values; report the simple shapes only
                 return call, container, value
@@ -203,7 +214,7 @@ def _stored(small: cst.BaseSmallStatement, record: LoopStatement, graph: GraphFl
                 return None
             if not graph.reads(key.value) & graph.varying:
                 return None  # the same key every iteration
-            if graph.carries_graph(small.value, position):
+            if graph.visibly_carries_graph(small.value, position):
                 return small, container, small.value
     return None
 
