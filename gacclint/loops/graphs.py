@@ -135,8 +135,19 @@ class GraphFlow:
         for index in range(len(found) - 1, 0, -1):
             latest = found[index]
             if latest.augmented is None and latest.statement.block is body and not latest.statement.in_inner_loop:
-                return found[index:]
-        return found
+                found = found[index:]
+                break
+        # Within one block, a plain assignment hides the earlier ones of that block.
+        reaching: list[Definition] = []
+        hidden_blocks: set[int] = set()
+        for definition in reversed(found):
+            block = id(definition.statement.block)
+            if block in hidden_blocks:
+                continue
+            reaching.append(definition)
+            if definition.augmented is None and not definition.statement.in_inner_loop:
+                hidden_blocks.add(block)
+        return list(reversed(reaching))
 
     def all_definitions(self, name: str) -> list[Definition]:
         return list(self._definitions.get(name, ()))
