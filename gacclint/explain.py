@@ -68,7 +68,7 @@ def explain(target: Target) -> str:
         plain = [node for node in _loops_at(module, positions, target.line)]
         if plain:
             node = min(plain, key=lambda n: positions[n].end.line - positions[n].start.line)
-            head = code_of(node).strip().splitlines()[0]
+            head = _first_code_line(node)
             return (f"{target.path}:{positions[node].start.line}: `{head}` is not a training loop: its own body "
                     "(nested def/class/lambda not counted) holds no backward, so no rule reads it "
                     "(a backward inside a helper is out of scope)\n"
@@ -78,6 +78,12 @@ def explain(target: Target) -> str:
     loop = min(holding, key=lambda found: span(found)[1] - span(found)[0])
     findings = [f for f in lint_module(module, Selection()) if span(loop)[0] <= f.row <= span(loop)[1]]
     return _Render(target.path, loop, model, positions, findings).text()
+
+
+def _first_code_line(node: cst.CSTNode) -> str:
+    """The loop's header line, past the comments libcst keeps above it."""
+    lines = [line.strip() for line in code_of(node).splitlines()]
+    return next((line for line in lines if line and not line.startswith("#")), "")
 
 
 def _loops_at(module: cst.Module, positions, line: int) -> list[cst.CSTNode]:
@@ -110,7 +116,7 @@ class _Render:
 
     def text(self) -> str:
         loop = self.loop
-        head = code_of(loop.node).strip().splitlines()[0]
+        head = _first_code_line(loop.node)
         kind = {Shape.PER_ITERATION: "micro-batch loop", Shape.INNER_WINDOW: "micro-step loop (window = the inner loop)",
                 Shape.STEP_HELPER: "per-batch step helper (no loop)"}[loop.shape]
         self.lines.append(f"{self.path}:{self.line_of(loop.node)}: {kind}: `{head}`")
@@ -118,7 +124,8 @@ class _Render:
             self._loop_facts()
         self._events()
         for variant in loop.variants:
-            switches = ", ".join(f"{text} = {value}" for text, value in variant.switches) or "no configuration switch"
+            switches = ", ".join(f"{' '.join(text.split())} = {value}" for text, value in variant.switches) \
+                or "no configuration switch"
             managed = f" (framework-managed: {', '.join(sorted(variant.frameworks))})" if variant.frameworks else ""
             self.lines.append(f"  variant [{switches}]{managed}:")
             for event in variant.events:

@@ -52,6 +52,10 @@ class _Flow:
                 self.expression(node.left, statement, form, None, depth)
                 return Scaling.SCALED
             if isinstance(node.operator, cst.Multiply):
+                # `(loss / k) * w`: a weight; divisions on the way are still recorded
+                for side in (node.left, node.right):
+                    if isinstance(side, (cst.Name, cst.BinaryOperation)):
+                        self.expression(side, statement, form, None, depth)
                 return Scaling.SCALED
             return _combine([self.expression(node.left, statement, form, None, depth),
                              self.expression(node.right, statement, form, None, depth)])
