@@ -235,6 +235,14 @@ for real, _ in loader:
             definition = found[0]
             value = strip_scaling(definition.value)
             before = definition.position
+            # `loss_D = 0.5 * (a + b)` then `loss_D = loss_D / k`: the combination is the earlier one
+            while isinstance(value, cst.Name) and value.value == name:
+                found = graph.definitions(name, before)
+                if len(found) != 1 or found[0].unpacked or found[0].augmented is not None:
+                    return None
+                definition = found[0]
+                value = strip_scaling(definition.value)
+                before = definition.position
         terms = combination_terms(value)
         if not terms:
             return None
