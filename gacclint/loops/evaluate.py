@@ -116,12 +116,27 @@ def bare(text: str) -> str:
     return text
 
 
+# id(node) -> (node, bare text, integer value or None): evaluation reads each node many times.
+_NODE_MEMO: dict[int, tuple[cst.CSTNode, str, int | None]] = {}
+
+
+def _read(node: cst.BaseExpression) -> tuple[str, int | None]:
+    found = _NODE_MEMO.get(id(node))
+    if found is None or found[0] is not node:
+        if len(_NODE_MEMO) > 65536:
+            _NODE_MEMO.clear()
+        number = int(node.evaluated_value) if isinstance(node, cst.Integer) else None
+        found = (node, bare(code_of(node)), number)
+        _NODE_MEMO[id(node)] = found
+    return found[1], found[2]
+
+
 def _eval(node: cst.BaseExpression, env: Environment, depth: int) -> Value:
-    text = bare(code_of(node))
+    text, number = _read(node)
     if text in env.switches:
         return env.switches[text]
-    if isinstance(node, cst.Integer):
-        return int(node.evaluated_value)
+    if number is not None:
+        return number
     if isinstance(node, cst.Name) and node.value in {"True", "False"}:
         return node.value == "True"
     dotted = dotted_name(node)
