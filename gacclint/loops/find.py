@@ -312,7 +312,7 @@ class _Builder:
             assigns = tuple(a for a in assigned[id(visit.statement)] if a[0] in relevant)
             if raw_events or assigns:
                 steps.append(Step(id(visit.statement), tests_of[id(visit.statement)], assigns))
-        k_atoms, k_literal, n_atoms, k_nodes = self._atom_roles(loop, steps, counters, relevant, context)
+        k_atoms, k_literal, n_atoms, k_nodes = self._atom_roles(loop, steps, counters, relevant, context, function)
         if not k_atoms and k_literal is None:
             return None
         loop_counter = next((c for c in counters.values() if c.source is not CounterSource.MANUAL), None)
@@ -418,7 +418,7 @@ class _Builder:
         return params, returned.value
 
     def _atom_roles(self, loop: LoopNode, steps: list[Step], counters: dict[str, Counter], relevant: set[str],
-                    context: GuardContext):
+                    context: GuardContext, function: cst.FunctionDef | None = None):
         """Which configuration values are the accumulation count `k` (a divisor of a
         counter, or the limit of a counter reset in the loop) and which the pass length
         `n` (`len(...)`, `range(n)`'s bound, a value a counter is compared with)."""
@@ -456,6 +456,8 @@ class _Builder:
                         literals.add(int(divisor.evaluated_value))
                     elif configuration(divisor):
                         value = self.facts.evaluate_int(divisor, loop, None)
+                        if value is None and function is not None and isinstance(divisor, cst.Name):
+                            value = self._parameter_literal(function, divisor.value)
                         if value is not None:
                             literals.add(value)
                         else:
@@ -500,6 +502,21 @@ class _Builder:
             return set(), None, set(), {}
         return k_atoms, k_literal, n_atoms - k_atoms, k_nodes
 
+    def _parameter_literal(self, function: cst.FunctionDef, name: str) -> int | None:
+        """RULES.md, *provable from literals*: a parameter that every call site in the module
+        leaves at its literal default, or passes the same literal."""
+        param = next((p for p in (*function.params.params, *function.params.kwonly_params) if p.name.value == name), None)
+        arguments = self._call_site_arguments(function).get(name)
+        if param is None or not arguments:
+            return None
+        values: set[int | None] = set()
+        for argument, _, _ in arguments:
+            source = argument if argument is not None else param.default
+            values.add(int(source.evaluated_value) if isinstance(source, cst.Integer) else None)
+        if len(values) != 1:
+            return None
+        return values.pop()
+
     def _constant_reader(self, loop: LoopNode, function: cst.FunctionDef | None, context: GuardContext):
         """A name bound outside the loop: a literal (module constants, keyword defaults at the
         only call site) or the expression it was bound to."""
@@ -508,6 +525,8 @@ class _Builder:
             if text is None or context.is_varying(text):
                 return None
             value = self.facts.evaluate_int(node, loop, function)
+            if value is None and function is not None and isinstance(node, cst.Name):
+                value = self._parameter_literal(function, node.value)
             if value is not None:
                 return value
             binding = self.facts.latest_binding(text, loop, function)

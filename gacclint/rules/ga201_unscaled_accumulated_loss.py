@@ -60,6 +60,18 @@ class UnscaledAccumulatedLoss(Rule):
 
     VALID = [
         Valid("""
+def train(model, loader, optimizer, accum=1):
+    for i, (x, y) in enumerate(loader):
+        loss_fn(model(x), y).backward()
+        if (i + 1) % accum == 0:
+            optimizer.step()
+            optimizer.zero_grad()
+
+
+def main():
+    train(model, loader, optimizer)
+""", "every call site leaves the count at its literal default 1: no accumulation"),
+        Valid("""
 for i, batch in enumerate(loader):
     out = model(batch)
     out["loss"] = out["loss"] / k
