@@ -251,6 +251,7 @@ class _Builder:
             window_loop=training if shape is Shape.INNER_WINDOW else None,
             window_k=window_k,
             flush_after_loop=shape is Shape.PER_ITERATION and self._flush_after(micro, frames),
+            flush_after_run=shape is Shape.PER_ITERATION and self._flush_after(micro, frames, across=True),
             bound_names=self._bound_names(function),
             fresh_optimizers=frozenset(self._fresh_optimizers(training, varying)),
             body=body,
@@ -1166,9 +1167,10 @@ class _Builder:
                 return IterableKind.STREAM
         return IterableKind.LOADER
 
-    def _flush_after(self, loop: LoopNode, frames: list[_Frame]) -> bool:
+    def _flush_after(self, loop: LoopNode, frames: list[_Frame], across: bool = False) -> bool:
         """A step after the loop, before the enclosing loop or function ends, and
-        before the next training loop starts (its steps are its own)."""
+        before the next training loop starts (its steps are its own). `across`: also
+        after the enclosing (epoch) loops, where a flush handles the whole run's remainder."""
         for frame in reversed(frames):
             for statement in frame.block[frame.index + 1:]:
                 if _is_loop(statement) and self._directly_contains_backward(statement):
@@ -1177,7 +1179,9 @@ class _Builder:
                     if isinstance(inner, (cst.SimpleStatementLine, cst.SimpleStatementSuite)):
                         if any(e.kind is EventKind.STEP for e in events_in(inner, self.facts, self.clear_helpers)):
                             return True
-            if frame.owner is None or isinstance(frame.owner, (cst.FunctionDef, cst.ClassDef)) or _is_loop(frame.owner):
+            if frame.owner is None or isinstance(frame.owner, (cst.FunctionDef, cst.ClassDef)):
+                return False
+            if _is_loop(frame.owner) and not across:
                 return False
         return False
 

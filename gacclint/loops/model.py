@@ -343,6 +343,8 @@ class TrainingLoop:
     window_k: cst.BaseExpression | None = None
     # A step after the micro-batch loop that handles the remainder.
     flush_after_loop: bool = False
+    # A step after the enclosing (epoch) loops: the run's last partial window is stepped there.
+    flush_after_run: bool = False
     # Names the function (or module) already binds: fixes choose fresh ones.
     bound_names: frozenset[str] = field(default_factory=frozenset)
     # Optimizers built inside the loop body over tensors also built there: new

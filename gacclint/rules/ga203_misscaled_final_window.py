@@ -92,6 +92,21 @@ for i, (x, y) in enumerate(loader):
     ]
     INVALID = [
         Invalid("""
+def train(model, loader, opt, k, epochs):
+    step = 0
+    for epoch in range(epochs):
+        for batch in loader:
+            loss = model(batch) / k
+            loss.backward()
+            step += 1
+            if step % k == 0:
+                opt.step()
+                opt.zero_grad()
+    if step % k:
+        opt.step()
+        opt.zero_grad()
+""", fixed=None, why="a flush after the epoch loops steps the run's last partial window, still divided by k"),
+        Invalid("""
 for i, (real, _) in enumerate(loader):
     d_loss = d_loss_fn(D, G, real) / k
     d_loss.backward()
@@ -156,7 +171,9 @@ for i, (x, y) in enumerate(loader, 1):
     def check(self, loop: TrainingLoop, model) -> Iterator[Finding]:
         reported: set[int] = set()
         for variant, boundary in loop.accumulation_variants():
-            if boundary.steps_tail is not True and not loop.flush_after_loop:
+            if boundary.steps_tail is not True and not loop.flush_after_loop and not (
+                    loop.flush_after_run and boundary.counter is not None and not boundary.counter.per_pass):
+                # a flush after the epoch loops steps the run's remainder when windows straddle passes
                 continue
             if divides_evenly(loop, boundary, model.facts):
                 continue
