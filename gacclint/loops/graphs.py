@@ -221,6 +221,10 @@ class GraphFlow:
 
     def is_reduced_loss(self, node: cst.BaseExpression, before: int) -> bool:
         """A loss reduced to a scalar: a loss call, `.mean()`/`.sum()`, or a name holding one."""
+        if (isinstance(node, cst.BinaryOperation) and isinstance(node.operator, cst.Multiply)
+                and _is_weight(node.left) and _is_weight(node.right)):
+            # `v_loss * coef` or `coef * v_loss`: whichever side is the loss
+            return self.is_reduced_loss(node.left, before) or self.is_reduced_loss(node.right, before)
         node = _strip_weights(node)
         while isinstance(node, cst.UnaryOperation) and isinstance(node.operator, cst.Minus):
             node = _strip_weights(node.expression)

@@ -123,6 +123,19 @@ for x, y in loader:
     ]
     INVALID = [
         Invalid("""
+optimizer = torch.optim.Adam(list(agent.parameters()) + list(rnd_model.parameters()))
+for obs, actions, returns in loader:
+    predicted, target = rnd_model(obs)
+    rnd_loss = F.mse_loss(predicted, target.detach())
+    logprob, value = agent.evaluate(obs, actions)
+    pg_loss = -(logprob * advantages).mean()
+    v_loss = ((value - returns) ** 2).mean()
+    loss = pg_loss + v_loss * vf_coef + rnd_loss
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+""", fixed=None, why="two graphs: the agent's (shared by two losses) and the RND model's; no automatic split"),
+        Invalid("""
 for idx, data in enumerate(train_loader):
     xs, ys = data
     pred1 = model1(xs)
@@ -214,12 +227,16 @@ for real, _ in loader:
             found = self._combination(event, graph)
             if found is None:
                 continue
-            combined, definition, terms = found
-            names = ", ".join(f"`{code_of(t.expression)}`" for t in terms)
+            combined, definition, terms, groups = found
+            separable = all(len(group) == 1 for group in groups)
+            names = ", ".join(f"`{code_of(t.expression)}`" for t in terms) if separable else " and ".join(
+                "(" + ", ".join(f"`{code_of(t.expression)}`" for t in group) + ")" if len(group) > 1
+                else f"`{code_of(group[0].expression)}`" for group in groups)
             yield self.finding(
                 f"{names} come from separate forward calls and are summed before one backward: every forward's "
                 "graph stays alive until then; backpropagate each loss as soon as it is computed",
-                combined, _fix(loop, graph, event, definition, terms))
+                # terms that share a forward must be backpropagated together: no automatic split
+                combined, _fix(loop, graph, event, definition, terms) if separable else None)
 
     def _combination(self, event: Event, graph: GraphFlow):
         loss = event.loss
@@ -253,13 +270,19 @@ for real, _ in loader:
                 graph_terms.append(_Term(term, forwards, _term_name(term)))
         if len(graph_terms) < 2:
             return None
-        for index, first in enumerate(graph_terms):
-            if not graph.is_reduced_loss(first.expression, before):
-                return None
-            for second in graph_terms[index + 1:]:
-                if first.forwards & second.forwards:
-                    return None  # a shared graph: separate backwards would need retain_graph
-        return value, definition, graph_terms
+        if not all(graph.is_reduced_loss(term.expression, before) for term in graph_terms):
+            return None
+        # Terms sharing a forward stay together (separate backwards would need retain_graph);
+        # two or more such groups are separate graphs alive at once.
+        groups: list[list[_Term]] = []
+        for term in graph_terms:
+            joined = [group for group in groups if any(term.forwards & other.forwards for other in group)]
+            merged = sorted([term] + [member for group in joined for member in group], key=graph_terms.index)
+            groups = [group for group in groups if group not in joined] + [merged]
+        groups.sort(key=lambda group: graph_terms.index(group[0]))
+        if len(groups) < 2:
+            return None
+        return value, definition, graph_terms, groups
 
 
 def _term_name(term: cst.BaseExpression) -> str | None:
