@@ -38,6 +38,10 @@ _MODULE_HOUSEKEEPING = {"parameters", "named_parameters", "train", "eval", "zero
                         "modules", "children", "named_modules", "named_children", "buffers", "named_buffers",
                         "requires_grad_", "register_buffer", "register_forward_hook", "register_full_backward_hook",
                         "register_forward_pre_hook", "add_module", "get_parameter", "no_sync", "type"}
+# Calls that run a function they are handed (a model wrapped in a closure): the graph of
+# their result comes from forwards this module does not show.
+_CALLS_A_FUNCTION = {"jvp", "vjp", "vmap", "functional_call", "checkpoint", "checkpoint_sequential", "call"}
+UNKNOWN_GRAPH = 0  # stands for those forwards in `GraphFlow.forwards`
 _BUILTINS = {"len", "sum", "min", "max", "float", "int", "bool", "str", "list", "dict", "tuple", "set", "zip",
              "enumerate", "range", "print", "isinstance", "getattr", "setattr", "hasattr", "abs", "round", "sorted",
              "any", "all", "iter", "next", "repr", "map", "filter", "type", "super", "open", "format", "vars", "id"}
@@ -101,7 +105,7 @@ class GraphFlow:
         self.facts = facts
         self.varying = varying
         self._definitions: dict[str, list[Definition]] = {}
-        self._memo: dict[tuple[str, int], frozenset[int]] = {}
+        self._memo: dict[tuple[str, int], tuple[frozenset[int], int]] = {}  # -> (forwards, hop depth)
         self._forward_memo: dict[int, bool] = {}
         self.strict = False
         for record in loop.body:
@@ -250,7 +254,7 @@ class GraphFlow:
 
     def forwards(self, node: cst.CSTNode, before: int, depth: int = 0) -> frozenset[int]:
         """The forward calls whose graphs `node` carries (ids of the call nodes)."""
-        if depth > 12:
+        if depth > 12:  # hops through definitions (an expression's own nesting is finite)
             return frozenset()
         if isinstance(node, cst.Call):
             func = node.func
@@ -263,10 +267,13 @@ class GraphFlow:
             found: set[int] = set()
             if self.is_forward(node):
                 found.add(id(node))
+            if last in _CALLS_A_FUNCTION and any(isinstance(a.value, (cst.Name, cst.Attribute, cst.Lambda))
+                                                 for a in node.args[:1]):
+                found.add(UNKNOWN_GRAPH)  # `torch.func.jvp(model_fn, ...)`: which forwards it runs is not visible
             for arg in node.args:
-                found |= self.forwards(arg.value, before, depth + 1)
+                found |= self.forwards(arg.value, before, depth)
             if isinstance(func, cst.Attribute):
-                found |= self.forwards(func.value, before, depth + 1)
+                found |= self.forwards(func.value, before, depth)
             return frozenset(found)
         if isinstance(node, (cst.Name, cst.Attribute)):
             if isinstance(node, cst.Attribute) and node.attr.value in {"data", "grad", "shape", "device", "dtype"}:
@@ -275,33 +282,35 @@ class GraphFlow:
             if text is not None and text in self._definitions:
                 return self._name_forwards(text, before, depth)
             if isinstance(node, cst.Attribute):
-                return self.forwards(node.value, before, depth + 1)
+                return self.forwards(node.value, before, depth)
             return frozenset()
         if isinstance(node, cst.Subscript):
-            return self.forwards(node.value, before, depth + 1)
+            return self.forwards(node.value, before, depth)
         if isinstance(node, (cst.Lambda, cst.BaseString, cst.Integer, cst.Float, cst.Comparison)):
             return frozenset()
         if isinstance(node, cst.BinaryOperation):
-            return self.forwards(node.left, before, depth + 1) | self.forwards(node.right, before, depth + 1)
+            return self.forwards(node.left, before, depth) | self.forwards(node.right, before, depth)
         if isinstance(node, cst.UnaryOperation):
-            return self.forwards(node.expression, before, depth + 1)
+            return self.forwards(node.expression, before, depth)
         found = set()
         for child in self.facts.tree.children(node):
             if isinstance(child, cst.BaseExpression) or isinstance(child, (cst.Arg, cst.Element, cst.StarredElement)):
-                found |= self.forwards(child, before, depth + 1)
+                found |= self.forwards(child, before, depth)
         return frozenset(found)
 
     def _name_forwards(self, name: str, before: int, depth: int) -> frozenset[int]:
         key = (name, before)
-        if key not in self._memo:
-            self._memo[key] = frozenset()  # a cycle reads as "no graph"
+        cached = self._memo.get(key)
+        # a result found with less of the hop budget left may have been cut short: recompute it
+        if cached is None or cached[1] > depth:
+            self._memo[key] = (frozenset(), depth)  # a cycle reads as "no graph"
             found: set[int] = set()
             for definition in self.definitions(name, before):
                 if definition.statement.without_grad:
                     continue
                 found |= self.forwards(definition.value, definition.position, depth + 1)
-            self._memo[key] = frozenset(found)
-        return self._memo[key]
+            self._memo[key] = (frozenset(found), depth)
+        return self._memo[key][0]
 
     def carries_graph(self, node: cst.CSTNode, before: int) -> bool:
         return bool(self.forwards(node, before))

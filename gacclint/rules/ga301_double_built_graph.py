@@ -6,7 +6,7 @@ from typing import Iterator
 import libcst as cst
 
 from gacclint.fixes.edits import Edit, InsertBefore, Remove, Replace
-from gacclint.loops.graphs import Definition, GraphFlow, combination_terms, strip_scaling
+from gacclint.loops.graphs import UNKNOWN_GRAPH, Definition, GraphFlow, combination_terms, strip_scaling
 from gacclint.loops.model import Event, EventKind, LoopStatement, TrainingLoop
 from gacclint.loops.vocabulary import code_of, dotted_name
 from gacclint.rules.base import Applicability, Finding, Fix, Invalid, Rule, Valid
@@ -272,6 +272,8 @@ for real, _ in loader:
             return None
         if not all(graph.is_reduced_loss(term.expression, before) for term in graph_terms):
             return None
+        if any(UNKNOWN_GRAPH in term.forwards for term in graph_terms):
+            return None  # some term's forwards are not visible: whether graphs are shared is unknown
         # Terms sharing a forward stay together (separate backwards would need retain_graph);
         # two or more such groups are separate graphs alive at once.
         groups: list[list[_Term]] = []
