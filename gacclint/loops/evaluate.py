@@ -137,6 +137,11 @@ def _eval(node: cst.BaseExpression, env: Environment, depth: int) -> Value:
         return env.switches[text]
     if number is not None:
         return number
+    # the configuration values sampled (names, `len(dl)`, `a // b`): never assigned in the loop
+    if text in env.k_atoms:
+        return env.config.k
+    if text in env.n_atoms:
+        return env.config.n
     if isinstance(node, cst.Name) and node.value in {"True", "False"}:
         return node.value == "True"
     dotted = dotted_name(node)
@@ -146,10 +151,6 @@ def _eval(node: cst.BaseExpression, env: Environment, depth: int) -> Value:
             if value is None:
                 raise Unknown
             return value
-        if dotted in env.k_atoms:
-            return env.config.k
-        if dotted in env.n_atoms:
-            return env.config.n
         bound = env.constant(node)
         if bound is None or isinstance(bound, bool):
             raise Unknown
@@ -185,10 +186,6 @@ def _eval(node: cst.BaseExpression, env: Environment, depth: int) -> Value:
             raise Unknown
         return right
     if isinstance(node, cst.BinaryOperation):
-        if text in env.k_atoms:
-            return env.config.k
-        if text in env.n_atoms:
-            return env.config.n
         left = _need(_eval(node.left, env, depth))
         right = _need(_eval(node.right, env, depth))
         operator = node.operator
@@ -215,13 +212,12 @@ def _eval(node: cst.BaseExpression, env: Environment, depth: int) -> Value:
         test = _eval(node.test, env, depth)
         return _eval(node.body if test else node.orelse, env, depth)
     if isinstance(node, cst.Call):
-        return _call(node, text, env, depth)
+        return _call(node, env, depth)
     raise Unknown
 
 
 def _need(value: Value) -> int:
-    if value is None or isinstance(value, bool) and False:
-        raise Unknown
+    """A number for arithmetic (a bool counts, as in Python); anything else is Unknown."""
     if not isinstance(value, int):
         raise Unknown
     return value
@@ -243,11 +239,7 @@ def _compare(operator: cst.BaseCompOp, left: int, right: int) -> bool:
     raise Unknown
 
 
-def _call(node: cst.Call, text: str, env: Environment, depth: int) -> Value:
-    if text in env.n_atoms:
-        return env.config.n
-    if text in env.k_atoms:
-        return env.config.k
+def _call(node: cst.Call, env: Environment, depth: int) -> Value:
     name = call_name(node) or ""
     args = positional_args(node)
     if any(a.keyword is not None or a.star for a in node.args) and name not in {"min", "max"}:
@@ -387,11 +379,6 @@ def _relative(firsts: set[tuple[int, int]]) -> str | None:
                 return "1"
             return label
     return None
-
-
-def combine(first: Schedule, second: Schedule) -> bool:
-    """Two guards run on the same micro-batches (the same boundary)."""
-    return first.pattern is second.pattern and first.first_window == second.first_window and first.tail is second.tail
 
 
 def configs_for(k_literal: int | None, start_known: bool) -> list[Config]:

@@ -161,6 +161,12 @@ class _Builder:
         self._top_level: dict[int, int] = {}
         self._bound_cache: dict[int, frozenset[str]] = {}
         self._wrapping: tuple[dict, dict] | None = None
+        # Memos over the module, which does not change while it is read (keys: id of a node).
+        self._events_memo: dict[int, list] = {}
+        self._window_cache_memo: dict[int, frozenset[str]] = {}
+        self._call_site_cache: dict[int, dict] = {}
+        self._calls_index: dict[str, list] | None = None
+        self._helper_kind_cache: dict[int, set[EventKind]] = {}
 
     # -- module walk -----------------------------------------------------------
 
@@ -187,13 +193,21 @@ class _Builder:
                         helpers.add(name)
         return helpers
 
+    def _statement_events(self, statement: cst.CSTNode) -> list:
+        """`events_in` of one statement, read once: the loop model, its program and the
+        flush search all ask for the same statements."""
+        found = self._events_memo.get(id(statement))
+        if found is None:
+            found = self._events_memo[id(statement)] = events_in(statement, self.facts, self.clear_helpers)
+        return found
+
     def _directly_contains_backward(self, loop: LoopNode) -> bool:
         key = id(loop)
         if key not in self._backward_cache:
             self._backward_cache[key] = any(
                 e.kind is EventKind.BACKWARD
                 for statement in self._own_statements(loop.body.body, enter_loops=False)
-                for e in events_in(statement, self.facts, self.clear_helpers)
+                for e in self._statement_events(statement)
             )
         return self._backward_cache[key]
 
@@ -218,7 +232,7 @@ class _Builder:
         training: LoopNode = micro
         window_k: cst.BaseExpression | None = None
         has_step = any(e.kind is EventKind.STEP for s in self._own_statements(micro.body.body, False)
-                       for e in events_in(s, self.facts, self.clear_helpers))
+                       for e in self._statement_events(s))
         if not has_step:
             outer = self._enclosing_loop(frames)
             if outer is not None and self._step_follows(micro, outer):
@@ -265,7 +279,7 @@ class _Builder:
     def _program(self, loop: LoopNode, visits: list[_Visit], context: GuardContext,
                  counters: dict[str, Counter], function: cst.FunctionDef | None) -> LoopProgram | None:
         """The loop's counter arithmetic, ready to run (gacclint/loops/evaluate.py)."""
-        found = [(visit, events_in(visit.statement, self.facts, self.clear_helpers)) for visit in visits]
+        found = [(visit, self._statement_events(visit.statement)) for visit in visits]
         first_event = next((index for index, (_, raw) in enumerate(found) if raw), len(found))
         tests_of: dict[int, tuple[Test, ...]] = {}
         read: set[str] = set()
@@ -368,7 +382,7 @@ class _Builder:
     def _window_caches(self, loop: LoopNode) -> frozenset[str]:
         """Names that grow over the loop's iterations (`feats.append(...)`, `feats += [...]`),
         whether or not they are reset at a boundary."""
-        cache: dict[int, frozenset[str]] = self.__dict__.setdefault("_window_cache_memo", {})
+        cache = self._window_cache_memo
         if id(loop) not in cache:
             grown: set[str] = set()
             for call in self.facts.tree.find(loop.body, cst.Call, enter_scopes=False):
@@ -487,9 +501,8 @@ class _Builder:
                     text = bare(code_of(atom))
                     if text in k_atoms or text in n_atoms or self.facts.evaluate_int(atom, loop, None) is not None:
                         continue
-                    counted = [n for s in sides for n in self._names_read(s) if n in counting]
                     if any(isinstance(op, (cst.GreaterThanEqual, cst.GreaterThan)) for op in operators) and any(
-                            n in resets for n in counted):
+                            n in resets for n in counted_here):
                         k_atoms.add(text)
                         k_nodes.setdefault(text, atom)
                     elif all(isinstance(op, (cst.Equal, cst.NotEqual)) for op in operators):
@@ -654,7 +667,7 @@ class _Builder:
     def _call_site_arguments(self, function: cst.FunctionDef):
         """For each parameter, the argument every call site of `function` passes (with the
         calling function and the call); computed once per function."""
-        cache: dict[int, dict] = self.__dict__.setdefault("_call_site_cache", {})
+        cache = self._call_site_cache
         if id(function) in cache:
             return cache[id(function)]
         name = function.name.value
@@ -682,7 +695,7 @@ class _Builder:
     def _calls_named(self, name: str, method: bool) -> list[tuple[cst.Call, cst.FunctionDef | None, cst.CSTNode]]:
         """Calls of the module's function `name` (`self.name(...)` for a method): the call,
         the function it sits in and its statement."""
-        index: dict[str, list] | None = self.__dict__.get("_calls_index")
+        index = self._calls_index
         if index is None:
             index = {}
 
@@ -698,7 +711,7 @@ class _Builder:
                         visit(child, inner)
 
             visit(self.module.body, None)
-            self.__dict__["_calls_index"] = index
+            self._calls_index = index
         return list(index.get(f"self.{name}" if method else name, []))
 
     def _wrapping_bindings(self):
@@ -774,7 +787,7 @@ class _Builder:
         return False
 
     def _helper_kinds(self, helper: cst.FunctionDef) -> set[EventKind]:
-        cache: dict[int, set[EventKind]] = self.__dict__.setdefault("_helper_kind_cache", {})
+        cache = self._helper_kind_cache
         if id(helper) not in cache:
             cache[id(helper)] = {e.kind for e in events_in(helper, self.facts, set())}
         return cache[id(helper)]
@@ -792,7 +805,7 @@ class _Builder:
                         collect(child)
 
         collect(func.body.body)
-        kinds = {e.kind for s in own for e in events_in(s, self.facts, self.clear_helpers)}
+        kinds = {e.kind for s in own for e in self._statement_events(s)}
         if EventKind.BACKWARD not in kinds or EventKind.STEP not in kinds:
             return
         self._top_level = {id(node): index for index, statement in enumerate(func.body.body)
@@ -830,7 +843,7 @@ class _Builder:
                 seen = True
                 continue
             if seen and isinstance(statement, (cst.SimpleStatementLine, cst.SimpleStatementSuite)):
-                kinds = {e.kind for e in events_in(statement, self.facts, self.clear_helpers)}
+                kinds = {e.kind for e in self._statement_events(statement)}
                 if EventKind.STEP in kinds:
                     return True
                 if EventKind.CLEAR in kinds:
@@ -1035,7 +1048,7 @@ class _Builder:
                 function: cst.FunctionDef | None) -> list[Event]:
         events: list[Event] = []
         statements = [v.statement for v in visits]
-        found = [(visit, events_in(visit.statement, self.facts, self.clear_helpers)) for visit in visits]
+        found = [(visit, self._statement_events(visit.statement)) for visit in visits]
         # An `if <resuming>: continue` ahead of every event only removes whole
         # iterations: what remains keeps its structure (RULES.md, *guard*).
         first_event = next((index for index, (_, raw) in enumerate(found) if raw), len(found))
@@ -1177,7 +1190,7 @@ class _Builder:
                     return False
                 for inner in self._ordered((statement,)):
                     if isinstance(inner, (cst.SimpleStatementLine, cst.SimpleStatementSuite)):
-                        if any(e.kind is EventKind.STEP for e in events_in(inner, self.facts, self.clear_helpers)):
+                        if any(e.kind is EventKind.STEP for e in self._statement_events(inner)):
                             return True
             if frame.owner is None or isinstance(frame.owner, (cst.FunctionDef, cst.ClassDef)):
                 return False
