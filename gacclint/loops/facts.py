@@ -96,13 +96,7 @@ class ModuleFacts:
         return frozenset(owned)
 
     def _parameter_owners(self, node: cst.BaseExpression, depth: int) -> set[str] | None:
-        owners: set[str] = set()
-        for found in self.tree.walk(node):
-            if isinstance(found, cst.Call):
-                name = call_name(found) or ""
-                owner, _, method = name.rpartition(".")
-                if method in {"parameters", "named_parameters"} and owner:
-                    owners.add(owner)
+        owners = {owner for found in self.tree.find(node, cst.Call) if (owner := parameters_owner(found))}
         if owners:
             return owners
         name = dotted_name(node)
@@ -236,6 +230,12 @@ class ModuleFacts:
         return None
 
 
+def parameters_owner(call: cst.Call) -> str | None:
+    """`model.parameters()`, `self.D.named_parameters()` -> the module whose parameters they are."""
+    owner, _, method = (call_name(call) or "").rpartition(".")
+    return owner if method in {"parameters", "named_parameters"} and owner else None
+
+
 class _FactCollector:
     """Reads the module facts while the children map is built, in one pass."""
 
@@ -272,8 +272,8 @@ class _FactCollector:
                     self.facts.imported_from[local.value] = source
         elif isinstance(node, cst.Call):
             name = call_name(node) or ""
-            owner, _, method = name.rpartition(".")
-            if method in {"parameters", "named_parameters"} and owner and not node.args:
+            owner = parameters_owner(node)
+            if owner and not node.args:
                 self.facts.modules_with_parameters.add(owner)
             self._framework_counts(node, name)
             if name.rsplit(".", 1)[-1] == "Accelerator" and any(

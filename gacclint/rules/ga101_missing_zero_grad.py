@@ -3,7 +3,7 @@ from __future__ import annotations
 from typing import Iterator
 
 from gacclint.fixes.edits import InsertAfter
-from gacclint.loops.model import EventKind, GuardKind, TrainingLoop
+from gacclint.loops.model import Event, EventKind, GuardKind, TrainingLoop
 from gacclint.rules.base import Applicability, Finding, Fix, Invalid, Rule, Valid
 
 
@@ -181,10 +181,7 @@ for epoch in range(epochs):
                 continue
             step = steps[0]
             receiver = step.event.receiver
-            fix = None
-            if receiver and step.event.editable:
-                fix = Fix(Applicability.SAFE, f"Insert `{receiver}.zero_grad()` after the step",
-                          (InsertAfter(step.event.statement, f"{receiver}.zero_grad()"),))
+            fix = _clear_after(step.event, receiver) if receiver else None
             yield self.finding(
                 f"`{receiver}` is stepped but gradients are never cleared in this loop: "
                 "every step applies the sum of all gradients so far",
@@ -221,11 +218,16 @@ for epoch in range(epochs):
             if owned is None or owned & cleared_models:
                 continue  # ownership unknown, or some clear reaches its parameters
             reported.add(receiver)
-            fix = None
-            if step.editable:
-                fix = Fix(Applicability.SAFE, f"Insert `{receiver}.zero_grad()` after the step",
-                          (InsertAfter(step.statement, f"{receiver}.zero_grad()"),))
+            fix = _clear_after(step, receiver)
             yield self.finding(
                 f"`{receiver}` is stepped but nothing clears its parameters' gradients (the loop clears only "
                 f"{', '.join(f'`{c}`' for c in sorted(cleared))}): every step of `{receiver}` applies the sum of "
                 "all its gradients so far", step.node, fix)
+
+
+def _clear_after(step: Event, receiver: str) -> Fix | None:
+    """`<opt>.zero_grad()` directly after the step, in the same block."""
+    if not step.editable:
+        return None
+    return Fix(Applicability.SAFE, f"Insert `{receiver}.zero_grad()` after the step",
+               (InsertAfter(step.statement, f"{receiver}.zero_grad()"),))
