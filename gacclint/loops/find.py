@@ -291,8 +291,8 @@ class _Builder:
                     tests.append(Test(None, raw.polarity))
                     continue
                 ahead = raw.early_exit_after is not None and raw.early_exit_after <= first_event
-                if ahead and not self._reads_counter(raw.expression, context) and not is_switch(raw.expression, context):
-                    continue  # a resume skip ahead of every event removes whole iterations
+                if self._resume_skip(raw, context, first_event) and not is_switch(raw.expression, context):
+                    continue  # it removes whole iterations
                 tests.append(Test(raw.expression, raw.polarity, raw.breaks, skips=ahead and not raw.breaks))
                 if raw_events:
                     has_tests = True
@@ -1081,11 +1081,16 @@ class _Builder:
                 continue
             test_index = self._top_level.get(id(raw.expression), statement_index)
             classified = classify(raw.expression, raw.polarity, self._context_at(context, loop, test_index))
-            if (raw.early_exit_after is not None and raw.early_exit_after <= first_event
-                    and not self._reads_counter(raw.expression, context)):
+            if self._resume_skip(raw, context, first_event):
                 classified = [c for c in classified if c.kind is not ConditionKind.OPAQUE]
             conditions.extend(classified)
         return conditions
+
+    def _resume_skip(self, raw: _RawCondition, context: GuardContext, first_event: int) -> bool:
+        """An `if <resuming>: continue` ahead of every event that does not read the counter:
+        it only removes whole iterations, and what remains keeps its structure (RULES.md, *guard*)."""
+        return (raw.expression is not None and raw.early_exit_after is not None
+                and raw.early_exit_after <= first_event and not self._reads_counter(raw.expression, context))
 
     def _reads_counter(self, expression: cst.BaseExpression, context: GuardContext) -> bool:
         """A test on the micro-batch counter (`if it // k >= steps: continue`) shapes the
