@@ -28,6 +28,7 @@ from gacclint.diagnostics import MAX_ANALYSED_BYTES, CODES, SYNTAX_ERROR, UNUSED
 from gacclint.engine import Located, SourceError, SyntaxProblem, cpython_tree, lint_module, parse
 from gacclint.fixes.apply import allowed, fix_source, fixed_alone
 from gacclint.gate import may_hold_training_loop, owns_backward_call
+from gacclint.loops.lean import Unsupported, lean_module
 from gacclint.noqa import add_noqa, noqa_row_map, suppress
 from gacclint.selection import Selection
 from gacclint.source import ReadError, WriteError, split_byte_lines, split_lines, write_source
@@ -204,16 +205,17 @@ def _encoding_of(source: bytes) -> str:
 
 @dataclass
 class _Analysed:
-    module: cst.Module | None
+    module: cst.Module | None  # libcst's tree, when fixes were asked for and the findings need one
     findings: list[Located]
     syntax: SyntaxProblem | None = None
 
 
-def _analyse(source: bytes, selection: Selection, tree: ast.Module | None = None) -> _Analysed:
+def _analyse(source: bytes, selection: Selection, tree: ast.Module | None = None, fixes: bool = True) -> _Analysed:
     """The loop model's findings in `source`, or why it does not parse.
-    `tree`: CPython's tree of `source`, when the caller has it (and it passed gate 2)."""
+    `tree`: CPython's tree of `source`, when the caller has it (and it passed gate 2).
+    `fixes`: the caller fixes or shows fix edits, so it needs libcst's tree of the source."""
     if tree is not None:
-        return _analyse_parsed(source, selection, None)
+        return _analyse_parsed(source, selection, None, tree, fixes)
     if not may_hold_training_loop(source):
         return _Analysed(None, [])
     if len(source) > MAX_ANALYSED_BYTES:
@@ -223,12 +225,21 @@ def _analyse(source: bytes, selection: Selection, tree: ast.Module | None = None
     tree, complaint = cpython_tree(source)
     if tree is not None and not owns_backward_call(tree):
         return _Analysed(None, [])
-    return _analyse_parsed(source, selection, complaint)
+    return _analyse_parsed(source, selection, complaint, tree, fixes)
 
 
-def _analyse_parsed(source: bytes, selection: Selection, complaint: SyntaxProblem | None) -> _Analysed:
-    """libcst's part, once CPython's parser has seen `source` (and said `complaint`)."""
+def _analyse_parsed(source: bytes, selection: Selection, complaint: SyntaxProblem | None,
+                    tree: ast.Module | None, fixes: bool) -> _Analysed:
+    """The model on CPython's tree read as a lean one (gacclint/loops/lean.py) when no fix
+    is wanted and it can be; else on libcst's, once CPython's parser has seen `source`
+    (and said `complaint`)."""
     with _deep_recursion():
+        if tree is not None and not fixes:
+            try:
+                module, layout = lean_module(source.decode(_encoding_of(source)), tree)
+                return _Analysed(None, lint_module(module, selection, layout))
+            except (Unsupported, UnicodeDecodeError):
+                pass  # libcst's parser reads it, or says why it cannot
         try:
             module = parse(source, complaint, prechecked=True)
         except SyntaxProblem as problem:
@@ -269,15 +280,16 @@ def _diagnostics(analysed: _Analysed, text: str, selection: Selection, edits: bo
         return [Diagnostic(SYNTAX_ERROR, CODES[SYNTAX_ERROR], f"SyntaxError: {problem.message}",
                            problem.row, problem.column, problem.row, problem.column)]
     report_unused = selection.selects(UNUSED_NOQA)
-    if analysed.module is None or not analysed.findings:
+    if not analysed.findings:
         return suppress([], text, report_unused, selection=selection)
+    edits = edits and analysed.module is not None
     lines = split_lines(text)
     found = []
     for finding in analysed.findings:
         fix = None
         if finding.fix is not None:
             fix = FixInfo(finding.fix.applicability.value, finding.fix.message,
-                          _fix_edits(analysed.module, finding, lines) if edits else None)
+                          _fix_edits(analysed.module, finding, lines) if edits else None)  # type: ignore[arg-type]
         found.append(_plain(finding, fix))
     kept = suppress(found, text, report_unused, selection=selection)
     moved = noqa_row_map(text) if kept else {}
@@ -289,7 +301,7 @@ def analyse_source(source: bytes, selection: Selection) -> list[Diagnostic]:
     text = _decode(source)
     lines = split_lines(text)
     def analyse(edits: bool) -> list[Diagnostic]:
-        analysed = _analyse(source, selection)
+        analysed = _analyse(source, selection, fixes=edits)
         with _deep_recursion():
             return _diagnostics(analysed, text, selection, edits)
 
@@ -362,7 +374,7 @@ def run_job(job: Job, tree: ast.Module | None = None) -> FileResult:
 
 def _check(job: Job, program: _Program, result: FileResult, tree: ast.Module | None) -> None:
     text = _decode(program.source)
-    analysed = _analyse(program.source, job.selection, tree)
+    analysed = _analyse(program.source, job.selection, tree, fixes=job.edits or job.mode != "check")
     with _deep_recursion():
         _report(job, program, result, text, analysed)
 

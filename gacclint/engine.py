@@ -9,6 +9,7 @@ import libcst as cst
 from libcst.metadata import MetadataWrapper, PositionProvider
 
 from gacclint.loops.find import build_model
+from gacclint.loops.lean import Layout, Unsupported
 from gacclint.rules import all_rules
 from gacclint.rules.base import Finding, Fix
 from gacclint.selection import Selection
@@ -83,8 +84,10 @@ def parse(source: bytes, complaint: SyntaxProblem | None = None, prechecked: boo
         raise SourceError("nesting too deep to parse") from None
 
 
-def lint_module(module: cst.Module, selection: Selection) -> list[Located]:
-    model = build_model(module)
+def lint_module(module: cst.Module, selection: Selection, layout: Layout | None = None) -> list[Located]:
+    """`layout`: `module` is a lean tree (gacclint/loops/lean.py) and this is where its nodes are;
+    raises Unsupported when a finding lands on a node it has no place for."""
+    model = build_model(module, layout)
     if not model.loops and not model.step_helpers:
         return []
     findings: list[Finding] = []
@@ -99,17 +102,26 @@ def lint_module(module: cst.Module, selection: Selection) -> list[Located]:
                 findings.append(finding)
     if not findings:
         return []
-    try:
-        positions = MetadataWrapper(module, unsafe_skip_copy=True).resolve(PositionProvider)
-    except (RecursionError, KeyError):
-        # libcst's position pass recurses per nesting level (and reports the
-        # overflow as a KeyError): 500 nested lambdas exhaust it.
-        raise SourceError("nested too deeply to analyse") from None
     located = []
-    for finding in findings:
-        span = positions[finding.node]
-        located.append(Located(finding.code, finding.message, span.start.line, span.start.column + 1,
-                               span.end.line, span.end.column + 1, finding.fix, finding))
+    if layout is not None:
+        for finding in findings:
+            place = layout.position(finding.node)
+            if place is None:
+                raise Unsupported(f"no place for a {type(finding.node).__name__} node")
+            row, column, end_row, end_column = place
+            located.append(Located(finding.code, finding.message, row, column + 1, end_row, end_column + 1,
+                                   finding.fix, finding))
+    else:
+        try:
+            positions = MetadataWrapper(module, unsafe_skip_copy=True).resolve(PositionProvider)
+        except (RecursionError, KeyError):
+            # libcst's position pass recurses per nesting level (and reports the
+            # overflow as a KeyError): 500 nested lambdas exhaust it.
+            raise SourceError("nested too deeply to analyse") from None
+        for finding in findings:
+            span = positions[finding.node]
+            located.append(Located(finding.code, finding.message, span.start.line, span.start.column + 1,
+                                   span.end.line, span.end.column + 1, finding.fix, finding))
     located.sort(key=lambda f: (f.row, f.column, f.code))
     return located
 

@@ -18,6 +18,7 @@ from gacclint.loops.events import (
 from gacclint.loops.facts import ModuleFacts, collect_facts
 from gacclint.loops.flow import loss_flow
 from gacclint.loops.graphs import GraphFlow
+from gacclint.loops.lean import Layout
 
 from gacclint.loops.evaluate import (
     CARRIED,
@@ -104,8 +105,9 @@ class ModuleModel:
     step_helpers: list[TrainingLoop] = field(default_factory=list)
 
 
-def build_model(module: cst.Module) -> ModuleModel:
-    forget_code()
+def build_model(module: cst.Module, layout: Layout | None = None) -> ModuleModel:
+    """`layout`: the source's places and text, for a lean tree (gacclint/loops/lean.py)."""
+    forget_code(layout)
     facts = collect_facts(module)
     builder = _Builder(module, facts)
     builder.walk_block(tuple(module.body), [], None, [])

@@ -9,8 +9,12 @@ silent (RULES.md: prefer silence over a guess).
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
 import libcst as cst
+
+if TYPE_CHECKING:
+    from gacclint.loops.lean import Layout
 
 # A name "looks like" an optimizer when one of its word parts is one of these.
 _OPTIMIZER_WORDS = {"opt", "optim", "optimizer", "optimiser", "optimizers", "opts", "optims"}
@@ -83,6 +87,9 @@ _EMPTY_MODULE = cst.Module(body=[])
 # id(node) -> (node, text): nodes are immutable, so a node's text never changes. The node is
 # kept so its id cannot be reused while the entry lives; `forget_code` empties it per module.
 _CODE_MEMO: dict[int, tuple[cst.CSTNode, str]] = {}
+# The source of the module being read, for a lean tree (gacclint/loops/lean.py), whose
+# nodes hold no layout to print.
+_layout: Layout | None = None
 
 
 def code_of(node: cst.CSTNode) -> str:
@@ -90,14 +97,19 @@ def code_of(node: cst.CSTNode) -> str:
     found = _CODE_MEMO.get(id(node))
     if found is not None and found[0] is node:
         return found[1]
-    text = _EMPTY_MODULE.code_for_node(node).strip()
+    text = _layout.text(node) if _layout is not None else None
+    if text is None:
+        text = _EMPTY_MODULE.code_for_node(node).strip()
     _CODE_MEMO[id(node)] = (node, text)
     return text
 
 
-def forget_code() -> None:
-    """Drop the memo of `code_of` (called once per module, so memory stays flat)."""
+def forget_code(layout: Layout | None = None) -> None:
+    """Drop the memo of `code_of` (called once per module, so memory stays flat); `layout`:
+    where the next module's text comes from, when it is a lean tree."""
+    global _layout
     _CODE_MEMO.clear()
+    _layout = layout
 
 
 def dotted_name(node: cst.BaseExpression) -> str | None:
