@@ -112,6 +112,10 @@ class Layout:
 
     def __init__(self, text: str) -> None:
         self.lines = split_lines(text)
+        # id(node) -> (node, CPython's node of the same text), or (node, row, column, end row,
+        # end column) for a node made up of parts of several; the node is kept so its id
+        # cannot be reused.
+        self._sources: dict[int, tuple[cst.CSTNode, ast.AST]] = {}
         self._spans: dict[int, tuple[cst.CSTNode, int, int, int, int]] = {}
         # Exceptions to "a node's place is CPython's span of it", by id:
         # Sole arguments, whose enclosing `(` `)` are their call's (or class's, or with's): the
@@ -129,16 +133,26 @@ class Layout:
         """`column`s in CPython's UTF-8 bytes."""
         self._spans[id(node)] = (node, row, column, end_row, end_column)
 
-    def knows(self, node: cst.CSTNode) -> bool:
-        found = self._spans.get(id(node))
-        return found is not None and found[0] is node
+    def record_like(self, node: cst.CSTNode, source: ast.AST) -> None:
+        self._sources[id(node)] = (node, source)
+
+    def _bytes_span(self, node: cst.CSTNode) -> tuple[int, int, int, int] | None:
+        key = id(node)
+        like = self._sources.get(key)
+        if like is not None and like[0] is node:
+            source = like[1]
+            return source.lineno, source.col_offset, source.end_lineno, source.end_col_offset  # type: ignore[attr-defined]
+        found = self._spans.get(key)
+        if found is not None and found[0] is node:
+            return found[1:]
+        return None
 
     def position(self, node: cst.CSTNode) -> tuple[int, int, int, int] | None:
         """(row, column, end row, end column), or None for a node the reader made up."""
-        found = self._spans.get(id(node))
-        if found is None or found[0] is not node:
+        span = self._bytes_span(node)
+        if span is None:
             return None
-        _, row, column, end_row, end_column = found
+        row, column, end_row, end_column = span
         place = row, self._characters(row, column), end_row, self._characters(end_row, end_column)
         key = id(node)
         if key in self.own_pair:
@@ -332,6 +346,7 @@ class _Reader:
         self.layout = layout
         self.lines = layout.lines
         self.record = layout.record
+        self.record_like = layout.record_like
         self.expression_readers: dict[type, Callable[[ast.AST], cst.CSTNode]] = {
             ast.Name: self._name, ast.Attribute: self._attribute, ast.Call: self._call,
             ast.Constant: self._constant, ast.Subscript: self._subscript, ast.BinOp: self._binary,
@@ -382,7 +397,7 @@ class _Reader:
         if reader is None:
             raise Unsupported(type(statement).__name__)
         node = reader(statement)
-        self.record(node, statement.lineno, statement.col_offset, statement.end_lineno, statement.end_col_offset)
+        self.record_like(node, statement)
         self.layout.statement_rows.append(statement.lineno)
         for decorator in getattr(statement, "decorator_list", ()):
             self.layout.statement_rows.append(decorator.lineno)
@@ -410,7 +425,7 @@ class _Reader:
         targets = []
         for target in statement.targets:
             wrapper = _node(cst.AssignTarget, target=self.expression(target))
-            self._record_like(wrapper, target)
+            self.record_like(wrapper, target)
             self.layout.spanning[id(wrapper)] = (wrapper.target, wrapper.target, False)
             targets.append(wrapper)
         return _node(cst.Assign, targets=targets, value=self.expression(statement.value))
@@ -428,7 +443,7 @@ class _Reader:
         if expression is None:
             return None
         node = _node(cst.Annotation, annotation=self.expression(expression))
-        self._record_like(node, expression)
+        self.record_like(node, expression)
         return node
 
     def _return(self, statement: ast.Return) -> cst.CSTNode:
@@ -641,20 +656,22 @@ class _Reader:
     # -- expressions
 
     def expression(self, expression: ast.expr) -> cst.CSTNode:
-        reader = self.expression_readers.get(type(expression))
-        if reader is None:
-            raise Unsupported(type(expression).__name__)
+        try:
+            reader = self.expression_readers[type(expression)]
+        except KeyError:
+            raise Unsupported(type(expression).__name__) from None
         node = reader(expression)
-        self.record(node, expression.lineno, expression.col_offset, expression.end_lineno,
-                    expression.end_col_offset)
+        self.record_like(node, expression)
         return node
 
     def parenthesise(self, root: cst.CSTNode) -> None:
         """Give each expression of the tree the parentheses libcst would (`lpar`, `rpar`: some
         rules read them). Only a node with a `(` right before it, or its own, can have any."""
-        layout, lines, spans = self.layout, self.lines, self.layout._spans
+        layout, lines = self.layout, self.lines
         expression_types: dict[type, bool] = {}
-        for node, row, column, end_row, end_column in list(spans.values()):
+        for node, source in layout._sources.values():
+            row, column = source.lineno, source.col_offset  # type: ignore[attr-defined]
+            end_row, end_column = source.end_lineno, source.end_col_offset  # type: ignore[attr-defined]
             cls = type(node)
             is_expression = expression_types.get(cls)
             if is_expression is None:
@@ -679,8 +696,6 @@ class _Reader:
     def _optional(self, expression: ast.expr | None) -> cst.CSTNode | None:
         return None if expression is None else self.expression(expression)
 
-    def _record_like(self, node: cst.CSTNode, source: ast.AST) -> None:
-        self.record(node, source.lineno, source.col_offset, source.end_lineno, source.end_col_offset)
 
     def _name(self, expression: ast.Name) -> cst.CSTNode:
         return _node(cst.Name, value=expression.id)
@@ -706,7 +721,7 @@ class _Reader:
             node = _node(cst.Arg, value=self.expression(expression.value), star="*")
         else:
             node = _node(cst.Arg, value=self.expression(expression))
-        self._record_like(node, expression)
+        self.record_like(node, expression)
         self.layout.spanning[id(node)] = (node.value, node.value, bool(node.star))
         return node
 
@@ -719,7 +734,7 @@ class _Reader:
                         keyword.col_offset + len(keyword.arg.encode("utf-8")))
             self.layout.never_parenthesised.add(id(name))
             node = _node(cst.Arg, value=self.expression(keyword.value), keyword=name)
-        self._record_like(node, keyword)
+        self.record_like(node, keyword)
         self.layout.spanning[id(node)] = (node.value, node.value, True)
         return node
 
@@ -855,16 +870,16 @@ class _Reader:
     def _subscript_element(self, expression: ast.expr) -> cst.CSTNode:
         if isinstance(expression, ast.Slice):
             inner = self._bare_slice(expression)
-            self._record_like(inner, expression)
+            self.record_like(inner, expression)
         elif isinstance(expression, ast.Starred):
             inner = _node(cst.Index, value=self.expression(expression.value), star="*")
-            self._record_like(inner, expression)
+            self.record_like(inner, expression)
         else:
             inner = _node(cst.Index, value=self.expression(expression))
-            self._record_like(inner, expression)
+            self.record_like(inner, expression)
             self.layout.spanning[id(inner)] = (inner.value, inner.value, False)
         node = _node(cst.SubscriptElement, slice=inner)
-        self._record_like(node, expression)
+        self.record_like(node, expression)
         if isinstance(inner, cst.Index) and not inner.star:
             self.layout.spanning[id(node)] = (inner.value, inner.value, False)
         return node
@@ -916,7 +931,7 @@ class _Reader:
             else:
                 node = _node(cst.Element, value=self.expression(element))
                 self.layout.spanning[id(node)] = (node.value, node.value, False)
-            self._record_like(node, element)
+            self.record_like(node, element)
             elements.append(node)
         node = _node(cls, elements=elements)
         if cls is cst.Tuple and (not elements or self._parenthesised_tuple(expression)):
