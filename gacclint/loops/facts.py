@@ -59,6 +59,9 @@ class ModuleFacts:
     framework_counts: dict[str, str] = field(default_factory=dict)
     # `from torch.autograd import Variable`: local name -> the module it comes from.
     imported_from: dict[str, str] = field(default_factory=dict)
+    # id(node) -> (node, the event it is read as when no helper is known to clear gradients):
+    # gacclint/loops/events.py reads each call once, however many questions include it.
+    plain_events: dict[int, tuple[cst.CSTNode, object]] = field(default_factory=dict)
 
     # -- queries -------------------------------------------------------------
 

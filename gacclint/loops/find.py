@@ -33,6 +33,7 @@ from gacclint.loops.evaluate import (
     read_runs,
 )
 from gacclint.loops.guards import GuardContext, classify, is_switch
+from gacclint.loops.tree import matches
 from gacclint.loops.model import (
     NO_GUARD,
     Boundary,
@@ -113,27 +114,46 @@ def build_model(module: cst.Module) -> ModuleModel:
 
 
 def _is_loop(node: cst.CSTNode) -> bool:
-    return isinstance(node, (cst.For, cst.While))
+    return matches(type(node), _LOOPS)
+
+
+_LOOPS = (cst.For, cst.While)
+# What `_blocks_of` reads of each kind of compound statement, in the order it asks.
+_BLOCK_SHAPES = (
+    ((cst.If,), "if"),
+    ((cst.For, cst.While), "loop"),
+    ((cst.With, cst.FunctionDef, cst.ClassDef), "body"),
+    ((cst.Try, cst.TryStar), "try"),
+    ((cst.Match,), "match"),
+)
+_SHAPE_OF: dict[type, str] = {}  # node type -> its shape above ("" for none), as types are met
 
 
 def _blocks_of(node: cst.CSTNode) -> list[tuple[cst.BaseExpression | None, bool, tuple[cst.CSTNode, ...]]]:
     """Child statement blocks of a compound statement, each with its test and polarity."""
+    node_type = type(node)
+    shape = _SHAPE_OF.get(node_type)
+    if shape is None:
+        shape = _SHAPE_OF[node_type] = next((name for types, name in _BLOCK_SHAPES if matches(node_type, types)), "")
+    if not shape:
+        return []
+
     def body(suite: cst.BaseSuite) -> tuple[cst.CSTNode, ...]:
         return tuple(suite.body)
 
-    if isinstance(node, cst.If):
+    if shape == "if":
         blocks = [(node.test, True, body(node.body))]
         if node.orelse is not None:
             blocks.append((node.test, False, (node.orelse,) if isinstance(node.orelse, cst.If) else body(node.orelse.body)))
         return blocks
-    if isinstance(node, (cst.For, cst.While)):
+    if shape == "loop":
         blocks = [(None, True, body(node.body))]
         if node.orelse is not None:
             blocks.append((None, True, body(node.orelse.body)))
         return blocks
-    if isinstance(node, (cst.With, cst.FunctionDef, cst.ClassDef)):
+    if shape == "body":
         return [(None, True, body(node.body))]
-    if isinstance(node, (cst.Try, cst.TryStar)):
+    if shape == "try":
         blocks = [(None, True, body(node.body))]
         blocks += [(None, True, body(h.body)) for h in node.handlers]
         if node.orelse is not None:
@@ -141,9 +161,7 @@ def _blocks_of(node: cst.CSTNode) -> list[tuple[cst.BaseExpression | None, bool,
         if node.finalbody is not None:
             blocks.append((None, True, body(node.finalbody.body)))
         return blocks
-    if isinstance(node, cst.Match):
-        return [(None, True, body(case.body)) for case in node.cases]
-    return []
+    return [(None, True, body(case.body)) for case in node.cases]
 
 
 class _Builder:
