@@ -16,6 +16,7 @@ libcst's node classes are ABCs, and a failing `isinstance` on one is slow.
 from __future__ import annotations
 
 import dataclasses
+import typing
 from bisect import bisect_left
 from typing import Iterable, Iterator
 
@@ -36,11 +37,21 @@ _MATCHES: dict[tuple[tuple[type, ...], type], bool] = {}
 
 
 def _fields(node_type: type) -> tuple[str, ...]:
+    """The fields of a node type that may hold nodes: not punctuation, not text (`Name.value`)."""
     names = _FIELDS.get(node_type)
     if names is None:
-        names = tuple(f.name for f in dataclasses.fields(node_type) if not f.name.startswith(_SKIPPED_FIELDS))
+        names = tuple(f.name for f in dataclasses.fields(node_type)
+                      if not f.name.startswith(_SKIPPED_FIELDS) and not _holds_text_only(f.type))
         _FIELDS[node_type] = names
     return names
+
+
+def _holds_text_only(annotation: object) -> bool:
+    """`str`, or a `Literal` of strings (`Arg.star`): a field whose value is never a node."""
+    if annotation is str:
+        return True
+    return typing.get_origin(annotation) is typing.Literal and all(
+        isinstance(value, str) for value in typing.get_args(annotation))
 
 
 def _value_kind(value_type: type) -> int:
@@ -127,7 +138,11 @@ class Tree:
             # spelled out: it runs once per node of every module).
             children: list[cst.CSTNode] = []
             names = fields_of.get(node_type)
-            for name in names if names is not None else _fields(node_type):
+            if names is None:
+                names = _fields(node_type)
+            if not names:  # a name, a number, a string: a leaf
+                continue
+            for name in names:
                 value = getattr(node, name)
                 kind = value_kind.get(type(value))
                 if kind == 1:
