@@ -36,6 +36,8 @@ class RawEvent:
 _CLIP_NAMES = {"clip_grad_norm_", "clip_grad_value_", "clip_grad_norm", "clip_grad_value", "clip_gradients", "clip_grad_norm_fp32"}
 _GRAD_SCALING_CALLS = {"multiply_grads", "scale_grads", "div_grads", "divide_grads", "average_gradients", "all_reduce_grads_mean"}
 _CLEAR_GRAD_METHODS = {"zero_", "detach_", "fill_"}
+# The only methods `_classify` reads a backward from.
+BACKWARD_METHODS = {"backward", "manual_backward"}
 # Every method name `_classify` reads an event from (besides a helper's).
 _EVENT_METHODS = {"backward", "manual_backward", "step", "optimizer_step", "zero_grad", "clear_grad", "div_", "mul_",
                   "unscale_", "update"} | _CLEAR_GRAD_METHODS | _GRAD_SCALING_CALLS | _CLIP_NAMES

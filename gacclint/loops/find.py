@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import itertools
+from bisect import bisect_left
 from dataclasses import dataclass, field, replace
 
 import libcst as cst
 
-from gacclint.loops.events import events_in
+from gacclint.loops.events import BACKWARD_METHODS, events_in
 from gacclint.loops.events import (
     DDP_CONSTRUCTORS,
     scaler_disabled,
@@ -175,8 +176,8 @@ class _Builder:
         self._backward_cache: dict[int, bool] = {}
         # (id(loop), counter) -> index in the loop body of its `counter += 1`
         self._increment_positions: dict[tuple[int, str], int] = {}
-        # id(node) -> index of the top-level statement of the current loop holding it
-        self._top_level: dict[int, int] = {}
+        # The top-level statements of the current loop's body (see `_top_level_index`).
+        self._top_level: tuple[cst.CSTNode, ...] = ()
         self._bound_cache: dict[int, frozenset[str]] = {}
         self._wrapping: tuple[dict, dict] | None = None
         # Memos over the module, which does not change while it is read (keys: id of a node).
@@ -185,6 +186,12 @@ class _Builder:
         self._call_site_cache: dict[int, dict] = {}
         self._calls_index: dict[str, list] | None = None
         self._helper_kind_cache: dict[int, set[EventKind]] = {}
+        # Numbers (gacclint/loops/tree.py) of the calls that may be a backward, ascending: a
+        # statement, loop or function holding none of them holds no backward.
+        tree = facts.tree
+        self._backward_numbers = [
+            tree.span(call)[0] for call in tree.ordered(cst.Call)  # type: ignore[index]
+            if isinstance(call.func, cst.Attribute) and call.func.attr.value in BACKWARD_METHODS]
 
     # -- module walk -----------------------------------------------------------
 
@@ -219,10 +226,18 @@ class _Builder:
             found = self._events_memo[id(statement)] = events_in(statement, self.facts, self.clear_helpers)
         return found
 
+    def _may_hold_backward(self, node: cst.CSTNode) -> bool:
+        span = self.facts.tree.span(node)
+        if span is None:
+            return True
+        numbers = self._backward_numbers
+        first = bisect_left(numbers, span[0])
+        return first < len(numbers) and numbers[first] < span[1]
+
     def _directly_contains_backward(self, loop: LoopNode) -> bool:
         key = id(loop)
         if key not in self._backward_cache:
-            self._backward_cache[key] = any(
+            self._backward_cache[key] = self._may_hold_backward(loop) and any(
                 e.kind is EventKind.BACKWARD
                 for statement in self._own_statements(loop.body.body, enter_loops=False)
                 for e in self._statement_events(statement)
@@ -259,8 +274,7 @@ class _Builder:
         counters = self._counters(training, frames if training is micro else self.frames.get(id(training), frames), function)
         if shape is Shape.INNER_WINDOW:
             counters.update(self._counters(micro, frames, function))
-        self._top_level = {id(node): index for index, statement in enumerate(training.body.body)
-                           for node in self.facts.tree.walk(statement)}
+        self._top_level = tuple(training.body.body)
         varying = self._varying(training)
         aliases = self._aliases(training)
         visits = list(self._visits(training, micro if shape is Shape.INNER_WINDOW else None))
@@ -751,7 +765,7 @@ class _Builder:
         root = scope.body if scope is not None else self.module
         for compound in self.facts.tree.find(root, cst.If, cst.Try, cst.TryStar, cst.For, cst.While, cst.Match,
                                              enter_scopes=False):
-            if any(found is node for found in self.facts.tree.walk(compound, enter_scopes=False)):
+            if self.facts.tree.contains(compound, node, enter_scopes=False):
                 return True
         return False
 
@@ -777,7 +791,9 @@ class _Builder:
             name = call_name(call) or ""
             short = name[len("self."):] if name.startswith("self.") else name
             roots += self.facts.functions.get(short, [])
-        return any(turns_sync_off(node) for root in roots for node in self.facts.tree.walk(root))
+        # Only a name or an attribute can spell it.
+        return any(turns_sync_off(node) for root in roots
+                   for node in self.facts.tree.find(root, cst.Name, cst.Attribute))
 
     def _sync_handed(self, training: cst.CSTNode, models: set[str]) -> bool:
         """RULES.md GA501: a context manager of the loop handed the DDP model together with a
@@ -822,12 +838,13 @@ class _Builder:
                     for _, _, child in _blocks_of(statement):
                         collect(child)
 
+        if not self._may_hold_backward(func):
+            return
         collect(func.body.body)
         kinds = {e.kind for s in own for e in self._statement_events(s)}
         if EventKind.BACKWARD not in kinds or EventKind.STEP not in kinds:
             return
-        self._top_level = {id(node): index for index, statement in enumerate(func.body.body)
-                           for node in self.facts.tree.walk(statement)}
+        self._top_level = tuple(func.body.body)
         varying = self._varying(func)  # type: ignore[arg-type]
         context = GuardContext(counters={}, varying=varying, tree=self.facts.tree, aliases=self._aliases(func))  # type: ignore[arg-type]
         visits = list(self._visits(func, None))  # type: ignore[arg-type]
@@ -1090,14 +1107,24 @@ class _Builder:
                 order += 1
         return events
 
+    def _top_level_index(self, node: cst.CSTNode) -> int | None:
+        """Index of the top-level statement of the current loop holding `node` (the last one,
+        should a node sit in several)."""
+        for index in range(len(self._top_level) - 1, -1, -1):
+            if self.facts.tree.contains(self._top_level[index], node):
+                return index
+        return None
+
     def _conditions(self, visit: _Visit, context: GuardContext, loop: LoopNode, first_event: int) -> list[Condition]:
         conditions: list[Condition] = []
-        statement_index = self._top_level.get(id(visit.statement))
+        statement_index = self._top_level_index(visit.statement)
         for raw in visit.raw_conditions:
             if raw.expression is None:
                 conditions.append(Condition(None, "<opaque>", True, ConditionKind.OPAQUE))
                 continue
-            test_index = self._top_level.get(id(raw.expression), statement_index)
+            test_index = self._top_level_index(raw.expression)
+            if test_index is None:
+                test_index = statement_index
             classified = classify(raw.expression, raw.polarity, self._context_at(context, loop, test_index))
             if self._resume_skip(raw, context, first_event):
                 classified = [c for c in classified if c.kind is not ConditionKind.OPAQUE]

@@ -122,10 +122,7 @@ class Tree:
             node, scope, parent = pop()
             number = len(nodes)
             nodes.append(node)
-            key = id(node)
-            if key in position:
-                shared.add(key)
-            position[key] = number
+            position[id(node)] = number
             scope_above.append(scope)
             parents.append(parent)
             node_type = type(node)
@@ -157,6 +154,12 @@ class Tree:
                 inner_scope = number if _is_scope(node_type) else scope
                 children.reverse()
                 stack.extend([(child, inner_scope, number) for child in children])
+        if len(position) < len(nodes):  # some node sits at several places
+            seen: set[int] = set()
+            for node in nodes:
+                if id(node) in seen:
+                    shared.add(id(node))
+                seen.add(id(node))
         # Children are numbered after their parent: going backwards, each subtree's end is
         # known before its parent's.
         end = list(range(1, len(nodes) + 1))
@@ -189,6 +192,11 @@ class Tree:
     def ordered(self, *types: type) -> list[cst.CSTNode]:
         """Every node of the tree that is an instance of `types`, in source order."""
         return [self._nodes[n] for n in self._numbers_of(types, 0, len(self._nodes))]
+
+    def span(self, node: cst.CSTNode) -> tuple[int, int] | None:
+        """The numbers of `node`'s subtree, [first, end); None for a node made after `build`."""
+        number = self._number(node)
+        return None if number is None else (number, self._end[number])
 
     def _number(self, node: cst.CSTNode) -> int | None:
         number = self._position.get(id(node))
