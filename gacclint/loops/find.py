@@ -119,6 +119,10 @@ def _is_loop(node: cst.CSTNode) -> bool:
 
 
 _LOOPS = (cst.For, cst.While)
+# For `matches` (a cached `isinstance`: these are asked once per statement of the module).
+_SIMPLE = (cst.SimpleStatementLine, cst.SimpleStatementSuite)
+_DEFINITIONS = (cst.FunctionDef, cst.ClassDef)
+_FUNCTION = (cst.FunctionDef,)
 # What `_blocks_of` reads of each kind of compound statement, in the order it asks.
 _BLOCK_SHAPES = (
     ((cst.If,), "if"),
@@ -202,9 +206,9 @@ class _Builder:
             self.frames[id(statement)] = frames
             if _is_loop(statement) and self._directly_contains_backward(statement):
                 self._build_loop(statement, frames, functions[-1] if functions else None)
-            if isinstance(statement, cst.FunctionDef):
+            if matches(type(statement), _FUNCTION):
                 self._step_helper(statement)
-            inner_functions = functions + [statement] if isinstance(statement, cst.FunctionDef) else functions
+            inner_functions = functions + [statement] if matches(type(statement), _FUNCTION) else functions
             for _, _, child_block in _blocks_of(statement):
                 self.walk_block(child_block, frames, statement, inner_functions)
 
@@ -246,13 +250,13 @@ class _Builder:
 
     def _own_statements(self, block, enter_loops: bool):
         for statement in block:
-            if isinstance(statement, (cst.FunctionDef, cst.ClassDef)):
+            if matches(type(statement), _DEFINITIONS):
                 continue
             if _is_loop(statement) and not enter_loops:
                 if not self._directly_contains_backward(statement):
                     yield from self._own_statements(statement.body.body, enter_loops)
                 continue
-            if isinstance(statement, (cst.SimpleStatementLine, cst.SimpleStatementSuite)):
+            if matches(type(statement), _SIMPLE):
                 yield statement
                 continue
             for _, _, child in _blocks_of(statement):
@@ -733,8 +737,8 @@ class _Builder:
 
             def visit(block, scope) -> None:
                 for statement in block:
-                    inner = statement if isinstance(statement, cst.FunctionDef) else scope
-                    roots = [statement] if isinstance(statement, (cst.SimpleStatementLine, cst.SimpleStatementSuite)) \
+                    inner = statement if matches(type(statement), _FUNCTION) else scope
+                    roots = [statement] if matches(type(statement), _SIMPLE) \
                         else _tests_of(statement)
                     for root in roots:
                         for call in self.facts.tree.find(root, cst.Call, enter_scopes=False):
@@ -832,9 +836,9 @@ class _Builder:
 
         def collect(block) -> None:
             for statement in block:
-                if isinstance(statement, (cst.SimpleStatementLine, cst.SimpleStatementSuite)):
+                if matches(type(statement), _SIMPLE):
                     own.append(statement)
-                elif not (_is_loop(statement) or isinstance(statement, (cst.FunctionDef, cst.ClassDef))):
+                elif not (_is_loop(statement) or matches(type(statement), _DEFINITIONS)):
                     for _, _, child in _blocks_of(statement):
                         collect(child)
 
@@ -877,7 +881,7 @@ class _Builder:
             if statement is micro:
                 seen = True
                 continue
-            if seen and isinstance(statement, (cst.SimpleStatementLine, cst.SimpleStatementSuite)):
+            if seen and matches(type(statement), _SIMPLE):
                 kinds = {e.kind for e in self._statement_events(statement)}
                 if EventKind.STEP in kinds:
                     return True
@@ -889,7 +893,7 @@ class _Builder:
         """Every statement of a block in source order, entering compound statements."""
         for statement in block:
             yield statement
-            if isinstance(statement, (cst.FunctionDef, cst.ClassDef)):
+            if matches(type(statement), _DEFINITIONS):
                 continue
             for _, _, child in _blocks_of(statement):
                 yield from self._ordered(child)
@@ -1028,9 +1032,9 @@ class _Builder:
         def walk(block, conditions, inner: bool, in_window: bool, contexts: tuple[str, ...], editable_block: bool):
             pending = list(conditions)
             for statement in block:
-                if isinstance(statement, (cst.FunctionDef, cst.ClassDef)):
+                if matches(type(statement), _DEFINITIONS):
                     continue
-                if isinstance(statement, (cst.SimpleStatementLine, cst.SimpleStatementSuite)):
+                if matches(type(statement), _SIMPLE):
                     visited[0] += 1
                     yield _Visit(statement, pending, next(order), inner, in_window,
                                  editable_block and isinstance(statement, cst.SimpleStatementLine), contexts, block)
@@ -1239,7 +1243,7 @@ class _Builder:
                 if _is_loop(statement) and self._directly_contains_backward(statement):
                     return False
                 for inner in self._ordered((statement,)):
-                    if isinstance(inner, (cst.SimpleStatementLine, cst.SimpleStatementSuite)):
+                    if matches(type(inner), _SIMPLE):
                         if any(e.kind is EventKind.STEP for e in self._statement_events(inner)):
                             return True
             if frame.owner is None or isinstance(frame.owner, (cst.FunctionDef, cst.ClassDef)):
@@ -1349,7 +1353,7 @@ def _evaluated_guard(event: Event, deciding: list[Condition], schedule: Schedule
 def _assignments(statement: cst.CSTNode, repeated: bool) -> list[tuple[str, cst.BaseExpression | None, str | None]]:
     """What a simple statement assigns: (name, value, `+`/`-` for augmented; value None: unknown)."""
     found: list[tuple[str, cst.BaseExpression | None, str | None]] = []
-    body = statement.body if isinstance(statement, (cst.SimpleStatementLine, cst.SimpleStatementSuite)) else []
+    body = statement.body if matches(type(statement), _SIMPLE) else []
     for small in body:
         if isinstance(small, cst.Assign):
             single = len(small.targets) == 1 and dotted_name(small.targets[0].target) is not None
@@ -1392,12 +1396,13 @@ def _guard(event: Event, assignment: dict[str, bool]) -> Guard:
 
 def _tests_of(statement: cst.CSTNode) -> list[cst.CSTNode]:
     """Expressions a compound statement evaluates itself (an `if` test, a `for` iterable, `with` items)."""
-    if isinstance(statement, (cst.If, cst.While)):
-        return [statement.test]
-    if isinstance(statement, cst.For):
-        return [statement.iter]
-    if isinstance(statement, cst.With):
-        return [item.item for item in statement.items]
+    statement_type = type(statement)
+    if matches(statement_type, (cst.If, cst.While)):
+        return [statement.test]  # type: ignore[attr-defined]
+    if matches(statement_type, (cst.For,)):
+        return [statement.iter]  # type: ignore[attr-defined]
+    if matches(statement_type, (cst.With,)):
+        return [item.item for item in statement.items]  # type: ignore[attr-defined]
     return []
 
 
