@@ -36,6 +36,11 @@ class RawEvent:
 _CLIP_NAMES = {"clip_grad_norm_", "clip_grad_value_", "clip_grad_norm", "clip_grad_value", "clip_gradients", "clip_grad_norm_fp32"}
 _GRAD_SCALING_CALLS = {"multiply_grads", "scale_grads", "div_grads", "divide_grads", "average_gradients", "all_reduce_grads_mean"}
 _CLEAR_GRAD_METHODS = {"zero_", "detach_", "fill_"}
+# The only methods `_classify` reads a backward from.
+BACKWARD_METHODS = {"backward", "manual_backward"}
+# Every method name `_classify` reads an event from (besides a helper's).
+_EVENT_METHODS = {"backward", "manual_backward", "step", "optimizer_step", "zero_grad", "clear_grad", "div_", "mul_",
+                  "unscale_", "update"} | _CLEAR_GRAD_METHODS | _GRAD_SCALING_CALLS | _CLIP_NAMES
 
 
 
@@ -50,11 +55,34 @@ def is_grad_reference(node: cst.BaseExpression) -> bool:
 
 def events_in(statement: cst.CSTNode, facts: ModuleFacts, clear_helpers: set[str]) -> list[RawEvent]:
     events: list[RawEvent] = []
+    memo = facts.plain_events
     for node in facts.tree.find(statement, cst.Call, cst.Assign, cst.AugAssign, enter_scopes=False):
-        event = _classify(node, facts, clear_helpers)
+        if clear_helpers and _names_a_helper(node, clear_helpers):
+            event = _classify(node, facts, clear_helpers)
+        else:
+            # Read without the helpers, the same whoever asks: read once per node. The
+            # node is kept with its event, so a reused id cannot answer for another node.
+            known = memo.get(id(node))
+            if known is not None and known[0] is node:
+                event = known[1]
+            else:
+                event = _classify(node, facts, set())
+                memo[id(node)] = (node, event)
         if event is not None:
             events.append(event)
     return events
+
+
+def _names_a_helper(node: cst.CSTNode, clear_helpers: set[str]) -> bool:
+    """`helper(...)` or `self.helper(...)` for one of `clear_helpers`: the only calls that
+    `_classify` reads differently when it knows the helpers."""
+    if not isinstance(node, cst.Call):
+        return False
+    func = node.func
+    if isinstance(func, cst.Name):
+        return func.value in clear_helpers
+    return (isinstance(func, cst.Attribute) and isinstance(func.value, cst.Name) and func.value.value == "self"
+            and func.attr.value in clear_helpers)
 
 
 def _keyword(call: cst.Call, name: str) -> cst.BaseExpression | None:
@@ -88,6 +116,10 @@ def _classify(node: cst.CSTNode, facts: ModuleFacts, clear_helpers: set[str]) ->
         return None
     method = func.attr.value
     owner = func.value
+    if method not in _EVENT_METHODS:  # what follows reads no other method: spare the owner's text
+        if isinstance(owner, cst.Name) and owner.value == "self" and method in clear_helpers:
+            return RawEvent(EventKind.CLEAR, node, receiver=None)
+        return None
     owner_text = code_of(owner)
     if method == "backward":
         return _backward(node, owner, owner_text, facts)

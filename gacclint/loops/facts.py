@@ -8,9 +8,11 @@ constants have (for "provable from literals" in RULES.md).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
+
 import libcst as cst
 
-from gacclint.loops.tree import Tree
+from gacclint.loops.tree import Tree, matches
 from gacclint.loops.vocabulary import (
     OPTIMIZER_CONSTRUCTORS,
     call_name,
@@ -57,6 +59,9 @@ class ModuleFacts:
     framework_counts: dict[str, str] = field(default_factory=dict)
     # `from torch.autograd import Variable`: local name -> the module it comes from.
     imported_from: dict[str, str] = field(default_factory=dict)
+    # id(node) -> (node, the event it is read as when no helper is known to clear gradients):
+    # gacclint/loops/events.py reads each call once, however many questions include it.
+    plain_events: dict[int, tuple[cst.CSTNode, object]] = field(default_factory=dict)
 
     # -- queries -------------------------------------------------------------
 
@@ -237,49 +242,61 @@ def parameters_owner(call: cst.Call) -> str | None:
 
 
 class _FactCollector:
-    """Reads the module facts while the children map is built, in one pass."""
+    """Reads the module facts from the nodes that carry them, in source order."""
 
     def __init__(self, facts: ModuleFacts) -> None:
         self.facts = facts
-        self.order = 0
 
-    def __call__(self, node: cst.CSTNode, scope: cst.FunctionDef | None) -> None:
-        if isinstance(node, (cst.BaseStatement, cst.BaseSmallStatement)):
-            self.order += 1
-            self.facts.statement_order[id(node)] = self.order
-        if isinstance(node, cst.FunctionDef):
-            self.facts.functions.setdefault(node.name.value, []).append(node)
-        elif isinstance(node, cst.ClassDef):
-            self.facts.classes[node.name.value] = node
-            bases = " ".join(code_of(arg.value) for arg in node.bases)
-            if "IterableDataset" in bases or "IterDataPipe" in bases:
-                self.facts.iterable_datasets.add(node.name.value)
-        elif isinstance(node, cst.Assign):
-            for target in node.targets:
-                self._bind(target.target, node.value, node, scope)
-        elif isinstance(node, cst.AnnAssign):
-            if node.value is not None:
-                self._bind(node.target, node.value, node, scope)
-        elif isinstance(node, cst.Import):
-            for alias in node.names:  # `import torch_xla.core.xla_model as xm`
-                if alias.asname is not None and isinstance(alias.asname.name, cst.Name):
-                    self.facts.imported_from[alias.asname.name.value] = dotted_name(alias.name) or ""
-        elif isinstance(node, cst.ImportFrom) and node.module is not None and not isinstance(node.names, cst.ImportStar):
-            source = dotted_name(node.module) or ""
-            for alias in node.names:
-                local = alias.asname.name if alias.asname is not None else alias.name
-                if isinstance(local, cst.Name):
-                    self.facts.imported_from[local.value] = source
-        elif isinstance(node, cst.Call):
-            name = call_name(node) or ""
-            owner = parameters_owner(node)
-            if owner and not node.args:
-                self.facts.modules_with_parameters.add(owner)
-            self._framework_counts(node, name)
-            if name.rsplit(".", 1)[-1] == "Accelerator" and any(
-                    a.keyword is not None and a.keyword.value in {"gradient_accumulation_steps", "gradient_accumulation_plugin"}
-                    for a in node.args):
-                self.facts.accelerator_gas = True
+    def read(self, node: cst.CSTNode) -> None:
+        node_type = type(node)
+        reader = _READERS.get(node_type)
+        if reader is None:
+            reader = _READERS[node_type] = next(
+                (read for types, read in _READER_ORDER if matches(node_type, types)), _ignore)
+        reader(self, node)
+
+    def _function(self, node: cst.FunctionDef) -> None:
+        self.facts.functions.setdefault(node.name.value, []).append(node)
+
+    def _class(self, node: cst.ClassDef) -> None:
+        self.facts.classes[node.name.value] = node
+        bases = " ".join(code_of(arg.value) for arg in node.bases)
+        if "IterableDataset" in bases or "IterDataPipe" in bases:
+            self.facts.iterable_datasets.add(node.name.value)
+
+    def _assign(self, node: cst.Assign) -> None:
+        scope = self.facts.tree.enclosing_function(node)
+        for target in node.targets:
+            self._bind(target.target, node.value, node, scope)
+
+    def _ann_assign(self, node: cst.AnnAssign) -> None:
+        if node.value is not None:
+            self._bind(node.target, node.value, node, self.facts.tree.enclosing_function(node))
+
+    def _import(self, node: cst.Import) -> None:
+        for alias in node.names:  # `import torch_xla.core.xla_model as xm`
+            if alias.asname is not None and isinstance(alias.asname.name, cst.Name):
+                self.facts.imported_from[alias.asname.name.value] = dotted_name(alias.name) or ""
+
+    def _import_from(self, node: cst.ImportFrom) -> None:
+        if node.module is None or isinstance(node.names, cst.ImportStar):
+            return
+        source = dotted_name(node.module) or ""
+        for alias in node.names:
+            local = alias.asname.name if alias.asname is not None else alias.name
+            if isinstance(local, cst.Name):
+                self.facts.imported_from[local.value] = source
+
+    def _call(self, node: cst.Call) -> None:
+        name = call_name(node) or ""
+        owner = parameters_owner(node)
+        if owner and not node.args:
+            self.facts.modules_with_parameters.add(owner)
+        self._framework_counts(node, name)
+        if name.rsplit(".", 1)[-1] == "Accelerator" and any(
+                a.keyword is not None and a.keyword.value in {"gradient_accumulation_steps", "gradient_accumulation_plugin"}
+                for a in node.args):
+            self.facts.accelerator_gas = True
 
     def _framework_counts(self, call: cst.Call, name: str) -> None:
         short = name.rsplit(".", 1)[-1]
@@ -306,7 +323,7 @@ class _FactCollector:
 
     def _bind(self, target: cst.BaseExpression, value: cst.BaseExpression, statement: cst.CSTNode,
               scope: cst.FunctionDef | None) -> None:
-        self.facts.binding_order[id(statement)] = self.facts.statement_order.get(id(statement), self.order)
+        self.facts.binding_order[id(statement)] = self.facts.statement_order[id(statement)]
         if isinstance(target, (cst.Tuple, cst.List)):
             names = [dotted_name(el.value) if not isinstance(el, cst.StarredElement) else None for el in target.elements]
             for index, name in enumerate(names):
@@ -355,8 +372,35 @@ class _FactCollector:
                 self.facts.optimizers.add(names[1])
 
 
+def _ignore(collector: _FactCollector, node: cst.CSTNode) -> None:
+    pass
+
+
+_STATEMENTS = (cst.BaseStatement, cst.BaseSmallStatement)
+# What each kind of node tells, tried in this order (the first that matches reads it).
+_READER_ORDER = (
+    ((cst.FunctionDef,), _FactCollector._function),
+    ((cst.ClassDef,), _FactCollector._class),
+    ((cst.Assign,), _FactCollector._assign),
+    ((cst.AnnAssign,), _FactCollector._ann_assign),
+    ((cst.Import,), _FactCollector._import),
+    ((cst.ImportFrom,), _FactCollector._import_from),
+    ((cst.Call,), _FactCollector._call),
+)
+_READ_TYPES = tuple(t for types, _ in _READER_ORDER for t in types)
+# node type -> its reader, filled as types are met (a dictionary look-up per node, not a
+# chain of `isinstance` on libcst's ABCs).
+_READERS: dict[type, Callable[[_FactCollector, cst.CSTNode], None]] = {}
+
+
 def collect_facts(module: cst.Module) -> ModuleFacts:
     facts = ModuleFacts()
-    facts.tree.build(module, _FactCollector(facts))
+    tree = facts.tree
+    tree.build(module)
+    for order, statement in enumerate(tree.ordered(*_STATEMENTS), start=1):
+        facts.statement_order[id(statement)] = order
+    collector = _FactCollector(facts)
+    for node in tree.ordered(*_READ_TYPES):
+        collector.read(node)
     return facts
 

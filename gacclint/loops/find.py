@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import itertools
+from bisect import bisect_left
 from dataclasses import dataclass, field, replace
 
 import libcst as cst
 
-from gacclint.loops.events import events_in
+from gacclint.loops.events import BACKWARD_METHODS, events_in
 from gacclint.loops.events import (
     DDP_CONSTRUCTORS,
     scaler_disabled,
@@ -34,6 +35,7 @@ from gacclint.loops.evaluate import (
     read_runs,
 )
 from gacclint.loops.guards import GuardContext, classify, is_switch
+from gacclint.loops.tree import matches
 from gacclint.loops.model import (
     NO_GUARD,
     Boundary,
@@ -115,27 +117,50 @@ def build_model(module: cst.Module, layout: Layout | None = None) -> ModuleModel
 
 
 def _is_loop(node: cst.CSTNode) -> bool:
-    return isinstance(node, (cst.For, cst.While))
+    return matches(type(node), _LOOPS)
+
+
+_LOOPS = (cst.For, cst.While)
+# For `matches` (a cached `isinstance`: these are asked once per statement of the module).
+_SIMPLE = (cst.SimpleStatementLine, cst.SimpleStatementSuite)
+_DEFINITIONS = (cst.FunctionDef, cst.ClassDef)
+_FUNCTION = (cst.FunctionDef,)
+# What `_blocks_of` reads of each kind of compound statement, in the order it asks.
+_BLOCK_SHAPES = (
+    ((cst.If,), "if"),
+    ((cst.For, cst.While), "loop"),
+    ((cst.With, cst.FunctionDef, cst.ClassDef), "body"),
+    ((cst.Try, cst.TryStar), "try"),
+    ((cst.Match,), "match"),
+)
+_SHAPE_OF: dict[type, str] = {}  # node type -> its shape above ("" for none), as types are met
 
 
 def _blocks_of(node: cst.CSTNode) -> list[tuple[cst.BaseExpression | None, bool, tuple[cst.CSTNode, ...]]]:
     """Child statement blocks of a compound statement, each with its test and polarity."""
+    node_type = type(node)
+    shape = _SHAPE_OF.get(node_type)
+    if shape is None:
+        shape = _SHAPE_OF[node_type] = next((name for types, name in _BLOCK_SHAPES if matches(node_type, types)), "")
+    if not shape:
+        return []
+
     def body(suite: cst.BaseSuite) -> tuple[cst.CSTNode, ...]:
         return tuple(suite.body)
 
-    if isinstance(node, cst.If):
+    if shape == "if":
         blocks = [(node.test, True, body(node.body))]
         if node.orelse is not None:
             blocks.append((node.test, False, (node.orelse,) if isinstance(node.orelse, cst.If) else body(node.orelse.body)))
         return blocks
-    if isinstance(node, (cst.For, cst.While)):
+    if shape == "loop":
         blocks = [(None, True, body(node.body))]
         if node.orelse is not None:
             blocks.append((None, True, body(node.orelse.body)))
         return blocks
-    if isinstance(node, (cst.With, cst.FunctionDef, cst.ClassDef)):
+    if shape == "body":
         return [(None, True, body(node.body))]
-    if isinstance(node, (cst.Try, cst.TryStar)):
+    if shape == "try":
         blocks = [(None, True, body(node.body))]
         blocks += [(None, True, body(h.body)) for h in node.handlers]
         if node.orelse is not None:
@@ -143,9 +168,7 @@ def _blocks_of(node: cst.CSTNode) -> list[tuple[cst.BaseExpression | None, bool,
         if node.finalbody is not None:
             blocks.append((None, True, body(node.finalbody.body)))
         return blocks
-    if isinstance(node, cst.Match):
-        return [(None, True, body(case.body)) for case in node.cases]
-    return []
+    return [(None, True, body(case.body)) for case in node.cases]
 
 
 class _Builder:
@@ -159,8 +182,8 @@ class _Builder:
         self._backward_cache: dict[int, bool] = {}
         # (id(loop), counter) -> index in the loop body of its `counter += 1`
         self._increment_positions: dict[tuple[int, str], int] = {}
-        # id(node) -> index of the top-level statement of the current loop holding it
-        self._top_level: dict[int, int] = {}
+        # The top-level statements of the current loop's body (see `_top_level_index`).
+        self._top_level: tuple[cst.CSTNode, ...] = ()
         self._bound_cache: dict[int, frozenset[str]] = {}
         self._wrapping: tuple[dict, dict] | None = None
         # Memos over the module, which does not change while it is read (keys: id of a node).
@@ -169,6 +192,12 @@ class _Builder:
         self._call_site_cache: dict[int, dict] = {}
         self._calls_index: dict[str, list] | None = None
         self._helper_kind_cache: dict[int, set[EventKind]] = {}
+        # Numbers (gacclint/loops/tree.py) of the calls that may be a backward, ascending: a
+        # statement, loop or function holding none of them holds no backward.
+        tree = facts.tree
+        self._backward_numbers = [
+            tree.span(call)[0] for call in tree.ordered(cst.Call)  # type: ignore[index]
+            if isinstance(call.func, cst.Attribute) and call.func.attr.value in BACKWARD_METHODS]
 
     # -- module walk -----------------------------------------------------------
 
@@ -179,9 +208,9 @@ class _Builder:
             self.frames[id(statement)] = frames
             if _is_loop(statement) and self._directly_contains_backward(statement):
                 self._build_loop(statement, frames, functions[-1] if functions else None)
-            if isinstance(statement, cst.FunctionDef):
+            if matches(type(statement), _FUNCTION):
                 self._step_helper(statement)
-            inner_functions = functions + [statement] if isinstance(statement, cst.FunctionDef) else functions
+            inner_functions = functions + [statement] if matches(type(statement), _FUNCTION) else functions
             for _, _, child_block in _blocks_of(statement):
                 self.walk_block(child_block, frames, statement, inner_functions)
 
@@ -203,10 +232,18 @@ class _Builder:
             found = self._events_memo[id(statement)] = events_in(statement, self.facts, self.clear_helpers)
         return found
 
+    def _may_hold_backward(self, node: cst.CSTNode) -> bool:
+        span = self.facts.tree.span(node)
+        if span is None:
+            return True
+        numbers = self._backward_numbers
+        first = bisect_left(numbers, span[0])
+        return first < len(numbers) and numbers[first] < span[1]
+
     def _directly_contains_backward(self, loop: LoopNode) -> bool:
         key = id(loop)
         if key not in self._backward_cache:
-            self._backward_cache[key] = any(
+            self._backward_cache[key] = self._may_hold_backward(loop) and any(
                 e.kind is EventKind.BACKWARD
                 for statement in self._own_statements(loop.body.body, enter_loops=False)
                 for e in self._statement_events(statement)
@@ -215,13 +252,13 @@ class _Builder:
 
     def _own_statements(self, block, enter_loops: bool):
         for statement in block:
-            if isinstance(statement, (cst.FunctionDef, cst.ClassDef)):
+            if matches(type(statement), _DEFINITIONS):
                 continue
             if _is_loop(statement) and not enter_loops:
                 if not self._directly_contains_backward(statement):
                     yield from self._own_statements(statement.body.body, enter_loops)
                 continue
-            if isinstance(statement, (cst.SimpleStatementLine, cst.SimpleStatementSuite)):
+            if matches(type(statement), _SIMPLE):
                 yield statement
                 continue
             for _, _, child in _blocks_of(statement):
@@ -243,8 +280,7 @@ class _Builder:
         counters = self._counters(training, frames if training is micro else self.frames.get(id(training), frames), function)
         if shape is Shape.INNER_WINDOW:
             counters.update(self._counters(micro, frames, function))
-        self._top_level = {id(node): index for index, statement in enumerate(training.body.body)
-                           for node in self.facts.tree.walk(statement)}
+        self._top_level = tuple(training.body.body)
         varying = self._varying(training)
         aliases = self._aliases(training)
         visits = list(self._visits(training, micro if shape is Shape.INNER_WINDOW else None))
@@ -703,8 +739,8 @@ class _Builder:
 
             def visit(block, scope) -> None:
                 for statement in block:
-                    inner = statement if isinstance(statement, cst.FunctionDef) else scope
-                    roots = [statement] if isinstance(statement, (cst.SimpleStatementLine, cst.SimpleStatementSuite)) \
+                    inner = statement if matches(type(statement), _FUNCTION) else scope
+                    roots = [statement] if matches(type(statement), _SIMPLE) \
                         else _tests_of(statement)
                     for root in roots:
                         for call in self.facts.tree.find(root, cst.Call, enter_scopes=False):
@@ -735,7 +771,7 @@ class _Builder:
         root = scope.body if scope is not None else self.module
         for compound in self.facts.tree.find(root, cst.If, cst.Try, cst.TryStar, cst.For, cst.While, cst.Match,
                                              enter_scopes=False):
-            if any(found is node for found in self.facts.tree.walk(compound, enter_scopes=False)):
+            if self.facts.tree.contains(compound, node, enter_scopes=False):
                 return True
         return False
 
@@ -761,7 +797,9 @@ class _Builder:
             name = call_name(call) or ""
             short = name[len("self."):] if name.startswith("self.") else name
             roots += self.facts.functions.get(short, [])
-        return any(turns_sync_off(node) for root in roots for node in self.facts.tree.walk(root))
+        # Only a name or an attribute can spell it.
+        return any(turns_sync_off(node) for root in roots
+                   for node in self.facts.tree.find(root, cst.Name, cst.Attribute))
 
     def _sync_handed(self, training: cst.CSTNode, models: set[str]) -> bool:
         """RULES.md GA501: a context manager of the loop handed the DDP model together with a
@@ -800,18 +838,19 @@ class _Builder:
 
         def collect(block) -> None:
             for statement in block:
-                if isinstance(statement, (cst.SimpleStatementLine, cst.SimpleStatementSuite)):
+                if matches(type(statement), _SIMPLE):
                     own.append(statement)
-                elif not (_is_loop(statement) or isinstance(statement, (cst.FunctionDef, cst.ClassDef))):
+                elif not (_is_loop(statement) or matches(type(statement), _DEFINITIONS)):
                     for _, _, child in _blocks_of(statement):
                         collect(child)
 
+        if not self._may_hold_backward(func):
+            return
         collect(func.body.body)
         kinds = {e.kind for s in own for e in self._statement_events(s)}
         if EventKind.BACKWARD not in kinds or EventKind.STEP not in kinds:
             return
-        self._top_level = {id(node): index for index, statement in enumerate(func.body.body)
-                           for node in self.facts.tree.walk(statement)}
+        self._top_level = tuple(func.body.body)
         varying = self._varying(func)  # type: ignore[arg-type]
         context = GuardContext(counters={}, varying=varying, tree=self.facts.tree, aliases=self._aliases(func))  # type: ignore[arg-type]
         visits = list(self._visits(func, None))  # type: ignore[arg-type]
@@ -844,7 +883,7 @@ class _Builder:
             if statement is micro:
                 seen = True
                 continue
-            if seen and isinstance(statement, (cst.SimpleStatementLine, cst.SimpleStatementSuite)):
+            if seen and matches(type(statement), _SIMPLE):
                 kinds = {e.kind for e in self._statement_events(statement)}
                 if EventKind.STEP in kinds:
                     return True
@@ -856,7 +895,7 @@ class _Builder:
         """Every statement of a block in source order, entering compound statements."""
         for statement in block:
             yield statement
-            if isinstance(statement, (cst.FunctionDef, cst.ClassDef)):
+            if matches(type(statement), _DEFINITIONS):
                 continue
             for _, _, child in _blocks_of(statement):
                 yield from self._ordered(child)
@@ -995,9 +1034,9 @@ class _Builder:
         def walk(block, conditions, inner: bool, in_window: bool, contexts: tuple[str, ...], editable_block: bool):
             pending = list(conditions)
             for statement in block:
-                if isinstance(statement, (cst.FunctionDef, cst.ClassDef)):
+                if matches(type(statement), _DEFINITIONS):
                     continue
-                if isinstance(statement, (cst.SimpleStatementLine, cst.SimpleStatementSuite)):
+                if matches(type(statement), _SIMPLE):
                     visited[0] += 1
                     yield _Visit(statement, pending, next(order), inner, in_window,
                                  editable_block and isinstance(statement, cst.SimpleStatementLine), contexts, block)
@@ -1074,14 +1113,24 @@ class _Builder:
                 order += 1
         return events
 
+    def _top_level_index(self, node: cst.CSTNode) -> int | None:
+        """Index of the top-level statement of the current loop holding `node` (the last one,
+        should a node sit in several)."""
+        for index in range(len(self._top_level) - 1, -1, -1):
+            if self.facts.tree.contains(self._top_level[index], node):
+                return index
+        return None
+
     def _conditions(self, visit: _Visit, context: GuardContext, loop: LoopNode, first_event: int) -> list[Condition]:
         conditions: list[Condition] = []
-        statement_index = self._top_level.get(id(visit.statement))
+        statement_index = self._top_level_index(visit.statement)
         for raw in visit.raw_conditions:
             if raw.expression is None:
                 conditions.append(Condition(None, "<opaque>", True, ConditionKind.OPAQUE))
                 continue
-            test_index = self._top_level.get(id(raw.expression), statement_index)
+            test_index = self._top_level_index(raw.expression)
+            if test_index is None:
+                test_index = statement_index
             classified = classify(raw.expression, raw.polarity, self._context_at(context, loop, test_index))
             if self._resume_skip(raw, context, first_event):
                 classified = [c for c in classified if c.kind is not ConditionKind.OPAQUE]
@@ -1196,7 +1245,7 @@ class _Builder:
                 if _is_loop(statement) and self._directly_contains_backward(statement):
                     return False
                 for inner in self._ordered((statement,)):
-                    if isinstance(inner, (cst.SimpleStatementLine, cst.SimpleStatementSuite)):
+                    if matches(type(inner), _SIMPLE):
                         if any(e.kind is EventKind.STEP for e in self._statement_events(inner)):
                             return True
             if frame.owner is None or isinstance(frame.owner, (cst.FunctionDef, cst.ClassDef)):
@@ -1306,7 +1355,7 @@ def _evaluated_guard(event: Event, deciding: list[Condition], schedule: Schedule
 def _assignments(statement: cst.CSTNode, repeated: bool) -> list[tuple[str, cst.BaseExpression | None, str | None]]:
     """What a simple statement assigns: (name, value, `+`/`-` for augmented; value None: unknown)."""
     found: list[tuple[str, cst.BaseExpression | None, str | None]] = []
-    body = statement.body if isinstance(statement, (cst.SimpleStatementLine, cst.SimpleStatementSuite)) else []
+    body = statement.body if matches(type(statement), _SIMPLE) else []
     for small in body:
         if isinstance(small, cst.Assign):
             single = len(small.targets) == 1 and dotted_name(small.targets[0].target) is not None
@@ -1349,12 +1398,13 @@ def _guard(event: Event, assignment: dict[str, bool]) -> Guard:
 
 def _tests_of(statement: cst.CSTNode) -> list[cst.CSTNode]:
     """Expressions a compound statement evaluates itself (an `if` test, a `for` iterable, `with` items)."""
-    if isinstance(statement, (cst.If, cst.While)):
-        return [statement.test]
-    if isinstance(statement, cst.For):
-        return [statement.iter]
-    if isinstance(statement, cst.With):
-        return [item.item for item in statement.items]
+    statement_type = type(statement)
+    if matches(statement_type, (cst.If, cst.While)):
+        return [statement.test]  # type: ignore[attr-defined]
+    if matches(statement_type, (cst.For,)):
+        return [statement.iter]  # type: ignore[attr-defined]
+    if matches(statement_type, (cst.With,)):
+        return [item.item for item in statement.items]  # type: ignore[attr-defined]
     return []
 
 

@@ -1,15 +1,24 @@
-"""One pass over the module recording each node's children.
+"""One pass over the module recording each node's children, and an index of it.
 
 libcst computes `node.children` (and matchers walk subtrees) by running a
 visitor that rebuilds nodes; analysis walks the same subtrees many times, so
-it reads this map, built once by reading the nodes' dataclass fields. The
-walk is iterative: expressions nested thousands deep cannot overflow it.
+it reads what this pass records, built once by reading the nodes' dataclass
+fields. The pass is iterative: expressions nested thousands deep cannot
+overflow it.
+
+The index numbers the nodes in source order (preorder): a node's subtree is
+the run of numbers from its own up to `_end` of it, so `walk` is a slice and
+`find` bisects per-type lists of numbers instead of walking the subtree
+again. Types are compared with `type(node)`, each type's answer cached:
+libcst's node classes are ABCs, and a failing `isinstance` on one is slow.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Iterator
+import typing
+from bisect import bisect_left
+from typing import Iterable, Iterator
 
 import libcst as cst
 
@@ -19,58 +28,251 @@ _SKIPPED_FIELDS = ("whitespace", "lpar", "rpar", "leading_lines", "lines_after",
                    "semicolon", "newline", "trailing_whitespace", "equal", "colon", "dot", "lbracket", "rbracket",
                    "lbrace", "rbrace", "operator", "asynchronous")
 _FIELDS: dict[type, tuple[str, ...]] = {}
+# type of a field's value -> 1: a node, 2: a list or tuple (of nodes, maybe), 0: anything else.
+_VALUE_KIND: dict[type, int] = {}
+# type -> is a def, class or lambda (its body is another scope).
+_IS_SCOPE: dict[type, bool] = {}
+# (the types asked for, a node type) -> whether `isinstance` of that node type holds.
+_MATCHES: dict[tuple[tuple[type, ...], type], bool] = {}
 
 
 def _fields(node_type: type) -> tuple[str, ...]:
+    """The fields of a node type that may hold nodes: not punctuation, not text (`Name.value`)."""
     names = _FIELDS.get(node_type)
     if names is None:
-        names = tuple(f.name for f in dataclasses.fields(node_type) if not f.name.startswith(_SKIPPED_FIELDS))
+        names = tuple(f.name for f in dataclasses.fields(node_type)
+                      if not f.name.startswith(_SKIPPED_FIELDS) and not _holds_text_only(f.type))
         _FIELDS[node_type] = names
     return names
+
+
+def _holds_text_only(annotation: object) -> bool:
+    """`str`, or a `Literal` of strings (`Arg.star`): a field whose value is never a node."""
+    if annotation is str:
+        return True
+    return typing.get_origin(annotation) is typing.Literal and all(
+        isinstance(value, str) for value in typing.get_args(annotation))
+
+
+def _value_kind(value_type: type) -> int:
+    kind = _VALUE_KIND.get(value_type)
+    if kind is None:
+        kind = 1 if issubclass(value_type, cst.CSTNode) else 2 if issubclass(value_type, (list, tuple)) else 0
+        _VALUE_KIND[value_type] = kind
+    return kind
+
+
+def _is_scope(node_type: type) -> bool:
+    found = _IS_SCOPE.get(node_type)
+    if found is None:
+        found = _IS_SCOPE[node_type] = issubclass(node_type, _SCOPES)
+    return found
+
+
+def matches(node_type: type, types: tuple[type, ...]) -> bool:
+    """`isinstance` for a node of `node_type`, without the ABC machinery once asked."""
+    key = (types, node_type)
+    found = _MATCHES.get(key)
+    if found is None:
+        found = _MATCHES[key] = issubclass(node_type, types)
+    return found
+
+
+def _direct_children_of_value(value: object) -> list[cst.CSTNode]:
+    """The nodes a field's value holds: itself, or the nodes of a list or tuple."""
+    kind = _value_kind(type(value))
+    if kind == 1:
+        return [value]  # type: ignore[list-item]
+    if kind == 2:
+        return [item for item in value if _value_kind(type(item)) == 1]  # type: ignore[attr-defined]
+    return []
 
 
 def _direct_children(node: cst.CSTNode) -> list[cst.CSTNode]:
     found: list[cst.CSTNode] = []
     for name in _fields(type(node)):
-        value = getattr(node, name)
-        if isinstance(value, cst.CSTNode):
-            found.append(value)
-        elif isinstance(value, (list, tuple)):
-            found.extend(item for item in value if isinstance(item, cst.CSTNode))
+        found.extend(_direct_children_of_value(getattr(node, name)))
     return found
 
 
 class Tree:
     def __init__(self) -> None:
-        self._children: dict[int, list[cst.CSTNode]] = {}
+        # The index (see the module docstring); nodes made after `build` are not in it.
+        self._nodes: list[cst.CSTNode] = []  # preorder; keeps the nodes (and so their ids) alive
+        self._position: dict[int, int] = {}  # id(node) -> its number
+        self._end: list[int] = []  # number -> one past the last number of its subtree
+        # number -> number of the nearest def/class/lambda strictly above it, -1 if none
+        self._scope_above: list[int] = []
+        self._by_type: dict[type, list[int]] = {}  # node type -> its numbers, ascending
+        self._types_for: dict[tuple[type, ...], list[type]] = {}  # asked types -> node types present
+        # Nodes that sit at several places of the tree (a tree may share one object): the index
+        # holds their last place only, so `contains` asks the walk about them.
+        self._shared: set[int] = set()
 
-    def build(self, root: cst.CSTNode, on_node: Callable[[cst.CSTNode, cst.FunctionDef | None], None] | None = None) -> None:
-        """Record children for the whole tree; `on_node(node, enclosing function)` sees each node in source order."""
-        stack: list[tuple[cst.CSTNode, cst.FunctionDef | None]] = [(root, None)]
+    def build(self, root: cst.CSTNode) -> None:
+        """Number the whole tree: each node, its subtree's end, the scope above it, its type."""
+        nodes, position, scope_above, by_type, shared = (
+            self._nodes, self._position, self._scope_above, self._by_type, self._shared)
+        parents: list[int] = []
+        fields_of, value_kind = _FIELDS, _VALUE_KIND
+        # (node, number of the nearest scope above, number of the parent)
+        stack: list[tuple[cst.CSTNode, int, int]] = [(root, -1, -1)]
+        pop = stack.pop
         while stack:
-            node, scope = stack.pop()
-            if on_node is not None:
-                on_node(node, scope)
-            children = _direct_children(node)
-            self._children[id(node)] = children
-            inner = node if isinstance(node, cst.FunctionDef) else scope
-            stack.extend((child, inner) for child in reversed(children))
+            node, scope, parent = pop()
+            number = len(nodes)
+            nodes.append(node)
+            position[id(node)] = number
+            scope_above.append(scope)
+            parents.append(parent)
+            node_type = type(node)
+            numbers = by_type.get(node_type)
+            if numbers is None:
+                by_type[node_type] = [number]
+            else:
+                numbers.append(number)
+            # The children, read from the dataclass fields (this is `_direct_children`,
+            # spelled out: it runs once per node of every module).
+            children: list[cst.CSTNode] = []
+            names = fields_of.get(node_type)
+            if names is None:
+                names = _fields(node_type)
+            if not names:  # a name, a number, a string: a leaf
+                continue
+            for name in names:
+                value = getattr(node, name)
+                kind = value_kind.get(type(value))
+                if kind == 1:
+                    children.append(value)
+                elif kind == 2:
+                    for item in value:
+                        if value_kind.get(type(item)) == 1 or _value_kind(type(item)) == 1:
+                            children.append(item)
+                elif kind is None and _value_kind(type(value)) != 0:
+                    children.extend(_direct_children_of_value(value))
+            if children:
+                inner_scope = number if _is_scope(node_type) else scope
+                children.reverse()
+                stack.extend([(child, inner_scope, number) for child in children])
+        if len(position) < len(nodes):  # some node sits at several places
+            seen: set[int] = set()
+            for node in nodes:
+                if id(node) in seen:
+                    shared.add(id(node))
+                seen.add(id(node))
+        # Children are numbered after their parent: going backwards, each subtree's end is
+        # known before its parent's.
+        end = list(range(1, len(nodes) + 1))
+        for number in range(len(nodes) - 1, 0, -1):
+            parent = parents[number]
+            if end[number] > end[parent]:
+                end[parent] = end[number]
+        self._end = end
 
     def children(self, node: cst.CSTNode) -> list[cst.CSTNode]:
-        return self._children.get(id(node), [])
+        number = self._number(node)
+        if number is None:
+            return []
+        found = []
+        nodes, end = self._nodes, self._end
+        child, stop = number + 1, end[number]
+        while child < stop:
+            found.append(nodes[child])
+            child = end[child]
+        return found
+
+    def enclosing_function(self, node: cst.CSTNode) -> cst.FunctionDef | None:
+        """The nearest def strictly around `node` (a class between them does not count)."""
+        number = self._number(node)
+        scope = self._scope_above[number] if number is not None else -1
+        while scope >= 0 and type(self._nodes[scope]) is not cst.FunctionDef:
+            scope = self._scope_above[scope]
+        return self._nodes[scope] if scope >= 0 else None  # type: ignore[return-value]
+
+    def ordered(self, *types: type) -> list[cst.CSTNode]:
+        """Every node of the tree that is an instance of `types`, in source order."""
+        return [self._nodes[n] for n in self._numbers_of(types, 0, len(self._nodes))]
+
+    def span(self, node: cst.CSTNode) -> tuple[int, int] | None:
+        """The numbers of `node`'s subtree, [first, end); None for a node made after `build`."""
+        number = self._number(node)
+        return None if number is None else (number, self._end[number])
+
+    def _number(self, node: cst.CSTNode) -> int | None:
+        number = self._position.get(id(node))
+        return number if number is not None and self._nodes[number] is node else None
+
+    def _numbers(self, start: int, enter_scopes: bool) -> Iterable[int]:
+        """Numbers of the subtree of node `start`, in source order; optionally not into scopes.
+        A node is inside a nested scope when its nearest scope above lies below `start`."""
+        end = self._end[start]
+        if enter_scopes:
+            return range(start, end)
+        scope_above = self._scope_above
+        return [n for n in range(start, end) if scope_above[n] <= start]
 
     def walk(self, node: cst.CSTNode, enter_scopes: bool = True) -> Iterator[cst.CSTNode]:
         """`node` and its descendants in source order; optionally not into def/class/lambda."""
+        start = self._number(node)
+        if start is None:  # a node made after the tree was read (an inlined predicate)
+            return self._walk_unindexed(node, enter_scopes)
+        nodes = self._nodes
+        if enter_scopes:
+            return iter(nodes[start:self._end[start]])
+        return (nodes[n] for n in self._numbers(start, enter_scopes))
+
+    def _walk_unindexed(self, node: cst.CSTNode, enter_scopes: bool) -> Iterator[cst.CSTNode]:
         stack = [node]
         while stack:
             current = stack.pop()
-            yield current
-            if not enter_scopes and current is not node and isinstance(current, _SCOPES):
+            if not enter_scopes and current is not node and _is_scope(type(current)):
+                yield current
                 continue
-            children = self._children.get(id(current))
-            if children is None:  # a node made after the tree was read (an inlined predicate)
-                children = _direct_children(current)
-            stack.extend(reversed(children))
+            if current is not node and self._number(current) is not None:  # an indexed part of the new node
+                yield from self.walk(current, enter_scopes)
+                continue
+            yield current
+            stack.extend(reversed(_direct_children(current)))
 
     def find(self, node: cst.CSTNode, *types: type, enter_scopes: bool = True) -> Iterator[cst.CSTNode]:
-        return (n for n in self.walk(node, enter_scopes) if isinstance(n, types))
+        """The nodes of `walk(node, enter_scopes)` that are instances of `types`, in source order."""
+        start = self._number(node)
+        if start is None:
+            return (n for n in self._walk_unindexed(node, enter_scopes) if matches(type(n), types))
+        found = self._numbers_of(types, start, self._end[start])
+        if not enter_scopes:
+            scope_above = self._scope_above
+            found = [n for n in found if scope_above[n] <= start]
+        nodes = self._nodes
+        return (nodes[n] for n in found)
+
+    def _numbers_of(self, types: tuple[type, ...], start: int, end: int) -> list[int]:
+        """Numbers in [start, end) of nodes that are instances of `types`, ascending."""
+        found: list[int] = []
+        lists = 0
+        for node_type in self._present(types):
+            numbers = self._by_type[node_type]
+            low = bisect_left(numbers, start)
+            high = bisect_left(numbers, end, low)
+            if high > low:
+                found.extend(numbers[low:high])
+                lists += 1
+        if lists > 1:
+            found.sort()
+        return found
+
+    def _present(self, types: tuple[type, ...]) -> list[type]:
+        """The node types of this tree that are instances of `types` (abstract ones expanded)."""
+        present = self._types_for.get(types)
+        if present is None:
+            present = self._types_for[types] = [t for t in self._by_type if matches(t, types)]
+        return present
+
+    def contains(self, ancestor: cst.CSTNode, node: cst.CSTNode, enter_scopes: bool = True) -> bool:
+        """`node` is one of `walk(ancestor, enter_scopes)`."""
+        start, number = self._number(ancestor), self._number(node)
+        if start is None or number is None or id(node) in self._shared:
+            return any(found is node for found in self.walk(ancestor, enter_scopes))
+        if not start <= number < self._end[start]:
+            return False
+        return enter_scopes or self._scope_above[number] <= start
