@@ -12,6 +12,7 @@ from __future__ import annotations
 import ast
 import contextlib
 import difflib
+import gc
 import io
 import os
 import sys
@@ -81,6 +82,22 @@ def _deep_recursion() -> Iterator[None]:
         yield
     finally:
         sys.setrecursionlimit(previous)
+
+
+@contextlib.contextmanager
+def collector_paused() -> Iterator[None]:
+    """Python's cycle collector off while one file is analysed. The trees and the loop model
+    are hundreds of thousands of objects with almost no cycles (reference counting frees
+    them); left on, the collector walks them over and over as they are made, a quarter of
+    the analysis time. What cycles a file leaves are collected once it is done."""
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 # -- the program of a file -----------------------------------------------------------
@@ -355,7 +372,8 @@ def run_job(job: Job, tree: ast.Module | None = None) -> FileResult:
     unchanged = "; not changed" if job.mode != "check" else ""
     try:
         program = _Program(job.path, job.source)
-        _on_deep_stack(_fix if job.mode == "fix" else _check, job, program, result, tree)
+        with collector_paused():
+            _on_deep_stack(_fix if job.mode == "fix" else _check, job, program, result, tree)
     except _CellSyntaxError as error:
         result.diagnostics = [error.diagnostic]
     except (ReadError, SourceError) as error:
