@@ -420,8 +420,7 @@ def _show(targets: list[Path], resolver: SettingsResolver, o: SimpleNamespace) -
 
     files = list(discover(targets, lambda path, is_dir: resolver.for_path(path).is_excluded(path, is_dir),
                           o.force_exclude,
-                          walk_excluded=lambda folder, path, is_dir:
-                          resolver.for_folder(folder).excluded_in_walk(path, is_dir)))
+                          walk_excluded=runner.walk_exclusion(resolver)))
     output = _Output(o.output_file, False)
     if not files:
         click.echo("warning: No Python files found under the given path(s)", err=True)

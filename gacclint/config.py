@@ -63,7 +63,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 if TYPE_CHECKING:
     import pathspec
@@ -197,6 +197,8 @@ class Settings:
     cwd: Path = field(compare=False, repr=False)  # what relative paths are relative to
     _selections: dict[Path, Selection] = field(default_factory=dict, compare=False, repr=False)
     _excluded: dict[tuple[str, bool], bool] = field(default_factory=dict, compare=False, repr=False)
+    _entry_judge: dict[str, Callable[[str, str, bool], bool]] = field(default_factory=dict, compare=False,
+                                                                       repr=False)
 
     def selection_for(self, path: Path) -> Selection:
         """The selection for the file at `path`: per-file ignores applied."""
@@ -214,10 +216,29 @@ class Settings:
         absolute = os.path.normpath(os.path.join(self.cwd, path))
         return self._is_excluded(absolute, os.path.isdir(absolute) if is_dir is None else is_dir)
 
-    def excluded_in_walk(self, path: str, is_dir: bool) -> bool:
-        """`is_excluded` for a walk, which never enters an excluded folder:
-        only the path's own name and patterns are left to decide."""
-        return self._verdict(path, is_dir)
+    def entry_judge(self) -> Callable[[str, str, bool], bool]:
+        """`is_excluded` for a walk, which never enters an excluded folder, so
+        only the entry's own name and patterns are left to decide: a function
+        of the entry's (name, absolute path, is_dir), made once, as a walk asks
+        it of every entry of a tree. When every
+        pattern is a plain name or glob (the defaults are), one set lookup and
+        one regular expression decide from the name alone."""
+        judge = self._entry_judge.get("")
+        if judge is None:
+            judge = self._entry_judge[""] = self._make_entry_judge()
+        return judge
+
+    def _make_entry_judge(self) -> Callable[[str, str, bool], bool]:
+        if not all(group.names is not None for group in self.excludes):
+            verdict = self._verdict
+            return lambda name, path, is_dir: verdict(path, is_dir)
+        names = frozenset().union(*(group.names for group in self.excludes if group.names))
+        globs = [glob for group in self.excludes for glob in group.globs]
+        if not globs:
+            return lambda name, path, is_dir: name in names
+        # fnmatch.fnmatchcase is this very match, one pattern at a time.
+        match = re.compile("|".join(f"(?:{fnmatch.translate(glob)})" for glob in globs)).match
+        return lambda name, path, is_dir: name in names or match(name) is not None
 
     def _verdict(self, path: str, is_dir: bool) -> bool:
         verdicts = [group.verdict(path, is_dir) for group in self.excludes]

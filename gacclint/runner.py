@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Callable
 
 from gacclint.cache import NOT_A_CANDIDATE, ResultCache, cache_folder
 from gacclint.diagnostics import MAX_ANALYSED_BYTES, Diagnostic, FileResult, Job
-from gacclint.discover import discover
+from gacclint.discover import discover_identified
 from gacclint.gate import may_hold_training_loop, owns_backward_call
 from gacclint.selection import Selection
 from gacclint.source import ReadError, read_source
@@ -57,8 +57,8 @@ def analyse_source(source: bytes, selection: Selection | None = None) -> list[Di
 
 
 def run(paths: list[Path], resolver: SettingsResolver, options: RunOptions) -> list[FileResult]:
-    files = discover(paths, lambda path, is_dir: resolver.for_path(path).is_excluded(path, is_dir),
-                     options.force_exclude, walk_excluded=_walk_exclusion(resolver))
+    files = discover_identified(paths, lambda path, is_dir: resolver.for_path(path).is_excluded(path, is_dir),
+                                options.force_exclude, walk_excluded=walk_exclusion(resolver))
     results: dict[int, FileResult] = {}
     keys: dict[int, str] = {}
     cache: ResultCache | None = None
@@ -76,13 +76,10 @@ def run(paths: list[Path], resolver: SettingsResolver, options: RunOptions) -> l
         return known
 
     count = 0
-    for index, path in enumerate(files):
+    for index, (path, name) in enumerate(files):  # name: the real path, which the cache knows files by
         count = index + 1
-        info = name = None
+        info = None
         if cache is not None:
-            name = str(path)
-            if not name.startswith(os.sep):
-                name = os.path.abspath(name)
             try:
                 info = os.stat(name)
             except OSError:
@@ -184,12 +181,9 @@ class _PendingEdits:
             self.cache.save()
 
 
-def _walk_exclusion(resolver: SettingsResolver) -> Callable[[str, str, bool], bool]:
-    """Whether a walked entry is excluded, by the settings of its folder."""
-    def excluded(folder: str, path: str, is_dir: bool) -> bool:
-        return resolver.for_folder(folder).excluded_in_walk(path, is_dir)
-
-    return excluded
+def walk_exclusion(resolver: SettingsResolver) -> Callable[[str], Callable[[str, str, bool], bool]]:
+    """The judge of a walked folder's entries: its settings' (gacclint/discover.py)."""
+    return lambda folder: resolver.for_folder(folder).entry_judge()
 
 
 def _worth_analysing(path: Path, source: bytes) -> bool:
