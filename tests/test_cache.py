@@ -106,6 +106,26 @@ def test_a_warm_run_opens_no_unchanged_file(tmp_path: Path, cache_dir: Path,
     assert opened == [tmp_path / "b.py"]
 
 
+def test_a_file_reached_through_a_link_and_dot_dot_is_known_by_the_file_it_is(
+        tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`link/../project` is the project beside the link's target, not the
+    `project` beside the link: the cache must not take the other file's
+    unchanged metadata for this one's."""
+    monkeypatch.setattr(gacclint.cache, "RACY_NS", 0)
+    (tmp_path / "real" / "target").mkdir(parents=True)
+    (tmp_path / "real" / "project").mkdir()
+    (tmp_path / "here" / "project").mkdir(parents=True)
+    (tmp_path / "here" / "link").symlink_to(tmp_path / "real" / "target", target_is_directory=True)
+    checked = tmp_path / "real" / "project" / "train.py"
+    decoy = tmp_path / "here" / "project" / "train.py"
+    checked.write_text(CLEAN)
+    decoy.write_text(CLEAN)
+    monkeypatch.chdir(tmp_path / "here")
+    assert run("check", "--output-format", "concise", "link/../project") == (0, "All checks passed!\n")
+    checked.write_text(NO_CLEAR)
+    assert run("check", "--output-format", "concise", "link/../project")[1].count("GA101") == 1
+
+
 def test_fix_info_with_pending_edits() -> None:
     computed = []
     fix = FixInfo("safe", "Add `optimizer.zero_grad()`", None)
