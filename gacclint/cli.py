@@ -18,7 +18,6 @@ import contextlib
 import json
 import os
 import sys
-import traceback
 from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Callable, NoReturn
@@ -147,6 +146,8 @@ def _guarded(debug: bool, action: Callable[[], int]) -> int:
         return EXIT_ERROR
     except Exception as error:  # noqa: BLE001 - the last line of defence for the user
         if debug:
+            import traceback
+
             traceback.print_exc()
         click.echo(f"gacclint: internal error: {type(error).__name__}: {error}", err=True)
         return EXIT_ERROR

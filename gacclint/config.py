@@ -56,7 +56,6 @@ This module imports neither libcst nor the rules.
 
 from __future__ import annotations
 
-import difflib
 import fnmatch
 import json
 import os
@@ -380,6 +379,8 @@ def _read_options(path: Path, cwd: Path, table_required: bool) -> _Options | Non
 def _validated(table: dict[str, Any], path: Path, where: str) -> _Options:
     for key in table:
         if key not in _KEYS:
+            import difflib
+
             close = difflib.get_close_matches(key, _KEYS, n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
             raise ConfigError(f"unknown key '{key}' in {where}{hint}")

@@ -160,7 +160,7 @@ def test_edits_worked_out_for_a_format_are_remembered(tmp_path: Path, cache_dir:
     assert analysed == [tmp_path / "a.py"]  # not again
 
 
-@pytest.mark.parametrize("row", ["junk", [1, 2], [0, 0, 0, 0, 7], None, {"size": 1}])
+@pytest.mark.parametrize("row", ["junk", [1, 2], "0:0:0:0:7", None, {"size": 1}])
 def test_a_damaged_metadata_row_is_ignored(tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch,
                                            row: object) -> None:
     monkeypatch.setattr(gacclint.cache, "RACY_NS", 0)
@@ -172,7 +172,7 @@ def test_a_damaged_metadata_row_is_ignored(tmp_path: Path, cache_dir: Path, monk
     data[gacclint.cache.STAT_KEY] = {str(path): row}
     file.write_text(json.dumps(data))
     assert run("check", "--output-format", "concise", path) == expected
-    info = path.stat()  # and a row that matches, but names no digest
-    data[gacclint.cache.STAT_KEY] = {str(path): [info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino, 5]}
+    info = path.stat()  # and a row that matches, but names a digest with no result
+    data[gacclint.cache.STAT_KEY] = {str(path): f"{info.st_size}:{info.st_mtime_ns}:{info.st_ctime_ns}:{info.st_ino}:5"}
     file.write_text(json.dumps(data))
     assert run("check", "--output-format", "concise", path) == expected
