@@ -289,7 +289,7 @@ def _run_job(job: Job) -> FileResult:
         except (SyntaxError, ValueError, RecursionError, MemoryError):
             pass  # the analysis reports why
         else:
-            if not owns_backward_call(tree):
+            if not owns_backward_call(tree, job.source):
                 return FileResult(job.path)
     from gacclint.analysis import run_job
 
