@@ -62,7 +62,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Container
 
 if TYPE_CHECKING:
     import pathspec
@@ -302,17 +302,20 @@ class SettingsResolver:
         absolute = os.path.normpath(os.path.join(self._cwd, path))
         return self.for_folder(absolute if os.path.isdir(absolute) else os.path.dirname(absolute))
 
-    def for_folder(self, folder: str) -> Settings:
+    def for_folder(self, folder: str, names: Container[str] | None = None) -> Settings:
         """The Settings of the files in `folder` (absolute and normalised:
-        strings, as this runs for every folder of a walk)."""
+        strings, as this runs for every folder of a walk). `names`: the
+        folder's entries, when the caller has listed it (a walk has): a
+        folder without a `pyproject.toml` among them is not asked for one."""
         if self._fixed is not None:
             return self._fixed
         passed: list[str] = []
         while folder not in self._by_folder:
-            passed.append(folder)
             candidate = os.path.join(folder, "pyproject.toml")
+            listed = names is not None and not passed
+            passed.append(folder)
             options = (_read_options(Path(candidate), self._cwd, table_required=True)
-                       if _is_file(candidate) else None)
+                       if (not listed or "pyproject.toml" in names) and _is_file(candidate) else None)
             parent = os.path.dirname(folder)
             if options is not None:
                 self._by_folder[folder] = self._settings(options)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import fnmatch
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Container, Iterator
 
 from gacclint.config import DEFAULT_EXCLUDES
 
@@ -36,11 +36,12 @@ _DEFAULT_GLOBS = tuple(pattern for pattern in DEFAULT_EXCLUDES if "*" in pattern
 # A path's settings say whether it is excluded (gacclint/config.py): (path, is_dir) -> bool.
 Excluded = Callable[[Path, bool], bool]
 # The same inside a walk, which never enters an excluded folder, so only the
-# entry itself is left to judge: given a walked folder (absolute), the judge
-# of its entries, (name, absolute path, is_dir) -> bool. Asked once per
-# folder, and the judge takes strings: it runs for every entry of a tree.
+# entry itself is left to judge: given a walked folder (absolute) and the
+# names of its entries, the judge of its entries, (name, absolute path,
+# is_dir) -> bool. Asked once per folder, and the judge takes strings: it
+# runs for every entry of a tree.
 EntryExcluded = Callable[[str, str, bool], bool]
-WalkExcluded = Callable[[str], EntryExcluded]
+WalkExcluded = Callable[[str, Container[str]], EntryExcluded]
 
 # (absolute folder of the .gitignore, its patterns), shallowest first
 _Ignores = tuple[tuple[str, "pathspec.GitIgnoreSpec"], ...]
@@ -67,7 +68,7 @@ def discover_identified(paths: list[Path], excluded: Excluded = default_excluded
         def judge(name: str, path: str, is_dir: bool) -> bool:
             return excluded(Path(path), is_dir)
 
-        walk_excluded = lambda folder: judge  # noqa: E731
+        walk_excluded = lambda folder, names: judge  # noqa: E731
     seen: set[str] = set()
     identity = _Identity()
     for path in paths:
@@ -189,7 +190,7 @@ def _walk(root: Path, excluded: WalkExcluded, ignores: _Ignores, respect_gitigno
             if is_dir:
                 absolute = absolute_prefix + name
                 if judge is None:
-                    judge = excluded(absolute_directory)
+                    judge = excluded(absolute_directory, by_name)
                 if not judge(name, absolute, True) and not (inherited and _ignored(absolute, True, inherited)):
                     subdirectories.append((entry.path, absolute + os.sep, real_prefix + name + os.sep, inherited))
             elif name.endswith(SOURCE_SUFFIXES):
@@ -197,7 +198,7 @@ def _walk(root: Path, excluded: WalkExcluded, ignores: _Ignores, respect_gitigno
                     continue  # a link to a folder is not walked, whatever its name
                 absolute = absolute_prefix + name
                 if judge is None:
-                    judge = excluded(absolute_directory)
+                    judge = excluded(absolute_directory, by_name)
                 if judge(name, absolute, False) or (inherited and _ignored(absolute, False, inherited)):
                     continue
                 if folder is None:

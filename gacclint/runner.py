@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Callable
 
 from gacclint.cache import NOT_A_CANDIDATE, ResultCache, cache_folder
 from gacclint.diagnostics import MAX_ANALYSED_BYTES, Diagnostic, FileResult, Job
-from gacclint.discover import discover_identified
+from gacclint.discover import WalkExcluded, discover_identified
 from gacclint.gate import may_hold_training_loop, owns_backward_call
 from gacclint.selection import Selection
 from gacclint.source import ReadError, read_source
@@ -181,9 +181,9 @@ class _PendingEdits:
             self.cache.save()
 
 
-def walk_exclusion(resolver: SettingsResolver) -> Callable[[str], Callable[[str, str, bool], bool]]:
+def walk_exclusion(resolver: SettingsResolver) -> WalkExcluded:
     """The judge of a walked folder's entries: its settings' (gacclint/discover.py)."""
-    return lambda folder: resolver.for_folder(folder).entry_judge()
+    return lambda folder, names: resolver.for_folder(folder, names).entry_judge()
 
 
 def _worth_analysing(path: Path, source: bytes) -> bool:
