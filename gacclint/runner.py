@@ -42,7 +42,7 @@ class RunOptions:
     force_exclude: bool = False
     use_cache: bool = True
     progress: bool = False  # a progress bar on stderr
-    jobs: int | None = None  # worker processes; None: one per core
+    jobs: int | None = None  # worker processes; None: one per core this process may run on
     # check: work out fix edits in the analysis (True), or only if a format
     # asks for them (None/False: FixInfo's edits stay pending until accessed,
     # then all pending files are analysed again with edits, in parallel).
@@ -203,13 +203,26 @@ def _job(path: Path, source: bytes, selection: Selection, settings: Settings, op
                edits=options.mode != "check" or options.edits is True)
 
 
+def usable_cores() -> int:
+    """The cores this process may run on: in a container or under `taskset`
+    that can be far fewer than the machine's (os.cpu_count()), and every
+    worker beyond them costs its memory and start-up for nothing."""
+    counted = getattr(os, "process_cpu_count", None)  # Python 3.13
+    if counted is not None:
+        return counted() or 1
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):  # macOS and Windows have no affinity to ask
+        return os.cpu_count() or 1
+
+
 class _Analyser:
     """Runs the jobs in this process, or, once enough source waits for
     analysis, in worker processes that start while discovery goes on (the
     first worker imports libcst while the tree is still being read)."""
 
     def __init__(self, options: RunOptions) -> None:
-        self.workers = options.jobs or os.cpu_count() or 1
+        self.workers = options.jobs or usable_cores()
         self.progress = options.progress
         self.jobs: dict[int, Job] = {}
         self.waiting_bytes = 0
