@@ -126,6 +126,24 @@ def test_a_file_reached_through_a_link_and_dot_dot_is_known_by_the_file_it_is(
     assert run("check", "--output-format", "concise", "link/../project")[1].count("GA101") == 1
 
 
+def test_another_version_of_gacclint_never_reads_this_ones_results(
+        tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(gacclint.cache, "RACY_NS", 0)
+    path = tmp_path / "a.py"
+    path.write_text(NO_CLEAR)
+    found = run("check", "--output-format", "concise", path)
+    assert found[0] == 1
+    # Results as a version that reported nothing here would have left them:
+    # this version reads them (the file is unchanged), another one does not.
+    [file] = cache_dir.glob("check-*.json")
+    data = json.loads(file.read_text())
+    file.write_text(json.dumps({key: [entry[0], []] if key != gacclint.cache.STAT_KEY else entry
+                                for key, entry in data.items()}))
+    assert run("check", "--output-format", "concise", path) == (0, "All checks passed!\n")
+    monkeypatch.setattr(gacclint.cache, "__version__", "0.0.0-another")
+    assert run("check", "--output-format", "concise", path) == found
+
+
 def test_fix_info_with_pending_edits() -> None:
     computed = []
     fix = FixInfo("safe", "Add `optimizer.zero_grad()`", None)
