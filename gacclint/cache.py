@@ -4,7 +4,8 @@ A file's entry is keyed by the hash of its bytes, its path (findings name the
 file's cells and rows, not the path, but per-file settings do) and the
 fingerprint of the selection that applies to it; the cache file itself is
 named by gacclint's version and a fingerprint of its own code, so an upgrade
-or an edit of a rule never reads old results. Only files that pass the
+or an edit of a rule never reads old results (the files of the few versions
+used last stay beside it, for two gacclints used in turn). Only files that pass the
 textual gate have entries.
 
 A warm run reads only metadata: the cache also remembers, per file (by its
@@ -42,6 +43,8 @@ def cache_folder(project_root: Path) -> Path:
     return Path(os.environ.get(FOLDER_VARIABLE) or project_root / FOLDER)
 # Entries not used for the longest time go first past this many.
 MAX_ENTRIES = 20_000
+# Cache files of other versions (or other code) kept beside this one's.
+KEPT_OTHER_VERSIONS = 2
 # The key of the table of file metadata in the cache file (result keys are hex).
 STAT_KEY = "@stat"
 # A file whose timestamps are this recent when read is not remembered by them.
@@ -170,11 +173,24 @@ class ResultCache:
             os.umask(umask)
             os.chmod(temporary, 0o666 & ~umask)  # mkstemp's 0600 would lock a shared checkout's cache to one user
             os.replace(temporary, self.file)
-            for stale in self.folder.glob("check-*.json"):
-                if stale != self.file:
-                    stale.unlink(missing_ok=True)
+            self._drop_old_versions()
         except OSError:
             pass
+
+    def _drop_old_versions(self) -> None:
+        """Other versions' cache files, but the most recently written few: two
+        gacclints used on one project in turn (pre-commit's and the virtual
+        environment's) would otherwise delete each other's, and each run of
+        either would be cold."""
+        others = []
+        for other in self.folder.glob("check-*.json"):
+            if other != self.file:
+                try:
+                    others.append((other.stat().st_mtime_ns, other))
+                except OSError:
+                    continue  # deleted meanwhile
+        for _, stale in sorted(others, reverse=True)[KEPT_OTHER_VERSIONS:]:
+            stale.unlink(missing_ok=True)
 
     def _prepare_folder(self) -> None:
         self.folder.mkdir(exist_ok=True)

@@ -144,6 +144,32 @@ def test_another_version_of_gacclint_never_reads_this_ones_results(
     assert run("check", "--output-format", "concise", path) == found
 
 
+def test_two_versions_used_in_turn_both_stay_warm(tmp_path: Path, cache_dir: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(gacclint.cache, "RACY_NS", 0)
+    (tmp_path / "a.py").write_text(NO_CLEAR)
+    opened: list[Path] = []
+    real = gacclint.runner.read_source
+
+    def counting(path: Path) -> bytes:
+        opened.append(path)
+        return real(path)
+
+    monkeypatch.setattr(gacclint.runner, "read_source", counting)
+    for version in ("1", "2"):
+        monkeypatch.setattr(gacclint.cache, "__version__", version)
+        run("check", tmp_path)
+    assert opened == [tmp_path / "a.py"] * 2
+    for version in ("1", "2"):  # pre-commit's gacclint, then the environment's, and so on
+        monkeypatch.setattr(gacclint.cache, "__version__", version)
+        assert run("check", "--output-format", "concise", tmp_path)[0] == 1
+    assert opened == [tmp_path / "a.py"] * 2
+    for version in "3456":  # only the most recent few are kept
+        monkeypatch.setattr(gacclint.cache, "__version__", version)
+        run("check", tmp_path)
+    assert len(list(cache_dir.glob("check-*.json"))) == 1 + gacclint.cache.KEPT_OTHER_VERSIONS
+
+
 def test_fix_info_with_pending_edits() -> None:
     computed = []
     fix = FixInfo("safe", "Add `optimizer.zero_grad()`", None)
