@@ -18,7 +18,6 @@ import contextlib
 import json
 import os
 import sys
-import traceback
 from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Callable, NoReturn
@@ -147,6 +146,8 @@ def _guarded(debug: bool, action: Callable[[], int]) -> int:
         return EXIT_ERROR
     except Exception as error:  # noqa: BLE001 - the last line of defence for the user
         if debug:
+            import traceback
+
             traceback.print_exc()
         click.echo(f"gacclint: internal error: {type(error).__name__}: {error}", err=True)
         return EXIT_ERROR
@@ -420,8 +421,7 @@ def _show(targets: list[Path], resolver: SettingsResolver, o: SimpleNamespace) -
 
     files = list(discover(targets, lambda path, is_dir: resolver.for_path(path).is_excluded(path, is_dir),
                           o.force_exclude,
-                          walk_excluded=lambda folder, path, is_dir:
-                          resolver.for_folder(folder).excluded_in_walk(path, is_dir)))
+                          walk_excluded=runner.walk_exclusion(resolver)))
     output = _Output(o.output_file, False)
     if not files:
         click.echo("warning: No Python files found under the given path(s)", err=True)

@@ -56,14 +56,13 @@ This module imports neither libcst nor the rules.
 
 from __future__ import annotations
 
-import difflib
 import fnmatch
 import json
 import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable, Container
 
 if TYPE_CHECKING:
     import pathspec
@@ -197,6 +196,8 @@ class Settings:
     cwd: Path = field(compare=False, repr=False)  # what relative paths are relative to
     _selections: dict[Path, Selection] = field(default_factory=dict, compare=False, repr=False)
     _excluded: dict[tuple[str, bool], bool] = field(default_factory=dict, compare=False, repr=False)
+    _entry_judge: dict[str, Callable[[str, str, bool], bool]] = field(default_factory=dict, compare=False,
+                                                                       repr=False)
 
     def selection_for(self, path: Path) -> Selection:
         """The selection for the file at `path`: per-file ignores applied."""
@@ -214,10 +215,29 @@ class Settings:
         absolute = os.path.normpath(os.path.join(self.cwd, path))
         return self._is_excluded(absolute, os.path.isdir(absolute) if is_dir is None else is_dir)
 
-    def excluded_in_walk(self, path: str, is_dir: bool) -> bool:
-        """`is_excluded` for a walk, which never enters an excluded folder:
-        only the path's own name and patterns are left to decide."""
-        return self._verdict(path, is_dir)
+    def entry_judge(self) -> Callable[[str, str, bool], bool]:
+        """`is_excluded` for a walk, which never enters an excluded folder, so
+        only the entry's own name and patterns are left to decide: a function
+        of the entry's (name, absolute path, is_dir), made once, as a walk asks
+        it of every entry of a tree. When every
+        pattern is a plain name or glob (the defaults are), one set lookup and
+        one regular expression decide from the name alone."""
+        judge = self._entry_judge.get("")
+        if judge is None:
+            judge = self._entry_judge[""] = self._make_entry_judge()
+        return judge
+
+    def _make_entry_judge(self) -> Callable[[str, str, bool], bool]:
+        if not all(group.names is not None for group in self.excludes):
+            verdict = self._verdict
+            return lambda name, path, is_dir: verdict(path, is_dir)
+        names = frozenset().union(*(group.names for group in self.excludes if group.names))
+        globs = [glob for group in self.excludes for glob in group.globs]
+        if not globs:
+            return lambda name, path, is_dir: name in names
+        # fnmatch.fnmatchcase is this very match, one pattern at a time.
+        match = re.compile("|".join(f"(?:{fnmatch.translate(glob)})" for glob in globs)).match
+        return lambda name, path, is_dir: name in names or match(name) is not None
 
     def _verdict(self, path: str, is_dir: bool) -> bool:
         verdicts = [group.verdict(path, is_dir) for group in self.excludes]
@@ -282,17 +302,20 @@ class SettingsResolver:
         absolute = os.path.normpath(os.path.join(self._cwd, path))
         return self.for_folder(absolute if os.path.isdir(absolute) else os.path.dirname(absolute))
 
-    def for_folder(self, folder: str) -> Settings:
+    def for_folder(self, folder: str, names: Container[str] | None = None) -> Settings:
         """The Settings of the files in `folder` (absolute and normalised:
-        strings, as this runs for every folder of a walk)."""
+        strings, as this runs for every folder of a walk). `names`: the
+        folder's entries, when the caller has listed it (a walk has): a
+        folder without a `pyproject.toml` among them is not asked for one."""
         if self._fixed is not None:
             return self._fixed
         passed: list[str] = []
         while folder not in self._by_folder:
-            passed.append(folder)
             candidate = os.path.join(folder, "pyproject.toml")
+            listed = names is not None and not passed
+            passed.append(folder)
             options = (_read_options(Path(candidate), self._cwd, table_required=True)
-                       if _is_file(candidate) else None)
+                       if (not listed or "pyproject.toml" in names) and _is_file(candidate) else None)
             parent = os.path.dirname(folder)
             if options is not None:
                 self._by_folder[folder] = self._settings(options)
@@ -359,6 +382,8 @@ def _read_options(path: Path, cwd: Path, table_required: bool) -> _Options | Non
 def _validated(table: dict[str, Any], path: Path, where: str) -> _Options:
     for key in table:
         if key not in _KEYS:
+            import difflib
+
             close = difflib.get_close_matches(key, _KEYS, n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
             raise ConfigError(f"unknown key '{key}' in {where}{hint}")

@@ -20,7 +20,7 @@ from __future__ import annotations
 import fnmatch
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Container, Iterator
 
 from gacclint.config import DEFAULT_EXCLUDES
 
@@ -36,9 +36,12 @@ _DEFAULT_GLOBS = tuple(pattern for pattern in DEFAULT_EXCLUDES if "*" in pattern
 # A path's settings say whether it is excluded (gacclint/config.py): (path, is_dir) -> bool.
 Excluded = Callable[[Path, bool], bool]
 # The same inside a walk, which never enters an excluded folder, so only the
-# entry's own name is left to judge: (absolute folder, absolute path, is_dir).
-# Strings: it runs for every entry of a tree.
-WalkExcluded = Callable[[str, str, bool], bool]
+# entry itself is left to judge: given a walked folder (absolute) and the
+# names of its entries, the judge of its entries, (name, absolute path,
+# is_dir) -> bool. Asked once per folder, and the judge takes strings: it
+# runs for every entry of a tree.
+EntryExcluded = Callable[[str, str, bool], bool]
+WalkExcluded = Callable[[str, Container[str]], EntryExcluded]
 
 # (absolute folder of the .gitignore, its patterns), shallowest first
 _Ignores = tuple[tuple[str, "pathspec.GitIgnoreSpec"], ...]
@@ -51,8 +54,21 @@ def default_excluded(path: Path, is_dir: bool = True) -> bool:
 def discover(paths: list[Path], excluded: Excluded = default_excluded, force_exclude: bool = False,
              respect_gitignore: bool = True, walk_excluded: WalkExcluded | None = None) -> Iterator[Path]:
     """Files named explicitly are yielded (unless force-excluded); folders are walked."""
+    for path, _ in discover_identified(paths, excluded, force_exclude, respect_gitignore, walk_excluded):
+        yield path
+
+
+def discover_identified(paths: list[Path], excluded: Excluded = default_excluded, force_exclude: bool = False,
+                        respect_gitignore: bool = True,
+                        walk_excluded: WalkExcluded | None = None) -> Iterator[tuple[Path, str]]:
+    """`discover`, each file with its identity: its real path (absolute, links
+    resolved), which names the very file the path reaches, so that its
+    metadata can be looked up without asking the path again."""
     if walk_excluded is None:
-        walk_excluded = lambda folder, path, is_dir: excluded(Path(path), is_dir)  # noqa: E731
+        def judge(name: str, path: str, is_dir: bool) -> bool:
+            return excluded(Path(path), is_dir)
+
+        walk_excluded = lambda folder, names: judge  # noqa: E731
     seen: set[str] = set()
     identity = _Identity()
     for path in paths:
@@ -68,7 +84,7 @@ def discover(paths: list[Path], excluded: Excluded = default_excluded, force_exc
         for candidate, key in candidates:
             if key not in seen:
                 seen.add(key)
-                yield candidate
+                yield candidate, key
 
 
 def _in_excluded_folder(path: Path, excluded: Excluded) -> bool:
@@ -143,47 +159,69 @@ def _ignored(absolute: str, is_dir: bool, ignores: _Ignores) -> bool:
 def _walk(root: Path, excluded: WalkExcluded, ignores: _Ignores, respect_gitignore: bool,
           identity: _Identity) -> Iterator[tuple[Path, str]]:
     """Depth first, in sorted order: a folder's files, then its subfolders;
-    each with its identity (the real path, resolving the folder once)."""
-    stack = [(root, ignores)]
+    each with its identity (its real path). Only the root's real path is
+    asked of the system: the subfolders walked are no links, so each one's
+    real path is its parent's and its name."""
+    text = os.fspath(root)
+    stack = [(text, _prefix(os.path.abspath(text)), _prefix(identity.folder(text)), ignores)]
     while stack:
-        directory, inherited = stack.pop()
-        absolute_directory = os.path.abspath(directory)
-        real_directory = None
-        if respect_gitignore:
-            own = _read_gitignore(directory)
-            if own is not None:
-                inherited = inherited + ((absolute_directory, own),)
+        directory, absolute_prefix, real_prefix, inherited = stack.pop()
         try:
             with os.scandir(directory) as listing:
-                entries = sorted(listing, key=lambda entry: entry.name)
+                by_name = {entry.name: entry for entry in listing}
         except OSError:
-            yield directory, identity(directory)  # unreadable: reading it says why
+            yield Path(directory), identity(directory)  # unreadable: reading it says why
             continue
+        absolute_directory = absolute_prefix[:-1] or os.sep
+        if respect_gitignore and ".gitignore" in by_name:  # no open() for the folders that have none
+            own = _read_gitignore(Path(directory))
+            if own is not None:
+                inherited = inherited + ((absolute_directory, own),)
+        judge = None  # asked for at the first entry to judge: settings met on the way may be bad (an error)
         subdirectories = []
-        for entry in entries:
+        folder = None  # as a Path, once a file in it is yielded
+        for name in sorted(by_name):
+            entry = by_name[name]
             try:
                 is_link = entry.is_symlink()
                 is_dir = entry.is_dir(follow_symlinks=False)
             except OSError:
                 is_link = is_dir = False
-            absolute = os.path.join(absolute_directory, entry.name)
             if is_dir:
-                if not excluded(absolute_directory, absolute, True) and not (
-                        inherited and _ignored(absolute, True, inherited)):
-                    subdirectories.append((Path(entry.path), inherited))
-            elif entry.name.endswith(SOURCE_SUFFIXES):
+                absolute = absolute_prefix + name
+                if judge is None:
+                    judge = excluded(absolute_directory, by_name)
+                if not judge(name, absolute, True) and not (inherited and _ignored(absolute, True, inherited)):
+                    subdirectories.append((entry.path, absolute + os.sep, real_prefix + name + os.sep, inherited))
+            elif name.endswith(SOURCE_SUFFIXES):
                 if is_link and _points_to_folder(entry):
                     continue  # a link to a folder is not walked, whatever its name
-                if excluded(absolute_directory, absolute, False) or (
-                        inherited and _ignored(absolute, False, inherited)):
+                absolute = absolute_prefix + name
+                if judge is None:
+                    judge = excluded(absolute_directory, by_name)
+                if judge(name, absolute, False) or (inherited and _ignored(absolute, False, inherited)):
                     continue
-                if is_link:
-                    yield Path(entry.path), identity(entry.path, is_link=True)
-                    continue
-                if real_directory is None:
-                    real_directory = identity.folder(os.fspath(directory))
-                yield Path(entry.path), os.path.join(real_directory, entry.name)
+                if folder is None:
+                    folder = Path(directory)
+                yield _child(folder, name), identity(entry.path, is_link=True) if is_link else real_prefix + name
         stack.extend(reversed(subdirectories))
+
+
+def _child(folder: Path, name: str) -> Path:
+    """`folder / name`, where `name` is one entry of the folder: pathlib's own
+    shortcut for this (what Path.iterdir uses, up to Python 3.12) skips
+    parsing the whole path again, a third of a warm run's walk."""
+    if _make_child_relpath is not None:
+        return _make_child_relpath(folder, name)
+    return folder / name
+
+
+_make_child_relpath = getattr(Path, "_make_child_relpath", None)
+
+
+def _prefix(folder: str) -> str:
+    """`folder` with a separator at its end, ready to take an entry's name."""
+    return folder if folder.endswith(os.sep) else folder + os.sep
 
 
 def _points_to_folder(entry: os.DirEntry) -> bool:

@@ -12,7 +12,6 @@ classes' documentation and import them when that format is asked for.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import unicodedata
@@ -182,6 +181,8 @@ def _printable_char(char: str) -> str:
 
 
 def _printable(text: str) -> str:
+    if text.isprintable():  # no control character nor separator: nothing to replace (most text)
+        return text
     return "".join(_printable_char(char) for char in text)
 
 
@@ -193,6 +194,8 @@ def _display_width(char: str) -> int:
 
 def _displayed(line: str) -> tuple[str, list[int]]:
     """The line as printed, and the display column where each character starts (one more: where the line ends)."""
+    if line.isascii() and line.isprintable():  # no tab, no control, each character one column wide
+        return line, list(range(len(line) + 1))
     pieces: list[str] = []
     starts: list[int] = []
     column = 0
@@ -373,12 +376,18 @@ def _fingerprints(result: FileResult, report_path: str) -> dict[int, tuple[str, 
         diagnostic = result.diagnostics[index]
         line_without_whitespace = "".join(diagnostic.source_line.split())
         identity = "\0".join([report_path, diagnostic.code, diagnostic.message, line_without_whitespace])
-        digest = hashlib.sha256(identity.encode("utf-8", "surrogatepass")).hexdigest()
+        digest = _sha256(identity)
         seen[digest] += 1
         fingerprints[index] = (digest, seen[digest])
     return fingerprints
 
 
+
+
+def _sha256(text: str) -> str:
+    import hashlib  # only the formats with fingerprints hash: not imported by every run
+
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 # -- gitlab ---------------------------------------------------------------------------
@@ -396,7 +405,7 @@ def _gitlab_issues(results: list[FileResult], rows: _NotebookRows) -> list[dict]
             issues.append({
                 "description": f"{_cell_prefix(diagnostic)}{diagnostic.code} {diagnostic.message}",
                 "check_name": diagnostic.code,
-                "fingerprint": hashlib.sha256(f"{digest}:{occurrence}".encode()).hexdigest(),
+                "fingerprint": _sha256(f"{digest}:{occurrence}"),
                 "severity": "major",
                 "location": {
                     "path": path,

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import ast
 import re
+from bisect import bisect_left
 
 BACKWARD_METHODS = frozenset({"backward", "manual_backward"})
 STEP_METHODS = frozenset({"step", "optimizer_step"})
@@ -68,16 +69,27 @@ _SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
 _LOOPS = (ast.For, ast.AsyncFor, ast.While)
 
 
-def owns_backward_call(tree: ast.Module) -> bool:
-    """Gate 2, on CPython's tree of a file that passed gate 1.
+def owns_backward_call(tree: ast.Module, source: bytes | None = None) -> bool:
+    """Gate 2, on CPython's tree of a file that passed gate 1; given the
+    tree's `source`, it skips every statement none of whose lines could
+    name a backward or step method (see `_lines_to_visit`), most of a large
+    module.
 
     Iterative: a 5,000-link attribute chain is as deep a tree as CPython's
     parser builds, far past Python's recursion limit."""
+    lines = _lines_to_visit(source) if source is not None else None
     # (node, loops open in its scope, the method calls of its function or None)
     stack: list[tuple[ast.AST, int, set[str] | None]] = [(tree, 0, None)]
     functions: list[set[str]] = []
     while stack:
         node, loops, calls = stack.pop()
+        if lines is not None and isinstance(node, ast.stmt):
+            first = node.lineno
+            if isinstance(node, _SCOPES) and node.decorator_list:
+                first = node.decorator_list[0].lineno  # the one part of a statement above its first row
+            index = bisect_left(lines, first)
+            if index == len(lines) or lines[index] > node.end_lineno:
+                continue  # no backward or step call in it, nor in anything nested in it
         if isinstance(node, _SCOPES):
             # A nested def or class is not part of the loop or function around
             # it (the model skips it, decorators included).
@@ -94,3 +106,37 @@ def owns_backward_call(tree: ast.Module) -> bool:
                 calls.add(name)
         stack.extend((child, loops, calls) for child in ast.iter_child_nodes(node))
     return any(calls & BACKWARD_METHODS and calls & STEP_METHODS for calls in functions)
+
+
+# What a line must hold for a backward or step method to be named on it: the
+# names themselves (every name in BACKWARD_METHODS and STEP_METHODS ends in
+# one of these), or a character outside ASCII, which an identifier normalised
+# to one of them (NFKC: `ｂackward`) would show.
+_NAMING = re.compile(rb"backward|step|[\x80-\xff]")
+_LINE_BREAK = re.compile(rb"\r\n?")
+# PEP 263's declaration, and the encodings whose bytes below 0x80 are ASCII
+# and never part of another character: there, the rows that CPython counts
+# are the bytes' rows, and a name is its own bytes.
+_CODING = re.compile(rb"^[ \t\f]*#.*?coding[:=][ \t]*([-\w.]+)", re.MULTILINE)
+_BYTE_ROW_ENCODINGS = frozenset({"utf-8", "utf8", "utf-8-sig", "ascii", "us-ascii", "latin-1", "latin1",
+                                 "iso-8859-1", "iso8859-1", "l1"})
+
+
+def _lines_to_visit(source: bytes) -> list[int] | None:
+    """The rows (1-based, ascending, as CPython counts them) where a backward
+    or step method may be named; None when the bytes do not tell (a source
+    encoding such as UTF-7, where `+AAo-` is a line break)."""
+    if b"\r" in source:  # CPython ends a row at \r\n, \r or \n
+        source = _LINE_BREAK.sub(b"\n", source)
+    second_end = source.find(b"\n", source.find(b"\n") + 1)
+    declared = _CODING.search(source, 0, second_end if second_end != -1 else len(source))
+    if declared is not None and declared.group(1).decode("ascii").lower().replace("_", "-") not in _BYTE_ROW_ENCODINGS:
+        return None
+    rows = []
+    row, counted = 1, 0
+    for match in _NAMING.finditer(source):
+        row += source.count(b"\n", counted, match.start())
+        counted = match.start()
+        if not rows or rows[-1] != row:
+            rows.append(row)
+    return rows

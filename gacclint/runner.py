@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Callable
 
 from gacclint.cache import NOT_A_CANDIDATE, ResultCache, cache_folder
 from gacclint.diagnostics import MAX_ANALYSED_BYTES, Diagnostic, FileResult, Job
-from gacclint.discover import discover
+from gacclint.discover import WalkExcluded, discover_identified
 from gacclint.gate import may_hold_training_loop, owns_backward_call
 from gacclint.selection import Selection
 from gacclint.source import ReadError, read_source
@@ -42,7 +42,7 @@ class RunOptions:
     force_exclude: bool = False
     use_cache: bool = True
     progress: bool = False  # a progress bar on stderr
-    jobs: int | None = None  # worker processes; None: one per core
+    jobs: int | None = None  # worker processes; None: one per core this process may run on
     # check: work out fix edits in the analysis (True), or only if a format
     # asks for them (None/False: FixInfo's edits stay pending until accessed,
     # then all pending files are analysed again with edits, in parallel).
@@ -57,8 +57,8 @@ def analyse_source(source: bytes, selection: Selection | None = None) -> list[Di
 
 
 def run(paths: list[Path], resolver: SettingsResolver, options: RunOptions) -> list[FileResult]:
-    files = discover(paths, lambda path, is_dir: resolver.for_path(path).is_excluded(path, is_dir),
-                     options.force_exclude, walk_excluded=_walk_exclusion(resolver))
+    files = discover_identified(paths, lambda path, is_dir: resolver.for_path(path).is_excluded(path, is_dir),
+                                options.force_exclude, walk_excluded=walk_exclusion(resolver))
     results: dict[int, FileResult] = {}
     keys: dict[int, str] = {}
     cache: ResultCache | None = None
@@ -76,13 +76,10 @@ def run(paths: list[Path], resolver: SettingsResolver, options: RunOptions) -> l
         return known
 
     count = 0
-    for index, path in enumerate(files):
+    for index, (path, name) in enumerate(files):  # name: the real path, which the cache knows files by
         count = index + 1
-        info = name = None
+        info = None
         if cache is not None:
-            name = str(path)
-            if not name.startswith(os.sep):
-                name = os.path.abspath(name)
             try:
                 info = os.stat(name)
             except OSError:
@@ -184,12 +181,9 @@ class _PendingEdits:
             self.cache.save()
 
 
-def _walk_exclusion(resolver: SettingsResolver) -> Callable[[str, str, bool], bool]:
-    """Whether a walked entry is excluded, by the settings of its folder."""
-    def excluded(folder: str, path: str, is_dir: bool) -> bool:
-        return resolver.for_folder(folder).excluded_in_walk(path, is_dir)
-
-    return excluded
+def walk_exclusion(resolver: SettingsResolver) -> WalkExcluded:
+    """The judge of a walked folder's entries: its settings' (gacclint/discover.py)."""
+    return lambda folder, names: resolver.for_folder(folder, names).entry_judge()
 
 
 def _worth_analysing(path: Path, source: bytes) -> bool:
@@ -209,13 +203,26 @@ def _job(path: Path, source: bytes, selection: Selection, settings: Settings, op
                edits=options.mode != "check" or options.edits is True)
 
 
+def usable_cores() -> int:
+    """The cores this process may run on: in a container or under `taskset`
+    that can be far fewer than the machine's (os.cpu_count()), and every
+    worker beyond them costs its memory and start-up for nothing."""
+    counted = getattr(os, "process_cpu_count", None)  # Python 3.13
+    if counted is not None:
+        return counted() or 1
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):  # macOS and Windows have no affinity to ask
+        return os.cpu_count() or 1
+
+
 class _Analyser:
     """Runs the jobs in this process, or, once enough source waits for
     analysis, in worker processes that start while discovery goes on (the
     first worker imports libcst while the tree is still being read)."""
 
     def __init__(self, options: RunOptions) -> None:
-        self.workers = options.jobs or os.cpu_count() or 1
+        self.workers = options.jobs or usable_cores()
         self.progress = options.progress
         self.jobs: dict[int, Job] = {}
         self.waiting_bytes = 0
@@ -295,7 +302,7 @@ def _run_job(job: Job) -> FileResult:
         except (SyntaxError, ValueError, RecursionError, MemoryError):
             pass  # the analysis reports why
         else:
-            if not owns_backward_call(tree):
+            if not owns_backward_call(tree, job.source):
                 return FileResult(job.path)
     from gacclint.analysis import run_job
 

@@ -106,6 +106,70 @@ def test_a_warm_run_opens_no_unchanged_file(tmp_path: Path, cache_dir: Path,
     assert opened == [tmp_path / "b.py"]
 
 
+def test_a_file_reached_through_a_link_and_dot_dot_is_known_by_the_file_it_is(
+        tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`link/../project` is the project beside the link's target, not the
+    `project` beside the link: the cache must not take the other file's
+    unchanged metadata for this one's."""
+    monkeypatch.setattr(gacclint.cache, "RACY_NS", 0)
+    (tmp_path / "real" / "target").mkdir(parents=True)
+    (tmp_path / "real" / "project").mkdir()
+    (tmp_path / "here" / "project").mkdir(parents=True)
+    (tmp_path / "here" / "link").symlink_to(tmp_path / "real" / "target", target_is_directory=True)
+    checked = tmp_path / "real" / "project" / "train.py"
+    decoy = tmp_path / "here" / "project" / "train.py"
+    checked.write_text(CLEAN)
+    decoy.write_text(CLEAN)
+    monkeypatch.chdir(tmp_path / "here")
+    assert run("check", "--output-format", "concise", "link/../project") == (0, "All checks passed!\n")
+    checked.write_text(NO_CLEAR)
+    assert run("check", "--output-format", "concise", "link/../project")[1].count("GA101") == 1
+
+
+def test_another_version_of_gacclint_never_reads_this_ones_results(
+        tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(gacclint.cache, "RACY_NS", 0)
+    path = tmp_path / "a.py"
+    path.write_text(NO_CLEAR)
+    found = run("check", "--output-format", "concise", path)
+    assert found[0] == 1
+    # Results as a version that reported nothing here would have left them:
+    # this version reads them (the file is unchanged), another one does not.
+    [file] = cache_dir.glob("check-*.json")
+    data = json.loads(file.read_text())
+    file.write_text(json.dumps({key: [entry[0], []] if key != gacclint.cache.STAT_KEY else entry
+                                for key, entry in data.items()}))
+    assert run("check", "--output-format", "concise", path) == (0, "All checks passed!\n")
+    monkeypatch.setattr(gacclint.cache, "__version__", "0.0.0-another")
+    assert run("check", "--output-format", "concise", path) == found
+
+
+def test_two_versions_used_in_turn_both_stay_warm(tmp_path: Path, cache_dir: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(gacclint.cache, "RACY_NS", 0)
+    (tmp_path / "a.py").write_text(NO_CLEAR)
+    opened: list[Path] = []
+    real = gacclint.runner.read_source
+
+    def counting(path: Path) -> bytes:
+        opened.append(path)
+        return real(path)
+
+    monkeypatch.setattr(gacclint.runner, "read_source", counting)
+    for version in ("1", "2"):
+        monkeypatch.setattr(gacclint.cache, "__version__", version)
+        run("check", tmp_path)
+    assert opened == [tmp_path / "a.py"] * 2
+    for version in ("1", "2"):  # pre-commit's gacclint, then the environment's, and so on
+        monkeypatch.setattr(gacclint.cache, "__version__", version)
+        assert run("check", "--output-format", "concise", tmp_path)[0] == 1
+    assert opened == [tmp_path / "a.py"] * 2
+    for version in "3456":  # only the most recent few are kept
+        monkeypatch.setattr(gacclint.cache, "__version__", version)
+        run("check", tmp_path)
+    assert len(list(cache_dir.glob("check-*.json"))) == 1 + gacclint.cache.KEPT_OTHER_VERSIONS
+
+
 def test_fix_info_with_pending_edits() -> None:
     computed = []
     fix = FixInfo("safe", "Add `optimizer.zero_grad()`", None)
@@ -140,7 +204,7 @@ def test_edits_worked_out_for_a_format_are_remembered(tmp_path: Path, cache_dir:
     assert analysed == [tmp_path / "a.py"]  # not again
 
 
-@pytest.mark.parametrize("row", ["junk", [1, 2], [0, 0, 0, 0, 7], None, {"size": 1}])
+@pytest.mark.parametrize("row", ["junk", [1, 2], "0:0:0:0:7", None, {"size": 1}])
 def test_a_damaged_metadata_row_is_ignored(tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch,
                                            row: object) -> None:
     monkeypatch.setattr(gacclint.cache, "RACY_NS", 0)
@@ -152,7 +216,7 @@ def test_a_damaged_metadata_row_is_ignored(tmp_path: Path, cache_dir: Path, monk
     data[gacclint.cache.STAT_KEY] = {str(path): row}
     file.write_text(json.dumps(data))
     assert run("check", "--output-format", "concise", path) == expected
-    info = path.stat()  # and a row that matches, but names no digest
-    data[gacclint.cache.STAT_KEY] = {str(path): [info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino, 5]}
+    info = path.stat()  # and a row that matches, but names a digest with no result
+    data[gacclint.cache.STAT_KEY] = {str(path): f"{info.st_size}:{info.st_mtime_ns}:{info.st_ctime_ns}:{info.st_ino}:5"}
     file.write_text(json.dumps(data))
     assert run("check", "--output-format", "concise", path) == expected

@@ -21,6 +21,7 @@ import pytest
 from click.testing import CliRunner
 
 from gacclint.cli import main
+from gacclint.runner import usable_cores
 
 ROOT = Path(__file__).resolve().parent.parent
 SEEDS = ROOT / "fixtures" / "seeds"
@@ -653,7 +654,7 @@ finally:
 """
 
 
-@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="one core: the run is never parallel")
+@pytest.mark.skipif(usable_cores() < 2, reason="one core: the run is never parallel")
 def test_parallel_run_equals_serial_run(tmp_path: Path) -> None:
     tree = tmp_path / "tree"
     seeds = sorted(SEEDS.glob("*.py"))
@@ -677,6 +678,18 @@ def test_parallel_run_equals_serial_run(tmp_path: Path) -> None:
         assert parallel[0] == 1 and parallel[1]
         if args[0] == "check":  # the seeds' 7, the notebook's 2, the form feed file's 1
             assert len(json.loads(parallel[1])) == SEED_FINDINGS + 3
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or usable_cores() < 2,
+                    reason="needs a CPU affinity to narrow, and two cores to narrow it from")
+def test_a_run_confined_to_one_core_starts_no_workers(tmp_path: Path) -> None:
+    (tmp_path / "a.py").write_text(NO_CLEAR)
+    (tmp_path / "b.py").write_text(NO_CLEAR)
+    confined = "import os, sys\nos.sched_setaffinity(0, {min(os.sched_getaffinity(0))})\n" + _RUN_WITH_THRESHOLD
+    completed = subprocess.run([sys.executable, "-c", confined, "0", "check", "--no-cache", "--output-format",
+                                "concise", "."], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert completed.returncode == 1 and completed.stdout.count("GA101") == 2
+    assert completed.stderr.splitlines()[-1] == "serial"
 
 
 # -- 8. rows are split only at \r\n, \r and \n (issue 7) --------------------------------------

@@ -25,7 +25,14 @@ def model_reports_on(source: bytes) -> bool:
 
 
 def gates_pass(source: bytes) -> bool:
-    return may_hold_training_loop(source) and owns_backward_call(ast.parse(source))
+    """Both gates, gate 2 as the runner asks it (with the source, to skip
+    statements) and checked against gate 2 on the whole tree."""
+    if not may_hold_training_loop(source):
+        return False
+    tree = ast.parse(source)
+    verdict = owns_backward_call(tree, source)
+    assert verdict == owns_backward_call(tree)
+    return verdict
 
 
 def known_programs() -> list[tuple[str, bytes]]:
@@ -71,6 +78,26 @@ def test_every_spelling_of_a_backward_call_passes_the_text_gate(spelling: str) -
 def test_files_without_a_loop_held_backward_are_gated_out(source: str) -> None:
     assert not model_reports_on(source.encode())
     assert not gates_pass(source.encode())
+
+
+@pytest.mark.parametrize("source", [
+    # the backward call is in a decorator, above the row of its `def`
+    b"@hook(lambda: (optimizer.step(), loss.backward()))\ndef train():\n    pass\n",
+    # rows ended by \r and \r\n, as CPython counts them
+    b"x = 1\r\ry = 2\r\nfor batch in loader:\r    loss.backward()\r    optimizer.step()\r",
+    b"x = 1\r\n\r\nfor batch in loader:\r\n    loss.backward()\r\n",
+    # an identifier that NFKC makes `backward`, and one with other non-ASCII around it
+    "x = 1\nfor batch in loader:\n    loss.\uff42ackward()\n".encode(),
+    "s = 'é'\nfor batch in loader:\n    loss.backward()  # é\n".encode(),
+    # UTF-7: `+AAo-` is a line break, so the bytes' rows are not CPython's
+    b"# coding: utf-7\nx = 1+AAo-y = 2+AAo-z = 3\nfor batch in loader:\n    loss.backward()\n",
+    # Latin-1, declared
+    "# -*- coding: latin-1 -*-\ns = 'é'\nfor batch in loader:\n    loss.backward()\n".encode("latin-1"),
+])
+def test_gate_2_skipping_statements_by_their_rows_keeps_every_loop(source: bytes) -> None:
+    tree = ast.parse(source)
+    assert owns_backward_call(tree)
+    assert owns_backward_call(tree, source)
 
 
 # --- generated programs: loops, functions and classes nested at random, holding
