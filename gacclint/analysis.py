@@ -12,7 +12,6 @@ from __future__ import annotations
 import ast
 import contextlib
 import difflib
-import gc
 import io
 import os
 import sys
@@ -82,22 +81,6 @@ def _deep_recursion() -> Iterator[None]:
         yield
     finally:
         sys.setrecursionlimit(previous)
-
-
-@contextlib.contextmanager
-def collector_paused() -> Iterator[None]:
-    """Python's cycle collector off while one file is analysed. The trees and the loop model
-    are hundreds of thousands of objects with almost no cycles (reference counting frees
-    them); left on, the collector walks them over and over as they are made, a quarter of
-    the analysis time. What cycles a file leaves are collected once it is done."""
-    if not gc.isenabled():
-        yield
-        return
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
 
 
 # -- the program of a file -----------------------------------------------------------
@@ -240,7 +223,7 @@ def _analyse(source: bytes, selection: Selection, tree: ast.Module | None = None
                           f"{MAX_ANALYSED_BYTES // (1024 * 1024)} MB gacclint analyses in one file "
                           "(generated code?); skipped")
     tree, complaint = cpython_tree(source)
-    if tree is not None and not owns_backward_call(tree):
+    if tree is not None and not owns_backward_call(tree, source):
         return _Analysed(None, [])
     return _analyse_parsed(source, selection, complaint, tree, fixes)
 
@@ -372,8 +355,7 @@ def run_job(job: Job, tree: ast.Module | None = None) -> FileResult:
     unchanged = "; not changed" if job.mode != "check" else ""
     try:
         program = _Program(job.path, job.source)
-        with collector_paused():
-            _on_deep_stack(_fix if job.mode == "fix" else _check, job, program, result, tree)
+        _on_deep_stack(_fix if job.mode == "fix" else _check, job, program, result, tree)
     except _CellSyntaxError as error:
         result.diagnostics = [error.diagnostic]
     except (ReadError, SourceError) as error:

@@ -37,7 +37,6 @@ class Unsupported(Exception):
 # -- nodes without validation or layout ----------------------------------------------
 
 _set = object.__setattr__
-_MAKERS: dict[type, Callable[..., cst.CSTNode]] = {}
 
 
 def _maker(cls: type) -> Callable[..., cst.CSTNode]:
@@ -62,12 +61,14 @@ def _maker(cls: type) -> Callable[..., cst.CSTNode]:
     return namespace["make"]  # type: ignore[return-value]
 
 
-def _node(cls: type, **fields: object) -> cst.CSTNode:
-    """A node of `cls` with `fields` and the class's defaults."""
-    make = _MAKERS.get(cls)
-    if make is None:
-        make = _MAKERS[cls] = _maker(cls)
-    return make(**fields)
+class _Makers(dict):
+    def __missing__(self, cls: type) -> Callable[..., cst.CSTNode]:
+        make = self[cls] = _maker(cls)
+        return make
+
+
+# _MAKE[cls](**fields): a node of `cls` with `fields` and the class's defaults.
+_MAKE: dict[type, Callable[..., cst.CSTNode]] = _Makers()
 
 
 _BINARY = {ast.Add: cst.Add, ast.Sub: cst.Subtract, ast.Mult: cst.Multiply, ast.Div: cst.Divide,
@@ -84,17 +85,17 @@ _COMPARE = {ast.Eq: cst.Equal, ast.NotEq: cst.NotEqual, ast.Lt: cst.LessThan, as
             ast.Gt: cst.GreaterThan, ast.GtE: cst.GreaterThanEqual, ast.Is: cst.Is, ast.IsNot: cst.IsNot,
             ast.In: cst.In, ast.NotIn: cst.NotIn}
 # Operators carry only layout of their own: one instance of each serves every node.
-_OPERATORS = {key: _node(value) for table in (_BINARY, _AUGMENTED, _UNARY, _COMPARE)
+_OPERATORS = {key: _MAKE[value]() for table in (_BINARY, _AUGMENTED, _UNARY, _COMPARE)
               for key, value in ((id(k), v) for k, v in table.items())}
-_AND, _OR = _node(cst.And), _node(cst.Or)
-_LPAR, _RPAR = _node(cst.LeftParen), _node(cst.RightParen)
+_AND, _OR = _MAKE[cst.And](), _MAKE[cst.Or]()
+_LPAR, _RPAR = _MAKE[cst.LeftParen](), _MAKE[cst.RightParen]()
 
 
 def _operator(table: dict[type, type], operator: ast.AST) -> cst.CSTNode:
     cls = table[type(operator)]
     found = _OPERATORS.get(id(cls))
     if found is None:
-        found = _OPERATORS[id(cls)] = _node(cls)
+        found = _OPERATORS[id(cls)] = _MAKE[cls]()
     return found
 
 
@@ -330,10 +331,10 @@ def _code_part(line: str) -> str:
 def lean_module(text: str, tree: ast.Module) -> tuple[cst.Module, Layout]:
     """libcst's node classes for `tree`, CPython's tree of `text`."""
     layout = Layout(text)
-    reader = _Reader(layout)
-    module = _node(cst.Module, body=reader.statements(tree.body))
+    reader = _Reader(layout, _after_parentheses(text, layout.lines))
+    module = _MAKE[cst.Module](body=reader.statements(tree.body))
     layout.statement_rows.sort()
-    reader.parenthesise(module)
+    reader.parenthesise()
     return module, layout
 
 
@@ -341,9 +342,33 @@ _SIMPLE = (ast.Expr, ast.Assign, ast.AugAssign, ast.AnnAssign, ast.Return, ast.R
            ast.Pass, ast.Break, ast.Continue, ast.Global, ast.Nonlocal, ast.Import, ast.ImportFrom)
 
 
+# From a `(` to the next token: blanks, line breaks, continuations and comments.
+_OPENING = re.compile(rb"\((?:[ \t\f\r\n]|\\\r?\n|\\\r|#[^\r\n]*)*")
+
+
+def _after_parentheses(text: str, lines: list[str]) -> set[tuple[int, int]]:
+    """(row, byte column) of each place where a token follows a `(` (in CPython's terms;
+    a `(` inside a string or comment adds a place no node starts at)."""
+    data = text.encode("utf-8")
+    if b"(" not in data:
+        return set()
+    starts, offset = [], 0
+    for line in lines:
+        starts.append(offset)
+        offset += len(line) if line.isascii() else len(line.encode("utf-8"))
+    places = set()
+    for match in _OPENING.finditer(data):
+        end = match.end()
+        row = bisect.bisect_right(starts, end) - 1
+        places.add((row + 1, end - starts[row]))
+    return places
+
+
 class _Reader:
-    def __init__(self, layout: Layout) -> None:
+    def __init__(self, layout: Layout, after_parenthesis: set[tuple[int, int]]) -> None:
         self.layout = layout
+        self.after_parenthesis = after_parenthesis
+        self.parenthesised: list[cst.CSTNode] = []  # nodes that may have parentheses of their own
         self.lines = layout.lines
         self.record = layout.record
         self.record_like = layout.record_like
@@ -404,7 +429,7 @@ class _Reader:
         return node
 
     def _simple_line(self, line: list[ast.stmt]) -> cst.CSTNode:
-        node = _node(cst.SimpleStatementLine, body=[self._statement(s) for s in line])
+        node = _MAKE[cst.SimpleStatementLine](body=[self._statement(s) for s in line])
         self.record(node, line[0].lineno, line[0].col_offset, line[-1].end_lineno, line[-1].end_col_offset)
         return node
 
@@ -412,84 +437,84 @@ class _Reader:
         """An indented block, or the simple statements after the colon on the header's line."""
         first = body[0]
         if isinstance(first, _SIMPLE) and self.lines[first.lineno - 1].encode("utf-8")[:first.col_offset].strip():
-            return _node(cst.SimpleStatementSuite, body=[self._statement(s) for s in body])
-        return _node(cst.IndentedBlock, body=self.statements(body))
+            return _MAKE[cst.SimpleStatementSuite](body=[self._statement(s) for s in body])
+        return _MAKE[cst.IndentedBlock](body=self.statements(body))
 
     def _else(self, body: Sequence[ast.stmt]) -> cst.CSTNode | None:
-        return _node(cst.Else, body=self._suite(body)) if body else None
+        return _MAKE[cst.Else](body=self._suite(body)) if body else None
 
     def _expression_statement(self, statement: ast.Expr) -> cst.CSTNode:
-        return _node(cst.Expr, value=self.expression(statement.value))
+        return _MAKE[cst.Expr](value=self.expression(statement.value))
 
     def _assign(self, statement: ast.Assign) -> cst.CSTNode:
         targets = []
         for target in statement.targets:
-            wrapper = _node(cst.AssignTarget, target=self.expression(target))
+            wrapper = _MAKE[cst.AssignTarget](target=self.expression(target))
             self.record_like(wrapper, target)
             self.layout.spanning[id(wrapper)] = (wrapper.target, wrapper.target, False)
             targets.append(wrapper)
-        return _node(cst.Assign, targets=targets, value=self.expression(statement.value))
+        return _MAKE[cst.Assign](targets=targets, value=self.expression(statement.value))
 
     def _augmented(self, statement: ast.AugAssign) -> cst.CSTNode:
-        return _node(cst.AugAssign, target=self.expression(statement.target),
+        return _MAKE[cst.AugAssign](target=self.expression(statement.target),
                      operator=_operator(_AUGMENTED, statement.op), value=self.expression(statement.value))
 
     def _annotated(self, statement: ast.AnnAssign) -> cst.CSTNode:
         value = None if statement.value is None else self.expression(statement.value)
-        return _node(cst.AnnAssign, target=self.expression(statement.target),
+        return _MAKE[cst.AnnAssign](target=self.expression(statement.target),
                      annotation=self._annotation(statement.annotation), value=value)
 
     def _annotation(self, expression: ast.expr | None) -> cst.CSTNode | None:
         if expression is None:
             return None
-        node = _node(cst.Annotation, annotation=self.expression(expression))
+        node = _MAKE[cst.Annotation](annotation=self.expression(expression))
         self.record_like(node, expression)
         return node
 
     def _return(self, statement: ast.Return) -> cst.CSTNode:
-        return _node(cst.Return, value=self._optional(statement.value))
+        return _MAKE[cst.Return](value=self._optional(statement.value))
 
     def _raise(self, statement: ast.Raise) -> cst.CSTNode:
-        cause = None if statement.cause is None else _node(cst.From, item=self.expression(statement.cause))
-        return _node(cst.Raise, exc=self._optional(statement.exc), cause=cause)
+        cause = None if statement.cause is None else _MAKE[cst.From](item=self.expression(statement.cause))
+        return _MAKE[cst.Raise](exc=self._optional(statement.exc), cause=cause)
 
     def _assert(self, statement: ast.Assert) -> cst.CSTNode:
-        return _node(cst.Assert, test=self.expression(statement.test), msg=self._optional(statement.msg))
+        return _MAKE[cst.Assert](test=self.expression(statement.test), msg=self._optional(statement.msg))
 
     def _delete(self, statement: ast.Delete) -> cst.CSTNode:
         targets = [self.expression(t) for t in statement.targets]
         if len(targets) == 1:
-            return _node(cst.Del, target=targets[0])
-        elements = [_node(cst.Element, value=t) for t in targets]
-        together = _node(cst.Tuple, elements=elements)
+            return _MAKE[cst.Del](target=targets[0])
+        elements = [_MAKE[cst.Element](value=t) for t in targets]
+        together = _MAKE[cst.Tuple](elements=elements)
         first, last = statement.targets[0], statement.targets[-1]
         self.record(together, first.lineno, first.col_offset, last.end_lineno, last.end_col_offset)
-        return _node(cst.Del, target=together)
+        return _MAKE[cst.Del](target=together)
 
     def _keyword_statement(self, statement: ast.stmt) -> cst.CSTNode:
-        return _node({ast.Pass: cst.Pass, ast.Break: cst.Break, ast.Continue: cst.Continue}[type(statement)])
+        return _MAKE[{ast.Pass: cst.Pass, ast.Break: cst.Break, ast.Continue: cst.Continue}[type(statement)]]()
 
     def _names(self, statement: ast.Global | ast.Nonlocal) -> cst.CSTNode:
         cls = cst.Global if isinstance(statement, ast.Global) else cst.Nonlocal
         line = self.lines[statement.lineno - 1].encode("utf-8")
         items, start = [], statement.col_offset
         for name in statement.names:
-            node = _node(cst.Name, value=name)
+            node = _MAKE[cst.Name](value=name)
             found = re.compile(rb"\b" + re.escape(name.encode("utf-8")) + rb"\b").search(line, start)
             if found is not None and found.end() <= statement.end_col_offset:
                 self.record(node, statement.lineno, found.start(), statement.lineno, found.end())
                 self.layout.never_parenthesised.add(id(node))
                 start = found.end()
-            items.append(_node(cst.NameItem, name=node))
-        return _node(cls, names=items)
+            items.append(_MAKE[cst.NameItem](name=node))
+        return _MAKE[cls](names=items)
 
     def _import(self, statement: ast.Import) -> cst.CSTNode:
-        return _node(cst.Import, names=[self._alias(alias) for alias in statement.names])
+        return _MAKE[cst.Import](names=[self._alias(alias) for alias in statement.names])
 
     def _import_from(self, statement: ast.ImportFrom) -> cst.CSTNode:
         names: object
         if len(statement.names) == 1 and statement.names[0].name == "*":
-            names = _node(cst.ImportStar)
+            names = _MAKE[cst.ImportStar]()
         else:
             names = [self._alias(alias) for alias in statement.names]
         module = None
@@ -500,8 +525,8 @@ class _Reader:
                 line, statement.col_offset)
             if found is not None:
                 self._record_dotted(module, statement.lineno, found.end())
-        return _node(cst.ImportFrom, module=module, names=names,
-                     relative=[_node(cst.Dot) for _ in range(statement.level or 0)])
+        return _MAKE[cst.ImportFrom](module=module, names=names,
+                     relative=[_MAKE[cst.Dot]() for _ in range(statement.level or 0)])
 
     def _alias(self, alias: ast.alias) -> cst.CSTNode:
         name = _dotted(alias.name)
@@ -509,13 +534,13 @@ class _Reader:
         if hasattr(alias, "lineno"):  # Python 3.10 and later
             self._record_dotted(name, alias.lineno, alias.col_offset + len(alias.name.encode("utf-8")))
         if alias.asname is not None:
-            target = _node(cst.Name, value=alias.asname)
+            target = _MAKE[cst.Name](value=alias.asname)
             if hasattr(alias, "lineno"):
                 end = alias.end_col_offset
                 self.record(target, alias.end_lineno, end - len(alias.asname), alias.end_lineno, end)
                 self.layout.never_parenthesised.add(id(target))
-            asname = _node(cst.AsName, name=target)
-        return _node(cst.ImportAlias, name=name, asname=asname)
+            asname = _MAKE[cst.AsName](name=target)
+        return _MAKE[cst.ImportAlias](name=name, asname=asname)
 
     def _record_dotted(self, name: cst.CSTNode, row: int, end: int) -> None:
         """Places of `a.b.c` written without spaces on row `row`, ending at byte `end`."""
@@ -532,24 +557,24 @@ class _Reader:
         self.layout.never_parenthesised.add(id(node))
 
     def _function(self, statement: ast.FunctionDef | ast.AsyncFunctionDef) -> cst.CSTNode:
-        return _node(cst.FunctionDef, name=self._declared_name(statement, statement.name),
+        return _MAKE[cst.FunctionDef](name=self._declared_name(statement, statement.name),
                      params=self._parameters(statement.args), body=self._suite(statement.body),
                      decorators=self._decorators(statement.decorator_list),
                      returns=self._annotation(statement.returns),
-                     asynchronous=_node(cst.Asynchronous) if isinstance(statement, ast.AsyncFunctionDef) else None)
+                     asynchronous=_MAKE[cst.Asynchronous]() if isinstance(statement, ast.AsyncFunctionDef) else None)
 
     def _class(self, statement: ast.ClassDef) -> cst.CSTNode:
         bases = [self._argument(base) for base in statement.bases]
         keywords = [self._keyword(keyword) for keyword in statement.keywords]
         if len(bases) == 1 and not keywords and not isinstance(statement.bases[0], ast.Starred):
             self.layout.sole_arguments[id(bases[0].value)] = None
-        return _node(cst.ClassDef, name=self._declared_name(statement, statement.name),
+        return _MAKE[cst.ClassDef](name=self._declared_name(statement, statement.name),
                      body=self._suite(statement.body), bases=bases, keywords=keywords,
                      decorators=self._decorators(statement.decorator_list))
 
     def _declared_name(self, statement: ast.stmt, name: str) -> cst.CSTNode:
         """The name after `def`/`class` (CPython keeps no place for it)."""
-        node = _node(cst.Name, value=name)
+        node = _MAKE[cst.Name](value=name)
         line = self.lines[statement.lineno - 1]
         found = re.compile(r"(?:async\s+)?(?:def|class)\s+" + re.escape(name) + r"\b").search(
             line.encode("utf-8")[statement.col_offset:].decode("utf-8", errors="replace"))
@@ -560,7 +585,7 @@ class _Reader:
         return node
 
     def _decorators(self, decorators: Sequence[ast.expr]) -> list[cst.CSTNode]:
-        return [_node(cst.Decorator, decorator=self.expression(d)) for d in decorators]
+        return [_MAKE[cst.Decorator](decorator=self.expression(d)) for d in decorators]
 
     def _parameters(self, arguments: ast.arguments) -> cst.CSTNode:
         positional = [*arguments.posonlyargs, *arguments.args]
@@ -573,21 +598,21 @@ class _Reader:
         if arguments.vararg is not None:
             star_arg = self._parameter(arguments.vararg, None, "*")
         elif kwonly:
-            star_arg = _node(cst.ParamStar)
+            star_arg = _MAKE[cst.ParamStar]()
         star_kwarg = None if arguments.kwarg is None else self._parameter(arguments.kwarg, None, "**")
         fields: dict[str, object] = {"params": params[split:], "star_arg": star_arg, "kwonly_params": kwonly,
                                      "star_kwarg": star_kwarg}
         if split:
             fields["posonly_params"] = params[:split]
-            fields["posonly_ind"] = _node(cst.ParamSlash)
-        return _node(cst.Parameters, **fields)
+            fields["posonly_ind"] = _MAKE[cst.ParamSlash]()
+        return _MAKE[cst.Parameters](**fields)
 
     def _parameter(self, argument: ast.arg, default: ast.expr | None, star: str = "") -> cst.CSTNode:
-        name = _node(cst.Name, value=argument.arg)
+        name = _MAKE[cst.Name](value=argument.arg)
         end = argument.col_offset + len(argument.arg.encode("utf-8"))
         self.record(name, argument.lineno, argument.col_offset, argument.lineno, end)
         self.layout.never_parenthesised.add(id(name))
-        node = _node(cst.Param, name=name, annotation=self._annotation(argument.annotation),
+        node = _MAKE[cst.Param](name=name, annotation=self._annotation(argument.annotation),
                      default=self._optional(default), star=star)
         # libcst places a parameter at its star and name.
         self.record(node, argument.lineno, argument.col_offset - len(star), argument.lineno, end)
@@ -603,19 +628,19 @@ class _Reader:
                 self.layout.statement_rows.append(first.lineno)
             else:
                 orelse = self._else(statement.orelse)
-        return _node(cst.If, test=self.expression(statement.test), body=self._suite(statement.body), orelse=orelse)
+        return _MAKE[cst.If](test=self.expression(statement.test), body=self._suite(statement.body), orelse=orelse)
 
     def _starts_with(self, statement: ast.stmt, keyword: str) -> bool:
         line = self.lines[statement.lineno - 1].encode("utf-8")
         return line[statement.col_offset:statement.col_offset + len(keyword)] == keyword.encode()
 
     def _for(self, statement: ast.For | ast.AsyncFor) -> cst.CSTNode:
-        return _node(cst.For, target=self.expression(statement.target), iter=self.expression(statement.iter),
+        return _MAKE[cst.For](target=self.expression(statement.target), iter=self.expression(statement.iter),
                      body=self._suite(statement.body), orelse=self._else(statement.orelse),
-                     asynchronous=_node(cst.Asynchronous) if isinstance(statement, ast.AsyncFor) else None)
+                     asynchronous=_MAKE[cst.Asynchronous]() if isinstance(statement, ast.AsyncFor) else None)
 
     def _while(self, statement: ast.While) -> cst.CSTNode:
-        return _node(cst.While, test=self.expression(statement.test), body=self._suite(statement.body),
+        return _MAKE[cst.While](test=self.expression(statement.test), body=self._suite(statement.body),
                      orelse=self._else(statement.orelse))
 
     def _with(self, statement: ast.With | ast.AsyncWith) -> cst.CSTNode:
@@ -623,12 +648,12 @@ class _Reader:
         for item in statement.items:
             asname = None
             if item.optional_vars is not None:
-                asname = _node(cst.AsName, name=self.expression(item.optional_vars))
-            items.append(_node(cst.WithItem, item=self.expression(item.context_expr), asname=asname))
+                asname = _MAKE[cst.AsName](name=self.expression(item.optional_vars))
+            items.append(_MAKE[cst.WithItem](item=self.expression(item.context_expr), asname=asname))
         if len(items) == 1 and items[0].asname is None:
             self.layout.sole_arguments[id(items[0].item)] = None  # libcst gives `with (x):`'s pair to the with
-        return _node(cst.With, items=items, body=self._suite(statement.body),
-                     asynchronous=_node(cst.Asynchronous) if isinstance(statement, ast.AsyncWith) else None)
+        return _MAKE[cst.With](items=items, body=self._suite(statement.body),
+                     asynchronous=_MAKE[cst.Asynchronous]() if isinstance(statement, ast.AsyncWith) else None)
 
     def _try(self, statement: ast.Try) -> cst.CSTNode:
         star = type(statement).__name__ == "TryStar"
@@ -637,20 +662,20 @@ class _Reader:
             self.layout.statement_rows.append(handler.lineno)
             name = None
             if handler.name is not None:
-                target = _node(cst.Name, value=handler.name)
+                target = _MAKE[cst.Name](value=handler.name)
                 line = self.lines[handler.lineno - 1].encode("utf-8")
                 found = re.compile(rb"\bas\s+(" + re.escape(handler.name.encode("utf-8")) + rb")\b").search(
                     line, handler.col_offset)
                 if found is not None:
                     self.record(target, handler.lineno, found.start(1), handler.lineno, found.end(1))
                     self.layout.never_parenthesised.add(id(target))
-                name = _node(cst.AsName, name=target)
-            handlers.append(_node(cst.ExceptStarHandler if star else cst.ExceptHandler,
+                name = _MAKE[cst.AsName](name=target)
+            handlers.append(_MAKE[cst.ExceptStarHandler if star else cst.ExceptHandler](
                                   body=self._suite(handler.body), type=self._optional(handler.type), name=name))
         finalbody = None
         if statement.finalbody:
-            finalbody = _node(cst.Finally, body=self._suite(statement.finalbody))
-        return _node(cst.TryStar if star else cst.Try, body=self._suite(statement.body), handlers=handlers,
+            finalbody = _MAKE[cst.Finally](body=self._suite(statement.finalbody))
+        return _MAKE[cst.TryStar if star else cst.Try](body=self._suite(statement.body), handlers=handlers,
                      orelse=self._else(statement.orelse), finalbody=finalbody)
 
     # -- expressions
@@ -662,32 +687,22 @@ class _Reader:
             raise Unsupported(type(expression).__name__) from None
         node = reader(expression)
         self.record_like(node, expression)
+        if (expression.lineno, expression.col_offset) in self.after_parenthesis:
+            self.parenthesised.append(node)
         return node
 
-    def parenthesise(self, root: cst.CSTNode) -> None:
-        """Give each expression of the tree the parentheses libcst would (`lpar`, `rpar`: some
-        rules read them). Only a node with a `(` right before it, or its own, can have any."""
-        layout, lines = self.layout, self.lines
-        expression_types: dict[type, bool] = {}
-        for node, source in layout._sources.values():
-            row, column = source.lineno, source.col_offset  # type: ignore[attr-defined]
-            end_row, end_column = source.end_lineno, source.end_col_offset  # type: ignore[attr-defined]
-            cls = type(node)
-            is_expression = expression_types.get(cls)
-            if is_expression is None:
-                is_expression = expression_types[cls] = issubclass(cls, cst.BaseExpression)
-            if not is_expression or id(node) in layout.never_parenthesised:
-                continue
-            if id(node) not in layout.own_pair:
-                line = lines[row - 1]
-                before = (line[:column] if line.isascii() else line.encode("utf-8")[:column].decode("utf-8")).rstrip()
-                if before and before[-1] != "(":
+    def parenthesise(self) -> None:
+        """Give each expression the parentheses libcst would (`lpar`, `rpar`: some rules read
+        them). Only a node right after a `(`, or with a pair of its own, can have any."""
+        layout = self.layout
+        lines = self.lines
+        for node in self.parenthesised:
+            source = layout._sources[id(node)][1]
+            line = lines[source.end_lineno - 1]  # type: ignore[attr-defined]
+            if line.isascii() and id(node) not in layout.own_pair:  # a `)` or the line's end must follow
+                after = line[source.end_col_offset:].lstrip(" \t\f")  # type: ignore[attr-defined]
+                if after and after[0] not in ")#\\\r\n":
                     continue
-                line = lines[end_row - 1]
-                if line.isascii():
-                    after = line[end_column:].lstrip(" \t\f")
-                    if after and after[0] not in ")#\\\r\n":
-                        continue
             count = layout.parentheses(node)
             if count:
                 _set(node, "lpar", (_LPAR,) * count)
@@ -698,14 +713,12 @@ class _Reader:
 
 
     def _name(self, expression: ast.Name) -> cst.CSTNode:
-        return _node(cst.Name, value=expression.id)
+        return _MAKE[cst.Name](value=expression.id)
 
     def _attribute(self, expression: ast.Attribute) -> cst.CSTNode:
-        attr = _node(cst.Name, value=expression.attr)
-        end = expression.end_col_offset
-        self.record(attr, expression.end_lineno, end - len(expression.attr.encode("utf-8")), expression.end_lineno, end)
-        self.layout.never_parenthesised.add(id(attr))
-        return _node(cst.Attribute, value=self.expression(expression.value), attr=attr)
+        # The attribute's name gets no place: no finding is on it, and its text is its value.
+        return _MAKE[cst.Attribute](value=self.expression(expression.value),
+                                    attr=_MAKE[cst.Name](value=expression.attr))
 
     def _call(self, expression: ast.Call) -> cst.CSTNode:
         parts: list[ast.AST] = [*expression.args, *expression.keywords]
@@ -714,26 +727,22 @@ class _Reader:
         args = [self._keyword(p) if isinstance(p, ast.keyword) else self._argument(p) for p in parts]
         if len(parts) == 1 and not isinstance(parts[0], (ast.keyword, ast.Starred)):
             self.layout.sole_arguments[id(args[0].value)] = (expression.end_lineno, expression.end_col_offset)
-        return _node(cst.Call, func=self.expression(expression.func), args=args)
+        return _MAKE[cst.Call](func=self.expression(expression.func), args=args)
 
     def _argument(self, expression: ast.expr) -> cst.CSTNode:
         if isinstance(expression, ast.Starred):
-            node = _node(cst.Arg, value=self.expression(expression.value), star="*")
+            node = _MAKE[cst.Arg](value=self.expression(expression.value), star="*")
         else:
-            node = _node(cst.Arg, value=self.expression(expression))
+            node = _MAKE[cst.Arg](value=self.expression(expression))
         self.record_like(node, expression)
         self.layout.spanning[id(node)] = (node.value, node.value, bool(node.star))
         return node
 
     def _keyword(self, keyword: ast.keyword) -> cst.CSTNode:
         if keyword.arg is None:
-            node = _node(cst.Arg, value=self.expression(keyword.value), star="**")
+            node = _MAKE[cst.Arg](value=self.expression(keyword.value), star="**")
         else:
-            name = _node(cst.Name, value=keyword.arg)
-            self.record(name, keyword.lineno, keyword.col_offset, keyword.lineno,
-                        keyword.col_offset + len(keyword.arg.encode("utf-8")))
-            self.layout.never_parenthesised.add(id(name))
-            node = _node(cst.Arg, value=self.expression(keyword.value), keyword=name)
+            node = _MAKE[cst.Arg](value=self.expression(keyword.value), keyword=_MAKE[cst.Name](value=keyword.arg))
         self.record_like(node, keyword)
         self.layout.spanning[id(node)] = (node.value, node.value, True)
         return node
@@ -741,17 +750,17 @@ class _Reader:
     def _constant(self, expression: ast.Constant) -> cst.CSTNode:
         value = expression.value
         if value is None or value is True or value is False:
-            return _node(cst.Name, value=str(value))
+            return _MAKE[cst.Name](value=str(value))
         if value is Ellipsis:
-            return _node(cst.Ellipsis)
+            return _MAKE[cst.Ellipsis]()
         if isinstance(value, (str, bytes)):
             return self._strings(expression)
         text = self._source(expression)
         if isinstance(value, bool) or isinstance(value, int):
-            return _node(cst.Integer, value=text)
+            return _MAKE[cst.Integer](value=text)
         if isinstance(value, float):
-            return _node(cst.Float, value=text)
-        return _node(cst.Imaginary, value=text)
+            return _MAKE[cst.Float](value=text)
+        return _MAKE[cst.Imaginary](value=text)
 
     def _source(self, expression: ast.AST) -> str:
         row, end_row = expression.lineno, expression.end_lineno
@@ -795,7 +804,7 @@ class _Reader:
             nodes.append((piece, row, column))
         node = nodes[-1][0]
         for left, row, column in reversed(nodes[:-1]):
-            node = _node(cst.ConcatenatedString, left=left, right=node)
+            node = _MAKE[cst.ConcatenatedString](left=left, right=node)
             self.record(node, row, column, expression.end_lineno, expression.end_col_offset)
         return node
 
@@ -806,11 +815,11 @@ class _Reader:
     def _string_token(self, text: str, values: Sequence[ast.expr]) -> cst.CSTNode:
         prefix = text[:len(text) - len(text.lstrip("rRbBuUfF"))]
         if "f" not in prefix.lower():
-            return _node(cst.SimpleString, value=text)
+            return _MAKE[cst.SimpleString](value=text)
         quote = text[len(prefix):len(prefix) + 3]
         if quote not in ('"""', "'''"):
             quote = quote[0]
-        return _node(cst.FormattedString, parts=self._formatted_parts(values), start=prefix + quote, end=quote)
+        return _MAKE[cst.FormattedString](parts=self._formatted_parts(values), start=prefix + quote, end=quote)
 
     def _formatted_parts(self, values: Sequence[ast.expr]) -> list[cst.CSTNode]:
         parts = []
@@ -820,10 +829,10 @@ class _Reader:
                 spec = None
                 if value.format_spec is not None:
                     spec = self._formatted_parts(value.format_spec.values)  # type: ignore[attr-defined]
-                parts.append(_node(cst.FormattedStringExpression, expression=self.expression(value.value),
+                parts.append(_MAKE[cst.FormattedStringExpression](expression=self.expression(value.value),
                                    conversion=conversion, format_spec=spec))
             elif isinstance(value, ast.Constant):
-                parts.append(_node(cst.FormattedStringText, value=str(value.value)))
+                parts.append(_MAKE[cst.FormattedStringText](value=str(value.value)))
         return parts
 
     def _subscript(self, expression: ast.Subscript) -> cst.CSTNode:
@@ -832,7 +841,7 @@ class _Reader:
             elements = [self._subscript_element(e) for e in index.elts]
         else:
             elements = [self._subscript_element(index)]
-        return _node(cst.Subscript, value=self.expression(expression.value), slice=elements)
+        return _MAKE[cst.Subscript](value=self.expression(expression.value), slice=elements)
 
     def _parenthesised_tuple(self, expression: ast.Tuple) -> bool:
         """Whether a tuple's own `(` opens its span (its first element may have parentheses of its own)."""
@@ -872,24 +881,24 @@ class _Reader:
             inner = self._bare_slice(expression)
             self.record_like(inner, expression)
         elif isinstance(expression, ast.Starred):
-            inner = _node(cst.Index, value=self.expression(expression.value), star="*")
+            inner = _MAKE[cst.Index](value=self.expression(expression.value), star="*")
             self.record_like(inner, expression)
         else:
-            inner = _node(cst.Index, value=self.expression(expression))
+            inner = _MAKE[cst.Index](value=self.expression(expression))
             self.record_like(inner, expression)
             self.layout.spanning[id(inner)] = (inner.value, inner.value, False)
-        node = _node(cst.SubscriptElement, slice=inner)
+        node = _MAKE[cst.SubscriptElement](slice=inner)
         self.record_like(node, expression)
         if isinstance(inner, cst.Index) and not inner.star:
             self.layout.spanning[id(node)] = (inner.value, inner.value, False)
         return node
 
     def _bare_slice(self, expression: ast.Slice) -> cst.CSTNode:
-        return _node(cst.Slice, lower=self._optional(expression.lower), upper=self._optional(expression.upper),
+        return _MAKE[cst.Slice](lower=self._optional(expression.lower), upper=self._optional(expression.upper),
                      step=self._optional(expression.step))
 
     def _binary(self, expression: ast.BinOp) -> cst.CSTNode:
-        return _node(cst.BinaryOperation, left=self.expression(expression.left),
+        return _MAKE[cst.BinaryOperation](left=self.expression(expression.left),
                      operator=_operator(_BINARY, expression.op), right=self.expression(expression.right))
 
     def _boolean(self, expression: ast.BoolOp) -> cst.CSTNode:
@@ -898,86 +907,88 @@ class _Reader:
         node = first = self.expression(values[0])
         for value in values[1:-1]:
             right = self.expression(value)
-            node = _node(cst.BooleanOperation, left=node, operator=operator, right=right)
+            node = _MAKE[cst.BooleanOperation](left=node, operator=operator, right=right)
             self.record(node, values[0].lineno, values[0].col_offset, value.end_lineno, value.end_col_offset)
             self.layout.spanning[id(node)] = (first, right, False)
-        return _node(cst.BooleanOperation, left=node, operator=operator, right=self.expression(values[-1]))
+        return _MAKE[cst.BooleanOperation](left=node, operator=operator, right=self.expression(values[-1]))
 
     def _unary(self, expression: ast.UnaryOp) -> cst.CSTNode:
-        return _node(cst.UnaryOperation, operator=_operator(_UNARY, expression.op),
+        return _MAKE[cst.UnaryOperation](operator=_operator(_UNARY, expression.op),
                      expression=self.expression(expression.operand))
 
     def _compare(self, expression: ast.Compare) -> cst.CSTNode:
-        targets = [_node(cst.ComparisonTarget, operator=_operator(_COMPARE, op), comparator=self.expression(c))
+        targets = [_MAKE[cst.ComparisonTarget](operator=_operator(_COMPARE, op), comparator=self.expression(c))
                    for op, c in zip(expression.ops, expression.comparators)]
-        return _node(cst.Comparison, left=self.expression(expression.left), comparisons=targets)
+        return _MAKE[cst.Comparison](left=self.expression(expression.left), comparisons=targets)
 
     def _if_expression(self, expression: ast.IfExp) -> cst.CSTNode:
-        return _node(cst.IfExp, test=self.expression(expression.test), body=self.expression(expression.body),
+        return _MAKE[cst.IfExp](test=self.expression(expression.test), body=self.expression(expression.body),
                      orelse=self.expression(expression.orelse))
 
     def _lambda(self, expression: ast.Lambda) -> cst.CSTNode:
-        return _node(cst.Lambda, params=self._parameters(expression.args), body=self.expression(expression.body))
+        return _MAKE[cst.Lambda](params=self._parameters(expression.args), body=self.expression(expression.body))
 
     def _named(self, expression: ast.NamedExpr) -> cst.CSTNode:
-        return _node(cst.NamedExpr, target=self.expression(expression.target), value=self.expression(expression.value))
+        return _MAKE[cst.NamedExpr](target=self.expression(expression.target), value=self.expression(expression.value))
 
     def _sequence(self, expression: ast.List | ast.Tuple | ast.Set) -> cst.CSTNode:
         cls = {ast.List: cst.List, ast.Tuple: cst.Tuple, ast.Set: cst.Set}[type(expression)]
         elements = []
         for element in expression.elts:
             if isinstance(element, ast.Starred):
-                node = _node(cst.StarredElement, value=self.expression(element.value))
+                node = _MAKE[cst.StarredElement](value=self.expression(element.value))
             else:
-                node = _node(cst.Element, value=self.expression(element))
+                node = _MAKE[cst.Element](value=self.expression(element))
                 self.layout.spanning[id(node)] = (node.value, node.value, False)
             self.record_like(node, element)
             elements.append(node)
-        node = _node(cls, elements=elements)
+        node = _MAKE[cls](elements=elements)
         if cls is cst.Tuple and (not elements or self._parenthesised_tuple(expression)):
             self.layout.own_pair.add(id(node))
+            self.parenthesised.append(node)
         return node
 
     def _dict(self, expression: ast.Dict) -> cst.CSTNode:
         elements = []
         for key, value in zip(expression.keys, expression.values):
             if key is None:
-                elements.append(_node(cst.StarredDictElement, value=self.expression(value)))
+                elements.append(_MAKE[cst.StarredDictElement](value=self.expression(value)))
             else:
-                elements.append(_node(cst.DictElement, key=self.expression(key), value=self.expression(value)))
-        return _node(cst.Dict, elements=elements)
+                elements.append(_MAKE[cst.DictElement](key=self.expression(key), value=self.expression(value)))
+        return _MAKE[cst.Dict](elements=elements)
 
     def _comprehension_for(self, generators: Sequence[ast.comprehension]) -> cst.CSTNode:
         inner = None
         for generator in reversed(generators):
-            inner = _node(cst.CompFor, target=self.expression(generator.target), iter=self.expression(generator.iter),
-                          ifs=[_node(cst.CompIf, test=self.expression(test)) for test in generator.ifs],
+            inner = _MAKE[cst.CompFor](target=self.expression(generator.target), iter=self.expression(generator.iter),
+                          ifs=[_MAKE[cst.CompIf](test=self.expression(test)) for test in generator.ifs],
                           inner_for_in=inner,
-                          asynchronous=_node(cst.Asynchronous) if generator.is_async else None)
+                          asynchronous=_MAKE[cst.Asynchronous]() if generator.is_async else None)
         assert inner is not None
         return inner
 
     def _comprehension(self, expression: ast.ListComp | ast.SetComp | ast.GeneratorExp) -> cst.CSTNode:
         cls = {ast.ListComp: cst.ListComp, ast.SetComp: cst.SetComp, ast.GeneratorExp: cst.GeneratorExp}[type(expression)]
-        node = _node(cls, elt=self.expression(expression.elt), for_in=self._comprehension_for(expression.generators))
+        node = _MAKE[cls](elt=self.expression(expression.elt), for_in=self._comprehension_for(expression.generators))
         if cls is cst.GeneratorExp:
             self.layout.own_pair.add(id(node))
+            self.parenthesised.append(node)
         return node
 
     def _dict_comprehension(self, expression: ast.DictComp) -> cst.CSTNode:
-        return _node(cst.DictComp, key=self.expression(expression.key), value=self.expression(expression.value),
+        return _MAKE[cst.DictComp](key=self.expression(expression.key), value=self.expression(expression.value),
                      for_in=self._comprehension_for(expression.generators))
 
     def _await(self, expression: ast.Await) -> cst.CSTNode:
-        return _node(cst.Await, expression=self.expression(expression.value))
+        return _MAKE[cst.Await](expression=self.expression(expression.value))
 
     def _yield(self, expression: ast.Yield | ast.YieldFrom) -> cst.CSTNode:
         if isinstance(expression, ast.YieldFrom):
-            return _node(cst.Yield, value=_node(cst.From, item=self.expression(expression.value)))
-        return _node(cst.Yield, value=self._optional(expression.value))
+            return _MAKE[cst.Yield](value=_MAKE[cst.From](item=self.expression(expression.value)))
+        return _MAKE[cst.Yield](value=self._optional(expression.value))
 
     def _starred(self, expression: ast.Starred) -> cst.CSTNode:
-        return _node(cst.StarredElement, value=self.expression(expression.value))
+        return _MAKE[cst.StarredElement](value=self.expression(expression.value))
 
 
 def _shifted(tree: ast.expr, row: int, column: int) -> ast.expr:
@@ -1001,9 +1012,9 @@ def code_of_dotted(node: cst.CSTNode) -> str:
 
 def _dotted(name: str) -> cst.CSTNode:
     parts = name.split(".")
-    node = _node(cst.Name, value=parts[0])
+    node = _MAKE[cst.Name](value=parts[0])
     for part in parts[1:]:
-        node = _node(cst.Attribute, value=node, attr=_node(cst.Name, value=part))
+        node = _MAKE[cst.Attribute](value=node, attr=_MAKE[cst.Name](value=part))
     return node
 
 

@@ -94,6 +94,8 @@ _layout: Layout | None = None
 
 def code_of(node: cst.CSTNode) -> str:
     """Source text of an expression node, without its surrounding whitespace."""
+    if type(node) is cst.Name and not node.lpar:
+        return node.value
     found = _CODE_MEMO.get(id(node))
     if found is not None and found[0] is node:
         return found[1]
