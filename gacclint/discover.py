@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Container, Iterator
 
@@ -44,7 +45,7 @@ EntryExcluded = Callable[[str, str, bool], bool]
 WalkExcluded = Callable[[str, Container[str]], EntryExcluded]
 
 # (absolute folder of the .gitignore, its patterns), shallowest first
-_Ignores = tuple[tuple[str, "pathspec.GitIgnoreSpec"], ...]
+_Ignores = tuple[tuple[str, "_GitIgnore"], ...]
 
 
 def default_excluded(path: Path, is_dir: bool = True) -> bool:
@@ -120,7 +121,33 @@ class _Identity:
             return os.path.abspath(text)
 
 
-def _read_gitignore(folder: Path) -> pathspec.GitIgnoreSpec | None:
+class _GitIgnore:
+    """A .gitignore's patterns. pathspec tries them one by one for every path; when none is
+    a negation (`!`), the verdict is only whether any matches, and one regex of them all
+    answers that at once (a repository's .gitignore often has a hundred patterns)."""
+
+    def __init__(self, spec: pathspec.GitIgnoreSpec) -> None:
+        self.spec = spec
+        self.any_matches = None
+        patterns = [p for p in spec.patterns if p.include is not None]
+        if all(p.include and p.regex is not None for p in patterns):
+            try:
+                self.any_matches = re.compile("|".join(
+                    f"(?:{_NAMED_GROUP.sub('(?:', p.regex.pattern)})" for p in patterns) or r"(?!)").match
+            except re.error:
+                pass
+
+    def verdict(self, relative: str) -> bool | None:
+        """True: ignored; False: a negation re-includes it; None: no pattern says."""
+        if self.any_matches is not None:
+            return True if self.any_matches(relative) else None
+        return self.spec.check_file(relative).include
+
+
+_NAMED_GROUP = re.compile(r"\(\?P<\w+>")
+
+
+def _read_gitignore(folder: Path) -> _GitIgnore | None:
     try:
         with open(folder / ".gitignore", encoding="utf-8", errors="replace") as stream:
             lines = stream.read().splitlines()
@@ -130,7 +157,7 @@ def _read_gitignore(folder: Path) -> pathspec.GitIgnoreSpec | None:
         return None
     import pathspec  # only a tree with .gitignore files pays for importing it
 
-    return pathspec.GitIgnoreSpec.from_lines(lines)
+    return _GitIgnore(pathspec.GitIgnoreSpec.from_lines(lines))
 
 
 def _ignores_above(root: Path) -> _Ignores:
@@ -150,7 +177,7 @@ def _ignored(absolute: str, is_dir: bool, ignores: _Ignores) -> bool:
     """git's verdict: the deepest .gitignore with a matching pattern decides."""
     for base, spec in reversed(ignores):
         relative = absolute[len(base):].lstrip(os.sep).replace(os.sep, "/") + ("/" if is_dir else "")
-        verdict = spec.check_file(relative).include
+        verdict = spec.verdict(relative)
         if verdict is not None:
             return verdict
     return False
