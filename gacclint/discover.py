@@ -128,14 +128,24 @@ class _GitIgnore:
 
     def __init__(self, spec: pathspec.GitIgnoreSpec) -> None:
         self.spec = spec
-        self.any_matches = None
+        self.any_matches: Callable[[str], bool] | None = None
         patterns = [p for p in spec.patterns if p.include is not None]
         if all(p.include and p.regex is not None for p in patterns):
+            # A pattern without a `/` matches at any depth: pathspec writes it `^(?:.+/)?X`,
+            # which backtracks over every `/`; X after the start or a `/` is the same test.
+            anywhere, anchored = [], []
+            for pattern in patterns:
+                text = _NAMED_GROUP.sub("(?:", pattern.regex.pattern)
+                if text.startswith(_AT_ANY_DEPTH):
+                    anywhere.append(f"(?:{text[len(_AT_ANY_DEPTH):]})")
+                else:
+                    anchored.append(f"(?:{text})")
             try:
-                self.any_matches = re.compile("|".join(
-                    f"(?:{_NAMED_GROUP.sub('(?:', p.regex.pattern)})" for p in patterns) or r"(?!)").match
+                search = re.compile(f"(?:^|(?<=/))(?:{'|'.join(anywhere)})").search if anywhere else None
+                match = re.compile("|".join(anchored)).match if anchored else None
             except re.error:
-                pass
+                return
+            self.any_matches = lambda path: bool((search and search(path)) or (match and match(path)))
 
     def verdict(self, relative: str) -> bool | None:
         """True: ignored; False: a negation re-includes it; None: no pattern says."""
@@ -145,6 +155,7 @@ class _GitIgnore:
 
 
 _NAMED_GROUP = re.compile(r"\(\?P<\w+>")
+_AT_ANY_DEPTH = "^(?:.+/)?"
 
 
 def _read_gitignore(folder: Path) -> _GitIgnore | None:
