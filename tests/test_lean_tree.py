@@ -90,6 +90,7 @@ LAYOUTS = {
     "strings": "s = 'a' 'b'\nt = ('a'\n     \"b\")\nu = f'{x!r:>{w}}' 'c'\nv = '''x\n    y'''\nw = b'\\x00' rb'\\d'\nz = 'it\\'s'\n",
     "unicode": "s = 'café' + f(é, naïve)\nt = '日本' ; u = g(x)\n",
     "crlf": "def f(a):\r\n    return g(\r\n        a,\r\n    )\r\n",
+    "crlf continuations": "def f(a):\r\n    if a:\r\n        x = g(a, \\\r\n            a) + \\\r\n            h(\r\n            a)\r\n",
     "tabs": "if x:\n\ty = f(\n\t\ta,\n\t)\n",
     "declarations": "import a.b.c as d, e\nfrom .x import (y as z, w)\nfrom . import v\n@dec(1)\n@other\nasync def f(p, /, q: int = 1, *r, s, **t) -> None:\n    global g, h\n    try:\n        pass\n    except (A, B) as error:\n        pass\n",
     "statements": "if a:\n    pass\nelif b: pass\nelse:\n    if c: pass\nwhile d: break\nelse: pass\nfor e in f: continue\nx = 1; y = 2\ndel a, b\nassert a, 'm'\nraise E from F\nx += 1\ny: int = 2\nlambda a, *b, c=1, **d: a\n",

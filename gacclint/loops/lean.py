@@ -101,9 +101,6 @@ def _operator(table: dict[type, type], operator: ast.AST) -> cst.CSTNode:
 
 # -- where nodes are in the source ---------------------------------------------------
 
-_IDENTIFIER_AFTER = re.compile(r"\s*(?:\\\r?\n\s*)*([^\W\d]\w*)")
-
-
 class Layout:
     """Places and text of a lean tree's nodes, read from the source on demand.
 
@@ -118,9 +115,9 @@ class Layout:
         # cannot be reused.
         self._sources: dict[int, tuple[cst.CSTNode, ast.AST]] = {}
         self._spans: dict[int, tuple[cst.CSTNode, int, int, int, int]] = {}
-        # Exceptions to "a node's place is CPython's span of it", by id:
-        # Sole arguments, whose enclosing `(` `)` are their call's (or class's, or with's): the
-        # place just past that `)`, when known.
+        # Exceptions to "a node's place is CPython's span of it", by id. Sole arguments, whose
+        # enclosing `(` `)` are their call's (or class's, or with's): the place just past that
+        # `)`, when known.
         self.sole_arguments: dict[int, tuple[int, int] | None] = {}
         self.own_pair: set[int] = set()  # CPython's span includes a pair libcst puts in `lpar`/`rpar`
         self.never_parenthesised: set[int] = set()  # names in declarations: a `(` before is not theirs
@@ -190,7 +187,7 @@ class Layout:
                 if number == row:
                     line = line[column:]
                 elif indent and number not in self.string_rows and line.startswith(indent) and \
-                        not parts[-1].endswith("\\\n"):
+                        not parts[-1].rstrip("\r\n").endswith("\\"):
                     line = line[len(indent):]
                 parts.append(line)
             text = "".join(parts)
