@@ -102,15 +102,12 @@ def lint_module(module: cst.Module, selection: Selection, layout: Layout | None 
                 findings.append(finding)
     if not findings:
         return []
-    located = []
     if layout is not None:
-        for finding in findings:
-            place = layout.position(finding.node)
-            if place is None:
-                raise Unsupported(f"no place for a {type(finding.node).__name__} node")
-            row, column, end_row, end_column = place
-            located.append(Located(finding.code, finding.message, row, column + 1, end_row, end_column + 1,
-                                   finding.fix, finding))
+        def place(node: cst.CSTNode) -> tuple[int, int, int, int]:
+            found = layout.position(node)
+            if found is None:
+                raise Unsupported(f"no place for a {type(node).__name__} node")
+            return found
     else:
         try:
             positions = MetadataWrapper(module, unsafe_skip_copy=True).resolve(PositionProvider)
@@ -118,10 +115,15 @@ def lint_module(module: cst.Module, selection: Selection, layout: Layout | None 
             # libcst's position pass recurses per nesting level (and reports the
             # overflow as a KeyError): 500 nested lambdas exhaust it.
             raise SourceError("nested too deeply to analyse") from None
-        for finding in findings:
-            span = positions[finding.node]
-            located.append(Located(finding.code, finding.message, span.start.line, span.start.column + 1,
-                                   span.end.line, span.end.column + 1, finding.fix, finding))
+
+        def place(node: cst.CSTNode) -> tuple[int, int, int, int]:
+            span = positions[node]
+            return span.start.line, span.start.column, span.end.line, span.end.column
+    located = []
+    for finding in findings:
+        row, column, end_row, end_column = place(finding.node)
+        located.append(Located(finding.code, finding.message, row, column + 1, end_row, end_column + 1,
+                               finding.fix, finding))
     located.sort(key=lambda f: (f.row, f.column, f.code))
     return located
 

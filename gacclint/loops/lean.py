@@ -27,6 +27,7 @@ from typing import Callable, Sequence
 
 import libcst as cst
 
+from gacclint.loops.vocabulary import dotted_name
 from gacclint.source import split_lines
 
 
@@ -71,32 +72,28 @@ class _Makers(dict):
 _MAKE: dict[type, Callable[..., cst.CSTNode]] = _Makers()
 
 
-_BINARY = {ast.Add: cst.Add, ast.Sub: cst.Subtract, ast.Mult: cst.Multiply, ast.Div: cst.Divide,
-           ast.FloorDiv: cst.FloorDivide, ast.Mod: cst.Modulo, ast.Pow: cst.Power, ast.LShift: cst.LeftShift,
-           ast.RShift: cst.RightShift, ast.BitOr: cst.BitOr, ast.BitAnd: cst.BitAnd, ast.BitXor: cst.BitXor,
-           ast.MatMult: cst.MatrixMultiply}
-_AUGMENTED = {ast.Add: cst.AddAssign, ast.Sub: cst.SubtractAssign, ast.Mult: cst.MultiplyAssign,
-              ast.Div: cst.DivideAssign, ast.FloorDiv: cst.FloorDivideAssign, ast.Mod: cst.ModuloAssign,
-              ast.Pow: cst.PowerAssign, ast.LShift: cst.LeftShiftAssign, ast.RShift: cst.RightShiftAssign,
-              ast.BitOr: cst.BitOrAssign, ast.BitAnd: cst.BitAndAssign, ast.BitXor: cst.BitXorAssign,
-              ast.MatMult: cst.MatrixMultiplyAssign}
-_UNARY = {ast.Not: cst.Not, ast.USub: cst.Minus, ast.UAdd: cst.Plus, ast.Invert: cst.BitInvert}
-_COMPARE = {ast.Eq: cst.Equal, ast.NotEq: cst.NotEqual, ast.Lt: cst.LessThan, ast.LtE: cst.LessThanEqual,
-            ast.Gt: cst.GreaterThan, ast.GtE: cst.GreaterThanEqual, ast.Is: cst.Is, ast.IsNot: cst.IsNot,
-            ast.In: cst.In, ast.NotIn: cst.NotIn}
 # Operators carry only layout of their own: one instance of each serves every node.
-_OPERATORS = {key: _MAKE[value]() for table in (_BINARY, _AUGMENTED, _UNARY, _COMPARE)
-              for key, value in ((id(k), v) for k, v in table.items())}
+def _instances(table: dict[type, type]) -> dict[type, cst.CSTNode]:
+    return {ast_type: _MAKE[cst_type]() for ast_type, cst_type in table.items()}
+
+
+_BINARY = _instances({
+    ast.Add: cst.Add, ast.Sub: cst.Subtract, ast.Mult: cst.Multiply, ast.Div: cst.Divide,
+    ast.FloorDiv: cst.FloorDivide, ast.Mod: cst.Modulo, ast.Pow: cst.Power, ast.LShift: cst.LeftShift,
+    ast.RShift: cst.RightShift, ast.BitOr: cst.BitOr, ast.BitAnd: cst.BitAnd, ast.BitXor: cst.BitXor,
+    ast.MatMult: cst.MatrixMultiply})
+_AUGMENTED = _instances({
+    ast.Add: cst.AddAssign, ast.Sub: cst.SubtractAssign, ast.Mult: cst.MultiplyAssign, ast.Div: cst.DivideAssign,
+    ast.FloorDiv: cst.FloorDivideAssign, ast.Mod: cst.ModuloAssign, ast.Pow: cst.PowerAssign,
+    ast.LShift: cst.LeftShiftAssign, ast.RShift: cst.RightShiftAssign, ast.BitOr: cst.BitOrAssign,
+    ast.BitAnd: cst.BitAndAssign, ast.BitXor: cst.BitXorAssign, ast.MatMult: cst.MatrixMultiplyAssign})
+_UNARY = _instances({ast.Not: cst.Not, ast.USub: cst.Minus, ast.UAdd: cst.Plus, ast.Invert: cst.BitInvert})
+_COMPARE = _instances({
+    ast.Eq: cst.Equal, ast.NotEq: cst.NotEqual, ast.Lt: cst.LessThan, ast.LtE: cst.LessThanEqual,
+    ast.Gt: cst.GreaterThan, ast.GtE: cst.GreaterThanEqual, ast.Is: cst.Is, ast.IsNot: cst.IsNot,
+    ast.In: cst.In, ast.NotIn: cst.NotIn})
 _AND, _OR = _MAKE[cst.And](), _MAKE[cst.Or]()
 _LPAR, _RPAR = _MAKE[cst.LeftParen](), _MAKE[cst.RightParen]()
-
-
-def _operator(table: dict[type, type], operator: ast.AST) -> cst.CSTNode:
-    cls = table[type(operator)]
-    found = _OPERATORS.get(id(cls))
-    if found is None:
-        found = _OPERATORS[id(cls)] = _MAKE[cls]()
-    return found
 
 
 # -- where nodes are in the source ---------------------------------------------------
@@ -233,7 +230,9 @@ class Layout:
         return row, column
 
     def _skip_blanks_back(self, row: int, column: int) -> tuple[int, int]:
-        line = self.lines[row - 1]
+        """Back from (row, column) past blanks, continuations and comments: the place just
+        after the code before it (column 0 of row 1 if there is none)."""
+        line = self.lines[row - 1]  # before (row, column) on its own row there is only code
         while True:
             index = column - 1
             while index >= 0 and line[index] in " \t\f":
@@ -278,18 +277,8 @@ class Layout:
 
     def _before(self, row: int, column: int) -> tuple[int, int] | None:
         """The place of a `(` right before (row, column), past blanks, continuations and comments."""
-        line = self.lines[row - 1]  # before the node on its own row there is only code
-        while True:
-            index = column - 1
-            while index >= 0 and line[index] in " \t\f":
-                index -= 1
-            if index >= 0:
-                return (row, index) if line[index] == "(" else None
-            if row == 1:
-                return None
-            row -= 1
-            line = _code_part(self.lines[row - 1]).rstrip("\r\n")
-            column = len(line) - 1 if line.endswith("\\") else len(line)
+        row, column = self._skip_blanks_back(row, column)
+        return (row, column - 1) if column and self.lines[row - 1][column - 1] == "(" else None
 
     def _after(self, row: int, column: int, wanted: str = ")") -> tuple[int, int] | None:
         """The place just past a `wanted` right after (row, column), past blanks, continuations and comments."""
@@ -454,7 +443,7 @@ class _Reader:
 
     def _augmented(self, statement: ast.AugAssign) -> cst.CSTNode:
         return _MAKE[cst.AugAssign](target=self.expression(statement.target),
-                     operator=_operator(_AUGMENTED, statement.op), value=self.expression(statement.value))
+                     operator=_AUGMENTED[type(statement.op)], value=self.expression(statement.value))
 
     def _annotated(self, statement: ast.AnnAssign) -> cst.CSTNode:
         value = None if statement.value is None else self.expression(statement.value)
@@ -541,7 +530,7 @@ class _Reader:
 
     def _record_dotted(self, name: cst.CSTNode, row: int, end: int) -> None:
         """Places of `a.b.c` written without spaces on row `row`, ending at byte `end`."""
-        start = end - len(code_of_dotted(name).encode("utf-8"))
+        start = end - len(dotted_name(name).encode("utf-8"))  # type: ignore[union-attr]
         node = name
         while isinstance(node, cst.Attribute):  # each prefix ends before a dot
             self.record(node, row, start, row, end)
@@ -684,7 +673,7 @@ class _Reader:
             raise Unsupported(type(expression).__name__) from None
         node = reader(expression)
         self.record_like(node, expression)
-        if (expression.lineno, expression.col_offset) in self.after_parenthesis:
+        if (expression.lineno, expression.col_offset) in self.after_parenthesis or id(node) in self.layout.own_pair:
             self.parenthesised.append(node)
         return node
 
@@ -896,7 +885,7 @@ class _Reader:
 
     def _binary(self, expression: ast.BinOp) -> cst.CSTNode:
         return _MAKE[cst.BinaryOperation](left=self.expression(expression.left),
-                     operator=_operator(_BINARY, expression.op), right=self.expression(expression.right))
+                     operator=_BINARY[type(expression.op)], right=self.expression(expression.right))
 
     def _boolean(self, expression: ast.BoolOp) -> cst.CSTNode:
         operator = _AND if isinstance(expression.op, ast.And) else _OR
@@ -910,11 +899,11 @@ class _Reader:
         return _MAKE[cst.BooleanOperation](left=node, operator=operator, right=self.expression(values[-1]))
 
     def _unary(self, expression: ast.UnaryOp) -> cst.CSTNode:
-        return _MAKE[cst.UnaryOperation](operator=_operator(_UNARY, expression.op),
+        return _MAKE[cst.UnaryOperation](operator=_UNARY[type(expression.op)],
                      expression=self.expression(expression.operand))
 
     def _compare(self, expression: ast.Compare) -> cst.CSTNode:
-        targets = [_MAKE[cst.ComparisonTarget](operator=_operator(_COMPARE, op), comparator=self.expression(c))
+        targets = [_MAKE[cst.ComparisonTarget](operator=_COMPARE[type(op)], comparator=self.expression(c))
                    for op, c in zip(expression.ops, expression.comparators)]
         return _MAKE[cst.Comparison](left=self.expression(expression.left), comparisons=targets)
 
@@ -942,7 +931,6 @@ class _Reader:
         node = _MAKE[cls](elements=elements)
         if cls is cst.Tuple and (not elements or self._parenthesised_tuple(expression)):
             self.layout.own_pair.add(id(node))
-            self.parenthesised.append(node)
         return node
 
     def _dict(self, expression: ast.Dict) -> cst.CSTNode:
@@ -969,7 +957,6 @@ class _Reader:
         node = _MAKE[cls](elt=self.expression(expression.elt), for_in=self._comprehension_for(expression.generators))
         if cls is cst.GeneratorExp:
             self.layout.own_pair.add(id(node))
-            self.parenthesised.append(node)
         return node
 
     def _dict_comprehension(self, expression: ast.DictComp) -> cst.CSTNode:
@@ -999,12 +986,6 @@ def _shifted(tree: ast.expr, row: int, column: int) -> ast.expr:
             node.lineno += row - 1
             node.end_lineno += row - 1
     return tree  # type: ignore[return-value]
-
-
-def code_of_dotted(node: cst.CSTNode) -> str:
-    if isinstance(node, cst.Attribute):
-        return f"{code_of_dotted(node.value)}.{node.attr.value}"
-    return node.value  # type: ignore[attr-defined]
 
 
 def _dotted(name: str) -> cst.CSTNode:
