@@ -29,6 +29,7 @@ from gacclint.engine import Located, SourceError, SyntaxProblem, cpython_tree, l
 from gacclint.fixes.apply import allowed, fix_source, fixed_alone
 from gacclint.gate import may_hold_training_loop, owns_backward_call
 from gacclint.loops.lean import Unsupported, lean_module
+from gacclint.loops.vocabulary import forget_code
 from gacclint.noqa import add_noqa, noqa_row_map, suppress
 from gacclint.selection import Selection
 from gacclint.source import ReadError, WriteError, split_byte_lines, split_lines, write_source
@@ -347,6 +348,13 @@ def _place_key(diagnostic: Diagnostic) -> tuple:
 # -- one file -------------------------------------------------------------------------
 
 
+def import_everything() -> None:
+    """Import what analysing a file imports on first use (the rules)."""
+    from gacclint.rules import all_rules
+
+    all_rules()
+
+
 def run_job(job: Job, tree: ast.Module | None = None) -> FileResult:
     """Never raises (but under --debug): whatever goes wrong becomes `error`.
     `tree`: CPython's tree of the job's source, when the caller parsed it and
@@ -356,6 +364,7 @@ def run_job(job: Job, tree: ast.Module | None = None) -> FileResult:
     try:
         program = _Program(job.path, job.source)
         _on_deep_stack(_fix if job.mode == "fix" else _check, job, program, result, tree)
+        forget_code()  # the module-wide memo holds the file's tree: freed now, not with the next file
     except _CellSyntaxError as error:
         result.diagnostics = [error.diagnostic]
     except (ReadError, SourceError) as error:

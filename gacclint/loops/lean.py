@@ -321,6 +321,7 @@ def lean_module(text: str, tree: ast.Module) -> tuple[cst.Module, Layout]:
     module = _MAKE[cst.Module](body=reader.statements(tree.body))
     layout.statement_rows.sort()
     reader.parenthesise()
+    reader.close()
     return module, layout
 
 
@@ -381,6 +382,13 @@ class _Reader:
         }
         if hasattr(ast, "TryStar"):
             self.statement_readers[ast.TryStar] = self._try
+
+    def close(self) -> None:
+        """Break the reader's cycles (its tables hold its own bound methods): reference counting
+        then frees it, and CPython's tree with it, as soon as the caller lets go, instead of the
+        cycle collector walking every node first."""
+        self.expression_readers.clear()
+        self.statement_readers.clear()
 
     # -- statements
 

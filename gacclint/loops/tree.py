@@ -15,10 +15,11 @@ libcst's node classes are ABCs, and a failing `isinstance` on one is slow.
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 import typing
 from bisect import bisect_left
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import libcst as cst
 
@@ -95,6 +96,53 @@ def _direct_children(node: cst.CSTNode) -> list[cst.CSTNode]:
     return found
 
 
+# node type -> a function giving `_direct_children` of its nodes, or None for a leaf; made
+# from the type's field annotations.
+_CHILDREN: dict[type, Callable[[cst.CSTNode], list[cst.CSTNode]] | None] = {}
+_SENTINEL_TYPE = type(cst.MaybeSentinel.DEFAULT)
+
+
+def _field_shape(annotation: object) -> str:
+    """"node": holds a node, None or MaybeSentinel; "nodes": a sequence of nodes, maybe
+    None; "any": anything else (read with `_direct_children_of_value`)."""
+    if typing.get_origin(annotation) is typing.Union:
+        shapes = {_field_shape(a) for a in typing.get_args(annotation) if a not in (type(None), _SENTINEL_TYPE)}
+        return shapes.pop() if len(shapes) == 1 else "any"
+    if typing.get_origin(annotation) is collections.abc.Sequence:
+        item = typing.get_args(annotation)[0]
+        items = typing.get_args(item) if typing.get_origin(item) is typing.Union else (item,)
+        return "nodes" if all(isinstance(i, (type, typing.ForwardRef)) and _is_node_type(i) for i in items) else "any"
+    return "node" if _is_node_type(annotation) else "any"
+
+
+def _is_node_type(annotation: object) -> bool:
+    if isinstance(annotation, typing.ForwardRef):  # libcst's forward references name its own nodes
+        annotation = getattr(cst, annotation.__forward_arg__, None)
+    return isinstance(annotation, type) and issubclass(annotation, cst.CSTNode)
+
+
+def _children_maker(node_type: type) -> Callable[[cst.CSTNode], list[cst.CSTNode]] | None:
+    """Generated once per type: `_direct_children` spelled out for that type's fields, trusting
+    their annotations (the index reads every node of every module through it; a test
+    holds it to `_direct_children` on every fixture)."""
+    annotations = {f.name: f.type for f in dataclasses.fields(node_type)}
+    lines = []
+    for name in _fields(node_type):
+        shape = _field_shape(annotations[name])
+        if shape == "node":
+            lines.append(f"    value = node.{name}\n"
+                         f"    if value is not None and value.__class__ is not _SENTINEL: found.append(value)")
+        elif shape == "nodes":
+            lines.append(f"    value = node.{name}\n    if value: found.extend(value)")
+        else:
+            lines.append(f"    found.extend(_generic(node.{name}))")
+    if not lines:
+        return None
+    namespace = {"_SENTINEL": _SENTINEL_TYPE, "_generic": _direct_children_of_value}
+    exec("def children(node):\n    found = []\n" + "\n".join(lines) + "\n    return found\n", namespace)
+    return namespace["children"]  # type: ignore[return-value]
+
+
 class Tree:
     def __init__(self) -> None:
         # The index (see the module docstring); nodes made after `build` are not in it.
@@ -114,10 +162,10 @@ class Tree:
         nodes, position, scope_above, by_type, shared = (
             self._nodes, self._position, self._scope_above, self._by_type, self._shared)
         parents: list[int] = []
-        fields_of, value_kind = _FIELDS, _VALUE_KIND
+        children_of, is_scope = _CHILDREN, _IS_SCOPE
         # (node, number of the nearest scope above, number of the parent)
         stack: list[tuple[cst.CSTNode, int, int]] = [(root, -1, -1)]
-        pop = stack.pop
+        pop, push = stack.pop, stack.extend
         while stack:
             node, scope, parent = pop()
             number = len(nodes)
@@ -126,34 +174,22 @@ class Tree:
             scope_above.append(scope)
             parents.append(parent)
             node_type = type(node)
-            numbers = by_type.get(node_type)
-            if numbers is None:
+            try:
+                children_in = children_of[node_type]
+            except KeyError:
+                children_in = children_of[node_type] = _children_maker(node_type)
+                _is_scope(node_type)
+            try:
+                by_type[node_type].append(number)
+            except KeyError:
                 by_type[node_type] = [number]
-            else:
-                numbers.append(number)
-            # The children, read from the dataclass fields (this is `_direct_children`,
-            # spelled out: it runs once per node of every module).
-            children: list[cst.CSTNode] = []
-            names = fields_of.get(node_type)
-            if names is None:
-                names = _fields(node_type)
-            if not names:  # a name, a number, a string: a leaf
+            if children_in is None:  # a name, a number, a string: a leaf
                 continue
-            for name in names:
-                value = getattr(node, name)
-                kind = value_kind.get(type(value))
-                if kind == 1:
-                    children.append(value)
-                elif kind == 2:
-                    for item in value:
-                        if value_kind.get(type(item)) == 1 or _value_kind(type(item)) == 1:
-                            children.append(item)
-                elif kind is None and _value_kind(type(value)) != 0:
-                    children.extend(_direct_children_of_value(value))
+            children = children_in(node)
             if children:
-                inner_scope = number if _is_scope(node_type) else scope
-                children.reverse()
-                stack.extend([(child, inner_scope, number) for child in children])
+                inner_scope = number if is_scope[node_type] else scope
+                children.reverse()  # the first child is taken first
+                push([(child, inner_scope, number) for child in children])
         if len(position) < len(nodes):  # some node sits at several places
             seen: set[int] = set()
             for node in nodes:
