@@ -359,6 +359,8 @@ class _Reader:
         self.lines = layout.lines
         self.record = layout.record
         self.record_like = layout.record_like
+        self.sources = layout._sources
+        self.own_pair = layout.own_pair
         self.expression_readers: dict[type, Callable[[ast.AST], cst.CSTNode]] = {
             ast.Name: self._name, ast.Attribute: self._attribute, ast.Call: self._call,
             ast.Constant: self._constant, ast.Subscript: self._subscript, ast.BinOp: self._binary,
@@ -680,8 +682,9 @@ class _Reader:
         except KeyError:
             raise Unsupported(type(expression).__name__) from None
         node = reader(expression)
-        self.record_like(node, expression)
-        if (expression.lineno, expression.col_offset) in self.after_parenthesis or id(node) in self.layout.own_pair:
+        key = id(node)
+        self.sources[key] = (node, expression)  # Layout.record_like, inlined: once per expression
+        if (expression.lineno, expression.col_offset) in self.after_parenthesis or key in self.own_pair:
             self.parenthesised.append(node)
         return node
 
