@@ -32,6 +32,7 @@ This module imports neither libcst nor the rules.
 
 from __future__ import annotations
 
+import functools
 import io
 import re
 import tokenize
@@ -95,7 +96,7 @@ class _Scan:
 
 def find_noqa(text: str) -> dict[int, NoqaDirective]:
     """The line directives of `text`, keyed by 1-based row."""
-    return _scan(text).directives
+    return dict(_scan(text).directives)
 
 
 def noqa_row_map(text: str) -> dict[int, int]:
@@ -250,7 +251,10 @@ def _split_lines(text: str) -> list[tuple[str, str]]:
     return lines
 
 
+@functools.lru_cache(maxsize=1)
 def _scan(text: str) -> _Scan:
+    """Read-only for its callers: a file's findings are suppressed and then given their
+    `# noqa` rows from the same scan (one tokenization of the text, not two)."""
     scan = _Scan(_split_lines(text))
     try:
         tokens = _tokenize(scan.lines)
