@@ -51,6 +51,9 @@ _CODE_LIST = r"[A-Za-z]+[0-9]+(?:[\s,]+[A-Za-z]+[0-9]+)*"
 _LINE_DIRECTIVE = re.compile(rf"#\s*noqa(?!\w)(?:\s*:\s*(?P<codes>{_CODE_LIST})?)?", re.IGNORECASE)
 _FILE_DIRECTIVE = re.compile(rf"#\s*gacclint\s*:\s*noqa(?!\w)(?:\s*:\s*(?P<codes>{_CODE_LIST})?)?", re.IGNORECASE)
 _MENTIONS_NOQA = re.compile("noqa", re.IGNORECASE)
+# What a line must hold for its directive to name one of gacclint's codes (`_OWN_CODE`,
+# compared upper-cased): without one, no directive can be reported unused.
+_MAY_NAME_OWN_CODE = re.compile(r"noqa[^\r\n]*?ga[0-9]", re.IGNORECASE)
 _CODE = re.compile(r"[A-Za-z]+[0-9]+")
 _OWN_CODE = re.compile(r"GA[0-9]+")  # the codes GA002 may report and remove; others belong to other tools
 _STRING_GROUPS = {"FSTRING_START": "FSTRING_END", "TSTRING_START": "TSTRING_END"}  # Python 3.12+, 3.14+
@@ -121,6 +124,8 @@ def suppress(diagnostics: list[Diagnostic], text: str, report_unused: bool, *,
     """
     if not _MENTIONS_NOQA.search(text):  # most files: nothing to tokenize for
         return sorted(diagnostics, key=_position)
+    if not diagnostics and not (report_unused and _MAY_NAME_OWN_CODE.search(text)):
+        return []  # nothing to suppress, and no directive that could be reported unused
     scan = _scan(text)
     kept: list[Diagnostic] = []
     used: dict[int, set[str]] = defaultdict(set)
