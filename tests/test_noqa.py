@@ -161,6 +161,12 @@ def test_unused_directives_are_reported_only_when_asked() -> None:
     assert report.fix.message == "Remove unused `noqa` directive"
 
 
+def test_a_code_written_in_lower_case_is_reported_in_a_file_without_findings() -> None:
+    [report] = unused("a()  # NOQA: e501, ga202\n")
+    assert report.message == "Unused `noqa` directive (unused: `GA202`)"
+    assert unused("a()  # noqa: E501\nb = 'ga2'\n") == []
+
+
 def test_used_codes_other_tools_codes_and_bare_directives_are_not_reported() -> None:
     text = "a()  # noqa: GA202\nb()  # noqa: E501, F401\nc()  # noqa\n"
     assert unused(text, diagnostic("GA202", 1)) == []
