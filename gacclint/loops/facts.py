@@ -237,7 +237,11 @@ class ModuleFacts:
 
 def parameters_owner(call: cst.Call) -> str | None:
     """`model.parameters()`, `self.D.named_parameters()` -> the module whose parameters they are."""
-    owner, _, method = (call_name(call) or "").rpartition(".")
+    return _parameters_owner_named(call_name(call) or "")
+
+
+def _parameters_owner_named(name: str) -> str | None:
+    owner, _, method = name.rpartition(".")
     return owner if method in {"parameters", "named_parameters"} and owner else None
 
 
@@ -288,12 +292,15 @@ class _FactCollector:
                 self.facts.imported_from[local.value] = source
 
     def _call(self, node: cst.Call) -> None:
+        # Run on every call of the module: its name is read once.
         name = call_name(node) or ""
-        owner = parameters_owner(node)
+        owner = _parameters_owner_named(name)
         if owner and not node.args:
             self.facts.modules_with_parameters.add(owner)
-        self._framework_counts(node, name)
-        if name.rsplit(".", 1)[-1] == "Accelerator" and any(
+        short = name.rsplit(".", 1)[-1]
+        if short in _COUNTING_CALLS:
+            self._framework_counts(node, name)
+        if short == "Accelerator" and any(
                 a.keyword is not None and a.keyword.value in {"gradient_accumulation_steps", "gradient_accumulation_plugin"}
                 for a in node.args):
             self.facts.accelerator_gas = True
@@ -370,6 +377,10 @@ class _FactCollector:
                 self.facts.deepspeed_engines.add(names[0])
             if len(names) > 1 and names[1]:
                 self.facts.optimizers.add(names[1])
+
+
+# The calls `_framework_counts` reads (by the last part of their name).
+_COUNTING_CALLS = {"Accelerator", "GradientAccumulationPlugin", "initialize"}
 
 
 def _ignore(collector: _FactCollector, node: cst.CSTNode) -> None:
