@@ -35,7 +35,7 @@ from gacclint.loops.evaluate import (
     read_runs,
 )
 from gacclint.loops.guards import GuardContext, classify, is_switch
-from gacclint.loops.tree import matches
+from gacclint.loops.tree import Tree, matches
 from gacclint.loops.model import (
     NO_GUARD,
     Boundary,
@@ -114,6 +114,16 @@ def build_model(module: cst.Module, layout: Layout | None = None) -> ModuleModel
     builder = _Builder(module, facts)
     builder.walk_block(tuple(module.body), [], None, [])
     return ModuleModel(module, facts, builder.loops, builder.frames, builder.step_helpers)
+
+
+def _holds_any(tree: Tree, numbers: list[int], node: cst.CSTNode) -> bool:
+    """Whether `node`'s subtree may hold one of the nodes numbered `numbers` (ascending,
+    gacclint/loops/tree.py); a node made after the tree was read may hold anything."""
+    span = tree.span(node)
+    if span is None:
+        return True
+    first = bisect_left(numbers, span[0])
+    return first < len(numbers) and numbers[first] < span[1]
 
 
 def _is_loop(node: cst.CSTNode) -> bool:
@@ -233,12 +243,7 @@ class _Builder:
         return found
 
     def _may_hold_backward(self, node: cst.CSTNode) -> bool:
-        span = self.facts.tree.span(node)
-        if span is None:
-            return True
-        numbers = self._backward_numbers
-        first = bisect_left(numbers, span[0])
-        return first < len(numbers) and numbers[first] < span[1]
+        return _holds_any(self.facts.tree, self._backward_numbers, node)
 
     def _directly_contains_backward(self, loop: LoopNode) -> bool:
         key = id(loop)
@@ -736,9 +741,17 @@ class _Builder:
         index = self._calls_index
         if index is None:
             index = {}
+            # Only calls of the module's own functions are asked for: the walk enters only the
+            # statements holding one (most hold none).
+            tree = self.facts.tree
+            wanted = set(self.facts.functions) | {f"self.{function}" for function in self.facts.functions}
+            numbers = [tree.span(call)[0] for call in tree.ordered(cst.Call)  # type: ignore[index]
+                       if call_name(call) in wanted]
 
             def visit(block, scope) -> None:
                 for statement in block:
+                    if not _holds_any(tree, numbers, statement):
+                        continue
                     inner = statement if matches(type(statement), _FUNCTION) else scope
                     roots = [statement] if matches(type(statement), _SIMPLE) \
                         else _tests_of(statement)
