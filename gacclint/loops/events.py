@@ -79,12 +79,13 @@ def events_in(statement: cst.CSTNode, facts: ModuleFacts, clear_helpers: set[str
 def _names_a_helper(node: cst.CSTNode, clear_helpers: set[str]) -> bool:
     """`helper(...)` or `self.helper(...)` for one of `clear_helpers`: the only calls that
     `_classify` reads differently when it knows the helpers."""
-    if not isinstance(node, cst.Call):
+    # Exact types, as in `_classify`.
+    if type(node) is not cst.Call:
         return False
     func = node.func
-    if isinstance(func, cst.Name):
+    if type(func) is cst.Name:
         return func.value in clear_helpers
-    return (isinstance(func, cst.Attribute) and isinstance(func.value, cst.Name) and func.value.value == "self"
+    return (type(func) is cst.Attribute and type(func.value) is cst.Name and func.value.value == "self"
             and func.attr.value in clear_helpers)
 
 

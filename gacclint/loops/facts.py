@@ -62,6 +62,9 @@ class ModuleFacts:
     # id(node) -> (node, the event it is read as when no helper is known to clear gradients):
     # gacclint/loops/events.py reads each call once, however many questions include it.
     plain_events: dict[int, tuple[cst.CSTNode, object]] = field(default_factory=dict)
+    # Every call of the module by its dotted name ("" when it has none), in source order: the
+    # model looks calls up by name, and this spares it reading every call's name again.
+    calls: dict[str, list[cst.Call]] = field(default_factory=dict)
 
     # -- queries -------------------------------------------------------------
 
@@ -294,6 +297,7 @@ class _FactCollector:
     def _call(self, node: cst.Call) -> None:
         # Run on every call of the module: its name is read once.
         name = call_name(node) or ""
+        self.facts.calls.setdefault(name, []).append(node)
         owner = _parameters_owner_named(name)
         if owner and not node.args:
             self.facts.modules_with_parameters.add(owner)
@@ -331,7 +335,10 @@ class _FactCollector:
     def _bind(self, target: cst.BaseExpression, value: cst.BaseExpression, statement: cst.CSTNode,
               scope: cst.FunctionDef | None) -> None:
         self.facts.binding_order[id(statement)] = self.facts.statement_order[id(statement)]
-        if isinstance(target, (cst.Tuple, cst.List)):
+        # Exact types here and in `_classify` (run for every binding of the module): a failing
+        # `isinstance` on libcst's ABCs is slow, and none of these classes has subclasses.
+        target_type = type(target)
+        if target_type is cst.Tuple or target_type is cst.List:
             names = [dotted_name(el.value) if not isinstance(el, cst.StarredElement) else None for el in target.elements]
             for index, name in enumerate(names):
                 if name:
@@ -343,7 +350,7 @@ class _FactCollector:
             return
         self.facts.bindings.setdefault(name, []).append(Binding(name, value, scope, statement))
         # `k = ...deepspeed_config["gradient_accumulation_steps"]`: DeepSpeed's own count.
-        if (isinstance(value, cst.Subscript) and len(value.slice) == 1
+        if (type(value) is cst.Subscript and len(value.slice) == 1
                 and isinstance(value.slice[0].slice, cst.Index)
                 and isinstance(value.slice[0].slice.value, cst.SimpleString)
                 and value.slice[0].slice.value.evaluated_value == "gradient_accumulation_steps"
@@ -352,7 +359,7 @@ class _FactCollector:
         self._classify(name, value)
 
     def _classify(self, name: str, value: cst.BaseExpression) -> None:
-        if not isinstance(value, cst.Call):
+        if type(value) is not cst.Call:
             return
         called = call_name(value) or ""
         short = called.rsplit(".", 1)[-1]
@@ -368,7 +375,7 @@ class _FactCollector:
             self.facts.sum_reduced_losses.add(name)
 
     def _classify_unpacked(self, names: list[str | None], value: cst.BaseExpression) -> None:
-        if not isinstance(value, cst.Call):
+        if type(value) is not cst.Call:
             return
         called = call_name(value) or ""
         if called.endswith("deepspeed.initialize"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 from bisect import bisect_left
 from dataclasses import dataclass, field, replace
+from typing import NamedTuple
 
 import libcst as cst
 
@@ -66,9 +67,9 @@ _STREAM_CALLS = {"count", "cycle", "iter", "repeat", "infinite_loader", "Infinit
 _ITERABLE_WRAPPERS = {"tqdm", "enumerate", "auto", "notebook", "progress_bar", "track"}
 
 
-@dataclass(frozen=True)
-class _Frame:
-    """Where a statement sits: its block and the statement owning that block."""
+class _Frame(NamedTuple):
+    """Where a statement sits: its block and the statement owning that block (a tuple: one
+    is made for every statement of the module)."""
 
     owner: cst.CSTNode | None  # None for the module
     block: tuple[cst.CSTNode, ...]
@@ -146,12 +147,16 @@ _BLOCK_SHAPES = (
 _SHAPE_OF: dict[type, str] = {}  # node type -> its shape above ("" for none), as types are met
 
 
-def _blocks_of(node: cst.CSTNode) -> list[tuple[cst.BaseExpression | None, bool, tuple[cst.CSTNode, ...]]]:
-    """Child statement blocks of a compound statement, each with its test and polarity."""
-    node_type = type(node)
+def _shape(node_type: type) -> str:
     shape = _SHAPE_OF.get(node_type)
     if shape is None:
         shape = _SHAPE_OF[node_type] = next((name for types, name in _BLOCK_SHAPES if matches(node_type, types)), "")
+    return shape
+
+
+def _blocks_of(node: cst.CSTNode) -> list[tuple[cst.BaseExpression | None, bool, tuple[cst.CSTNode, ...]]]:
+    """Child statement blocks of a compound statement, each with its test and polarity."""
+    shape = _shape(type(node))
     if not shape:
         return []
 
@@ -207,16 +212,20 @@ class _Builder:
         tree = facts.tree
         self._backward_numbers = [
             tree.span(call)[0] for call in tree.ordered(cst.Call)  # type: ignore[index]
-            if isinstance(call.func, cst.Attribute) and call.func.attr.value in BACKWARD_METHODS]
+            if type(call.func) is cst.Attribute and call.func.attr.value in BACKWARD_METHODS]
 
     # -- module walk -----------------------------------------------------------
 
     def walk_block(self, block: tuple[cst.CSTNode, ...], ancestry: list[_Frame],
                    owner: cst.CSTNode | None, functions: list[cst.FunctionDef]) -> None:
+        frames_of = self.frames
         for index, statement in enumerate(block):
             frames = ancestry + [_Frame(owner, block, index)]
-            self.frames[id(statement)] = frames
-            if _is_loop(statement) and self._directly_contains_backward(statement):
+            frames_of[id(statement)] = frames
+            shape = _shape(type(statement))
+            if not shape:  # most statements: no block of their own, neither a loop nor a def
+                continue
+            if shape == "loop" and self._directly_contains_backward(statement):
                 self._build_loop(statement, frames, functions[-1] if functions else None)
             if matches(type(statement), _FUNCTION):
                 self._step_helper(statement)
@@ -744,9 +753,10 @@ class _Builder:
             # Only calls of the module's own functions are asked for: the walk enters only the
             # statements holding one (most hold none).
             tree = self.facts.tree
-            wanted = set(self.facts.functions) | {f"self.{function}" for function in self.facts.functions}
-            numbers = [tree.span(call)[0] for call in tree.ordered(cst.Call)  # type: ignore[index]
-                       if call_name(call) in wanted]
+            calls = self.facts.calls
+            numbers = sorted(tree.span(call)[0]  # type: ignore[index]
+                             for function in self.facts.functions for name in (function, f"self.{function}")
+                             for call in calls.get(name, ()))
 
             def visit(block, scope) -> None:
                 for statement in block:
@@ -773,7 +783,9 @@ class _Builder:
             aliases: dict[int, dict[str, list]] = {}
             for name, bindings in self.facts.bindings.items():
                 for binding in bindings:
-                    if syncs_itself(binding.value) or wrapper_name(binding.value) in DDP_CONSTRUCTORS:
+                    # Both read calls only: the test of the type spares the rest of the bindings.
+                    if type(binding.value) is cst.Call and (
+                            syncs_itself(binding.value) or wrapper_name(binding.value) in DDP_CONSTRUCTORS):
                         wrapping.setdefault(name, []).append(binding)
                     elif binding.scope is not None and isinstance(binding.value, (cst.Name, cst.Attribute)):
                         aliases.setdefault(id(binding.scope), {}).setdefault(name, []).append(binding)

@@ -56,7 +56,9 @@ def last_name(text: str) -> str:
 def looks_like_optimizer(text: str) -> bool:
     name = last_name(text)
     lowered = name.lower()
-    if any(hint in lowered for hint in _SCHEDULER_HINTS):
+    # Every optimizer word holds "opt": a name without it has no such part, and splitting it
+    # (asked of every name bound to a call) is spared.
+    if "opt" not in lowered or any(hint in lowered for hint in _SCHEDULER_HINTS):
         return False
     return any(part in _OPTIMIZER_WORDS or _OPTIMIZER_TAGGED.match(part) for part in words(name))
 
