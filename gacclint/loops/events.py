@@ -36,6 +36,7 @@ class RawEvent:
 _CLIP_NAMES = {"clip_grad_norm_", "clip_grad_value_", "clip_grad_norm", "clip_grad_value", "clip_gradients", "clip_grad_norm_fp32"}
 _GRAD_SCALING_CALLS = {"multiply_grads", "scale_grads", "div_grads", "divide_grads", "average_gradients", "all_reduce_grads_mean"}
 _CLEAR_GRAD_METHODS = {"zero_", "detach_", "fill_"}
+_ZERO_GRAD_METHODS = {"zero_grad", "clear_grad"}
 # The only methods `_classify` reads a backward from.
 BACKWARD_METHODS = {"backward", "manual_backward"}
 # Every method name `_classify` reads an event from (besides a helper's).
@@ -58,22 +59,41 @@ def is_grad_reference(node: cst.BaseExpression) -> bool:
 
 def events_in(statement: cst.CSTNode, facts: ModuleFacts, clear_helpers: set[str]) -> list[RawEvent]:
     events: list[RawEvent] = []
-    memo = facts.plain_events
     for node in facts.tree.find(statement, cst.Call, cst.Assign, cst.AugAssign, enter_scopes=False):
         if clear_helpers and _names_a_helper(node, clear_helpers):
             event = _classify(node, facts, clear_helpers)
         else:
-            # Read without the helpers, the same whoever asks: read once per node. The
-            # node is kept with its event, so a reused id cannot answer for another node.
-            known = memo.get(id(node))
-            if known is not None and known[0] is node:
-                event = known[1]
-            else:
-                event = _classify(node, facts, set())
-                memo[id(node)] = (node, event)
+            event = _plain_event(node, facts)
         if event is not None:
             events.append(event)
     return events
+
+
+def _plain_event(node: cst.CSTNode, facts: ModuleFacts) -> RawEvent | None:
+    """The event `node` is read as when no helper is known to clear gradients."""
+    # The same whoever asks: read once per node. The node is kept with its event, so a
+    # reused id cannot answer for another node.
+    memo = facts.plain_events
+    known = memo.get(id(node))
+    if known is not None and known[0] is node:
+        return known[1]  # type: ignore[return-value]
+    event = _classify(node, facts, set())
+    memo[id(node)] = (node, event)
+    return event
+
+
+def plain_clears(facts: ModuleFacts) -> list[cst.CSTNode]:
+    """The nodes of the module read as a clear when no helper is known (`opt.zero_grad()`,
+    `p.grad = None`, ...). Only assignments and calls of these methods can be one (see
+    `_classify`): the rest of the module's calls are not read."""
+    found: list[cst.CSTNode] = list(facts.tree.ordered(cst.Assign))
+    for call in facts.tree.ordered(cst.Call):
+        func = call.func  # type: ignore[attr-defined]
+        if type(func) is cst.Attribute and (
+                func.attr.value in _ZERO_GRAD_METHODS or func.attr.value in _CLEAR_GRAD_METHODS):
+            found.append(call)
+    return [node for node in found
+            if (event := _plain_event(node, facts)) is not None and event.kind is EventKind.CLEAR]
 
 
 def _names_a_helper(node: cst.CSTNode, clear_helpers: set[str]) -> bool:
@@ -142,7 +162,7 @@ def _classify(node: cst.CSTNode, facts: ModuleFacts, clear_helpers: set[str]) ->
         # `strategy.optimizer_step(opt, model, sched)`: an object handed the optimizer steps it,
         # and what it clears, scales and steps is not visible (RULES.md, *framework-managed*).
         return RawEvent(EventKind.STEP, node, receiver=receiver, framework="other")
-    if method in {"zero_grad", "clear_grad"}:
+    if method in _ZERO_GRAD_METHODS:
         return RawEvent(EventKind.CLEAR, node, receiver=owner_text)
     if method in _CLEAR_GRAD_METHODS and is_grad_reference(owner):
         if method == "fill_" and not (node.args and code_of(node.args[0].value) in {"0", "0.0"}):

@@ -9,7 +9,7 @@ from typing import NamedTuple
 
 import libcst as cst
 
-from gacclint.loops.events import BACKWARD_METHODS, events_in
+from gacclint.loops.events import BACKWARD_METHODS, events_in, plain_clears
 from gacclint.loops.events import (
     DDP_CONSTRUCTORS,
     scaler_disabled,
@@ -236,11 +236,16 @@ class _Builder:
     def _clear_helpers(self) -> set[str]:
         """Functions of this module whose body clears gradients (RULES.md, *clear*)."""
         helpers: set[str] = set()
+        # The module's clears are few: each function asks whether its own body (not a def,
+        # class or lambda within) holds one, instead of reading every event of its body.
+        tree = self.facts.tree
+        clears = plain_clears(self.facts)
+        numbers = sorted(tree.span(node)[0] for node in clears)  # type: ignore[index]
         for name, defs in self.facts.functions.items():
             for func in defs:
-                for found in events_in(func.body, self.facts, set()):
-                    if found.kind is EventKind.CLEAR:
-                        helpers.add(name)
+                if _holds_any(tree, numbers, func.body) and any(
+                        tree.contains(func.body, node, enter_scopes=False) for node in clears):
+                    helpers.add(name)
         return helpers
 
     def _statement_events(self, statement: cst.CSTNode) -> list:
