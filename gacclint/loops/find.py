@@ -132,6 +132,8 @@ def _is_loop(node: cst.CSTNode) -> bool:
 
 
 _LOOPS = (cst.For, cst.While)
+# Exact types, for a test run on every binding of the module (neither class has subclasses).
+_NAME_TYPES = {cst.Name, cst.Attribute}
 # For `matches` (a cached `isinstance`: these are asked once per statement of the module).
 _SIMPLE = (cst.SimpleStatementLine, cst.SimpleStatementSuite)
 _DEFINITIONS = (cst.FunctionDef, cst.ClassDef)
@@ -200,6 +202,7 @@ class _Builder:
         # The top-level statements of the current loop's body (see `_top_level_index`).
         self._top_level: tuple[cst.CSTNode, ...] = ()
         self._bound_cache: dict[int, frozenset[str]] = {}
+        self._bound_in: dict[int, set[str]] | None = None  # id(scope) -> names bound in it
         self._wrapping: tuple[dict, dict] | None = None
         # Memos over the module, which does not change while it is read (keys: id of a node).
         self._events_memo: dict[int, list] = {}
@@ -792,7 +795,7 @@ class _Builder:
                     if type(binding.value) is cst.Call and (
                             syncs_itself(binding.value) or wrapper_name(binding.value) in DDP_CONSTRUCTORS):
                         wrapping.setdefault(name, []).append(binding)
-                    elif binding.scope is not None and isinstance(binding.value, (cst.Name, cst.Attribute)):
+                    elif binding.scope is not None and type(binding.value) in _NAME_TYPES:
                         aliases.setdefault(id(binding.scope), {}).setdefault(name, []).append(binding)
             self._wrapping = (wrapping, aliases)
         return self._wrapping
@@ -1310,7 +1313,13 @@ class _Builder:
         return self._bound_cache[key]
 
     def _scope_names(self, function: cst.FunctionDef | None) -> set[str]:
-        names = {name for name, bindings in self.facts.bindings.items() if any(b.scope is function for b in bindings)}
+        if self._bound_in is None:  # read once per module, not once per scope
+            bound_in: dict[int, set[str]] = {}
+            for name, bindings in self.facts.bindings.items():
+                for binding in bindings:
+                    bound_in.setdefault(id(binding.scope), set()).add(name)
+            self._bound_in = bound_in
+        names = set(self._bound_in.get(id(function), ()))
         if function is not None:
             names.update(p.name.value for p in function.params.params)
             names.update(n.value for n in self.facts.tree.find(function.body, cst.Name))
