@@ -254,14 +254,6 @@ class _FactCollector:
     def __init__(self, facts: ModuleFacts) -> None:
         self.facts = facts
 
-    def read(self, node: cst.CSTNode) -> None:
-        node_type = type(node)
-        reader = _READERS.get(node_type)
-        if reader is None:
-            reader = _READERS[node_type] = next(
-                (read for types, read in _READER_ORDER if matches(node_type, types)), _ignore)
-        reader(self, node)
-
     def _function(self, node: cst.FunctionDef) -> None:
         self.facts.functions.setdefault(node.name.value, []).append(node)
 
@@ -411,14 +403,21 @@ _READ_TYPES = tuple(t for types, _ in _READER_ORDER for t in types)
 _READERS: dict[type, Callable[[_FactCollector, cst.CSTNode], None]] = {}
 
 
+def _reader(node_type: type) -> Callable[[_FactCollector, cst.CSTNode], None]:
+    reader = _READERS[node_type] = next(
+        (read for types, read in _READER_ORDER if matches(node_type, types)), _ignore)
+    return reader
+
+
 def collect_facts(module: cst.Module) -> ModuleFacts:
     facts = ModuleFacts()
     tree = facts.tree
     tree.build(module)
-    for order, statement in enumerate(tree.ordered(*_STATEMENTS), start=1):
-        facts.statement_order[id(statement)] = order
+    statements = tree.ordered(*_STATEMENTS)
+    facts.statement_order.update(zip(map(id, statements), range(1, len(statements) + 1)))
     collector = _FactCollector(facts)
+    readers = _READERS
     for node in tree.ordered(*_READ_TYPES):
-        collector.read(node)
+        (readers.get(type(node)) or _reader(type(node)))(collector, node)
     return facts
 
