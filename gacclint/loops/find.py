@@ -221,11 +221,13 @@ class _Builder:
 
     def walk_block(self, block: tuple[cst.CSTNode, ...], ancestry: list[_Frame],
                    owner: cst.CSTNode | None, functions: list[cst.FunctionDef]) -> None:
-        frames_of = self.frames
+        frames_of, shape_of = self.frames, _SHAPE_OF
         for index, statement in enumerate(block):
             frames = ancestry + [_Frame(owner, block, index)]
             frames_of[id(statement)] = frames
-            shape = _shape(type(statement))
+            shape = shape_of.get(type(statement))
+            if shape is None:
+                shape = _shape(type(statement))
             if not shape:  # most statements: no block of their own, neither a loop nor a def
                 continue
             if shape == "loop" and self._directly_contains_backward(statement):
@@ -1396,15 +1398,17 @@ def _assignments(statement: cst.CSTNode, repeated: bool) -> list[tuple[str, cst.
     found: list[tuple[str, cst.BaseExpression | None, str | None]] = []
     body = statement.body if matches(type(statement), _SIMPLE) else []
     for small in body:
-        if isinstance(small, cst.Assign):
+        # Exact types, as in `_target_names`: most small statements are none of these.
+        small_type = type(small)
+        if small_type is cst.Assign:
             single = len(small.targets) == 1 and dotted_name(small.targets[0].target) is not None
             for target in small.targets:
                 for name in _target_names(target.target):
                     found.append((name, small.value if single and not repeated else None, None))
-        elif isinstance(small, cst.AnnAssign) and small.value is not None:
+        elif small_type is cst.AnnAssign and small.value is not None:
             for name in _target_names(small.target):
                 found.append((name, None if repeated else small.value, None))
-        elif isinstance(small, cst.AugAssign):
+        elif small_type is cst.AugAssign:
             operator = {cst.AddAssign: "+", cst.SubtractAssign: "-"}.get(type(small.operator))
             for name in _target_names(small.target):
                 found.append((name, small.value if operator and not repeated else None, operator))
@@ -1484,13 +1488,16 @@ def _terminates(suite: cst.BaseSuite) -> bool:
 
 
 def _target_names(target: cst.BaseExpression) -> list[str]:
-    if isinstance(target, (cst.Tuple, cst.List)):
+    # Exact types (none of these classes has subclasses): most targets are names, and a
+    # failing `isinstance` on libcst's ABCs is slow.
+    target_type = type(target)
+    if target_type is cst.Tuple or target_type is cst.List:
         names: list[str] = []
-        for element in target.elements:
+        for element in target.elements:  # type: ignore[attr-defined]
             names.extend(_target_names(element.value))
         return names
-    if isinstance(target, cst.StarredElement):
-        return _target_names(target.value)
+    if target_type is cst.StarredElement:
+        return _target_names(target.value)  # type: ignore[attr-defined]
     text = dotted_name(target)
     return [text] if text else []
 
