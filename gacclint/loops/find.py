@@ -267,9 +267,12 @@ class _Builder:
     def _directly_contains_backward(self, loop: LoopNode) -> bool:
         key = id(loop)
         if key not in self._backward_cache:
+            # Only a statement holding a call of a backward method can hold a backward: the
+            # events of the rest are not read.
             self._backward_cache[key] = self._may_hold_backward(loop) and any(
                 e.kind is EventKind.BACKWARD
                 for statement in self._own_statements(loop.body.body, enter_loops=False)
+                if self._may_hold_backward(statement)
                 for e in self._statement_events(statement)
             )
         return self._backward_cache[key]
@@ -882,6 +885,10 @@ class _Builder:
         if not self._may_hold_backward(func):
             return
         collect(func.body.body)
+        # Most such functions hold their backward in a loop: their own statements then hold
+        # none, and their events are not read.
+        if not any(self._may_hold_backward(s) for s in own):
+            return
         kinds = {e.kind for s in own for e in self._statement_events(s)}
         if EventKind.BACKWARD not in kinds or EventKind.STEP not in kinds:
             return
