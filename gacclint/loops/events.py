@@ -39,6 +39,8 @@ _CLEAR_GRAD_METHODS = {"zero_", "detach_", "fill_"}
 _ZERO_GRAD_METHODS = {"zero_grad", "clear_grad"}
 # The only methods `_classify` reads a backward from.
 BACKWARD_METHODS = {"backward", "manual_backward"}
+# The only methods `_classify` reads a step from.
+STEP_METHODS = {"step", "optimizer_step"}
 # Every method name `_classify` reads an event from (besides a helper's).
 _EVENT_METHODS = {"backward", "manual_backward", "step", "optimizer_step", "zero_grad", "clear_grad", "div_", "mul_",
                   "unscale_", "update"} | _CLEAR_GRAD_METHODS | _GRAD_SCALING_CALLS | _CLIP_NAMES
@@ -229,6 +231,13 @@ def turns_sync_off(node: cst.CSTNode) -> bool:
     return isinstance(node, cst.Name) and node.value in SYNC_CONTROL_NAMES
 
 
+def wraps_model(value: cst.BaseExpression) -> bool:
+    """`syncs_itself(value) or wrapper_name(value) in DDP_CONSTRUCTORS`, asked of every
+    binding of a module: the call's name is read once, and most names are none of these."""
+    name = wrapper_name(value)
+    return name in _WRAPPER_NAMES and (syncs_itself(value) or name in DDP_CONSTRUCTORS)
+
+
 def wrapper_name(value: cst.BaseExpression) -> str | None:
     """`DDP` for `DDP(model, ...)`, `prepare` for `accelerator.prepare(model)`; None otherwise."""
     if not isinstance(value, cst.Call):
@@ -252,6 +261,11 @@ def syncs_itself(value: cst.BaseExpression) -> bool:
     if short in {"setup", "setup_module"}:
         return looks_like_fabric(owner)
     return False
+
+
+# The last part of every call name that `syncs_itself` or `wrapper_name` in DDP_CONSTRUCTORS holds for.
+_WRAPPER_NAMES = (DDP_CONSTRUCTORS | _SELF_SYNCING_WRAPPERS
+                  | {"initialize", "prepare", "prepare_model", "setup", "setup_module"})
 
 
 def scaler_disabled(value: cst.BaseExpression) -> bool:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import itertools
+from operator import attrgetter
 from bisect import bisect_left
 from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
 import libcst as cst
 
-from gacclint.loops.events import BACKWARD_METHODS, events_in, plain_clears
+from gacclint.loops.events import BACKWARD_METHODS, STEP_METHODS, events_in, plain_clears, wraps_model
 from gacclint.loops.events import (
     DDP_CONSTRUCTORS,
     scaler_disabled,
@@ -132,6 +133,7 @@ def _is_loop(node: cst.CSTNode) -> bool:
 
 
 _LOOPS = (cst.For, cst.While)
+_VALUE = attrgetter("value")
 # Exact types, for a test run on every binding of the module (neither class has subclasses).
 _NAME_TYPES = {cst.Name, cst.Attribute}
 # For `matches` (a cached `isinstance`: these are asked once per statement of the module).
@@ -212,10 +214,17 @@ class _Builder:
         self._helper_kind_cache: dict[int, set[EventKind]] = {}
         # Numbers (gacclint/loops/tree.py) of the calls that may be a backward, ascending: a
         # statement, loop or function holding none of them holds no backward.
+        # Likewise for the calls that may be a step.
         tree = facts.tree
-        self._backward_numbers = [
-            tree.span(call)[0] for call in tree.ordered(cst.Call)  # type: ignore[index]
-            if type(call.func) is cst.Attribute and call.func.attr.value in BACKWARD_METHODS]
+        self._backward_numbers: list[int] = []
+        self._step_numbers: list[int] = []
+        for call in tree.ordered(cst.Call):
+            func = call.func  # type: ignore[attr-defined]
+            if type(func) is cst.Attribute:
+                if func.attr.value in BACKWARD_METHODS:
+                    self._backward_numbers.append(tree.span(call)[0])  # type: ignore[index]
+                elif func.attr.value in STEP_METHODS:
+                    self._step_numbers.append(tree.span(call)[0])  # type: ignore[index]
 
     # -- module walk -----------------------------------------------------------
 
@@ -796,9 +805,7 @@ class _Builder:
             aliases: dict[int, dict[str, list]] = {}
             for name, bindings in self.facts.bindings.items():
                 for binding in bindings:
-                    # Both read calls only: the test of the type spares the rest of the bindings.
-                    if type(binding.value) is cst.Call and (
-                            syncs_itself(binding.value) or wrapper_name(binding.value) in DDP_CONSTRUCTORS):
+                    if wraps_model(binding.value):
                         wrapping.setdefault(name, []).append(binding)
                     elif binding.scope is not None and type(binding.value) in _NAME_TYPES:
                         aliases.setdefault(id(binding.scope), {}).setdefault(name, []).append(binding)
@@ -1286,6 +1293,8 @@ class _Builder:
             for statement in frame.block[frame.index + 1:]:
                 if _is_loop(statement) and self._directly_contains_backward(statement):
                     return False
+                if not _holds_any(self.facts.tree, self._step_numbers, statement):
+                    continue
                 for inner in self._ordered((statement,)):
                     if matches(type(inner), _SIMPLE):
                         if any(e.kind is EventKind.STEP for e in self._statement_events(inner)):
@@ -1331,9 +1340,9 @@ class _Builder:
         names = set(self._bound_in.get(id(function), ()))
         if function is not None:
             names.update(p.name.value for p in function.params.params)
-            names.update(n.value for n in self.facts.tree.find(function.body, cst.Name))
+            names.update(map(_VALUE, self.facts.tree.find(function.body, cst.Name)))
         else:
-            names.update(n.value for n in self.facts.tree.find(self.module, cst.Name))
+            names.update(map(_VALUE, self.facts.tree.find(self.module, cst.Name)))
         return names
 
 
