@@ -287,13 +287,12 @@ class _FactCollector:
                 self.facts.imported_from[local.value] = source
 
     def _call(self, node: cst.Call) -> None:
-        # Run on every call of the module: its name is read once.
-        name = call_name(node) or ""
+        # Run on every call of the module: its name (`call_name`) is read once.
+        name = dotted_name(node.func) or ""
         self.facts.calls.setdefault(name, []).append(node)
-        owner = _parameters_owner_named(name)
-        if owner and not node.args:
+        if not node.args and (owner := _parameters_owner_named(name)):
             self.facts.modules_with_parameters.add(owner)
-        short = name.rsplit(".", 1)[-1]
+        short = name.rpartition(".")[2]
         if short in _COUNTING_CALLS:
             self._framework_counts(node, name)
         if short == "Accelerator" and any(
