@@ -36,8 +36,11 @@ class RawEvent:
 _CLIP_NAMES = {"clip_grad_norm_", "clip_grad_value_", "clip_grad_norm", "clip_grad_value", "clip_gradients", "clip_grad_norm_fp32"}
 _GRAD_SCALING_CALLS = {"multiply_grads", "scale_grads", "div_grads", "divide_grads", "average_gradients", "all_reduce_grads_mean"}
 _CLEAR_GRAD_METHODS = {"zero_", "detach_", "fill_"}
+_ZERO_GRAD_METHODS = {"zero_grad", "clear_grad"}
 # The only methods `_classify` reads a backward from.
 BACKWARD_METHODS = {"backward", "manual_backward"}
+# The only methods `_classify` reads a step from.
+STEP_METHODS = {"step", "optimizer_step"}
 # Every method name `_classify` reads an event from (besides a helper's).
 _EVENT_METHODS = {"backward", "manual_backward", "step", "optimizer_step", "zero_grad", "clear_grad", "div_", "mul_",
                   "unscale_", "update"} | _CLEAR_GRAD_METHODS | _GRAD_SCALING_CALLS | _CLIP_NAMES
@@ -47,41 +50,64 @@ _EVENT_METHODS = {"backward", "manual_backward", "step", "optimizer_step", "zero
 
 def is_grad_reference(node: cst.BaseExpression) -> bool:
     """`p.grad` or `p.grad.data`."""
-    text = dotted_name(node) if isinstance(node, (cst.Attribute, cst.Name)) else None
-    if text is None and isinstance(node, cst.Attribute):
+    # Exact types: asked of every assignment target, and a failing `isinstance` on libcst's
+    # ABCs is slow (neither class has subclasses).
+    node_type = type(node)
+    text = dotted_name(node) if node_type is cst.Attribute or node_type is cst.Name else None
+    if text is None and node_type is cst.Attribute:
         return node.attr.value in {"grad", "data"} and (node.attr.value == "grad" or is_grad_reference(node.value))
     return bool(text) and (text.endswith(".grad") or text.endswith(".grad.data"))
 
 
 def events_in(statement: cst.CSTNode, facts: ModuleFacts, clear_helpers: set[str]) -> list[RawEvent]:
     events: list[RawEvent] = []
-    memo = facts.plain_events
     for node in facts.tree.find(statement, cst.Call, cst.Assign, cst.AugAssign, enter_scopes=False):
         if clear_helpers and _names_a_helper(node, clear_helpers):
             event = _classify(node, facts, clear_helpers)
         else:
-            # Read without the helpers, the same whoever asks: read once per node. The
-            # node is kept with its event, so a reused id cannot answer for another node.
-            known = memo.get(id(node))
-            if known is not None and known[0] is node:
-                event = known[1]
-            else:
-                event = _classify(node, facts, set())
-                memo[id(node)] = (node, event)
+            event = _plain_event(node, facts)
         if event is not None:
             events.append(event)
     return events
 
 
+def _plain_event(node: cst.CSTNode, facts: ModuleFacts) -> RawEvent | None:
+    """The event `node` is read as when no helper is known to clear gradients."""
+    # The same whoever asks: read once per node. The node is kept with its event, so a
+    # reused id cannot answer for another node.
+    memo = facts.plain_events
+    known = memo.get(id(node))
+    if known is not None and known[0] is node:
+        return known[1]  # type: ignore[return-value]
+    event = _classify(node, facts, set())
+    memo[id(node)] = (node, event)
+    return event
+
+
+def plain_clears(facts: ModuleFacts) -> list[cst.CSTNode]:
+    """The nodes of the module read as a clear when no helper is known (`opt.zero_grad()`,
+    `p.grad = None`, ...). Only assignments and calls of these methods can be one (see
+    `_classify`): the rest of the module's calls are not read."""
+    found: list[cst.CSTNode] = list(facts.tree.ordered(cst.Assign))
+    for call in facts.tree.ordered(cst.Call):
+        func = call.func  # type: ignore[attr-defined]
+        if type(func) is cst.Attribute and (
+                func.attr.value in _ZERO_GRAD_METHODS or func.attr.value in _CLEAR_GRAD_METHODS):
+            found.append(call)
+    return [node for node in found
+            if (event := _plain_event(node, facts)) is not None and event.kind is EventKind.CLEAR]
+
+
 def _names_a_helper(node: cst.CSTNode, clear_helpers: set[str]) -> bool:
     """`helper(...)` or `self.helper(...)` for one of `clear_helpers`: the only calls that
     `_classify` reads differently when it knows the helpers."""
-    if not isinstance(node, cst.Call):
+    # Exact types, as in `_classify`.
+    if type(node) is not cst.Call:
         return False
     func = node.func
-    if isinstance(func, cst.Name):
+    if type(func) is cst.Name:
         return func.value in clear_helpers
-    return (isinstance(func, cst.Attribute) and isinstance(func.value, cst.Name) and func.value.value == "self"
+    return (type(func) is cst.Attribute and type(func.value) is cst.Name and func.value.value == "self"
             and func.attr.value in clear_helpers)
 
 
@@ -93,26 +119,30 @@ def _keyword(call: cst.Call, name: str) -> cst.BaseExpression | None:
 
 
 def _classify(node: cst.CSTNode, facts: ModuleFacts, clear_helpers: set[str]) -> RawEvent | None:
-    if isinstance(node, cst.Assign):
+    # Run on every call and assignment of the module: exact types (`events_in` finds only
+    # these three, and none has subclasses) spare `isinstance` its ABC machinery.
+    node_type = type(node)
+    if node_type is cst.Assign:
         if any(is_grad_reference(t.target) for t in node.targets):
             if isinstance(node.value, cst.Name) and node.value.value == "None":
                 return RawEvent(EventKind.CLEAR, node, receiver="params")
             if isinstance(node.value, cst.BinaryOperation) and isinstance(node.value.operator, (cst.Divide, cst.Multiply)):
                 return RawEvent(EventKind.GRAD_SCALING, node)
         return None
-    if isinstance(node, cst.AugAssign):
+    if node_type is cst.AugAssign:
         if is_grad_reference(node.target) and isinstance(node.operator, (cst.DivideAssign, cst.MultiplyAssign)):
             return RawEvent(EventKind.GRAD_SCALING, node)
         return None
     assert isinstance(node, cst.Call)
     func = node.func
-    if isinstance(func, cst.Name):
+    func_type = type(func)
+    if func_type is cst.Name:
         if func.value in clear_helpers:
             return RawEvent(EventKind.CLEAR, node, receiver=None)
         if func.value in _CLIP_NAMES:
             return RawEvent(EventKind.CLIP, node)
         return None
-    if not isinstance(func, cst.Attribute):
+    if func_type is not cst.Attribute:
         return None
     method = func.attr.value
     owner = func.value
@@ -134,7 +164,7 @@ def _classify(node: cst.CSTNode, facts: ModuleFacts, clear_helpers: set[str]) ->
         # `strategy.optimizer_step(opt, model, sched)`: an object handed the optimizer steps it,
         # and what it clears, scales and steps is not visible (RULES.md, *framework-managed*).
         return RawEvent(EventKind.STEP, node, receiver=receiver, framework="other")
-    if method in {"zero_grad", "clear_grad"}:
+    if method in _ZERO_GRAD_METHODS:
         return RawEvent(EventKind.CLEAR, node, receiver=owner_text)
     if method in _CLEAR_GRAD_METHODS and is_grad_reference(owner):
         if method == "fill_" and not (node.args and code_of(node.args[0].value) in {"0", "0.0"}):
@@ -201,6 +231,13 @@ def turns_sync_off(node: cst.CSTNode) -> bool:
     return isinstance(node, cst.Name) and node.value in SYNC_CONTROL_NAMES
 
 
+def wraps_model(value: cst.BaseExpression) -> bool:
+    """`syncs_itself(value) or wrapper_name(value) in DDP_CONSTRUCTORS`, asked of every
+    binding of a module: the call's name is read once, and most names are none of these."""
+    name = wrapper_name(value)
+    return name in _WRAPPER_NAMES and (syncs_itself(value) or name in DDP_CONSTRUCTORS)
+
+
 def wrapper_name(value: cst.BaseExpression) -> str | None:
     """`DDP` for `DDP(model, ...)`, `prepare` for `accelerator.prepare(model)`; None otherwise."""
     if not isinstance(value, cst.Call):
@@ -224,6 +261,11 @@ def syncs_itself(value: cst.BaseExpression) -> bool:
     if short in {"setup", "setup_module"}:
         return looks_like_fabric(owner)
     return False
+
+
+# The last part of every call name that `syncs_itself` or `wrapper_name` in DDP_CONSTRUCTORS holds for.
+_WRAPPER_NAMES = (DDP_CONSTRUCTORS | _SELF_SYNCING_WRAPPERS
+                  | {"initialize", "prepare", "prepare_model", "setup", "setup_module"})
 
 
 def scaler_disabled(value: cst.BaseExpression) -> bool:

@@ -62,6 +62,9 @@ class ModuleFacts:
     # id(node) -> (node, the event it is read as when no helper is known to clear gradients):
     # gacclint/loops/events.py reads each call once, however many questions include it.
     plain_events: dict[int, tuple[cst.CSTNode, object]] = field(default_factory=dict)
+    # Every call of the module by its dotted name ("" when it has none), in source order: the
+    # model looks calls up by name, and this spares it reading every call's name again.
+    calls: dict[str, list[cst.Call]] = field(default_factory=dict)
 
     # -- queries -------------------------------------------------------------
 
@@ -237,7 +240,11 @@ class ModuleFacts:
 
 def parameters_owner(call: cst.Call) -> str | None:
     """`model.parameters()`, `self.D.named_parameters()` -> the module whose parameters they are."""
-    owner, _, method = (call_name(call) or "").rpartition(".")
+    return _parameters_owner_named(call_name(call) or "")
+
+
+def _parameters_owner_named(name: str) -> str | None:
+    owner, _, method = name.rpartition(".")
     return owner if method in {"parameters", "named_parameters"} and owner else None
 
 
@@ -246,14 +253,6 @@ class _FactCollector:
 
     def __init__(self, facts: ModuleFacts) -> None:
         self.facts = facts
-
-    def read(self, node: cst.CSTNode) -> None:
-        node_type = type(node)
-        reader = _READERS.get(node_type)
-        if reader is None:
-            reader = _READERS[node_type] = next(
-                (read for types, read in _READER_ORDER if matches(node_type, types)), _ignore)
-        reader(self, node)
 
     def _function(self, node: cst.FunctionDef) -> None:
         self.facts.functions.setdefault(node.name.value, []).append(node)
@@ -288,12 +287,15 @@ class _FactCollector:
                 self.facts.imported_from[local.value] = source
 
     def _call(self, node: cst.Call) -> None:
-        name = call_name(node) or ""
-        owner = parameters_owner(node)
-        if owner and not node.args:
+        # Run on every call of the module: its name (`call_name`) is read once.
+        name = dotted_name(node.func) or ""
+        self.facts.calls.setdefault(name, []).append(node)
+        if not node.args and (owner := _parameters_owner_named(name)):
             self.facts.modules_with_parameters.add(owner)
-        self._framework_counts(node, name)
-        if name.rsplit(".", 1)[-1] == "Accelerator" and any(
+        short = name.rpartition(".")[2]
+        if short in _COUNTING_CALLS:
+            self._framework_counts(node, name)
+        if short == "Accelerator" and any(
                 a.keyword is not None and a.keyword.value in {"gradient_accumulation_steps", "gradient_accumulation_plugin"}
                 for a in node.args):
             self.facts.accelerator_gas = True
@@ -324,7 +326,10 @@ class _FactCollector:
     def _bind(self, target: cst.BaseExpression, value: cst.BaseExpression, statement: cst.CSTNode,
               scope: cst.FunctionDef | None) -> None:
         self.facts.binding_order[id(statement)] = self.facts.statement_order[id(statement)]
-        if isinstance(target, (cst.Tuple, cst.List)):
+        # Exact types here and in `_classify` (run for every binding of the module): a failing
+        # `isinstance` on libcst's ABCs is slow, and none of these classes has subclasses.
+        target_type = type(target)
+        if target_type is cst.Tuple or target_type is cst.List:
             names = [dotted_name(el.value) if not isinstance(el, cst.StarredElement) else None for el in target.elements]
             for index, name in enumerate(names):
                 if name:
@@ -336,7 +341,7 @@ class _FactCollector:
             return
         self.facts.bindings.setdefault(name, []).append(Binding(name, value, scope, statement))
         # `k = ...deepspeed_config["gradient_accumulation_steps"]`: DeepSpeed's own count.
-        if (isinstance(value, cst.Subscript) and len(value.slice) == 1
+        if (type(value) is cst.Subscript and len(value.slice) == 1
                 and isinstance(value.slice[0].slice, cst.Index)
                 and isinstance(value.slice[0].slice.value, cst.SimpleString)
                 and value.slice[0].slice.value.evaluated_value == "gradient_accumulation_steps"
@@ -345,7 +350,7 @@ class _FactCollector:
         self._classify(name, value)
 
     def _classify(self, name: str, value: cst.BaseExpression) -> None:
-        if not isinstance(value, cst.Call):
+        if type(value) is not cst.Call:
             return
         called = call_name(value) or ""
         short = called.rsplit(".", 1)[-1]
@@ -361,7 +366,7 @@ class _FactCollector:
             self.facts.sum_reduced_losses.add(name)
 
     def _classify_unpacked(self, names: list[str | None], value: cst.BaseExpression) -> None:
-        if not isinstance(value, cst.Call):
+        if type(value) is not cst.Call:
             return
         called = call_name(value) or ""
         if called.endswith("deepspeed.initialize"):
@@ -370,6 +375,10 @@ class _FactCollector:
                 self.facts.deepspeed_engines.add(names[0])
             if len(names) > 1 and names[1]:
                 self.facts.optimizers.add(names[1])
+
+
+# The calls `_framework_counts` reads (by the last part of their name).
+_COUNTING_CALLS = {"Accelerator", "GradientAccumulationPlugin", "initialize"}
 
 
 def _ignore(collector: _FactCollector, node: cst.CSTNode) -> None:
@@ -393,14 +402,21 @@ _READ_TYPES = tuple(t for types, _ in _READER_ORDER for t in types)
 _READERS: dict[type, Callable[[_FactCollector, cst.CSTNode], None]] = {}
 
 
+def _reader(node_type: type) -> Callable[[_FactCollector, cst.CSTNode], None]:
+    reader = _READERS[node_type] = next(
+        (read for types, read in _READER_ORDER if matches(node_type, types)), _ignore)
+    return reader
+
+
 def collect_facts(module: cst.Module) -> ModuleFacts:
     facts = ModuleFacts()
     tree = facts.tree
     tree.build(module)
-    for order, statement in enumerate(tree.ordered(*_STATEMENTS), start=1):
-        facts.statement_order[id(statement)] = order
+    statements = tree.ordered(*_STATEMENTS)
+    facts.statement_order.update(zip(map(id, statements), range(1, len(statements) + 1)))
     collector = _FactCollector(facts)
+    readers = _READERS
     for node in tree.ordered(*_READ_TYPES):
-        collector.read(node)
+        (readers.get(type(node)) or _reader(type(node)))(collector, node)
     return facts
 

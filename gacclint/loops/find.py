@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import itertools
+from operator import attrgetter
 from bisect import bisect_left
 from dataclasses import dataclass, field, replace
+from typing import NamedTuple
 
 import libcst as cst
 
-from gacclint.loops.events import BACKWARD_METHODS, events_in
+from gacclint.loops.events import BACKWARD_METHODS, STEP_METHODS, events_in, plain_clears, wraps_model
 from gacclint.loops.events import (
     DDP_CONSTRUCTORS,
     scaler_disabled,
@@ -35,7 +37,7 @@ from gacclint.loops.evaluate import (
     read_runs,
 )
 from gacclint.loops.guards import GuardContext, classify, is_switch
-from gacclint.loops.tree import matches
+from gacclint.loops.tree import Tree, matches
 from gacclint.loops.model import (
     NO_GUARD,
     Boundary,
@@ -66,9 +68,9 @@ _STREAM_CALLS = {"count", "cycle", "iter", "repeat", "infinite_loader", "Infinit
 _ITERABLE_WRAPPERS = {"tqdm", "enumerate", "auto", "notebook", "progress_bar", "track"}
 
 
-@dataclass(frozen=True)
-class _Frame:
-    """Where a statement sits: its block and the statement owning that block."""
+class _Frame(NamedTuple):
+    """Where a statement sits: its block and the statement owning that block (a tuple: one
+    is made for every statement of the module)."""
 
     owner: cst.CSTNode | None  # None for the module
     block: tuple[cst.CSTNode, ...]
@@ -116,11 +118,24 @@ def build_model(module: cst.Module, layout: Layout | None = None) -> ModuleModel
     return ModuleModel(module, facts, builder.loops, builder.frames, builder.step_helpers)
 
 
+def _holds_any(tree: Tree, numbers: list[int], node: cst.CSTNode) -> bool:
+    """Whether `node`'s subtree may hold one of the nodes numbered `numbers` (ascending,
+    gacclint/loops/tree.py); a node made after the tree was read may hold anything."""
+    span = tree.span(node)
+    if span is None:
+        return True
+    first = bisect_left(numbers, span[0])
+    return first < len(numbers) and numbers[first] < span[1]
+
+
 def _is_loop(node: cst.CSTNode) -> bool:
     return matches(type(node), _LOOPS)
 
 
 _LOOPS = (cst.For, cst.While)
+_VALUE = attrgetter("value")
+# Exact types, for a test run on every binding of the module (neither class has subclasses).
+_NAME_TYPES = {cst.Name, cst.Attribute}
 # For `matches` (a cached `isinstance`: these are asked once per statement of the module).
 _SIMPLE = (cst.SimpleStatementLine, cst.SimpleStatementSuite)
 _DEFINITIONS = (cst.FunctionDef, cst.ClassDef)
@@ -136,12 +151,16 @@ _BLOCK_SHAPES = (
 _SHAPE_OF: dict[type, str] = {}  # node type -> its shape above ("" for none), as types are met
 
 
-def _blocks_of(node: cst.CSTNode) -> list[tuple[cst.BaseExpression | None, bool, tuple[cst.CSTNode, ...]]]:
-    """Child statement blocks of a compound statement, each with its test and polarity."""
-    node_type = type(node)
+def _shape(node_type: type) -> str:
     shape = _SHAPE_OF.get(node_type)
     if shape is None:
         shape = _SHAPE_OF[node_type] = next((name for types, name in _BLOCK_SHAPES if matches(node_type, types)), "")
+    return shape
+
+
+def _blocks_of(node: cst.CSTNode) -> list[tuple[cst.BaseExpression | None, bool, tuple[cst.CSTNode, ...]]]:
+    """Child statement blocks of a compound statement, each with its test and polarity."""
+    shape = _shape(type(node))
     if not shape:
         return []
 
@@ -185,6 +204,7 @@ class _Builder:
         # The top-level statements of the current loop's body (see `_top_level_index`).
         self._top_level: tuple[cst.CSTNode, ...] = ()
         self._bound_cache: dict[int, frozenset[str]] = {}
+        self._bound_in: dict[int, set[str]] | None = None  # id(scope) -> names bound in it
         self._wrapping: tuple[dict, dict] | None = None
         # Memos over the module, which does not change while it is read (keys: id of a node).
         self._events_memo: dict[int, list] = {}
@@ -194,19 +214,32 @@ class _Builder:
         self._helper_kind_cache: dict[int, set[EventKind]] = {}
         # Numbers (gacclint/loops/tree.py) of the calls that may be a backward, ascending: a
         # statement, loop or function holding none of them holds no backward.
+        # Likewise for the calls that may be a step.
         tree = facts.tree
-        self._backward_numbers = [
-            tree.span(call)[0] for call in tree.ordered(cst.Call)  # type: ignore[index]
-            if isinstance(call.func, cst.Attribute) and call.func.attr.value in BACKWARD_METHODS]
+        self._backward_numbers: list[int] = []
+        self._step_numbers: list[int] = []
+        for call in tree.ordered(cst.Call):
+            func = call.func  # type: ignore[attr-defined]
+            if type(func) is cst.Attribute:
+                if func.attr.value in BACKWARD_METHODS:
+                    self._backward_numbers.append(tree.span(call)[0])  # type: ignore[index]
+                elif func.attr.value in STEP_METHODS:
+                    self._step_numbers.append(tree.span(call)[0])  # type: ignore[index]
 
     # -- module walk -----------------------------------------------------------
 
     def walk_block(self, block: tuple[cst.CSTNode, ...], ancestry: list[_Frame],
                    owner: cst.CSTNode | None, functions: list[cst.FunctionDef]) -> None:
+        frames_of, shape_of = self.frames, _SHAPE_OF
         for index, statement in enumerate(block):
             frames = ancestry + [_Frame(owner, block, index)]
-            self.frames[id(statement)] = frames
-            if _is_loop(statement) and self._directly_contains_backward(statement):
+            frames_of[id(statement)] = frames
+            shape = shape_of.get(type(statement))
+            if shape is None:
+                shape = _shape(type(statement))
+            if not shape:  # most statements: no block of their own, neither a loop nor a def
+                continue
+            if shape == "loop" and self._directly_contains_backward(statement):
                 self._build_loop(statement, frames, functions[-1] if functions else None)
             if matches(type(statement), _FUNCTION):
                 self._step_helper(statement)
@@ -217,11 +250,16 @@ class _Builder:
     def _clear_helpers(self) -> set[str]:
         """Functions of this module whose body clears gradients (RULES.md, *clear*)."""
         helpers: set[str] = set()
+        # The module's clears are few: each function asks whether its own body (not a def,
+        # class or lambda within) holds one, instead of reading every event of its body.
+        tree = self.facts.tree
+        clears = plain_clears(self.facts)
+        numbers = sorted(tree.span(node)[0] for node in clears)  # type: ignore[index]
         for name, defs in self.facts.functions.items():
             for func in defs:
-                for found in events_in(func.body, self.facts, set()):
-                    if found.kind is EventKind.CLEAR:
-                        helpers.add(name)
+                if _holds_any(tree, numbers, func.body) and any(
+                        tree.contains(func.body, node, enter_scopes=False) for node in clears):
+                    helpers.add(name)
         return helpers
 
     def _statement_events(self, statement: cst.CSTNode) -> list:
@@ -233,19 +271,17 @@ class _Builder:
         return found
 
     def _may_hold_backward(self, node: cst.CSTNode) -> bool:
-        span = self.facts.tree.span(node)
-        if span is None:
-            return True
-        numbers = self._backward_numbers
-        first = bisect_left(numbers, span[0])
-        return first < len(numbers) and numbers[first] < span[1]
+        return _holds_any(self.facts.tree, self._backward_numbers, node)
 
     def _directly_contains_backward(self, loop: LoopNode) -> bool:
         key = id(loop)
         if key not in self._backward_cache:
+            # Only a statement holding a call of a backward method can hold a backward: the
+            # events of the rest are not read.
             self._backward_cache[key] = self._may_hold_backward(loop) and any(
                 e.kind is EventKind.BACKWARD
                 for statement in self._own_statements(loop.body.body, enter_loops=False)
+                if self._may_hold_backward(statement)
                 for e in self._statement_events(statement)
             )
         return self._backward_cache[key]
@@ -736,9 +772,18 @@ class _Builder:
         index = self._calls_index
         if index is None:
             index = {}
+            # Only calls of the module's own functions are asked for: the walk enters only the
+            # statements holding one (most hold none).
+            tree = self.facts.tree
+            calls = self.facts.calls
+            numbers = sorted(tree.span(call)[0]  # type: ignore[index]
+                             for function in self.facts.functions for name in (function, f"self.{function}")
+                             for call in calls.get(name, ()))
 
             def visit(block, scope) -> None:
                 for statement in block:
+                    if not _holds_any(tree, numbers, statement):
+                        continue
                     inner = statement if matches(type(statement), _FUNCTION) else scope
                     roots = [statement] if matches(type(statement), _SIMPLE) \
                         else _tests_of(statement)
@@ -760,9 +805,9 @@ class _Builder:
             aliases: dict[int, dict[str, list]] = {}
             for name, bindings in self.facts.bindings.items():
                 for binding in bindings:
-                    if syncs_itself(binding.value) or wrapper_name(binding.value) in DDP_CONSTRUCTORS:
+                    if wraps_model(binding.value):
                         wrapping.setdefault(name, []).append(binding)
-                    elif binding.scope is not None and isinstance(binding.value, (cst.Name, cst.Attribute)):
+                    elif binding.scope is not None and type(binding.value) in _NAME_TYPES:
                         aliases.setdefault(id(binding.scope), {}).setdefault(name, []).append(binding)
             self._wrapping = (wrapping, aliases)
         return self._wrapping
@@ -847,6 +892,10 @@ class _Builder:
         if not self._may_hold_backward(func):
             return
         collect(func.body.body)
+        # Most such functions hold their backward in a loop: their own statements then hold
+        # none, and their events are not read.
+        if not any(self._may_hold_backward(s) for s in own):
+            return
         kinds = {e.kind for s in own for e in self._statement_events(s)}
         if EventKind.BACKWARD not in kinds or EventKind.STEP not in kinds:
             return
@@ -1244,6 +1293,8 @@ class _Builder:
             for statement in frame.block[frame.index + 1:]:
                 if _is_loop(statement) and self._directly_contains_backward(statement):
                     return False
+                if not _holds_any(self.facts.tree, self._step_numbers, statement):
+                    continue
                 for inner in self._ordered((statement,)):
                     if matches(type(inner), _SIMPLE):
                         if any(e.kind is EventKind.STEP for e in self._statement_events(inner)):
@@ -1280,12 +1331,18 @@ class _Builder:
         return self._bound_cache[key]
 
     def _scope_names(self, function: cst.FunctionDef | None) -> set[str]:
-        names = {name for name, bindings in self.facts.bindings.items() if any(b.scope is function for b in bindings)}
+        if self._bound_in is None:  # read once per module, not once per scope
+            bound_in: dict[int, set[str]] = {}
+            for name, bindings in self.facts.bindings.items():
+                for binding in bindings:
+                    bound_in.setdefault(id(binding.scope), set()).add(name)
+            self._bound_in = bound_in
+        names = set(self._bound_in.get(id(function), ()))
         if function is not None:
             names.update(p.name.value for p in function.params.params)
-            names.update(n.value for n in self.facts.tree.find(function.body, cst.Name))
+            names.update(map(_VALUE, self.facts.tree.find(function.body, cst.Name)))
         else:
-            names.update(n.value for n in self.facts.tree.find(self.module, cst.Name))
+            names.update(map(_VALUE, self.facts.tree.find(self.module, cst.Name)))
         return names
 
 
@@ -1357,15 +1414,17 @@ def _assignments(statement: cst.CSTNode, repeated: bool) -> list[tuple[str, cst.
     found: list[tuple[str, cst.BaseExpression | None, str | None]] = []
     body = statement.body if matches(type(statement), _SIMPLE) else []
     for small in body:
-        if isinstance(small, cst.Assign):
+        # Exact types, as in `_target_names`: most small statements are none of these.
+        small_type = type(small)
+        if small_type is cst.Assign:
             single = len(small.targets) == 1 and dotted_name(small.targets[0].target) is not None
             for target in small.targets:
                 for name in _target_names(target.target):
                     found.append((name, small.value if single and not repeated else None, None))
-        elif isinstance(small, cst.AnnAssign) and small.value is not None:
+        elif small_type is cst.AnnAssign and small.value is not None:
             for name in _target_names(small.target):
                 found.append((name, None if repeated else small.value, None))
-        elif isinstance(small, cst.AugAssign):
+        elif small_type is cst.AugAssign:
             operator = {cst.AddAssign: "+", cst.SubtractAssign: "-"}.get(type(small.operator))
             for name in _target_names(small.target):
                 found.append((name, small.value if operator and not repeated else None, operator))
@@ -1445,13 +1504,16 @@ def _terminates(suite: cst.BaseSuite) -> bool:
 
 
 def _target_names(target: cst.BaseExpression) -> list[str]:
-    if isinstance(target, (cst.Tuple, cst.List)):
+    # Exact types (none of these classes has subclasses): most targets are names, and a
+    # failing `isinstance` on libcst's ABCs is slow.
+    target_type = type(target)
+    if target_type is cst.Tuple or target_type is cst.List:
         names: list[str] = []
-        for element in target.elements:
+        for element in target.elements:  # type: ignore[attr-defined]
             names.extend(_target_names(element.value))
         return names
-    if isinstance(target, cst.StarredElement):
-        return _target_names(target.value)
+    if target_type is cst.StarredElement:
+        return _target_names(target.value)  # type: ignore[attr-defined]
     text = dotted_name(target)
     return [text] if text else []
 

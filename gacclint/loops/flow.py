@@ -119,19 +119,23 @@ class _Flow:
         return _combine(found)
 
     def _definition(self, small: cst.CSTNode, statement: cst.CSTNode, name: str, depth: int) -> list[Scaling]:
-        if isinstance(small, cst.Assign):
+        # Asked of every statement before the loss, for each name it reads: exact types spare
+        # a failing `isinstance` on libcst's ABCs (none of these classes has subclasses).
+        small_type = type(small)
+        if small_type is cst.Assign:
             for target in small.targets:
+                target_type = type(target.target)
                 if dotted_name(target.target) == name or (
-                        isinstance(target.target, cst.Subscript) and code_of(target.target) == name):
+                        target_type is cst.Subscript and code_of(target.target) == name):
                     return [self.expression(small.value, statement, DivisionForm.ASSIGN, name, depth)]
-                if isinstance(target.target, (cst.Tuple, cst.List)) and any(
+                if (target_type is cst.Tuple or target_type is cst.List) and any(
                         dotted_name(el.value) == name for el in target.target.elements):
                     # `loss, acc = f(...)`: the call's result decides (not a division of it)
                     found = self.call(small.value, depth) if isinstance(small.value, cst.Call) else Scaling.UNSCALED
                     return [found if found is not Scaling.SUM_REDUCED else Scaling.UNSCALED]
-        if isinstance(small, cst.AnnAssign) and small.value is not None and dotted_name(small.target) == name:
+        if small_type is cst.AnnAssign and small.value is not None and dotted_name(small.target) == name:
             return [self.expression(small.value, statement, DivisionForm.ASSIGN, name, depth)]
-        if isinstance(small, cst.AugAssign) and (dotted_name(small.target) == name or code_of(small.target) == name):
+        if small_type is cst.AugAssign and (dotted_name(small.target) == name or code_of(small.target) == name):
             if isinstance(small.operator, cst.DivideAssign):
                 self.divisions.append(Division(statement=statement, operation=small, divisor=small.value,
                                                divisor_text=code_of(small.value), form=DivisionForm.AUGASSIGN))

@@ -56,7 +56,9 @@ def last_name(text: str) -> str:
 def looks_like_optimizer(text: str) -> bool:
     name = last_name(text)
     lowered = name.lower()
-    if any(hint in lowered for hint in _SCHEDULER_HINTS):
+    # Every optimizer word holds "opt": a name without it has no such part, and splitting it
+    # (asked of every name bound to a call) is spared.
+    if "opt" not in lowered or any(hint in lowered for hint in _SCHEDULER_HINTS):
         return False
     return any(part in _OPTIMIZER_WORDS or _OPTIMIZER_TAGGED.match(part) for part in words(name))
 
@@ -116,12 +118,22 @@ def forget_code(layout: Layout | None = None) -> None:
 
 def dotted_name(node: cst.BaseExpression) -> str | None:
     """`a.b.c` for Name/Attribute chains, else None."""
-    if isinstance(node, cst.Name):
-        return node.value
-    if isinstance(node, cst.Attribute):
-        base = dotted_name(node.value)
-        return None if base is None else f"{base}.{node.attr.value}"
-    return None
+    # Asked of nearly every call and target of a module: exact types (neither class has
+    # subclasses) spare `isinstance` its ABC machinery, which a failing check goes through.
+    node_type = type(node)
+    if node_type is cst.Name:
+        return node.value  # type: ignore[attr-defined]
+    if node_type is not cst.Attribute:
+        return None
+    attributes = []
+    while type(node) is cst.Attribute:
+        attributes.append(node.attr.value)  # type: ignore[attr-defined]
+        node = node.value  # type: ignore[attr-defined]
+    if type(node) is not cst.Name:
+        return None
+    attributes.append(node.value)  # type: ignore[attr-defined]
+    attributes.reverse()
+    return ".".join(attributes)
 
 
 def positional_args(call: cst.Call) -> list[cst.BaseExpression]:
