@@ -348,13 +348,6 @@ def _place_key(diagnostic: Diagnostic) -> tuple:
 # -- one file -------------------------------------------------------------------------
 
 
-def import_everything() -> None:
-    """Import what analysing a file imports on first use (the rules)."""
-    from gacclint.rules import all_rules
-
-    all_rules()
-
-
 def run_job(job: Job, tree: ast.Module | None = None) -> FileResult:
     """Never raises (but under --debug): whatever goes wrong becomes `error`.
     `tree`: CPython's tree of the job's source, when the caller parsed it and

@@ -238,15 +238,8 @@ class _Analyser:
             return
         self.waiting_bytes += len(job.source)
         if self.workers > 1 and len(self.jobs) > 1 and self.waiting_bytes >= PARALLEL_MIN_BYTES and not DEBUG:
-            import multiprocessing
             from concurrent.futures import ProcessPoolExecutor  # multiprocessing: 30 ms to import
 
-            if multiprocessing.get_start_method() == "fork":
-                # Forked workers inherit what this process has imported: libcst and the
-                # rules are imported once here instead of once in every worker.
-                from gacclint.analysis import import_everything
-
-                import_everything()
             # Workers leave Ctrl-C to this process, which ends them (gacclint/cli.py).
             self.pool = ProcessPoolExecutor(max_workers=self.workers, initializer=_ignore_interrupts)
             # The largest files first, so that no worker starts one last while the others idle.
