@@ -693,12 +693,19 @@ class _Reader:
         them). Only a node right after a `(`, or with a pair of its own, can have any."""
         layout = self.layout
         lines = self.lines
+        sole_arguments = layout.sole_arguments
         for node in self.parenthesised:
             source = layout._sources[id(node)][1]
-            line = lines[source.end_lineno - 1]  # type: ignore[attr-defined]
+            end_row, end = source.end_lineno, source.end_col_offset  # type: ignore[attr-defined]
+            line = lines[end_row - 1]
             if line.isascii() and id(node) not in layout.own_pair:  # a `)` or the line's end must follow
-                after = line[source.end_col_offset:].lstrip(" \t\f")  # type: ignore[attr-defined]
+                rest = line[end:]
+                after = rest.lstrip(" \t\f")
                 if after and after[0] not in ")#\\\r\n":
+                    continue
+                # A call's sole argument followed by the call's own `)`: no pair between them
+                # is the argument's (the commonest case, `len(x)`).
+                if after[:1] == ")" and sole_arguments.get(id(node)) == (end_row, end + len(rest) - len(after) + 1):
                     continue
             count = layout.parentheses(node)
             if count:
