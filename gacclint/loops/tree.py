@@ -161,18 +161,24 @@ class Tree:
         """Number the whole tree: each node, its subtree's end, the scope above it, its type."""
         nodes, position, scope_above, by_type, shared = (
             self._nodes, self._position, self._scope_above, self._by_type, self._shared)
-        parents: list[int] = []
+        end: list[int] = []
         children_of, is_scope = _CHILDREN, _IS_SCOPE
-        # (node, number of the nearest scope above, number of the parent)
-        stack: list[tuple[cst.CSTNode, int, int]] = [(root, -1, -1)]
-        pop, push = stack.pop, stack.extend
+        # Depth first: (the rest of a node's children, the number of the nearest scope above
+        # them, the node's number). A node's subtree ends where its children run out.
+        stack: list[tuple[Iterator[cst.CSTNode], int, int]] = [(iter((root,)), -1, -1)]
         while stack:
-            node, scope, parent = pop()
+            siblings, scope, parent = stack[-1]
+            node = next(siblings, None)
+            if node is None:
+                stack.pop()
+                if parent >= 0:
+                    end[parent] = len(nodes)
+                continue
             number = len(nodes)
             nodes.append(node)
+            end.append(number + 1)
             position[id(node)] = number
             scope_above.append(scope)
-            parents.append(parent)
             node_type = type(node)
             try:
                 children_in = children_of[node_type]
@@ -187,22 +193,13 @@ class Tree:
                 continue
             children = children_in(node)
             if children:
-                inner_scope = number if is_scope[node_type] else scope
-                children.reverse()  # the first child is taken first
-                push([(child, inner_scope, number) for child in children])
+                stack.append((iter(children), number if is_scope[node_type] else scope, number))
         if len(position) < len(nodes):  # some node sits at several places
             seen: set[int] = set()
             for node in nodes:
                 if id(node) in seen:
                     shared.add(id(node))
                 seen.add(id(node))
-        # Children are numbered after their parent: going backwards, each subtree's end is
-        # known before its parent's.
-        end = list(range(1, len(nodes) + 1))
-        for number in range(len(nodes) - 1, 0, -1):
-            parent = parents[number]
-            if end[number] > end[parent]:
-                end[parent] = end[number]
         self._end = end
 
     def children(self, node: cst.CSTNode) -> list[cst.CSTNode]:
