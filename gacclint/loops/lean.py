@@ -27,7 +27,6 @@ from typing import Callable, Sequence
 
 import libcst as cst
 
-from gacclint.loops.vocabulary import dotted_name
 from gacclint.source import split_lines
 
 
@@ -520,7 +519,7 @@ class _Reader:
             found = re.compile(rb"from\s*\.*\s*" + re.escape(statement.module.encode("utf-8"))).match(
                 line, statement.col_offset)
             if found is not None:
-                self._record_dotted(module, statement.lineno, found.end())
+                self._record_dotted(module, statement.module, statement.lineno, found.end())
         return _MAKE[cst.ImportFrom](module=module, names=names,
                      relative=[_MAKE[cst.Dot]() for _ in range(statement.level or 0)])
 
@@ -528,7 +527,7 @@ class _Reader:
         name = _dotted(alias.name)
         asname = None
         if hasattr(alias, "lineno"):  # Python 3.10 and later
-            self._record_dotted(name, alias.lineno, alias.col_offset + len(alias.name.encode("utf-8")))
+            self._record_dotted(name, alias.name, alias.lineno, alias.col_offset + len(alias.name.encode("utf-8")))
         if alias.asname is not None:
             target = _MAKE[cst.Name](value=alias.asname)
             if hasattr(alias, "lineno"):
@@ -538,9 +537,9 @@ class _Reader:
             asname = _MAKE[cst.AsName](name=target)
         return _MAKE[cst.ImportAlias](name=name, asname=asname)
 
-    def _record_dotted(self, name: cst.CSTNode, row: int, end: int) -> None:
-        """Places of `a.b.c` written without spaces on row `row`, ending at byte `end`."""
-        start = end - len(dotted_name(name).encode("utf-8"))  # type: ignore[union-attr]
+    def _record_dotted(self, name: cst.CSTNode, text: str, row: int, end: int) -> None:
+        """Places of `a.b.c` (`text`) written without spaces on row `row`, ending at byte `end`."""
+        start = end - len(text.encode("utf-8"))
         node = name
         while isinstance(node, cst.Attribute):  # each prefix ends before a dot
             self.record(node, row, start, row, end)
