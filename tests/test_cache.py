@@ -52,6 +52,19 @@ def cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return folder
 
 
+def _count_reads(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    """From now on, the files a run reads, in order (the runner's reads, counted)."""
+    paths: list[Path] = []
+    real = gacclint.runner.read_source
+
+    def counting(path: Path) -> bytes:
+        paths.append(path)
+        return real(path)
+
+    monkeypatch.setattr(gacclint.runner, "read_source", counting)
+    return paths
+
+
 def test_json_edits_are_the_same_cold_cached_and_warm(tmp_path: Path, cache_dir: Path) -> None:
     (tmp_path / "a.py").write_text(NO_CLEAR)
     cold = run("check", "--no-cache", "--output-format", "json", tmp_path / "a.py")
@@ -91,14 +104,7 @@ def test_a_warm_run_opens_no_unchanged_file(tmp_path: Path, cache_dir: Path,
     (tmp_path / "b.py").write_text(CLEAN)
     (tmp_path / "c.py").write_text("print('no loop here')\n")
     first = run("check", "--output-format", "concise", tmp_path)
-    opened: list[Path] = []
-    real = gacclint.runner.read_source
-
-    def counting(path: Path) -> bytes:
-        opened.append(path)
-        return real(path)
-
-    monkeypatch.setattr(gacclint.runner, "read_source", counting)
+    opened = _count_reads(monkeypatch)
     assert run("check", "--output-format", "concise", tmp_path) == first
     assert opened == []
     (tmp_path / "b.py").write_text(NO_CLEAR)
@@ -148,14 +154,7 @@ def test_two_versions_used_in_turn_both_stay_warm(tmp_path: Path, cache_dir: Pat
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(gacclint.cache, "RACY_NS", 0)
     (tmp_path / "a.py").write_text(NO_CLEAR)
-    opened: list[Path] = []
-    real = gacclint.runner.read_source
-
-    def counting(path: Path) -> bytes:
-        opened.append(path)
-        return real(path)
-
-    monkeypatch.setattr(gacclint.runner, "read_source", counting)
+    opened = _count_reads(monkeypatch)
     for version in ("1", "2"):
         monkeypatch.setattr(gacclint.cache, "__version__", version)
         run("check", tmp_path)
