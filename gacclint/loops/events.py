@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 import libcst as cst
 
+from gacclint.gate import BACKWARD_METHODS, STEP_METHODS
 from gacclint.loops.facts import ModuleFacts
 from gacclint.loops.model import EventKind
 from gacclint.loops.vocabulary import (
@@ -37,13 +38,10 @@ _CLIP_NAMES = {"clip_grad_norm_", "clip_grad_value_", "clip_grad_norm", "clip_gr
 _GRAD_SCALING_CALLS = {"multiply_grads", "scale_grads", "div_grads", "divide_grads", "average_gradients", "all_reduce_grads_mean"}
 _CLEAR_GRAD_METHODS = {"zero_", "detach_", "fill_"}
 _ZERO_GRAD_METHODS = {"zero_grad", "clear_grad"}
-# The only methods `_classify` reads a backward from.
-BACKWARD_METHODS = {"backward", "manual_backward"}
-# The only methods `_classify` reads a step from.
-STEP_METHODS = {"step", "optimizer_step"}
-# Every method name `_classify` reads an event from (besides a helper's).
-_EVENT_METHODS = {"backward", "manual_backward", "step", "optimizer_step", "zero_grad", "clear_grad", "div_", "mul_",
-                  "unscale_", "update"} | _CLEAR_GRAD_METHODS | _GRAD_SCALING_CALLS | _CLIP_NAMES
+# Every method name `_classify` reads an event from (besides a helper's). A backward and a
+# step are read only from BACKWARD_METHODS and STEP_METHODS, which the gates rely on.
+_EVENT_METHODS = (BACKWARD_METHODS | STEP_METHODS | _ZERO_GRAD_METHODS | {"div_", "mul_", "unscale_", "update"}
+                  | _CLEAR_GRAD_METHODS | _GRAD_SCALING_CALLS | _CLIP_NAMES)
 
 
 

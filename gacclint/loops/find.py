@@ -10,7 +10,8 @@ from typing import NamedTuple
 
 import libcst as cst
 
-from gacclint.loops.events import BACKWARD_METHODS, STEP_METHODS, events_in, plain_clears, wraps_model
+from gacclint.gate import BACKWARD_METHODS, STEP_METHODS
+from gacclint.loops.events import events_in, plain_clears, wraps_model
 from gacclint.loops.events import (
     DDP_CONSTRUCTORS,
     scaler_disabled,
