@@ -287,8 +287,8 @@ class _FactCollector:
                 self.facts.imported_from[local.value] = source
 
     def _call(self, node: cst.Call) -> None:
-        # Run on every call of the module: its name (`call_name`) is read once.
-        name = dotted_name(node.func) or ""
+        # Run on every call of the module: its name is read once, and split once.
+        name = call_name(node) or ""
         self.facts.calls.setdefault(name, []).append(node)
         if not node.args and (owner := _parameters_owner_named(name)):
             self.facts.modules_with_parameters.add(owner)
