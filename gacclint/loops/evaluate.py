@@ -24,7 +24,7 @@ from typing import Callable, Iterable, Sequence
 
 import libcst as cst
 
-from gacclint.loops.vocabulary import call_name, code_of, dotted_name, positional_args
+from gacclint.loops.vocabulary import call_name, code_of, dotted_name, integer_value, positional_args
 
 Value = object  # int | bool | None (Unknown)
 CARRIED = object()  # a counter whose start the module does not show
@@ -125,7 +125,7 @@ def _read(node: cst.BaseExpression) -> tuple[str, int | None]:
     if found is None or found[0] is not node:
         if len(_NODE_MEMO) > 65536:
             _NODE_MEMO.clear()
-        number = int(node.evaluated_value) if isinstance(node, cst.Integer) else None
+        number = integer_value(node) if isinstance(node, cst.Integer) else None
         found = (node, bare(code_of(node)), number)
         _NODE_MEMO[id(node)] = found
     return found[1], found[2]

@@ -18,6 +18,7 @@ from gacclint.loops.vocabulary import (
     call_name,
     code_of,
     dotted_name,
+    integer_value,
     is_sum_reduction,
     looks_like_optimizer,
     positional_args,
@@ -145,7 +146,7 @@ class ModuleFacts:
         if depth > 12:
             return None
         if isinstance(node, cst.Integer):
-            return int(node.evaluated_value)
+            return integer_value(node)
         if isinstance(node, cst.Name):
             binding = self.latest_binding(node.value, before, scope)
             if binding is None or binding.tuple_index is not None:
@@ -320,7 +321,7 @@ class _FactCollector:
                             self._count(element.value, "deepspeed")
 
     def _count(self, value: cst.BaseExpression, framework: str) -> None:
-        if not (isinstance(value, cst.Integer) and int(value.evaluated_value) <= 1):
+        if not (isinstance(value, cst.Integer) and integer_value(value) <= 1):
             self.facts.framework_counts[code_of(value).strip()] = framework
 
     def _bind(self, target: cst.BaseExpression, value: cst.BaseExpression, statement: cst.CSTNode,

@@ -6,7 +6,7 @@ import itertools
 from operator import attrgetter
 from bisect import bisect_left
 from dataclasses import dataclass, field, replace
-from typing import NamedTuple
+from typing import NamedTuple, Sequence
 
 import libcst as cst
 
@@ -61,7 +61,15 @@ from gacclint.loops.model import (
     TrainingLoop,
 )
 from gacclint.loops.model import DdpWrap
-from gacclint.loops.vocabulary import call_name, code_of, dotted_name, forget_code, looks_like_optimizer, positional_args
+from gacclint.loops.vocabulary import (
+    call_name,
+    code_of,
+    dotted_name,
+    forget_code,
+    integer_value,
+    looks_like_optimizer,
+    positional_args,
+)
 
 MAX_SWITCHES = 5
 _TERMINATORS = (cst.Continue, cst.Break, cst.Return, cst.Raise)
@@ -98,6 +106,15 @@ class _Visit:
     editable: bool
     contexts: tuple[str, ...]
     block: object = None  # the sequence of statements it sits in
+
+
+class _VisitWalk:
+    """What one walk over a loop's statements (`_Builder._visits`) carries from block to block."""
+
+    def __init__(self, window_loop: LoopNode | None) -> None:
+        self.window_loop = window_loop
+        self.order = itertools.count()
+        self.visited = 0  # statements yielded so far, for early exits
 
 
 @dataclass
@@ -189,6 +206,37 @@ def _blocks_of(node: cst.CSTNode) -> list[tuple[cst.BaseExpression | None, bool,
             blocks.append((None, True, body(node.finalbody.body)))
         return blocks
     return [(None, True, body(case.body)) for case in node.cases]
+
+
+def _own_simple_statements(block, found: list[cst.CSTNode] | None = None) -> list[cst.CSTNode]:
+    """The simple statements of `block` and of its compound statements, in source order, except
+    those inside loops and definitions. (A module function, not a closure: a closure that calls
+    itself is a cycle, which would keep the statements alive until the cycle collector runs.)"""
+    found = [] if found is None else found
+    for statement in block:
+        if matches(type(statement), _SIMPLE):
+            found.append(statement)
+        elif not (_is_loop(statement) or matches(type(statement), _DEFINITIONS)):
+            for _, _, child in _blocks_of(statement):
+                _own_simple_statements(child, found)
+    return found
+
+
+def _index_calls(tree: Tree, numbers: list[int], block: Sequence[cst.CSTNode], scope: cst.FunctionDef | None,
+                 index: dict[str, list[tuple[cst.Call, cst.FunctionDef | None, cst.CSTNode]]]) -> None:
+    """Files the calls of `block` by name, each with the function it sits in and its statement,
+    entering only the statements that hold one of the calls numbered `numbers` (the tree's
+    numbers, sorted)."""
+    for statement in block:
+        if not _holds_any(tree, numbers, statement):
+            continue
+        inner = statement if matches(type(statement), _FUNCTION) else scope
+        roots = [statement] if matches(type(statement), _SIMPLE) else _tests_of(statement)
+        for root in roots:
+            for call in tree.find(root, cst.Call, enter_scopes=False):
+                index.setdefault(call_name(call) or "", []).append((call, scope, statement))
+        for _, _, child in _blocks_of(statement):
+            _index_calls(tree, numbers, child, inner, index)
 
 
 class _Builder:
@@ -543,7 +591,7 @@ class _Builder:
                         continue
                     divisor = found.right
                     if isinstance(divisor, cst.Integer):
-                        literals.add(int(divisor.evaluated_value))
+                        literals.add(integer_value(divisor))
                     elif configuration(divisor):
                         value = self.facts.evaluate_int(divisor, loop, None)
                         if value is None and function is not None and isinstance(divisor, cst.Name):
@@ -569,7 +617,7 @@ class _Builder:
                     if (isinstance(side, cst.Integer) and any(isinstance(op, (cst.GreaterThanEqual, cst.GreaterThan))
                                                              for op in operators)
                             and any(n in resets for n in counted_here)):
-                        literals.add(int(side.evaluated_value))  # `count >= 4` with `count = 0` at the step
+                        literals.add(integer_value(side))  # `count >= 4` with `count = 0` at the step
                         continue
                     if atom is None or reads_counter(atom) or not configuration(atom):
                         continue
@@ -601,7 +649,7 @@ class _Builder:
         values: set[int | None] = set()
         for argument, _, _ in arguments:
             source = argument if argument is not None else param.default
-            values.add(int(source.evaluated_value) if isinstance(source, cst.Integer) else None)
+            values.add(integer_value(source) if isinstance(source, cst.Integer) else None)
         if len(values) != 1:
             return None
         return values.pop()
@@ -780,21 +828,7 @@ class _Builder:
             numbers = sorted(tree.span(call)[0]  # type: ignore[index]
                              for function in self.facts.functions for name in (function, f"self.{function}")
                              for call in calls.get(name, ()))
-
-            def visit(block, scope) -> None:
-                for statement in block:
-                    if not _holds_any(tree, numbers, statement):
-                        continue
-                    inner = statement if matches(type(statement), _FUNCTION) else scope
-                    roots = [statement] if matches(type(statement), _SIMPLE) \
-                        else _tests_of(statement)
-                    for root in roots:
-                        for call in self.facts.tree.find(root, cst.Call, enter_scopes=False):
-                            index.setdefault(call_name(call) or "", []).append((call, scope, statement))
-                    for _, _, child in _blocks_of(statement):
-                        visit(child, inner)
-
-            visit(self.module.body, None)
+            _index_calls(tree, numbers, self.module.body, None, index)
             self._calls_index = index
         return list(index.get(f"self.{name}" if method else name, []))
 
@@ -880,19 +914,9 @@ class _Builder:
 
     def _step_helper(self, func: cst.FunctionDef) -> None:
         """`def train_step(...)`: a backward and a step in the function, no loop around them."""
-        own: list[cst.CSTNode] = []
-
-        def collect(block) -> None:
-            for statement in block:
-                if matches(type(statement), _SIMPLE):
-                    own.append(statement)
-                elif not (_is_loop(statement) or matches(type(statement), _DEFINITIONS)):
-                    for _, _, child in _blocks_of(statement):
-                        collect(child)
-
         if not self._may_hold_backward(func):
             return
-        collect(func.body.body)
+        own = _own_simple_statements(func.body.body)
         # Most such functions hold their backward in a loop: their own statements then hold
         # none, and their events are not read.
         if not any(self._may_hold_backward(s) for s in own):
@@ -1022,7 +1046,7 @@ class _Builder:
                         value = _assigned_value(small, name)
                         if value is not None:
                             if isinstance(value, cst.Integer):
-                                return int(value.evaluated_value), not crossed_loop
+                                return integer_value(value), not crossed_loop
                             return None, False
             if frame.owner is None or isinstance(frame.owner, (cst.FunctionDef, cst.ClassDef)):
                 break
@@ -1078,62 +1102,64 @@ class _Builder:
         return {name: value for name, value in values.items() if counts.get(name) == 1}
 
     def _visits(self, loop: LoopNode, window_loop: LoopNode | None):
-        order = itertools.count()
-        visited = [0]  # statements yielded so far, for early exits
+        yield from self._walk_visits(_VisitWalk(window_loop), loop.body.body, [], False, False, (),
+                                     isinstance(loop.body, cst.IndentedBlock))
 
-        def walk(block, conditions, inner: bool, in_window: bool, contexts: tuple[str, ...], editable_block: bool):
-            pending = list(conditions)
-            for statement in block:
-                if matches(type(statement), _DEFINITIONS):
-                    continue
-                if matches(type(statement), _SIMPLE):
-                    visited[0] += 1
-                    yield _Visit(statement, pending, next(order), inner, in_window,
-                                 editable_block and isinstance(statement, cst.SimpleStatementLine), contexts, block)
-                    continue
-                if isinstance(statement, cst.If):
-                    yield from walk(statement.body.body, pending + [_RawCondition(statement.test, True)], inner, in_window, contexts,
-                                    isinstance(statement.body, cst.IndentedBlock))
-                    if statement.orelse is not None:
-                        else_conditions = pending + [_RawCondition(statement.test, False)]
-                        if isinstance(statement.orelse, cst.If):
-                            yield from walk((statement.orelse,), else_conditions, inner, in_window, contexts, True)
-                        else:
-                            yield from walk(statement.orelse.body.body, else_conditions, inner, in_window, contexts,
-                                            isinstance(statement.orelse.body, cst.IndentedBlock))
-                    seen_through = visited[0]
-                    body_ends = _terminates(statement.body)
-                    else_ends = statement.orelse is not None and not isinstance(statement.orelse, cst.If) and _terminates(statement.orelse.body)
-                    if body_ends and statement.orelse is None:
-                        pending = pending + [_RawCondition(statement.test, False, seen_through,
-                                                           _terminator(statement.body) is cst.Break)]
-                    elif else_ends and not body_ends:
-                        pending = pending + [_RawCondition(statement.test, True, seen_through,
-                                                           _terminator(statement.orelse.body) is cst.Break)]
-                    continue
-                if isinstance(statement, cst.With):
-                    items = tuple(code_of(item.item) for item in statement.items)
-                    yield from walk(statement.body.body, pending, inner, in_window, contexts + items,
-                                    isinstance(statement.body, cst.IndentedBlock))
-                    continue
-                if _is_loop(statement):
-                    is_window = statement is window_loop
-                    nested_training = not is_window and self._directly_contains_backward(statement)
-                    yield from walk(statement.body.body, pending, inner or nested_training, in_window or is_window, contexts,
-                                    isinstance(statement.body, cst.IndentedBlock))
-                    continue
-                if isinstance(statement, (cst.Try, cst.TryStar)):
-                    yield from walk(statement.body.body, pending, inner, in_window, contexts, True)
-                    for handler in statement.handlers:
-                        yield from walk(handler.body.body, pending + [_RawCondition(None, True)], inner, in_window, contexts, True)
-                    for extra in (statement.orelse, statement.finalbody):
-                        if extra is not None:
-                            yield from walk(extra.body.body, pending, inner, in_window, contexts, True)
-                    continue
-                for _, _, child in _blocks_of(statement):
-                    yield from walk(child, pending + [_RawCondition(None, True)], inner, in_window, contexts, True)
-
-        yield from walk(loop.body.body, [], False, False, (), isinstance(loop.body, cst.IndentedBlock))
+    def _walk_visits(self, walk: _VisitWalk, block, conditions, inner: bool, in_window: bool,
+                     contexts: tuple[str, ...], editable_block: bool):
+        deeper = self._walk_visits
+        pending = list(conditions)
+        for statement in block:
+            if matches(type(statement), _DEFINITIONS):
+                continue
+            if matches(type(statement), _SIMPLE):
+                walk.visited += 1
+                yield _Visit(statement, pending, next(walk.order), inner, in_window,
+                             editable_block and isinstance(statement, cst.SimpleStatementLine), contexts, block)
+                continue
+            if isinstance(statement, cst.If):
+                yield from deeper(walk, statement.body.body, pending + [_RawCondition(statement.test, True)],
+                                  inner, in_window, contexts, isinstance(statement.body, cst.IndentedBlock))
+                if statement.orelse is not None:
+                    else_conditions = pending + [_RawCondition(statement.test, False)]
+                    if isinstance(statement.orelse, cst.If):
+                        yield from deeper(walk, (statement.orelse,), else_conditions, inner, in_window, contexts, True)
+                    else:
+                        yield from deeper(walk, statement.orelse.body.body, else_conditions, inner, in_window,
+                                          contexts, isinstance(statement.orelse.body, cst.IndentedBlock))
+                seen_through = walk.visited
+                body_ends = _terminates(statement.body)
+                else_ends = (statement.orelse is not None and not isinstance(statement.orelse, cst.If)
+                             and _terminates(statement.orelse.body))
+                if body_ends and statement.orelse is None:
+                    pending = pending + [_RawCondition(statement.test, False, seen_through,
+                                                       _terminator(statement.body) is cst.Break)]
+                elif else_ends and not body_ends:
+                    pending = pending + [_RawCondition(statement.test, True, seen_through,
+                                                       _terminator(statement.orelse.body) is cst.Break)]
+                continue
+            if isinstance(statement, cst.With):
+                items = tuple(code_of(item.item) for item in statement.items)
+                yield from deeper(walk, statement.body.body, pending, inner, in_window, contexts + items,
+                                  isinstance(statement.body, cst.IndentedBlock))
+                continue
+            if _is_loop(statement):
+                is_window = statement is walk.window_loop
+                nested_training = not is_window and self._directly_contains_backward(statement)
+                yield from deeper(walk, statement.body.body, pending, inner or nested_training, in_window or is_window,
+                                  contexts, isinstance(statement.body, cst.IndentedBlock))
+                continue
+            if isinstance(statement, (cst.Try, cst.TryStar)):
+                yield from deeper(walk, statement.body.body, pending, inner, in_window, contexts, True)
+                for handler in statement.handlers:
+                    yield from deeper(walk, handler.body.body, pending + [_RawCondition(None, True)], inner, in_window,
+                                      contexts, True)
+                for extra in (statement.orelse, statement.finalbody):
+                    if extra is not None:
+                        yield from deeper(walk, extra.body.body, pending, inner, in_window, contexts, True)
+                continue
+            for _, _, child in _blocks_of(statement):
+                yield from deeper(walk, child, pending + [_RawCondition(None, True)], inner, in_window, contexts, True)
 
     def _events(self, visits: list[_Visit], context: GuardContext, loop: LoopNode,
                 function: cst.FunctionDef | None) -> list[Event]:

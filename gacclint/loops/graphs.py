@@ -101,7 +101,7 @@ def _targets(target: cst.BaseExpression) -> Iterator[tuple[str, bool]]:
 
 class GraphFlow:
     def __init__(self, loop: "TrainingLoop", facts: ModuleFacts, varying: set[str]) -> None:
-        self.loop = loop
+        self.loop_node = loop.node  # not the loop itself, which holds this flow: no cycle to collect
         self.facts = facts
         self.varying = varying
         self._definitions: dict[str, list[Definition]] = {}
@@ -135,7 +135,7 @@ class GraphFlow:
         """Assignments to `name` earlier in the same iteration that can reach `before`: a plain
         assignment in the loop's own block (no `if` around it) hides every earlier one."""
         found = [d for d in self._definitions.get(name, ()) if d.position < before]
-        body = self.loop.node.body.body if isinstance(self.loop.node, (cst.For, cst.While)) else None
+        body = self.loop_node.body.body if isinstance(self.loop_node, (cst.For, cst.While)) else None
         for index in range(len(found) - 1, 0, -1):
             latest = found[index]
             if latest.augmented is None and latest.statement.block is body and not latest.statement.in_inner_loop:
@@ -332,7 +332,7 @@ class GraphFlow:
 
     def forward_inputs_are_loop_data(self, forward_ids: frozenset[int], before: int) -> bool:
         """Every forward's arguments carry no graph of another forward."""
-        calls = {id(c): c for c in self.facts.tree.find(self.loop.node, cst.Call) if id(c) in forward_ids}
+        calls = {id(c): c for c in self.facts.tree.find(self.loop_node, cst.Call) if id(c) in forward_ids}
         for call in calls.values():
             for arg in call.args:
                 if self.forwards(arg.value, before) - {id(call)}:

@@ -14,7 +14,7 @@ import libcst as cst
 
 from gacclint.loops.model import Boundary, Condition, ConditionKind, Counter
 from gacclint.loops.tree import Tree
-from gacclint.loops.vocabulary import PURE_CALLS, call_name, code_of, dotted_name
+from gacclint.loops.vocabulary import PURE_CALLS, call_name, code_of, dotted_name, integer_value
 
 _END_OF_DATA_WORDS = re.compile(r"(^|_)(last|end|final|is_last|end_of)(_|$)|last|end_of_data|end_of_dataloader")
 
@@ -156,11 +156,11 @@ def _read_modulo_test(node: cst.BaseExpression, context: GuardContext) -> tuple[
 
 
 def _read_remainder(node: cst.BaseExpression, k_text: str) -> int | None:
-    if isinstance(node, cst.Integer) and int(node.evaluated_value) == 0:
+    if isinstance(node, cst.Integer) and integer_value(node) == 0:
         return 0
     # `k - 1`
     if (isinstance(node, cst.BinaryOperation) and isinstance(node.operator, cst.Subtract)
-            and isinstance(node.right, cst.Integer) and int(node.right.evaluated_value) == 1
+            and isinstance(node.right, cst.Integer) and integer_value(node.right) == 1
             and code_of(node.left) == k_text):
         return -1
     return None
@@ -190,19 +190,19 @@ def _read_counter(node: cst.BaseExpression, context: GuardContext) -> tuple[Coun
             inner = _read_counter(node.left, context)
             if inner is None:
                 return None
-            amount = int(node.right.evaluated_value)
+            amount = integer_value(node.right)
             return inner[0], inner[1] + (amount if isinstance(node.operator, cst.Add) else -amount)
         if isinstance(node.left, cst.Integer) and isinstance(node.operator, cst.Add):
             inner = _read_counter(node.right, context)
             if inner is None:
                 return None
-            return inner[0], inner[1] + int(node.left.evaluated_value)
+            return inner[0], inner[1] + integer_value(node.left)
     return None
 
 
 def _make(read, remainder: int, test: cst.BaseExpression, context: GuardContext) -> Boundary:
     counter, offset, k_text, k, modulo = read
-    k_literal = int(k.evaluated_value) if isinstance(k, cst.Integer) else None
+    k_literal = integer_value(k) if isinstance(k, cst.Integer) else None
     return Boundary(k=k, k_text=k_text, k_literal=k_literal, counter=counter, test=test, modulo=modulo,
                     offset=offset, remainder=remainder, end_of_data=None, expression=test)
 

@@ -85,6 +85,13 @@ def looks_like_fabric(text: str) -> bool:
     return "fabric" in last_name(text).lower()
 
 
+def integer_value(node: cst.Integer) -> int:
+    """The value of an integer literal. libcst's `evaluated_value` runs `ast.literal_eval`,
+    which compiles the text and leaves a self-calling closure behind for the cycle collector;
+    `int(text, 0)` reads every form of integer literal Python accepts (`0x1F`, `0o17`, `1_000`)."""
+    return int(node.value, 0)
+
+
 _EMPTY_MODULE = cst.Module(body=[])
 # id(node) -> (node, text): nodes are immutable, so a node's text never changes. The node is
 # kept so its id cannot be reused while the entry lives; `forget_code` empties it per module.
