@@ -108,6 +108,9 @@ LAYOUTS = {
     "continuations": "def f():\n    if True:\n        y = g(\n            a,\n            # note\n            b,\n        )\n        z = a + \\\n            b\n        return (\n            y\n        )\n",
     "strings": "s = 'a' 'b'\nt = ('a'\n     \"b\")\nu = f'{x!r:>{w}}' 'c'\nv = '''x\n    y'''\nw = b'\\x00' rb'\\d'\nz = 'it\\'s'\n",
     "unicode": "s = 'café' + f(é, naïve)\nt = '日本' ; u = g(x)\n",
+    "concatenations": ("a = ('é' \"\"\"x\nü\"\"\"  # note\n     r'\\'' \\\n     U'' '\\x00')\nd = b'a' Rb'\\d' \\\n    B'\\x00'\n"
+                       "b = f(u'a'\n      '''ü\n'''  'z', 'ß' 'x')\nc = ['a' 'b', R\"\\\"\" 'd']\n"),
+    "crlf concatenations": "x = f('a'\r\n      'é'\r\n      \"b\")\r\n",
     "crlf": "def f(a):\r\n    return g(\r\n        a,\r\n    )\r\n",
     "crlf continuations": "def f(a):\r\n    if a:\r\n        x = g(a, \\\r\n            a) + \\\r\n            h(\r\n            a)\r\n",
     "tabs": "if x:\n\ty = f(\n\t\ta,\n\t)\n",

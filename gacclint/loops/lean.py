@@ -783,6 +783,17 @@ class _Reader:
             self._inside_string(expression.lineno, expression.end_lineno)
             values = expression.values if isinstance(expression, ast.JoinedStr) else ()
             return self._string_token(text, values)
+        spans = _plain_pieces(text)
+        if spans is not None:  # most concatenations: plain strings, read without the tokenizer
+            nodes = []
+            for start, end in spans:
+                row, column = _place_in(text, start, expression)
+                end_row, end_column = _place_in(text, end, expression)
+                self._inside_string(row, end_row)
+                piece = _MAKE[cst.SimpleString](value=text[start:end])
+                self.record(piece, row, column, end_row, end_column)
+                nodes.append((piece, row, column))
+            return self._concatenated(nodes, expression)
         pieces = []
         for token in tokenize.generate_tokens(io.StringIO(text).readline):
             if token.type == tokenize.STRING:
@@ -805,6 +816,10 @@ class _Reader:
             piece = self._string_token(token.string, values)
             self.record(piece, row, column, end_row, end_column)
             nodes.append((piece, row, column))
+        return self._concatenated(nodes, expression)
+
+    def _concatenated(self, nodes: list[tuple[cst.CSTNode, int, int]], expression: ast.expr) -> cst.CSTNode:
+        """libcst's nesting of the pieces, `"a" ("b" "c")`, each part placed from its first piece."""
         node = nodes[-1][0]
         for left, row, column in reversed(nodes[:-1]):
             node = _MAKE[cst.ConcatenatedString](left=left, right=node)
@@ -1030,6 +1045,42 @@ def _string_end(text: str, index: int, quote: str) -> int:
         if escapes % 2 == 0:
             return found + len(quote)
         index = found + 1
+
+
+# Between two pieces of a concatenation: blanks, line breaks, continuations and comments.
+_BETWEEN_PIECES = re.compile(r"(?:[ \t\f\r\n]|\\\r?\n|\\\r|#[^\r\n]*)*")
+_STRING_PREFIX = re.compile(r"[rRbBuU]*")
+
+
+def _plain_pieces(text: str) -> list[tuple[int, int]] | None:
+    """[start, end) of each literal of `text`, a concatenation of string literals; None when
+    one is an f-string (whose quotes nest from Python 3.12 on: the tokenizer reads those)."""
+    if "\r" in text and "\r" in text.replace("\r\n", ""):
+        return None  # a row ended by `\r` alone, which the row count below does not see
+    pieces = []
+    index = 0
+    while index < len(text):
+        start = index
+        index = _STRING_PREFIX.match(text, index).end()  # type: ignore[union-attr]
+        quote = text[index:index + 3]
+        if quote not in ('"""', "'''"):
+            quote = text[index:index + 1]
+            if quote not in ('"', "'"):
+                return None  # an `f` prefix, or text this reading does not expect
+        index = _string_end(text, index + len(quote), quote)
+        pieces.append((start, index))
+        index = _BETWEEN_PIECES.match(text, index).end()  # type: ignore[union-attr]
+    return pieces if len(pieces) > 1 else None
+
+
+def _place_in(text: str, index: int, expression: ast.expr) -> tuple[int, int]:
+    """(row, byte column) in the source of character `index` of `text`, the source of `expression`."""
+    line_start = text.rfind("\n", 0, index) + 1
+    before = text[line_start:index]
+    column = len(before) if before.isascii() else len(before.encode("utf-8"))
+    if line_start == 0:
+        return expression.lineno, expression.col_offset + column
+    return expression.lineno + text.count("\n", 0, index), column
 
 
 def _one_literal(text: str) -> bool:
