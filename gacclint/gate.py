@@ -104,7 +104,12 @@ def owns_backward_call(tree: ast.Module, source: bytes | None = None) -> bool:
                 return True
             if calls is not None and (name in BACKWARD_METHODS or name in STEP_METHODS):
                 calls.add(name)
-        stack.extend((child, loops, calls) for child in ast.iter_child_nodes(node))
+        for field in node._fields:  # ast.iter_child_nodes, without its generator
+            value = getattr(node, field, None)
+            if isinstance(value, list):
+                stack.extend([(child, loops, calls) for child in value if isinstance(child, ast.AST)])
+            elif isinstance(value, ast.AST):
+                stack.append((value, loops, calls))
     return any(calls & BACKWARD_METHODS and calls & STEP_METHODS for calls in functions)
 
 
@@ -112,7 +117,8 @@ def owns_backward_call(tree: ast.Module, source: bytes | None = None) -> bool:
 # names themselves (every name in BACKWARD_METHODS and STEP_METHODS ends in
 # one of these), or a character outside ASCII, which an identifier normalised
 # to one of them (NFKC: `ｂackward`) would show.
-_NAMING = re.compile(rb"backward|step|[\x80-\xff]")
+_NAMES = (re.compile(rb"backward"), re.compile(rb"step"))
+_NON_ASCII = re.compile(rb"[\x80-\xff]+")
 _LINE_BREAK = re.compile(rb"\r\n?")
 # PEP 263's declaration, and the encodings whose bytes below 0x80 are ASCII
 # and never part of another character: there, the rows that CPython counts
@@ -132,11 +138,17 @@ def _lines_to_visit(source: bytes) -> list[int] | None:
     declared = _CODING.search(source, 0, second_end if second_end != -1 else len(source))
     if declared is not None and declared.group(1).decode("ascii").lower().replace("_", "-") not in _BYTE_ROW_ENCODINGS:
         return None
+    # One literal at a time: the regular expression engine finds a literal far faster than
+    # an alternation, which it tries at every byte.
+    starts = [match.start() for pattern in _NAMES for match in pattern.finditer(source)]
+    if not source.isascii():
+        starts += [match.start() for match in _NON_ASCII.finditer(source)]
+    starts.sort()
     rows = []
     row, counted = 1, 0
-    for match in _NAMING.finditer(source):
-        row += source.count(b"\n", counted, match.start())
-        counted = match.start()
+    for start in starts:
+        row += source.count(b"\n", counted, start)
+        counted = start
         if not rows or rows[-1] != row:
             rows.append(row)
     return rows
