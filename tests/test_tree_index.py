@@ -7,6 +7,7 @@ lean one (gacclint/loops/lean.py), for every fixture and for generated programs.
 from __future__ import annotations
 
 import ast
+import sys
 from pathlib import Path
 
 import libcst as cst
@@ -33,8 +34,13 @@ def _preorder(node: cst.CSTNode, enter_scopes: bool = True) -> list[cst.CSTNode]
 
 
 def _check_index(module: cst.Module) -> None:
-    tree = Tree()
-    tree.build(module)
+    for build in (Tree.build, Tree._build_iteratively):  # the second is the first's fallback
+        tree = Tree()
+        build(tree, module)
+        _check_tree(tree, module)
+
+
+def _check_tree(tree: Tree, module: cst.Module) -> None:
     everything = _preorder(module)
     assert list(tree.walk(module)) == everything
     for node in everything:
@@ -85,3 +91,15 @@ def test_index_of_generated_programs(statements: list[str]) -> None:
         "    " + line + "\n" for statement in statements for line in statement.splitlines())
     for module in _both_trees(source):
         _check_index(module)
+
+
+def test_index_of_a_tree_deeper_than_the_recursion_limit() -> None:
+    """Built by recursion, the index falls back to its explicit stack on a deeper tree."""
+    chain: cst.BaseExpression = cst.Name("a")
+    for _ in range(3 * sys.getrecursionlimit()):
+        chain = cst.Attribute(value=chain, attr=cst.Name("b"))
+    module = cst.Module(body=[cst.SimpleStatementLine(body=[cst.Expr(value=cst.Call(func=chain))])])
+    tree = Tree()
+    tree.build(module)
+    _check_tree(tree, module)
+    assert len(list(tree.walk(module))) == 2 + 2 + 2 * 3 * sys.getrecursionlimit() + 1
