@@ -296,7 +296,10 @@ def _backward(node: cst.Call, owner: cst.BaseExpression, owner_text: str, facts:
         elif looks_like_fabric(owner_text):
             framework = "fabric"
         elif owner_text in facts.deepspeed_engines or looks_like_deepspeed_engine(owner_text):
-            framework = "deepspeed"
+            # `scale_wrt_gas=False`: the engine does not divide by its count; whether it does
+            # is unknown unless the flag is left out or a literal `True`.
+            scale = _keyword(node, "scale_wrt_gas")
+            framework = "deepspeed" if scale is None or (type(scale) is cst.Name and scale.value == "True") else "other"
         else:
             framework = "other"
         return RawEvent(EventKind.BACKWARD, node, loss=args[0], framework=framework, retain_graph=retain_graph)

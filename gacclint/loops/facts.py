@@ -46,6 +46,8 @@ class ModuleFacts:
     statement_order: dict[int, int] = field(default_factory=dict)  # id(any statement) -> order
     accelerator_gas: bool = False  # Accelerator(gradient_accumulation_steps=...) visible
     deepspeed_engines: set[str] = field(default_factory=set)
+    # Dictionaries handed to `deepspeed.initialize` as the engine's configuration.
+    deepspeed_configs: set[str] = field(default_factory=set)
     ddp_wrapped: set[str] = field(default_factory=set)
     sum_reduced_losses: set[str] = field(default_factory=set)  # criterion = nn.X(reduction="sum")
     optimizers: set[str] = field(default_factory=set)
@@ -74,12 +76,23 @@ class ModuleFacts:
         text = code_of(node).strip()
         if text in self.framework_counts:
             return self.framework_counts[text]
+        if self._asks_deepspeed_count(node):
+            return "deepspeed"
         name = dotted_name(node)
         if name is None or depth > 4:
             return None
         bindings = [b for b in self.bindings.get(name, []) if b.tuple_index is None]
         found = {self.framework_count(b.value, depth + 1) for b in bindings}
         return found.pop() if len(found) == 1 else None
+
+    def _asks_deepspeed_count(self, node: cst.BaseExpression) -> bool:
+        """`engine.gradient_accumulation_steps()` of a DeepSpeed engine, or the
+        `"gradient_accumulation_steps"` entry of the configuration it was built with."""
+        if type(node) is cst.Call:
+            owner, _, method = (call_name(node) or "").rpartition(".")
+            return method == "gradient_accumulation_steps" and not node.args and owner in self.deepspeed_engines
+        return (type(node) is cst.Subscript and _string_key(node) == "gradient_accumulation_steps"
+                and dotted_name(node.value) in self.deepspeed_configs)
 
     def optimizer_models(self, name: str, depth: int = 0) -> frozenset[str] | None:
         """The modules whose parameters optimizer `name` was built with (RULES.md, *ownership*):
@@ -239,6 +252,14 @@ class ModuleFacts:
         return None
 
 
+def _string_key(subscript: cst.Subscript) -> str | None:
+    """`"k"` of `x["k"]`."""
+    if len(subscript.slice) != 1 or not isinstance(subscript.slice[0].slice, cst.Index):
+        return None
+    key = subscript.slice[0].slice.value
+    return key.evaluated_value if isinstance(key, cst.SimpleString) else None  # type: ignore[return-value]
+
+
 def parameters_owner(call: cst.Call) -> str | None:
     """`model.parameters()`, `self.D.named_parameters()` -> the module whose parameters they are."""
     return _parameters_owner_named(call_name(call) or "")
@@ -312,6 +333,7 @@ class _FactCollector:
             for key in ("config", "config_params"):
                 config = keywords.get(key)
                 if isinstance(config, cst.Name):
+                    self.facts.deepspeed_configs.add(config.value)
                     bound = [b.value for b in self.facts.bindings.get(config.value, []) if b.tuple_index is None]
                     config = bound[-1] if len(bound) == 1 else None
                 if isinstance(config, cst.Dict):
@@ -341,11 +363,9 @@ class _FactCollector:
         if not name:
             return
         self.facts.bindings.setdefault(name, []).append(Binding(name, value, scope, statement))
-        # `k = ...deepspeed_config["gradient_accumulation_steps"]`: DeepSpeed's own count.
-        if (type(value) is cst.Subscript and len(value.slice) == 1
-                and isinstance(value.slice[0].slice, cst.Index)
-                and isinstance(value.slice[0].slice.value, cst.SimpleString)
-                and value.slice[0].slice.value.evaluated_value == "gradient_accumulation_steps"
+        # `k = accelerator.state.deepspeed_plugin.deepspeed_config["gradient_accumulation_steps"]`:
+        # DeepSpeed's own count, read through accelerate.
+        if (type(value) is cst.Subscript and _string_key(value) == "gradient_accumulation_steps"
                 and "deepspeed" in code_of(value.value)):
             self.facts.framework_counts[name] = "deepspeed"
         self._classify(name, value)

@@ -19,8 +19,11 @@ class DoubleScaledLoss(Rule):
     with `gradient_accumulation_steps`), or a DeepSpeed engine's `backward`.
     The divisor must visibly be that framework's count (the value handed to
     `Accelerator(gradient_accumulation_steps=...)`, a DeepSpeed config's
-    `"gradient_accumulation_steps"`, also behind accelerate) or the loop's own
-    boundary count; a divisor the module cannot tie to it is left alone.
+    `"gradient_accumulation_steps"` or that entry read back from the
+    configuration the engine was built with, the engine's own
+    `gradient_accumulation_steps()`, also behind accelerate) or the loop's own
+    boundary count; a divisor the module cannot tie to it is left alone, and so
+    is an engine's `backward(..., scale_wrt_gas=False)`, which does not divide.
 
     ## Why is this bad?
     The framework already divides by the accumulation count, so the
@@ -83,6 +86,14 @@ for batch in loader:
     model_engine.backward(loss)
     model_engine.step()
 """, "the engine's accumulation count is not visible: whether the division repeats it is unknown"),
+        Valid("""
+ds_config = {"train_micro_batch_size_per_gpu": 8, "gradient_accumulation_steps": 4}
+model_engine, optimizer, _, _ = deepspeed.initialize(model=model, config=ds_config)
+for batch in loader:
+    loss = model_engine(batch) / ds_config["gradient_accumulation_steps"]
+    model_engine.backward(loss, scale_wrt_gas=False)
+    model_engine.step()
+""", "`scale_wrt_gas=False`: the engine leaves the loss as it is, the manual division is the only one"),
     ]
     INVALID = [
         Invalid("""
@@ -136,6 +147,37 @@ for batch in loader:
     model_engine.backward(loss)
     model_engine.step()
 """),
+        Invalid("""
+model_engine, optimizer, _, _ = deepspeed.initialize(args=args, model=model, model_parameters=params)
+k = model_engine.gradient_accumulation_steps()
+for batch in loader:
+    loss = model_engine(batch)
+    loss = loss / k
+    model_engine.backward(loss)
+    model_engine.step()
+""", fixed="""
+model_engine, optimizer, _, _ = deepspeed.initialize(args=args, model=model, model_parameters=params)
+k = model_engine.gradient_accumulation_steps()
+for batch in loader:
+    loss = model_engine(batch)
+    model_engine.backward(loss)
+    model_engine.step()
+""", why="the engine's own count, asked of it: its backward divides by the same"),
+        Invalid("""
+ds_config = {"train_micro_batch_size_per_gpu": 8, "gradient_accumulation_steps": 4}
+model_engine, optimizer, _, _ = deepspeed.initialize(model=model, config=ds_config)
+for batch in loader:
+    loss = model_engine(batch)
+    model_engine.backward(loss / ds_config["gradient_accumulation_steps"])
+    model_engine.step()
+""", fixed="""
+ds_config = {"train_micro_batch_size_per_gpu": 8, "gradient_accumulation_steps": 4}
+model_engine, optimizer, _, _ = deepspeed.initialize(model=model, config=ds_config)
+for batch in loader:
+    loss = model_engine(batch)
+    model_engine.backward(loss)
+    model_engine.step()
+""", why="the count read back from the configuration the engine was built with"),
     ]
 
     def check(self, loop: TrainingLoop, model) -> Iterator[Finding]:
