@@ -101,7 +101,7 @@ def reachable_nodes(value) -> int:
     return len(seen)
 
 
-@pytest.mark.parametrize("name", ["ga301_two_tasks", "ga301_three_tasks"])
+@pytest.mark.parametrize("name", ["ga301_two_tasks", "ga301_three_tasks", "ga301_halved_tasks"])
 def test_ga301_fix_keeps_gradients_and_lowers_peak_saved_tensors(name: str) -> None:
     original = run(GRAPHS / f"{name}.py")
     fixed = run(GRAPHS / f"{name}.fixed.py")

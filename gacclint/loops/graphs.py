@@ -250,6 +250,22 @@ class GraphFlow:
             return all(self.is_reduced_loss(d.value, d.position) for d in found)
         return False
 
+    def is_loss_sum(self, node: cst.BaseExpression, before: int, depth: int = 0) -> bool:
+        """A sum or weighted sum of reduced losses, itself one scalar loss: `(adv + aux) / 2`,
+        `(l1 + l2) + l3`'s `(l1 + l2)`, or a name holding one."""
+        if depth > 12:
+            return False
+        node = _strip_weights(node)
+        if isinstance(node, (cst.Name, cst.Attribute)):
+            text = dotted_name(node)
+            found = self.definitions(text, before) if text is not None else []
+            if not found or any(d.unpacked or d.augmented is not None for d in found):
+                return False
+            return all(self.is_loss_sum(d.value, d.position, depth + 1) for d in found)
+        terms = combination_terms(node)
+        return bool(terms) and all(  # type: ignore[arg-type]
+            self.is_reduced_loss(term, before) or self.is_loss_sum(term, before, depth + 1) for term in terms)
+
     # -- graphs ------------------------------------------------------------------------
 
     def forwards(self, node: cst.CSTNode, before: int, depth: int = 0) -> frozenset[int]:

@@ -215,6 +215,30 @@ for real, _ in loader:
     d_loss.backward()
     optD.step()
 """, fixed=None, applicability=None, why="the GAN discriminator: D on two inputs; the fake input is another model's output"),
+        Invalid("""
+bce = nn.BCEWithLogitsLoss()
+ce = nn.CrossEntropyLoss()
+for real, labels in loader:
+    fake = generator(torch.randn(real.shape[0], 8))
+    optD.zero_grad()
+    real_out = D(real)
+    d_real_loss = (bce(real_out[:, 0], ones) + ce(real_out[:, 1:], labels)) / 2
+    fake_out = D(fake.detach())
+    d_fake_loss = (bce(fake_out[:, 0], zeros) + ce(fake_out[:, 1:], labels)) / 2
+    d_loss = (d_real_loss + d_fake_loss) / 2
+    d_loss.backward()
+    optD.step()
+""", fixed=None, applicability=None,
+            why="each half is itself a sum of losses of one forward: a term may be a name holding a sum"),
+        Invalid("""
+for x, y in loader:
+    optimizer.zero_grad()
+    loss = crit(model_a(x), y) + crit(model_b(x), y)
+    loss = loss / accumulation_steps
+    loss.backward()
+    optimizer.step()
+""", fixed=None, applicability=None,
+            why="the sum is scaled again before the backward: no automatic split (each task would need it)"),
     ]
 
     def check(self, loop: TrainingLoop, model) -> Iterator[Finding]:
@@ -270,7 +294,8 @@ for real, _ in loader:
                 graph_terms.append(_Term(term, forwards, _term_name(term)))
         if len(graph_terms) < 2:
             return None
-        if not all(graph.is_reduced_loss(term.expression, before) for term in graph_terms):
+        if not all(graph.is_reduced_loss(term.expression, before) or graph.is_loss_sum(term.expression, before)
+                   for term in graph_terms):
             return None
         if any(UNKNOWN_GRAPH in term.forwards for term in graph_terms):
             return None  # some term's forwards are not visible: whether graphs are shared is unknown
@@ -331,6 +356,8 @@ def _fix(loop: TrainingLoop, graph: GraphFlow, backward: Event, definition: Defi
     chained = {record.position for chain in chains for record in chain}
     if len(chained) != sum(len(chain) for chain in chains):
         return None  # two tasks share a statement
+    if any(definition.name in _written(r) for r in loop.body if definition.position < r.position < backward.position):
+        return None  # `loss = loss / k` after the sum: each task's backward would need that too
     first = min(chained | {definition.position})
     moved_clears: list[LoopStatement] = []
     between = [r for r in loop.body if first < r.position < backward.position and r.position not in chained
@@ -351,14 +378,17 @@ def _fix(loop: TrainingLoop, graph: GraphFlow, backward: Event, definition: Defi
     anchor = _statement_at(loop, first).statement
     edits: list[Edit] = [InsertBefore(anchor, record.statement) for record in moved_clears]
     order = sorted(zip(terms, chains), key=lambda pair: min([r.position for r in pair[1]] or [definition.position]))
+    combination = strip_scaling(definition.value)
     for term, chain in order:
         edits += [InsertBefore(anchor, record.statement) for record in chain]
+        loss: cst.BaseExpression = term.expression
         if id(term) in inline:
             name = inline[id(term)]
             edits.append(InsertBefore(anchor, f"{name} = {code_of(term.expression)}"))
-            edits.append(InsertBefore(anchor, _backward_for(backward, definition.name, cst.Name(name), graph)))
-        else:
-            edits.append(InsertBefore(anchor, _backward_for(backward, definition.name, term.expression, graph)))
+            loss = cst.Name(name)
+        # `(a + b) / 2`: each task's loss keeps the scaling around the sum, `a / 2` (it is linear)
+        edits.append(InsertBefore(anchor, _backward_for(backward, definition.name,
+                                                        _scaled_like(definition.value, combination, loss), graph)))
     edits += [Remove(record.statement) for record in moved_clears]
     edits += [Remove(record.statement) for chain in chains for record in chain]
     edits.append(Remove(backward.statement))
@@ -370,6 +400,17 @@ def _fix(loop: TrainingLoop, graph: GraphFlow, backward: Event, definition: Defi
     detached = cst.parse_expression(f"({text}).detach()" if not value.lpar else f"{text}.detach()")
     edits.append(Replace(definition.value, detached))
     return Fix(Applicability.SAFE, "Backpropagate each loss right after it is computed", tuple(edits))
+
+
+def _scaled_like(value: cst.BaseExpression, combination: cst.BaseExpression,
+                 term: cst.BaseExpression) -> cst.BaseExpression:
+    """`value` (the sum scaled by weights and divisions) with the sum `combination` in it
+    replaced by one of its terms."""
+    if value is combination:
+        return term
+    if isinstance(term, (cst.BinaryOperation, cst.UnaryOperation)) and not term.lpar:
+        term = term.with_changes(lpar=[cst.LeftParen()], rpar=[cst.RightParen()])
+    return value.deep_replace(combination, term)  # type: ignore[return-value]
 
 
 class _Renamed(cst.CSTTransformer):
