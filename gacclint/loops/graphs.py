@@ -198,6 +198,8 @@ class GraphFlow:
             return False  # a helper or a constructor of this module
         if len(parts) == 1 and self.facts.imported_from.get(last, "").split(".")[0] in _LIBRARY_ROOTS:
             return False  # `Variable(x)`, `tensor(x)`: a library function, not a model
+        if len(parts) == 1 and self._names_library_object(last):
+            return False  # `Tensor = torch.cuda.FloatTensor if cuda else torch.FloatTensor`, then `Tensor(x)`
         if len(parts) > 1 and last == "forward":
             return self._classify_forward(call.with_changes(func=func.value)) if isinstance(func, cst.Attribute) else False
         if len(parts) == 1:
@@ -205,6 +207,21 @@ class GraphFlow:
         if parts[0] == "self" and len(parts) == 2:
             return True  # self.model(x): a method would be a function of this module
         return any(word in last.lower() for word in _MODEL_WORDS)
+
+    def _names_library_object(self, name: str) -> bool:
+        """Every binding of `name` is an object of a library module (`torch.FloatTensor`), or a
+        choice between such objects."""
+        bindings = self.facts.bindings.get(name, [])
+        return bool(bindings) and all(b.tuple_index is None and self._library_object(b.value) for b in bindings)
+
+    def _library_object(self, node: cst.BaseExpression) -> bool:
+        if isinstance(node, cst.IfExp):
+            return self._library_object(node.body) and self._library_object(node.orelse)
+        text = dotted_name(node) if isinstance(node, cst.Attribute) else None
+        if text is None:
+            return False
+        root = text.split(".")[0]
+        return root in _LIBRARY_ROOTS or self.facts.imported_from.get(root, "").split(".")[0] in _LIBRARY_ROOTS
 
     def is_loss_call(self, call: cst.Call) -> bool:
         text = call_name(call) or ""

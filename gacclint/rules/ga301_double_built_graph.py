@@ -239,6 +239,28 @@ for x, y in loader:
     optimizer.step()
 """, fixed=None, applicability=None,
             why="the sum is scaled again before the backward: no automatic split (each task would need it)"),
+        Invalid("""
+Tensor = torch.cuda.FloatTensor if cuda else torch.FloatTensor
+for x, _ in loader:
+    target = Tensor(np.ones((x.size(0), 1)))
+    loss_a = crit(model_a(x), target)
+    loss_b = crit(model_b(x), target)
+    loss = loss_a + loss_b
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+""", fixed="""
+Tensor = torch.cuda.FloatTensor if cuda else torch.FloatTensor
+for x, _ in loader:
+    target = Tensor(np.ones((x.size(0), 1)))
+    optimizer.zero_grad()
+    loss_a = crit(model_a(x), target)
+    loss_a.backward()
+    loss_b = crit(model_b(x), target)
+    loss_b.backward()
+    loss = (loss_a + loss_b).detach()
+    optimizer.step()
+""", why="the shared target is built by a tensor class of torch under another name, not by a model"),
     ]
 
     def check(self, loop: TrainingLoop, model) -> Iterator[Finding]:
