@@ -18,6 +18,8 @@ from gacclint.loops.vocabulary import call_name, code_of, dotted_name, is_sum_re
 
 _MAX_DEPTH = 5
 _SCALING_METHODS = {"mul", "div", "mul_", "div_", "true_divide", "divide", "multiply"}
+# `loss.div_(k)` as a statement of its own: the loss is scaled in place.
+_IN_PLACE_SCALING = {"mul_", "div_", "true_divide_", "divide_", "multiply_"}
 _PRECEDENCE = [Scaling.SCALED, Scaling.SUM_REDUCED, Scaling.UNKNOWN, Scaling.UNSCALED]
 
 
@@ -143,6 +145,10 @@ class _Flow:
             if isinstance(small.operator, cst.MultiplyAssign):
                 return [Scaling.SCALED]
             return [self.expression(small.value, statement, DivisionForm.ASSIGN, None, depth)]
+        if small_type is cst.Expr and type(small.value) is cst.Call:
+            func = small.value.func
+            if type(func) is cst.Attribute and func.attr.value in _IN_PLACE_SCALING and dotted_name(func.value) == name:
+                return [Scaling.SCALED]
         return []
 
 

@@ -144,6 +144,15 @@ for step, batch in enumerate(loader):
         optimizer.step()
         optimizer.zero_grad()
 """, "accelerate divides inside backward"),
+        Valid("""
+for i, (x, y) in enumerate(loader):
+    loss = loss_fn(model(x), y)
+    loss.div_(accum)
+    loss.backward()
+    if (i + 1) % accum == 0 or i + 1 == len(loader):
+        optimizer.step()
+        optimizer.zero_grad()
+""", "divided in place: `loss.div_(accum)` scales the loss as `loss = loss / accum` does"),
     ]
     INVALID = [
         Invalid("""

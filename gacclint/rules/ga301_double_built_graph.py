@@ -8,7 +8,7 @@ import libcst as cst
 from gacclint.fixes.edits import Edit, InsertBefore, Remove, Replace
 from gacclint.loops.graphs import UNKNOWN_GRAPH, Definition, GraphFlow, combination_terms, strip_scaling
 from gacclint.loops.model import Event, EventKind, LoopStatement, TrainingLoop
-from gacclint.loops.vocabulary import code_of, dotted_name
+from gacclint.loops.vocabulary import PURE_CALLS, call_name, code_of, dotted_name
 from gacclint.rules.base import Applicability, Finding, Fix, Invalid, Rule, Valid
 from gacclint.rules.common import alone_on_its_line
 
@@ -261,6 +261,47 @@ for x, _ in loader:
     loss = (loss_a + loss_b).detach()
     optimizer.step()
 """, why="the shared target is built by a tensor class of torch under another name, not by a model"),
+        Invalid("""
+for step, (x, y) in enumerate(loader):
+    optimizer.zero_grad()
+    loss_a = crit(model_a(x), y)
+    loss_b = crit(model_b(x), y)
+    aux_weight = min(1.0, step / warmup)
+    loss = loss_a + aux_weight * loss_b
+    loss.backward()
+    optimizer.step()
+""", fixed=None, applicability=None,
+            why="the weight is set after the losses: a backward moved up to `loss_b` would read the last iteration's"),
+        Invalid("""
+for x, y in loader:
+    optimizer.zero_grad()
+    loss_a = crit(model_a(x), y)
+    loss_b = crit(model_b(x), y)
+    loss = loss_a + loss_b + 1e-4 * model_a.weight.pow(2).sum()
+    loss.backward()
+    optimizer.step()
+""", fixed=None, applicability=None, why="the penalty has no forward of its own, so no backward a fix could move it to"),
+        Invalid("""
+for x, y in loader:
+    optimizer.zero_grad()
+    loss_a = crit(model_a(x), y)
+    loss_b = crit(model_b(x), y)
+    loss = loss_a + loss_b
+    loss.mul_(0.5)
+    loss.backward()
+    optimizer.step()
+""", fixed=None, applicability=None, why="the sum is scaled in place before the backward"),
+        Invalid("""
+for x, y in loader:
+    optimizer.zero_grad()
+    loss_a = crit(model_a(x), y)
+    order = torch.randperm(x.size(0))
+    loss_b = crit(model_b(x), y)
+    loss = loss_a + loss_b
+    loss.backward()
+    optimizer.step()
+""", fixed=None, applicability=None,
+            why="moving `model_b`'s forward above a random draw would change the numbers its dropout draws"),
     ]
 
     def check(self, loop: TrainingLoop, model) -> Iterator[Finding]:
@@ -273,7 +314,7 @@ for x, _ in loader:
             found = self._combination(event, graph)
             if found is None:
                 continue
-            combined, definition, terms, groups = found
+            combined, definition, terms, groups, whole = found
             separable = all(len(group) == 1 for group in groups)
             names = ", ".join(f"`{code_of(t.expression)}`" for t in terms) if separable else " and ".join(
                 "(" + ", ".join(f"`{code_of(t.expression)}`" for t in group) + ")" if len(group) > 1
@@ -282,7 +323,7 @@ for x, _ in loader:
                 f"{names} come from separate forward calls and are summed before one backward: every forward's "
                 "graph stays alive until then; backpropagate each loss as soon as it is computed",
                 # terms that share a forward must be backpropagated together: no automatic split
-                combined, _fix(loop, graph, event, definition, terms) if separable else None)
+                combined, _fix(loop, graph, event, definition, terms) if separable and whole else None)
 
     def _combination(self, event: Event, graph: GraphFlow):
         loss = event.loss
@@ -313,7 +354,7 @@ for x, _ in loader:
         for term in terms:
             forwards = graph.forwards(term, before)
             if forwards:
-                graph_terms.append(_Term(term, forwards, _term_name(term)))
+                graph_terms.append(_Term(term, forwards, _term_name(term, graph, before)))
         if len(graph_terms) < 2:
             return None
         if not all(graph.is_reduced_loss(term.expression, before) or graph.is_loss_sum(term.expression, before)
@@ -331,15 +372,20 @@ for x, _ in loader:
         groups.sort(key=lambda group: graph_terms.index(group[0]))
         if len(groups) < 2:
             return None
-        return value, definition, graph_terms, groups
+        # A term with no forward of its own (`+ 1e-2 * w.pow(2).sum()`) has no backward to move to.
+        # whole: every term is a task's loss (`+ 1e-2 * w.pow(2).sum()` has no forward, and so no
+        # backward of its own that a fix could move)
+        return value, definition, graph_terms, groups, len(graph_terms) == len(terms)
 
 
-def _term_name(term: cst.BaseExpression) -> str | None:
+def _term_name(term: cst.BaseExpression, graph: GraphFlow, before: int) -> str | None:
+    """The loss's name in a term `loss` or `weight * loss`: the side that carries a forward."""
     if isinstance(term, cst.Name):
         return term.value
     if isinstance(term, cst.BinaryOperation) and isinstance(term.operator, cst.Multiply):
         for side, other in ((term.left, term.right), (term.right, term.left)):
-            if isinstance(side, cst.Name) and isinstance(other, (cst.Integer, cst.Float, cst.Name, cst.Attribute)):
+            if (isinstance(side, cst.Name) and isinstance(other, (cst.Integer, cst.Float, cst.Name, cst.Attribute))
+                    and graph.forwards(side, before) and not graph.forwards(other, before)):
                 return side.value
     return None
 
@@ -357,12 +403,17 @@ def _fix(loop: TrainingLoop, graph: GraphFlow, backward: Event, definition: Defi
         return None
     chains: list[list[LoopStatement]] = []
     inline: dict[int, str] = {}  # id(term) -> the name a loss computed inline in the sum gets
+    tree = graph.facts.tree
+    if sum(1 for name in tree.find(backward.node, cst.Name) if name.value == definition.name) != 1:
+        return None  # `(loss / max(loss.item(), 1)).backward()`: the sum is read again
     for term in terms:
         if term.name is None:
             # `loss_fn(model_a(x), y) + loss_fn(model_b(x), y)`: the term is
             # its own forward; it gets a name and moves ahead as it is.
             if graph.reads(term.expression) & _bound_with_graphs(graph, terms, definition.position):
                 return None
+            if not tree.contains(definition.value, term.expression):
+                return None  # `a - b`'s `-b` is made here, not a part of the sum that can be renamed
             preferred = f"{definition.name}_{len(inline) + 1}"
             taken = set(loop.bound_names) | set(inline.values())
             name, index = preferred, 2
@@ -378,9 +429,17 @@ def _fix(loop: TrainingLoop, graph: GraphFlow, backward: Event, definition: Defi
     chained = {record.position for chain in chains for record in chain}
     if len(chained) != sum(len(chain) for chain in chains):
         return None  # two tasks share a statement
-    if any(definition.name in _written(r) for r in loop.body if definition.position < r.position < backward.position):
-        return None  # `loss = loss / k` after the sum: each task's backward would need that too
+    if any(_changes(graph, r, definition.name) for r in loop.body if definition.position < r.position < backward.position):
+        return None  # `loss = loss / k`, `loss.mul_(0.5)` after the sum: each task's backward would need that too
     first = min(chained | {definition.position})
+    # Each task's backward moves up to its loss: what else it reads (a weight, a divisor) must
+    # already hold the value it has at the original backward.
+    for term, chain in zip(terms, chains):
+        own = set().union(*(_written(record) for record in chain))
+        needed = (graph.reads(backward.statement) - {definition.name}) | graph.reads(term.expression)
+        if any(_written(r) & (needed - own) for r in loop.body
+               if first <= r.position < backward.position and r not in chain):
+            return None
     moved_clears: list[LoopStatement] = []
     between = [r for r in loop.body if first < r.position < backward.position and r.position not in chained
                and r.position != definition.position]
@@ -394,8 +453,9 @@ def _fix(loop: TrainingLoop, graph: GraphFlow, backward: Event, definition: Defi
             continue
         if kinds:
             return None
-        # The chains move up past this statement: none may need what it writes.
-        if _written(record) & chain_reads:
+        # The chains move up past this statement: none may need what it writes, and it may not
+        # draw random numbers (a forward with dropout would draw others) or act otherwise.
+        if _written(record) & chain_reads or not _calls_only_passable(graph, record):
             return None
     anchor = _statement_at(loop, first).statement
     edits: list[Edit] = [InsertBefore(anchor, record.statement) for record in moved_clears]
@@ -456,6 +516,28 @@ def _bound_with_graphs(graph: GraphFlow, terms: list[_Term], before: int) -> set
 
 def _statement_at(loop: TrainingLoop, position: int) -> LoopStatement:
     return loop.body[position]
+
+
+def _changes(graph: GraphFlow, record: LoopStatement, name: str) -> bool:
+    """`record` rebinds `name` or changes it in place (`name.mul_(0.5)`)."""
+    if name in _written(record):
+        return True
+    return any(isinstance(call.func, cst.Attribute) and call.func.attr.value.endswith("_")
+               and dotted_name(call.func.value) == name
+               for call in graph.facts.tree.find(record.statement, cst.Call))
+
+
+# Calls that draw no random number and run no model (by the last part of their name): a
+# statement holding only these may stay behind when a task's forward moves up past it.
+_PASSABLE_CALLS = PURE_CALLS | {
+    "print", "str", "repr", "format", "float", "round", "abs", "min", "max", "sum", "append", "item", "detach",
+    "cpu", "numpy", "tolist", "size", "dim", "numel", "argmax", "argmin", "eq", "ne", "mean", "long",
+    "info", "debug", "warning", "add_scalar", "set_postfix", "set_description"}
+
+
+def _calls_only_passable(graph: GraphFlow, record: LoopStatement) -> bool:
+    return all((call_name(call) or "").rsplit(".", 1)[-1] in _PASSABLE_CALLS
+               for call in graph.facts.tree.find(record.statement, cst.Call))
 
 
 def _written(record: LoopStatement) -> set[str]:

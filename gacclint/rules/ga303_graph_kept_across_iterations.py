@@ -6,8 +6,8 @@ import libcst as cst
 
 from gacclint.fixes.edits import Replace
 from gacclint.loops.graphs import GraphFlow
-from gacclint.loops.model import LoopStatement, TrainingLoop
-from gacclint.loops.vocabulary import code_of, dotted_name
+from gacclint.loops.model import EventKind, LoopStatement, TrainingLoop
+from gacclint.loops.vocabulary import call_name, code_of, dotted_name
 from gacclint.rules.base import Applicability, Finding, Fix, Invalid, Rule, Valid
 from gacclint.rules.common import atom
 
@@ -112,6 +112,16 @@ for step, (x, y) in enumerate(loader):
         total.backward()
         optimizer.step()
 """, "reset inside the loop, then backpropagated: the graph is meant to live for the window"),
+        Valid("""
+losses = []
+for step, (x, y) in enumerate(loader):
+    losses.append(loss_fn(model(x), y))
+    if (step + 1) % k == 0:
+        optimizer.zero_grad()
+        torch.stack(losses).mean().backward()
+        optimizer.step()
+        losses.clear()
+""", "the kept losses are backpropagated together, then emptied in place: their graphs are meant to live for the window"),
     ]
     INVALID = [
         Invalid("""
@@ -163,12 +173,32 @@ for step, (x, y) in enumerate(loader):
     optimizer.step()
     history[step] = loss.detach()
 """, why="a key that changes every iteration"),
+        Invalid("""
+feature_sum = 0
+for x, y in loader:
+    optimizer.zero_grad()
+    out = model(x)
+    loss = loss_fn(out, y)
+    loss.backward()
+    optimizer.step()
+    feature_sum += out.mean(0)
+""", fixed="""
+feature_sum = 0
+for x, y in loader:
+    optimizer.zero_grad()
+    out = model(x)
+    loss = loss_fn(out, y)
+    loss.backward()
+    optimizer.step()
+    feature_sum += out.mean(0).detach()
+""", why="a mean over one dimension is not one number: detached, not `.item()`"),
     ]
 
     def check(self, loop: TrainingLoop, model) -> Iterator[Finding]:
         graph = loop.graph
         if graph is None:
             return
+        backpropagated = _backpropagated(loop, graph)
         for record in loop.body:
             if record.without_grad or record.in_inner_loop:
                 continue
@@ -177,7 +207,10 @@ for step, (x, y) in enumerate(loader):
                 if found is None:
                     continue
                 node, container, value = found
-                item = isinstance(small, cst.AugAssign) and _starts_at_zero(model.facts, loop, container)
+                if container in backpropagated or container.split(".")[0] in backpropagated:
+                    continue  # `losses.append(loss)` ... `torch.stack(losses).mean().backward()`: kept for a backward
+                item = (isinstance(small, cst.AugAssign) and _starts_at_zero(model.facts, loop, container)
+                        and _scalar(graph, value, record.position))
                 replacement = cst.parse_expression(f"{atom(value)}.{'item' if item else 'detach'}()")
                 fix = Fix(Applicability.SAFE, f"Store `{code_of(replacement)}`", (Replace(value, replacement),))
                 yield self.finding(
@@ -217,6 +250,43 @@ def _stored(small: cst.BaseSmallStatement, record: LoopStatement, graph: GraphFl
             if graph.visibly_carries_graph(small.value, position):
                 return small, container, small.value
     return None
+
+
+def _backpropagated(loop: TrainingLoop, graph: GraphFlow) -> set[str]:
+    """Names whose values reach a backward of the loop, through the definitions in between."""
+    reached: set[str] = set()
+    pending = [name for event in loop.events if event.kind is EventKind.BACKWARD and event.loss is not None
+               for name in graph.reads(event.loss)]
+    while pending:
+        name = pending.pop()
+        if name not in reached:
+            reached.add(name)
+            for definition in graph.all_definitions(name):
+                pending.extend(graph.reads(definition.value))
+    return reached
+
+
+def _scalar(graph: GraphFlow, value: cst.BaseExpression, before: int, depth: int = 0) -> bool:
+    """`value` is visibly one number (so `.item()` reads it): a loss call, a `.mean()` or `.sum()`
+    of everything, a name holding one, or one times a plain number or a size."""
+    if depth > 8:
+        return False
+    if isinstance(value, cst.Name):
+        found = graph.definitions(value.value, before)
+        return len(found) == 1 and not found[0].unpacked and found[0].augmented is None and _scalar(
+            graph, found[0].value, found[0].position, depth + 1)
+    if isinstance(value, cst.Call):
+        if isinstance(value.func, cst.Attribute) and value.func.attr.value in {"mean", "sum"}:
+            return not value.args
+        return graph.is_loss_call(value) and not any(
+            arg.keyword is not None and arg.keyword.value == "reduction" for arg in value.args)
+    if isinstance(value, cst.BinaryOperation) and isinstance(value.operator, (cst.Multiply, cst.Divide)):
+        for side, other in ((value.left, value.right), (value.right, value.left)):
+            if _scalar(graph, side, before, depth + 1) and (
+                    isinstance(other, (cst.Integer, cst.Float))
+                    or isinstance(other, cst.Call) and (call_name(other) or "").rsplit(".", 1)[-1] in {"size", "len", "numel"}):
+                return True
+    return False
 
 
 def _outlives(graph: GraphFlow, container: str) -> bool:
