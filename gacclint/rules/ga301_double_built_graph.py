@@ -287,6 +287,16 @@ for x, y in loader:
     loss_a = crit(model_a(x), y)
     loss_b = crit(model_b(x), y)
     loss = loss_a + loss_b
+    loss *= 0.5
+    loss.backward()
+    optimizer.step()
+""", fixed=None, applicability=None, why="the sum is scaled after it is made: both graphs are still alive at the backward"),
+        Invalid("""
+for x, y in loader:
+    optimizer.zero_grad()
+    loss_a = crit(model_a(x), y)
+    loss_b = crit(model_b(x), y)
+    loss = loss_a + loss_b
     loss.mul_(0.5)
     loss.backward()
     optimizer.step()
@@ -334,6 +344,10 @@ for x, y in loader:
         name = dotted_name(value) if isinstance(value, (cst.Name, cst.Attribute)) else None
         if name is not None:
             found = graph.definitions(name, event.position)
+            # `loss *= 0.5` after the sum scales it: the sum is the definition before
+            while found and isinstance(found[-1].augmented, cst.AugAssign) and isinstance(
+                    found[-1].augmented.operator, (cst.MultiplyAssign, cst.DivideAssign)):
+                found = graph.definitions(name, found[-1].position)
             if len(found) != 1 or found[0].unpacked or found[0].augmented is not None:
                 return None
             definition = found[0]
