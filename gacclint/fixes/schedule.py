@@ -170,16 +170,17 @@ def floor_counted(tree: Tree, module: cst.Module, scheduler: str, k_text: str) -
     assigned = _assignments(tree, module)
     k_compact = "".join(k_text.split())
     for call in (v for v in assigned.get(scheduler, []) if isinstance(v, cst.Call)):
+        # Any argument: a length keyword, or a function of the step (`LambdaLR(opt, lambda s: 1 - s / total)`)
         for argument in call.args:
-            if argument.keyword is None or argument.keyword.value not in LENGTH_KEYWORDS:
-                continue
             pending, seen = [argument.value], 0
             while pending and seen < 8:
                 value = pending.pop()
                 seen += 1
                 compact = "".join(code_of(value).split())
                 if "len(" in compact and f"//{k_compact}" in compact:
-                    return argument.keyword.value
+                    if argument.keyword is not None:
+                        return argument.keyword.value
+                    return "lr_lambda" if isinstance(argument.value, cst.Lambda) else code_of(argument.value)
                 for node in _names(value):
                     pending.extend(assigned.get(dotted_name(node) or "", []))
     return None

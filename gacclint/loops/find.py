@@ -1032,7 +1032,7 @@ class _Builder:
             if len(positions) != 1:
                 continue
             init, per_pass = self._counter_init(name, frames)
-            found[name] = Counter(name, CounterSource.MANUAL, init, per_pass)
+            found[name] = Counter(name, CounterSource.MANUAL, init, per_pass, loop.body.body[positions[0]])
             self._increment_positions[id(loop), name] = positions[0]
         return found
 
@@ -1237,11 +1237,11 @@ class _Builder:
                 continue
             position = self._increment_positions.get((id(loop), name))
             if position is None or index is None or counter.first_value is None:
-                counters[name] = Counter(name, counter.source, None, counter.per_pass)
+                counters[name] = Counter(name, counter.source, None, counter.per_pass, counter.increment)
                 continue
             incremented_before = position < index
             first = counter.first_value + (1 if incremented_before else 0)
-            counters[name] = Counter(name, counter.source, first, counter.per_pass)
+            counters[name] = Counter(name, counter.source, first, counter.per_pass, counter.increment)
         return GuardContext(counters=counters, varying=context.varying, tree=context.tree, aliases=context.aliases)
 
     def _iterable(self, loop: LoopNode, function: cst.FunctionDef | None) -> IterableInfo:

@@ -58,6 +58,8 @@ class Counter:
     # True when the counter restarts with every pass over the iterable, so that
     # `counter + 1 == len(loader)` identifies the last micro-batch.
     per_pass: bool
+    # A manual counter's `counter += 1` statement: above it the counter reads one less.
+    increment: cst.CSTNode | None = None
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ import libcst as cst
 
 from gacclint.fixes.edits import Replace
 from gacclint.fixes.schedule import floor_counted
-from gacclint.loops.model import Boundary, EventKind, IterableKind, TrainingLoop
+from gacclint.loops.model import Boundary, EventKind, IterableKind, Scaling, TrainingLoop
 from gacclint.loops.vocabulary import code_of
 from gacclint.rules.base import Applicability, Finding, Fix, Invalid, Rule, Valid
 from gacclint.rules.common import divides_evenly
@@ -134,14 +134,9 @@ for i, (x, y) in enumerate(loader):
         continue
     optimizer.step()
     optimizer.zero_grad()
-""", fixed="""
-for i, (x, y) in enumerate(loader):
-    (loss_fn(model(x), y) / k).backward()
-    if (i + 1) % k != 0 and (i + 1) != len(loader):
-        continue
-    optimizer.step()
-    optimizer.zero_grad()
-""", why='a negated early continue: the step runs after it', also=('GA203',)),
+""", fixed=None, applicability=None,
+            why="a negated early continue: the step runs after it. No fix: the last window would be stepped with its "
+                "losses still divided by `k`, in a shape whose window GA203 cannot weight"),
         Invalid("""
 k = 4
 num_training_steps = epochs * (len(loader) // k)
@@ -195,6 +190,37 @@ for step, batch in enumerate(data, start=1):
         opt.step()
         opt.zero_grad()
 """, applicability=Applicability.UNSAFE, why="`data` might be an iterable without len()", also=("GA201",)),
+        Invalid("""
+total_steps = epochs * (len(loader) // k)
+scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1 - s / total_steps)
+for epoch in range(epochs):
+    for i, (x, y) in enumerate(loader):
+        (loss_fn(model(x), y) / k).backward()
+        if (i + 1) % k == 0:
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad()
+""", fixed="""
+total_steps = epochs * (len(loader) // k)
+scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1 - s / total_steps)
+for epoch in range(epochs):
+    for i, (x, y) in enumerate(loader):
+        (loss_fn(model(x), y) / k).backward()
+        if (i + 1) % k == 0 or (i + 1) == len(loader):
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad()
+""", applicability=Applicability.UNSAFE, why="the schedule's function counts `len // k` steps: one more would outrun it",
+            also=("GA203",)),
+        Invalid("""
+scale = 1.0 / k
+for i, (x, y) in enumerate(loader):
+    (loss_fn(model(x), y) * scale).backward()
+    if (i + 1) % k == 0:
+        optimizer.step()
+        optimizer.zero_grad()
+""", fixed=None, applicability=None,
+            why="the loss is scaled by a factor, not divided by the count: the added window's weight could not be read"),
     ]
 
     def check(self, loop: TrainingLoop, model) -> Iterator[Finding]:
@@ -224,6 +250,16 @@ for step, batch in enumerate(data, start=1):
             return None
         expression = boundary.expression
         assert expression is not None
+        # The window the clause adds is stepped with each loss scaled as before. A division by
+        # the count is then GA203's to weight, which it sees only in an `if` around the step;
+        # a scaling it cannot read (a helper's, `loss * scale`) would stay wrong unseen.
+        for event in loop.events:
+            flow = event.loss_flow
+            if event.kind is not EventKind.BACKWARD or flow is None or flow.scaling is not Scaling.SCALED:
+                continue
+            divided = any(d.divisor_text == boundary.k_text for d in flow.divisions)
+            if not flow.divisions or (divided and boundary.negated):
+                return None
         last = f"({counter.text} + 1)" if counter.first_value == 0 else counter.text
         if boundary.negated:
             clause = cst.parse_expression(f"{last} != {length}")

@@ -8,7 +8,7 @@ from gacclint.fixes.edits import InsertBefore, Replace
 from gacclint.fixes.statements import bound_before
 from gacclint.loops.model import Boundary, Division, TrainingLoop
 from gacclint.rules.base import Applicability, Finding, Fix, Invalid, Rule, Valid
-from gacclint.rules.common import atom, divides_evenly, fresh_name
+from gacclint.rules.common import atom, boundary_steps, divides_evenly, fresh_name
 
 
 class MisscaledFinalWindow(Rule):
@@ -166,6 +166,19 @@ for i, (x, y) in enumerate(loader, 1):
         scaler.update()
         opt.zero_grad()
 """, why="a counter from 1 and an inline division"),
+        Invalid("""
+for epoch in range(epochs):
+    step = 0
+    for x, y in loader:
+        loss = loss_fn(model(x), y) / k
+        loss.backward()
+        step += 1
+        if step % k == 0 or step == len(loader):
+            optimizer.step()
+            optimizer.zero_grad()
+""", fixed=None, applicability=None,
+            why="the counter is incremented between the division and the test: a window computed at the division "
+                "would read it one lower than the test does, so no fix"),
     ]
 
     def check(self, loop: TrainingLoop, model) -> Iterator[Finding]:
@@ -188,15 +201,24 @@ for i, (x, y) in enumerate(loader, 1):
                     yield self.finding(
                         f"the final partial window is stepped but its losses are still divided by `{boundary.k_text}`: "
                         f"that window counts `r / {boundary.k_text}` of the mean",
-                        division.operation, self._fix(loop, boundary, division))
+                        division.operation, self._fix(loop, variant, boundary, division, model.facts.tree))
 
-    def _fix(self, loop: TrainingLoop, boundary: Boundary, division: Division) -> Fix | None:
+    def _fix(self, loop: TrainingLoop, variant, boundary: Boundary, division: Division, tree) -> Fix | None:
         counter = boundary.counter
         length = loop.iterable.len_text
         if counter is None or not counter.per_pass or counter.first_value not in (0, 1) or length is None:
             return None
         if not isinstance(division.statement, cst.SimpleStatementLine):
             return None
+        if counter.increment is not None:
+            # The window is computed at the division from the counter's value at the test:
+            # `counter += 1` between them would shift it by one.
+            increment = tree.span(counter.increment)
+            at_division = tree.span(division.statement)
+            steps = [tree.span(step.event.statement) for step in boundary_steps(variant)]
+            if increment is None or at_division is None or None in steps or (
+                    at_division[0] < increment[0] and any(increment[0] < step[0] for step in steps)):
+                return None
         k = atom(boundary.k)
         position = counter.text if counter.first_value == 0 else f"({counter.text} - 1)"
         value = f"min({k}, {length} - ({position} // {k}) * {k})"
