@@ -134,9 +134,14 @@ for i, (x, y) in enumerate(loader):
         continue
     optimizer.step()
     optimizer.zero_grad()
-""", fixed=None, applicability=None,
-            why="a negated early continue: the step runs after it. No fix: the last window would be stepped with its "
-                "losses still divided by `k`, in a shape whose window GA203 cannot weight"),
+""", fixed="""
+for i, (x, y) in enumerate(loader):
+    (loss_fn(model(x), y) / k).backward()
+    if (i + 1) % k != 0 and (i + 1) != len(loader):
+        continue
+    optimizer.step()
+    optimizer.zero_grad()
+""", why='a negated early continue: the step runs after it', also=('GA203',)),
         Invalid("""
 k = 4
 num_training_steps = epochs * (len(loader) // k)
@@ -250,15 +255,14 @@ for i, (x, y) in enumerate(loader):
             return None
         expression = boundary.expression
         assert expression is not None
-        # The window the clause adds is stepped with each loss scaled as before. A division by
-        # the count is then GA203's to weight, which it sees only in an `if` around the step;
-        # a scaling it cannot read (a helper's, `loss * scale`) would stay wrong unseen.
+        # The window the clause adds is stepped with each loss scaled as before: a division by
+        # the count is then GA203's to weight, but a scaling it cannot read (a helper's,
+        # `loss * scale`) would stay wrong unseen.
         for event in loop.events:
             flow = event.loss_flow
             if event.kind is not EventKind.BACKWARD or flow is None or flow.scaling is not Scaling.SCALED:
                 continue
-            divided = any(d.divisor_text == boundary.k_text for d in flow.divisions)
-            if not flow.divisions or (divided and boundary.negated):
+            if not flow.divisions:
                 return None
         last = f"({counter.text} + 1)" if counter.first_value == 0 else counter.text
         if boundary.negated:

@@ -11,6 +11,15 @@ from gacclint.rules.base import Applicability, Finding, Fix, Invalid, Rule, Vali
 from gacclint.rules.common import atom, boundary_steps, divides_evenly, fresh_name
 
 
+
+def _divides_by_count(division: Division, boundary: Boundary, loop: TrainingLoop, facts) -> bool:
+    """The division is by the boundary's count: the same text, or, where the count was read from
+    literals (`k = 4` with `(i + 1) % k != 0 and ...: continue`), the same value."""
+    if division.divisor_text == boundary.k_text:
+        return True
+    return boundary.k_literal is not None and facts.evaluate_int(
+        division.divisor, division.statement, loop.function) == boundary.k_literal
+
 class MisscaledFinalWindow(Rule):
     """
     ## What it does
@@ -179,6 +188,24 @@ for epoch in range(epochs):
 """, fixed=None, applicability=None,
             why="the counter is incremented between the division and the test: a window computed at the division "
                 "would read it one lower than the test does, so no fix"),
+        Invalid("""
+k = 4
+for i, (x, y) in enumerate(loader):
+    (loss_fn(model(x), y) / k).backward()
+    if (i + 1) % k != 0 and (i + 1) != len(loader):
+        continue
+    optimizer.step()
+    optimizer.zero_grad()
+""", fixed="""
+k = 4
+for i, (x, y) in enumerate(loader):
+    window = min(k, len(loader) - (i // k) * k)
+    (loss_fn(model(x), y) / window).backward()
+    if (i + 1) % k != 0 and (i + 1) != len(loader):
+        continue
+    optimizer.step()
+    optimizer.zero_grad()
+""", why="the end-of-data clause of a negated early continue; the count is read from `k = 4`"),
     ]
 
     def check(self, loop: TrainingLoop, model) -> Iterator[Finding]:
@@ -195,12 +222,12 @@ for epoch in range(epochs):
                 if flow is None:
                     continue
                 for division in flow.divisions:
-                    if division.divisor_text != boundary.k_text or id(division.operation) in reported:
+                    if not _divides_by_count(division, boundary, loop, model.facts) or id(division.operation) in reported:
                         continue
                     reported.add(id(division.operation))
                     yield self.finding(
-                        f"the final partial window is stepped but its losses are still divided by `{boundary.k_text}`: "
-                        f"that window counts `r / {boundary.k_text}` of the mean",
+                        f"the final partial window is stepped but its losses are still divided by `{division.divisor_text}`: "
+                        f"that window counts `r / {division.divisor_text}` of the mean",
                         division.operation, self._fix(loop, variant, boundary, division, model.facts.tree))
 
     def _fix(self, loop: TrainingLoop, variant, boundary: Boundary, division: Division, tree) -> Fix | None:
@@ -219,7 +246,7 @@ for epoch in range(epochs):
             if increment is None or at_division is None or None in steps or (
                     at_division[0] < increment[0] and any(increment[0] < step[0] for step in steps)):
                 return None
-        k = atom(boundary.k)
+        k = atom(division.divisor)  # the count as the division spells it
         position = counter.text if counter.first_value == 0 else f"({counter.text} - 1)"
         value = f"min({k}, {length} - ({position} // {k}) * {k})"
         # A window size the loop already binds before the division (a fix of
