@@ -226,6 +226,14 @@ for i, (x, y) in enumerate(loader):
         optimizer.zero_grad()
 """, fixed=None, applicability=None,
             why="the loss is scaled by a factor, not divided by the count: the added window's weight could not be read"),
+        Invalid("""
+for i, (x, y) in enumerate(loader, 1):
+    (loss_fn(model(x), y) / k).backward()
+    if i % k == k - 1:
+        optimizer.step()
+        optimizer.zero_grad()
+""", fixed=None, applicability=None, also=("GA104",),
+            why="the boundary is off by one (GA104): windows added for it would be out of phase, so no fix until it is"),
     ]
 
     def check(self, loop: TrainingLoop, model) -> Iterator[Finding]:
@@ -255,6 +263,8 @@ for i, (x, y) in enumerate(loader):
             return None
         expression = boundary.expression
         assert expression is not None
+        if boundary.first_window in ("1", "k-1"):
+            return None  # off by one (GA104): windows computed for this boundary would be out of phase
         # The window the clause adds is stepped with each loss scaled as before: a division by
         # the count is then GA203's to weight, but a scaling it cannot read (a helper's,
         # `loss * scale`) would stay wrong unseen.
