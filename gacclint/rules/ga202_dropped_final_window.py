@@ -15,6 +15,30 @@ _FINITE = {IterableKind.LOADER, IterableKind.RANGE, IterableKind.LIST, IterableK
 _SAFE_TO_MEASURE = {IterableKind.LOADER, IterableKind.RANGE, IterableKind.LIST}
 
 
+
+def _reads_count(loop: TrainingLoop, event, boundary: Boundary, model) -> bool:
+    """The backward's loss reads the accumulation count, directly or through the names it is
+    computed from (the loop's assignments, then the module's), a few steps deep."""
+    graph = loop.graph
+    if graph is None:
+        return True  # nothing to read the loss's making from: assume the worst
+    count = boundary.k_text
+    pending, seen = [(event.loss, 0)], set()
+    while pending:
+        node, depth = pending.pop()
+        for name in graph.reads(node):
+            if name == count or name.split(".")[0] == count.split(".")[0] and "." not in count:
+                return True
+            if name in seen or depth >= 4:
+                continue
+            seen.add(name)
+            values = [d.value for d in graph.all_definitions(name)]
+            binding = model.facts.latest_binding(name, loop.node, loop.function)
+            if binding is not None:
+                values.append(binding.value)
+            pending.extend((value, depth + 1) for value in values)
+    return False
+
 class DroppedFinalWindow(Rule):
     """
     ## What it does
@@ -266,13 +290,13 @@ for i, (x, y) in enumerate(loader, 1):
         if boundary.first_window in ("1", "k-1"):
             return None  # off by one (GA104): windows computed for this boundary would be out of phase
         # The window the clause adds is stepped with each loss scaled as before: a division by
-        # the count is then GA203's to weight, but a scaling it cannot read (a helper's,
-        # `loss * scale`) would stay wrong unseen.
+        # the count is then GA203's to weight, but a scaling by the count that it cannot read
+        # (`loss * scale` with `scale = 1 / k`, `compute_loss(x, y, k)`) would stay wrong unseen.
         for event in loop.events:
             flow = event.loss_flow
             if event.kind is not EventKind.BACKWARD or flow is None or flow.scaling is not Scaling.SCALED:
                 continue
-            if not flow.divisions:
+            if not flow.divisions and event.loss is not None and _reads_count(loop, event, boundary, self._model):
                 return None
         last = f"({counter.text} + 1)" if counter.first_value == 0 else counter.text
         if boundary.negated:
