@@ -133,3 +133,18 @@ def same_block_after(variant: LoopVariant, anchor: ResolvedEvent, kinds: set[Eve
                 and switches_of(later.event) == switches_of(anchor.event)):
             found.append(later)
     return found
+
+
+def backpropagated_names(loop: TrainingLoop, graph) -> set[str]:
+    """Names whose values reach a backward of the loop (gacclint/loops/graphs.py's GraphFlow
+    `graph`), through the definitions in between."""
+    reached: set[str] = set()
+    pending = [name for event in loop.events if event.kind is EventKind.BACKWARD and event.loss is not None
+               for name in graph.reads(event.loss)]
+    while pending:
+        name = pending.pop()
+        if name not in reached:
+            reached.add(name)
+            for definition in graph.all_definitions(name):
+                pending.extend(graph.reads(definition.value))
+    return reached

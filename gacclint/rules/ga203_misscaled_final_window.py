@@ -6,7 +6,8 @@ import libcst as cst
 
 from gacclint.fixes.edits import InsertBefore, Replace
 from gacclint.fixes.statements import bound_before
-from gacclint.loops.model import Boundary, Division, TrainingLoop
+from gacclint.loops.model import Boundary, Division, LoopVariant, TrainingLoop
+from gacclint.loops.tree import Tree
 from gacclint.rules.base import Applicability, Finding, Fix, Invalid, Rule, Valid
 from gacclint.rules.common import atom, boundary_steps, divides_evenly, fresh_name
 
@@ -230,7 +231,8 @@ for i, (x, y) in enumerate(loader):
                         f"that window counts `r / {division.divisor_text}` of the mean",
                         division.operation, self._fix(loop, variant, boundary, division, model.facts.tree))
 
-    def _fix(self, loop: TrainingLoop, variant, boundary: Boundary, division: Division, tree) -> Fix | None:
+    def _fix(self, loop: TrainingLoop, variant: LoopVariant, boundary: Boundary, division: Division,
+             tree: Tree) -> Fix | None:
         counter = boundary.counter
         length = loop.iterable.len_text
         if counter is None or not counter.per_pass or counter.first_value not in (0, 1) or length is None:

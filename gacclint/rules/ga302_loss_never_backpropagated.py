@@ -6,9 +6,10 @@ import libcst as cst
 
 from gacclint.fixes.edits import Replace
 from gacclint.loops.graphs import GraphFlow
-from gacclint.loops.model import EventKind, GuardKind, ResolvedEvent, TrainingLoop
+from gacclint.loops.model import GuardKind, ResolvedEvent, TrainingLoop
 from gacclint.loops.vocabulary import dotted_name
 from gacclint.rules.base import Applicability, Finding, Fix, Invalid, Rule, Valid
+from gacclint.rules.common import backpropagated_names
 
 
 class LossNeverBackpropagated(Rule):
@@ -162,18 +163,7 @@ def _loss_name(backward: ResolvedEvent) -> str | None:
 
 def _orphans(loop: TrainingLoop, graph: GraphFlow, before: int) -> list[tuple[str, int]]:
     """Losses of this iteration that carry a graph and reach no backward, with where they are set."""
-    reached: set[str] = set()
-    pending: list[str] = []
-    for event in loop.events:
-        if event.kind is EventKind.BACKWARD and event.loss is not None:
-            pending.extend(graph.reads(event.loss))
-    while pending:
-        name = pending.pop()
-        if name in reached:
-            continue
-        reached.add(name)
-        for definition in graph.all_definitions(name):
-            pending.extend(graph.reads(definition.value))
+    reached = backpropagated_names(loop, graph)
     found = []
     for record in loop.body:
         if record.position >= before or record.without_grad or record.in_inner_loop:

@@ -6,10 +6,10 @@ import libcst as cst
 
 from gacclint.fixes.edits import Replace
 from gacclint.loops.graphs import GraphFlow
-from gacclint.loops.model import EventKind, LoopStatement, TrainingLoop
+from gacclint.loops.model import LoopStatement, TrainingLoop
 from gacclint.loops.vocabulary import call_name, code_of, dotted_name
 from gacclint.rules.base import Applicability, Finding, Fix, Invalid, Rule, Valid
-from gacclint.rules.common import atom
+from gacclint.rules.common import atom, backpropagated_names
 
 _GROWING_METHODS = {"append", "extend", "insert", "add"}
 
@@ -198,7 +198,7 @@ for x, y in loader:
         graph = loop.graph
         if graph is None:
             return
-        backpropagated = _backpropagated(loop, graph)
+        backpropagated = backpropagated_names(loop, graph)
         for record in loop.body:
             if record.without_grad or record.in_inner_loop:
                 continue
@@ -250,20 +250,6 @@ def _stored(small: cst.BaseSmallStatement, record: LoopStatement, graph: GraphFl
             if graph.visibly_carries_graph(small.value, position):
                 return small, container, small.value
     return None
-
-
-def _backpropagated(loop: TrainingLoop, graph: GraphFlow) -> set[str]:
-    """Names whose values reach a backward of the loop, through the definitions in between."""
-    reached: set[str] = set()
-    pending = [name for event in loop.events if event.kind is EventKind.BACKWARD and event.loss is not None
-               for name in graph.reads(event.loss)]
-    while pending:
-        name = pending.pop()
-        if name not in reached:
-            reached.add(name)
-            for definition in graph.all_definitions(name):
-                pending.extend(graph.reads(definition.value))
-    return reached
 
 
 def _scalar(graph: GraphFlow, value: cst.BaseExpression, before: int, depth: int = 0) -> bool:
