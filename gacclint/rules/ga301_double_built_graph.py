@@ -450,9 +450,10 @@ def _fix(loop: TrainingLoop, graph: GraphFlow, backward: Event, definition: Defi
     # already hold the value it has at the original backward.
     for term, chain in zip(terms, chains):
         own = set().union(*(_written(record) for record in chain))
+        moved = {record.position for record in chain}
         needed = (graph.reads(backward.statement) - {definition.name}) | graph.reads(term.expression)
         if any(_written(r) & (needed - own) for r in loop.body
-               if first <= r.position < backward.position and r not in chain):
+               if first <= r.position < backward.position and r.position not in moved):
             return None
     moved_clears: list[LoopStatement] = []
     between = [r for r in loop.body if first < r.position < backward.position and r.position not in chained
