@@ -69,6 +69,23 @@ class Definition:
     unpacked: bool = False  # `a, b = model(x)`
     augmented: cst.AugAssign | None = None  # `total += loss`
 
+    @property
+    def adds_to_itself(self) -> bool:
+        """`total += v`, `total *= w`, or `total = total + v`: the name's new value is built
+        on what it held, so it lives on from one iteration to the next."""
+        return self.augmented is not None or (not self.unpacked and addend(self.name, self.value) is not None)
+
+
+def addend(name: str, value: cst.BaseExpression) -> cst.BaseExpression | None:
+    """What `name = name + v` (or `name = v + name`) adds to `name`: `v`; None for any other value."""
+    if not isinstance(value, cst.BinaryOperation) or not isinstance(value.operator, cst.Add):
+        return None
+    if dotted_name(value.left) == name:
+        return value.right
+    if dotted_name(value.right) == name:
+        return value.left
+    return None
+
 
 def _paired(target: cst.BaseExpression, value: cst.BaseExpression) -> list[tuple[str, cst.BaseExpression]] | None:
     if not (isinstance(target, (cst.Tuple, cst.List)) and isinstance(value, (cst.Tuple, cst.List))):

@@ -5,7 +5,7 @@ from typing import Iterator
 import libcst as cst
 
 from gacclint.fixes.edits import Replace
-from gacclint.loops.graphs import GraphFlow
+from gacclint.loops.graphs import GraphFlow, addend
 from gacclint.loops.model import LoopStatement, TrainingLoop
 from gacclint.loops.vocabulary import call_name, code_of, dotted_name
 from gacclint.rules.base import Applicability, Finding, Fix, Invalid, Rule, Valid
@@ -19,8 +19,8 @@ class GraphKeptAcrossIterations(Rule):
     ## What it does
     Checks for a tensor that carries an autograd graph (a loss, a model
     output) being accumulated into something that outlives the iteration and
-    grows with it: `total += loss`, `losses.append(loss)`, `history[step] =
-    out`.
+    grows with it: `total += loss`, `total = total + loss`,
+    `losses.append(loss)`, `history[step] = out`.
 
     ## Why is this bad?
     The stored tensor keeps its whole graph reachable, so every iteration's
@@ -113,6 +113,16 @@ for step, (x, y) in enumerate(loader):
         optimizer.step()
 """, "reset inside the loop, then backpropagated: the graph is meant to live for the window"),
         Valid("""
+for step, (x, y) in enumerate(loader):
+    if step % k == 0:
+        total = 0
+    total = total + loss_fn(model(x), y)
+    if (step + 1) % k == 0:
+        optimizer.zero_grad()
+        total.backward()
+        optimizer.step()
+""", "rebuilt from itself, but reset inside the loop and backpropagated: a window's graph, meant to live"),
+        Valid("""
 losses = []
 for step, (x, y) in enumerate(loader):
     losses.append(loss_fn(model(x), y))
@@ -141,6 +151,27 @@ for x, y in loader:
     optimizer.step()
     total_loss += loss.item()
 """),
+        Invalid("""
+epoch_loss = 0
+seen = []
+for x, y in loader:
+    optimizer.zero_grad()
+    loss = loss_fn(model(x), y)
+    loss.backward()
+    optimizer.step()
+    epoch_loss = epoch_loss + loss
+    seen = seen + [loss]
+""", fixed="""
+epoch_loss = 0
+seen = []
+for x, y in loader:
+    optimizer.zero_grad()
+    loss = loss_fn(model(x), y)
+    loss.backward()
+    optimizer.step()
+    epoch_loss = epoch_loss + loss.item()
+    seen = seen + [loss.detach()]
+""", why="a sum or a list rebuilt from itself every iteration keeps every graph, as `+=` does"),
         Invalid("""
 for x, y in loader:
     optimizer.zero_grad()
@@ -209,7 +240,7 @@ for x, y in loader:
                 node, container, value = found
                 if container in backpropagated or container.split(".")[0] in backpropagated:
                     continue  # `losses.append(loss)` ... `torch.stack(losses).mean().backward()`: kept for a backward
-                item = (isinstance(small, cst.AugAssign) and _starts_at_zero(model.facts, loop, container)
+                item = (isinstance(small, (cst.AugAssign, cst.Assign)) and _starts_at_zero(model.facts, loop, container)
                         and _scalar(graph, value, record.position))
                 replacement = cst.parse_expression(f"{atom(value)}.{'item' if item else 'detach'}()")
                 fix = Fix(Applicability.SAFE, f"Store `{code_of(replacement)}`", (Replace(value, replacement),))
@@ -240,6 +271,14 @@ def _stored(small: cst.BaseSmallStatement, record: LoopStatement, graph: GraphFl
         return None
     if isinstance(small, cst.Assign) and len(small.targets) == 1:
         target = small.targets[0].target
+        container = dotted_name(target)
+        added = addend(container, small.value) if container else None
+        if added is not None:  # `total = total + loss`, `losses = losses + [loss]`
+            if isinstance(added, cst.List) and len(added.elements) == 1 and isinstance(added.elements[0], cst.Element):
+                added = added.elements[0].value
+            if _outlives(graph, container) and graph.visibly_carries_graph(added, position):
+                return small, container, added
+            return None
         if isinstance(target, cst.Subscript) and len(target.slice) == 1:
             container = dotted_name(target.value)
             key = target.slice[0].slice
@@ -278,8 +317,8 @@ def _scalar(graph: GraphFlow, value: cst.BaseExpression, before: int, depth: int
 def _outlives(graph: GraphFlow, container: str) -> bool:
     """Never rebound in the loop body: it lives across iterations."""
     root = container.split(".")[0]
-    return not any(d.augmented is None for d in graph.all_definitions(container)) and (
-        root == "self" or not any(d.augmented is None for d in graph.all_definitions(root)))
+    return all(d.adds_to_itself for d in graph.all_definitions(container)) and (
+        root == "self" or all(d.adds_to_itself for d in graph.all_definitions(root)))
 
 
 def _starts_at_zero(facts, loop: TrainingLoop, container: str) -> bool:
