@@ -78,12 +78,21 @@ class ModuleFacts:
             return self.framework_counts[text]
         if self._asks_deepspeed_count(node):
             return "deepspeed"
+        if type(node) is cst.Attribute and node.attr.value == "gradient_accumulation_steps" and self._builds_accelerator(
+                dotted_name(node.value)):
+            return "accelerate"  # `accelerator.gradient_accumulation_steps`: the count its backward divides by
         name = dotted_name(node)
         if name is None or depth > 4:
             return None
         bindings = [b for b in self.bindings.get(name, []) if b.tuple_index is None]
         found = {self.framework_count(b.value, depth + 1) for b in bindings}
         return found.pop() if len(found) == 1 else None
+
+    def _builds_accelerator(self, name: str | None) -> bool:
+        """`name` is only ever bound to an `Accelerator(...)`."""
+        bound = [b.value for b in self.bindings.get(name, ()) if b.tuple_index is None] if name else []
+        return bool(bound) and all(
+            type(value) is cst.Call and (call_name(value) or "").rpartition(".")[2] == "Accelerator" for value in bound)
 
     def _asks_deepspeed_count(self, node: cst.BaseExpression) -> bool:
         """`engine.gradient_accumulation_steps()` of a DeepSpeed engine, or the

@@ -6,7 +6,7 @@ import libcst as cst
 
 from gacclint.fixes.edits import Edit, Remove, Replace
 from gacclint.loops.model import ConditionKind, Division, DivisionForm, Event, EventKind, TrainingLoop
-from gacclint.loops.vocabulary import code_of
+from gacclint.loops.vocabulary import code_of, dotted_name
 from gacclint.rules.base import Applicability, Finding, Fix, Invalid, Rule, Valid
 
 
@@ -18,7 +18,9 @@ class DoubleScaledLoss(Rule):
     gradient accumulation on (inside `accumulate()`, or an `Accelerator` built
     with `gradient_accumulation_steps`), or a DeepSpeed engine's `backward`.
     The divisor must visibly be that framework's count (the value handed to
-    `Accelerator(gradient_accumulation_steps=...)`, a DeepSpeed config's
+    `Accelerator(gradient_accumulation_steps=...)`, the accelerator's own
+    `gradient_accumulation_steps` (which its `backward` divides by, wherever
+    it was set, so any accelerator division by it counts), a DeepSpeed config's
     `"gradient_accumulation_steps"` or that entry read back from the
     configuration the engine was built with, the engine's own
     `gradient_accumulation_steps()`, also behind accelerate) or the loop's own
@@ -64,6 +66,18 @@ class DoubleScaledLoss(Rule):
     VALID = [
         Valid("""
 accelerator = Accelerator()
+model, optimizer = accelerator.prepare(model, optimizer)
+k = accelerator.gradient_accumulation_steps
+for it in range(max_iters):
+    for micro_step in range(k):
+        x, y = get_batch("train")
+        loss = model(x, y) / k
+        loss.backward()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+""", "the accelerator's count, but the tensor's own backward: the manual division is the only one"),
+        Valid("""
+accelerator = Accelerator()
 for step, batch in enumerate(loader):
     loss = model(**batch).loss / args.gradient_accumulation_steps
     accelerator.backward(loss)
@@ -96,6 +110,41 @@ for batch in loader:
 """, "`scale_wrt_gas=False`: the engine leaves the loss as it is, the manual division is the only one"),
     ]
     INVALID = [
+        Invalid("""
+def train(accelerator, model, optimizer, loader):
+    for batch in loader:
+        with accelerator.accumulate(model):
+            loss = model(**batch).loss
+            loss = loss / accelerator.gradient_accumulation_steps
+            accelerator.backward(loss)
+            optimizer.step()
+            optimizer.zero_grad()
+""", fixed="""
+def train(accelerator, model, optimizer, loader):
+    for batch in loader:
+        with accelerator.accumulate(model):
+            loss = model(**batch).loss
+            accelerator.backward(loss)
+            optimizer.step()
+            optimizer.zero_grad()
+""", why="the accelerator's own count, asked of the object whose backward divides by it"),
+        Invalid("""
+accelerator = Accelerator()
+model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+for batch in loader:
+    loss = model(**batch).loss
+    accelerator.backward(loss / accelerator.gradient_accumulation_steps)
+    optimizer.step()
+    optimizer.zero_grad()
+""", fixed="""
+accelerator = Accelerator()
+model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+for batch in loader:
+    loss = model(**batch).loss
+    accelerator.backward(loss)
+    optimizer.step()
+    optimizer.zero_grad()
+""", why="`accelerator.backward` divides by the accelerator's count wherever it was set (a config file, the environment)"),
         Invalid("""
 accelerator = Accelerator(gradient_accumulation_steps=gradient_accumulation_steps)
 for batch in loader:
@@ -190,7 +239,8 @@ for batch in loader:
             counts = {code_of(b.k).strip() for _, b in _boundaries(loop)}
             for division in event.loss_flow.divisions:
                 # the framework's own count, or the loop's boundary count (the same window)
-                if model.facts.framework_count(division.divisor) is None and division.divisor_text.strip() not in counts:
+                if (model.facts.framework_count(division.divisor) is None and not _owners_count(division.divisor, event)
+                        and division.divisor_text.strip() not in counts):
                     continue
                 yield self.finding(
                     f"the loss is divided by `{division.divisor_text}` by hand and again by {framework}: "
@@ -210,7 +260,8 @@ def _dividing_framework(event: Event, loop: TrainingLoop, facts) -> str | None:
     if event.framework in {"accelerate", "deepspeed"} and any(facts.framework_count(d) == "deepspeed" for d in divisors):
         return "the DeepSpeed engine"
     if event.framework == "accelerate":
-        if facts.accelerator_gas or any(".accumulate(" in context for context in event.contexts):
+        if facts.accelerator_gas or any(".accumulate(" in context for context in event.contexts) or any(
+                facts.framework_count(d) == "accelerate" or _owners_count(d, event) for d in divisors):
             return "`accelerator.backward`"
         return None
     if event.framework == "deepspeed":
@@ -220,6 +271,15 @@ def _dividing_framework(event: Event, loop: TrainingLoop, facts) -> str | None:
         if engine_steps and all(c.kind is ConditionKind.SWITCH for e in engine_steps for c in e.conditions):
             return "the DeepSpeed engine"
     return None
+
+
+def _owners_count(divisor: cst.BaseExpression, event: Event) -> bool:
+    """`accelerator.backward(loss / accelerator.gradient_accumulation_steps)`: the count of the very
+    object whose backward divides by it, however that object was made."""
+    call = event.node
+    return (type(divisor) is cst.Attribute and divisor.attr.value == "gradient_accumulation_steps"
+            and isinstance(call, cst.Call) and isinstance(call.func, cst.Attribute)
+            and dotted_name(divisor.value) is not None and dotted_name(divisor.value) == dotted_name(call.func.value))
 
 
 def _fix(division: Division) -> Fix | None:
