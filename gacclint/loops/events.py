@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 import libcst as cst
 
 from gacclint.gate import BACKWARD_METHODS, STEP_METHODS
@@ -32,6 +33,7 @@ class RawEvent:
     loss: cst.BaseExpression | None = None
     via_scaler: str | None = None
     retain_graph: bool = False
+    by_helper: bool = False  # a call of a same-module function whose body clears
 
 
 _CLIP_NAMES = {"clip_grad_norm_", "clip_grad_value_", "clip_grad_norm", "clip_grad_value", "clip_gradients", "clip_grad_norm_fp32"}
@@ -57,7 +59,29 @@ def is_grad_reference(node: cst.BaseExpression) -> bool:
     return bool(text) and (text.endswith(".grad") or text.endswith(".grad.data"))
 
 
-def events_in(statement: cst.CSTNode, facts: ModuleFacts, clear_helpers: set[str]) -> list[RawEvent]:
+class ClearedParameter(NamedTuple):
+    """The parameter of a same-module helper that every call of it clears (`def reset(opt):
+    opt.zero_grad()`): its name, and its place among the arguments a call passes (after `self`)."""
+
+    name: str
+    index: int
+
+
+def _helper_receiver(call: cst.Call, cleared: ClearedParameter | None) -> str | None:
+    """The text of what a call of a clearing helper clears: the argument for its cleared parameter."""
+    if cleared is None:
+        return None
+    for arg in call.args:
+        if arg.keyword is not None and arg.keyword.value == cleared.name:
+            return code_of(arg.value)
+    positional = [arg for arg in call.args if arg.keyword is None]
+    if any(arg.star for arg in positional[:cleared.index + 1]) or len(positional) <= cleared.index:
+        return None
+    return code_of(positional[cleared.index].value)
+
+
+def events_in(statement: cst.CSTNode, facts: ModuleFacts,
+              clear_helpers: dict[str, ClearedParameter | None]) -> list[RawEvent]:
     events: list[RawEvent] = []
     for node in facts.tree.find(statement, cst.Call, cst.Assign, cst.AugAssign, enter_scopes=False):
         if clear_helpers and _names_a_helper(node, clear_helpers):
@@ -77,7 +101,7 @@ def _plain_event(node: cst.CSTNode, facts: ModuleFacts) -> RawEvent | None:
     known = memo.get(id(node))
     if known is not None and known[0] is node:
         return known[1]  # type: ignore[return-value]
-    event = _classify(node, facts, set())
+    event = _classify(node, facts, {})
     memo[id(node)] = (node, event)
     return event
 
@@ -96,7 +120,7 @@ def plain_clears(facts: ModuleFacts) -> list[cst.CSTNode]:
             if (event := _plain_event(node, facts)) is not None and event.kind is EventKind.CLEAR]
 
 
-def _names_a_helper(node: cst.CSTNode, clear_helpers: set[str]) -> bool:
+def _names_a_helper(node: cst.CSTNode, clear_helpers: dict[str, ClearedParameter | None]) -> bool:
     """`helper(...)` or `self.helper(...)` for one of `clear_helpers`: the only calls that
     `_classify` reads differently when it knows the helpers."""
     # Exact types, as in `_classify`.
@@ -116,7 +140,8 @@ def _keyword(call: cst.Call, name: str) -> cst.BaseExpression | None:
     return None
 
 
-def _classify(node: cst.CSTNode, facts: ModuleFacts, clear_helpers: set[str]) -> RawEvent | None:
+def _classify(node: cst.CSTNode, facts: ModuleFacts,
+              clear_helpers: dict[str, ClearedParameter | None]) -> RawEvent | None:
     # Run on every call and assignment of the module: exact types (`events_in` finds only
     # these three, and none has subclasses) spare `isinstance` its ABC machinery.
     node_type = type(node)
@@ -136,7 +161,8 @@ def _classify(node: cst.CSTNode, facts: ModuleFacts, clear_helpers: set[str]) ->
     func_type = type(func)
     if func_type is cst.Name:
         if func.value in clear_helpers:
-            return RawEvent(EventKind.CLEAR, node, receiver=None)
+            return RawEvent(EventKind.CLEAR, node, receiver=_helper_receiver(node, clear_helpers[func.value]),
+                            by_helper=True)
         if func.value in _CLIP_NAMES:
             return RawEvent(EventKind.CLIP, node)
         return None
@@ -146,7 +172,7 @@ def _classify(node: cst.CSTNode, facts: ModuleFacts, clear_helpers: set[str]) ->
     owner = func.value
     if method not in _EVENT_METHODS:  # what follows reads no other method: spare the owner's text
         if isinstance(owner, cst.Name) and owner.value == "self" and method in clear_helpers:
-            return RawEvent(EventKind.CLEAR, node, receiver=None)
+            return RawEvent(EventKind.CLEAR, node, receiver=_helper_receiver(node, clear_helpers[method]), by_helper=True)
         return None
     owner_text = code_of(owner)
     if method == "backward":
@@ -182,7 +208,7 @@ def _classify(node: cst.CSTNode, facts: ModuleFacts, clear_helpers: set[str]) ->
     if method == "update" and looks_like_scaler(owner_text):
         return RawEvent(EventKind.SCALER_UPDATE, node, via_scaler=owner_text)
     if isinstance(owner, cst.Name) and owner.value == "self" and method in clear_helpers:
-        return RawEvent(EventKind.CLEAR, node, receiver=None)
+        return RawEvent(EventKind.CLEAR, node, receiver=_helper_receiver(node, clear_helpers[method]), by_helper=True)
     return None
 
 

@@ -11,7 +11,7 @@ from typing import NamedTuple, Sequence
 import libcst as cst
 
 from gacclint.gate import BACKWARD_METHODS, STEP_METHODS
-from gacclint.loops.events import events_in, plain_clears, wraps_model
+from gacclint.loops.events import ClearedParameter, events_in, plain_clears, wraps_model
 from gacclint.loops.events import (
     DDP_CONSTRUCTORS,
     scaler_disabled,
@@ -296,9 +296,10 @@ class _Builder:
             for _, _, child_block in _blocks_of(statement):
                 self.walk_block(child_block, frames, statement, inner_functions)
 
-    def _clear_helpers(self) -> set[str]:
-        """Functions of this module whose body clears gradients (RULES.md, *clear*)."""
-        helpers: set[str] = set()
+    def _clear_helpers(self) -> dict[str, ClearedParameter | None]:
+        """Functions of this module whose body clears gradients (RULES.md, *clear*), each with
+        the parameter whose optimizer or model every call clears, when that is visible."""
+        helpers: dict[str, ClearedParameter | None] = {}
         # The module's clears are few: each function asks whether its own body (not a def,
         # class or lambda within) holds one, instead of reading every event of its body.
         tree = self.facts.tree
@@ -308,8 +309,32 @@ class _Builder:
             for func in defs:
                 if _holds_any(tree, numbers, func.body) and any(
                         tree.contains(func.body, node, enter_scopes=False) for node in clears):
-                    helpers.add(name)
+                    helpers[name] = None
+            if name in helpers:
+                cleared = {self._cleared_parameter(func, clears) for func in defs}
+                helpers[name] = cleared.pop() if len(cleared) == 1 else None
         return helpers
+
+    def _cleared_parameter(self, func: cst.FunctionDef, clears: list[cst.CSTNode]) -> ClearedParameter | None:
+        """`def reset(opt): opt.zero_grad()`: the parameter every run of `func` clears, by a
+        `.zero_grad()` among the body's own top-level statements (no `if`, loop or `try`
+        around it) on a parameter the body never rebinds."""
+        parameters = [p.name.value for p in func.params.params]
+        for statement in func.body.body:
+            if not isinstance(statement, cst.SimpleStatementLine):
+                continue
+            for small in statement.body:
+                call = small.value if isinstance(small, cst.Expr) else None
+                if not (isinstance(call, cst.Call) and any(call is node for node in clears)
+                        and isinstance(call.func, cst.Attribute) and isinstance(call.func.value, cst.Name)):
+                    continue
+                name = call.func.value.value
+                if name in parameters and name != "self" and not any(
+                        b.scope is func for b in self.facts.bindings.get(name, ())):
+                    index = parameters.index(name)
+                    method = bool(parameters) and parameters[0] == "self"
+                    return ClearedParameter(name, index - 1 if method else index)
+        return None
 
     def _statement_events(self, statement: cst.CSTNode) -> list:
         """`events_in` of one statement, read once: the loop model, its program and the
@@ -1184,7 +1209,7 @@ class _Builder:
                     receiver=raw.receiver, framework=raw.framework, loss=raw.loss, loss_flow=flow,
                     via_scaler=raw.via_scaler, retain_graph=raw.retain_graph, in_inner_loop=visit.in_inner_loop,
                     in_window_loop=visit.in_window_loop, editable=visit.editable, contexts=visit.contexts,
-                    position=visit.order,
+                    position=visit.order, by_helper=raw.by_helper,
                 ))
                 order += 1
         return events

@@ -203,6 +203,7 @@ class Event:
     editable: bool = True  # a statement of its own line in an indented block
     contexts: tuple[str, ...] = ()  # `with` items around it (no_sync, accumulate, autocast)
     position: int = 0  # index of its statement in TrainingLoop.body
+    by_helper: bool = False  # a clear by a call of a same-module function whose body clears (`reset(opt)`)
 
 
 @dataclass(frozen=True)

@@ -148,3 +148,8 @@ def backpropagated_names(loop: TrainingLoop, graph) -> set[str]:
             for definition in graph.all_definitions(name):
                 pending.extend(graph.reads(definition.value))
     return reached
+
+
+def clear_text(event: Event) -> str:
+    """How a message names a clear: `opt.zero_grad()`, or the helper call that clears (`reset(opt)`)."""
+    return code_of(event.node) if event.by_helper else f"{event.receiver}.zero_grad()"

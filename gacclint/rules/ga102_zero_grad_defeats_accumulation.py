@@ -7,7 +7,7 @@ from gacclint.fixes.statements import whole_statement
 from gacclint.loops.model import EventKind, GuardKind, LoopVariant, ResolvedEvent, Shape, TrainingLoop
 from gacclint.loops.vocabulary import looks_like_optimizer
 from gacclint.rules.base import Applicability, Finding, Fix, Invalid, Rule, Valid
-from gacclint.rules.common import alone_on_its_line, clears_after, step_for
+from gacclint.rules.common import alone_on_its_line, clear_text, clears_after, step_for
 
 
 class ZeroGradDefeatsAccumulation(Rule):
@@ -88,6 +88,31 @@ for i, (x, y) in enumerate(loader):
     ]
     INVALID = [
         Invalid("""
+class Trainer:
+    def clear(self, opt):
+        opt.zero_grad(set_to_none=True)
+
+    def train(self, loader):
+        for i, (x, y) in enumerate(loader):
+            self.clear(self.optimizer)
+            loss = self.loss_fn(self.model(x), y) / 4
+            loss.backward()
+            if (i + 1) % 4 == 0:
+                self.optimizer.step()
+""", fixed="""
+class Trainer:
+    def clear(self, opt):
+        opt.zero_grad(set_to_none=True)
+
+    def train(self, loader):
+        for i, (x, y) in enumerate(loader):
+            loss = self.loss_fn(self.model(x), y) / 4
+            loss.backward()
+            if (i + 1) % 4 == 0:
+                self.optimizer.step()
+                self.clear(self.optimizer)
+""", why="a method of the class that clears the optimizer it is handed", also=("GA202",)),
+        Invalid("""
 for i, (x, y) in enumerate(loader):
     optimizer.zero_grad()
     loss = loss_fn(model(x), y) / k
@@ -146,13 +171,13 @@ for batch in loader:
         if step is not None and whole is not None and step.event.editable and (
                 whole is not clear.event.statement or alone_on_its_line(clear.event)):
             if clears_after(variant, step, receiver):
-                fix = Fix(Applicability.SAFE, f"Remove the per-micro-batch `{receiver}.zero_grad()`",
+                fix = Fix(Applicability.SAFE, f"Remove the per-micro-batch `{clear_text(clear.event)}`",
                           (Remove(whole),))
             else:
-                fix = Fix(Applicability.SAFE, f"Move `{receiver}.zero_grad()` after `{step.event.receiver}` steps",
+                fix = Fix(Applicability.SAFE, f"Move `{clear_text(clear.event)}` after `{step.event.receiver}` steps",
                           (MoveAfter(whole, step.event.statement),))
         yield self.finding(
-            f"`{receiver}.zero_grad()` runs on every micro-batch but the optimizer steps only at the "
+            f"`{clear_text(clear.event)}` runs on every micro-batch but the optimizer steps only at the "
             "accumulation boundary: each step sees only the last micro-batch",
             clear.event.node, fix)
 

@@ -7,7 +7,7 @@ from gacclint.fixes.statements import whole_statement
 from gacclint.loops.model import TrainingLoop
 from gacclint.loops.vocabulary import looks_like_optimizer
 from gacclint.rules.base import Applicability, Finding, Fix, Invalid, Rule, Valid
-from gacclint.rules.common import alone_on_its_line
+from gacclint.rules.common import alone_on_its_line, clear_text
 
 
 class ZeroGradBeforeStep(Rule):
@@ -54,6 +54,18 @@ class ZeroGradBeforeStep(Rule):
 
     VALID = [
         Valid("""
+def maybe_reset(opt, now):
+    if now:
+        opt.zero_grad()
+
+
+for x, y in loader:
+    loss = loss_fn(model(x), y)
+    loss.backward()
+    maybe_reset(optimizer, debug)
+    optimizer.step()
+""", "the helper clears only when a flag the module cannot see is set: an opaque guard"),
+        Valid("""
 for x, y in loader:
     optimizer.zero_grad()
     loss_fn(model(x), y).backward()
@@ -77,6 +89,27 @@ for x, y in loader:
 """, "an opaque guard on the clear"),
     ]
     INVALID = [
+        Invalid("""
+def reset(opt):
+    opt.zero_grad()
+
+
+for x, y in loader:
+    loss = loss_fn(model(x), y)
+    loss.backward()
+    reset(optimizer)
+    optimizer.step()
+""", fixed="""
+def reset(opt):
+    opt.zero_grad()
+
+
+for x, y in loader:
+    loss = loss_fn(model(x), y)
+    loss.backward()
+    optimizer.step()
+    reset(optimizer)
+""", why="a helper of the module whose every run clears the optimizer it is handed"),
         Invalid("""
 for x, y in loader:
     loss = loss_fn(model(x), y)
@@ -134,10 +167,10 @@ for i, (x, y) in enumerate(loader):
                 whole = whole_statement(model.facts.tree, loop.node, clear.event.statement, loop.window_loop)
                 if whole is not None and (whole is not clear.event.statement or alone_on_its_line(clear.event)) \
                         and step.event.editable and shallower:
-                    fix = Fix(Applicability.SAFE, f"Move `{receiver}.zero_grad()` after the step",
+                    fix = Fix(Applicability.SAFE, f"Move `{clear_text(clear.event)}` after the step",
                               (MoveAfter(whole, step.event.statement),))
                 yield self.finding(
-                    f"`{receiver}.zero_grad()` runs after the backward and before `{step.event.receiver}` steps: "
+                    f"`{clear_text(clear.event)}` runs after the backward and before `{step.event.receiver}` steps: "
                     "the step applies cleared gradients",
                     clear.event.node, fix)
 
