@@ -508,8 +508,14 @@ class _Builder:
             constant=constant,
             predicate=self._predicate,
             k_nodes=k_nodes,
-            counter_of=lambda node: self._counter_read(node, counters, steps),
+            counter_of=lambda node: self._counter_at_test(node, counters, steps, loop),
         )
+
+    def _counter_at_test(self, node: cst.BaseExpression, counters: dict[str, Counter], steps: list[Step],
+                         loop: LoopNode) -> Counter | None:
+        """The counter a test reads, as it reads there (Counter.first_value: at the test)."""
+        counter = self._counter_read(node, counters, steps)
+        return None if counter is None else self._counter_at(counter, loop, self._top_level_index(node))
 
     def _counter_read(self, node: cst.BaseExpression, counters: dict[str, Counter], steps: list[Step]) -> Counter | None:
         """The counter a test reads, directly or through names bound in the loop."""
@@ -1256,18 +1262,19 @@ class _Builder:
 
     def _context_at(self, context: GuardContext, loop: LoopNode, index: int | None) -> GuardContext:
         """Manual counters read differently before and after their increment."""
-        counters = dict(context.counters)
-        for name, counter in context.counters.items():
-            if counter.source is not CounterSource.MANUAL:
-                continue
-            position = self._increment_positions.get((id(loop), name))
-            if position is None or index is None or counter.first_value is None:
-                counters[name] = Counter(name, counter.source, None, counter.per_pass, counter.increment)
-                continue
-            incremented_before = position < index
-            first = counter.first_value + (1 if incremented_before else 0)
-            counters[name] = Counter(name, counter.source, first, counter.per_pass, counter.increment)
+        counters = {name: self._counter_at(counter, loop, index) for name, counter in context.counters.items()}
         return GuardContext(counters=counters, varying=context.varying, tree=context.tree, aliases=context.aliases)
+
+    def _counter_at(self, counter: Counter, loop: LoopNode, index: int | None) -> Counter:
+        """`counter` as read by the loop's top-level statement `index`: a manual counter's first
+        value is one more below its increment; unknown where the place is."""
+        if counter.source is not CounterSource.MANUAL:
+            return counter
+        position = self._increment_positions.get((id(loop), counter.text))
+        if position is None or index is None or counter.first_value is None:
+            return Counter(counter.text, counter.source, None, counter.per_pass, counter.increment)
+        first = counter.first_value + (1 if position < index else 0)
+        return Counter(counter.text, counter.source, first, counter.per_pass, counter.increment)
 
     def _iterable(self, loop: LoopNode, function: cst.FunctionDef | None) -> IterableInfo:
         if isinstance(loop, cst.While):

@@ -102,6 +102,28 @@ for i, (x, y) in enumerate(loader):
     ]
     INVALID = [
         Invalid("""
+n = 0
+for x, y in loader:
+    n += 1
+    loss = loss_fn(model(x), y) / k
+    loss.backward()
+    if n % k != 0 and n != len(loader):
+        continue
+    optimizer.step()
+    optimizer.zero_grad()
+""", fixed="""
+n = 0
+for x, y in loader:
+    n += 1
+    window = min(k, len(loader) - ((n - 1) // k) * k)
+    loss = loss_fn(model(x), y) / window
+    loss.backward()
+    if n % k != 0 and n != len(loader):
+        continue
+    optimizer.step()
+    optimizer.zero_grad()
+""", why="the counter is counted before the division: it reads from 1 there"),
+        Invalid("""
 def train(model, loader, opt, k, epochs):
     step = 0
     for epoch in range(epochs):
