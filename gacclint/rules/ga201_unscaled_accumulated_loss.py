@@ -5,7 +5,7 @@ from typing import Iterator
 import libcst as cst
 
 from gacclint.fixes.edits import Replace
-from gacclint.loops.model import Event, EventKind, GuardKind, Scaling, Shape, TrainingLoop
+from gacclint.loops.model import Event, EventKind, GuardKind, LoopVariant, Scaling, Shape, TrainingLoop
 from gacclint.loops.vocabulary import code_of
 from gacclint.rules.base import Applicability, Finding, Fix, Invalid, Rule, Valid
 from gacclint.rules.common import atom, looks_like_accumulation_count
@@ -156,6 +156,18 @@ for i, (x, y) in enumerate(loader):
     ]
     INVALID = [
         Invalid("""
+for i, (x, y) in enumerate(loader):
+    loss = loss_fn(model(x), y)
+    loss.backward()
+    if args.accumulate:
+        if (i + 1) % 4 == 0 or i + 1 == len(loader):
+            optimizer.step()
+            optimizer.zero_grad()
+    else:
+        optimizer.step()
+        optimizer.zero_grad()
+""", fixed=None, why="reported where it accumulates; not divided, since the other configuration runs the same backward and steps every micro-batch", applicability=None),
+        Invalid("""
 def train(model, loader, optimizer, args):
     global_step = 0
     for epoch in range(args.epochs):
@@ -246,13 +258,23 @@ while True:
                 if event.kind is EventKind.BACKWARD and event.in_window_loop and not event.in_inner_loop:
                     yield from self._report(event, k_text, reported)
             return
+        # backward -> (a variant that reports it, that variant's count), in order
+        reporting: dict[int, list[tuple[LoopVariant, str]]] = {}
         for variant, boundary in loop.accumulation_variants():
-            k_text = atom(boundary.k)
             for backward in variant.backwards:
                 if backward.guard.kind is GuardKind.NONE:
-                    yield from self._report(backward.event, k_text, reported)
+                    reporting.setdefault(id(backward.event.node), []).append((variant, atom(boundary.k)))
+        for backward in loop.events:
+            found = reporting.get(id(backward.node))
+            if not found:
+                continue
+            # A backward that configuration switches share is divided in all of them: fixed only
+            # when every variant that runs it accumulates over the same count.
+            running = [v for v in loop.variants if any(b.event is backward for b in v.backwards)]
+            fixable = len(found) == len(running) and len({k for _, k in found}) == 1
+            yield from self._report(backward, found[0][1], reported, fixable)
 
-    def _report(self, event: Event, k_text: str, reported: set[int]) -> Iterator[Finding]:
+    def _report(self, event: Event, k_text: str, reported: set[int], fixable: bool = True) -> Iterator[Finding]:
         flow = event.loss_flow
         if flow is None or flow.scaling is not Scaling.UNSCALED or event.loss is None:
             return
@@ -267,7 +289,7 @@ while True:
         if event.via_scaler is None and event.framework is None and getattr(func, "value", None) is event.loss:
             divided = divided.with_changes(lpar=[cst.LeftParen()], rpar=[cst.RightParen()])
         edit = Replace(event.loss, divided)
-        fix = Fix(Applicability.SAFE, f"Divide `{loss_text}` by `{k_text}` before the backward", (edit,))
+        fix = Fix(Applicability.SAFE, f"Divide `{loss_text}` by `{k_text}` before the backward", (edit,)) if fixable else None
         yield self.finding(
             f"`{loss_text}` is backpropagated on every micro-batch but never divided by `{k_text}`: "
             f"each step applies `{k_text}` times the mean gradient",

@@ -102,6 +102,17 @@ for i, (x, y) in enumerate(loader):
     ]
     INVALID = [
         Invalid("""
+for i, (x, y) in enumerate(loader):
+    loss = loss_fn(model(x), y) / k
+    if args.amp:
+        scaled_step(loss, optimizer, update=(i + 1) % k == 0)
+    else:
+        loss.backward()
+        if (i + 1) % k == 0 or i + 1 == len(loader):
+            optimizer.step()
+            optimizer.zero_grad()
+""", fixed=None, why="the division runs in both configurations, and the other one steps out of sight: not rewritten", applicability=None),
+        Invalid("""
 n = 0
 for x, y in loader:
     n += 1
@@ -232,7 +243,25 @@ for i, (x, y) in enumerate(loader):
     ]
 
     def check(self, loop: TrainingLoop, model) -> Iterator[Finding]:
-        reported: set[int] = set()
+        # division -> the window each variant that reports it would divide by (None: no fix there)
+        windows: dict[int, list[str | None]] = {}
+        found: dict[int, tuple[LoopVariant, Division]] = {}
+        for variant, boundary, division in self._misscaled(loop, model):
+            windows.setdefault(id(division.operation), []).append(self._window(loop, variant, boundary, division,
+                                                                               model.facts.tree))
+            found.setdefault(id(division.operation), (variant, division))
+        for key, (variant, division) in found.items():
+            # A division the configuration switches share is rewritten for all of them: only
+            # when every variant reports it, with the same window.
+            values = set(windows[key])
+            value = values.pop() if len(values) == 1 and len(windows[key]) == len(loop.variants) else None
+            yield self.finding(
+                f"the final partial window is stepped but its losses are still divided by `{division.divisor_text}`: "
+                f"that window counts `r / {division.divisor_text}` of the mean",
+                division.operation, None if value is None else _fix(loop, division, value))
+
+    def _misscaled(self, loop: TrainingLoop, model) -> Iterator[tuple[LoopVariant, Boundary, Division]]:
+        """Each division by the count that misscales a stepped final window, with the variant it does so in."""
         for variant, boundary in loop.accumulation_variants():
             if boundary.steps_tail is not True and not loop.flush_after_loop and not (
                     loop.flush_after_run and boundary.counter is not None and not boundary.counter.per_pass):
@@ -240,6 +269,7 @@ for i, (x, y) in enumerate(loader):
                 continue
             if divides_evenly(loop, boundary, model.facts):
                 continue
+            reported: set[int] = set()  # once per variant
             for backward in variant.backwards:
                 flow = backward.event.loss_flow
                 if flow is None:
@@ -248,13 +278,11 @@ for i, (x, y) in enumerate(loader):
                     if not _divides_by_count(division, boundary, loop, model.facts) or id(division.operation) in reported:
                         continue
                     reported.add(id(division.operation))
-                    yield self.finding(
-                        f"the final partial window is stepped but its losses are still divided by `{division.divisor_text}`: "
-                        f"that window counts `r / {division.divisor_text}` of the mean",
-                        division.operation, self._fix(loop, variant, boundary, division, model.facts.tree))
+                    yield variant, boundary, division
 
-    def _fix(self, loop: TrainingLoop, variant: LoopVariant, boundary: Boundary, division: Division,
-             tree: Tree) -> Fix | None:
+    def _window(self, loop: TrainingLoop, variant: LoopVariant, boundary: Boundary, division: Division,
+                tree: Tree) -> str | None:
+        """The real window size at the division, as an expression; None where none can be written."""
         counter = boundary.counter
         length = loop.iterable.len_text
         if counter is None or not counter.per_pass or counter.first_value not in (0, 1) or length is None:
@@ -274,15 +302,17 @@ for i, (x, y) in enumerate(loader):
                 return None
         k = atom(division.divisor)  # the count as the division spells it
         position = counter.text if counter.first_value == 0 else f"({counter.text} - 1)"
-        value = f"min({k}, {length} - ({position} // {k}) * {k})"
-        # A window size the loop already binds before the division (a fix of
-        # another loss of the same loop, a GAN's second loss) is reused.
-        bound = bound_before(loop, division.statement, value)
-        if bound is not None:
-            return Fix(Applicability.SAFE, f"Divide by the real window size `{bound}`",
-                       (Replace(division.divisor, cst.Name(bound)),))
-        name = fresh_name(loop, "window")
-        line = f"{name} = {value}"
-        return Fix(Applicability.SAFE, f"Divide by the real window size `{name}`",
-                   (InsertBefore(division.statement, line), Replace(division.divisor, cst.Name(name))))
+        return f"min({k}, {length} - ({position} // {k}) * {k})"
 
+
+def _fix(loop: TrainingLoop, division: Division, value: str) -> Fix:
+    # A window size the loop already binds before the division (a fix of
+    # another loss of the same loop, a GAN's second loss) is reused.
+    bound = bound_before(loop, division.statement, value)
+    if bound is not None:
+        return Fix(Applicability.SAFE, f"Divide by the real window size `{bound}`",
+                   (Replace(division.divisor, cst.Name(bound)),))
+    name = fresh_name(loop, "window")
+    line = f"{name} = {value}"
+    return Fix(Applicability.SAFE, f"Divide by the real window size `{name}`",
+               (InsertBefore(division.statement, line), Replace(division.divisor, cst.Name(name))))
