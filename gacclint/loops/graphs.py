@@ -46,9 +46,12 @@ _BUILTINS = {"len", "sum", "min", "max", "float", "int", "bool", "str", "list", 
              "enumerate", "range", "print", "isinstance", "getattr", "setattr", "hasattr", "abs", "round", "sorted",
              "any", "all", "iter", "next", "repr", "map", "filter", "type", "super", "open", "format", "vars", "id"}
 # Results of these carry no graph (or cannot be differentiated).
+# Methods whose result has no graph: numbers, integer or boolean tensors, detached values. Not
+# `.float()`, `.half()`, `.double()`: a cast to another floating type keeps the graph (the builtin
+# `float(x)` is a number, and is read as a builtin).
 _NO_GRAPH = {"detach", "item", "tolist", "numpy", "argmax", "argmin", "long", "int", "bool", "eq", "ne", "lt", "le",
              "gt", "ge", "round", "sign", "nonzero", "isnan", "isinf", "isfinite", "size", "dim", "numel", "float_",
-             "float", "len", "detach_", "data_ptr", "requires_grad_"}
+             "len", "detach_", "data_ptr", "requires_grad_"}
 _MODEL_WORDS = ("model", "net", "encoder", "decoder", "head", "generator", "discriminator", "backbone", "critic",
                 "classifier", "module", "policy", "actor", "transformer", "unet", "vae", "gen", "disc", "student",
                 "teacher", "embed", "layer", "block", "proj", "mlp", "clip", "bert", "gpt", "lm")
@@ -124,6 +127,7 @@ class GraphFlow:
         self._definitions: dict[str, list[Definition]] = {}
         self._memo: dict[tuple[str, int], tuple[frozenset[int], int]] = {}  # -> (forwards, hop depth)
         self._forward_memo: dict[int, bool] = {}
+        self._number_functions: dict[str, bool] = {}  # module function -> it returns only numbers
         self.strict = False
         for record in loop.body:
             for small in getattr(record.statement, "body", ()):
@@ -225,6 +229,16 @@ class GraphFlow:
             return True  # self.model(x): a method would be a function of this module
         return any(word in last.lower() for word in _MODEL_WORDS)
 
+    def _returns_numbers(self, name: str) -> bool:
+        """Every definition of the module's function `name` returns only values with no graph:
+        `.item()`, `.tolist()`, `float(...)`, `len(...)`, a literal number, or nothing."""
+        known = self._number_functions.get(name)
+        if known is None:
+            known = self._number_functions[name] = all(
+                all(_no_graph_value(r.value) for r in self.facts.tree.find(func.body, cst.Return, enter_scopes=False))
+                for func in self.facts.functions[name])
+        return known
+
     def _names_library_object(self, name: str) -> bool:
         """Every binding of `name` is an object of a library module (`torch.FloatTensor`), or a
         choice between such objects."""
@@ -314,6 +328,8 @@ class GraphFlow:
                 return frozenset()
             if self.strict and self._unseen(text):
                 return frozenset()  # RULES.md, *values the module cannot see*: not known to carry a graph
+            if text in self.facts.functions and self._returns_numbers(text):
+                return frozenset()  # `def accuracy(out, y): return (...).sum().item()`
             found: set[int] = set()
             if self.is_forward(node):
                 found.add(id(node))
@@ -390,6 +406,18 @@ class GraphFlow:
                 if _detached_forward(arg.value, self, before):
                     return False
         return True
+
+
+def _no_graph_value(node: cst.BaseExpression | None) -> bool:
+    """A returned value that visibly carries no graph: nothing, a literal number, or a call that
+    makes a number or a detached value of whatever it is given."""
+    if node is None or isinstance(node, (cst.Integer, cst.Float)):
+        return True
+    if isinstance(node, cst.Call):
+        text = call_name(node) or ""
+        last = text.rsplit(".", 1)[-1] if text else (node.func.attr.value if isinstance(node.func, cst.Attribute) else "")
+        return last in {"item", "tolist", "numpy", "detach"} or text in {"float", "int", "bool", "len", "str"}
+    return False
 
 
 def _detached_forward(node: cst.BaseExpression, flow: GraphFlow, before: int) -> bool:

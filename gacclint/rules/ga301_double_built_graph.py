@@ -85,6 +85,16 @@ class DoubleBuiltGraph(Rule):
 
     VALID = [
         Valid("""
+for x in loader:
+    optimizer.zero_grad()
+    recon, mu = model(x)
+    kl_loss = torch.sum(mu.pow(2)) / mu.shape[0]
+    gen_loss = F.softplus(-disc(recon.contiguous().float())).mean()
+    loss = kl_loss + 0.1 * gen_loss
+    loss.backward()
+    optimizer.step()
+""", "`.float()` casts and keeps the graph: both losses hang off one `model(x)`"),
+        Valid("""
 for x, y in loader:
     out1, out2 = model(x)
     loss = loss_fn(out1, y) + loss_fn(out2, y)

@@ -65,6 +65,20 @@ class GraphKeptAcrossIterations(Rule):
 
     VALID = [
         Valid("""
+def num_correct(y_pred, y):
+    return (y_pred.argmax(dim=1) == y).sum().item()
+
+
+correct = 0
+for x, y in loader:
+    optimizer.zero_grad()
+    out = model(x)
+    loss = loss_fn(out, y)
+    loss.backward()
+    optimizer.step()
+    correct += num_correct(out, y)
+""", "a helper of the module that returns `.item()`: a number, with no graph"),
+        Valid("""
 from utils.metrics import accuracy
 
 total_acc = 0
