@@ -1192,6 +1192,25 @@ class _Builder:
             for _, _, child in _blocks_of(statement):
                 yield from deeper(walk, child, pending + [_RawCondition(None, True)], inner, in_window, contexts, True)
 
+    def _cleared_module(self, loop: LoopNode, node: cst.CSTNode) -> str | None:
+        """`M` for a `p.grad = None` (or `p.grad.zero_()`) in `for p in M.parameters():` inside the
+        loop: the module whose every parameter it clears."""
+        tree = self.facts.tree
+        around = [f for f in tree.find(loop.body, cst.For) if tree.contains(f, node)]
+        if not around:
+            return None
+        inner = around[-1]  # preorder: the innermost holds the node last
+        iterable = inner.iter
+        if not (isinstance(iterable, cst.Call) and not iterable.args and isinstance(iterable.func, cst.Attribute)
+                and iterable.func.attr.value == "parameters" and isinstance(inner.target, cst.Name)):
+            return None
+        target = node.targets[0].target if isinstance(node, cst.Assign) else getattr(node.func, "value", None)
+        while isinstance(target, cst.Attribute):
+            target = target.value
+        if not (isinstance(target, cst.Name) and target.value == inner.target.value):
+            return None
+        return dotted_name(iterable.func.value)
+
     def _events(self, visits: list[_Visit], context: GuardContext, loop: LoopNode,
                 function: cst.FunctionDef | None) -> list[Event]:
         events: list[Event] = []
@@ -1216,6 +1235,7 @@ class _Builder:
                     via_scaler=raw.via_scaler, retain_graph=raw.retain_graph, in_inner_loop=visit.in_inner_loop,
                     in_window_loop=visit.in_window_loop, editable=visit.editable, contexts=visit.contexts,
                     position=visit.order, by_helper=raw.by_helper,
+                    cleared_module=self._cleared_module(loop, raw.node) if raw.receiver == "params" else None,
                 ))
                 order += 1
         return events

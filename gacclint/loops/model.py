@@ -204,6 +204,9 @@ class Event:
     contexts: tuple[str, ...] = ()  # `with` items around it (no_sync, accumulate, autocast)
     position: int = 0  # index of its statement in TrainingLoop.body
     by_helper: bool = False  # a clear by a call of a same-module function whose body clears (`reset(opt)`)
+    # For a parameter loop's clear (receiver "params"): `M` of `for p in M.parameters(): p.grad = None`,
+    # the module all of whose parameters it clears; None when not read (a subset, a filter).
+    cleared_module: str | None = None
 
 
 @dataclass(frozen=True)

@@ -151,5 +151,7 @@ def backpropagated_names(loop: TrainingLoop, graph) -> set[str]:
 
 
 def clear_text(event: Event) -> str:
-    """How a message names a clear: `opt.zero_grad()`, or the helper call that clears (`reset(opt)`)."""
-    return code_of(event.node) if event.by_helper else f"{event.receiver}.zero_grad()"
+    """How a message names a clear: `opt.zero_grad()`, or the code that clears (`reset(opt)`, `p.grad = None`)."""
+    if event.by_helper or event.receiver == "params":  # `reset(opt)`, `p.grad = None`
+        return code_of(event.node)
+    return f"{event.receiver}.zero_grad()"

@@ -56,6 +56,17 @@ class MissingZeroGrad(Rule):
 
     VALID = [
         Valid("""
+g_optimizer = torch.optim.Adam(generator.module.synthesis.parameters())
+d_optimizer = torch.optim.Adam(discriminator.parameters())
+for x in loader:
+    discriminator.zero_grad()
+    discriminator(x).mean().backward()
+    d_optimizer.step()
+    generator.zero_grad()
+    (-discriminator(generator(x)).mean()).backward()
+    g_optimizer.step()
+""", "clearing a module clears its submodules: `generator.zero_grad()` reaches what `g_optimizer` owns"),
+        Valid("""
 opt_d = torch.optim.Adam(D.parameters())
 opt_g = torch.optim.Adam(G.parameters())
 for real in loader:
@@ -215,7 +226,7 @@ for epoch in range(epochs):
             if not receiver or receiver in cleared or receiver in reported or receiver in loop.fresh_optimizers:
                 continue
             owned = facts.optimizer_models(receiver)
-            if owned is None or owned & cleared_models:
+            if owned is None or any(_overlap(model, cleared) for model in owned for cleared in cleared_models):
                 continue  # ownership unknown, or some clear reaches its parameters
             reported.add(receiver)
             fix = _clear_after(step, receiver)
@@ -223,6 +234,12 @@ for epoch in range(epochs):
                 f"`{receiver}` is stepped but nothing clears its parameters' gradients (the loop clears only "
                 f"{', '.join(f'`{c}`' for c in sorted(cleared))}): every step of `{receiver}` applies the sum of "
                 "all its gradients so far", step.node, fix)
+
+
+def _overlap(first: str, second: str) -> bool:
+    """Two modules share parameters: the same, or one a submodule of the other (`generator.zero_grad()`
+    clears `generator.module.style`'s parameters)."""
+    return first == second or first.startswith(second + ".") or second.startswith(first + ".")
 
 
 def _clear_after(step: Event, receiver: str) -> Fix | None:

@@ -4,7 +4,7 @@ from typing import Iterator
 
 from gacclint.fixes.edits import MoveAfter
 from gacclint.fixes.statements import whole_statement
-from gacclint.loops.model import TrainingLoop
+from gacclint.loops.model import Event, TrainingLoop
 from gacclint.loops.vocabulary import looks_like_optimizer
 from gacclint.rules.base import Applicability, Finding, Fix, Invalid, Rule, Valid
 from gacclint.rules.common import alone_on_its_line, clear_text
@@ -53,6 +53,17 @@ class ZeroGradBeforeStep(Rule):
     name = "zero-grad-before-step"
 
     VALID = [
+        Valid("""
+for epoch in range(epochs):
+    for x in loader:
+        optimizer.zero_grad()
+        loss = model(x).pow(2).mean()
+        loss.backward()
+        if epoch < freeze_last_layer:
+            for p in model.last_layer.parameters():
+                p.grad = None
+        optimizer.step()
+""", "clearing some parameters' gradients before the step freezes them (DINO, SwAV): which ones is not read"),
         Valid("""
 def maybe_reset(opt, now):
     if now:
@@ -155,6 +166,10 @@ for i, (x, y) in enumerate(loader):
                 step = variant.step_wiped_by(clear)
                 if step is None or step.event.framework is not None:
                     continue
+                if receiver == "params" and not _clears_all_of(clear.event, step.event, model.facts):
+                    # `for p in model[1].parameters(): p.grad = None` between backward and step is how
+                    # DINO and SwAV freeze a part of the model
+                    continue
                 same_object = receiver == step.event.receiver
                 only_model = not looks_like_optimizer(receiver) and len(step_receivers) == 1
                 if not (same_object or only_model):
@@ -174,3 +189,9 @@ for i, (x, y) in enumerate(loader):
                     "the step applies cleared gradients",
                     clear.event.node, fix)
 
+
+def _clears_all_of(clear: Event, step: Event, facts) -> bool:
+    """A parameter loop's clear reaches every parameter the stepped optimizer owns."""
+    owned = facts.optimizer_models(step.receiver) if step.receiver else None
+    module = clear.cleared_module
+    return bool(owned) and module is not None and all(o == module or o.startswith(module + ".") for o in owned)
