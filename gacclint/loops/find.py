@@ -136,6 +136,16 @@ def build_model(module: cst.Module, layout: Layout | None = None) -> ModuleModel
     return ModuleModel(module, facts, builder.loops, builder.frames, builder.step_helpers)
 
 
+def _streams(call: cst.Call, iterable_datasets: set[str]) -> bool:
+    """A dataset with no length: an `IterableDataset` of the module or one named as such
+    (`PreprocessedIterableDataset`), `load_dataset(..., streaming=True)`, `.to_iterable_dataset()`."""
+    called = (call_name(call) or "").rsplit(".", 1)[-1]
+    if called in iterable_datasets or called.endswith("IterableDataset") or called == "to_iterable_dataset":
+        return True
+    return any(arg.keyword is not None and arg.keyword.value == "streaming" and isinstance(arg.value, cst.Name)
+               and arg.value.value == "True" for arg in call.args)
+
+
 def _holds_any(tree: Tree, numbers: list[int], node: cst.CSTNode) -> bool:
     """Whether `node`'s subtree may hold one of the nodes numbered `numbers` (ascending,
     gacclint/loops/tree.py); a node made after the tree was read may hold anything."""
@@ -1360,7 +1370,7 @@ class _Builder:
             if isinstance(dataset, cst.Name):
                 binding = self.facts.latest_binding(dataset.value, loop, function)
                 value = binding.value if binding is not None else None
-            if isinstance(value, cst.Call) and (call_name(value) or "").rsplit(".", 1)[-1] in self.facts.iterable_datasets:
+            if isinstance(value, cst.Call) and _streams(value, self.facts.iterable_datasets):
                 return IterableKind.STREAM
         return IterableKind.LOADER
 

@@ -96,6 +96,16 @@ class DroppedFinalWindow(Rule):
 
     VALID = [
         Valid("""
+stream = load_dataset("allenai/c4", "en", split="train", streaming=True)
+loader = DataLoader(stream, batch_size=8)
+for step, batch in enumerate(loader):
+    loss = model(**batch).loss / k
+    loss.backward()
+    if (step + 1) % k == 0:
+        optimizer.step()
+        optimizer.zero_grad()
+""", "a streamed dataset has no length and no last micro-batch: nothing to add (and `len(loader)` would raise)"),
+        Valid("""
 ACCUMULATION = 1
 for i, (x, y) in enumerate(loader):
     loss_fn(model(x), y).backward()
