@@ -1406,7 +1406,7 @@ class _Builder:
                     found.add("deepspeed")  # DeepSpeed behind accelerate: its engine accumulates
                 if event.framework == "accelerate" and self.facts.accelerator_gas:
                     found.add("accelerate-gas")
-                elif event.framework in {"deepspeed", "other", "lightning"}:
+                elif event.framework in {"deepspeed", "other"}:
                     found.add(event.framework)
             if event.kind is EventKind.STEP and event.framework in {"deepspeed", "other"}:
                 found.add(event.framework)

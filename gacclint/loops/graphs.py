@@ -230,12 +230,13 @@ class GraphFlow:
         return any(word in last.lower() for word in _MODEL_WORDS)
 
     def _returns_numbers(self, name: str) -> bool:
-        """Every definition of the module's function `name` returns only values with no graph:
-        `.item()`, `.tolist()`, `float(...)`, `len(...)`, a literal number, or nothing."""
+        """Every definition of the module's function `name` returns only values with no graph
+        (`_no_graph_value`): `.item()`, `len(...)`, a comparison, a literal number, nothing."""
         known = self._number_functions.get(name)
         if known is None:
             known = self._number_functions[name] = all(
-                all(_no_graph_value(r.value) for r in self.facts.tree.find(func.body, cst.Return, enter_scopes=False))
+                all(_no_graph_value(r.value, func, self.facts)
+                    for r in self.facts.tree.find(func.body, cst.Return, enter_scopes=False))
                 for func in self.facts.functions[name])
         return known
 
@@ -408,15 +409,21 @@ class GraphFlow:
         return True
 
 
-def _no_graph_value(node: cst.BaseExpression | None) -> bool:
-    """A returned value that visibly carries no graph: nothing, a literal number, or a call that
-    makes a number or a detached value of whatever it is given."""
-    if node is None or isinstance(node, (cst.Integer, cst.Float)):
+def _no_graph_value(node: cst.BaseExpression | None, func: cst.FunctionDef, facts: ModuleFacts, depth: int = 0) -> bool:
+    """A value `func` returns that visibly carries no graph: nothing, a literal number, a
+    comparison (a boolean tensor), `.data`, a call that makes a number, an integer or a detached
+    value (`.item()`, `.argmax()`, `len(...)`), or a local name bound once to one of those."""
+    if node is None or isinstance(node, (cst.Integer, cst.Float, cst.Comparison)):
         return True
+    if isinstance(node, cst.Attribute):
+        return node.attr.value in {"data", "shape", "device", "dtype"}
     if isinstance(node, cst.Call):
         text = call_name(node) or ""
         last = text.rsplit(".", 1)[-1] if text else (node.func.attr.value if isinstance(node.func, cst.Attribute) else "")
-        return last in {"item", "tolist", "numpy", "detach"} or text in {"float", "int", "bool", "len", "str"}
+        return (last in _NO_GRAPH and isinstance(node.func, cst.Attribute)) or text in {"float", "int", "bool", "len", "str"}
+    if isinstance(node, cst.Name) and depth < 4:
+        bound = [b for b in facts.bindings.get(node.value, ()) if b.scope is func]
+        return len(bound) == 1 and bound[0].tuple_index is None and _no_graph_value(bound[0].value, func, facts, depth + 1)
     return False
 
 

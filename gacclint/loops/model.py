@@ -266,8 +266,9 @@ class Shape(enum.Enum):
     STEP_HELPER = "step-helper"
 
 
-# Frameworks that scale, step and clear for the user (RULES.md, *framework-managed*).
-MANAGED = frozenset({"accelerate-accumulate", "accelerate-gas", "deepspeed", "other", "lightning"})
+# Frameworks that scale, step and clear for the user (RULES.md, *framework-managed*). Not
+# Lightning's `self.manual_backward`: in manual optimization the user clears, divides and steps.
+MANAGED = frozenset({"accelerate-accumulate", "accelerate-gas", "deepspeed", "other"})
 
 
 @dataclass

@@ -88,6 +88,27 @@ for i, (x, y) in enumerate(loader):
     ]
     INVALID = [
         Invalid("""
+class Model(LightningModule):
+    def training_step(self, batch, batch_idx):
+        opt = self.optimizers()
+        for i, chunk in enumerate(batch.split(2)):
+            opt.zero_grad()
+            loss = self.net(chunk).mean() / 4
+            self.manual_backward(loss)
+            if (i + 1) % 4 == 0:
+                opt.step()
+""", fixed="""
+class Model(LightningModule):
+    def training_step(self, batch, batch_idx):
+        opt = self.optimizers()
+        for i, chunk in enumerate(batch.split(2)):
+            loss = self.net(chunk).mean() / 4
+            self.manual_backward(loss)
+            if (i + 1) % 4 == 0:
+                opt.step()
+                opt.zero_grad()
+""", why="Lightning's manual optimization clears, divides and steps nothing for the user", also=("GA202",)),
+        Invalid("""
 class Trainer:
     def clear(self, opt):
         opt.zero_grad(set_to_none=True)

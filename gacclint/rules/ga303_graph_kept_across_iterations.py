@@ -65,6 +65,22 @@ class GraphKeptAcrossIterations(Rule):
 
     VALID = [
         Valid("""
+def scores_of(logits, labels):
+    predicted = torch.max(logits, -1)[1].data
+    scores = predicted == labels
+    return scores
+
+
+total_acc = 0
+for x, y in loader:
+    optimizer.zero_grad()
+    loss, logits = model(x, y)
+    acc = torch.sum(scores_of(logits, y).float()) / y.numel()
+    loss.backward()
+    optimizer.step()
+    total_acc += acc
+""", "the helper returns a comparison, a boolean tensor with no graph; `.float()` of it has none either"),
+        Valid("""
 def num_correct(y_pred, y):
     return (y_pred.argmax(dim=1) == y).sum().item()
 
