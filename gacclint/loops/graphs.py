@@ -215,6 +215,8 @@ class GraphFlow:
             return True  # `agent.get_value(x)`: a method of a module computes with its parameters
         if parts[0] in _NOT_MODEL_ROOTS or text in _NOT_MODEL_ROOTS or last in _BUILTINS:
             return False
+        if owner and last not in _MODULE_HOUSEKEEPING and self._module_method(owner, last):
+            return True  # `model.discriminator_forward(x)`: a method of a module class of this module
         if last in self.facts.functions or last in self.facts.classes:
             return False  # a helper or a constructor of this module
         if len(parts) == 1 and self.facts.imported_from.get(last, "").split(".")[0] in _LIBRARY_ROOTS:
@@ -228,6 +230,21 @@ class GraphFlow:
         if parts[0] == "self" and len(parts) == 2:
             return True  # self.model(x): a method would be a function of this module
         return any(word in last.lower() for word in _MODEL_WORDS)
+
+    def _module_method(self, owner: str, method: str) -> bool:
+        """`owner` is only ever bound to an instance of a class of this module that subclasses a
+        `Module` (`nn.Module`, `LightningModule`), and that class defines `method`."""
+        bound = [b.value for b in self.facts.bindings.get(owner, ()) if b.tuple_index is None]
+        if not bound:
+            return False
+        for value in bound:
+            cls = self.facts.classes.get(call_name(value) or "") if isinstance(value, cst.Call) else None
+            if cls is None or not any("Module" in (dotted_name(base.value) or "") for base in cls.bases):
+                return False
+            if not any(isinstance(statement, cst.FunctionDef) and statement.name.value == method
+                       for statement in cls.body.body):
+                return False
+        return True
 
     def _returns_numbers(self, name: str) -> bool:
         """Every definition of the module's function `name` returns only values with no graph

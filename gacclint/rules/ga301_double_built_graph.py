@@ -133,6 +133,28 @@ for x, y in loader:
     ]
     INVALID = [
         Invalid("""
+class GAN(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.generator = Generator()
+        self.discriminator = Discriminator()
+
+    def discriminator_forward(self, x):
+        return self.discriminator(x).view(-1)
+
+
+model = GAN()
+for real in loader:
+    fake = model.generator(torch.randn(real.size(0), 100))
+    real_loss = F.binary_cross_entropy(model.discriminator_forward(real), ones)
+    fake_loss = F.binary_cross_entropy(model.discriminator_forward(fake.detach()), zeros)
+    discr_loss = 0.5 * (real_loss + fake_loss)
+    optim_discr.zero_grad()
+    discr_loss.backward()
+    optim_discr.step()
+""", fixed=None, applicability=None,
+                why="a method of the module's own `nn.Module` class runs a forward; no fix, as one input is another model's output"),
+        Invalid("""
 optimizer = torch.optim.Adam(list(agent.parameters()) + list(rnd_model.parameters()))
 for obs, actions, returns in loader:
     predicted, target = rnd_model(obs)
