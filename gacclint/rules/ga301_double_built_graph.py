@@ -77,7 +77,10 @@ class DoubleBuiltGraph(Rule):
     ensemble) gets a fresh name (`loss_1`, ...) so the detached sum reads it
     and no forward runs twice. No fix is offered when two losses share a
     graph (separate backwards would need `retain_graph`) or a forward reads
-    another task's output.
+    another task's output, nor when the sum reaches the backward through
+    another name (`d_loss = adv_weight * wd`) or holds a term that is not
+    visibly a loss (a gradient penalty from a helper): those are reported
+    for the user to split.
     """
 
     code = "GA301"
@@ -132,6 +135,44 @@ for x, y in loader:
 """, "the teacher builds no graph; both losses share the student's forward"),
     ]
     INVALID = [
+        Invalid("""
+def gradient_penalty(y, x):
+    grad = torch.autograd.grad(y, x, torch.ones_like(y), create_graph=True)[0]
+    return ((grad.view(grad.size(0), -1).norm(2, dim=1) - 1) ** 2).mean()
+
+
+for x_real in loader:
+    d_loss_real = -D(x_real).mean()
+    x_fake = G(torch.randn(x_real.size(0), 64))
+    d_loss_fake = D(x_fake.detach()).mean()
+    alpha = torch.rand(x_real.size(0), 1)
+    x_hat = (alpha * x_real.data + (1 - alpha) * x_fake.data).requires_grad_(True)
+    d_loss_gp = gradient_penalty(D(x_hat), x_hat)
+    d_loss = d_loss_real + d_loss_fake + 10 * d_loss_gp
+    d_optimizer.zero_grad()
+    d_loss.backward()
+    d_optimizer.step()
+""", fixed=None, applicability=None,
+                why="a penalty from a helper joins the sum: its own forward's graph is alive too; the split is left to the user"),
+        Invalid("""
+for expert_batch, policy_batch in zip(expert_loader, policy_loader):
+    expert_loss = F.binary_cross_entropy_with_logits(D(expert_batch), ones)
+    policy_loss = F.binary_cross_entropy_with_logits(D(policy_batch), zeros)
+    gail_loss = expert_loss + policy_loss
+    d_optimizer.zero_grad()
+    (gail_loss + grad_pen).backward()
+    d_optimizer.step()
+""", fixed=None, applicability=None, why="the sum is named, then added to once more before the backward"),
+        Invalid("""
+for x_real in loader:
+    d_loss_real = -D(x_real).mean()
+    d_loss_fake = D(G(torch.randn(x_real.size(0), 64)).detach()).mean()
+    wd = d_loss_real + d_loss_fake
+    d_loss = adv_weight * wd
+    d_optimizer.zero_grad()
+    d_loss.backward()
+    d_optimizer.step()
+""", fixed=None, applicability=None, why="the sum reaches the backward through another name"),
         Invalid("""
 class GAN(nn.Module):
     def __init__(self):
@@ -371,7 +412,8 @@ for x, y in loader:
         loss = event.loss
         assert loss is not None
         definition: Definition | None = None
-        value: cst.BaseExpression = strip_scaling(loss)
+        direct = True  # the sum is the backward loss's own definition, not another name's
+        value: cst.BaseExpression = _stripped(graph, loss, event.position)
         before = event.position
         name = dotted_name(value) if isinstance(value, (cst.Name, cst.Attribute)) else None
         if name is not None:
@@ -383,29 +425,49 @@ for x, y in loader:
             if len(found) != 1 or found[0].unpacked or found[0].augmented is not None:
                 return None
             definition = found[0]
-            value = strip_scaling(definition.value)
+            value = _stripped(graph, definition.value, definition.position)
             before = definition.position
-            # `loss_D = 0.5 * (a + b)` then `loss_D = loss_D / k`: the combination is the earlier one
-            while isinstance(value, cst.Name) and value.value == name:
-                found = graph.definitions(name, before)
+            # `loss_D = 0.5 * (a + b)` then `loss_D = loss_D / k`: the combination is the earlier one;
+            # so it is behind another name (`d_loss = wd`, `loss_d = adv_weight * d_sum`), though a fix
+            # would then have to rewrite that chain too: reported only
+            hops = 0
+            while isinstance(value, cst.Name) and hops < 8:
+                direct = direct and value.value == name
+                found = graph.definitions(value.value, before)
                 if len(found) != 1 or found[0].unpacked or found[0].augmented is not None:
                     return None
                 definition = found[0]
-                value = strip_scaling(definition.value)
+                value = _stripped(graph, definition.value, definition.position)
                 before = definition.position
-        terms = combination_terms(value)
-        if not terms:
-            return None
-        graph_terms = []
-        for term in terms:
-            forwards = graph.forwards(term, before)
-            if forwards:
-                graph_terms.append(_Term(term, forwards, _term_name(term, graph, before)))
+                hops += 1
+        for _ in range(4):
+            terms = combination_terms(value)
+            if not terms:
+                return None
+            graph_terms = []
+            for term in terms:
+                forwards = graph.forwards(term, before)
+                if forwards:
+                    graph_terms.append(_Term(term, forwards, _term_name(term, graph, before)))
+            if len(graph_terms) != 1:
+                break
+            # `(gail_loss + grad_pen).backward()` with `gail_loss = expert_loss + policy_loss`: the one
+            # term with a graph is itself a named sum of losses; its terms are what is summed (reported only)
+            only = graph_terms[0]
+            if only.name is None or not graph.is_loss_sum(only.expression, before):
+                return None
+            found = graph.definitions(only.name, before)
+            if len(found) != 1 or found[0].unpacked or found[0].augmented is not None:
+                return None
+            definition, direct = found[0], False
+            value = _stripped(graph, definition.value, definition.position)
+            before = definition.position
         if len(graph_terms) < 2:
             return None
-        if not all(graph.is_reduced_loss(term.expression, before) or graph.is_loss_sum(term.expression, before)
-                   for term in graph_terms):
-            return None
+        # Terms that are not visibly losses (a gradient penalty from a helper) still hold graphs, and
+        # join the groups of the forwards they read; they leave the split to the user.
+        losses = [term for term in graph_terms
+                  if graph.is_reduced_loss(term.expression, before) or graph.is_loss_sum(term.expression, before)]
         if any(UNKNOWN_GRAPH in term.forwards for term in graph_terms):
             return None  # some term's forwards are not visible: whether graphs are shared is unknown
         # Terms sharing a forward stay together (separate backwards would need retain_graph);
@@ -416,12 +478,26 @@ for x, y in loader:
             merged = sorted([term] + [member for group in joined for member in group], key=graph_terms.index)
             groups = [group for group in groups if group not in joined] + [merged]
         groups.sort(key=lambda group: graph_terms.index(group[0]))
-        if len(groups) < 2:
+        if sum(any(term in losses for term in group) for group in groups) < 2:
             return None
         # A term with no forward of its own (`+ 1e-2 * w.pow(2).sum()`) has no backward to move to.
         # whole: every term is a task's loss (`+ 1e-2 * w.pow(2).sum()` has no forward, and so no
         # backward of its own that a fix could move)
-        return value, definition, graph_terms, groups, len(graph_terms) == len(terms)
+        return value, definition, graph_terms, groups, len(graph_terms) == len(terms) == len(losses) and direct
+
+
+def _stripped(graph: GraphFlow, node: cst.BaseExpression, before: int) -> cst.BaseExpression:
+    """`strip_scaling`, a product read by its sides' graphs first: in `adv_weight * d_loss` the
+    weight is the side that carries none."""
+    while isinstance(node, cst.BinaryOperation) and isinstance(node.operator, cst.Multiply):
+        left, right = graph.forwards(node.left, before), graph.forwards(node.right, before)
+        if left and not right:
+            node = node.left
+        elif right and not left:
+            node = node.right
+        else:
+            break
+    return strip_scaling(node)
 
 
 def _term_name(term: cst.BaseExpression, graph: GraphFlow, before: int) -> str | None:
