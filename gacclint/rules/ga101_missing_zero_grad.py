@@ -117,6 +117,27 @@ for x, y in loader:
     ]
     INVALID = [
         Invalid("""
+for i in range(steps):
+    x = torch.randn(2, 4)
+    loss_1 = model_1(x).sum()
+    loss_2 = model_2(x).sum()
+    loss_1.backward()
+    loss_2.backward()
+    optimizer_1.step()
+    optimizer_2.step()
+""", fixed="""
+for i in range(steps):
+    x = torch.randn(2, 4)
+    loss_1 = model_1(x).sum()
+    loss_2 = model_2(x).sum()
+    loss_1.backward()
+    loss_2.backward()
+    optimizer_1.step()
+    optimizer_1.zero_grad()
+    optimizer_2.step()
+    optimizer_2.zero_grad()
+""", why="two optimizers, neither cleared: each is reported, and each fix clears its own"),
+        Invalid("""
 opt_d = torch.optim.Adam(D.parameters())
 opt_g = torch.optim.Adam(G.parameters())
 for real in loader:
@@ -190,13 +211,18 @@ for epoch in range(epochs):
                      and s.event.receiver not in loop.fresh_optimizers]
             if not steps or not variant.backwards:
                 continue
-            step = steps[0]
-            receiver = step.event.receiver
-            fix = _clear_after(step.event, receiver) if receiver else None
-            yield self.finding(
-                f"`{receiver}` is stepped but gradients are never cleared in this loop: "
-                "every step applies the sum of all gradients so far",
-                step.event.node, fix)
+            # Each optimizer once (RULES.md, *ownership*): two stepped, neither cleared, are two findings.
+            receivers: set[str | None] = set()
+            for step in steps:
+                receiver = step.event.receiver
+                if receiver in receivers:
+                    continue
+                receivers.add(receiver)
+                fix = _clear_after(step.event, receiver) if receiver else None
+                yield self.finding(
+                    f"`{receiver}` is stepped but gradients are never cleared in this loop: "
+                    "every step applies the sum of all gradients so far",
+                    step.event.node, fix)
             return
 
     def _uncleared_optimizer(self, loop: TrainingLoop, clears, facts) -> Iterator[Finding]:
