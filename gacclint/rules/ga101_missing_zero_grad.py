@@ -211,18 +211,23 @@ for epoch in range(epochs):
                      and s.event.receiver not in loop.fresh_optimizers]
             if not steps or not variant.backwards:
                 continue
-            # Each optimizer once (RULES.md, *ownership*): two stepped, neither cleared, are two findings.
-            receivers: set[str | None] = set()
+            # Each optimizer once (RULES.md, *ownership*): two stepped, neither cleared, are two
+            # findings, with one fix that clears both (once one is cleared, the other's ownership
+            # may not be readable, and a later pass would not see it).
+            first: dict[str | None, Event] = {}
             for step in steps:
-                receiver = step.event.receiver
-                if receiver in receivers:
-                    continue
-                receivers.add(receiver)
-                fix = _clear_after(step.event, receiver) if receiver else None
+                first.setdefault(step.event.receiver, step.event)
+            fixes = [_clear_after(event, receiver) if receiver else None for receiver, event in first.items()]
+            fix = fixes[0]
+            if len(fixes) > 1:
+                fix = None if None in fixes else Fix(
+                    Applicability.SAFE, "Insert " + " and ".join(f"`{r}.zero_grad()`" for r in first) + " after their steps",
+                    tuple(edit for one in fixes for edit in one.edits))  # type: ignore[union-attr]
+            for receiver, event in first.items():
                 yield self.finding(
                     f"`{receiver}` is stepped but gradients are never cleared in this loop: "
                     "every step applies the sum of all gradients so far",
-                    step.event.node, fix)
+                    event.node, fix)
             return
 
     def _uncleared_optimizer(self, loop: TrainingLoop, clears, facts) -> Iterator[Finding]:
