@@ -65,6 +65,16 @@ class GraphKeptAcrossIterations(Rule):
 
     VALID = [
         Valid("""
+history = {}
+for x, y in loader:
+    history["loss"] = []
+    optimizer.zero_grad()
+    loss = loss_fn(model(x), y)
+    loss.backward()
+    optimizer.step()
+    history["loss"].append(loss)
+""", "the entry is a new list every iteration: only the latest graph is kept"),
+        Valid("""
 def scores_of(logits, labels):
     predicted = torch.max(logits, -1)[1].data
     scores = predicted == labels
@@ -164,6 +174,23 @@ for step, (x, y) in enumerate(loader):
 """, "the kept losses are backpropagated together, then emptied in place: their graphs are meant to live for the window"),
     ]
     INVALID = [
+        Invalid("""
+history = {"loss": [], "lr": []}
+for x, y in loader:
+    optimizer.zero_grad()
+    loss = loss_fn(model(x), y)
+    loss.backward()
+    optimizer.step()
+    history["loss"].append(loss)
+""", fixed="""
+history = {"loss": [], "lr": []}
+for x, y in loader:
+    optimizer.zero_grad()
+    loss = loss_fn(model(x), y)
+    loss.backward()
+    optimizer.step()
+    history["loss"].append(loss.detach())
+""", why="a list kept under a key of a dict that outlives the loop"),
         Invalid("""
 total_loss = 0.0
 for x, y in loader:
@@ -268,7 +295,7 @@ for x, y in loader:
                 if found is None:
                     continue
                 node, container, value = found
-                if container in backpropagated or container.split(".")[0] in backpropagated:
+                if container in backpropagated or container.split(".")[0].split("[")[0] in backpropagated:
                     continue  # `losses.append(loss)` ... `torch.stack(losses).mean().backward()`: kept for a backward
                 item = (isinstance(small, (cst.AugAssign, cst.Assign)) and _starts_at_zero(model.facts, loop, container)
                         and _scalar(graph, value, record.position))
@@ -292,7 +319,7 @@ def _stored(small: cst.BaseSmallStatement, record: LoopStatement, graph: GraphFl
         call = small.value
         func = call.func
         if isinstance(func, cst.Attribute) and func.attr.value in _GROWING_METHODS and call.args:
-            container = dotted_name(func.value)
+            container = dotted_name(func.value) or _keyed(func.value, graph)
             value = call.args[-1].value
             if container and _outlives(graph, container) and graph.visibly_carries_graph(value, position):
                 if isinstance(value, (cst.List, cst.Tuple)):
@@ -344,9 +371,26 @@ def _scalar(graph: GraphFlow, value: cst.BaseExpression, before: int, depth: int
     return False
 
 
+def _keyed(node: cst.BaseExpression, graph: GraphFlow) -> str | None:
+    """`history["loss"]`: an entry of a dict under a literal key, as text (its root is the dict).
+    None when the loop assigns that entry anew (`history["loss"] = []`)."""
+    if not (isinstance(node, cst.Subscript) and len(node.slice) == 1 and isinstance(node.slice[0].slice, cst.Index)
+            and isinstance(node.slice[0].slice.value, (cst.SimpleString, cst.Integer))):
+        return None
+    root = dotted_name(node.value)
+    if root is None:
+        return None
+    text = code_of(node)
+    for assignment in graph.facts.tree.find(graph.loop_node, cst.Assign, cst.AugAssign, cst.AnnAssign):
+        targets = [t.target for t in assignment.targets] if isinstance(assignment, cst.Assign) else [assignment.target]
+        if any(code_of(target) == text for target in targets):
+            return None
+    return text
+
+
 def _outlives(graph: GraphFlow, container: str) -> bool:
     """Never rebound in the loop body: it lives across iterations."""
-    root = container.split(".")[0]
+    root = container.split(".")[0].split("[")[0]
     return all(d.adds_to_itself for d in graph.all_definitions(container)) and (
         root == "self" or all(d.adds_to_itself for d in graph.all_definitions(root)))
 
