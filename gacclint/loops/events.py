@@ -60,17 +60,22 @@ def is_grad_reference(node: cst.BaseExpression) -> bool:
 
 
 class ClearedParameter(NamedTuple):
-    """The parameter of a same-module helper that every call of it clears (`def reset(opt):
-    opt.zero_grad()`): its name, and its place among the arguments a call passes (after `self`)."""
+    """What every call of a same-module clearing helper clears: the argument for its parameter
+    `name` at `index` among the arguments a call passes (after `self`), as in `def reset(opt):
+    opt.zero_grad()`; or, with `name` None, the object `fixed` names wherever it is called (a
+    module global, or `self.g_optimizer` for a method called as `self.reset_grad()`)."""
 
-    name: str
+    name: str | None
     index: int
+    fixed: str | None = None
 
 
 def _helper_receiver(call: cst.Call, cleared: ClearedParameter | None) -> str | None:
-    """The text of what a call of a clearing helper clears: the argument for its cleared parameter."""
+    """The text of what a call of a clearing helper clears."""
     if cleared is None:
         return None
+    if cleared.name is None:
+        return cleared.fixed
     for arg in call.args:
         if arg.keyword is not None and arg.keyword.value == cleared.name:
             return code_of(arg.value)

@@ -326,25 +326,38 @@ class _Builder:
         return helpers
 
     def _cleared_parameter(self, func: cst.FunctionDef, clears: list[cst.CSTNode]) -> ClearedParameter | None:
-        """`def reset(opt): opt.zero_grad()`: the parameter every run of `func` clears, by a
-        `.zero_grad()` among the body's own top-level statements (no `if`, loop or `try`
-        around it) on a parameter the body never rebinds."""
+        """What every run of `func` clears, when it is one object: a `.zero_grad()` among the body's
+        own top-level statements (no `if`, loop or `try` around it) on a parameter the body never
+        rebinds (`def reset(opt): opt.zero_grad()`), on a name bound only at module level, or on
+        `self.x` in a method."""
         parameters = [p.name.value for p in func.params.params]
+        method = bool(parameters) and parameters[0] == "self"
+        found: set[ClearedParameter] = set()
+        top_level = 0
         for statement in func.body.body:
             if not isinstance(statement, cst.SimpleStatementLine):
                 continue
             for small in statement.body:
                 call = small.value if isinstance(small, cst.Expr) else None
                 if not (isinstance(call, cst.Call) and any(call is node for node in clears)
-                        and isinstance(call.func, cst.Attribute) and isinstance(call.func.value, cst.Name)):
+                        and isinstance(call.func, cst.Attribute)):
                     continue
-                name = call.func.value.value
-                if name in parameters and name != "self" and not any(
-                        b.scope is func for b in self.facts.bindings.get(name, ())):
+                top_level += 1
+                owner = call.func.value
+                name = owner.value if isinstance(owner, cst.Name) else None
+                bindings = self.facts.bindings.get(name or "", ())
+                if name in parameters and name != "self" and not any(b.scope is func for b in bindings):
                     index = parameters.index(name)
-                    method = bool(parameters) and parameters[0] == "self"
-                    return ClearedParameter(name, index - 1 if method else index)
-        return None
+                    found.add(ClearedParameter(name, index - 1 if method else index))
+                elif name is not None and name not in parameters and bindings and all(b.scope is None for b in bindings):
+                    found.add(ClearedParameter(None, -1, name))
+                elif method and isinstance(owner, cst.Attribute) and dotted_name(owner) and \
+                        (dotted_name(owner) or "").startswith("self.") and (dotted_name(owner) or "").count(".") == 1:
+                    found.add(ClearedParameter(None, -1, dotted_name(owner)))
+        inside = sum(self.facts.tree.contains(func.body, node, enter_scopes=False) for node in clears)
+        if inside != top_level:
+            return None  # it also clears under a condition, or in a loop: not one known object
+        return found.pop() if len(found) == 1 else None
 
     def _statement_events(self, statement: cst.CSTNode) -> list:
         """`events_in` of one statement, read once: the loop model, its program and the

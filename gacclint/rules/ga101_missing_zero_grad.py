@@ -117,6 +117,44 @@ for x, y in loader:
     ]
     INVALID = [
         Invalid("""
+g_opt = torch.optim.Adam(G.parameters())
+d_opt = torch.optim.Adam(D.parameters())
+
+
+def reset_grad():
+    d_opt.zero_grad()
+
+
+for x in loader:
+    fake = G(torch.randn(x.size(0), 16))
+    d_loss = D(fake.detach()).mean() - D(x).mean()
+    reset_grad()
+    d_loss.backward()
+    d_opt.step()
+    g_loss = -D(fake).mean()
+    g_loss.backward()
+    g_opt.step()
+""", fixed="""
+g_opt = torch.optim.Adam(G.parameters())
+d_opt = torch.optim.Adam(D.parameters())
+
+
+def reset_grad():
+    d_opt.zero_grad()
+
+
+for x in loader:
+    fake = G(torch.randn(x.size(0), 16))
+    d_loss = D(fake.detach()).mean() - D(x).mean()
+    reset_grad()
+    d_loss.backward()
+    d_opt.step()
+    g_loss = -D(fake).mean()
+    g_loss.backward()
+    g_opt.step()
+    g_opt.zero_grad()
+""", why="the helper clears one module-level optimizer, by name: the other is never cleared", also=("GA301",)),
+        Invalid("""
 for i in range(steps):
     x = torch.randn(2, 4)
     loss_1 = model_1(x).sum()

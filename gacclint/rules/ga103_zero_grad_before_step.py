@@ -101,6 +101,29 @@ for x, y in loader:
     ]
     INVALID = [
         Invalid("""
+class Solver:
+    def reset_grad(self):
+        self.optimizer.zero_grad()
+
+    def train(self):
+        for x, y in self.loader:
+            loss = self.loss_fn(self.model(x), y)
+            loss.backward()
+            self.reset_grad()
+            self.optimizer.step()
+""", fixed="""
+class Solver:
+    def reset_grad(self):
+        self.optimizer.zero_grad()
+
+    def train(self):
+        for x, y in self.loader:
+            loss = self.loss_fn(self.model(x), y)
+            loss.backward()
+            self.optimizer.step()
+            self.reset_grad()
+""", why="a method of the class that always clears `self.optimizer`"),
+        Invalid("""
 def reset(opt):
     opt.zero_grad()
 
