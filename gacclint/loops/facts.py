@@ -448,5 +448,24 @@ def collect_facts(module: cst.Module) -> ModuleFacts:
     readers = _READERS
     for node in tree.ordered(*_READ_TYPES):
         (readers.get(type(node)) or _reader(type(node)))(collector, node)
+    _sum_reducing_instances(facts)
     return facts
+
+
+def _sum_reducing_instances(facts: ModuleFacts) -> None:
+    """`criterion = YoloLoss(...)` where the module's own class `YoloLoss` reduces with
+    `reduction="sum"` (or `size_average=False`) in its `forward`: a sum-reduced loss, as an
+    `nn.MSELoss(reduction="sum")` is."""
+    summing: set[str] = set()
+    for name, cls in facts.classes.items():
+        for statement in cls.body.body:
+            if isinstance(statement, cst.FunctionDef) and statement.name.value in {"forward", "__call__"} and any(
+                    is_sum_reduction(call) for call in facts.tree.find(statement.body, cst.Call)):
+                summing.add(name)
+    if not summing:
+        return
+    for name, bindings in facts.bindings.items():
+        if bindings and all(b.tuple_index is None and type(b.value) is cst.Call and call_name(b.value) in summing
+                            for b in bindings):
+            facts.sum_reduced_losses.add(name)
 

@@ -60,6 +60,20 @@ class UnscaledAccumulatedLoss(Rule):
 
     VALID = [
         Valid("""
+class YoloLoss(nn.Module):
+    def forward(self, pred, target):
+        return F.mse_loss(pred, target, reduction="sum")
+
+
+criterion = YoloLoss()
+for i, (x, y) in enumerate(loader):
+    loss = criterion(model(x), y)
+    loss.backward()
+    if (i + 1) % k == 0 or i + 1 == len(loader):
+        optimizer.step()
+        optimizer.zero_grad()
+""", "the module's own criterion sums: the user owns its normalisation (darknet's lr / batch)"),
+        Valid("""
 def train(model, loader, optimizer, accum=1):
     for i, (x, y) in enumerate(loader):
         loss_fn(model(x), y).backward()

@@ -102,6 +102,30 @@ for i, (x, y) in enumerate(loader):
     ]
     INVALID = [
         Invalid("""
+for step, batch in enumerate(loader):
+    loss = model(batch) / k
+    if args.fp16:
+        with amp.scale_loss(loss, optimizer) as scaled_loss:
+            scaled_loss.backward()
+    else:
+        loss.backward()
+    if (step + 1) % k == 0 or step + 1 == len(loader):
+        optimizer.step()
+        optimizer.zero_grad()
+""", fixed="""
+for step, batch in enumerate(loader):
+    window = min(k, len(loader) - (step // k) * k)
+    loss = model(batch) / window
+    if args.fp16:
+        with amp.scale_loss(loss, optimizer) as scaled_loss:
+            scaled_loss.backward()
+    else:
+        loss.backward()
+    if (step + 1) % k == 0 or step + 1 == len(loader):
+        optimizer.step()
+        optimizer.zero_grad()
+""", why="the division is shared by both configurations, and both step the same windows: rewritten for both"),
+        Invalid("""
 for i, (x, y) in enumerate(loader):
     loss = loss_fn(model(x), y) / k
     if args.amp:
@@ -243,29 +267,36 @@ for i, (x, y) in enumerate(loader):
     ]
 
     def check(self, loop: TrainingLoop, model) -> Iterator[Finding]:
-        # division -> the window each variant that reports it would divide by (None: no fix there)
-        windows: dict[int, list[str | None]] = {}
-        found: dict[int, tuple[LoopVariant, Division]] = {}
+        tree = model.facts.tree
+        boundaries = {id(variant): boundary for variant, boundary in loop.accumulation_variants()}
+        reported: set[int] = set()
         for variant, boundary, division in self._misscaled(loop, model):
-            windows.setdefault(id(division.operation), []).append(self._window(loop, variant, boundary, division,
-                                                                               model.facts.tree))
-            found.setdefault(id(division.operation), (variant, division))
-        for key, (variant, division) in found.items():
-            # A division the configuration switches share is rewritten for all of them: only
-            # when every variant reports it, with the same window.
-            values = set(windows[key])
-            value = values.pop() if len(values) == 1 and len(windows[key]) == len(loop.variants) else None
+            if id(division.operation) in reported:
+                continue
+            reported.add(id(division.operation))
+            # A division the configuration switches share is rewritten for all of them: only when
+            # every variant steps its last window on a boundary that gives the same window there
+            # (an apex branch's `amp.scale_loss(loss, ...)` hides the division, not the windows).
+            windows = {self._window(loop, other, boundaries[id(other)], division, tree)
+                       if id(other) in boundaries and self._tail_stepped(loop, boundaries[id(other)]) else None
+                       for other in loop.variants}
+            value = windows.pop() if len(windows) == 1 else None
             yield self.finding(
                 f"the final partial window is stepped but its losses are still divided by `{division.divisor_text}`: "
                 f"that window counts `r / {division.divisor_text}` of the mean",
                 division.operation, None if value is None else _fix(loop, division, value))
 
+    @staticmethod
+    def _tail_stepped(loop: TrainingLoop, boundary: Boundary) -> bool:
+        """The final partial window is stepped: by the boundary's end-of-data clause, or by a flush
+        after the loop (after the epoch loops, where windows straddle passes)."""
+        return boundary.steps_tail is True or loop.flush_after_loop or (
+            loop.flush_after_run and boundary.counter is not None and not boundary.counter.per_pass)
+
     def _misscaled(self, loop: TrainingLoop, model) -> Iterator[tuple[LoopVariant, Boundary, Division]]:
         """Each division by the count that misscales a stepped final window, with the variant it does so in."""
         for variant, boundary in loop.accumulation_variants():
-            if boundary.steps_tail is not True and not loop.flush_after_loop and not (
-                    loop.flush_after_run and boundary.counter is not None and not boundary.counter.per_pass):
-                # a flush after the epoch loops steps the run's remainder when windows straddle passes
+            if not self._tail_stepped(loop, boundary):
                 continue
             if divides_evenly(loop, boundary, model.facts):
                 continue
