@@ -147,6 +147,22 @@ for batch in loader:
     ]
     INVALID = [
         Invalid("""
+class Model(nn.Module):
+    def train_one_step(self, x, y, batch_index):
+        loss = F.mse_loss(self.net(x), y) / self.accumulation_steps
+        if self.fp16:
+            self.scaler.scale(loss).backward()
+        else:
+            loss.backward()
+        if self.clip_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(self.parameters(), self.clip_grad_norm)
+        if (batch_index + 1) % self.accumulation_steps == 0:
+            self.scaler.step(self.optimizer) if self.fp16 else self.optimizer.step()
+            self.scaler.update() if self.fp16 else None
+            self.optimizer.zero_grad()
+""", fixed=None, applicability=None,
+                why="no fix: an unscale_ before this clip would run on every micro-batch (twice between updates raises) and where fp16 is off and there is no scaler"),
+        Invalid("""
 scaler = torch.amp.GradScaler("cuda", enabled=args.amp)
 for x, y in loader:
     with torch.autocast("cuda", enabled=args.amp):
@@ -275,6 +291,13 @@ for i, (x, y) in enumerate(loader):
                            (MoveBefore(unscale.event.statement, clip.event.statement),))
             return None
         if not optimizer:
+            return None
+        # The inserted unscale_ runs where the clip does: only where the scaler's step runs too, so
+        # at most once per step (twice between updates raises), and only where the scaler is used
+        # (`self.scaler` is None where fp16 is off; `scaler.step(opt) if fp16 else opt.step()`
+        # hides that switch in an expression).
+        if not bare_call(step.event) or not {(c.text, c.polarity) for c in step.event.conditions} <= {
+                (c.text, c.polarity) for c in clip.event.conditions}:
             return None
         return Fix(Applicability.SAFE, f"Insert `{scaler}.unscale_({optimizer})` before the clip",
                    (InsertBefore(clip.event.statement, f"{scaler}.unscale_({optimizer})"),))
