@@ -95,24 +95,30 @@ class _CellSyntaxError(Exception):
         self.diagnostic = diagnostic
 
 
+def _cell_syntax_error(error) -> Diagnostic:
+    """GA001 at the place of a notebook cell's syntax error (gacclint/notebook.py's NotebookSyntaxError)."""
+    return Diagnostic(SYNTAX_ERROR, CODES[SYNTAX_ERROR], f"SyntaxError: {error.message}", error.row, error.column,
+                      error.row, error.column, cell=error.cell)
+
+
 class _Program:
     """What is analysed: a .py file's bytes, or a notebook's code cells as one program."""
 
     def __init__(self, path: Path, data: bytes) -> None:
         self.data = data
         self.notebook = None
+        self.cell_errors: list[Diagnostic] = []  # GA001 of each notebook cell that does not parse
         if path.suffix == ".ipynb":
             from gacclint.notebook import NotebookError, NotebookSyntaxError, read_notebook
 
             try:
                 self.notebook = read_notebook(data)
             except NotebookSyntaxError as error:
-                raise _CellSyntaxError(Diagnostic(
-                    SYNTAX_ERROR, CODES[SYNTAX_ERROR], f"SyntaxError: {error.message}", error.row, error.column,
-                    error.row, error.column, cell=error.cell)) from None
+                raise _CellSyntaxError(_cell_syntax_error(error)) from None
             except NotebookError as error:
                 raise ReadError(str(error)) from None
             self.source = self.notebook.program
+            self.cell_errors = [_cell_syntax_error(error) for error in self.notebook.syntax_errors]
         else:
             self.source = data
 
@@ -358,6 +364,9 @@ def run_job(job: Job, tree: ast.Module | None = None) -> FileResult:
         program = _Program(job.path, job.source)
         _on_deep_stack(_fix if job.mode == "fix" else _check, job, program, result, tree)
         forget_code()  # the module-wide memo holds the file's tree: freed now, not with the next file
+        if program.cell_errors:  # as a file that does not parse is reported, whatever is selected
+            result.diagnostics = sorted(program.cell_errors + result.diagnostics,
+                                        key=lambda d: (d.cell or 0, d.row, d.column))
     except _CellSyntaxError as error:
         result.diagnostics = [error.diagnostic]
     except (ReadError, SourceError) as error:

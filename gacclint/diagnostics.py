@@ -53,9 +53,10 @@ CODES: dict[str, str] = {
 BUILTIN_DESCRIPTIONS = {
     SYNTAX_ERROR: (
         "Reports a file that gacclint cannot parse.",
-        "The file (or a notebook cell) is not valid Python, so none of its training loops were checked. "
-        "Every other rule is silent on the file until the syntax error is fixed. This is always reported "
-        "and cannot be deselected.",
+        "The file is not valid Python, so none of its training loops were checked: every other rule is "
+        "silent on the file until the syntax error is fixed. In a notebook, each code cell runs on its "
+        "own: a cell that does not parse is reported and left out, and the other cells are checked "
+        "(a fix never changes that cell). This is always reported and cannot be deselected.",
     ),
     UNUSED_NOQA: (
         "Reports a `# noqa` comment naming gacclint codes that suppressed nothing.",

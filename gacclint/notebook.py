@@ -139,6 +139,8 @@ class Notebook:
     _marker: str = field(repr=False)
     _opening_gap: str = field(repr=False)  # JSON text between the top-level `{` and its first key
     _member_gap: str = field(repr=False)  # JSON text between two top-level members
+    # Code cells that do not parse on their own, in order: left out of `program` (comment rows).
+    syntax_errors: list[NotebookSyntaxError] = field(default_factory=list)
 
     def locate(self, row: int) -> tuple[int, int]:
         """Program row (1-based) -> (code cell number, row in that cell), both 1-based.
@@ -369,6 +371,7 @@ def read_notebook(data: bytes) -> Notebook:
     rows: list[tuple[int, int]] = []
     separators: dict[str, int] = {}
     program: list[str] = []
+    syntax_errors: list[NotebookSyntaxError] = []
     for index, ((position, source), cell_text) in enumerate(zip(code, cell_texts)):
         number = index + 1
         if index:
@@ -383,12 +386,18 @@ def read_notebook(data: bytes) -> Notebook:
             raise NotebookError(f"cell {number}: not valid Unicode ({error.reason})") from None
         lines = split_lines(cell_text)
         program_lines, magics, opaque = _neutralise(lines, marker, counter, cookie_rows=max(0, 2 - len(rows)))
-        _check_syntax(program_lines, number)
+        try:
+            _check_syntax(program_lines, number)
+        except NotebookSyntaxError as error:
+            # Reported, and left out of the program: a pasted sketch (`...` under a `with`) in one
+            # cell must not hide the training loops of the others. The cell is never changed.
+            syntax_errors.append(error)
+            program_lines, magics, opaque = [f"# {marker} does not parse\n"] * len(lines), [], True
         cells.append(_CodeCell(number, position, source, cell_text, lines, program_lines, magics, opaque))
         rows.extend((index, row) for row in range(1, len(lines) + 1))
         program.extend(program_lines)
     return Notebook("".join(program).encode("utf-8"), data, text, bom, cells, sources, rows, separators, marker,
-                    opening_gap, member_gap)
+                    opening_gap, member_gap, syntax_errors)
 
 
 def _check_format(document: object) -> None:

@@ -126,6 +126,26 @@ def test_notebook_json_names_the_cell() -> None:
     assert edit["content"].startswith(cell_lines(NOTEBOOK)[3][4].rstrip(":"))
 
 
+def test_a_notebook_cell_that_does_not_parse_hides_no_other_cell(tmp_path: Path) -> None:
+    # A pasted sketch (`...` where a block should be) is reported where it is; the training loop of
+    # another cell is still checked, and fixed without touching the sketch.
+    document = json.loads(NOTEBOOK.read_text(encoding="utf-8"))
+    sketch = {"cell_type": "code", "execution_count": None, "id": "sketch", "metadata": {}, "outputs": [],
+              "source": ["with torch.autocast('cuda'):\n", "...\n", "    loss = model(x)"]}
+    document["cells"].insert(1, sketch)
+    path = tmp_path / "with_sketch.ipynb"
+    path.write_text(json.dumps(document, indent=1), encoding="utf-8")
+    code, out, _ = run("check", "--output-format", "json", path)
+    assert code == 1
+    found = [(item["cell"], item["code"], item["location"]["row"]) for item in json.loads(out)]
+    assert found[0][:2] == (1, "GA001")  # the first code cell (markdown cells are not counted)
+    assert [(cell, rule) for cell, rule, _ in found[1:]] == [(5, "GA201"), (5, "GA202")]
+    run("fix", "--unsafe-fixes", path)
+    fixed = json.loads(path.read_text(encoding="utf-8"))
+    assert fixed["cells"][1]["source"] == sketch["source"]
+    assert [item["code"] for item in json.loads(run("check", "--output-format", "json", path)[1])] == ["GA001"]
+
+
 def test_notebook_fix_writes_exactly_the_fixed_notebook(tmp_path: Path) -> None:
     path = tmp_path / "train_accumulate.ipynb"
     shutil.copyfile(NOTEBOOK, path)
