@@ -13,7 +13,7 @@ import pytest
 from gacclint.engine import lint_source
 from gacclint.fixes.apply import fix_source
 from gacclint.fixes.edits import InsertAfter, InsertBefore, MoveAfter, apply_edits
-from gacclint.notebook import NotebookError, NotebookSyntaxError, read_notebook
+from gacclint.notebook import NotebookError, read_notebook
 from gacclint.selection import Selection
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "fixtures" / "notebooks"

@@ -175,6 +175,27 @@ for step, (x, y) in enumerate(loader):
     ]
     INVALID = [
         Invalid("""
+input_size = 64
+total_loss = 0
+for i in range(steps):
+    optimizer.zero_grad()
+    x = sample(input_size)
+    loss = (model(x) - x.median()).norm(2) / input_size
+    loss.backward()
+    optimizer.step()
+    total_loss += loss
+""", fixed="""
+input_size = 64
+total_loss = 0
+for i in range(steps):
+    optimizer.zero_grad()
+    x = sample(input_size)
+    loss = (model(x) - x.median()).norm(2) / input_size
+    loss.backward()
+    optimizer.step()
+    total_loss += loss.item()
+""", why="a norm of everything over a number is one number: `.item()`"),
+        Invalid("""
 history = {"loss": [], "lr": []}
 for x, y in loader:
     optimizer.zero_grad()
@@ -360,12 +381,14 @@ def _scalar(graph: GraphFlow, value: cst.BaseExpression, before: int, depth: int
     if isinstance(value, cst.Call):
         if isinstance(value.func, cst.Attribute) and value.func.attr.value in {"mean", "sum"}:
             return not value.args
+        if isinstance(value.func, cst.Attribute) and value.func.attr.value == "norm":
+            return len(value.args) <= 1 and all(arg.keyword is None for arg in value.args)  # `.norm(2)`: of everything
         return graph.is_loss_call(value) and not any(
             arg.keyword is not None and arg.keyword.value == "reduction" for arg in value.args)
     if isinstance(value, cst.BinaryOperation) and isinstance(value.operator, (cst.Multiply, cst.Divide)):
         for side, other in ((value.left, value.right), (value.right, value.left)):
             if _scalar(graph, side, before, depth + 1) and (
-                    isinstance(other, (cst.Integer, cst.Float))
+                    isinstance(other, (cst.Integer, cst.Float)) or _plain_number(graph, other)
                     or isinstance(other, cst.Call) and (call_name(other) or "").rsplit(".", 1)[-1] in {"size", "len", "numel"}):
                 return True
     return False
@@ -386,6 +409,14 @@ def _keyed(node: cst.BaseExpression, graph: GraphFlow) -> str | None:
         if any(code_of(target) == text for target in targets):
             return None
     return text
+
+
+def _plain_number(graph: GraphFlow, node: cst.BaseExpression) -> bool:
+    """A name only ever bound to a literal number (`input_size = 128`)."""
+    if not isinstance(node, cst.Name):
+        return False
+    bound = graph.facts.bindings.get(node.value, [])
+    return bool(bound) and all(b.tuple_index is None and isinstance(b.value, (cst.Integer, cst.Float)) for b in bound)
 
 
 def _outlives(graph: GraphFlow, container: str) -> bool:
