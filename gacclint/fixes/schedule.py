@@ -165,7 +165,7 @@ def schedule_of(tree: Tree, module: cst.Module, scheduler: str, k: cst.BaseExpre
 
 def floor_counted(tree: Tree, module: cst.Module, scheduler: str, k_text: str) -> str | None:
     """The length of `scheduler` (built in this module) that counts the optimizer
-    steps of a pass as `len(...) // k`, rounded down: a fix that adds the step
+    steps of a pass as `len(...) // k` or `int(len(...) / k)`, rounded down: a fix that adds the step
     of the final partial window makes the loop outrun it. Its name, or None."""
     assigned = _assignments(tree, module)
     k_compact = "".join(k_text.split())
@@ -177,7 +177,9 @@ def floor_counted(tree: Tree, module: cst.Module, scheduler: str, k_text: str) -
                 value = pending.pop()
                 seen += 1
                 compact = "".join(code_of(value).split())
-                if "len(" in compact and f"//{k_compact}" in compact:
+                # `len(dl) // k`, or truncated by hand: `int(len(ds) / bs / k)`, `math.floor(len(dl) / k)`
+                truncated = ("int(" in compact or "floor(" in compact) and f"/{k_compact}" in compact
+                if "len(" in compact and (f"//{k_compact}" in compact or truncated):
                     if argument.keyword is not None:
                         return argument.keyword.value
                     return "lr_lambda" if isinstance(argument.value, cst.Lambda) else code_of(argument.value)

@@ -162,6 +162,30 @@ if len(loader) % k:
     ]
     INVALID = [
         Invalid("""
+t_total = int(len(dataset) / batch_size / k) * epochs
+scheduler = get_linear_schedule_with_warmup(optimizer, num_warmup_steps=0, num_training_steps=t_total)
+for epoch in range(epochs):
+    for step, batch in enumerate(loader):
+        loss = model(batch) / k
+        loss.backward()
+        if (step + 1) % k == 0:
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad()
+""", fixed="""
+t_total = int(len(dataset) / batch_size / k) * epochs
+scheduler = get_linear_schedule_with_warmup(optimizer, num_warmup_steps=0, num_training_steps=t_total)
+for epoch in range(epochs):
+    for step, batch in enumerate(loader):
+        loss = model(batch) / k
+        loss.backward()
+        if (step + 1) % k == 0 or (step + 1) == len(loader):
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad()
+""", applicability=Applicability.UNSAFE, why="the schedule's length is truncated by `int(...)`: one more step per pass would outrun it",
+                also=("GA203",)),
+        Invalid("""
 for i, (x, y) in enumerate(loader):
     (loss_fn(model(x), y) / k).backward()
     if (i + 1) % k != 0:
