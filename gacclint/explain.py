@@ -131,8 +131,11 @@ class _Render:
             for event in variant.events:
                 self.lines.append(f"    {self.line_of(event.event.node):>5} {event.kind.value:<13} {self._guard(event)}")
             accumulating = [b for v, b in loop.accumulation_variants() if v is variant]
-            self.lines.append("          accumulation loop: " + (
-                f"yes, k = `{accumulating[0].k_text}`" if accumulating else "no"))
+            if loop.shape is Shape.INNER_WINDOW and loop.window_k is not None:
+                window = f"yes, the inner micro-step loop: k = `{code_of(loop.window_k)}`"
+            else:
+                window = f"yes, k = `{accumulating[0].k_text}`" if accumulating else "no"
+            self.lines.append("          accumulation loop: " + window)
         self._rules()
         return "\n".join(self.lines) + "\n"
 
