@@ -162,6 +162,21 @@ if len(loader) % k:
     ]
     INVALID = [
         Invalid("""
+for i, (x, y) in enumerate(loader):
+    loss = loss_fn(model(x), y)
+    loss.backward()
+    if not (i + 1) % k:
+        optimizer.step()
+        optimizer.zero_grad()
+""", fixed="""
+for i, (x, y) in enumerate(loader):
+    loss = loss_fn(model(x), y)
+    loss.backward()
+    if not (i + 1) % k or (i + 1) == len(loader):
+        optimizer.step()
+        optimizer.zero_grad()
+""", why="the boundary read as the truth of the remainder under a `not`: the clause goes beside the `not`", also=("GA201",)),
+        Invalid("""
 t_total = int(len(dataset) / batch_size / k) * epochs
 scheduler = get_linear_schedule_with_warmup(optimizer, num_warmup_steps=0, num_training_steps=t_total)
 for epoch in range(epochs):
@@ -333,7 +348,15 @@ for i, (x, y) in enumerate(loader, 1):
             if not flow.divisions and event.loss is not None and _reads_count(loop, event, boundary, self._model):
                 return None
         last = f"({counter.text} + 1)" if counter.first_value == 0 else counter.text
-        if boundary.negated:
+        # `if not (i + 1) % k:` reads the truthy remainder under a `not`: the clause goes beside the
+        # `not`, positive (`not (i + 1) % k or (i + 1) == len(dl)`); joined inside it, `and` would bind
+        # to the `not` and leave the tail dropped.
+        negation = next((n for n in self._model.facts.tree.find(loop.node, cst.UnaryOperation)
+                         if isinstance(n.operator, cst.Not) and n.expression is expression), None)
+        negated = boundary.negated
+        if negation is not None:
+            expression, negated = negation, not negated
+        if negated:
             clause = cst.parse_expression(f"{last} != {length}")
             operator: cst.BaseBooleanOp = cst.And()
         else:
