@@ -42,6 +42,7 @@ class Config:
     k: int
     n: int
     start: int = 0  # where a counter carried in from elsewhere stands at the first micro-batch
+    actual: bool = False  # the loop's own k and pass length, both provable from literals
 
 
 class Tail(enum.Enum):
@@ -339,7 +340,9 @@ def _read_boundary(runs: dict[Config, Sequence[Value]], flip: bool) -> Schedule 
             tail_unknown = True
         else:
             tails.add(bool(last))
-        if not evidence and n % k and n >= 2 * k and (k == 4 or config.k == max(c.k for c in runs)):
+        if config.actual and n % k:
+            evidence = _evidence(values, k, n)  # the loop's own numbers, over any sample's
+        elif not evidence and n % k and n >= 2 * k and (k == 4 or config.k == max(c.k for c in runs)):
             evidence = _evidence(values, k, n)
     first = _relative(firsts)
     if tail_unknown:
@@ -381,10 +384,15 @@ def _relative(firsts: set[tuple[int, int]]) -> str | None:
     return None
 
 
-def configs_for(k_literal: int | None, start_known: bool) -> list[Config]:
+def configs_for(k_literal: int | None, start_known: bool, n_literal: int | None = None) -> list[Config]:
+    """The sample configurations; with `k` and the pass length both known from literals, the
+    loop's own configuration too (its schedule is what a message then quotes)."""
     ks: Iterable[int] = (k_literal,) if k_literal is not None else SAMPLE_K
     starts = (0,) if start_known else (0, 1, 2, 5)
-    return [Config(k, n, s) for k in ks for n in sample_lengths(k) for s in starts]
+    configs = [Config(k, n, s) for k in ks for n in sample_lengths(k) for s in starts]
+    if k_literal is not None and n_literal is not None and n_literal > 0 and start_known:
+        configs.append(Config(k_literal, n_literal, 0, actual=True))
+    return configs
 
 
 # -- running the loop body ---------------------------------------------------------

@@ -431,7 +431,7 @@ class _Builder:
             iterable=iterable,
             counter=next((c for c in counters.values() if c.source is not CounterSource.MANUAL), None),
             events=events,
-            variants=_variants(events, self._frameworks, program),
+            variants=_variants(events, self._frameworks, program, iterable.literal_length),
             frameworks=frozenset(self._frameworks(events)),
             window_loop=training if shape is Shape.INNER_WINDOW else None,
             window_k=window_k,
@@ -1448,7 +1448,8 @@ class _Builder:
         return names
 
 
-def _variants(events: list[Event], frameworks, program: LoopProgram | None = None) -> list[LoopVariant]:
+def _variants(events: list[Event], frameworks, program: LoopProgram | None = None,
+              length: int | None = None) -> list[LoopVariant]:
     switches: list[str] = []
     switch_nodes: dict[str, str] = {}
     for event in events:
@@ -1473,7 +1474,7 @@ def _variants(events: list[Event], frameworks, program: LoopProgram | None = Non
                 if runs is None:
                     switch_values = {switch_nodes[t]: v for t, v in assignment.items() if t in switch_nodes}
                     runs = {config: program.run(config, switch_values)
-                            for config in configs_for(program.k_literal, program.start_known)}
+                            for config in configs_for(program.k_literal, program.start_known, length)}
                 schedule = read_runs({config: vector[id(event.statement)] for config, vector in runs.items()})
                 if program.approximate:
                     schedule = replace(schedule, first_window=None, tail=Tail.UNKNOWN)

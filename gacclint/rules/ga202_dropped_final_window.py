@@ -314,7 +314,11 @@ for i, (x, y) in enumerate(loader, 1):
         if loop.iterable.kind not in _FINITE or loop.flush_after_loop:
             return
         reported: set[int] = set()
-        for _, boundary in loop.accumulation_variants():
+        # Each step's own boundary: a GAN's two optimizers may test the same count, one with an
+        # end-of-data clause and one without.
+        boundaries = [step.guard.boundary for variant, _ in loop.accumulation_variants() for step in variant.steps
+                      if step.guard.boundary is not None]
+        for boundary in boundaries:
             if boundary.steps_tail is not False or boundary.expression is None:
                 continue  # the tail is stepped, or we cannot tell
             if boundary.counter is None or not boundary.counter.per_pass:

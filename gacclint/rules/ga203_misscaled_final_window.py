@@ -276,9 +276,12 @@ for i, (x, y) in enumerate(loader):
             reported.add(id(division.operation))
             # A division the configuration switches share is rewritten for all of them: only when
             # every variant steps its last window on a boundary that gives the same window there
-            # (an apex branch's `amp.scale_loss(loss, ...)` hides the division, not the windows).
+            # (an apex branch's `amp.scale_loss(loss, ...)` hides the division, not the windows),
+            # with every step of it (a GAN's second optimizer may still drop its tail: GA202 first).
             windows = {self._window(loop, other, boundaries[id(other)], division, tree)
-                       if id(other) in boundaries and self._tail_stepped(loop, boundaries[id(other)]) else None
+                       if id(other) in boundaries and all(
+                           step.guard.boundary is not None and self._tail_stepped(loop, step.guard.boundary)
+                           for step in other.steps) else None
                        for other in loop.variants}
             value = windows.pop() if len(windows) == 1 else None
             yield self.finding(
