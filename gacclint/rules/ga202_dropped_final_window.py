@@ -162,6 +162,33 @@ if len(loader) % k:
     ]
     INVALID = [
         Invalid("""
+for i, (x, _) in enumerate(loader):
+    fake = G(torch.randn(x.size(0), 2))
+    d_loss = (D(fake.detach()).mean() - D(x).mean()) / k
+    d_loss.backward()
+    if (i + 1) % k == 0 or (i + 1) == len(loader):
+        opt_d.step()
+        opt_d.zero_grad()
+    g_loss = -D(fake).mean() / k
+    g_loss.backward()
+    if (i + 1) % k == 0:
+        opt_g.step()
+        opt_g.zero_grad()
+""", fixed="""
+for i, (x, _) in enumerate(loader):
+    fake = G(torch.randn(x.size(0), 2))
+    d_loss = (D(fake.detach()).mean() - D(x).mean()) / k
+    d_loss.backward()
+    if (i + 1) % k == 0 or (i + 1) == len(loader):
+        opt_d.step()
+        opt_d.zero_grad()
+    g_loss = -D(fake).mean() / k
+    g_loss.backward()
+    if (i + 1) % k == 0 or (i + 1) == len(loader):
+        opt_g.step()
+        opt_g.zero_grad()
+""", why="each optimizer's own boundary: the generator's drops the tail the discriminator's steps", also=("GA203", "GA301")),
+        Invalid("""
 for i, (x, y) in enumerate(loader):
     loss = loss_fn(model(x), y)
     loss.backward()
