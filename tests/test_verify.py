@@ -231,6 +231,16 @@ for i, (x, y) in enumerate(loader):
         optimizer.step()
         optimizer.zero_grad()
 """,
+    "a literal weight on the left whose inverse is a short window's size": """
+k = 4
+for epoch in range(2):
+    for i, (x, y) in enumerate(loader):
+        window = min(k, len(loader) - (i // k) * k)
+        ((0.5 * loss_fn(model(x), y)) / window).backward()
+        if (i + 1) % k == 0 or (i + 1) == len(loader):
+            optimizer.step()
+            optimizer.zero_grad()
+""",
     "clipping after unscale_, as a large batch would be clipped": """
 scaler = torch.amp.GradScaler("cpu")
 for i, (x, y) in enumerate(loader):

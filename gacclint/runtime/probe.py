@@ -304,6 +304,9 @@ class Probe:
 
     def mul(self, site: int, left: Any, right: Any, left_kind: int = OPAQUE, right_kind: int = OPAQUE) -> Any:
         result = left * right
+        if not isinstance(left, torch.Tensor) and isinstance(right, torch.Tensor):
+            # `0.5 * loss` runs as `loss.__rmul__(0.5)`: in the graph the tensor is `self`, the number `other`
+            left_kind, right_kind = right_kind, left_kind
         _tag(result, "MulBackward0", (site, left_kind, right_kind))
         return result
 
