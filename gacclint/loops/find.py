@@ -351,9 +351,10 @@ class _Builder:
                     found.add(ClearedParameter(name, index - 1 if method else index))
                 elif name is not None and name not in parameters and bindings and all(b.scope is None for b in bindings):
                     found.add(ClearedParameter(None, -1, name))
-                elif method and isinstance(owner, cst.Attribute) and dotted_name(owner) and \
-                        (dotted_name(owner) or "").startswith("self.") and (dotted_name(owner) or "").count(".") == 1:
-                    found.add(ClearedParameter(None, -1, dotted_name(owner)))
+                elif method and isinstance(owner, cst.Attribute):
+                    text = dotted_name(owner) or ""
+                    if text.startswith("self.") and text.count(".") == 1:  # `self.g_optimizer`
+                        found.add(ClearedParameter(None, -1, text))
         inside = sum(self.facts.tree.contains(func.body, node, enter_scopes=False) for node in clears)
         if inside != top_level:
             return None  # it also clears under a condition, or in a loop: not one known object

@@ -45,13 +45,14 @@ UNKNOWN_GRAPH = 0  # stands for those forwards in `GraphFlow.forwards`
 _BUILTINS = {"len", "sum", "min", "max", "float", "int", "bool", "str", "list", "dict", "tuple", "set", "zip",
              "enumerate", "range", "print", "isinstance", "getattr", "setattr", "hasattr", "abs", "round", "sorted",
              "any", "all", "iter", "next", "repr", "map", "filter", "type", "super", "open", "format", "vars", "id"}
-# Results of these carry no graph (or cannot be differentiated).
 # Methods whose result has no graph: numbers, integer or boolean tensors, detached values. Not
 # `.float()`, `.half()`, `.double()`: a cast to another floating type keeps the graph (the builtin
 # `float(x)` is a number, and is read as a builtin).
 _NO_GRAPH = {"detach", "item", "tolist", "numpy", "argmax", "argmin", "long", "int", "bool", "eq", "ne", "lt", "le",
              "gt", "ge", "round", "sign", "nonzero", "isnan", "isinf", "isfinite", "size", "dim", "numel", "float_",
              "len", "detach_", "data_ptr", "requires_grad_"}
+# Builtins whose result is a plain Python value, with no graph.
+_NUMBER_BUILTINS = frozenset({"float", "int", "bool", "len", "str"})
 _MODEL_WORDS = ("model", "net", "encoder", "decoder", "head", "generator", "discriminator", "backbone", "critic",
                 "classifier", "module", "policy", "actor", "transformer", "unet", "vae", "gen", "disc", "student",
                 "teacher", "embed", "layer", "block", "proj", "mlp", "clip", "bert", "gpt", "lm")
@@ -342,7 +343,7 @@ class GraphFlow:
             func = node.func
             text = call_name(node) or ""
             last = text.rsplit(".", 1)[-1] if text else (func.attr.value if isinstance(func, cst.Attribute) else "")
-            if last in _NO_GRAPH or text in {"float", "int", "bool", "len", "str"}:
+            if last in _NO_GRAPH or text in _NUMBER_BUILTINS:
                 return frozenset()
             if self.strict and self._unseen(text):
                 return frozenset()  # RULES.md, *values the module cannot see*: not known to carry a graph
@@ -437,7 +438,7 @@ def _no_graph_value(node: cst.BaseExpression | None, func: cst.FunctionDef, fact
     if isinstance(node, cst.Call):
         text = call_name(node) or ""
         last = text.rsplit(".", 1)[-1] if text else (node.func.attr.value if isinstance(node.func, cst.Attribute) else "")
-        return (last in _NO_GRAPH and isinstance(node.func, cst.Attribute)) or text in {"float", "int", "bool", "len", "str"}
+        return (last in _NO_GRAPH and isinstance(node.func, cst.Attribute)) or text in _NUMBER_BUILTINS
     if isinstance(node, cst.Name) and depth < 4:
         bound = [b for b in facts.bindings.get(node.value, ()) if b.scope is func]
         return len(bound) == 1 and bound[0].tuple_index is None and _no_graph_value(bound[0].value, func, facts, depth + 1)

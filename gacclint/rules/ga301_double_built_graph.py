@@ -422,23 +422,20 @@ for x, y in loader:
             while found and isinstance(found[-1].augmented, cst.AugAssign) and isinstance(
                     found[-1].augmented.operator, (cst.MultiplyAssign, cst.DivideAssign)):
                 found = graph.definitions(name, found[-1].position)
-            if len(found) != 1 or found[0].unpacked or found[0].augmented is not None:
+            behind = _sum_behind(graph, found)
+            if behind is None:
                 return None
-            definition = found[0]
-            value = _stripped(graph, definition.value, definition.position)
-            before = definition.position
+            definition, value, before = behind
             # `loss_D = 0.5 * (a + b)` then `loss_D = loss_D / k`: the combination is the earlier one;
             # so it is behind another name (`d_loss = wd`, `loss_d = adv_weight * d_sum`), though a fix
             # would then have to rewrite that chain too: reported only
             hops = 0
             while isinstance(value, cst.Name) and hops < 8:
                 direct = direct and value.value == name
-                found = graph.definitions(value.value, before)
-                if len(found) != 1 or found[0].unpacked or found[0].augmented is not None:
+                behind = _sum_behind(graph, graph.definitions(value.value, before))
+                if behind is None:
                     return None
-                definition = found[0]
-                value = _stripped(graph, definition.value, definition.position)
-                before = definition.position
+                definition, value, before = behind
                 hops += 1
         for _ in range(4):
             terms = combination_terms(value)
@@ -456,12 +453,11 @@ for x, y in loader:
             only = graph_terms[0]
             if only.name is None or not graph.is_loss_sum(only.expression, before):
                 return None
-            found = graph.definitions(only.name, before)
-            if len(found) != 1 or found[0].unpacked or found[0].augmented is not None:
+            behind = _sum_behind(graph, graph.definitions(only.name, before))
+            if behind is None:
                 return None
-            definition, direct = found[0], False
-            value = _stripped(graph, definition.value, definition.position)
-            before = definition.position
+            definition, value, before = behind
+            direct = False
         if len(graph_terms) < 2:
             return None
         # Terms that are not visibly losses (a gradient penalty from a helper) still hold graphs, and
@@ -484,6 +480,15 @@ for x, y in loader:
         # whole: every term is a task's loss (`+ 1e-2 * w.pow(2).sum()` has no forward, and so no
         # backward of its own that a fix could move)
         return value, definition, graph_terms, groups, len(graph_terms) == len(terms) == len(losses) and direct
+
+
+def _sum_behind(graph: GraphFlow, found: list[Definition]) -> tuple[Definition, cst.BaseExpression, int] | None:
+    """The one definition reaching a read, when it is a plain assignment (not unpacked, not
+    `+=`): itself, its value without the scaling around it, and its place."""
+    if len(found) != 1 or found[0].unpacked or found[0].augmented is not None:
+        return None
+    definition = found[0]
+    return definition, _stripped(graph, definition.value, definition.position), definition.position
 
 
 def _stripped(graph: GraphFlow, node: cst.BaseExpression, before: int) -> cst.BaseExpression:
