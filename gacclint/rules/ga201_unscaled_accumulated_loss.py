@@ -5,7 +5,7 @@ from typing import Iterator
 import libcst as cst
 
 from gacclint.fixes.edits import Replace
-from gacclint.loops.model import Event, EventKind, GuardKind, LoopVariant, Scaling, Shape, TrainingLoop
+from gacclint.loops.model import Event, EventKind, GuardKind, Scaling, Shape, TrainingLoop
 from gacclint.loops.vocabulary import code_of
 from gacclint.rules.base import Applicability, Finding, Fix, Invalid, Rule, Valid
 from gacclint.rules.common import atom, looks_like_accumulation_count
@@ -272,12 +272,12 @@ while True:
                 if event.kind is EventKind.BACKWARD and event.in_window_loop and not event.in_inner_loop:
                     yield from self._report(event, k_text, reported)
             return
-        # backward -> (a variant that reports it, that variant's count), in order
-        reporting: dict[int, list[tuple[LoopVariant, str]]] = {}
+        # backward -> the count of each variant that reports it, in order
+        reporting: dict[int, list[str]] = {}
         for variant, boundary in loop.accumulation_variants():
             for backward in variant.backwards:
                 if backward.guard.kind is GuardKind.NONE:
-                    reporting.setdefault(id(backward.event.node), []).append((variant, atom(boundary.k)))
+                    reporting.setdefault(id(backward.event.node), []).append(atom(boundary.k))
         for backward in loop.events:
             found = reporting.get(id(backward.node))
             if not found:
@@ -285,8 +285,8 @@ while True:
             # A backward that configuration switches share is divided in all of them: fixed only
             # when every variant that runs it accumulates over the same count.
             running = [v for v in loop.variants if any(b.event is backward for b in v.backwards)]
-            fixable = len(found) == len(running) and len({k for _, k in found}) == 1
-            yield from self._report(backward, found[0][1], reported, fixable)
+            fixable = len(found) == len(running) and len(set(found)) == 1
+            yield from self._report(backward, found[0], reported, fixable)
 
     def _report(self, event: Event, k_text: str, reported: set[int], fixable: bool = True) -> Iterator[Finding]:
         flow = event.loss_flow

@@ -270,7 +270,7 @@ for i, (x, y) in enumerate(loader):
         tree = model.facts.tree
         boundaries = {id(variant): boundary for variant, boundary in loop.accumulation_variants()}
         reported: set[int] = set()
-        for variant, boundary, division in self._misscaled(loop, model):
+        for division in self._misscaled(loop, model):
             if id(division.operation) in reported:
                 continue
             reported.add(id(division.operation))
@@ -278,16 +278,19 @@ for i, (x, y) in enumerate(loader):
             # every variant steps its last window on a boundary that gives the same window there
             # (an apex branch's `amp.scale_loss(loss, ...)` hides the division, not the windows),
             # with every step of it (a GAN's second optimizer may still drop its tail: GA202 first).
-            windows = {self._window(loop, other, boundaries[id(other)], division, tree)
-                       if id(other) in boundaries and all(
-                           step.guard.boundary is not None and self._tail_stepped(loop, step.guard.boundary)
-                           for step in other.steps) else None
-                       for other in loop.variants}
+            windows = {self._window(loop, variant, boundaries[id(variant)], division, tree)
+                       if id(variant) in boundaries and self._steps_every_tail(loop, variant) else None
+                       for variant in loop.variants}
             value = windows.pop() if len(windows) == 1 else None
             yield self.finding(
                 f"the final partial window is stepped but its losses are still divided by `{division.divisor_text}`: "
                 f"that window counts `r / {division.divisor_text}` of the mean",
                 division.operation, None if value is None else _fix(loop, division, value))
+
+    def _steps_every_tail(self, loop: TrainingLoop, variant: LoopVariant) -> bool:
+        """Every step of the variant steps the final partial window."""
+        return all(step.guard.boundary is not None and self._tail_stepped(loop, step.guard.boundary)
+                   for step in variant.steps)
 
     @staticmethod
     def _tail_stepped(loop: TrainingLoop, boundary: Boundary) -> bool:
@@ -296,8 +299,8 @@ for i, (x, y) in enumerate(loader):
         return boundary.steps_tail is True or loop.flush_after_loop or (
             loop.flush_after_run and boundary.counter is not None and not boundary.counter.per_pass)
 
-    def _misscaled(self, loop: TrainingLoop, model) -> Iterator[tuple[LoopVariant, Boundary, Division]]:
-        """Each division by the count that misscales a stepped final window, with the variant it does so in."""
+    def _misscaled(self, loop: TrainingLoop, model) -> Iterator[Division]:
+        """Each division by the count that misscales a stepped final window (once per variant it does so in)."""
         for variant, boundary in loop.accumulation_variants():
             if not self._tail_stepped(loop, boundary):
                 continue
@@ -312,7 +315,7 @@ for i, (x, y) in enumerate(loader):
                     if not _divides_by_count(division, boundary, loop, model.facts) or id(division.operation) in reported:
                         continue
                     reported.add(id(division.operation))
-                    yield variant, boundary, division
+                    yield division
 
     def _window(self, loop: TrainingLoop, variant: LoopVariant, boundary: Boundary, division: Division,
                 tree: Tree) -> str | None:
