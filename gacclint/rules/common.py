@@ -155,3 +155,9 @@ def clear_text(event: Event) -> str:
     if event.by_helper or event.receiver == "params":  # `reset(opt)`, `p.grad = None`
         return code_of(event.node)
     return f"{event.receiver}.zero_grad()"
+
+
+def within(module: str, ancestor: str) -> bool:
+    """`module` is `ancestor` or one of its submodules (`generator.module.style` within `generator`):
+    a clear of `ancestor` clears its parameters."""
+    return module == ancestor or module.startswith(ancestor + ".")

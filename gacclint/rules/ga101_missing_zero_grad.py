@@ -5,6 +5,7 @@ from typing import Iterator
 from gacclint.fixes.edits import InsertAfter
 from gacclint.loops.model import Event, EventKind, GuardKind, TrainingLoop
 from gacclint.rules.base import Applicability, Finding, Fix, Invalid, Rule, Valid
+from gacclint.rules.common import within
 
 
 class MissingZeroGrad(Rule):
@@ -295,7 +296,9 @@ for epoch in range(epochs):
             if not receiver or receiver in cleared or receiver in reported or receiver in loop.fresh_optimizers:
                 continue
             owned = facts.optimizer_models(receiver)
-            if owned is None or any(_overlap(model, cleared) for model in owned for cleared in cleared_models):
+            # a clear of a module, or of one of its parts or wholes, reaches some of the optimizer's parameters
+            if owned is None or any(within(model, cleared) or within(cleared, model)
+                                    for model in owned for cleared in cleared_models):
                 continue  # ownership unknown, or some clear reaches its parameters
             reported.add(receiver)
             fix = _clear_after(step, receiver)
@@ -303,12 +306,6 @@ for epoch in range(epochs):
                 f"`{receiver}` is stepped but nothing clears its parameters' gradients (the loop clears only "
                 f"{', '.join(f'`{c}`' for c in sorted(cleared))}): every step of `{receiver}` applies the sum of "
                 "all its gradients so far", step.node, fix)
-
-
-def _overlap(first: str, second: str) -> bool:
-    """Two modules share parameters: the same, or one a submodule of the other (`generator.zero_grad()`
-    clears `generator.module.style`'s parameters)."""
-    return first == second or first.startswith(second + ".") or second.startswith(first + ".")
 
 
 def _clear_after(step: Event, receiver: str) -> Fix | None:

@@ -7,7 +7,7 @@ from gacclint.fixes.statements import whole_statement
 from gacclint.loops.model import Event, TrainingLoop
 from gacclint.loops.vocabulary import looks_like_optimizer
 from gacclint.rules.base import Applicability, Finding, Fix, Invalid, Rule, Valid
-from gacclint.rules.common import alone_on_its_line, clear_text
+from gacclint.rules.common import alone_on_its_line, clear_text, within
 
 
 class ZeroGradBeforeStep(Rule):
@@ -217,4 +217,4 @@ def _clears_all_of(clear: Event, step: Event, facts) -> bool:
     """A parameter loop's clear reaches every parameter the stepped optimizer owns."""
     owned = facts.optimizer_models(step.receiver) if step.receiver else None
     module = clear.cleared_module
-    return bool(owned) and module is not None and all(o == module or o.startswith(module + ".") for o in owned)
+    return bool(owned) and module is not None and all(within(o, module) for o in owned)

@@ -316,7 +316,7 @@ for x, y in loader:
                 if found is None:
                     continue
                 node, container, value = found
-                if container in backpropagated or container.split(".")[0].split("[")[0] in backpropagated:
+                if container in backpropagated or _root(container) in backpropagated:
                     continue  # `losses.append(loss)` ... `torch.stack(losses).mean().backward()`: kept for a backward
                 item = (isinstance(small, (cst.AugAssign, cst.Assign)) and _starts_at_zero(model.facts, loop, container)
                         and _scalar(graph, value, record.position))
@@ -419,9 +419,14 @@ def _plain_number(graph: GraphFlow, node: cst.BaseExpression) -> bool:
     return bool(bound) and all(b.tuple_index is None and isinstance(b.value, (cst.Integer, cst.Float)) for b in bound)
 
 
+def _root(container: str) -> str:
+    """The name a container hangs from: `history` for `history["loss"]` or `history.losses`."""
+    return container.split(".")[0].split("[")[0]
+
+
 def _outlives(graph: GraphFlow, container: str) -> bool:
     """Never rebound in the loop body: it lives across iterations."""
-    root = container.split(".")[0].split("[")[0]
+    root = _root(container)
     return all(d.adds_to_itself for d in graph.all_definitions(container)) and (
         root == "self" or all(d.adds_to_itself for d in graph.all_definitions(root)))
 
