@@ -678,7 +678,10 @@ def _builtin_documentation(code: str, name: str, short: str, full: str) -> str:
 @_debug
 def explain(location: str, debug: bool) -> None:
     """Show the loop model of the training loop at FILE:LINE: events, guards as
-    evaluated for sample configurations, and why each rule fired or stayed silent."""
+    evaluated for sample configurations, and why each rule fired or stayed silent.
+
+    LOCATION is written as check prints a finding's: train.py:42, train.py:42:9,
+    or in a notebook notes.ipynb:'cell 3:7' (code cell 3, row 7)."""
     from gacclint.explain import ExplainError, explain as render, parse_target
 
     def action() -> int:

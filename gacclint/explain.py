@@ -1,5 +1,9 @@
 """`gacclint explain FILE:LINE`: the loop model of one loop, as gacclint sees it.
 
+The location is written as `check` prints a finding's: `train.py:42`, with or
+without its column, and for a notebook `notes.ipynb:cell 3:7` (the code cell's
+number, then the row in that cell); every row explain prints is spelt the same way.
+
 It prints what the rules read (gacclint/loops/model.py): the micro-batch loop,
 its iterable and counter, the frameworks that manage it, its events in order,
 and for each variant (configuration switches resolved) the guard of every
@@ -9,6 +13,7 @@ then which rules fired on the loop and, for the others, why they stayed silent.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,23 +38,46 @@ class ExplainError(Exception):
 class Target:
     path: Path
     line: int
+    cell: int | None = None  # a notebook's code cell; `line` is then a row in that cell
+
+
+# FILE:LINE, FILE:LINE:COLUMN, FILE:cell N:LINE[:COLUMN], as `check` prints a finding's place.
+_TARGET = re.compile(r"(?P<path>.+?)(?::cell (?P<cell>\d+))?:(?P<line>\d+)(?::\d+)?")
 
 
 def parse_target(text: str) -> Target:
-    """`train.py:42` -> Target; the line is required."""
-    path, separator, line = text.rpartition(":")
-    if not separator or not line.isdigit() or not path:
-        raise ExplainError(f"expected FILE:LINE, got '{text}'")
-    return Target(Path(path), int(line))
+    """`train.py:42`, `train.py:42:9` or `notes.ipynb:cell 3:7` -> Target; the line is required."""
+    match = _TARGET.fullmatch(text)
+    if match is None:
+        raise ExplainError(f"expected FILE:LINE (or NOTEBOOK:cell N:LINE), got '{text}'")
+    cell = match["cell"]
+    path = Path(match["path"])
+    if cell is not None and path.suffix != ".ipynb":
+        raise ExplainError(f"{path}: only a notebook has cells; expected FILE:LINE")
+    if cell is None and path.suffix == ".ipynb":
+        raise ExplainError(f"{path}: name the code cell, as `check` prints it: {path}:cell N:LINE")
+    return Target(path, int(match["line"]), int(cell) if cell is not None else None)
 
 
 def explain(target: Target) -> str:
-    if target.path.suffix == ".ipynb":
-        raise ExplainError(f"{target.path}: notebooks are not supported by explain; export the notebook to a .py file")
     try:
         source = target.path.read_bytes()
     except OSError as error:
         raise ExplainError(f"{target.path}: {error.strerror or error}") from None
+    rows = _Rows(None)
+    line = target.line
+    if target.cell is not None:
+        from gacclint.notebook import NotebookError, read_notebook
+
+        try:
+            notebook = read_notebook(source)
+        except NotebookError as error:
+            raise ExplainError(f"{target.path}: {error}") from None
+        try:
+            line = notebook.program_row(target.cell, target.line)
+        except ValueError as error:
+            raise ExplainError(f"{target.path}: {error}") from None
+        source, rows = notebook.program, _Rows(notebook)
     try:
         module = parse(source)
     except SourceError as error:
@@ -62,22 +90,38 @@ def explain(target: Target) -> str:
         where = positions[loop.node]
         return where.start.line, where.end.line
 
-    holding = [loop for loop in loops if span(loop)[0] <= target.line <= span(loop)[1]]
+    holding = [loop for loop in loops if span(loop)[0] <= line <= span(loop)[1]]
     if not holding:
-        found = ", ".join(f"{span(loop)[0]}" for loop in loops) or "none"
-        plain = [node for node in _loops_at(module, positions, target.line)]
+        found = ", ".join(rows.name(span(loop)[0]) for loop in loops) or "none"
+        plain = [node for node in _loops_at(module, positions, line)]
         if plain:
             node = min(plain, key=lambda n: positions[n].end.line - positions[n].start.line)
             head = _first_code_line(node)
-            return (f"{target.path}:{positions[node].start.line}: `{head}` is not a training loop: its own body "
-                    "(nested def/class/lambda not counted) holds no backward, so no rule reads it "
+            return (f"{target.path}:{rows.name(positions[node].start.line)}: `{head}` is not a training loop: "
+                    "its own body (nested def/class/lambda not counted) holds no backward, so no rule reads it "
                     "(a backward inside a helper is out of scope)\n"
                     f"  training loops of this file start at lines: {found}\n")
-        raise ExplainError(f"{target.path}:{target.line}: no loop holds this line "
+        raise ExplainError(f"{target.path}:{rows.name(line)}: no loop holds this line "
                            f"(training loops start at lines: {found})")
     loop = min(holding, key=lambda found: span(found)[1] - span(found)[0])
     findings = [f for f in lint_module(module, Selection()) if span(loop)[0] <= f.row <= span(loop)[1]]
-    return _Render(target.path, loop, model, positions, findings).text()
+    return _Render(target.path, loop, model, positions, findings, rows).text()
+
+
+class _Rows:
+    """How a row of the analysed program is named: itself in a .py file, `cell N:row` in a
+    notebook (gacclint/notebook.py joins the code cells into one program)."""
+
+    def __init__(self, notebook) -> None:
+        self.notebook = notebook
+
+    def name(self, row: int, column: int | None = None) -> str:
+        if self.notebook is None:
+            place = str(row)
+        else:
+            cell, cell_row = self.notebook.locate(row)
+            place = f"cell {cell}:{cell_row}"
+        return place if column is None else f"{place}:{column}"
 
 
 def _first_code_line(node: cst.CSTNode) -> str:
@@ -107,12 +151,14 @@ def _loops_at(module: cst.Module, positions, line: int) -> list[cst.CSTNode]:
 
 
 class _Render:
-    def __init__(self, path: Path, loop: TrainingLoop, model: ModuleModel, positions, findings: list[Located]) -> None:
+    def __init__(self, path: Path, loop: TrainingLoop, model: ModuleModel, positions, findings: list[Located],
+                 rows: _Rows) -> None:
         self.path, self.loop, self.model, self.positions, self.findings = path, loop, model, positions, findings
+        self.rows = rows
         self.lines: list[str] = []
 
-    def line_of(self, node: cst.CSTNode) -> int:
-        return self.positions[node].start.line
+    def line_of(self, node: cst.CSTNode) -> str:
+        return self.rows.name(self.positions[node].start.line)
 
     def text(self) -> str:
         loop = self.loop
@@ -212,7 +258,7 @@ class _Render:
             code = rule.code
             if code in fired:
                 found = fired[code]
-                self.lines.append(f"    {code} fired at {found.row}:{found.column}: {found.message}")
+                self.lines.append(f"    {code} fired at {self.rows.name(found.row, found.column)}: {found.message}")
                 continue
             if code in _WINDOW_RULES and managed:
                 reason = "a framework manages this loop's accumulation"

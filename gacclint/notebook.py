@@ -157,6 +157,19 @@ class Notebook:
         index, cell_row = self._rows[row - 1]
         return self._cells[index].number, cell_row
 
+    def program_row(self, cell_number: int, row: int) -> int:
+        """(code cell number, row in that cell), both 1-based -> the program row: `locate` backwards."""
+        if not 1 <= cell_number <= len(self._cells):
+            raise ValueError(f"cell {cell_number}: the notebook has {len(self._cells)} code cells")
+        index = cell_number - 1
+        for program_row, (cell_index, cell_row) in enumerate(self._rows, start=1):
+            if cell_index == index and cell_row == row:
+                return program_row
+        lines = len(self._cells[index].lines)
+        raise ValueError(f"cell {cell_number}:{row}: the cell has {lines} rows" if lines and not 1 <= row <= lines
+                         else f"cell {cell_number}:{row}: this cell is not checked (it does not parse, "
+                         "or is not Python)")
+
     def cell_line(self, row: int) -> str:
         """The original text of a program row's line in its cell, without its line ending ("" past a cell's end)."""
         number, cell_row = self.locate(row)

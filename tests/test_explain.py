@@ -74,3 +74,62 @@ def test_explain_from_the_installed_binary(tmp_path: Path) -> None:
     done = subprocess.run([binary, "explain", f"{path}:3"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "GA202 fired" in done.stdout
+
+
+def test_explain_takes_a_finding_place_as_check_prints_it(tmp_path: Path) -> None:
+    result = _explain_location(tmp_path, "train.py", LOOP, "6:12")
+    assert result.exit_code == 0, result.output
+    assert "train.py:2: micro-batch loop" in result.output and "GA202 fired at 6:12" in result.output
+
+
+NOTEBOOK_CELLS = [
+    {"cell_type": "markdown", "metadata": {}, "source": ["# Training\n"]},
+    {"cell_type": "code", "metadata": {}, "execution_count": 1, "outputs": [],
+     "source": ["model = make_model()\n", "optimizer = make_optimizer(model)\n", "k = 4\n"]},
+    {"cell_type": "code", "metadata": {}, "execution_count": 2, "outputs": [],
+     "source": ["%%time\n", "for i, (x, y) in enumerate(loader):\n", "    loss = criterion(model(x), y)\n",
+                "    loss.backward()\n", "    if (i + 1) % k == 0:\n", "        optimizer.step()\n",
+                "        optimizer.zero_grad()\n"]},
+]
+
+
+def _notebook(tmp_path: Path) -> Path:
+    import json
+
+    path = tmp_path / "notes.ipynb"
+    path.write_text(json.dumps({"cells": NOTEBOOK_CELLS, "metadata": {}, "nbformat": 4, "nbformat_minor": 5}))
+    return path
+
+
+def test_explain_a_notebook_loop_in_its_cell_rows(tmp_path: Path) -> None:
+    path = _notebook(tmp_path)
+    check = CliRunner().invoke(main, ["check", "--no-cache", "--output-format", "concise", str(path)])
+    place = next(line for line in check.output.splitlines() if " GA202 " in line).split(": GA202")[0]
+    assert place == f"{path}:cell 2:5:8"
+    result = CliRunner().invoke(main, ["explain", place])
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert f"{path}:cell 2:2: micro-batch loop: `for i, (x, y) in enumerate(loader):`" in out
+    assert "cell 2:4 backward" in out and "cell 2:6 step" in out
+    assert "GA201 fired at cell 2:4:5" in out and "GA202 fired at cell 2:5:8" in out
+
+
+def test_explain_notebook_places_it_cannot_read(tmp_path: Path) -> None:
+    path = _notebook(tmp_path)
+    expected = {
+        f"{path}:3": "name the code cell",
+        f"{path}:cell 9:1": "cell 9: the notebook has 2 code cells",
+        f"{path}:cell 2:40": "cell 2:40: the cell has 7 rows",
+        f"{path}:cell 1:2": "no loop holds this line (training loops start at lines: cell 2:2)",
+        f"{tmp_path / 'train.py'}:cell 1:2": "only a notebook has cells",
+    }
+    for location, message in expected.items():
+        result = CliRunner().invoke(main, ["explain", location])
+        assert result.exit_code == 2, result.output
+        assert len(result.output.strip().splitlines()) == 1 and message in result.output, result.output
+
+
+def _explain_location(tmp_path: Path, name: str, source: str, place: str):
+    path = tmp_path / name
+    path.write_text(source)
+    return CliRunner().invoke(main, ["explain", f"{path}:{place}"])
