@@ -463,10 +463,18 @@ class LoopProgram:
                 for step in self.steps:
                     runs[step.key].append(False)
                 continue
+            # An `if` is tested once when it is reached: the statements of its block run on that
+            # value, even after one of them changes what it read (`if n == k: n = 0; opt.step()`).
+            tested: dict[int, Value] = {}
             for step in self.steps:
                 ran: Value = True
                 for test in step.tests:
-                    value = None if test.expression is None else evaluate(test.expression, env)
+                    if test.expression is None:
+                        value = None
+                    elif id(test.expression) in tested:
+                        value = tested[id(test.expression)]
+                    else:
+                        value = tested[id(test.expression)] = evaluate(test.expression, env)
                     if value is None:
                         if test.breaks:
                             continue  # a break on a limit we cannot see: the run goes on to the end of data

@@ -13,6 +13,7 @@ from gacclint.loops.vocabulary import (
     positional_args,
     FRAMEWORK_BACKWARD_OWNERS,
     FRAMEWORK_OTHER_BACKWARD_HINTS,
+    call_name,
     code_of,
     dotted_name,
     looks_like_accelerator,
@@ -336,7 +337,8 @@ def _backward(node: cst.Call, owner: cst.BaseExpression, owner_text: str, facts:
         return RawEvent(EventKind.BACKWARD, node, loss=args[0], framework=framework, retain_graph=retain_graph)
     if isinstance(owner, cst.Name) and owner.value == "self":
         return None
-    if args and isinstance(owner, (cst.Name, cst.Attribute)) and not _gradient_argument(args[0]):
+    if args and isinstance(owner, (cst.Name, cst.Attribute)) and not _gradient_argument(args[0]) \
+            and not _computed_tensor(owner_text, facts) and not _computed_tensor(code_of(args[0]), facts):
         # `strategy.backward(loss, model, opt)`, `mp_trainer.backward(loss)`: another object's
         # backward handed the loss; its scaling is unknown (RULES.md, *backward*).
         return RawEvent(EventKind.BACKWARD, node, loss=args[0], framework="other", retain_graph=retain_graph)
@@ -347,6 +349,28 @@ def _gradient_argument(node: cst.BaseExpression) -> bool:
     """`out.backward(torch.ones_like(out))`, `y.backward(grad_y)`: a tensor's backward with its gradient."""
     text = code_of(node).lower()
     return "grad" in text or "ones" in text or "zeros" in text
+
+
+def _computed_tensor(text: str, facts: ModuleFacts) -> bool:
+    """A name the module binds only to arithmetic or a reduction (`d_cost = D(x).mean() - ...`,
+    `one = torch.tensor(1.0)`, `mone = one * -1`): a tensor, not an object with a backward
+    method of its own; `d_cost.backward(mone)` is the tensor's backward with its gradient."""
+    bound = facts.bindings.get(text, ())
+    return bool(bound) and all(b.tuple_index is None and _tensor_expression(b.value) for b in bound)
+
+
+def _tensor_expression(value: cst.BaseExpression) -> bool:
+    if isinstance(value, (cst.BinaryOperation, cst.UnaryOperation)):
+        return True
+    if isinstance(value, cst.Call):
+        name = call_name(value) or ""
+        if name.split(".")[0] == "torch" and name.rsplit(".", 1)[-1] in _TENSOR_MAKERS:
+            return True
+        return isinstance(value.func, cst.Attribute) and value.func.attr.value in {"mean", "sum"}
+    return False
+
+
+_TENSOR_MAKERS = frozenset({"tensor", "ones", "ones_like", "zeros", "zeros_like", "full", "FloatTensor", "Tensor"})
 
 
 def _is_framework_owner(owner_text: str, facts: ModuleFacts) -> bool:

@@ -8,7 +8,7 @@ constants have (for "provable from literals" in RULES.md).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterator
 
 import libcst as cst
 
@@ -162,6 +162,60 @@ class ModuleFacts:
                 best = binding
         return best
 
+    def holds_container(self, target: str, before: cst.CSTNode | None, scope: cst.FunctionDef | None) -> bool:
+        """Whether `target` visibly holds a list, dict, set or deque where `before` reads it: an
+        attribute of `self` in every binding the module makes of it, any other name in its latest
+        binding. An object built by a class the module cannot see may keep anything it is given."""
+        if target.startswith("self."):
+            found = [b for b in self.bindings.get(target, []) if b.tuple_index is None]
+            return bool(found) and len(found) == len(self.bindings[target]) and all(
+                _is_container(b.value) for b in found)
+        binding = self.latest_binding(target, before, scope)
+        return binding is not None and binding.tuple_index is None and _is_container(binding.value)
+
+    def _slice_length(self, node: cst.Subscript, before: cst.CSTNode | None, scope: cst.FunctionDef | None,
+                      depth: int) -> int | None:
+        """len(x[a:b:c]) from literals: the length of `x` and the slice's bounds."""
+        whole = self.evaluate_length(node.value, before, scope, depth + 1)
+        if whole is None:
+            return None
+        bounds: list[int | None] = []
+        part = node.slice[0].slice
+        for bound in (part.lower, part.upper, part.step):  # type: ignore[union-attr]
+            if bound is None:
+                bounds.append(None)
+                continue
+            value = self.evaluate_int(bound, before, scope, depth + 1)
+            if value is None:
+                value = _negative_literal(bound)
+            if value is None:
+                return None
+            bounds.append(value)
+        if bounds[2] == 0:
+            return None
+        return len(range(whole)[slice(*bounds)])
+
+    def _grows(self, name: str) -> bool:
+        """Whether a list named `name` may change length in place anywhere in the module: a
+        method that adds or removes items, `+=`, or an item or slice deleted or assigned."""
+        if any(f"{name}.{method}" in self.calls for method in _RESIZING_METHODS):
+            return True
+        return any(isinstance(target, cst.Name) and target.value == name or
+                   isinstance(target, cst.Subscript) and isinstance(target.value, cst.Name)
+                   and target.value.value == name
+                   for target in self._resizing_targets())
+
+    def _resizing_targets(self) -> Iterator[cst.BaseExpression]:
+        for node in self.tree.ordered(cst.AugAssign, cst.Del, cst.Assign):
+            if isinstance(node, cst.AugAssign):
+                yield node.target
+            elif isinstance(node, cst.Del):
+                yield from (el.value for el in node.target.elements) if isinstance(node.target, cst.Tuple) \
+                    else (node.target,)
+            else:  # `samples[len(samples):] = more`: only a slice resizes
+                yield from (t.target for t in node.targets if isinstance(t.target, cst.Subscript)
+                            and any(isinstance(s.slice, cst.Slice) for s in t.target.slice))
+
     def evaluate_int(self, node: cst.BaseExpression, before: cst.CSTNode | None,
                      scope: cst.FunctionDef | None, depth: int = 0) -> int | None:
         """The integer value of `node` when it follows from literals alone."""
@@ -206,10 +260,14 @@ class ModuleFacts:
             if any(isinstance(el, cst.StarredElement) for el in node.elements):
                 return None
             return len(node.elements)
+        if isinstance(node, cst.Subscript) and len(node.slice) == 1 and isinstance(node.slice[0].slice, cst.Slice):
+            return self._slice_length(node, before, scope, depth)
         if isinstance(node, cst.Name):
             binding = self.latest_binding(node.value, before, scope)
             if binding is None or binding.tuple_index is not None:
                 return None
+            if isinstance(binding.value, cst.List) and self._grows(node.value):
+                return None  # `samples = []`, then `samples.append(item)`: its length is the run's
             return self.evaluate_length(binding.value, binding.statement, binding.scope, depth + 1)
         if not isinstance(node, cst.Call):
             return None
@@ -261,6 +319,25 @@ class ModuleFacts:
         return None
 
 
+def _negative_literal(node: cst.BaseExpression) -> int | None:
+    """`-1`: a minus and a literal integer."""
+    if isinstance(node, cst.UnaryOperation) and isinstance(node.operator, cst.Minus) and \
+            isinstance(node.expression, cst.Integer):
+        return -integer_value(node.expression)
+    return None
+
+
+_RESIZING_METHODS = ("append", "extend", "insert", "pop", "remove", "clear")
+_CONTAINER_LITERALS = (cst.List, cst.Dict, cst.Set, cst.ListComp, cst.DictComp, cst.SetComp)
+_CONTAINER_CALLS = frozenset({"list", "dict", "set", "deque", "defaultdict", "OrderedDict"})
+
+
+def _is_container(value: cst.BaseExpression) -> bool:
+    if isinstance(value, _CONTAINER_LITERALS):
+        return True
+    return isinstance(value, cst.Call) and (call_name(value) or "").rsplit(".", 1)[-1] in _CONTAINER_CALLS
+
+
 def _string_key(subscript: cst.Subscript) -> str | None:
     """`"k"` of `x["k"]`."""
     if len(subscript.slice) != 1 or not isinstance(subscript.slice[0].slice, cst.Index):
@@ -307,6 +384,10 @@ class _FactCollector:
         for alias in node.names:  # `import torch_xla.core.xla_model as xm`
             if alias.asname is not None and isinstance(alias.asname.name, cst.Name):
                 self.facts.imported_from[alias.asname.name.value] = dotted_name(alias.name) or ""
+            elif alias.asname is None:  # `import utils`, `import a.b`: binds the first name, the package
+                root = (dotted_name(alias.name) or "").split(".")[0]
+                if root:
+                    self.facts.imported_from.setdefault(root, root)
 
     def _import_from(self, node: cst.ImportFrom) -> None:
         if node.module is None or isinstance(node.names, cst.ImportStar):

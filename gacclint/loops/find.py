@@ -6,7 +6,7 @@ import itertools
 from operator import attrgetter
 from bisect import bisect_left
 from dataclasses import dataclass, field, replace
-from typing import NamedTuple, Sequence
+from typing import Iterator, NamedTuple, Sequence
 
 import libcst as cst
 
@@ -136,6 +136,23 @@ def build_model(module: cst.Module, layout: Layout | None = None) -> ModuleModel
     return ModuleModel(module, facts, builder.loops, builder.frames, builder.step_helpers)
 
 
+# A counter the loop resets compared with these against a configuration value counts a window.
+_WINDOW_TESTS = (cst.GreaterThanEqual, cst.GreaterThan, cst.Equal)
+
+
+def _unconditional_statements(block: cst.BaseSuite) -> Iterator[cst.BaseSmallStatement]:
+    """The small statements of `block` that run whenever it runs: through `with` blocks, not
+    into tests, loops, `try` or nested definitions."""
+    if not isinstance(block, cst.IndentedBlock):
+        yield from getattr(block, "body", ())
+        return
+    for statement in block.body:
+        if isinstance(statement, cst.SimpleStatementLine):
+            yield from statement.body
+        elif isinstance(statement, cst.With):
+            yield from _unconditional_statements(statement.body)
+
+
 def _streams(call: cst.Call, iterable_datasets: set[str]) -> bool:
     """A dataset with no length: an `IterableDataset` of the module or one named as such
     (`PreprocessedIterableDataset`), `load_dataset(..., streaming=True)`, `.to_iterable_dataset()`."""
@@ -186,14 +203,19 @@ def _shape(node_type: type) -> str:
     return shape
 
 
+def _statements(suite: cst.BaseSuite) -> Sequence[cst.CSTNode]:
+    """The statements of a block: an indented block's own sequence (records compare blocks with
+    `is`), or a one-line body (`if a: b(); c()`) as one simple statement, as it is one line."""
+    return suite.body if isinstance(suite, cst.IndentedBlock) else (suite,)
+
+
 def _blocks_of(node: cst.CSTNode) -> list[tuple[cst.BaseExpression | None, bool, tuple[cst.CSTNode, ...]]]:
     """Child statement blocks of a compound statement, each with its test and polarity."""
     shape = _shape(type(node))
     if not shape:
         return []
 
-    def body(suite: cst.BaseSuite) -> tuple[cst.CSTNode, ...]:
-        return tuple(suite.body)
+    body = _statements
 
     if shape == "if":
         blocks = [(node.test, True, body(node.body))]
@@ -334,7 +356,7 @@ class _Builder:
         method = bool(parameters) and parameters[0] == "self"
         found: set[ClearedParameter] = set()
         top_level = 0
-        for statement in func.body.body:
+        for statement in _statements(func.body):
             if not isinstance(statement, cst.SimpleStatementLine):
                 continue
             for small in statement.body:
@@ -378,7 +400,7 @@ class _Builder:
             # events of the rest are not read.
             self._backward_cache[key] = self._may_hold_backward(loop) and any(
                 e.kind is EventKind.BACKWARD
-                for statement in self._own_statements(loop.body.body, enter_loops=False)
+                for statement in self._own_statements(_statements(loop.body), enter_loops=False)
                 if self._may_hold_backward(statement)
                 for e in self._statement_events(statement)
             )
@@ -390,7 +412,7 @@ class _Builder:
                 continue
             if _is_loop(statement) and not enter_loops:
                 if not self._directly_contains_backward(statement):
-                    yield from self._own_statements(statement.body.body, enter_loops)
+                    yield from self._own_statements(_statements(statement.body), enter_loops)
                 continue
             if matches(type(statement), _SIMPLE):
                 yield statement
@@ -404,7 +426,7 @@ class _Builder:
         shape = Shape.PER_ITERATION
         training: LoopNode = micro
         window_k: cst.BaseExpression | None = None
-        has_step = any(e.kind is EventKind.STEP for s in self._own_statements(micro.body.body, False)
+        has_step = any(e.kind is EventKind.STEP for s in self._own_statements(_statements(micro.body), False)
                        for e in self._statement_events(s))
         if not has_step:
             outer = self._enclosing_loop(frames)
@@ -414,7 +436,7 @@ class _Builder:
         counters = self._counters(training, frames if training is micro else self.frames.get(id(training), frames), function)
         if shape is Shape.INNER_WINDOW:
             counters.update(self._counters(micro, frames, function))
-        self._top_level = tuple(training.body.body)
+        self._top_level = tuple(_statements(training.body))
         varying = self._varying(training)
         aliases = self._aliases(training)
         visits = list(self._visits(training, micro if shape is Shape.INNER_WINDOW else None))
@@ -432,7 +454,8 @@ class _Builder:
             iterable=iterable,
             counter=next((c for c in counters.values() if c.source is not CounterSource.MANUAL), None),
             events=events,
-            variants=_variants(events, self._frameworks, program, iterable.literal_length),
+            variants=_variants(events, self._frameworks, program, iterable.literal_length,
+                               self._constant_switches(events, function)),
             frameworks=frozenset(self._frameworks(events)),
             window_loop=training if shape is Shape.INNER_WINDOW else None,
             window_k=window_k,
@@ -595,10 +618,11 @@ class _Builder:
         func = self.facts.function_named(short)
         if func is None:
             return None
-        body = [s for s in func.body.body
+        body = [s for s in _statements(func.body)
                 if not (isinstance(s, cst.SimpleStatementLine) and len(s.body) == 1
                         and isinstance(s.body[0], cst.Expr) and isinstance(s.body[0].value, (cst.SimpleString, cst.ConcatenatedString)))]
-        if len(body) != 1 or not isinstance(body[0], cst.SimpleStatementLine) or len(body[0].body) != 1:
+        if len(body) != 1 or not isinstance(body[0], (cst.SimpleStatementLine, cst.SimpleStatementSuite)) \
+                or len(body[0].body) != 1:
             return None
         returned = body[0].body[0]
         if not isinstance(returned, cst.Return) or returned.value is None:
@@ -653,6 +677,7 @@ class _Builder:
                             value = self._parameter_literal(function, divisor.value)
                         if value is not None:
                             literals.add(value)
+                            k_nodes.setdefault(str(value), divisor)  # how the loop names it
                         else:
                             k_atoms.add(bare(code_of(divisor)))
                             k_nodes.setdefault(bare(code_of(divisor)), divisor)
@@ -669,18 +694,24 @@ class _Builder:
                 counted_here = [n for side in sides for n in self._names_read(side) if n in counting]
                 for side in sides:
                     atom = _strip_constant_terms(side)
-                    if (isinstance(side, cst.Integer) and any(isinstance(op, (cst.GreaterThanEqual, cst.GreaterThan))
-                                                             for op in operators)
+                    if (isinstance(side, cst.Integer) and all(isinstance(op, _WINDOW_TESTS) for op in operators)
                             and any(n in resets for n in counted_here)):
-                        literals.add(integer_value(side))  # `count >= 4` with `count = 0` at the step
+                        literals.add(integer_value(side))  # `count >= 4` or `== 4` with `count = 0` at the step
                         continue
                     if atom is None or reads_counter(atom) or not configuration(atom):
                         continue
                     text = bare(code_of(atom))
-                    if text in k_atoms or text in n_atoms or self.facts.evaluate_int(atom, loop, None) is not None:
-                        continue
-                    if any(isinstance(op, (cst.GreaterThanEqual, cst.GreaterThan)) for op in operators) and any(
+                    value = self.facts.evaluate_int(atom, loop, None)
+                    if value is not None and all(isinstance(op, _WINDOW_TESTS) for op in operators) and any(
                             n in resets for n in counted_here):
+                        literals.add(value)  # `count == k` with `k = 4`, `count = 0` at the step
+                        k_nodes.setdefault(str(value), atom)
+                        continue
+                    if text in k_atoms or text in n_atoms or value is not None:
+                        continue
+                    if all(isinstance(op, _WINDOW_TESTS) for op in operators) and any(
+                            n in resets for n in counted_here):
+                        # `count >= k` or `count == k`, with `count = 0` where it holds: a window of k
                         k_atoms.add(text)
                         k_nodes.setdefault(text, atom)
                     elif all(isinstance(op, (cst.Equal, cst.NotEqual)) for op in operators):
@@ -689,6 +720,8 @@ class _Builder:
             bound = _range_arguments(loop.iter)
             if bound is not None and len(bound) == 1:
                 n_atoms.add(bare(code_of(bound[0])))
+        if 1 in literals and (k_atoms or len(literals) > 1):
+            literals.discard(1)  # `count % scheduling_step` with `scheduling_step = 1` beside a window: every micro-batch
         k_literal = next(iter(literals)) if len(literals) == 1 and not k_atoms else None
         if len(literals) > 1 or (literals and k_atoms):
             return set(), None, set(), {}
@@ -745,7 +778,7 @@ class _Builder:
         last_backward = max((order.get(id(e.statement), 0) for e in loop.events if e.kind is EventKind.BACKWARD),
                             default=0)
         without_grad = {id(s.statement) for s in loop.body if s.without_grad}
-        statements = [s for s in self._own_statements(training.body.body, enter_loops=True)
+        statements = [s for s in self._own_statements(_statements(training.body), enter_loops=True)
                       if order.get(id(s), 0) <= last_backward and id(s) not in without_grad]
         called: dict[str, list[cst.CSTNode]] = {}
         referenced: set[str] = set()
@@ -971,7 +1004,7 @@ class _Builder:
         """`def train_step(...)`: a backward and a step in the function, no loop around them."""
         if not self._may_hold_backward(func):
             return
-        own = _own_simple_statements(func.body.body)
+        own = _own_simple_statements(_statements(func.body))
         # Most such functions hold their backward in a loop: their own statements then hold
         # none, and their events are not read.
         if not any(self._may_hold_backward(s) for s in own):
@@ -979,7 +1012,7 @@ class _Builder:
         kinds = {e.kind for s in own for e in self._statement_events(s)}
         if EventKind.BACKWARD not in kinds or EventKind.STEP not in kinds:
             return
-        self._top_level = tuple(func.body.body)
+        self._top_level = tuple(_statements(func.body))
         varying = self._varying(func)  # type: ignore[arg-type]
         context = GuardContext(counters={}, varying=varying, tree=self.facts.tree, aliases=self._aliases(func))  # type: ignore[arg-type]
         visits = list(self._visits(func, None))  # type: ignore[arg-type]
@@ -991,7 +1024,7 @@ class _Builder:
             iterable=IterableInfo(IterableKind.UNKNOWN, None, None),
             counter=None,
             events=events,
-            variants=_variants(events, self._frameworks),
+            variants=_variants(events, self._frameworks, constants=self._constant_switches(events, func)),
             frameworks=frozenset(self._frameworks(events)),
         )
         self._step_hygiene(helper, func, func, varying)
@@ -1008,7 +1041,7 @@ class _Builder:
     def _step_follows(self, micro: LoopNode, outer: LoopNode) -> bool:
         """A step in the outer loop's body after the micro-step loop (nanoGPT)."""
         seen = False
-        for statement in self._ordered(outer.body.body):
+        for statement in self._ordered(_statements(outer.body)):
             if statement is micro:
                 seen = True
                 continue
@@ -1077,7 +1110,7 @@ class _Builder:
         """`step += 1` directly in the loop body; its first value depends on the init."""
         found: dict[str, Counter] = {}
         increments: dict[str, list[int]] = {}
-        for index, statement in enumerate(loop.body.body):
+        for index, statement in enumerate(_statements(loop.body)):
             if isinstance(statement, cst.SimpleStatementLine):
                 for small in statement.body:
                     name = _increment_target(small)
@@ -1087,9 +1120,16 @@ class _Builder:
             if len(positions) != 1:
                 continue
             init, per_pass = self._counter_init(name, frames)
-            found[name] = Counter(name, CounterSource.MANUAL, init, per_pass, loop.body.body[positions[0]])
+            found[name] = Counter(name, CounterSource.MANUAL, init, per_pass, _statements(loop.body)[positions[0]],
+                                  resets_in_pass=self._assigned_in(loop, name))
             self._increment_positions[id(loop), name] = positions[0]
         return found
+
+    def _assigned_in(self, loop: LoopNode, name: str) -> bool:
+        """`name = ...` anywhere in the loop's body (its own statements and blocks)."""
+        return any(name in _target_names(target.target)
+                   for found in self.facts.tree.find(loop.body, cst.Assign, enter_scopes=False)
+                   for target in found.targets)
 
     def _counter_init(self, name: str, frames: list[_Frame]) -> tuple[int | None, bool]:
         """The literal `name = 0` before the loop, and whether it is re-run per pass."""
@@ -1144,20 +1184,43 @@ class _Builder:
                 fresh.add(name)
         return fresh
 
+    def _constant_switches(self, events: list[Event], function: cst.FunctionDef | None) -> dict[str, bool]:
+        """Switches that read a name the module only ever binds to one literal `True` or `False`
+        (`PROFILE = False`), and that no parameter of the loop's function shadows: the test's
+        value, for the one variant that can run."""
+        parameters = {p.name.value for p in function.params.params} if function is not None else set()
+        found: dict[str, bool] = {}
+        for event in events:
+            for condition in event.conditions:
+                expression = condition.expression
+                if condition.kind is not ConditionKind.SWITCH or not isinstance(expression, cst.Name) \
+                        or expression.value in parameters:
+                    continue
+                bound = self.facts.bindings.get(expression.value, [])
+                values = {b.value.value for b in bound if b.tuple_index is None and isinstance(b.value, cst.Name)}
+                if bound and len(values) == 1 and values <= {"True", "False"} and all(
+                        b.tuple_index is None and isinstance(b.value, cst.Name) for b in bound):
+                    found[condition.text] = values == {"True"}
+        return found
+
     def _aliases(self, loop: LoopNode) -> dict[str, cst.BaseExpression]:
+        """`should_step = (i + 1) % k == 0`: a name the loop binds once, on every iteration (not
+        under an `if`, nor in an inner loop), reads as its expression. A name bound under a
+        test (`if not done: ...; done = True`) holds what earlier iterations left in it."""
         counts: dict[str, int] = {}
         values: dict[str, cst.BaseExpression] = {}
+        unconditional = {id(s) for s in _unconditional_statements(loop.body)}
         for found in self.facts.tree.find(loop.body, cst.Assign, cst.AugAssign, enter_scopes=False):
             targets = [t.target for t in found.targets] if isinstance(found, cst.Assign) else [found.target]
             for target in targets:
                 for name in _target_names(target):
                     counts[name] = counts.get(name, 0) + 1
-                    if isinstance(found, cst.Assign) and isinstance(target, cst.Name):
+                    if isinstance(found, cst.Assign) and isinstance(target, cst.Name) and id(found) in unconditional:
                         values[name] = found.value
         return {name: value for name, value in values.items() if counts.get(name) == 1}
 
     def _visits(self, loop: LoopNode, window_loop: LoopNode | None):
-        yield from self._walk_visits(_VisitWalk(window_loop), loop.body.body, [], False, False, (),
+        yield from self._walk_visits(_VisitWalk(window_loop), _statements(loop.body), [], False, False, (),
                                      isinstance(loop.body, cst.IndentedBlock))
 
     def _walk_visits(self, walk: _VisitWalk, block, conditions, inner: bool, in_window: bool,
@@ -1173,14 +1236,14 @@ class _Builder:
                              editable_block and isinstance(statement, cst.SimpleStatementLine), contexts, block)
                 continue
             if isinstance(statement, cst.If):
-                yield from deeper(walk, statement.body.body, pending + [_RawCondition(statement.test, True)],
+                yield from deeper(walk, _statements(statement.body), pending + [_RawCondition(statement.test, True)],
                                   inner, in_window, contexts, isinstance(statement.body, cst.IndentedBlock))
                 if statement.orelse is not None:
                     else_conditions = pending + [_RawCondition(statement.test, False)]
                     if isinstance(statement.orelse, cst.If):
                         yield from deeper(walk, (statement.orelse,), else_conditions, inner, in_window, contexts, True)
                     else:
-                        yield from deeper(walk, statement.orelse.body.body, else_conditions, inner, in_window,
+                        yield from deeper(walk, _statements(statement.orelse.body), else_conditions, inner, in_window,
                                           contexts, isinstance(statement.orelse.body, cst.IndentedBlock))
                 seen_through = walk.visited
                 body_ends = _terminates(statement.body)
@@ -1195,23 +1258,23 @@ class _Builder:
                 continue
             if isinstance(statement, cst.With):
                 items = tuple(code_of(item.item) for item in statement.items)
-                yield from deeper(walk, statement.body.body, pending, inner, in_window, contexts + items,
+                yield from deeper(walk, _statements(statement.body), pending, inner, in_window, contexts + items,
                                   isinstance(statement.body, cst.IndentedBlock))
                 continue
             if _is_loop(statement):
                 is_window = statement is walk.window_loop
                 nested_training = not is_window and self._directly_contains_backward(statement)
-                yield from deeper(walk, statement.body.body, pending, inner or nested_training, in_window or is_window,
+                yield from deeper(walk, _statements(statement.body), pending, inner or nested_training, in_window or is_window,
                                   contexts, isinstance(statement.body, cst.IndentedBlock))
                 continue
             if isinstance(statement, (cst.Try, cst.TryStar)):
-                yield from deeper(walk, statement.body.body, pending, inner, in_window, contexts, True)
+                yield from deeper(walk, _statements(statement.body), pending, inner, in_window, contexts, True)
                 for handler in statement.handlers:
-                    yield from deeper(walk, handler.body.body, pending + [_RawCondition(None, True)], inner, in_window,
+                    yield from deeper(walk, _statements(handler.body), pending + [_RawCondition(None, True)], inner, in_window,
                                       contexts, True)
                 for extra in (statement.orelse, statement.finalbody):
                     if extra is not None:
-                        yield from deeper(walk, extra.body.body, pending, inner, in_window, contexts, True)
+                        yield from deeper(walk, _statements(extra.body), pending, inner, in_window, contexts, True)
                 continue
             for _, _, child in _blocks_of(statement):
                 yield from deeper(walk, child, pending + [_RawCondition(None, True)], inner, in_window, contexts, True)
@@ -1316,9 +1379,9 @@ class _Builder:
             return counter
         position = self._increment_positions.get((id(loop), counter.text))
         if position is None or index is None or counter.first_value is None:
-            return Counter(counter.text, counter.source, None, counter.per_pass, counter.increment)
+            return Counter(counter.text, counter.source, None, counter.per_pass, counter.increment, counter.resets_in_pass)
         first = counter.first_value + (1 if position < index else 0)
-        return Counter(counter.text, counter.source, first, counter.per_pass, counter.increment)
+        return Counter(counter.text, counter.source, first, counter.per_pass, counter.increment, counter.resets_in_pass)
 
     def _iterable(self, loop: LoopNode, function: cst.FunctionDef | None) -> IterableInfo:
         if isinstance(loop, cst.While):
@@ -1339,7 +1402,8 @@ class _Builder:
                 args = _range_arguments(node) if name == "range" else positional_args(node)
                 length = code_of(args[0]) if args and len(args) == 1 else None
                 return IterableInfo(IterableKind.RANGE, length, literal)
-            if name in _STREAM_CALLS or self.facts.is_generator_function(name) or "infinite" in name.lower():
+            if name in _STREAM_CALLS or self.facts.is_generator_function(name) or "infinite" in name.lower() \
+                    or _streams(node, self.facts.iterable_datasets):
                 return IterableInfo(IterableKind.STREAM, None, None)
             if name == "DataLoader":
                 return IterableInfo(self._loader_kind(node, loop, function), None, literal)
@@ -1361,7 +1425,8 @@ class _Builder:
             binding = self.facts.latest_binding(inner_text, binding.statement, binding.scope)
         if binding is not None and binding.tuple_index is None and isinstance(binding.value, cst.Call):
             called = (call_name(binding.value) or "").rsplit(".", 1)[-1]
-            if called in _STREAM_CALLS or self.facts.is_generator_function(called) or "infinite" in called.lower():
+            if called in _STREAM_CALLS or self.facts.is_generator_function(called) or "infinite" in called.lower() \
+                    or _streams(binding.value, self.facts.iterable_datasets):
                 return IterableInfo(IterableKind.STREAM, None, None)
             if called == "DataLoader":
                 return IterableInfo(self._loader_kind(binding.value, loop, function), f"len({text})", literal)
@@ -1450,7 +1515,9 @@ class _Builder:
 
 
 def _variants(events: list[Event], frameworks, program: LoopProgram | None = None,
-              length: int | None = None) -> list[LoopVariant]:
+              length: int | None = None, constants: dict[str, bool] | None = None) -> list[LoopVariant]:
+    """One variant per assignment of the loop's switches, except those a constant switch rules out."""
+    constants = constants or {}
     switches: list[str] = []
     switch_nodes: dict[str, str] = {}
     for event in events:
@@ -1463,6 +1530,8 @@ def _variants(events: list[Event], frameworks, program: LoopProgram | None = Non
     variants: list[LoopVariant] = []
     for values in itertools.product((True, False), repeat=len(switches)):
         assignment = dict(zip(switches, values))
+        if any(constants.get(text, value) != value for text, value in assignment.items()):
+            continue  # `if PROFILE:` with `PROFILE = False`: that branch never runs
         resolved: list[ResolvedEvent] = []
         runs: dict | None = None
         for event in events:
@@ -1504,8 +1573,13 @@ def _evaluated_guard(event: Event, deciding: list[Condition], schedule: Schedule
         return OPAQUE_GUARD
     tests = [c for c in deciding if c.expression is not None]
     expression = tests[0].expression if len(tests) == 1 else None
-    k_text = next(iter(program.k_atoms)) if program.k_atoms else str(program.k_literal)
-    k_node = program.k_nodes.get(k_text) if program.k_atoms else cst.Integer(k_text)
+    if program.k_atoms:
+        k_text = next(iter(program.k_atoms))
+        k_node = program.k_nodes.get(k_text)
+    else:  # a literal k, named as the loop names it (`k` bound to 4) when it does
+        named = program.k_nodes.get(str(program.k_literal))
+        k_text = code_of(named) if named is not None else str(program.k_literal)
+        k_node = named if named is not None else cst.Integer(k_text)
     counter = program.counter_of(expression) if expression is not None else None
     boundary = Boundary(k=k_node, k_text=k_text, k_literal=program.k_literal, counter=counter, test=None, modulo=None,
                         offset=0, remainder=0, end_of_data=expression if tail else None, expression=expression,

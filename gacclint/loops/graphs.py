@@ -51,8 +51,12 @@ _BUILTINS = {"len", "sum", "min", "max", "float", "int", "bool", "str", "list", 
 _NO_GRAPH = {"detach", "item", "tolist", "numpy", "argmax", "argmin", "long", "int", "bool", "eq", "ne", "lt", "le",
              "gt", "ge", "round", "sign", "nonzero", "isnan", "isinf", "isfinite", "size", "dim", "numel", "float_",
              "len", "detach_", "data_ptr", "requires_grad_"}
+# Methods that put their last argument into a container in place.
+_PUTTING_METHODS = frozenset({"append", "extend", "insert", "add"})
 # Builtins whose result is a plain Python value, with no graph.
 _NUMBER_BUILTINS = frozenset({"float", "int", "bool", "len", "str"})
+# Standard modules whose functions return plain numbers (`time.time()`, `math.log(n)`).
+_NUMBER_MODULES = frozenset({"time", "math"})
 _MODEL_WORDS = ("model", "net", "encoder", "decoder", "head", "generator", "discriminator", "backbone", "critic",
                 "classifier", "module", "policy", "actor", "transformer", "unet", "vae", "gen", "disc", "student",
                 "teacher", "embed", "layer", "block", "proj", "mlp", "clip", "bert", "gpt", "lm")
@@ -67,11 +71,12 @@ _REDUCTIONS = {"mean", "sum", "nanmean", "nansum"}
 @dataclass(frozen=True)
 class Definition:
     name: str
-    position: int
+    position: float  # a statement's place in the iteration; a `with ... as` binding's, just before its block
     statement: LoopStatement
     value: cst.BaseExpression
     unpacked: bool = False  # `a, b = model(x)`
     augmented: cst.AugAssign | None = None  # `total += loss`
+    index: int | None = None  # unpacked from a flat tuple target: the name's place in it
 
     @property
     def adds_to_itself(self) -> bool:
@@ -106,18 +111,21 @@ def _paired(target: cst.BaseExpression, value: cst.BaseExpression) -> list[tuple
     return pairs
 
 
-def _targets(target: cst.BaseExpression) -> Iterator[tuple[str, bool]]:
+def _targets(target: cst.BaseExpression) -> Iterator[tuple[str, bool, int | None]]:
+    """Each name `target` binds, whether it is unpacked, and its place when the target is a
+    flat tuple without a starred name (`loss, elapsed = f(x)`: 0 and 1)."""
     if isinstance(target, (cst.Tuple, cst.List)):
-        for element in target.elements:
-            for name, _ in _targets(element.value):
-                yield name, True
+        flat = not any(isinstance(e, cst.StarredElement) for e in target.elements)
+        for place, element in enumerate(target.elements):
+            for name, _, _ in _targets(element.value):
+                yield name, True, place if flat and dotted_name(element.value) else None
         return
     if isinstance(target, cst.StarredElement):
         yield from _targets(target.value)
         return
     text = dotted_name(target)
     if text:
-        yield text, False
+        yield text, False, None
 
 
 class GraphFlow:
@@ -130,8 +138,12 @@ class GraphFlow:
         self._forward_memo: dict[int, bool] = {}
         self._number_functions: dict[str, bool] = {}  # module function -> it returns only numbers
         self.strict = False
+        # `crops.append(feats[0])`: values put into a container in place, by its name, with where.
+        self._put_into: dict[str, list[tuple[int, LoopStatement, cst.BaseExpression]]] = {}
         for record in loop.body:
             for small in getattr(record.statement, "body", ()):
+                if isinstance(small, cst.Expr) and isinstance(small.value, cst.Call):
+                    self._record_put(small.value, record)
                 if isinstance(small, cst.Assign):
                     for target in small.targets:
                         pairs = _paired(target.target, small.value)
@@ -139,17 +151,43 @@ class GraphFlow:
                             for name, value in pairs:
                                 self._add(Definition(name, record.position, record, value))
                             continue
-                        for name, unpacked in _targets(target.target):
-                            self._add(Definition(name, record.position, record, small.value, unpacked))
+                        for name, unpacked, index in _targets(target.target):
+                            self._add(Definition(name, record.position, record, small.value, unpacked, index=index))
                 elif isinstance(small, cst.AnnAssign) and small.value is not None:
-                    for name, unpacked in _targets(small.target):
-                        self._add(Definition(name, record.position, record, small.value, unpacked))
+                    for name, unpacked, index in _targets(small.target):
+                        self._add(Definition(name, record.position, record, small.value, unpacked, index=index))
                 elif isinstance(small, cst.AugAssign):
-                    for name, _ in _targets(small.target):
+                    for name, _, _ in _targets(small.target):
                         self._add(Definition(name, record.position, record, small.value, augmented=small))
+        self._with_definitions(loop)
+        for found in self._definitions.values():
+            found.sort(key=lambda definition: definition.position)
+
+    def _with_definitions(self, loop: "TrainingLoop") -> None:
+        """`with amp.scale_loss(loss, opt) as scaled_loss:` binds `scaled_loss` just before the
+        first statement of its block (a position between two statements')."""
+        tree = self.facts.tree
+        withs = list(tree.find(loop.node.body, cst.With, enter_scopes=False))
+        for node in withs:
+            items = [item for item in node.items if item.asname is not None]
+            if not items:
+                continue
+            first = next((record for record in loop.body if tree.contains(node.body, record.statement)), None)
+            if first is None:
+                continue
+            for item in items:
+                for name, unpacked, index in _targets(item.asname.name):  # type: ignore[union-attr]
+                    self._add(Definition(name, first.position - 0.5, first, item.item, unpacked, index=index))
 
     def _add(self, definition: Definition) -> None:
         self._definitions.setdefault(definition.name, []).append(definition)
+
+    def _record_put(self, call: cst.Call, record: LoopStatement) -> None:
+        func = call.func
+        if isinstance(func, cst.Attribute) and func.attr.value in _PUTTING_METHODS and call.args:
+            name = dotted_name(func.value)
+            if name is not None:
+                self._put_into.setdefault(name, []).append((record.position, record, call.args[-1].value))
 
     # -- definitions ---------------------------------------------------------------
 
@@ -258,6 +296,27 @@ class GraphFlow:
                 for func in self.facts.functions[name])
         return known
 
+    def _unpacks_number(self, definition: Definition) -> bool:
+        """`_, pred = out.max(1)` for `pred` (the indices); `loss, elapsed = knn_loss(q, n)` for
+        `elapsed`: a function of this module whose every return is a tuple as long as the
+        target holding, at that place, a value with no graph."""
+        value, index = definition.value, definition.index
+        if index is None or not isinstance(value, cst.Call):
+            return False
+        if index == 1 and _indices_of(value):
+            return True
+        functions = self.facts.functions.get(call_name(value) or "")
+        if not functions:
+            return False
+        for func in functions:
+            returns = list(self.facts.tree.find(func.body, cst.Return, enter_scopes=False))
+            if not returns or not all(
+                    isinstance(r.value, cst.Tuple) and len(r.value.elements) > index
+                    and not any(isinstance(e, cst.StarredElement) for e in r.value.elements)
+                    and _no_graph_value(r.value.elements[index].value, func, self.facts) for r in returns):
+                return False
+        return True
+
     def _names_library_object(self, name: str) -> bool:
         """Every binding of `name` is an object of a library module (`torch.FloatTensor`), or a
         choice between such objects."""
@@ -345,7 +404,7 @@ class GraphFlow:
             last = text.rsplit(".", 1)[-1] if text else (func.attr.value if isinstance(func, cst.Attribute) else "")
             if last in _NO_GRAPH or text in _NUMBER_BUILTINS:
                 return frozenset()
-            if self.strict and self._unseen(text):
+            if self.strict and (self._unseen(text) or self._unseen_object(text)):
                 return frozenset()  # RULES.md, *values the module cannot see*: not known to carry a graph
             if text in self.facts.functions and self._returns_numbers(text):
                 return frozenset()  # `def accuracy(out, y): return (...).sum().item()`
@@ -363,6 +422,8 @@ class GraphFlow:
         if isinstance(node, (cst.Name, cst.Attribute)):
             if isinstance(node, cst.Attribute) and node.attr.value in {"data", "grad", "shape", "device", "dtype"}:
                 return frozenset()
+            if isinstance(node, cst.Attribute) and node.attr.value == "indices" and _indices_of(node.value):
+                return frozenset()  # `out.topk(5).indices`
             text = dotted_name(node)
             if text is not None and text in self._definitions:
                 return self._name_forwards(text, before, depth)
@@ -370,6 +431,9 @@ class GraphFlow:
                 return self.forwards(node.value, before, depth)
             return frozenset()
         if isinstance(node, cst.Subscript):
+            if _indices_of(node.value) and len(node.slice) == 1 and isinstance(node.slice[0].slice, cst.Index) \
+                    and isinstance(node.slice[0].slice.value, cst.Integer) and node.slice[0].slice.value.value == "1":
+                return frozenset()  # `out.max(dim=1)[1]`: the indices, integers
             return self.forwards(node.value, before, depth)
         if isinstance(node, (cst.Lambda, cst.BaseString, cst.Integer, cst.Float, cst.Comparison)):
             return frozenset()
@@ -391,9 +455,12 @@ class GraphFlow:
             self._memo[key] = (frozenset(), depth)  # a cycle reads as "no graph"
             found: set[int] = set()
             for definition in self.definitions(name, before):
-                if definition.statement.without_grad:
+                if definition.statement.without_grad or self._unpacks_number(definition):
                     continue
                 found |= self.forwards(definition.value, definition.position, depth + 1)
+            for position, record, value in self._put_into.get(name, ()):
+                if position < before and not record.without_grad:  # a list the iteration fills: its items' graphs
+                    found |= self.forwards(value, position, depth + 1)
             self._memo[key] = (frozenset(found), depth)
         return self._memo[key][0]
 
@@ -415,6 +482,16 @@ class GraphFlow:
         source = self.facts.imported_from.get(root)
         return source is not None and source.split(".")[0] not in _LIBRARY_ROOTS
 
+    def _unseen_object(self, text: str) -> bool:
+        """`acc_fn = Accuracy(...)` (a class imported from the project or a package the module
+        cannot see), then `acc_fn(out, y)`: what the call returns is not visible, unless the
+        object is visibly a trained module (its parameters are read)."""
+        if text in self.facts.modules_with_parameters:
+            return False
+        bound = self.facts.bindings.get(text, ())
+        return bool(bound) and all(b.tuple_index is None and isinstance(b.value, cst.Call)
+                                   and self._unseen(call_name(b.value) or "") for b in bound)
+
     def forward_inputs_are_loop_data(self, forward_ids: frozenset[int], before: int) -> bool:
         """Every forward's arguments carry no graph of another forward."""
         calls = {id(c): c for c in self.facts.tree.find(self.loop_node, cst.Call) if id(c) in forward_ids}
@@ -433,16 +510,38 @@ def _no_graph_value(node: cst.BaseExpression | None, func: cst.FunctionDef, fact
     value (`.item()`, `.argmax()`, `len(...)`), or a local name bound once to one of those."""
     if node is None or isinstance(node, (cst.Integer, cst.Float, cst.Comparison)):
         return True
+    if isinstance(node, cst.BinaryOperation):  # `float(correct) / (n * m)`: numbers make numbers
+        return _no_graph_value(node.left, func, facts, depth) and _no_graph_value(node.right, func, facts, depth)
+    if isinstance(node, cst.UnaryOperation):
+        return _no_graph_value(node.expression, func, facts, depth)
     if isinstance(node, cst.Attribute):
         return node.attr.value in {"data", "shape", "device", "dtype"}
     if isinstance(node, cst.Call):
         text = call_name(node) or ""
         last = text.rsplit(".", 1)[-1] if text else (node.func.attr.value if isinstance(node.func, cst.Attribute) else "")
-        return (last in _NO_GRAPH and isinstance(node.func, cst.Attribute)) or text in _NUMBER_BUILTINS
+        return (last in _NO_GRAPH and isinstance(node.func, cst.Attribute)) or text in _NUMBER_BUILTINS or (
+            text.split(".")[0] in _NUMBER_MODULES and text.count(".") == 1 and text.split(".")[0] not in facts.bindings)
     if isinstance(node, cst.Name) and depth < 4:
         bound = [b for b in facts.bindings.get(node.value, ()) if b.scope is func]
         return len(bound) == 1 and bound[0].tuple_index is None and _no_graph_value(bound[0].value, func, facts, depth + 1)
     return False
+
+
+def _indices_of(node: cst.BaseExpression) -> bool:
+    """A call returning (values, indices) along a dimension: `out.max(1)`, `torch.max(out, dim=1)`,
+    `x.topk(5)`, `x.sort()`; `max()` of everything returns one value and is not one."""
+    if not isinstance(node, cst.Call) or not isinstance(node.func, cst.Attribute):
+        return False
+    method = node.func.attr.value
+    if method in {"topk", "sort", "kthvalue"}:
+        return True
+    if method not in {"max", "min", "median", "mode"}:
+        return False
+    positional = [a for a in node.args if a.keyword is None]
+    is_function = dotted_name(node.func.value) == "torch"
+    return any(a.keyword is not None and a.keyword.value == "dim" for a in node.args) or (
+        len(positional) >= (2 if is_function else 1)
+        and isinstance(positional[1 if is_function else 0].value, (cst.Integer, cst.UnaryOperation)))
 
 
 def _detached_forward(node: cst.BaseExpression, flow: GraphFlow, before: int) -> bool:

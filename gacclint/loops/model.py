@@ -60,6 +60,9 @@ class Counter:
     per_pass: bool
     # A manual counter's `counter += 1` statement: above it the counter reads one less.
     increment: cst.CSTNode | None = None
+    # Set back within the pass (`count = 0` where a window closes): it counts a window's
+    # micro-batches, so it names neither the pass's last micro-batch nor a window's start.
+    resets_in_pass: bool = False
 
 
 @dataclass(frozen=True)

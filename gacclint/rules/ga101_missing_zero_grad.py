@@ -118,6 +118,34 @@ for x, y in loader:
     ]
     INVALID = [
         Invalid("""
+opt_g = torch.optim.Adam(G.parameters())
+opt_d = torch.optim.Adam(D.parameters())
+one = torch.tensor(1.0)
+mone = one * -1
+for real in loader:
+    opt_d.zero_grad()
+    d_cost = D(G(noise()).detach()).mean() - D(real).mean()
+    d_cost.backward(one)
+    opt_d.step()
+    g_cost = D(G(noise())).mean()
+    g_cost.backward(mone)
+    opt_g.step()
+""", fixed="""
+opt_g = torch.optim.Adam(G.parameters())
+opt_d = torch.optim.Adam(D.parameters())
+one = torch.tensor(1.0)
+mone = one * -1
+for real in loader:
+    opt_d.zero_grad()
+    d_cost = D(G(noise()).detach()).mean() - D(real).mean()
+    d_cost.backward(one)
+    opt_d.step()
+    g_cost = D(G(noise())).mean()
+    g_cost.backward(mone)
+    opt_g.step()
+    opt_g.zero_grad()
+""", why="`g_cost.backward(mone)` is the tensor's own backward, handed its gradient: not another object's", also=("GA301",)),
+        Invalid("""
 g_opt = torch.optim.Adam(G.parameters())
 d_opt = torch.optim.Adam(D.parameters())
 

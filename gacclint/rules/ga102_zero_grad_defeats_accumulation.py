@@ -85,6 +85,27 @@ for i, (x, y) in enumerate(loader):
         loss_fn(model(x), y).backward()
         optimizer.step()
 """, "backward and step under the same guard: a periodic update"),
+        Valid("""
+cleared_once = False
+for i, (x, y) in enumerate(loader):
+    if not cleared_once:
+        optimizer.zero_grad()
+        cleared_once = True
+    (loss_fn(model(x), y) / k).backward()
+    if (i + 1) % k == 0 or (i + 1) == len(loader):
+        optimizer.step()
+        optimizer.zero_grad()
+""", "a flag the loop sets under its own test is not a configuration switch: the clear runs once, before any window"),
+        Valid("""
+PROFILE = False
+for i, (x, y) in enumerate(loader):
+    if PROFILE:
+        optimizer.zero_grad()
+    (loss_fn(model(x), y) / k).backward()
+    if (i + 1) % k == 0 or (i + 1) == len(loader):
+        optimizer.step()
+        optimizer.zero_grad()
+""", "a switch on a name only ever bound to `False`: that branch never runs"),
     ]
     INVALID = [
         Invalid("""

@@ -170,6 +170,30 @@ for i, (x, y) in enumerate(loader):
     ]
     INVALID = [
         Invalid("""
+for epoch in range(epochs):
+    num_iter = 0
+    for x, y in loader:
+        num_iter += 1
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        if num_iter == k:
+            num_iter = 0
+            optimizer.step()
+            optimizer.zero_grad()
+""", fixed="""
+for epoch in range(epochs):
+    num_iter = 0
+    for x, y in loader:
+        num_iter += 1
+        loss = loss_fn(model(x), y)
+        (loss / k).backward()
+        if num_iter == k:
+            num_iter = 0
+            optimizer.step()
+            optimizer.zero_grad()
+""", why="a counter reset where it reaches k counts windows of k; the test is read once, before the reset in its block",
+            also=("GA202",)),
+        Invalid("""
 for i, (x, y) in enumerate(loader):
     loss = loss_fn(model(x), y)
     loss.backward()

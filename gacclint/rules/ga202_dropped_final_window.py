@@ -106,6 +106,15 @@ for step, batch in enumerate(loader):
         optimizer.zero_grad()
 """, "a streamed dataset has no length and no last micro-batch: nothing to add (and `len(loader)` would raise)"),
         Valid("""
+corpus = load_dataset("allenai/c4", "en", split="train", streaming=True)
+for step, batch in enumerate(corpus):
+    loss = model(**batch).loss / k
+    loss.backward()
+    if (step + 1) % k == 0:
+        optimizer.step()
+        optimizer.zero_grad()
+""", "iterated directly, a streamed dataset has no length either"),
+        Valid("""
 ACCUMULATION = 1
 for i, (x, y) in enumerate(loader):
     loss_fn(model(x), y).backward()
@@ -159,8 +168,39 @@ if len(loader) % k:
     optimizer.step()
     optimizer.zero_grad()
 """, "a flush after the loop"),
+        Valid("""
+X = torch.randn(40, 3)
+Y = torch.randn(40, 1)
+loader = DataLoader(TensorDataset(X[:32], Y[:32]), batch_size=4)
+k = 4
+for i, (x, y) in enumerate(loader):
+    (loss_fn(model(x), y) / k).backward()
+    if (i + 1) % k == 0:
+        optimizer.step()
+        optimizer.zero_grad()
+""", "32 of 40 rows in batches of 4 is 8 micro-batches, 2 windows of 4: no partial window (a slice's length from literals)"),
     ]
     INVALID = [
+        Invalid("""
+num_iter = 0
+for x, y in loader:
+    num_iter += 1
+    (loss_fn(model(x), y) / k).backward()
+    if num_iter == k:
+        num_iter = 0
+        optimizer.step()
+        optimizer.zero_grad()
+""", fixed=None, applicability=None,
+                why="a counter reset at the step counts a window's micro-batches, not the pass's: no clause can name the last one"),
+        Invalid("""
+for i, (x, y) in enumerate(loader):
+    (loss_fn(model(x), y) / k).backward()
+    if (i + 1) % k == 0: optimizer.step(); optimizer.zero_grad()
+""", fixed="""
+for i, (x, y) in enumerate(loader):
+    (loss_fn(model(x), y) / k).backward()
+    if (i + 1) % k == 0 or (i + 1) == len(loader): optimizer.step(); optimizer.zero_grad()
+""", why="a body on the line of its test is read as a block"),
         Invalid("""
 for i, (x, _) in enumerate(loader):
     fake = G(torch.randn(x.size(0), 2))
@@ -296,6 +336,25 @@ for step, batch in enumerate(data, start=1):
         opt.zero_grad()
 """, applicability=Applicability.UNSAFE, why="`data` might be an iterable without len()", also=("GA201",)),
         Invalid("""
+samples = []
+for item in dataset:
+    samples.append(item)
+for i, (x, y) in enumerate(samples):
+    (loss_fn(model(x), y) / 4).backward()
+    if (i + 1) % 4 == 0:
+        optimizer.step()
+        optimizer.zero_grad()
+""", fixed="""
+samples = []
+for item in dataset:
+    samples.append(item)
+for i, (x, y) in enumerate(samples):
+    (loss_fn(model(x), y) / 4).backward()
+    if (i + 1) % 4 == 0 or (i + 1) == len(samples):
+        optimizer.step()
+        optimizer.zero_grad()
+""", applicability=Applicability.UNSAFE, why="a list filled at run time: `[]` is not its length",),
+        Invalid("""
 total_steps = epochs * (len(loader) // k)
 scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1 - s / total_steps)
 for epoch in range(epochs):
@@ -363,7 +422,8 @@ for i, (x, y) in enumerate(loader, 1):
     def _fix(self, loop: TrainingLoop, boundary: Boundary) -> Fix | None:
         counter = boundary.counter
         length = loop.iterable.len_text
-        if counter is None or not counter.per_pass or counter.first_value not in (0, 1) or length is None:
+        if counter is None or not counter.per_pass or counter.resets_in_pass or counter.first_value not in (0, 1) \
+                or length is None:
             return None
         expression = boundary.expression
         assert expression is not None

@@ -133,6 +133,17 @@ for x, y in loader:
     loss.backward()
     optimizer.step()
 """, "the teacher builds no graph; both losses share the student's forward"),
+        Valid("""
+for texts, y, target in loader:
+    feats = model.encoder(texts)
+    crops = []
+    crops.append(feats[0])
+    out = model.decoder(torch.stack(crops))
+    loss = F.l1_loss(out, y) + F.l1_loss(model.head(feats), target)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+""", "the decoder's input is a list filled from `feats`: both losses share the encoder's graph"),
     ]
     INVALID = [
         Invalid("""

@@ -86,6 +86,17 @@ for x, y in loader:
     errD = loss1 + loss2
     optimizer.step()
 """, "a logging-only sum after the backwards"),
+        Valid("""
+for x, y in loader:
+    loss1 = loss_fn(model(x + delta), y)
+    with amp.scale_loss(loss1, optimizer) as scaled_loss:
+        scaled_loss.backward()
+    loss2 = loss_fn(model(x + delta.detach()), y)
+    optimizer.zero_grad()
+    with amp.scale_loss(loss2, optimizer) as scaled_loss:
+        scaled_loss.backward()
+    optimizer.step()
+""", "each `with ... as scaled_loss` binds the name anew: two losses, each backpropagated once"),
     ]
     INVALID = [
         Invalid("""

@@ -6,7 +6,7 @@ import libcst as cst
 
 from gacclint.fixes.edits import Replace
 from gacclint.loops.graphs import GraphFlow, addend
-from gacclint.loops.model import LoopStatement, TrainingLoop
+from gacclint.loops.model import EventKind, LoopStatement, TrainingLoop
 from gacclint.loops.vocabulary import call_name, code_of, dotted_name
 from gacclint.rules.base import Applicability, Finding, Fix, Invalid, Rule, Valid
 from gacclint.rules.common import atom, backpropagated_names
@@ -172,6 +172,77 @@ for step, (x, y) in enumerate(loader):
         optimizer.step()
         losses.clear()
 """, "the kept losses are backpropagated together, then emptied in place: their graphs are meant to live for the window"),
+        Valid("""
+from utils import Averager
+
+loss_avg = Averager()
+for x, y in loader:
+    optimizer.zero_grad()
+    loss = loss_fn(model(x), y)
+    loss.backward()
+    optimizer.step()
+    loss_avg.add(loss)
+""", "an object of a class the module cannot see: whether `add` keeps the tensor or reads `.data` is unknown"),
+        Valid("""
+def train_step(model, optimizer, batches, k):
+    total = torch.zeros([])
+    optimizer.zero_grad()
+    for x, y in batches:
+        loss = loss_fn(model(x), y)
+        (loss / k).backward()
+        total += loss
+    optimizer.step()
+    return total.item() / k
+""", "the loop is one window, stepped after it, and the sum is made anew by each call: it lives for one step"),
+        Valid("""
+predictions = []
+correct = []
+for x, y in loader:
+    optimizer.zero_grad()
+    out = model(x)
+    loss = loss_fn(out, y)
+    loss.backward()
+    optimizer.step()
+    _, predicted = out.max(1)
+    predictions.append(predicted)
+    correct.append(out.max(dim=1)[1])
+""", "the indices of a maximum are integers: no graph"),
+        Valid("""
+def accuracy(out, y):
+    correct = out.argmax(-1).eq(y).sum()
+    return float(correct) / (y.size(0) * y.size(1))
+
+
+def timed_loss(out, y):
+    start = time.time()
+    loss = loss_fn(out, y)
+    return loss, time.time() - start
+
+
+accuracies = []
+timings = []
+for x, y in loader:
+    optimizer.zero_grad()
+    out = model(x)
+    loss, elapsed = timed_loss(out, y)
+    loss.backward()
+    optimizer.step()
+    accuracies.append(accuracy(out, y))
+    timings.append(elapsed)
+""", "helpers of the module returning numbers: a float over sizes, a time difference at its place in a tuple"),
+        Valid("""
+from torchmetrics import Accuracy
+
+metric = Accuracy(task="multiclass", num_classes=10)
+train_acc = 0
+for x, y in loader:
+    optimizer.zero_grad()
+    out = model(x)
+    loss = loss_fn(out, y)
+    loss.backward()
+    optimizer.step()
+    train_acc += metric(out, y)
+""", "an object of an imported class that no optimizer trains: what its call returns is not visible"),
     ]
     INVALID = [
         Invalid("""
@@ -213,6 +284,33 @@ for x, y in loader:
     history["loss"].append(loss.detach())
 """, why="a list kept under a key of a dict that outlives the loop"),
         Invalid("""
+class Trainer:
+    def __init__(self, model):
+        self.model = model
+        self.losses = []
+
+    def train(self, loader, optimizer):
+        for x, y in loader:
+            optimizer.zero_grad()
+            loss = loss_fn(self.model(x), y)
+            loss.backward()
+            optimizer.step()
+            self.losses.append(loss)
+""", fixed="""
+class Trainer:
+    def __init__(self, model):
+        self.model = model
+        self.losses = []
+
+    def train(self, loader, optimizer):
+        for x, y in loader:
+            optimizer.zero_grad()
+            loss = loss_fn(self.model(x), y)
+            loss.backward()
+            optimizer.step()
+            self.losses.append(loss.detach())
+""", why="an attribute that every method binding it makes a list"),
+        Invalid("""
 total_loss = 0.0
 for x, y in loader:
     optimizer.zero_grad()
@@ -251,6 +349,7 @@ for x, y in loader:
     seen = seen + [loss.detach()]
 """, why="a sum or a list rebuilt from itself every iteration keeps every graph, as `+=` does"),
         Invalid("""
+predictions = []
 for x, y in loader:
     optimizer.zero_grad()
     out = model(x)
@@ -259,6 +358,7 @@ for x, y in loader:
     optimizer.step()
     predictions.append(out)
 """, fixed="""
+predictions = []
 for x, y in loader:
     optimizer.zero_grad()
     out = model(x)
@@ -312,12 +412,14 @@ for x, y in loader:
             if record.without_grad or record.in_inner_loop:
                 continue
             for small in getattr(record.statement, "body", ()):
-                found = _stored(small, record, graph)
+                found = _stored(small, record, graph, loop.function)
                 if found is None:
                     continue
                 node, container, value = found
                 if container in backpropagated or _root(container) in backpropagated:
                     continue  # `losses.append(loss)` ... `torch.stack(losses).mean().backward()`: kept for a backward
+                if _one_window(loop, model.facts, container):
+                    continue
                 item = (isinstance(small, (cst.AugAssign, cst.Assign)) and _starts_at_zero(model.facts, loop, container)
                         and _scalar(graph, value, record.position))
                 replacement = cst.parse_expression(f"{atom(value)}.{'item' if item else 'detach'}()")
@@ -328,7 +430,7 @@ for x, y in loader:
                     node, fix)
 
 
-def _stored(small: cst.BaseSmallStatement, record: LoopStatement, graph: GraphFlow):
+def _stored(small: cst.BaseSmallStatement, record: LoopStatement, graph: GraphFlow, scope: cst.FunctionDef | None):
     """(the storing node, the container's text, the stored value) when it keeps a graph across iterations."""
     position = record.position
     if isinstance(small, cst.AugAssign) and isinstance(small.operator, cst.AddAssign):
@@ -342,7 +444,8 @@ def _stored(small: cst.BaseSmallStatement, record: LoopStatement, graph: GraphFl
         if isinstance(func, cst.Attribute) and func.attr.value in _GROWING_METHODS and call.args:
             container = dotted_name(func.value) or _keyed(func.value, graph)
             value = call.args[-1].value
-            if container and _outlives(graph, container) and graph.visibly_carries_graph(value, position):
+            if container and _outlives(graph, container) and graph.visibly_carries_graph(value, position) and \
+                    graph.facts.holds_container(container.split("[")[0], graph.loop_node, scope):
                 if isinstance(value, (cst.List, cst.Tuple)):
                     return None  # extend([...]): several values; report the simple shapes only
                 return call, container, value
@@ -420,8 +523,10 @@ def _plain_number(graph: GraphFlow, node: cst.BaseExpression) -> bool:
 
 
 def _root(container: str) -> str:
-    """The name a container hangs from: `history` for `history["loss"]` or `history.losses`."""
-    return container.split(".")[0].split("[")[0]
+    """The name a container hangs from: `history` for `history["loss"]` or `history.losses`, and
+    `self.history` for `self.history.losses` (`self` reaches the model as well as the records)."""
+    parts = container.split("[")[0].split(".")
+    return ".".join(parts[:2]) if parts[0] == "self" and len(parts) > 1 else parts[0]
 
 
 def _outlives(graph: GraphFlow, container: str) -> bool:
@@ -429,6 +534,17 @@ def _outlives(graph: GraphFlow, container: str) -> bool:
     root = _root(container)
     return all(d.adds_to_itself for d in graph.all_definitions(container)) and (
         root == "self" or all(d.adds_to_itself for d in graph.all_definitions(root)))
+
+
+def _one_window(loop: TrainingLoop, facts, container: str) -> bool:
+    """The loop steps nothing itself and a step follows it, so the whole loop is one
+    accumulation window, and the container is made anew by the function around it before the
+    loop (`total = torch.zeros([])` in a `train_step` that steps once per call): what it keeps
+    lives for that window only (RULES.md GA303, a sum reset at every step)."""
+    if loop.function is None or not loop.flush_after_loop or any(e.kind is EventKind.STEP for e in loop.events):
+        return False
+    binding = facts.latest_binding(_root(container), loop.node, loop.function)
+    return binding is not None and binding.scope is loop.function
 
 
 def _starts_at_zero(facts, loop: TrainingLoop, container: str) -> bool:

@@ -137,6 +137,30 @@ for i, (x, y) in enumerate(loader):
     ]
     INVALID = [
         Invalid("""
+scheduling_step = 1
+count = 0
+for x, y in loader:
+    count += 1
+    (loss_fn(model(x), y) / k).backward()
+    if count % k == 0:
+        optimizer.step()
+        optimizer.zero_grad()
+    if count % scheduling_step == 0:
+        scheduler.step()
+""", fixed="""
+scheduling_step = 1
+count = 0
+for x, y in loader:
+    count += 1
+    (loss_fn(model(x), y) / k).backward()
+    if count % k == 0:
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad()
+    if count % scheduling_step == 0:
+        pass
+""", applicability=Applicability.UNSAFE, why="a period of 1 is every micro-batch", also=("GA202",)),
+        Invalid("""
 k = 4
 num_training_steps = epochs * len(loader)
 scheduler = get_cosine_schedule_with_warmup(optimizer, 100, num_training_steps)
