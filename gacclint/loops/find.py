@@ -429,7 +429,8 @@ class _Builder:
         has_step = any(e.kind is EventKind.STEP for s in self._own_statements(_statements(micro.body), False)
                        for e in self._statement_events(s))
         if not has_step:
-            outer = self._enclosing_loop(frames)
+            # The window loop's enclosing loop, or a function stepping once after it (a `train_step`).
+            outer = self._enclosing_loop(frames) or self._enclosing_function(frames)
             if outer is not None and self._step_follows(micro, outer):
                 shape, training = Shape.INNER_WINDOW, outer
                 window_k = _single_range_argument(micro)
@@ -1036,6 +1037,15 @@ class _Builder:
                 return None
             if _is_loop(frame.owner):
                 return frame.owner  # type: ignore[return-value]
+        return None
+
+    def _enclosing_function(self, frames: list[_Frame]) -> cst.FunctionDef | None:
+        """The function whose own body holds the loop (no loop between them)."""
+        for frame in reversed(frames):
+            if isinstance(frame.owner, cst.FunctionDef):
+                return frame.owner
+            if frame.owner is None or isinstance(frame.owner, cst.ClassDef) or _is_loop(frame.owner):
+                return None
         return None
 
     def _step_follows(self, micro: LoopNode, outer: LoopNode) -> bool:

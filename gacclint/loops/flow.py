@@ -153,11 +153,56 @@ class _Flow:
 
 
 def _divides(function: cst.FunctionDef, facts: ModuleFacts) -> bool:
-    for node in facts.tree.find(function.body, cst.BinaryOperation, cst.AugAssign):
-        if isinstance(node, cst.BinaryOperation) and isinstance(node.operator, cst.Divide):
+    """A same-module helper that returns a divided value (`return loss / cfg.accum`, or a name
+    it binds to one, or divides in place): a division on the path of what it returns. One
+    inside a call's arguments (`model(x / 255.0)`, `F.mse_loss(pred, y / scale)`) shapes an
+    input, not the loss."""
+    divided_in_place = {dotted_name(node.target.value if isinstance(node.target, cst.Subscript) else node.target)
+                        for node in facts.tree.find(function.body, cst.AugAssign)
+                        if isinstance(node.operator, cst.DivideAssign)}
+    for node in facts.tree.find(function.body, cst.Assign):  # `out["loss"] = out["loss"] / k`, then `return out`
+        for target in node.targets:
+            if isinstance(target.target, cst.Subscript) and isinstance(node.value, cst.BinaryOperation) \
+                    and isinstance(node.value.operator, cst.Divide):
+                divided_in_place.add(dotted_name(target.target.value))
+    return any(r.value is not None and _divided(r.value, function, facts, divided_in_place, 0)
+               for r in facts.tree.find(function.body, cst.Return, enter_scopes=False))
+
+
+def _divided(node: cst.BaseExpression, function: cst.FunctionDef, facts: ModuleFacts,
+             divided_in_place: set[str | None], depth: int) -> bool:
+    if depth > _MAX_DEPTH:
+        return False
+    if isinstance(node, cst.BinaryOperation):
+        return isinstance(node.operator, cst.Divide) or any(
+            _divided(side, function, facts, divided_in_place, depth + 1) for side in (node.left, node.right))
+    if isinstance(node, cst.UnaryOperation):
+        return _divided(node.expression, function, facts, divided_in_place, depth + 1)
+    if isinstance(node, (cst.Tuple, cst.List)):
+        return any(isinstance(e, cst.Element) and _divided(e.value, function, facts, divided_in_place, depth + 1)
+                   for e in node.elements)
+    if isinstance(node, cst.Dict):
+        return any(isinstance(e, cst.DictElement) and _divided(e.value, function, facts, divided_in_place, depth + 1)
+                   for e in node.elements)
+    if isinstance(node, cst.IfExp):
+        return any(_divided(side, function, facts, divided_in_place, depth + 1) for side in (node.body, node.orelse))
+    if isinstance(node, cst.Subscript):
+        return _divided(node.value, function, facts, divided_in_place, depth + 1)
+    if isinstance(node, cst.Call):
+        func = node.func
+        if isinstance(func, cst.Attribute) and func.attr.value in _SCALING_METHODS:
             return True
-        if isinstance(node, cst.AugAssign) and isinstance(node.operator, cst.DivideAssign):
+        # A method of the value (`(loss / k).mean()`) keeps the division; any other call's
+        # arguments are its inputs.
+        return isinstance(func, cst.Attribute) and _divided(func.value, function, facts, divided_in_place, depth + 1)
+    if isinstance(node, (cst.Name, cst.Attribute)):
+        text = dotted_name(node)
+        if text is None:
+            return False
+        if text in divided_in_place:
             return True
+        return any(b.tuple_index is None and _divided(b.value, function, facts, divided_in_place, depth + 1)
+                   for b in facts.bindings.get(text, ()) if b.scope is function)
     return False
 
 

@@ -170,6 +170,46 @@ for i, (x, y) in enumerate(loader):
     ]
     INVALID = [
         Invalid("""
+def train_step(model, optimizer, batch, k):
+    optimizer.zero_grad()
+    for micro_step in range(k):
+        loss = loss_fn(model(batch[micro_step]))
+        loss.backward()
+    optimizer.step()
+""", fixed="""
+def train_step(model, optimizer, batch, k):
+    optimizer.zero_grad()
+    for micro_step in range(k):
+        loss = loss_fn(model(batch[micro_step]))
+        (loss / k).backward()
+    optimizer.step()
+""", why="the micro-step loop of a function that steps once after it: each call is one window"),
+        Invalid("""
+def compute_loss(batch, model):
+    x = batch["x"] / 255.0
+    return F.cross_entropy(model(x), batch["y"])
+
+
+for i, batch in enumerate(loader):
+    loss = compute_loss(batch, model)
+    loss.backward()
+    if (i + 1) % k == 0 or (i + 1) == len(loader):
+        optimizer.step()
+        optimizer.zero_grad()
+""", fixed="""
+def compute_loss(batch, model):
+    x = batch["x"] / 255.0
+    return F.cross_entropy(model(x), batch["y"])
+
+
+for i, batch in enumerate(loader):
+    loss = compute_loss(batch, model)
+    (loss / k).backward()
+    if (i + 1) % k == 0 or (i + 1) == len(loader):
+        optimizer.step()
+        optimizer.zero_grad()
+""", why="the helper divides its input, not the loss it returns"),
+        Invalid("""
 for epoch in range(epochs):
     num_iter = 0
     for x, y in loader:
