@@ -27,7 +27,8 @@ indentation, key order, escapes, outputs and metadata keep their bytes. A new
 layout, its line endings and whether it ended with a newline; in a list, the
 lines the fix did not change keep their original JSON spelling.
 
-Each code cell must parse on its own, as Jupyter runs it: a syntax error is
+Each code cell must parse on its own, as Jupyter runs it (IPython first removes
+the indentation of an indented first line from the lines that start with it): a syntax error is
 reported in the cell's own rows (NotebookSyntaxError), and no statement, string
 or bracket of the program can span two cells.
 """
@@ -122,6 +123,10 @@ class _CodeCell:
     program_lines: list[str]  # the same rows in the program: magics neutralised, always a final line ending
     magics: list[_Magic]
     opaque: bool  # under a non-Python cell magic: never changed
+    # IPython runs a cell whose first line is indented without that indentation (its
+    # `leading_indent` cleanup): the program holds the lines without it, and a fix puts it back.
+    indent: str = ""
+    reindentable: bool = True  # every code line held `indent`: else the cell is analysed, never written
 
 
 @dataclass
@@ -282,6 +287,13 @@ class Notebook:
             if magic.header and new_lines[:found[(magic.first, 0)]] != cell.program_lines[:magic.first]:
                 raise NotebookError(f"not fixed: the fix puts code before the cell magic on line "
                                     f"{magic.first + 1} of {where}, which must come first")
+        if not cell.reindentable:
+            raise NotebookError(f"not fixed: the fix changes {where}, whose first line is indented and whose "
+                                "other lines are not all: its indentation cannot be put back unambiguously")
+        if cell.indent:
+            placeholders = set(found.values())
+            restored = [line if position in placeholders or not line.strip() else cell.indent + line
+                        for position, line in enumerate(restored)]
         text = "".join(restored)
         endings = set(_ENDING.findall(cell.text))
         if endings == {"\r\n"}:
@@ -399,14 +411,23 @@ def read_notebook(data: bytes) -> Notebook:
             raise NotebookError(f"cell {number}: not valid Unicode ({error.reason})") from None
         lines = split_lines(cell_text)
         program_lines, magics, opaque = _neutralise(lines, marker, counter, cookie_rows=max(0, 2 - len(rows)))
+        indent = ""
         try:
             _check_syntax(program_lines, number)
         except NotebookSyntaxError as error:
-            # Reported, and left out of the program: a pasted sketch (`...` under a `with`) in one
-            # cell must not hide the training loops of the others. The cell is never changed.
-            syntax_errors.append(error)
-            program_lines, magics, opaque = [f"# {marker} does not parse\n"] * len(lines), [], True
-        cells.append(_CodeCell(number, position, source, cell_text, lines, program_lines, magics, opaque))
+            indent = _leading_indent(lines)
+            dedented = _dedented(lines, indent) if indent else None
+            if dedented is not None:
+                program_lines, magics, opaque = _neutralise(dedented, marker, counter,
+                                                            cookie_rows=max(0, 2 - len(rows)))
+            if dedented is None or not _parses("".join(program_lines)):
+                # Reported, and left out of the program: a pasted sketch (`...` under a `with`) in one
+                # cell must not hide the training loops of the others. The cell is never changed.
+                syntax_errors.append(error)
+                program_lines, magics, opaque = [f"# {marker} does not parse\n"] * len(lines), [], True
+                indent = ""
+        cells.append(_CodeCell(number, position, source, cell_text, lines, program_lines, magics, opaque, indent,
+                               _reindentable(lines, indent)))
         rows.extend((index, row) for row in range(1, len(lines) + 1))
         program.extend(program_lines)
     return Notebook("".join(program).encode("utf-8"), data, text, bom, cells, sources, rows, separators, marker,
@@ -617,6 +638,22 @@ def _magic_assignment_target(line: str, top_level: list[int]) -> str | None:
             return target
         return None
     return None
+
+
+def _leading_indent(lines: list[str]) -> str:
+    """The indentation of a cell's first line, which IPython removes before running the cell."""
+    first = lines[0] if lines else ""
+    return first[:len(first) - len(first.lstrip(" \t"))] if first.strip() else ""
+
+
+def _dedented(lines: list[str], indent: str) -> list[str]:
+    """The lines as IPython runs them: `indent` removed from each line that starts with it."""
+    return [line[len(indent):] if line.startswith(indent) else line for line in lines]
+
+
+def _reindentable(lines: list[str], indent: str) -> bool:
+    """Every line that holds code starts with `indent`: a fix's lines take it back unambiguously."""
+    return all(line.startswith(indent) or not line.strip() for line in lines)
 
 
 def _parses(code: str) -> bool:

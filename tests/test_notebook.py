@@ -419,7 +419,7 @@ def test_syntax_error_says_where_in_the_cell() -> None:
 
 
 @pytest.mark.parametrize(("cells", "broken"), [
-    (["x = 1", "for x in y:\n    print(x"], 2), (["    x = 1", "y = 2"], 1)])
+    (["x = 1", "for x in y:\n    print(x"], 2), (["x = (1", "y = 2"], 1)])
 def test_a_cell_that_does_not_parse_is_left_out_of_the_program(cells: list[str], broken: int) -> None:
     read = read_notebook(dump(notebook([code_cell(c) for c in cells])))
     assert [error.cell for error in read.syntax_errors] == [broken]
@@ -429,8 +429,31 @@ def test_a_cell_that_does_not_parse_is_left_out_of_the_program(cells: list[str],
     assert cells[broken - 1] not in read.program.decode()
 
 
-@pytest.mark.parametrize("cells", [["for x in y:\n    f(x)", "    g(x)"], ['s = """text', 'more"""'],
+@pytest.mark.parametrize("cells", [["for x in y:", "    g(x)"], ['s = """text', 'more"""'],
                                    ["total = (1 +", "2)"], ["total = 1 + \\", "2"]])
 def test_a_cell_cannot_finish_what_the_previous_one_began(cells: list[str]) -> None:
     # Jupyter runs each cell alone: a block, string or bracket does not go on in the next cell.
     assert read_notebook(dump(notebook([code_cell(c) for c in cells]))).syntax_errors
+
+
+# --- cells IPython runs without their leading indentation --------------------------------------------------
+
+def test_a_cell_with_an_indented_first_line_is_checked_as_ipython_runs_it() -> None:
+    indented = "\n".join("  " + line if line else line for line in LOOP.splitlines())
+    before = dump(notebook([code_cell("k = 4"), code_cell(indented)]))
+    notebook_ = read_notebook(before)
+    assert not notebook_.syntax_errors
+    _, findings = lint_source(notebook_.program, Selection())
+    assert [f.code for f in findings] == ["GA201"]
+    after = json.loads(fixed_notebook(before))["cells"]
+    assert "".join(after[1]["source"]) == "\n".join("  " + line if line else line for line in LOOP_FIXED.splitlines())
+
+
+def test_an_indented_cell_whose_other_lines_lack_the_indentation_is_checked_never_written() -> None:
+    cell = " def compute(a, b):\n    return a - b\n\nprint(compute(1, 2))\n" + LOOP
+    notebook_ = read_notebook(dump(notebook([code_cell("k = 4"), code_cell(cell)])))
+    assert not notebook_.syntax_errors
+    outcome = fix_source(notebook_.program, Selection(), unsafe=True)
+    assert outcome.changed
+    with pytest.raises(NotebookError, match="first line is indented"):
+        notebook_.with_program(outcome.fixed)

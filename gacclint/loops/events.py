@@ -20,7 +20,6 @@ from gacclint.loops.vocabulary import (
     looks_like_deepspeed_engine,
     looks_like_fabric,
     looks_like_optimizer,
-    looks_like_scaler,
     looks_like_scheduler,
 )
 
@@ -208,10 +207,10 @@ def _classify(node: cst.CSTNode, facts: ModuleFacts,
         return RawEvent(EventKind.GRAD_SCALING, node)
     if method in _CLIP_NAMES:
         return RawEvent(EventKind.CLIP, node, receiver=owner_text)
-    if method == "unscale_" and looks_like_scaler(owner_text):
+    if method == "unscale_" and facts.is_scaler(owner_text):
         args = positional_args(node)
         return RawEvent(EventKind.UNSCALE, node, receiver=code_of(args[0]) if args else None, via_scaler=owner_text)
-    if method == "update" and looks_like_scaler(owner_text):
+    if method == "update" and facts.is_scaler(owner_text):
         return RawEvent(EventKind.SCALER_UPDATE, node, via_scaler=owner_text)
     if isinstance(owner, cst.Name) and owner.value == "self" and method in clear_helpers:
         return RawEvent(EventKind.CLEAR, node, receiver=_helper_receiver(node, clear_helpers[method]), by_helper=True)
@@ -320,7 +319,7 @@ def _backward(node: cst.Call, owner: cst.BaseExpression, owner_text: str, facts:
     if isinstance(owner, cst.Call) and isinstance(owner.func, cst.Attribute) and owner.func.attr.value == "scale":
         scaler_text = code_of(owner.func.value)
         scaled = positional_args(owner)
-        if scaled and looks_like_scaler(scaler_text):
+        if scaled and facts.is_scaler(scaler_text):
             return RawEvent(EventKind.BACKWARD, node, loss=scaled[0], via_scaler=scaler_text, retain_graph=retain_graph)
     if args and _is_framework_owner(owner_text, facts):
         if looks_like_accelerator(owner_text):
@@ -386,7 +385,7 @@ def _is_framework_owner(owner_text: str, facts: ModuleFacts) -> bool:
 
 
 def _step(node: cst.Call, owner_text: str, facts: ModuleFacts) -> RawEvent | None:
-    if looks_like_scaler(owner_text):
+    if facts.is_scaler(owner_text):
         args = positional_args(node)
         if not args:
             return None

@@ -21,6 +21,7 @@ from gacclint.loops.vocabulary import (
     integer_value,
     is_sum_reduction,
     looks_like_optimizer,
+    looks_like_scaler,
     positional_args,
 )
 
@@ -52,6 +53,7 @@ class ModuleFacts:
     sum_reduced_losses: set[str] = field(default_factory=set)  # criterion = nn.X(reduction="sum")
     optimizers: set[str] = field(default_factory=set)
     schedulers: set[str] = field(default_factory=set)
+    scalers: set[str] = field(default_factory=set)  # names bound to a `GradScaler(...)`, whatever they are called
     iterable_datasets: set[str] = field(default_factory=set)
     # Objects whose parameters the module reads (`X.parameters()`, `X.named_parameters()`):
     # modules, whatever their names, so a call of one is a forward.
@@ -70,6 +72,10 @@ class ModuleFacts:
     calls: dict[str, list[cst.Call]] = field(default_factory=dict)
 
     # -- queries -------------------------------------------------------------
+
+    def is_scaler(self, text: str) -> bool:
+        """A gradient scaler: built by a `GradScaler` class in this module, or named as one."""
+        return text in self.scalers or looks_like_scaler(text)
 
     def framework_count(self, node: cst.BaseExpression, depth: int = 0) -> str | None:
         """The framework whose accumulation count `node` holds, if it visibly holds one."""
@@ -473,6 +479,8 @@ class _FactCollector:
             self.facts.optimizers.add(name)
         elif short in {"DistributedDataParallel", "DDP"}:
             self.facts.ddp_wrapped.add(name)
+        elif short.endswith("GradScaler"):  # torch.cuda.amp.GradScaler, torch.amp.GradScaler, ShardedGradScaler
+            self.facts.scalers.add(name)
         if is_sum_reduction(value):
             self.facts.sum_reduced_losses.add(name)
 

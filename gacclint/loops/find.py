@@ -1333,9 +1333,21 @@ class _Builder:
                     in_window_loop=visit.in_window_loop, editable=visit.editable, contexts=visit.contexts,
                     position=visit.order, by_helper=raw.by_helper,
                     cleared_module=self._cleared_module(loop, raw.node) if raw.receiver == "params" else None,
+                    arm=self._arm(visit.statement, raw.node),
                 ))
                 order += 1
         return events
+
+    def _arm(self, statement: cst.CSTNode, node: cst.CSTNode) -> tuple[int, bool] | None:
+        """The innermost arm of a conditional expression of `statement` holding `node`."""
+        tree = self.facts.tree
+        found = None
+        for expression in tree.find(statement, cst.IfExp, enter_scopes=False):
+            if tree.contains(expression.body, node):
+                found = (id(expression), True)
+            elif tree.contains(expression.orelse, node):
+                found = (id(expression), False)
+        return found
 
     def _top_level_index(self, node: cst.CSTNode) -> int | None:
         """Index of the top-level statement of the current loop holding `node` (the last one,

@@ -406,7 +406,8 @@ class GraphFlow:
                 return frozenset()
             if self.strict and (self._unseen(text) or self._unseen_object(text)):
                 return frozenset()  # RULES.md, *values the module cannot see*: not known to carry a graph
-            if text in self.facts.functions and self._returns_numbers(text):
+            helper = last if text == f"self.{last}" else text  # a method of the same class, reached as `self.name`
+            if helper in self.facts.functions and self._returns_numbers(helper):
                 return frozenset()  # `def accuracy(out, y): return (...).sum().item()`
             found: set[int] = set()
             if self.is_forward(node):

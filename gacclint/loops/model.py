@@ -210,6 +210,14 @@ class Event:
     # For a parameter loop's clear (receiver "params"): `M` of `for p in M.parameters(): p.grad = None`,
     # the module all of whose parameters it clears; None when not read (a subset, a filter).
     cleared_module: str | None = None
+    # The arm of a conditional expression the event sits in (`a.backward() if amp else b.backward()`):
+    # (the expression's id, which arm). Two events in different arms of one never both run.
+    arm: tuple[int, bool] | None = None
+
+    def excludes(self, other: "Event") -> bool:
+        """The two events sit in different arms of one conditional expression."""
+        return self.arm is not None and other.arm is not None and self.arm[0] == other.arm[0] \
+            and self.arm[1] != other.arm[1]
 
 
 @dataclass(frozen=True)

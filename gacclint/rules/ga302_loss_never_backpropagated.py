@@ -146,6 +146,8 @@ for x, y in loader:
                 name = _loss_name(first)
                 if name is None or name != _loss_name(second) or first.event.retain_graph or first.guard != second.guard:
                     continue
+                if first.event.excludes(second.event):
+                    continue  # `scaler.scale(loss).backward() if amp else loss.backward()`: one of them runs
                 if graph.reassigned_between(name, first.event.position, second.event.position):
                     continue
                 orphans = _orphans(loop, graph, second.event.position)
