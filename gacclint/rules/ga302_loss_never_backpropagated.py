@@ -97,6 +97,14 @@ for x, y in loader:
         scaled_loss.backward()
     optimizer.step()
 """, "each `with ... as scaled_loss` binds the name anew: two losses, each backpropagated once"),
+        Valid("""
+for x, y in loader:
+    optimizer.zero_grad()
+    aux = loss_fn(model(x), y)
+    loss = loss_fn(model(x), y)
+    scaler.scale(loss).backward() if use_amp else loss.backward()
+    optimizer.step()
+""", "the two arms of a conditional expression: one backward runs"),
     ]
     INVALID = [
         Invalid("""

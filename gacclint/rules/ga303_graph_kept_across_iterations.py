@@ -243,6 +243,22 @@ for x, y in loader:
     optimizer.step()
     train_acc += metric(out, y)
 """, "an object of an imported class that no optimizer trains: what its call returns is not visible"),
+        Valid("""
+class Trainer:
+    def dice(self, pred, gt):
+        inter = ((pred > 0.5) & (gt > 0)).sum()
+        return (2 * inter / ((pred > 0.5).sum() + (gt > 0).sum())).item()
+
+    def train_epoch(self, loader):
+        epoch_dice = 0
+        for x, y in loader:
+            self.optimizer.zero_grad()
+            pred = self.model(x)
+            loss = self.loss_fn(pred, y)
+            epoch_dice += self.dice(pred, y)
+            loss.backward()
+            self.optimizer.step()
+""", "a method of the class that returns `.item()`: a number"),
     ]
     INVALID = [
         Invalid("""

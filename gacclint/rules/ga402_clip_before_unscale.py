@@ -147,6 +147,26 @@ for batch in loader:
     ]
     INVALID = [
         Invalid("""
+amp_scale = torch.cuda.amp.GradScaler()
+for x, y in loader:
+    loss = loss_fn(model(x), y)
+    amp_scale.scale(loss).backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    amp_scale.step(optimizer)
+    amp_scale.update()
+    optimizer.zero_grad()
+""", fixed="""
+amp_scale = torch.cuda.amp.GradScaler()
+for x, y in loader:
+    loss = loss_fn(model(x), y)
+    amp_scale.scale(loss).backward()
+    amp_scale.unscale_(optimizer)
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    amp_scale.step(optimizer)
+    amp_scale.update()
+    optimizer.zero_grad()
+""", why="a scaler known by the class that built it, whatever its name"),
+        Invalid("""
 class Model(nn.Module):
     def train_one_step(self, x, y, batch_index):
         loss = F.mse_loss(self.net(x), y) / self.accumulation_steps
