@@ -75,6 +75,11 @@ def parse(source: bytes, complaint: SyntaxProblem | None = None, prechecked: boo
     try:
         return cst.parse_module(source)
     except cst.ParserSyntaxError as error:
+        if complaint is None:
+            # CPython accepts it (mixed tab and space indentation libcst's tokenizer rejects):
+            # valid Python, so no syntax error to report, but nothing to rewrite or explain with.
+            raise SourceError(f"valid Python that libcst's parser cannot read ({error.message} at "
+                              f"{error.raw_line}:{error.raw_column + 1}): it cannot be fixed or explained") from None
         raise complaint or SyntaxProblem(error.message, error.raw_line, error.raw_column + 1) from None
     except (UnicodeDecodeError, LookupError) as error:
         raise SourceError(f"cannot decode: {error}") from None

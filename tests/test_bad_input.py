@@ -246,3 +246,26 @@ def test_internal_error_skips_the_file_unless_debug(tmp_path: Path, monkeypatch:
     debug = CliRunner().invoke(main, ["check", "--debug", str(tmp_path)])
     assert debug.exit_code == 2
     assert "Traceback" in debug.stderr
+
+
+# Valid Python (CPython reads a tab as reaching the next multiple of 8) that libcst's tokenizer rejects.
+TAB_AFTER_SPACES = (b"def f(model, opt, x):\n    for it in range(3):\n        loss = model(x).mean()\n"
+                    b"        loss.backward()\n        opt.step()\n        if it > 0:\n"
+                    b"            for images in range(2):\n                imgs = x\n"
+                    b"               \timgs = imgs + 1\n                with torch.no_grad():\n"
+                    b"            \t    imgs_v = imgs\n")
+
+
+def test_valid_code_libcst_cannot_read_is_checked_and_not_fixed_with_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "train.py"
+    path.write_bytes(TAB_AFTER_SPACES)
+    checked = CliRunner().invoke(main, ["check", "--no-cache", "--output-format", "concise", str(path)])
+    assert "GA101" in checked.stdout and "GA001" not in checked.stdout
+    for command in (["fix", "--no-cache", str(path)], ["explain", f"{path}:4"]):
+        result = CliRunner().invoke(main, command)
+        assert result.exit_code == 2, result.output
+        assert result.stderr.splitlines()[0] == (
+            f"gacclint: {path}: valid Python that libcst's parser cannot read (tokenizer error: no matching "
+            "outer block for dedent at 1:1): it cannot be fixed or explained")
+        assert "GA001" not in result.stdout
+    assert path.read_bytes() == TAB_AFTER_SPACES
