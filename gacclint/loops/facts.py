@@ -179,6 +179,21 @@ class ModuleFacts:
         binding = self.latest_binding(target, before, scope)
         return binding is not None and binding.tuple_index is None and _is_container(binding.value)
 
+    def _attribute_int(self, node: cst.Attribute) -> int | None:
+        """`self.k` that every binding the module makes of it sets to one literal integer, and
+        that nothing augments (`self.k = 4` in `__init__`): RULES.md, facts along calls."""
+        text = dotted_name(node)
+        if text is None or not text.startswith("self.") or text.count(".") != 1:
+            return None
+        values = {integer_value(b.value) if b.tuple_index is None and isinstance(b.value, cst.Integer) else None
+                  for b in self.bindings.get(text, ())}
+        if len(values) != 1 or None in values or self._augmented(text):
+            return None
+        return values.pop()
+
+    def _augmented(self, text: str) -> bool:
+        return any(dotted_name(node.target) == text for node in self.tree.ordered(cst.AugAssign))
+
     def _slice_length(self, node: cst.Subscript, before: cst.CSTNode | None, scope: cst.FunctionDef | None,
                       depth: int) -> int | None:
         """len(x[a:b:c]) from literals: the length of `x` and the slice's bounds."""
@@ -234,6 +249,8 @@ class ModuleFacts:
             if binding is None or binding.tuple_index is not None:
                 return None
             return self.evaluate_int(binding.value, binding.statement, binding.scope, depth + 1)
+        if isinstance(node, cst.Attribute):
+            return self._attribute_int(node)
         if isinstance(node, cst.BinaryOperation):
             left = self.evaluate_int(node.left, before, scope, depth + 1)
             right = self.evaluate_int(node.right, before, scope, depth + 1)

@@ -1157,6 +1157,12 @@ class _Builder:
                 break
             if _is_loop(frame.owner):
                 crossed_loop = True
+        if name.startswith("self."):
+            # `self.n_iter = 0` in `__init__` (RULES.md, facts along calls): the value the first
+            # pass starts from; carried from call to call, so never re-run per pass.
+            values = {integer_value(b.value) if b.tuple_index is None and isinstance(b.value, cst.Integer) else None
+                      for b in self.facts.bindings.get(name, ())}
+            return (values.pop() if len(values) == 1 else None), False
         return None, False
 
     def _varying(self, loop: LoopNode) -> set[str]:

@@ -79,6 +79,33 @@ for x, y in loader:
     ]
     INVALID = [
         Invalid("""
+class Trainer:
+    def __init__(self, k):
+        self.k = k
+        self.n_iter = 0
+
+    def train(self, loader):
+        for x, y in loader:
+            (loss_fn(self.model(x), y) / self.k).backward()
+            if self.n_iter % self.k == 0:
+                self.optimizer.step()
+                self.optimizer.zero_grad()
+            self.n_iter += 1
+""", fixed="""
+class Trainer:
+    def __init__(self, k):
+        self.k = k
+        self.n_iter = 0
+
+    def train(self, loader):
+        for x, y in loader:
+            (loss_fn(self.model(x), y) / self.k).backward()
+            if (self.n_iter + 1) % self.k == 0:
+                self.optimizer.step()
+                self.optimizer.zero_grad()
+            self.n_iter += 1
+""", why="a counter set to 0 in `__init__` starts the first run at 0"),
+        Invalid("""
 def is_update_step(step, k):
     return step % k == 0
 

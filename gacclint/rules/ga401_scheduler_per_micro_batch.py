@@ -137,6 +137,40 @@ for i, (x, y) in enumerate(loader):
     ]
     INVALID = [
         Invalid("""
+class Trainer:
+    def __init__(self):
+        self.accumulation = 4
+        self.scheduling_step = 1
+        self.count = 0
+
+    def train(self, loader):
+        for x, y in loader:
+            self.count += 1
+            (loss_fn(self.model(x), y) / self.accumulation).backward()
+            if self.count % self.accumulation == 0:
+                self.optimizer.step()
+                self.optimizer.zero_grad()
+            if self.count % self.scheduling_step == 0:
+                self.scheduler.step()
+""", fixed="""
+class Trainer:
+    def __init__(self):
+        self.accumulation = 4
+        self.scheduling_step = 1
+        self.count = 0
+
+    def train(self, loader):
+        for x, y in loader:
+            self.count += 1
+            (loss_fn(self.model(x), y) / self.accumulation).backward()
+            if self.count % self.accumulation == 0:
+                self.optimizer.step()
+                self.scheduler.step()
+                self.optimizer.zero_grad()
+            if self.count % self.scheduling_step == 0:
+                pass
+""", applicability=Applicability.UNSAFE, why="`self.x` set to one literal in `__init__` holds it in every method"),
+        Invalid("""
 scheduling_step = 1
 count = 0
 for x, y in loader:
