@@ -55,8 +55,9 @@ _NO_GRAPH = {"detach", "item", "tolist", "numpy", "argmax", "argmin", "long", "i
 _PUTTING_METHODS = frozenset({"append", "extend", "insert", "add"})
 # Builtins whose result is a plain Python value, with no graph.
 _NUMBER_BUILTINS = frozenset({"float", "int", "bool", "len", "str"})
-# Standard modules whose functions return plain numbers (`time.time()`, `math.log(n)`).
-_NUMBER_MODULES = frozenset({"time", "math"})
+# Modules whose functions return plain numbers or arrays, never a graph (`time.time()`,
+# `math.log(n)`, `np.float(correct)`).
+_NUMBER_MODULES = frozenset({"time", "math", "np", "numpy"})
 _MODEL_WORDS = ("model", "net", "encoder", "decoder", "head", "generator", "discriminator", "backbone", "critic",
                 "classifier", "module", "policy", "actor", "transformer", "unet", "vae", "gen", "disc", "student",
                 "teacher", "embed", "layer", "block", "proj", "mlp", "clip", "bert", "gpt", "lm")
@@ -490,8 +491,9 @@ class GraphFlow:
         if text in self.facts.modules_with_parameters:
             return False
         bound = self.facts.bindings.get(text, ())
-        return bool(bound) and all(b.tuple_index is None and isinstance(b.value, cst.Call)
-                                   and self._unseen(call_name(b.value) or "") for b in bound)
+        made = [_moved(b.value) for b in bound if b.tuple_index is None]
+        return bool(bound) and len(made) == len(bound) and all(
+            isinstance(value, cst.Call) and self._unseen(call_name(value) or "") for value in made)
 
     def forward_inputs_are_loop_data(self, forward_ids: frozenset[int], before: int) -> bool:
         """Every forward's arguments carry no graph of another forward."""
@@ -526,6 +528,14 @@ def _no_graph_value(node: cst.BaseExpression | None, func: cst.FunctionDef, fact
         bound = [b for b in facts.bindings.get(node.value, ()) if b.scope is func]
         return len(bound) == 1 and bound[0].tuple_index is None and _no_graph_value(bound[0].value, func, facts, depth + 1)
     return False
+
+
+def _moved(node: cst.BaseExpression) -> cst.BaseExpression:
+    """`Accuracy(...).to(device)` -> `Accuracy(...)`: a move to a device is the same object."""
+    while (isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute)
+           and node.func.attr.value in {"to", "cuda", "cpu"}):
+        node = node.func.value
+    return node
 
 
 def _indices_of(node: cst.BaseExpression) -> bool:

@@ -210,7 +210,7 @@ for x, y in loader:
         Valid("""
 def accuracy(out, y):
     correct = out.argmax(-1).eq(y).sum()
-    return float(correct) / (y.size(0) * y.size(1))
+    return np.float64(correct) / (y.size(0) * y.size(1))
 
 
 def timed_loss(out, y):
@@ -233,7 +233,7 @@ for x, y in loader:
         Valid("""
 from torchmetrics import Accuracy
 
-metric = Accuracy(task="multiclass", num_classes=10)
+metric = Accuracy(task="multiclass", num_classes=10).to(device)
 train_acc = 0
 for x, y in loader:
     optimizer.zero_grad()
