@@ -1055,7 +1055,7 @@ class _Builder:
             if statement is micro:
                 seen = True
                 continue
-            if seen and matches(type(statement), _SIMPLE):
+            if seen and matches(type(statement), _SIMPLE) and not self.facts.tree.contains(micro, statement):
                 kinds = {e.kind for e in self._statement_events(statement)}
                 if EventKind.STEP in kinds:
                     return True

@@ -109,6 +109,21 @@ for i, (x, y) in enumerate(loader):
     ]
     INVALID = [
         Invalid("""
+for it in range(iterations):
+    for micro_step in range(k):
+        optimizer.zero_grad()
+        loss = loss_fn(model(next(batches))) / k
+        loss.backward()
+    optimizer.step()
+""", fixed="""
+for it in range(iterations):
+    for micro_step in range(k):
+        loss = loss_fn(model(next(batches))) / k
+        loss.backward()
+    optimizer.step()
+    optimizer.zero_grad()
+""", why="a clear inside the micro-step loop keeps only its last micro-step"),
+        Invalid("""
 class Model(LightningModule):
     def training_step(self, batch, batch_idx):
         opt = self.optimizers()
