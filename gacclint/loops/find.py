@@ -770,6 +770,8 @@ class _Builder:
         """Scalers in use, DDP models and sync control, for the GA4xx/GA501 rules."""
         loop.varying = frozenset(varying)
         loop.scalers_in_use = frozenset(self._scalers_in_use(loop.events, function))
+        loop.scaler_flags = {name: flags for name in loop.scalers_in_use
+                             if (flags := self._scaler_flags(name)) is not None}
         loop.unscale_in_helper = self._calls_helper_with(training, EventKind.UNSCALE)
         wraps = self._ddp_wraps(training, function)
         if not wraps:
@@ -799,6 +801,20 @@ class _Builder:
         loop.ddp = tuple(used)
         loop.ddp_forwards = tuple(called.get(used[0].name, []))
         loop.sync_control = self._sync_control(training, function) or self._sync_handed(training, {w.name for w in used})
+
+    def _scaler_flags(self, name: str) -> frozenset[str] | None:
+        """The `enabled=` texts of the scaler's constructions (none: always on); None when no
+        construction is visible."""
+        flags = set()
+        made = False
+        for binding in self.facts.bindings.get(name, ()):
+            value = binding.value
+            if isinstance(value, cst.Call) and binding.tuple_index is None:
+                made = True
+                enabled = next((a.value for a in value.args if a.keyword is not None and a.keyword.value == "enabled"), None)
+                if enabled is not None:
+                    flags.add(code_of(enabled).strip())
+        return frozenset(flags) if made else None
 
     def _scalers_in_use(self, events: list[Event], function: cst.FunctionDef | None) -> set[str]:
         """RULES.md, *scaler in use*: every visible construction is `enabled=False` (or None) means not."""

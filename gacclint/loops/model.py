@@ -376,6 +376,9 @@ class TrainingLoop:
     # Scalers this loop steps through that are in use (RULES.md, *scaler in
     # use*: not built with the literal `enabled=False`).
     scalers_in_use: frozenset[str] = field(default_factory=frozenset)
+    # Each scaler in use whose construction is visible -> the texts its constructions pass as
+    # `enabled=` (`args.fp16`; none: always on): where that is false the scaler scales nothing.
+    scaler_flags: dict[str, frozenset[str]] = field(default_factory=dict)
     # DistributedDataParallel models, visibly wrapped in the module, that the
     # loop calls (its forward), and the loop's statements calling them.
     ddp: tuple["DdpWrap", ...] = ()

@@ -147,6 +147,48 @@ for batch in loader:
     ]
     INVALID = [
         Invalid("""
+scaler = torch.cuda.amp.GradScaler(enabled=cfg.apex)
+for x, y in loader:
+    scaler.scale(loss_fn(model(x), y)).backward()
+    if cfg.unscale:
+        scaler.unscale_(optimizer)
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    scaler.step(optimizer)
+    scaler.update()
+    optimizer.zero_grad()
+""", fixed=None, applicability=None,
+                why="where `cfg.unscale` is false the scaler may still be on; no fix: where it is true a second unscale_ raises"),
+        Invalid("""
+scaler = torch.cuda.amp.GradScaler()
+for real in loader:
+    fake = G(noise())
+    opt_d.zero_grad()
+    scaler.scale(loss_fn(D(fake.detach()), 0)).backward()
+    scaler.unscale_(opt_d)
+    torch.nn.utils.clip_grad_norm_(D.parameters(), 1.0)
+    scaler.step(opt_d)
+    opt_g.zero_grad()
+    scaler.scale(loss_fn(D(fake), 1)).backward()
+    torch.nn.utils.clip_grad_norm_(G.parameters(), 1.0)
+    scaler.step(opt_g)
+    scaler.update()
+""", fixed="""
+scaler = torch.cuda.amp.GradScaler()
+for real in loader:
+    fake = G(noise())
+    opt_d.zero_grad()
+    scaler.scale(loss_fn(D(fake.detach()), 0)).backward()
+    scaler.unscale_(opt_d)
+    torch.nn.utils.clip_grad_norm_(D.parameters(), 1.0)
+    scaler.step(opt_d)
+    opt_g.zero_grad()
+    scaler.scale(loss_fn(D(fake), 1)).backward()
+    scaler.unscale_(opt_g)
+    torch.nn.utils.clip_grad_norm_(G.parameters(), 1.0)
+    scaler.step(opt_g)
+    scaler.update()
+""", why="the discriminator's unscale_ does not unscale the generator's gradients", also=("GA301",)),
+        Invalid("""
 amp_scale = torch.cuda.amp.GradScaler()
 for x, y in loader:
     loss = loss_fn(model(x), y)
@@ -280,25 +322,24 @@ for i, (x, y) in enumerate(loader):
                     continue
                 if id(clip.event.node) in reported:
                     continue
-                # An unscale_ earlier in the window, in any configuration: under
-                # `if args.fp16:` it tells that the scaler is on only there.
-                if any(e.kind is EventKind.UNSCALE and e.order < clip.event.order for e in loop.events):
-                    continue
                 step = next((e for e in variant.events[index + 1:] if e.kind is EventKind.STEP
                              and e.event.via_scaler in loop.scalers_in_use), None)
-                if step is None:
+                if step is None or _unscaled(loop, variant, clip, step):
                     continue
                 reported.add(id(clip.event.node))
                 scaler = step.event.via_scaler
-                fix = None if id(clip.event.node) in per_micro else self._fix(variant, clip, step)
+                fix = None if id(clip.event.node) in per_micro else self._fix(loop, variant, clip, step)
                 yield self.finding(
                     f"`{_clip_name(clip)}` runs before `{scaler}.step({step.event.receiver})` with no "
                     f"`{scaler}.unscale_({step.event.receiver})` before it: it clips the scaled gradients",
                     clip.event.node, fix)
 
-    def _fix(self, variant: LoopVariant, clip: ResolvedEvent, step: ResolvedEvent) -> Fix | None:
+    def _fix(self, loop: TrainingLoop, variant: LoopVariant, clip: ResolvedEvent, step: ResolvedEvent) -> Fix | None:
         if not alone_on_its_line(clip.event):
             return None
+        if any(e.kind is EventKind.UNSCALE and e.order < clip.event.order
+               and (not e.receiver or e.receiver == step.event.receiver) for e in loop.events):
+            return None  # another configuration unscales before the clip: a second unscale_ there raises
         scaler, optimizer = step.event.via_scaler, step.event.receiver
         between = variant.events[variant.events.index(clip) + 1:variant.events.index(step)]
         unscales = [e for e in between if e.kind is EventKind.UNSCALE]
@@ -321,6 +362,23 @@ for i, (x, y) in enumerate(loader):
             return None
         return Fix(Applicability.SAFE, f"Insert `{scaler}.unscale_({optimizer})` before the clip",
                    (InsertBefore(clip.event.statement, f"{scaler}.unscale_({optimizer})"),))
+
+
+def _unscaled(loop: TrainingLoop, variant: LoopVariant, clip: ResolvedEvent, step: ResolvedEvent) -> bool:
+    """An unscale_ of the stepped optimizer before the clip, in this configuration, or under the
+    scaler's own flag (`if args.fp16: scaler.unscale_(opt)` with `GradScaler(enabled=args.fp16)`:
+    where it does not run, the scaler scales nothing). With the scaler's construction out of
+    sight, the switch an unscale_ sits under is taken to be that flag."""
+    running = {id(resolved.event) for resolved in variant.events}
+    flags = loop.scaler_flags.get(step.event.via_scaler or "")
+    for event in loop.events:
+        if event.kind is not EventKind.UNSCALE or event.order >= clip.event.order:
+            continue
+        if event.receiver and step.event.receiver and event.receiver != step.event.receiver:
+            continue  # another optimizer's gradients
+        if id(event) in running or flags is None or {text for text, polarity in switches_of(event) if polarity} & flags:
+            return True
+    return False
 
 
 def _clip_name(clip: ResolvedEvent) -> str:
