@@ -240,7 +240,8 @@ class _Render:
             return "the framework's own boundary (`sync_gradients`)"
         parts = [f"k = `{boundary.k_text}`"]
         first = boundary.first_window
-        parts.append("first window " + ({"k": "full", "1": "one micro-batch", "k-1": "k - 1 micro-batches"}.get(
+        parts.append("first window " + ({"k": "full", "1": "one micro-batch", "k-1": "k - 1 micro-batches",
+                                          "k+1": "k + 1 micro-batches"}.get(
             first or "", "unknown")))
         tail = boundary.steps_tail
         parts.append("final partial window " + {True: "stepped", False: "never stepped", None: "unknown"}[tail])

@@ -327,13 +327,17 @@ def _read_boundary(runs: dict[Config, Sequence[Value]], flip: bool) -> Schedule 
             if n < 2 * k or not steps:
                 return None
             phase = phases[(k, config.start)] = steps[0] % k
-        if steps != [t for t in range(len(periodic)) if t % k == phase]:
+        expected = [t for t in range(len(periodic)) if t % k == phase]
+        if steps != expected and not (phase == 0 and steps == expected[1:]):
+            # `step % k == 0 and step > 0`: the first multiple skipped, a first window of k + 1
             return None
         if n >= 2 * k:
             firsts.add((k, steps[0] + 1))
         last = values[-1]
         on_phase = (n - 1) % k == phase
-        if on_phase:
+        if on_phase and n - 1 == phase == 0 and last is False and _runs_skip_first(runs, phases):
+            tails.add(False)  # a one-micro-batch pass whose only, first, multiple is skipped
+        elif on_phase:
             if last is not True:
                 return None
         elif last is None:
@@ -356,6 +360,15 @@ def _read_boundary(runs: dict[Config, Sequence[Value]], flip: bool) -> Schedule 
     return Schedule(Pattern.BOUNDARY, first, tail, evidence)
 
 
+def _runs_skip_first(runs: dict[Config, Sequence[Value]], phases: dict[tuple[int, int], int]) -> bool:
+    """Some longer pass skips the first multiple of k at phase 0 (`step % k == 0 and step > 0`)."""
+    for config, vector in runs.items():
+        if config.n > 1 and phases.get((config.k, config.start)) == 0 and vector and vector[0] is False \
+                and any(vector[:-1]):
+            return True
+    return False
+
+
 def _evidence(values: Sequence[Value], k: int, n: int) -> str:
     """`with k=4 and 15 micro-batches it runs after micro-batches 1, 5, 9, 13: windows of 1, 4, 4, 4,
     and the last 2 are never stepped`."""
@@ -370,13 +383,13 @@ def _evidence(values: Sequence[Value], k: int, n: int) -> str:
 
 
 def _relative(firsts: set[tuple[int, int]]) -> str | None:
-    """The first window's size said against `k` ("k", "1", "k-1"), when every sample agrees."""
+    """The first window's size said against `k` ("k", "1", "k-1", "k+1"), when every sample agrees."""
     sizes: dict[int, set[int]] = {}
     for k, size in firsts:
         sizes.setdefault(k, set()).add(size)
     if not sizes or any(len(found) != 1 for found in sizes.values()):
         return None
-    for label, expected in (("k", lambda k: k), ("k-1", lambda k: k - 1), ("1", lambda k: 1)):
+    for label, expected in (("k", lambda k: k), ("k-1", lambda k: k - 1), ("1", lambda k: 1), ("k+1", lambda k: k + 1)):
         if all(found == {expected(k)} for k, found in sizes.items()):
             if label == "k-1" and set(sizes) == {2}:
                 return "1"

@@ -1503,8 +1503,10 @@ class _Builder:
         after the enclosing (epoch) loops, where a flush handles the whole run's remainder."""
         for frame in reversed(frames):
             for statement in frame.block[frame.index + 1:]:
-                if _is_loop(statement) and self._directly_contains_backward(statement):
-                    return False
+                if self._may_hold_backward(statement) and any(
+                        e.kind is EventKind.BACKWARD for inner in self._ordered((statement,))
+                        if matches(type(inner), _SIMPLE) for e in self._statement_events(inner)):
+                    return False  # more training follows (another loop, another phase): its steps are its own
                 if not _holds_any(self.facts.tree, self._step_numbers, statement):
                     continue
                 for inner in self._ordered((statement,)):

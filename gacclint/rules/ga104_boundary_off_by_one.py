@@ -16,7 +16,9 @@ class BoundaryOffByOne(Rule):
     Checks for an accumulation boundary whose first window is not `k`
     micro-batches, judged by evaluating the guard for sample `k` and pass
     lengths, whatever its spelling: `i % k == 0` with `i` counting from 0 (a
-    first window of one), or a counter shifted the other way (`k - 1`).
+    first window of one), or a counter shifted the other way (`k - 1`), or a
+    first multiple skipped by hand (`step % k == 0 and step > 0`: `k + 1`,
+    reported without a fix).
 
     ## Why is this bad?
     The test is true on the very first micro-batch, so the first window holds
@@ -78,6 +80,17 @@ for x, y in loader:
 """, "a counter that starts we do not know where"),
     ]
     INVALID = [
+        Invalid("""
+train_steps = 0
+for epoch in range(epochs):
+    for x in loader:
+        (loss_fn(model(x)) / k).backward()
+        if train_steps % k == 0 and train_steps > 0:
+            optimizer.step()
+            optimizer.zero_grad()
+        train_steps += 1
+""", fixed=None, applicability=None,
+                why="the first multiple of k is skipped: the first window holds k + 1 (no one-token fix)"),
         Invalid("""
 class Trainer:
     def __init__(self, k):
@@ -151,14 +164,15 @@ for x, y in loader:
         reported: set[int] = set()
         for _, boundary in loop.accumulation_variants():
             first = boundary.first_window
-            if first not in ("1", "k-1"):
+            if first not in ("1", "k-1", "k+1"):
                 continue
             key = id(boundary.modulo if boundary.modulo is not None else boundary.expression)
             if key in reported or (boundary.modulo is None and boundary.expression is None):
                 continue
             reported.add(key)
             evidence = boundary.schedule.evidence if boundary.schedule is not None else ""
-            size = "one micro-batch" if first == "1" else f"`{boundary.k_text} - 1` micro-batches"
+            size = {"1": "one micro-batch", "k-1": f"`{boundary.k_text} - 1` micro-batches",
+                    "k+1": f"`{boundary.k_text} + 1` micro-batches"}[first]
             where = boundary.test or boundary.modulo or boundary.expression
             shown = code_of(boundary.modulo if boundary.modulo is not None else boundary.expression)
             message = (f"`{shown}` is off by one: the first window holds {size} and every later one is shifted"

@@ -427,7 +427,7 @@ for i, (x, y) in enumerate(loader, 1):
             return None
         expression = boundary.expression
         assert expression is not None
-        if boundary.first_window in ("1", "k-1"):
+        if boundary.first_window in ("1", "k-1", "k+1"):
             return None  # off by one (GA104): windows computed for this boundary would be out of phase
         # The window the clause adds is stepped with each loss scaled as before: a division by
         # the count is then GA203's to weight, but a scaling by the count that it cannot read

@@ -99,6 +99,18 @@ for i, (x, y) in enumerate(loader):
         optimizer.step()
         optimizer.zero_grad()
 """, "the final window is never stepped: that is GA202"),
+        Valid("""
+def train(model, optimizer, loader, k, warmup_loader):
+    for step, batch in enumerate(warmup_loader):
+        (model(batch) / k).backward()
+        if (step + 1) % k == 0:
+            optimizer.step()
+            optimizer.zero_grad()
+    for batch in loader:
+        model(batch).backward()
+        optimizer.step()
+        optimizer.zero_grad()
+""", "the next loop's step is that loop's own, not a flush of this one: the tail is dropped (GA202), not mis-weighted"),
     ]
     INVALID = [
         Invalid("""
@@ -327,7 +339,7 @@ for i, (x, y) in enumerate(loader):
             return None
         if not isinstance(division.statement, cst.SimpleStatementLine):
             return None
-        if boundary.first_window in ("1", "k-1"):
+        if boundary.first_window in ("1", "k-1", "k+1"):
             return None  # off by one (GA104): windows computed for this boundary would be out of phase
         if counter.increment is not None:
             # The window is computed at the division from the counter's value at the test:
