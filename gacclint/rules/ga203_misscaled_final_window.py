@@ -114,6 +114,34 @@ def train(model, optimizer, loader, k, warmup_loader):
     ]
     INVALID = [
         Invalid("""
+for idx, (x, y) in enumerate(loader):
+    loss = loss_fn(model(x), y)
+    if cfg.accum > 1:
+        loss = loss / cfg.accum
+        loss.backward()
+        if (idx + 1) % cfg.accum == 0 or (idx + 1) == len(loader):
+            optimizer.step()
+            optimizer.zero_grad()
+    else:
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+""", fixed="""
+for idx, (x, y) in enumerate(loader):
+    loss = loss_fn(model(x), y)
+    if cfg.accum > 1:
+        window = min(cfg.accum, len(loader) - (idx // cfg.accum) * cfg.accum)
+        loss = loss / window
+        loss.backward()
+        if (idx + 1) % cfg.accum == 0 or (idx + 1) == len(loader):
+            optimizer.step()
+            optimizer.zero_grad()
+    else:
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+""", why="the division runs in one configuration only: the other, which steps every micro-batch, does not share it"),
+        Invalid("""
 for step, batch in enumerate(loader):
     loss = model(batch) / k
     if args.fp16:
@@ -292,7 +320,7 @@ for i, (x, y) in enumerate(loader):
             # with every step of it (a GAN's second optimizer may still drop its tail: GA202 first).
             windows = {self._window(loop, variant, boundaries[id(variant)], division, tree)
                        if id(variant) in boundaries and self._steps_every_tail(loop, variant) else None
-                       for variant in loop.variants}
+                       for variant in loop.variants if _runs(loop, variant, division)}
             value = windows.pop() if len(windows) == 1 else None
             yield self.finding(
                 f"the final partial window is stepped but its losses are still divided by `{division.divisor_text}`: "
@@ -353,6 +381,18 @@ for i, (x, y) in enumerate(loader):
         k = atom(division.divisor)  # the count as the division spells it
         position = counter.text if counter.first_value == 0 else f"({counter.text} - 1)"
         return f"min({k}, {length} - ({position} // {k}) * {k})"
+
+
+def _runs(loop: TrainingLoop, variant: LoopVariant, division: Division) -> bool:
+    """The variant may run the division (`if config.ACCUM > 1:` runs it in one variant only): it
+    keeps an event of the division's block, or the block holds no event to tell."""
+    block = next((record.block for record in loop.body if record.statement is division.statement), None)
+    if block is None:
+        return True
+    in_block = [event for event in loop.events if any(
+        record.statement is event.statement and record.block is block for record in loop.body)]
+    running = {id(resolved.event) for resolved in variant.events}
+    return not in_block or any(id(event) in running for event in in_block)
 
 
 def _fix(loop: TrainingLoop, division: Division, value: str) -> Fix:
