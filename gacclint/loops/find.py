@@ -431,7 +431,7 @@ class _Builder:
         if not has_step:
             # The window loop's enclosing loop, or a function stepping once after it (a `train_step`).
             outer = self._enclosing_loop(frames) or self._enclosing_function(frames)
-            if outer is not None and self._step_follows(micro, outer):
+            if outer is not None and self._step_follows(micro, outer) and not self._one_micro_step(micro, function):
                 shape, training = Shape.INNER_WINDOW, outer
                 window_k = _single_range_argument(micro)
         counters = self._counters(training, frames if training is micro else self.frames.get(id(training), frames), function)
@@ -1054,6 +1054,11 @@ class _Builder:
             if _is_loop(frame.owner):
                 return frame.owner  # type: ignore[return-value]
         return None
+
+    def _one_micro_step(self, micro: LoopNode, function: cst.FunctionDef | None) -> bool:
+        """`for i in range(GENER_ITERS):` with `GENER_ITERS = 1`: one micro-step, nothing accumulates."""
+        count = _single_range_argument(micro)
+        return count is not None and self.facts.evaluate_int(count, micro, function) == 1
 
     def _enclosing_function(self, frames: list[_Frame]) -> cst.FunctionDef | None:
         """The function whose own body holds the loop (no loop between them)."""

@@ -98,9 +98,13 @@ class _Flow:
         # The call is handed the accumulation count: it normalises inside.
         if any("accum" in code_of(arg.value).lower() for arg in node.args):
             return Scaling.SCALED
-        helper = self.facts.function_named(name.rsplit(".", 1)[-1]) if (name and (name.count(".") == 0 or name.startswith("self."))) else None
-        if helper is not None and _divides(helper, self.facts):
-            return Scaling.SCALED
+        if name and (name.count(".") == 0 or name.count(".") == 1 and name.startswith("self.")):
+            # The module's function, or every override of the method (one that only raises aside).
+            bodies = [f for f in self.facts.functions.get(name.rsplit(".", 1)[-1], ()) if not _only_raises(f)]
+            if bodies and all(_divides(body, self.facts) for body in bodies):
+                return Scaling.SCALED
+            if len(bodies) > 1 and any(_divides(body, self.facts) for body in bodies):
+                return Scaling.UNKNOWN  # which override runs is not visible
         return Scaling.UNSCALED
 
     def name(self, name: str, depth: int) -> Scaling:
@@ -150,6 +154,16 @@ class _Flow:
             if type(func) is cst.Attribute and func.attr.value in _IN_PLACE_SCALING and dotted_name(func.value) == name:
                 return [Scaling.SCALED]
         return []
+
+
+def _only_raises(function: cst.FunctionDef) -> bool:
+    """`def forward_propagation(...): raise NotImplementedError`: a base class's placeholder."""
+    if not isinstance(function.body, cst.IndentedBlock):
+        return len(function.body.body) == 1 and isinstance(function.body.body[0], cst.Raise)
+    body = [s for s in function.body.body if not (isinstance(s, cst.SimpleStatementLine) and len(s.body) == 1
+                                                 and isinstance(s.body[0], cst.Expr)
+                                                 and isinstance(s.body[0].value, (cst.SimpleString, cst.ConcatenatedString)))]
+    return len(body) == 1 and isinstance(body[0], cst.SimpleStatementLine) and isinstance(body[0].body[0], cst.Raise)
 
 
 def _divides(function: cst.FunctionDef, facts: ModuleFacts) -> bool:

@@ -106,6 +106,14 @@ for i, (x, y) in enumerate(loader):
         optimizer.step()
         optimizer.zero_grad()
 """, "a switch on a name only ever bound to `False`: that branch never runs"),
+        Valid("""
+GENERATOR_ITERS = 1
+for it in range(iterations):
+    for i in range(GENERATOR_ITERS):
+        optimizer.zero_grad()
+        loss_fn(model(noise())).backward()
+    optimizer.step()
+""", "a micro-step loop of one step accumulates nothing"),
     ]
     INVALID = [
         Invalid("""

@@ -167,6 +167,25 @@ for i, (x, y) in enumerate(loader):
         optimizer.step()
         optimizer.zero_grad()
 """, "divided in place: `loss.div_(accum)` scales the loss as `loss = loss / accum` does"),
+        Valid("""
+class Trainer:
+    def forward_propagation(self, batch, model):
+        raise NotImplementedError
+
+    def train(self, loader, model, optimizer):
+        for i, batch in enumerate(loader):
+            loss = self.forward_propagation(batch, model)
+            loss.backward()
+            if (i + 1) % self.accumulation_steps == 0 or (i + 1) == len(loader):
+                optimizer.step()
+                model.zero_grad()
+
+
+class LmTrainer(Trainer):
+    def forward_propagation(self, batch, model):
+        loss = model(*batch)
+        return loss / self.accumulation_steps
+""", "every override that computes the loss divides it (the base class's only raises)"),
     ]
     INVALID = [
         Invalid("""
