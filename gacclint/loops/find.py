@@ -1632,10 +1632,25 @@ def _evaluated_guard(event: Event, deciding: list[Condition], schedule: Schedule
         k_text = code_of(named) if named is not None else str(program.k_literal)
         k_node = named if named is not None else cst.Integer(k_text)
     counter = program.counter_of(expression) if expression is not None else None
-    boundary = Boundary(k=k_node, k_text=k_text, k_literal=program.k_literal, counter=counter, test=None, modulo=None,
-                        offset=0, remainder=0, end_of_data=expression if tail else None, expression=expression,
+    boundary = Boundary(k=k_node, k_text=k_text, k_literal=program.k_literal, counter=counter, test=None,
+                        modulo=_plain_modulo(expression, k_text), offset=0, remainder=0,
+                        end_of_data=expression if tail else None, expression=expression,
                         negated=bool(tests) and not tests[0].polarity, schedule=schedule)
     return Guard(kind, boundary)
+
+
+def _plain_modulo(expression: cst.BaseExpression | None, k_text: str) -> cst.BinaryOperation | None:
+    """`step % k` of a test `step % k == 0` on a name or attribute, as the loop spells k."""
+    if not (isinstance(expression, cst.Comparison) and len(expression.comparisons) == 1
+            and isinstance(expression.comparisons[0].operator, cst.Equal)
+            and isinstance(expression.comparisons[0].comparator, cst.Integer)
+            and expression.comparisons[0].comparator.value == "0"):
+        return None
+    modulo = expression.left
+    if (isinstance(modulo, cst.BinaryOperation) and isinstance(modulo.operator, cst.Modulo)
+            and isinstance(modulo.left, (cst.Name, cst.Attribute)) and code_of(modulo.right).strip() == k_text):
+        return modulo
+    return None
 
 
 def _assignments(statement: cst.CSTNode, repeated: bool) -> list[tuple[str, cst.BaseExpression | None, str | None]]:

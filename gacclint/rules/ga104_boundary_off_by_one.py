@@ -81,6 +81,30 @@ for x, y in loader:
     ]
     INVALID = [
         Invalid("""
+global_step = 0
+for epoch in range(epochs):
+    for batch_idx, batch in enumerate(loader):
+        (model(batch) / k).backward()
+        if global_step % k == 0:
+            optimizer.step()
+            optimizer.zero_grad()
+        if batch_idx != len(loader) - 1:
+            global_step += 1
+    global_step += 1
+""", fixed="""
+global_step = 0
+for epoch in range(epochs):
+    for batch_idx, batch in enumerate(loader):
+        (model(batch) / k).backward()
+        if (global_step + 1) % k == 0:
+            optimizer.step()
+            optimizer.zero_grad()
+        if batch_idx != len(loader) - 1:
+            global_step += 1
+    global_step += 1
+""", applicability=Applicability.UNSAFE,
+                why="a counter incremented under a test, its windows read by running it: the shift is offered as unsafe"),
+        Invalid("""
 train_steps = 0
 for epoch in range(epochs):
     for x in loader:
@@ -182,17 +206,24 @@ for x, y in loader:
     def _fix(self, boundary, first: str) -> Fix | None:
         """The one-token fix where the boundary is spelled `counter % k`."""
         modulo = boundary.modulo
-        if modulo is None or boundary.counter is None:
+        if modulo is None:
             return None
         space = modulo.operator.whitespace_before
         counter = modulo.left
-        if first == "1" and boundary.spelled_zero_based:
+        if first == "1" and boundary.spelled_zero_based and (
+                boundary.counter is not None or isinstance(counter, (cst.Name, cst.Attribute))):
             shifted = cst.BinaryOperation(
                 left=counter.with_changes(lpar=[], rpar=[]), operator=cst.Add(whitespace_before=space, whitespace_after=space),
                 right=cst.Integer("1"), lpar=[cst.LeftParen()], rpar=[cst.RightParen()],
             )
-            return Fix(Applicability.SAFE, f"Test `({code_of(counter)} + 1) % {boundary.k_text}`",
-                       (Replace(counter, shifted),))
+            # A counter the loop does not count plainly (`if not is_last_batch: step += 1`): its
+            # windows were read by running the loop's arithmetic, so the shift is not one token's certainty.
+            applicability = Applicability.SAFE if boundary.counter is not None else Applicability.UNSAFE
+            return Fix(applicability, f"Test `({code_of(counter)} + 1) % {boundary.k_text}`"
+                       + ("" if boundary.counter is not None else "; unsafe: the counter is not incremented "
+                          "once in the loop's own body"), (Replace(counter, shifted),))
+        if boundary.counter is None:
+            return None
         if (first == "k-1" and boundary.offset == 1 and isinstance(counter, cst.BinaryOperation)
                 and isinstance(counter.operator, cst.Add) and isinstance(counter.right, cst.Integer)):
             plain = counter.left.with_changes(lpar=[], rpar=[])
