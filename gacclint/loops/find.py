@@ -792,6 +792,8 @@ class _Builder:
                     target = name[: -len(".forward")] if name.endswith(".forward") else name
                     if target in wraps:
                         called.setdefault(target, []).append(statement)
+                    for through in self._method_forwards(name, wraps):  # `loss = self.train_on_batch(batch)`
+                        called.setdefault(through, []).append(statement)
                 referenced.update(dotted_name(a.value) or "" for a in call.args)
         # The model the loop calls first leads; `ddp_forwards` are its calls.
         used = sorted((wraps[name] for name in wraps if name in called or name in referenced),
@@ -801,6 +803,22 @@ class _Builder:
         loop.ddp = tuple(used)
         loop.ddp_forwards = tuple(called.get(used[0].name, []))
         loop.sync_control = self._sync_control(training, function) or self._sync_handed(training, {w.name for w in used})
+
+    def _method_forwards(self, name: str, wraps: dict[str, DdpWrap]) -> set[str]:
+        """The wrapped models a same-class method (`self.train_on_batch`, one definition) calls
+        in its own body: its call is their forward."""
+        if not name.startswith("self.") or name.count(".") != 1:
+            return set()
+        method = self.facts.function_named(name[len("self."):])
+        if method is None:
+            return set()
+        found = set()
+        for call in self.facts.tree.find(method.body, cst.Call, enter_scopes=False):
+            inner = call_name(call) or ""
+            inner = inner[: -len(".forward")] if inner.endswith(".forward") else inner
+            if inner in wraps:
+                found.add(inner)
+        return found
 
     def _scaler_flags(self, name: str) -> frozenset[str] | None:
         """The `enabled=` texts of the scaler's constructions (none: always on); None when no

@@ -154,6 +154,22 @@ def train(model, loader):
     ]
     INVALID = [
         Invalid("""
+class Trainer:
+    def train(self, optimizer, loader, k):
+        self.model = DistributedDataParallel(self.model)
+        for step, batch in enumerate(loader):
+            loss = self.train_on_batch(batch) / k
+            loss.backward()
+            if (step + 1) % k == 0 or (step + 1) == len(loader):
+                optimizer.step()
+                optimizer.zero_grad()
+
+    def train_on_batch(self, batch):
+        return self.model(batch).mean()
+""", fixed=None, applicability=None,
+                why="the forward runs in a method of the class (no fix: which DDP class it is is not imported here)",
+                also=("GA203",)),
+        Invalid("""
 import torch
 
 model = torch.nn.parallel.DistributedDataParallel(model)
