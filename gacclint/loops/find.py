@@ -792,7 +792,7 @@ class _Builder:
                     target = name[: -len(".forward")] if name.endswith(".forward") else name
                     if target in wraps:
                         called.setdefault(target, []).append(statement)
-                    for through in self._method_forwards(name, wraps):  # `loss = self.train_on_batch(batch)`
+                    for through in self._method_forwards(name, call, wraps):  # `loss = self.train_on_batch(batch)`
                         called.setdefault(through, []).append(statement)
                 referenced.update(dotted_name(a.value) or "" for a in call.args)
         # The model the loop calls first leads; `ddp_forwards` are its calls.
@@ -804,20 +804,26 @@ class _Builder:
         loop.ddp_forwards = tuple(called.get(used[0].name, []))
         loop.sync_control = self._sync_control(training, function) or self._sync_handed(training, {w.name for w in used})
 
-    def _method_forwards(self, name: str, wraps: dict[str, DdpWrap]) -> set[str]:
+    def _method_forwards(self, name: str, call: cst.Call, wraps: dict[str, DdpWrap]) -> set[str]:
         """The wrapped models a same-class method (`self.train_on_batch`, one definition) calls
-        in its own body: its call is their forward."""
+        in its own body, as `self.model` or as the parameter this call hands the model to: its
+        call is their forward."""
         if not name.startswith("self.") or name.count(".") != 1:
             return set()
         method = self.facts.function_named(name[len("self."):])
         if method is None:
             return set()
+        parameters = [p.name.value for p in method.params.params][1:]  # after `self`
+        handed = {parameter: dotted_name(arg.value) for parameter, arg in zip(parameters, call.args)
+                  if arg.keyword is None and not arg.star}
+        handed.update({arg.keyword.value: dotted_name(arg.value) for arg in call.args if arg.keyword is not None})
         found = set()
-        for call in self.facts.tree.find(method.body, cst.Call, enter_scopes=False):
-            inner = call_name(call) or ""
+        for inner_call in self.facts.tree.find(method.body, cst.Call, enter_scopes=False):
+            inner = call_name(inner_call) or ""
             inner = inner[: -len(".forward")] if inner.endswith(".forward") else inner
-            if inner in wraps:
-                found.add(inner)
+            model = inner if inner.startswith("self.") else handed.get(inner)
+            if model in wraps:
+                found.add(model)
         return found
 
     def _scaler_flags(self, name: str) -> frozenset[str] | None:
@@ -1175,8 +1181,9 @@ class _Builder:
         return found
 
     def _assigned_in(self, loop: LoopNode, name: str) -> bool:
-        """`name = ...` anywhere in the loop's body (its own statements and blocks)."""
-        return any(name in _target_names(target.target)
+        """`name = 0` anywhere in the loop's body (its own statements and blocks): a value not
+        built on its own (`name = name + 1` counts on)."""
+        return any(name in _target_names(target.target) and name not in self._names_read(found.value)
                    for found in self.facts.tree.find(loop.body, cst.Assign, enter_scopes=False)
                    for target in found.targets)
 

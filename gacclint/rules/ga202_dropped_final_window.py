@@ -182,6 +182,23 @@ for i, (x, y) in enumerate(loader):
     ]
     INVALID = [
         Invalid("""
+count = 0
+for x, y in loader:
+    (loss_fn(model(x), y) / k).backward()
+    if (count + 1) % k == 0:
+        optimizer.step()
+        optimizer.zero_grad()
+    count = count + 1
+""", fixed="""
+count = 0
+for x, y in loader:
+    (loss_fn(model(x), y) / k).backward()
+    if (count + 1) % k == 0 or (count + 1) == len(loader):
+        optimizer.step()
+        optimizer.zero_grad()
+    count = count + 1
+""", why="`count = count + 1` counts on: it is no reset, and the counter names the pass's last micro-batch"),
+        Invalid("""
 num_iter = 0
 for x, y in loader:
     num_iter += 1
