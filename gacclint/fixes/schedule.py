@@ -69,7 +69,9 @@ def _counts_micro_batches(value: cst.BaseExpression, k_text: str, assigned, dept
     k_compact = "".join(k_text.split())
     if f"/{k_compact}" in compact or f"//{k_compact}" in compact:
         return False
-    verdict = True if "len(" in compact else None
+    # From the data's length, or a step count multiplied by k (`max_train_steps * accum`): micro-batches.
+    verdict = True if "len(" in compact or f"*{k_compact}" in compact or compact.startswith(f"{k_compact}*") \
+        or f"({k_compact}*" in compact else None
     if depth >= 3:
         return verdict
     for node in _names(value):

@@ -137,6 +137,26 @@ for i, (x, y) in enumerate(loader):
     ]
     INVALID = [
         Invalid("""
+def train(model, loader, optimizer, max_steps, k):
+    scheduler = OneCycleLR(optimizer, max_lr=1e-4, total_steps=max_steps * k)
+    for i, (x, y) in enumerate(loader):
+        (loss_fn(model(x), y) / k).backward()
+        scheduler.step()
+        if (i + 1) % k == 0 or (i + 1) == len(loader):
+            optimizer.step()
+            optimizer.zero_grad()
+""", fixed="""
+def train(model, loader, optimizer, max_steps, k):
+    scheduler = OneCycleLR(optimizer, max_lr=1e-4, total_steps=(max_steps * k) // k)
+    for i, (x, y) in enumerate(loader):
+        (loss_fn(model(x), y) / k).backward()
+        if (i + 1) % k == 0 or (i + 1) == len(loader):
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad()
+""", why="a length multiplied by k counts micro-batches: divided by k where the schedule now advances per step",
+            also=("GA203",)),
+        Invalid("""
 class Trainer:
     def __init__(self):
         self.accumulation = 4
