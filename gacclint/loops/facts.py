@@ -183,13 +183,15 @@ class ModuleFacts:
         """`self.k` that every binding the module makes of it sets to one literal integer, and
         that nothing augments (`self.k = 4` in `__init__`): RULES.md, facts along calls."""
         text = dotted_name(node)
-        if text is None or not text.startswith("self.") or text.count(".") != 1:
+        if text is None or not text.startswith("self.") or text.count(".") != 1 or self._augmented(text):
             return None
+        return self.bound_integer(text)
+
+    def bound_integer(self, text: str) -> int | None:
+        """The one literal integer every binding the module makes of `text` sets it to."""
         values = {integer_value(b.value) if b.tuple_index is None and isinstance(b.value, cst.Integer) else None
                   for b in self.bindings.get(text, ())}
-        if len(values) != 1 or None in values or self._augmented(text):
-            return None
-        return values.pop()
+        return values.pop() if len(values) == 1 and None not in values else None
 
     def _augmented(self, text: str) -> bool:
         return any(dotted_name(node.target) == text for node in self.tree.ordered(cst.AugAssign))

@@ -66,6 +66,7 @@ from gacclint.loops.vocabulary import (
     code_of,
     dotted_name,
     forget_code,
+    function_statements,
     integer_value,
     looks_like_optimizer,
     positional_args,
@@ -619,9 +620,7 @@ class _Builder:
         func = self.facts.function_named(short)
         if func is None:
             return None
-        body = [s for s in _statements(func.body)
-                if not (isinstance(s, cst.SimpleStatementLine) and len(s.body) == 1
-                        and isinstance(s.body[0], cst.Expr) and isinstance(s.body[0].value, (cst.SimpleString, cst.ConcatenatedString)))]
+        body = function_statements(func)
         if len(body) != 1 or not isinstance(body[0], (cst.SimpleStatementLine, cst.SimpleStatementSuite)) \
                 or len(body[0].body) != 1:
             return None
@@ -789,7 +788,7 @@ class _Builder:
             for call in self.facts.tree.find(statement, cst.Call, enter_scopes=False):
                 name = call_name(call)
                 if name is not None:
-                    target = name[: -len(".forward")] if name.endswith(".forward") else name
+                    target = _module_called(name)
                     if target in wraps:
                         called.setdefault(target, []).append(statement)
                     for through in self._method_forwards(name, call, wraps):  # `loss = self.train_on_batch(batch)`
@@ -819,8 +818,7 @@ class _Builder:
         handed.update({arg.keyword.value: dotted_name(arg.value) for arg in call.args if arg.keyword is not None})
         found = set()
         for inner_call in self.facts.tree.find(method.body, cst.Call, enter_scopes=False):
-            inner = call_name(inner_call) or ""
-            inner = inner[: -len(".forward")] if inner.endswith(".forward") else inner
+            inner = _module_called(call_name(inner_call) or "")
             model = inner if inner.startswith("self.") else handed.get(inner)
             if model in wraps:
                 found.add(model)
@@ -1206,9 +1204,7 @@ class _Builder:
         if name.startswith("self."):
             # `self.n_iter = 0` in `__init__` (RULES.md, facts along calls): the value the first
             # pass starts from; carried from call to call, so never re-run per pass.
-            values = {integer_value(b.value) if b.tuple_index is None and isinstance(b.value, cst.Integer) else None
-                      for b in self.facts.bindings.get(name, ())}
-            return (values.pop() if len(values) == 1 else None), False
+            return self.facts.bound_integer(name), False
         return None, False
 
     def _varying(self, loop: LoopNode) -> set[str]:
@@ -1258,10 +1254,9 @@ class _Builder:
                 if condition.kind is not ConditionKind.SWITCH or not isinstance(expression, cst.Name) \
                         or expression.value in parameters:
                     continue
-                bound = self.facts.bindings.get(expression.value, [])
-                values = {b.value.value for b in bound if b.tuple_index is None and isinstance(b.value, cst.Name)}
-                if bound and len(values) == 1 and values <= {"True", "False"} and all(
-                        b.tuple_index is None and isinstance(b.value, cst.Name) for b in bound):
+                values = {b.value.value if b.tuple_index is None and isinstance(b.value, cst.Name) else None
+                          for b in self.facts.bindings.get(expression.value, ())}
+                if len(values) == 1 and values <= {"True", "False"}:
                     found[condition.text] = values == {"True"}
         return found
 
@@ -1662,6 +1657,11 @@ def _evaluated_guard(event: Event, deciding: list[Condition], schedule: Schedule
                         end_of_data=expression if tail else None, expression=expression,
                         negated=bool(tests) and not tests[0].polarity, schedule=schedule)
     return Guard(kind, boundary)
+
+
+def _module_called(name: str) -> str:
+    """The module a call runs: `model` for `model(x)` and `model.forward(x)`."""
+    return name[: -len(".forward")] if name.endswith(".forward") else name
 
 
 def _plain_modulo(expression: cst.BaseExpression | None, k_text: str) -> cst.BinaryOperation | None:

@@ -14,7 +14,7 @@ import libcst as cst
 
 from gacclint.loops.facts import ModuleFacts
 from gacclint.loops.model import Division, DivisionForm, LossFlow, Scaling
-from gacclint.loops.vocabulary import call_name, code_of, dotted_name, is_sum_reduction
+from gacclint.loops.vocabulary import call_name, code_of, dotted_name, function_statements, is_sum_reduction
 
 _MAX_DEPTH = 5
 _SCALING_METHODS = {"mul", "div", "mul_", "div_", "true_divide", "divide", "multiply"}
@@ -158,12 +158,11 @@ class _Flow:
 
 def _only_raises(function: cst.FunctionDef) -> bool:
     """`def forward_propagation(...): raise NotImplementedError`: a base class's placeholder."""
-    if not isinstance(function.body, cst.IndentedBlock):
-        return len(function.body.body) == 1 and isinstance(function.body.body[0], cst.Raise)
-    body = [s for s in function.body.body if not (isinstance(s, cst.SimpleStatementLine) and len(s.body) == 1
-                                                 and isinstance(s.body[0], cst.Expr)
-                                                 and isinstance(s.body[0].value, (cst.SimpleString, cst.ConcatenatedString)))]
-    return len(body) == 1 and isinstance(body[0], cst.SimpleStatementLine) and isinstance(body[0].body[0], cst.Raise)
+    body = function_statements(function)
+    if len(body) != 1 or not isinstance(body[0], (cst.SimpleStatementLine, cst.SimpleStatementSuite)):
+        return False
+    line = body[0].body  # type: ignore[attr-defined]
+    return isinstance(line[0], cst.Raise) and (isinstance(body[0], cst.SimpleStatementLine) or len(line) == 1)
 
 
 def _divides(function: cst.FunctionDef, facts: ModuleFacts) -> bool:

@@ -52,7 +52,7 @@ _NO_GRAPH = {"detach", "item", "tolist", "numpy", "argmax", "argmin", "long", "i
              "gt", "ge", "round", "sign", "nonzero", "isnan", "isinf", "isfinite", "size", "dim", "numel", "float_",
              "len", "detach_", "data_ptr", "requires_grad_"}
 # Methods that put their last argument into a container in place.
-_PUTTING_METHODS = frozenset({"append", "extend", "insert", "add"})
+PUTTING_METHODS = frozenset({"append", "extend", "insert", "add"})
 # Builtins whose result is a plain Python value, with no graph.
 _NUMBER_BUILTINS = frozenset({"float", "int", "bool", "len", "str"})
 # Modules whose functions return plain numbers or arrays, never a graph (`time.time()`,
@@ -185,7 +185,7 @@ class GraphFlow:
 
     def _record_put(self, call: cst.Call, record: LoopStatement) -> None:
         func = call.func
-        if isinstance(func, cst.Attribute) and func.attr.value in _PUTTING_METHODS and call.args:
+        if isinstance(func, cst.Attribute) and func.attr.value in PUTTING_METHODS and call.args:
             name = dotted_name(func.value)
             if name is not None:
                 self._put_into.setdefault(name, []).append((record.position, record, call.args[-1].value))

@@ -153,6 +153,16 @@ def call_name(call: cst.Call) -> str | None:
     return dotted_name(call.func)
 
 
+def function_statements(function: cst.FunctionDef) -> list[cst.CSTNode]:
+    """A function's statements, its docstring left out; a one-line body (`def f(i): return i`)
+    is one statement."""
+    if not isinstance(function.body, cst.IndentedBlock):
+        return [function.body]
+    return [s for s in function.body.body if not (
+        isinstance(s, cst.SimpleStatementLine) and len(s.body) == 1 and isinstance(s.body[0], cst.Expr)
+        and isinstance(s.body[0].value, (cst.SimpleString, cst.ConcatenatedString)))]
+
+
 def is_sum_reduction(call: cst.Call) -> bool:
     """`F.cross_entropy(..., reduction="sum")` or a loss built that way."""
     for arg in call.args:

@@ -386,11 +386,11 @@ for i, (x, y) in enumerate(loader):
 def _runs(loop: TrainingLoop, variant: LoopVariant, division: Division) -> bool:
     """The variant may run the division (`if config.ACCUM > 1:` runs it in one variant only): it
     keeps an event of the division's block, or the block holds no event to tell."""
-    block = next((record.block for record in loop.body if record.statement is division.statement), None)
+    block_of = {id(record.statement): record.block for record in loop.body}
+    block = block_of.get(id(division.statement))
     if block is None:
         return True
-    in_block = [event for event in loop.events if any(
-        record.statement is event.statement and record.block is block for record in loop.body)]
+    in_block = [event for event in loop.events if block_of.get(id(event.statement)) is block]
     running = {id(resolved.event) for resolved in variant.events}
     return not in_block or any(id(event) in running for event in in_block)
 

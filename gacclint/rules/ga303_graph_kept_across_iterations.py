@@ -5,13 +5,12 @@ from typing import Iterator
 import libcst as cst
 
 from gacclint.fixes.edits import Replace
-from gacclint.loops.graphs import GraphFlow, addend
+from gacclint.loops.graphs import PUTTING_METHODS, GraphFlow, addend
 from gacclint.loops.model import EventKind, LoopStatement, TrainingLoop
 from gacclint.loops.vocabulary import call_name, code_of, dotted_name
 from gacclint.rules.base import Applicability, Finding, Fix, Invalid, Rule, Valid
 from gacclint.rules.common import atom, backpropagated_names
 
-_GROWING_METHODS = {"append", "extend", "insert", "add"}
 
 
 class GraphKeptAcrossIterations(Rule):
@@ -457,7 +456,7 @@ def _stored(small: cst.BaseSmallStatement, record: LoopStatement, graph: GraphFl
     if isinstance(small, cst.Expr) and isinstance(small.value, cst.Call):
         call = small.value
         func = call.func
-        if isinstance(func, cst.Attribute) and func.attr.value in _GROWING_METHODS and call.args:
+        if isinstance(func, cst.Attribute) and func.attr.value in PUTTING_METHODS and call.args:
             container = dotted_name(func.value) or _keyed(func.value, graph)
             value = call.args[-1].value
             if container and _outlives(graph, container) and graph.visibly_carries_graph(value, position) and \

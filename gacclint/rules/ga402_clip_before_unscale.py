@@ -4,7 +4,7 @@ from typing import Iterator
 
 from gacclint.fixes.edits import InsertBefore, MoveBefore
 from gacclint.loops.events import clips_raw_gradients
-from gacclint.loops.model import EventKind, LoopVariant, ResolvedEvent, TrainingLoop
+from gacclint.loops.model import Event, EventKind, LoopVariant, ResolvedEvent, TrainingLoop
 from gacclint.loops.vocabulary import code_of
 from gacclint.rules.base import Applicability, Finding, Fix, Invalid, Rule, Valid
 from gacclint.rules.common import alone_on_its_line, bare_call, per_micro_batch, switches_of
@@ -337,8 +337,7 @@ for i, (x, y) in enumerate(loader):
     def _fix(self, loop: TrainingLoop, variant: LoopVariant, clip: ResolvedEvent, step: ResolvedEvent) -> Fix | None:
         if not alone_on_its_line(clip.event):
             return None
-        if any(e.kind is EventKind.UNSCALE and e.order < clip.event.order
-               and (not e.receiver or e.receiver == step.event.receiver) for e in loop.events):
+        if any(True for _ in _unscales_before(loop, clip, step)):
             return None  # another configuration unscales before the clip: a second unscale_ there raises
         scaler, optimizer = step.event.via_scaler, step.event.receiver
         between = variant.events[variant.events.index(clip) + 1:variant.events.index(step)]
@@ -371,14 +370,17 @@ def _unscaled(loop: TrainingLoop, variant: LoopVariant, clip: ResolvedEvent, ste
     sight, the switch an unscale_ sits under is taken to be that flag."""
     running = {id(resolved.event) for resolved in variant.events}
     flags = loop.scaler_flags.get(step.event.via_scaler or "")
+    return any(id(event) in running or flags is None or {text for text, polarity in switches_of(event) if polarity} & flags
+               for event in _unscales_before(loop, clip, step))
+
+
+def _unscales_before(loop: TrainingLoop, clip: ResolvedEvent, step: ResolvedEvent) -> Iterator[Event]:
+    """The loop's unscale_ calls before the clip, in any configuration, that may unscale the stepped
+    optimizer's gradients (an unscale_ of another optimizer does not)."""
     for event in loop.events:
-        if event.kind is not EventKind.UNSCALE or event.order >= clip.event.order:
-            continue
-        if event.receiver and step.event.receiver and event.receiver != step.event.receiver:
-            continue  # another optimizer's gradients
-        if id(event) in running or flags is None or {text for text, polarity in switches_of(event) if polarity} & flags:
-            return True
-    return False
+        if event.kind is EventKind.UNSCALE and event.order < clip.event.order and (
+                not event.receiver or not step.event.receiver or event.receiver == step.event.receiver):
+            yield event
 
 
 def _clip_name(clip: ResolvedEvent) -> str:
