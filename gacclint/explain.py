@@ -194,7 +194,9 @@ class _Render:
         counter = loop.counter
         if counter is not None:
             start = "unknown start" if counter.first_value is None else f"from {counter.first_value}"
-            restarts = "restarts each pass" if counter.per_pass else "carried across passes"
+            restarts = "carried across passes" if not counter.per_pass else \
+                f"restarts each pass where `{counter.pass_reset_switched}`" if counter.pass_reset_switched \
+                else "restarts each pass"
             self.lines.append(f"  counter: `{counter.text}` ({counter.source.value}, {start}, {restarts})")
         if loop.window_k is not None:
             self.lines.append(f"  window: `{code_of(loop.window_k)}` micro-steps")

@@ -537,7 +537,7 @@ class _Builder:
                 if counter is not None and counter.source is CounterSource.MANUAL:
                     initial[target] = CARRIED if counter.first_value is None else counter.first_value
                 elif operator is not None:
-                    init = self._counter_init(target, self.frames.get(id(loop), []))[0]
+                    init = self._counter_init(target, self.frames.get(id(loop), []), loop)[0]
                     initial[target] = CARRIED if init is None else init
                 else:
                     initial[target] = None
@@ -1172,9 +1172,9 @@ class _Builder:
         for name, positions in increments.items():
             if len(positions) != 1:
                 continue
-            init, per_pass = self._counter_init(name, frames)
+            init, per_pass, switched = self._counter_init(name, frames, loop)
             found[name] = Counter(name, CounterSource.MANUAL, init, per_pass, _statements(loop.body)[positions[0]],
-                                  resets_in_pass=self._assigned_in(loop, name))
+                                  resets_in_pass=self._assigned_in(loop, name), pass_reset_switched=switched)
             self._increment_positions[id(loop), name] = positions[0]
         return found
 
@@ -1185,27 +1185,82 @@ class _Builder:
                    for found in self.facts.tree.find(loop.body, cst.Assign, enter_scopes=False)
                    for target in found.targets)
 
-    def _counter_init(self, name: str, frames: list[_Frame]) -> tuple[int | None, bool]:
-        """The literal `name = 0` before the loop, and whether it is re-run per pass."""
-        crossed_loop = False
+    def _counter_init(self, name: str, frames: list[_Frame], inner: LoopNode) -> tuple[int | None, bool, str | None]:
+        """The literal `name = 0` before the loop; whether it is re-run per pass; and the
+        configuration switch it is re-run under, if only under one (then it restarts each pass
+        in that variant only)."""
+        pass_loop: cst.CSTNode | None = None  # the loop around this one, whose passes re-run it
         for frame in reversed(frames):
             for statement in reversed(frame.block[: frame.index]):
                 if isinstance(statement, cst.SimpleStatementLine):
                     for small in statement.body:
                         value = _assigned_value(small, name)
                         if value is not None:
-                            if isinstance(value, cst.Integer):
-                                return integer_value(value), not crossed_loop
-                            return None, False
+                            if not isinstance(value, cst.Integer):
+                                return None, False, None
+                            init = integer_value(value)
+                            if pass_loop is None:
+                                return init, True, None
+                            reset = self._pass_reset(pass_loop, inner, name, init)
+                            return init, reset is not None, reset or None
             if frame.owner is None or isinstance(frame.owner, (cst.FunctionDef, cst.ClassDef)):
                 break
-            if _is_loop(frame.owner):
-                crossed_loop = True
+            if _is_loop(frame.owner) and pass_loop is None:
+                pass_loop = frame.owner
         if name.startswith("self."):
             # `self.n_iter = 0` in `__init__` (RULES.md, facts along calls): the value the first
             # pass starts from; carried from call to call, so never re-run per pass.
-            return self.facts.bound_integer(name), False
-        return None, False
+            return self.facts.bound_integer(name), False, None
+        return None, False, None
+
+    def _pass_reset(self, outer: LoopNode, inner: LoopNode, name: str, init: int) -> str | None:
+        """How the loop around the micro-batch loop `inner` sets `name` back to its first value
+        `init` (`step = 0` after the pass, perhaps under `if args.do_eval:`): "" when on every
+        pass, the switch's text when only under configuration switches, None when it does not,
+        or also binds another value, or under a test the loop changes (then which passes restart
+        is unknown)."""
+        context = GuardContext(counters={}, varying=self._varying(outer), tree=self.facts.tree)
+        found: list[str] = []  # one per reset: the switch it is under, or ""
+
+        def binds(node: cst.CSTNode) -> bool:
+            """Binds `name` outside the micro-batch loop."""
+            for assignment in self.facts.tree.find(node, cst.Assign, cst.AugAssign, enter_scopes=False):
+                targets = [t.target for t in assignment.targets] if isinstance(assignment, cst.Assign) \
+                    else [assignment.target]
+                if any(name in _target_names(target) for target in targets) and \
+                        not self.facts.tree.contains(inner, assignment):
+                    return True
+            return False
+
+        def scan(statements: Sequence[cst.CSTNode], switched: str) -> bool:
+            for statement in statements:
+                if isinstance(statement, cst.SimpleStatementLine):
+                    for small in statement.body:
+                        value = _assigned_value(small, name)
+                        if value is not None:
+                            if not (isinstance(value, cst.Integer) and integer_value(value) == init):
+                                return False
+                            found.append(switched)
+                        elif isinstance(small, cst.AugAssign) and name in _target_names(small.target):
+                            return False
+                elif isinstance(statement, cst.If) and is_switch(statement.test, context):
+                    orelse = statement.orelse
+                    test = switched or code_of(statement.test)
+                    if not scan(_statements(statement.body), test) or (orelse is not None and not scan(
+                            [orelse] if isinstance(orelse, cst.If) else _statements(orelse.body), f"not {test}")):
+                        return False
+                elif isinstance(statement, cst.With):
+                    if not scan(_statements(statement.body), switched):
+                        return False
+                elif binds(statement):
+                    # Under a test the pass changes, in a `try` an exception may cut short, or in
+                    # another loop: which passes restart it is unknown.
+                    return False
+            return True
+
+        if not scan(_statements(outer.body), "") or not found:
+            return None
+        return "" if "" in found else found[0]
 
     def _varying(self, loop: LoopNode) -> set[str]:
         names: set[str] = set()
@@ -1448,9 +1503,9 @@ class _Builder:
             return counter
         position = self._increment_positions.get((id(loop), counter.text))
         if position is None or index is None or counter.first_value is None:
-            return Counter(counter.text, counter.source, None, counter.per_pass, counter.increment, counter.resets_in_pass)
+            return replace(counter, first_value=None)
         first = counter.first_value + (1 if position < index else 0)
-        return Counter(counter.text, counter.source, first, counter.per_pass, counter.increment, counter.resets_in_pass)
+        return replace(counter, first_value=first)
 
     def _iterable(self, loop: LoopNode, function: cst.FunctionDef | None) -> IterableInfo:
         if isinstance(loop, cst.While):

@@ -63,6 +63,10 @@ class Counter:
     # Set back within the pass (`count = 0` where a window closes): it counts a window's
     # micro-batches, so it names neither the pass's last micro-batch nor a window's start.
     resets_in_pass: bool = False
+    # The configuration switch it restarts each pass under, if only under one (`if args.do_eval:
+    # step = 0` after the pass): `per_pass` holds in that variant; in the others it is carried
+    # across passes.
+    pass_reset_switched: str | None = None
 
 
 @dataclass(frozen=True)

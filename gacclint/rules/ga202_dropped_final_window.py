@@ -179,8 +179,56 @@ for i, (x, y) in enumerate(loader):
         optimizer.step()
         optimizer.zero_grad()
 """, "32 of 40 rows in batches of 4 is 8 micro-batches, 2 windows of 4: no partial window (a slice's length from literals)"),
+        Valid("""
+step = 0
+for epoch in range(epochs):
+    for x, y in loader:
+        (loss_fn(model(x), y) / k).backward()
+        step += 1
+        if step % k == 0:
+            optimizer.step()
+            optimizer.zero_grad()
+    if evaluate(model) > best:
+        step = 0
+""", "set back only after some passes (a test the loop changes): which passes restart the count is unknown"),
     ]
     INVALID = [
+        Invalid("""
+step = 0
+for epoch in range(epochs):
+    for x, y in loader:
+        (loss_fn(model(x), y) / k).backward()
+        step += 1
+        if step % k == 0:
+            optimizer.step()
+            optimizer.zero_grad()
+    step = 0
+""", fixed="""
+step = 0
+for epoch in range(epochs):
+    for x, y in loader:
+        (loss_fn(model(x), y) / k).backward()
+        step += 1
+        if step % k == 0 or step == len(loader):
+            optimizer.step()
+            optimizer.zero_grad()
+    step = 0
+""", why="set back after every pass, the count restarts with each pass as if set before it", also=("GA203",)),
+        Invalid("""
+step = 0
+for epoch in range(epochs):
+    for x, y in loader:
+        (loss_fn(model(x), y) / k).backward()
+        step += 1
+        if step % k == 0:
+            optimizer.step()
+            optimizer.zero_grad()
+    if args.do_eval:
+        evaluate(model)
+        step = 0
+""", fixed=None, applicability=None,
+                why="set back after each pass when `args.do_eval` (a configuration switch): that variant drops each "
+                    "pass's tail; a clause on `step` would be wrong in the other, where it counts on"),
         Invalid("""
 count = 0
 for x, y in loader:
@@ -431,15 +479,18 @@ for i, (x, y) in enumerate(loader, 1):
             reported.add(id(boundary.expression))
             length = loop.iterable.len_text or "len(...)"
             evidence = boundary.schedule.evidence if boundary.schedule is not None else ""
+            switch = boundary.counter.pass_reset_switched
+            where = f" when `{switch}` holds (it restarts `{boundary.counter.text}` every pass)" if switch else ""
             yield self.finding(
                 f"`{code_of(boundary.expression)}` has no end-of-data clause: the last `{length} % {boundary.k_text}` "
-                "micro-batches of each pass are never stepped" + (f" ({evidence})" if evidence else ""),
+                f"micro-batches of each pass are never stepped{where}" + (f" ({evidence})" if evidence else ""),
                 boundary.expression, self._fix(loop, boundary))
 
     def _fix(self, loop: TrainingLoop, boundary: Boundary) -> Fix | None:
         counter = boundary.counter
         length = loop.iterable.len_text
-        if counter is None or not counter.per_pass or counter.resets_in_pass or counter.first_value not in (0, 1) \
+        if counter is None or not counter.per_pass or counter.resets_in_pass or counter.pass_reset_switched \
+                or counter.first_value not in (0, 1) \
                 or length is None:
             return None
         expression = boundary.expression

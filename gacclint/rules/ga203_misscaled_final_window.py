@@ -362,7 +362,8 @@ for i, (x, y) in enumerate(loader):
         """The real window size at the division, as an expression; None where none can be written."""
         counter = boundary.counter
         length = loop.iterable.len_text
-        if counter is None or not counter.per_pass or counter.resets_in_pass or counter.first_value not in (0, 1) \
+        if counter is None or not counter.per_pass or counter.resets_in_pass or counter.pass_reset_switched \
+                or counter.first_value not in (0, 1) \
                 or length is None:
             return None
         if not isinstance(division.statement, cst.SimpleStatementLine):

@@ -144,8 +144,36 @@ for texts, y, target in loader:
     loss.backward()
     optimizer.step()
 """, "the decoder's input is a list filled from `feats`: both losses share the encoder's graph"),
+        Valid("""
+for x, y in loader:
+    out = model(x)
+    loss = criterion(out[0], y)
+    loss += 0.1 * criterion(out[1], y)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+""", "a sum built with `+=` from one forward's outputs: one graph"),
+        Valid("""
+for x, y in loader:
+    loss = 0
+    for head in heads:
+        loss += criterion(head(x), y)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+""", "summed in a loop over heads: how many graphs, and which backward each could have, is not a fixed list"),
     ]
     INVALID = [
+        Invalid("""
+for x, y in loader:
+    loss = criterion(model1(x), y)
+    loss += criterion(model2(x), y)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+""", fixed=None, applicability=None,
+                why="the sum built with `+=` is the same sum: two graphs alive at the backward (reported only: a fix "
+                    "would rewrite every step of it)"),
         Invalid("""
 def gradient_penalty(y, x):
     grad = torch.autograd.grad(y, x, torch.ones_like(y), create_graph=True)[0]
@@ -424,6 +452,8 @@ for x, y in loader:
         assert loss is not None
         definition: Definition | None = None
         direct = True  # the sum is the backward loss's own definition, not another name's
+        # The terms and where each is read, when the sum is not one expression.
+        preset: list[tuple[cst.BaseExpression, int]] | None = None
         value: cst.BaseExpression = _stripped(graph, loss, event.position)
         before = event.position
         name = dotted_name(value) if isinstance(value, (cst.Name, cst.Attribute)) else None
@@ -435,8 +465,15 @@ for x, y in loader:
                 found = graph.definitions(name, found[-1].position)
             behind = _sum_behind(graph, found)
             if behind is None:
-                return None
-            definition, value, before = behind
+                # `loss = l1` then `loss += l2`: the same sum, built in steps (reported only: a fix
+                # would rewrite every step)
+                added = _added_up(graph, found)
+                if added is None:
+                    return None
+                definition, value, before, preset = added
+                direct = False
+            else:
+                definition, value, before = behind
             # `loss_D = 0.5 * (a + b)` then `loss_D = loss_D / k`: the combination is the earlier one;
             # so it is behind another name (`d_loss = wd`, `loss_d = adv_weight * d_sum`), though a fix
             # would then have to rewrite that chain too: reported only
@@ -449,14 +486,16 @@ for x, y in loader:
                 definition, value, before = behind
                 hops += 1
         for _ in range(4):
-            terms = combination_terms(value)
-            if not terms:
+            placed = preset or [(term, before) for term in combination_terms(value) or ()]
+            preset = None
+            if not placed:
                 return None
+            terms = [term for term, _ in placed]
             graph_terms = []
-            for term in terms:
-                forwards = graph.forwards(term, before)
+            for term, read_at in placed:
+                forwards = graph.forwards(term, read_at)
                 if forwards:
-                    graph_terms.append(_Term(term, forwards, _term_name(term, graph, before)))
+                    graph_terms.append(_Term(term, forwards, _term_name(term, graph, read_at)))
             if len(graph_terms) != 1:
                 break
             # `(gail_loss + grad_pen).backward()` with `gail_loss = expert_loss + policy_loss`: the one
@@ -500,6 +539,29 @@ def _sum_behind(graph: GraphFlow, found: list[Definition]) -> tuple[Definition, 
         return None
     definition = found[0]
     return definition, _stripped(graph, definition.value, definition.position), definition.position
+
+
+def _added_up(graph: GraphFlow, found: list[Definition]
+              ) -> tuple[Definition, cst.BaseExpression, int, list[tuple[cst.BaseExpression, int]]] | None:
+    """The definitions reaching a read are one plain assignment and then `+=` to it, all in one
+    block of the iteration (`loss = l1` then `loss += l2`): the last `+=`, where it stands, and
+    the terms of the whole sum, each with the place it is read at."""
+    if len(found) < 2:
+        return None
+    first, added = found[0], found[1:]
+    block = first.statement.block
+    if first.unpacked or first.augmented is not None or any(
+            d.statement.block is not block or d.statement.in_inner_loop for d in found):
+        return None
+    if not all(isinstance(d.augmented, cst.AugAssign) and isinstance(d.augmented.operator, cst.AddAssign)
+               for d in added):
+        return None
+    terms: list[tuple[cst.BaseExpression, int]] = []
+    for definition in found:
+        value = _stripped(graph, definition.value, definition.position)
+        terms.extend((term, definition.position) for term in combination_terms(value) or [value])
+    last = added[-1]
+    return last, last.augmented, last.position, terms  # type: ignore[return-value]
 
 
 def _stripped(graph: GraphFlow, node: cst.BaseExpression, before: int) -> cst.BaseExpression:
