@@ -16,27 +16,7 @@ import libcst as cst
 
 from gacclint.fixes.edits import Edit, Replace
 from gacclint.loops.tree import Tree
-from gacclint.loops.vocabulary import code_of, dotted_name
-
-# Keyword arguments of the usual schedulers that count scheduler steps.
-LENGTH_KEYWORDS = frozenset({
-    "num_training_steps", "num_warmup_steps", "T_max", "total_steps", "total_iters", "warmup_steps",
-    "max_steps", "num_steps", "step_size", "T_0", "decay_steps", "first_cycle_steps", "warmup_iters",
-    "max_iters", "num_cycles_steps",
-})
-# Positional arguments that do (after the optimizer), by the constructor's last name.
-_WARMUP_AND_TOTAL = {1: "num_warmup_steps", 2: "num_training_steps"}
-LENGTH_POSITIONS: dict[str, dict[int, str]] = {
-    "CosineAnnealingLR": {1: "T_max"},
-    "CosineAnnealingWarmRestarts": {1: "T_0"},
-    "StepLR": {1: "step_size"},
-    "get_linear_schedule_with_warmup": _WARMUP_AND_TOTAL,
-    "get_cosine_schedule_with_warmup": _WARMUP_AND_TOTAL,
-    "get_cosine_with_hard_restarts_schedule_with_warmup": _WARMUP_AND_TOTAL,
-    "get_polynomial_decay_schedule_with_warmup": _WARMUP_AND_TOTAL,
-    "get_constant_schedule_with_warmup": {1: "num_warmup_steps"},
-}
-
+from gacclint.loops.vocabulary import code_of, dotted_name, schedule_lengths
 
 @dataclass(frozen=True)
 class Schedule:
@@ -140,18 +120,7 @@ def schedule_of(tree: Tree, module: cst.Module, scheduler: str, k: cst.BaseExpre
     edits: list[Edit] = []
     adjusted: list[str] = []
     for call in builds:
-        callee = (dotted_name(call.func) or "").rsplit(".", 1)[-1]
-        positions = LENGTH_POSITIONS.get(callee, {})
-        positional = [a for a in call.args if a.keyword is None and not a.star]
-        for argument in call.args:
-            if argument.keyword is not None:
-                name = argument.keyword.value
-                if name not in LENGTH_KEYWORDS:
-                    continue
-            elif not argument.star and any(argument is positional[i] for i in positions if i < len(positional)):
-                name = positions[next(i for i in positions if i < len(positional) and positional[i] is argument)]
-            else:
-                continue
+        for name, argument in schedule_lengths(call):
             if _counts_micro_batches(argument.value, k_text, assigned) is not True:
                 continue
             if not _visible(k, tree, module, call):

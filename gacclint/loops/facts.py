@@ -23,6 +23,7 @@ from gacclint.loops.vocabulary import (
     looks_like_optimizer,
     looks_like_scaler,
     positional_args,
+    schedule_lengths,
 )
 
 
@@ -192,6 +193,40 @@ class ModuleFacts:
         values = {integer_value(b.value) if b.tuple_index is None and isinstance(b.value, cst.Integer) else None
                   for b in self.bindings.get(text, ())}
         return values.pop() if len(values) == 1 and None not in values else None
+
+    def schedule_in_micro_batches(self, scheduler: str, k: cst.BaseExpression) -> bool:
+        """Every construction of `scheduler` in this module sizes each of its lengths (warm-up,
+        total, period) visibly as a product with the accumulation count `k`
+        (`num_training_steps=max_steps * k`): its author counted micro-batches, so stepping it on
+        every micro-batch runs the schedule as written."""
+        builds = [b.value for b in self.bindings.get(scheduler, ()) if b.tuple_index is None]
+        count = "".join(code_of(k).split())
+        if not builds or not all(isinstance(value, cst.Call) for value in builds):
+            return False
+        for call in builds:
+            lengths = schedule_lengths(call)  # type: ignore[arg-type]
+            if not lengths or not all(self._times_count(argument.value, count, 0) for _, argument in lengths):
+                return False
+        return True
+
+    def _times_count(self, node: cst.BaseExpression, count: str, depth: int) -> bool:
+        """`node` is a product with the count (its compact text `count`), perhaps scaled, rounded
+        or bound to a name first (`total = steps * k`, then `int(0.1 * total)`)."""
+        if isinstance(node, cst.BinaryOperation):
+            if isinstance(node.operator, cst.Multiply):
+                return any("".join(code_of(side).split()) == count or self._times_count(side, count, depth)
+                           for side in (node.left, node.right))
+            if isinstance(node.operator, (cst.Divide, cst.FloorDivide)):
+                return "".join(code_of(node.right).split()) != count and self._times_count(node.left, count, depth)
+            return False
+        if isinstance(node, cst.Call) and (call_name(node) or "").rsplit(".", 1)[-1] in ("int", "round", "ceil", "floor") \
+                and len(node.args) == 1:
+            return self._times_count(node.args[0].value, count, depth)
+        text = dotted_name(node) if isinstance(node, (cst.Name, cst.Attribute)) else None
+        if text is None or depth >= 3:
+            return False
+        bound = self.bindings.get(text, ())
+        return bool(bound) and all(b.tuple_index is None and self._times_count(b.value, count, depth + 1) for b in bound)
 
     def _augmented(self, text: str) -> bool:
         return any(dotted_name(node.target) == text for node in self.tree.ordered(cst.AugAssign))

@@ -42,6 +42,42 @@ OPTIMIZER_CONSTRUCTORS = {
 }
 
 
+# Keyword arguments of the usual schedulers that count scheduler steps.
+LENGTH_KEYWORDS = frozenset({
+    "num_training_steps", "num_warmup_steps", "T_max", "total_steps", "total_iters", "warmup_steps",
+    "max_steps", "num_steps", "step_size", "T_0", "decay_steps", "first_cycle_steps", "warmup_iters",
+    "max_iters", "num_cycles_steps",
+})
+# Positional arguments that do (after the optimizer), by the constructor's last name.
+_WARMUP_AND_TOTAL = {1: "num_warmup_steps", 2: "num_training_steps"}
+LENGTH_POSITIONS: dict[str, dict[int, str]] = {
+    "CosineAnnealingLR": {1: "T_max"},
+    "CosineAnnealingWarmRestarts": {1: "T_0"},
+    "StepLR": {1: "step_size"},
+    "get_linear_schedule_with_warmup": _WARMUP_AND_TOTAL,
+    "get_cosine_schedule_with_warmup": _WARMUP_AND_TOTAL,
+    "get_cosine_with_hard_restarts_schedule_with_warmup": _WARMUP_AND_TOTAL,
+    "get_polynomial_decay_schedule_with_warmup": _WARMUP_AND_TOTAL,
+    "get_constant_schedule_with_warmup": {1: "num_warmup_steps"},
+}
+
+
+def schedule_lengths(call: cst.Call) -> list[tuple[str, cst.Arg]]:
+    """The arguments of a scheduler's construction that count scheduler steps, by name."""
+    positions = LENGTH_POSITIONS.get((dotted_name(call.func) or "").rsplit(".", 1)[-1], {})
+    positional = [a for a in call.args if a.keyword is None and not a.star]
+    found = []
+    for argument in call.args:
+        if argument.keyword is not None:
+            if argument.keyword.value in LENGTH_KEYWORDS:
+                found.append((argument.keyword.value, argument))
+        elif not argument.star:
+            place = next((i for i in positions if i < len(positional) and positional[i] is argument), None)
+            if place is not None:
+                found.append((positions[place], argument))
+    return found
+
+
 def words(name: str) -> list[str]:
     """Split `g_optimizerD` / `optG` / `lr_scheduler` into lower-case word parts."""
     return [w.lower() for w in _WORD_SPLIT.split(name) if w]

@@ -2,6 +2,8 @@ from __future__ import annotations
 
 from typing import Iterator
 
+import libcst as cst
+
 from gacclint.fixes.edits import MoveAfter, Remove
 from gacclint.fixes.schedule import schedule_of
 from gacclint.loops.events import advances_schedule
@@ -26,6 +28,9 @@ class SchedulerPerMicroBatch(Rule):
     so is a call that passes a position (`sched.step(epoch)`,
     `sched.step(global_step)`): it sets the rate rather than advancing it.
     accelerate's `accumulate()` skips a prepared scheduler between boundaries.
+    A schedule whose every length is built in the same file as a product with
+    `k` (`num_training_steps=max_steps * k`) was sized in micro-batches by its
+    author: stepped on each one, it runs as written.
 
     ## Example
     ```python
@@ -134,11 +139,23 @@ for i, (x, y) in enumerate(loader):
     scheduler.step()
     optimizer.zero_grad()
 """, "after an early `continue` the scheduler runs once per window"),
+        Valid("""
+def train(model, loader, optimizer, max_steps, warmup, k):
+    total = max_steps * k
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(0.1 * total), total)
+    for i, (x, y) in enumerate(loader):
+        (loss_fn(model(x), y) / k).backward()
+        scheduler.step()
+        if (i + 1) % k == 0 or (i + 1) == len(loader):
+            optimizer.step()
+            optimizer.zero_grad()
+""", "every length of the schedule is sized as a product with k: its author counted micro-batches, and "
+            "stepping it on each one runs it as written"),
     ]
     INVALID = [
         Invalid("""
 def train(model, loader, optimizer, max_steps, k):
-    scheduler = OneCycleLR(optimizer, max_lr=1e-4, total_steps=max_steps * k)
+    scheduler = get_linear_schedule_with_warmup(optimizer, 100, max_steps * k)
     for i, (x, y) in enumerate(loader):
         (loss_fn(model(x), y) / k).backward()
         scheduler.step()
@@ -147,14 +164,15 @@ def train(model, loader, optimizer, max_steps, k):
             optimizer.zero_grad()
 """, fixed="""
 def train(model, loader, optimizer, max_steps, k):
-    scheduler = OneCycleLR(optimizer, max_lr=1e-4, total_steps=(max_steps * k) // k)
+    scheduler = get_linear_schedule_with_warmup(optimizer, 100, (max_steps * k) // k)
     for i, (x, y) in enumerate(loader):
         (loss_fn(model(x), y) / k).backward()
         if (i + 1) % k == 0 or (i + 1) == len(loader):
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad()
-""", why="a length multiplied by k counts micro-batches: divided by k where the schedule now advances per step",
+""", why="the total multiplied by k counts micro-batches (the warm-up is read as optimizer steps): divided by k "
+                "where the schedule now advances per step",
             also=("GA203",)),
         Invalid("""
 class Trainer:
@@ -333,12 +351,21 @@ for i, (x, y) in enumerate(loader):
         for variant, scheduler, steps in per_micro_batch(loop, EventKind.SCHEDULER_STEP):
             if not steps or not advances_schedule(scheduler.event.node) or id(scheduler.event.node) in reported:
                 continue
-            reported.add(id(scheduler.event.node))
             name = scheduler.event.receiver
+            k = self._count(variant)
+            if name is not None and k is not None and model.facts.schedule_in_micro_batches(name, k):
+                continue  # sized in micro-batches: it runs as its author wrote it
+            reported.add(id(scheduler.event.node))
             yield self.finding(
                 f"`{name}.step()` runs on every micro-batch but `{steps[0].event.receiver}` steps once per "
                 "accumulation window: the schedule advances once per micro-batch instead of once per step",
                 scheduler.event.node, self._fix(variant, scheduler, steps[0]))
+
+    def _count(self, variant: LoopVariant) -> cst.BaseExpression | None:
+        """The accumulation count of the variant's windows."""
+        loop = self._loop
+        return loop.window_k if loop.shape is Shape.INNER_WINDOW else next(
+            (boundary.k for v, boundary in loop.accumulation_variants() if v is variant), None)
 
     def _fix(self, variant: LoopVariant, scheduler: ResolvedEvent, step: ResolvedEvent) -> Fix | None:
         if not can_move_to(scheduler.event, step):
@@ -355,9 +382,7 @@ for i, (x, y) in enumerate(loader):
             anchor = event
         move = MoveAfter(scheduler.event.statement, anchor.event.statement)
         # The schedule now advances once per window: a length counted in micro-batches is divided by k.
-        loop = self._loop
-        k = loop.window_k if loop.shape is Shape.INNER_WINDOW else next(
-            (boundary.k for v, boundary in loop.accumulation_variants() if v is variant), None)
+        k = self._count(variant)
         if k is None or name is None:
             return Fix(Applicability.UNSAFE, f"Move `{name}.step()` after `{step.event.receiver}` steps "
                        "(its schedule now advances once per window: check its length)", (move,))
