@@ -182,11 +182,26 @@ class ModuleFacts:
 
     def _attribute_int(self, node: cst.Attribute) -> int | None:
         """`self.k` that every binding the module makes of it sets to one literal integer, and
-        that nothing augments (`self.k = 4` in `__init__`): RULES.md, facts along calls."""
+        that nothing augments (`self.k = 4` in `__init__`): RULES.md, facts along calls. Or a
+        class attribute of a class of this module that nothing sets elsewhere (`class CFG:
+        accum = 1`, read as `CFG.accum`, or as `cfg.accum` with `cfg = CFG()`)."""
         text = dotted_name(node)
-        if text is None or not text.startswith("self.") or text.count(".") != 1 or self._augmented(text):
+        if text is None or text.count(".") != 1 or self._augmented(text):
             return None
-        return self.bound_integer(text)
+        owner, attribute = text.split(".")
+        if owner == "self":
+            return self.bound_integer(text)
+        if text in self.bindings:
+            return None  # `CFG.accum = 4` somewhere: which value a read sees is unknown
+        if owner not in self.classes:
+            built = [b.value for b in self.bindings.get(owner, ())]
+            if len(built) != 1 or self.bindings[owner][0].tuple_index is not None or not isinstance(built[0], cst.Call) \
+                    or call_name(built[0]) not in self.classes or f"self.{attribute}" in self.bindings:
+                return None
+            owner = call_name(built[0])  # type: ignore[assignment]
+        elif owner in self.bindings:
+            return None  # the class's name is bound to something else too
+        return _class_integer(self.classes[owner], attribute)
 
     def bound_integer(self, text: str) -> int | None:
         """The one literal integer every binding the module makes of `text` sets it to."""
@@ -396,6 +411,18 @@ def _is_container(value: cst.BaseExpression) -> bool:
     if isinstance(value, _CONTAINER_LITERALS):
         return True
     return isinstance(value, cst.Call) and (call_name(value) or "").rsplit(".", 1)[-1] in _CONTAINER_CALLS
+
+
+def _class_integer(node: cst.ClassDef, attribute: str) -> int | None:
+    """The literal integer the class body binds `attribute` to, when it binds it once."""
+    values = []
+    for statement in node.body.body:
+        for small in getattr(statement, "body", ()) if isinstance(statement, cst.SimpleStatementLine) else ():
+            targets = [t.target for t in small.targets] if isinstance(small, cst.Assign) else \
+                [small.target] if isinstance(small, cst.AnnAssign) else []
+            if any(isinstance(t, cst.Name) and t.value == attribute for t in targets):
+                values.append(integer_value(small.value) if isinstance(small.value, cst.Integer) else None)
+    return values[0] if len(values) == 1 else None
 
 
 def _string_key(subscript: cst.Subscript) -> str | None:

@@ -672,7 +672,7 @@ class _Builder:
                     if isinstance(divisor, cst.Integer):
                         literals.add(integer_value(divisor))
                     elif configuration(divisor):
-                        value = self.facts.evaluate_int(divisor, loop, None)
+                        value = self.facts.evaluate_int(divisor, loop, function)
                         if value is None and function is not None and isinstance(divisor, cst.Name):
                             value = self._parameter_literal(function, divisor.value)
                         if value is not None:
@@ -701,7 +701,7 @@ class _Builder:
                     if atom is None or reads_counter(atom) or not configuration(atom):
                         continue
                     text = bare(code_of(atom))
-                    value = self.facts.evaluate_int(atom, loop, None)
+                    value = self.facts.evaluate_int(atom, loop, function)
                     if value is not None and all(isinstance(op, _WINDOW_TESTS) for op in operators) and any(
                             n in resets for n in counted_here):
                         literals.add(value)  # `count == k` with `k = 4`, `count = 0` at the step

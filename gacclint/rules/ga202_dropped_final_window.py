@@ -123,6 +123,31 @@ for i, (x, y) in enumerate(loader):
         optimizer.zero_grad()
 """, 'an accumulation count of 1 (a module constant) is no accumulation'),
         Valid("""
+class CFG:
+    accumulation = 1
+
+
+def train(loader):
+    for i, (x, y) in enumerate(loader):
+        (loss_fn(model(x), y) / CFG.accumulation).backward()
+        if (i + 1) % CFG.accumulation == 0:
+            optimizer.step()
+            optimizer.zero_grad()
+""", "an accumulation count of 1 as a configuration class's attribute that nothing sets elsewhere"),
+        Valid("""
+def train():
+    for i, (x, y) in enumerate(loader):
+        (loss_fn(model(x), y) / accumulation).backward()
+        if (i + 1) % accumulation == 0:
+            optimizer.step()
+            optimizer.zero_grad()
+
+
+if __name__ == "__main__":
+    accumulation = 1
+    train()
+""", "a module constant bound below the function is what the function reads when it runs"),
+        Valid("""
 step = start_step
 for x, y in loader:
     (loss_fn(model(x), y) / k).backward()
