@@ -58,6 +58,7 @@ from gacclint.loops.model import (
     LoopVariant,
     ResolvedEvent,
     Shape,
+    SyncTest,
     TrainingLoop,
 )
 from gacclint.loops.model import DdpWrap
@@ -772,6 +773,7 @@ class _Builder:
         loop.scaler_flags = {name: flags for name in loop.scalers_in_use
                              if (flags := self._scaler_flags(name)) is not None}
         loop.unscale_in_helper = self._calls_helper_with(training, EventKind.UNSCALE)
+        loop.sync_tests = self._sync_tests(training)
         wraps = self._ddp_wraps(training, function)
         if not wraps:
             return
@@ -1007,6 +1009,33 @@ class _Builder:
         # Only a name or an attribute can spell it.
         return any(turns_sync_off(node) for root in roots
                    for node in self.facts.tree.find(root, cst.Name, cst.Attribute))
+
+    def _sync_tests(self, training: cst.CSTNode) -> tuple[SyncTest, ...]:
+        """The tests that decide, inside the loop, whether gradient sync is off: the `enabled=`
+        of `no_backward_sync(model, enabled=...)`, the test of an `if` or of a conditional
+        expression that turns it off (`model.no_sync() if ... else nullcontext()`), the value
+        assigned to `require_backward_grad_sync`."""
+        tree = self.facts.tree
+        found: list[cst.BaseExpression] = []
+        if not any(turns_sync_off(node) for node in tree.find(training, cst.Name, cst.Attribute, enter_scopes=False)):
+            return ()
+
+        def turns_off(node: cst.CSTNode) -> bool:
+            return any(turns_sync_off(n) for n in tree.find(node, cst.Name, cst.Attribute, enter_scopes=False))
+
+        for node in tree.find(training, cst.Call, cst.If, cst.IfExp, cst.Assign, enter_scopes=False):
+            if isinstance(node, cst.Call):
+                if turns_sync_off(node.func):
+                    found += [a.value for a in node.args if a.keyword is not None and a.keyword.value == "enabled"]
+            elif isinstance(node, cst.If):
+                if turns_off(node.body) or (node.orelse is not None and turns_off(node.orelse)):
+                    found.append(node.test)
+            elif isinstance(node, cst.IfExp):
+                if turns_off(node.body) or turns_off(node.orelse):
+                    found.append(node.test)
+            elif any(turns_sync_off(t.target) for t in node.targets):
+                found.append(node.value)
+        return tuple(SyncTest(test, frozenset(self._names_read(test))) for test in found)
 
     def _sync_handed(self, training: cst.CSTNode, models: set[str]) -> bool:
         """RULES.md GA501: a context manager of the loop handed the DDP model together with a

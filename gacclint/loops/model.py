@@ -70,6 +70,14 @@ class Counter:
 
 
 @dataclass(frozen=True)
+class SyncTest:
+    """A test deciding whether gradient sync is off, and the names it reads."""
+
+    expression: cst.BaseExpression
+    reads: frozenset[str]
+
+
+@dataclass(frozen=True)
 class Boundary:
     """`(counter + offset) % k == remainder`, optionally or-ed with end of data."""
 
@@ -390,6 +398,10 @@ class TrainingLoop:
     # Gradient sync is turned off somewhere the loop reaches: `no_sync()` (any
     # spelling), `require_backward_grad_sync = ...`, `no_backward_sync`, ...
     sync_control: bool = False
+    # The tests in the loop that decide whether gradient sync is off (`enabled=(i + 1) % k != 0`
+    # of `no_backward_sync`, the test of `model.no_sync() if ... else nullcontext()`): a second
+    # spelling of the boundary, which a fix of the boundary must keep in step.
+    sync_tests: tuple["SyncTest", ...] = ()
     # Names (and dotted names) assigned inside the loop body.
     varying: frozenset[str] = field(default_factory=frozenset)
     # The loop calls a function of the module that calls `scaler.unscale_`.

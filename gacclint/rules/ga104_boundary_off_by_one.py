@@ -6,7 +6,7 @@ import libcst as cst
 
 from gacclint.fixes.edits import Replace
 from gacclint.loops.model import TrainingLoop
-from gacclint.loops.vocabulary import code_of
+from gacclint.loops.vocabulary import code_of, dotted_name
 from gacclint.rules.base import Applicability, Finding, Fix, Invalid, Rule, Valid
 
 
@@ -80,6 +80,17 @@ for x, y in loader:
 """, "a counter that starts we do not know where"),
     ]
     INVALID = [
+        Invalid("""
+for i, (x, y) in enumerate(loader):
+    sync = nullcontext() if (i + 1) % k == 0 else model.no_sync()
+    with sync:
+        (loss_fn(model(x), y) / k).backward()
+    if i % k == 0:
+        optimizer.step()
+        optimizer.zero_grad()
+""", fixed=None, applicability=None,
+            why="the sync switch spells the boundary again, in another phase: shifting the step's test alone would "
+                "leave it out of step", also=("GA202",)),
         Invalid("""
 global_step = 0
 for epoch in range(epochs):
@@ -201,13 +212,16 @@ for x, y in loader:
             shown = code_of(boundary.modulo if boundary.modulo is not None else boundary.expression)
             message = (f"`{shown}` is off by one: the first window holds {size} and every later one is shifted"
                        + (f" ({evidence})" if evidence else ""))
-            yield self.finding(message, where, self._fix(boundary, first))
+            yield self.finding(message, where, self._fix(loop, boundary, first))
 
-    def _fix(self, boundary, first: str) -> Fix | None:
+    def _fix(self, loop: TrainingLoop, boundary, first: str) -> Fix | None:
         """The one-token fix where the boundary is spelled `counter % k`."""
         modulo = boundary.modulo
         if modulo is None:
             return None
+        read = boundary.counter.text if boundary.counter is not None else dotted_name(modulo.left)
+        if any(read in test.reads and test.expression is not boundary.expression for test in loop.sync_tests):
+            return None  # gradient sync is turned off under another spelling of the boundary, which would stay out of phase
         space = modulo.operator.whitespace_before
         counter = modulo.left
         if first == "1" and boundary.spelled_zero_based and (

@@ -255,6 +255,34 @@ for epoch in range(epochs):
                 why="set back after each pass when `args.do_eval` (a configuration switch): that variant drops each "
                     "pass's tail; a clause on `step` would be wrong in the other, where it counts on"),
         Invalid("""
+for i, batch in enumerate(loader):
+    with fabric.no_backward_sync(model, enabled=(i + 1) % k != 0):
+        fabric.backward(model(batch) / k)
+    if (i + 1) % k == 0:
+        optimizer.step()
+        optimizer.zero_grad()
+""", fixed=None, applicability=None,
+            why="the sync switch spells the boundary again: a clause on the step alone would step the last window "
+                "with its gradient sync still off"),
+        Invalid("""
+for i, batch in enumerate(loader):
+    accumulating = (i + 1) % k != 0
+    with fabric.no_backward_sync(model, enabled=accumulating):
+        fabric.backward(model(batch) / k)
+    if not accumulating:
+        optimizer.step()
+        optimizer.zero_grad()
+""", fixed="""
+for i, batch in enumerate(loader):
+    accumulating = (i + 1) % k != 0 and (i + 1) != len(loader)
+    with fabric.no_backward_sync(model, enabled=accumulating):
+        fabric.backward(model(batch) / k)
+    if not accumulating:
+        optimizer.step()
+        optimizer.zero_grad()
+""", why="the step and the sync switch read one name: the clause added where it is computed serves both",
+            also=("GA203",)),
+        Invalid("""
 count = 0
 for x, y in loader:
     (loss_fn(model(x), y) / k).backward()
@@ -522,6 +550,11 @@ for i, (x, y) in enumerate(loader, 1):
         assert expression is not None
         if boundary.first_window in ("1", "k-1", "k+1"):
             return None  # off by one (GA104): windows computed for this boundary would be out of phase
+        if any(counter.text in test.reads and test.expression is not expression for test in loop.sync_tests):
+            # Gradient sync is turned off under the loop's own spelling of the boundary
+            # (`no_backward_sync(model, enabled=(i + 1) % k != 0)`): a clause added to the step
+            # alone would step the last window with its sync still off.
+            return None
         # The window the clause adds is stepped with each loss scaled as before: a division by
         # the count is then GA203's to weight, but a scaling by the count that it cannot read
         # (`loss * scale` with `scale = 1 / k`, `compute_loss(x, y, k)`) would stay wrong unseen.
