@@ -58,6 +58,8 @@ _NUMBER_BUILTINS = frozenset({"float", "int", "bool", "len", "str"})
 # Modules whose functions return plain numbers or arrays, never a graph (`time.time()`,
 # `math.log(n)`, `np.float(correct)`).
 _NUMBER_MODULES = frozenset({"time", "math", "np", "numpy"})
+# Modules whose functions make a value from their arguments alone.
+_TENSOR_MODULES = frozenset({"torch", "np", "numpy", "math", "F", "torch.nn.functional"})
 _MODEL_WORDS = ("model", "net", "encoder", "decoder", "head", "generator", "discriminator", "backbone", "critic",
                 "classifier", "module", "policy", "actor", "transformer", "unet", "vae", "gen", "disc", "student",
                 "teacher", "embed", "layer", "block", "proj", "mlp", "clip", "bert", "gpt", "lm")
@@ -405,9 +407,12 @@ class GraphFlow:
             last = text.rsplit(".", 1)[-1] if text else (func.attr.value if isinstance(func, cst.Attribute) else "")
             if last in _NO_GRAPH or text in _NUMBER_BUILTINS:
                 return frozenset()
-            if self.strict and (self._unseen(text) or self._unseen_object(text)):
+            if self.strict and (self._unseen(text) or self._unseen_object(text) or self._unseen_method(text)):
                 return frozenset()  # RULES.md, *values the module cannot see*: not known to carry a graph
-            helper = last if text == f"self.{last}" else text  # a method of the same class, reached as `self.name`
+            # A method of the same class, reached as `self.name`, or of a module class of this module
+            # reached through its instance (`net.evaluation(out, y)`).
+            owner = text[:-len(last) - 1] if text.endswith(f".{last}") else ""
+            helper = last if text == f"self.{last}" or (owner and self._module_method(owner, last)) else text
             if helper in self.facts.functions and self._returns_numbers(helper):
                 return frozenset()  # `def accuracy(out, y): return (...).sum().item()`
             found: set[int] = set()
@@ -495,6 +500,14 @@ class GraphFlow:
         return bool(bound) and len(made) == len(bound) and all(
             isinstance(value, cst.Call) and self._unseen(call_name(value) or "") for value in made)
 
+    def _unseen_method(self, text: str) -> bool:
+        """`model.training_step(batch)`: a method other than the forward, of a trained module
+        whose class this module does not define; what it returns (often `.item()`s or NumPy
+        arrays) is not visible."""
+        owner, _, method = text.rpartition(".")
+        return bool(owner) and owner in self.facts.modules_with_parameters and method not in ("forward", "__call__") \
+            and not self._module_method(owner, method)
+
     def forward_inputs_are_loop_data(self, forward_ids: frozenset[int], before: int) -> bool:
         """Every forward's arguments carry no graph of another forward."""
         calls = {id(c): c for c in self.facts.tree.find(self.loop_node, cst.Call) if id(c) in forward_ids}
@@ -522,11 +535,20 @@ def _no_graph_value(node: cst.BaseExpression | None, func: cst.FunctionDef, fact
     if isinstance(node, cst.Call):
         text = call_name(node) or ""
         last = text.rsplit(".", 1)[-1] if text else (node.func.attr.value if isinstance(node.func, cst.Attribute) else "")
-        return (last in _NO_GRAPH and isinstance(node.func, cst.Attribute)) or text in _NUMBER_BUILTINS or (
-            text.split(".")[0] in _NUMBER_MODULES and text.count(".") == 1 and text.split(".")[0] not in facts.bindings)
+        if (last in _NO_GRAPH and isinstance(node.func, cst.Attribute)) or text in _NUMBER_BUILTINS or (
+                text.split(".")[0] in _NUMBER_MODULES and text.count(".") == 1 and text.split(".")[0] not in facts.bindings):
+            return True
+        # A tensor method of a value with no graph, or a torch function, given only values with
+        # no graph (`(pred == y).float().mean()`, `torch.max(out.data, 1)`), makes none.
+        if not isinstance(node.func, cst.Attribute) or depth >= 4:
+            return False
+        receiver = node.func.value
+        return (dotted_name(receiver) in _TENSOR_MODULES or _no_graph_value(receiver, func, facts, depth + 1)) and all(
+            _no_graph_value(argument.value, func, facts, depth + 1) for argument in node.args)
     if isinstance(node, cst.Name) and depth < 4:
+        # Unpacked too (`_, predicted = torch.max(out.data, 1)`): every part of a value with no graph has none.
         bound = [b for b in facts.bindings.get(node.value, ()) if b.scope is func]
-        return len(bound) == 1 and bound[0].tuple_index is None and _no_graph_value(bound[0].value, func, facts, depth + 1)
+        return len(bound) == 1 and _no_graph_value(bound[0].value, func, facts, depth + 1)
     return False
 
 

@@ -64,6 +64,54 @@ class GraphKeptAcrossIterations(Rule):
 
     VALID = [
         Valid("""
+def accuracy(out, y):
+    _, predicted = torch.max(out.data, 1)
+    return 100.0 * (predicted == y).sum() / out.size(0) + (out.argmax(1) == y).float().mean()
+
+
+running = 0
+for x, y in loader:
+    out = model(x)
+    loss = criterion(out, y)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    running += accuracy(out, y)
+""", "a helper whose result is built from comparisons and `.data`: tensor methods of values with no graph make none"),
+        Valid("""
+class Net(nn.Module):
+    def forward(self, x):
+        return self.fc(x)
+
+    def evaluation(self, out, y):
+        return (out.argmax(1) == y).float().mean().item()
+
+
+net = Net()
+optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
+running = 0
+for x, y in loader:
+    out = net(x)
+    loss = criterion(out, y)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    running += net.evaluation(out, y)
+""", "a method of the module's own class reached through its instance: its body is read, and returns a number"),
+        Valid("""
+from models import Model
+
+model = Model()
+optimizer = torch.optim.AdamW(model.parameters())
+predictions = []
+for batch in loader:
+    pred, loss = model.training_step(batch)
+    loss.backward()
+    optimizer.step()
+    optimizer.zero_grad()
+    predictions.append(pred)
+""", "a method other than the forward of a model whose class the module cannot see: what it returns is unknown"),
+        Valid("""
 history = {}
 for x, y in loader:
     history["loss"] = []
