@@ -71,6 +71,7 @@ from gacclint.loops.vocabulary import (
     integer_value,
     looks_like_optimizer,
     positional_args,
+    PURE_CALLS,
 )
 
 MAX_SWITCHES = 5
@@ -795,7 +796,8 @@ class _Builder:
                         called.setdefault(target, []).append(statement)
                     for through in self._method_forwards(name, call, wraps):  # `loss = self.train_on_batch(batch)`
                         called.setdefault(through, []).append(statement)
-                referenced.update(dotted_name(a.value) or "" for a in call.args)
+                if (name or "").rsplit(".", 1)[-1] not in PURE_CALLS:  # `isinstance(model, DDP)` runs nothing of it
+                    referenced.update(dotted_name(a.value) or "" for a in call.args)
         # The model the loop calls first leads; `ddp_forwards` are its calls.
         used = sorted((wraps[name] for name in wraps if name in called or name in referenced),
                       key=lambda w: min((order.get(id(s), 0) for s in called.get(w.name, [])), default=1 << 30))

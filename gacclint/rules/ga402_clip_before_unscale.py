@@ -74,6 +74,17 @@ class ClipBeforeUnscale(Rule):
 
     VALID = [
         Valid("""
+scaler = GradScaler()
+for x, y in loader:
+    loss = loss_fn(model(x), y)
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    optimizer.zero_grad(set_to_none=True)
+""", "the clip runs before the iteration's backward, after the last step's clear: it sees no scaled gradients "
+            "(it clips nothing, another mistake), and an unscale_ there would raise"),
+        Valid("""
 for x, y in loader:
     with torch.autocast("cuda"):
         loss = loss_fn(model(x), y)
@@ -322,6 +333,8 @@ for i, (x, y) in enumerate(loader):
                     continue
                 if id(clip.event.node) in reported:
                     continue
+                if not any(e.kind is EventKind.BACKWARD for e in variant.events[:index]):
+                    continue  # before any backward of the iteration: what it clips is the last step's, not scaled ones
                 step = next((e for e in variant.events[index + 1:] if e.kind is EventKind.STEP
                              and e.event.via_scaler in loop.scalers_in_use), None)
                 if step is None or _unscaled(loop, variant, clip, step):

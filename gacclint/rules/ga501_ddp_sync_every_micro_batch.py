@@ -88,6 +88,23 @@ class DdpSyncEveryMicroBatch(Rule):
 
     VALID = [
         Valid("""
+def train(model, loader, optimizer, k):
+    for step, (x, y) in enumerate(loader, start=1):
+        raw = model.module if isinstance(model, DistributedDataParallel) else model
+        loss = loss_fn(raw(x), y) / k
+        loss.backward()
+        if step % k == 0:
+            optimizer.step()
+            optimizer.zero_grad()
+
+
+def main(loader, k):
+    model = DistributedDataParallel(Net())
+    optimizer = torch.optim.AdamW(model.parameters())
+    train(model, loader, optimizer, k)
+""", "the forward goes through the wrapped module (`model.module` under DDP): asking `isinstance` of the model "
+            "runs nothing of it"),
+        Valid("""
 model = torch.nn.parallel.DistributedDataParallel(model)
 for i, batch in enumerate(loader):
     with maybe_no_sync(model, (i + 1) % k != 0):
