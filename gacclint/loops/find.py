@@ -19,7 +19,7 @@ from gacclint.loops.events import (
     turns_sync_off,
     wrapper_name,
 )
-from gacclint.loops.facts import ModuleFacts, collect_facts
+from gacclint.loops.facts import Binding, ModuleFacts, collect_facts
 from gacclint.loops.flow import loss_flow
 from gacclint.loops.graphs import GraphFlow
 from gacclint.loops.lean import Layout
@@ -1578,6 +1578,14 @@ class _Builder:
                 break
             wrapped = inner_text
             binding = self.facts.latest_binding(inner_text, binding.statement, binding.scope)
+        made = self._returned(binding) if binding is not None else None
+        if made is not None:  # `train_dl, eval_dl = create_dataloaders()`: what that function returns there
+            value, at, scope = made
+            if isinstance(value, cst.Call) and _streams(value, self.facts.iterable_datasets):
+                return IterableInfo(IterableKind.STREAM, None, None)
+            if isinstance(value, cst.Call) and (call_name(value) or "").rsplit(".", 1)[-1] == "DataLoader" \
+                    and self._loader_kind(value, at, scope) is IterableKind.STREAM:
+                return IterableInfo(IterableKind.STREAM, None, None)
         if binding is not None and binding.tuple_index is None and isinstance(binding.value, cst.Call):
             called = (call_name(binding.value) or "").rsplit(".", 1)[-1]
             if called in _STREAM_CALLS or self.facts.is_generator_function(called) or "infinite" in called.lower() \
@@ -1595,6 +1603,32 @@ class _Builder:
         if last.endswith("loader"):
             return IterableInfo(IterableKind.LOADER, f"len({text})", literal)
         return IterableInfo(IterableKind.SIZED, f"len({text})", literal)
+
+    def _returned(self, binding: Binding) -> tuple[cst.BaseExpression, cst.CSTNode, cst.FunctionDef] | None:
+        """RULES.md, *facts along calls*: for `a, b = make()` with `make` a function of this module
+        that returns once, the value it returns in `binding`'s place (through a name bound in
+        it), with the statement it is read at and the function."""
+        value = binding.value
+        if not isinstance(value, cst.Call):
+            return None
+        functions = self.facts.functions.get(call_name(value) or "", [])
+        if len(functions) != 1:
+            return None
+        function = functions[0]
+        returns = [r for r in self.facts.tree.find(function.body, cst.Return, enter_scopes=False) if r.value is not None]
+        if len(returns) != 1:
+            return None
+        returned = returns[0].value
+        if binding.tuple_index is not None:
+            if not isinstance(returned, (cst.Tuple, cst.List)) or binding.tuple_index >= len(returned.elements):
+                return None
+            returned = returned.elements[binding.tuple_index].value
+        if isinstance(returned, cst.Name):
+            inner = self.facts.latest_binding(returned.value, returns[0], function)
+            if inner is None or inner.tuple_index is not None or inner.scope is not function:
+                return None
+            return inner.value, inner.statement, function
+        return returned, returns[0], function
 
     def _loader_kind(self, call: cst.Call, loop: LoopNode, function: cst.FunctionDef | None) -> IterableKind:
         positional = positional_args(call)

@@ -115,6 +115,24 @@ for step, batch in enumerate(corpus):
         optimizer.zero_grad()
 """, "iterated directly, a streamed dataset has no length either"),
         Valid("""
+class Stream(IterableDataset):
+    def __iter__(self):
+        yield from read_records()
+
+
+def make_loaders():
+    train_loader = DataLoader(Stream(), batch_size=8)
+    return train_loader, DataLoader(Stream(), batch_size=8)
+
+
+train_loader, eval_loader = make_loaders()
+for step, batch in enumerate(train_loader, start=1):
+    (model(batch).mean() / k).backward()
+    if step % k == 0:
+        optimizer.step()
+        optimizer.zero_grad()
+""", "the loader a function of the module returns is built over an IterableDataset: a stream"),
+        Valid("""
 ACCUMULATION = 1
 for i, (x, y) in enumerate(loader):
     loss_fn(model(x), y).backward()
