@@ -648,6 +648,16 @@ class _Builder:
         resets = {target for step in steps for target, value, op in step.assigns
                   if op is None and isinstance(value, cst.Integer)}
         counting = set(counters) | {target for step in steps for target, _, op in step.assigns if op is not None}
+        # Names bound in the body to arithmetic of a count (`actual_step = step + 1`) count too.
+        derived = [(target, self._names_read(value)) for step in steps for target, value, op in step.assigns
+                   if op is None and value is not None and _count_arithmetic(value)]
+        grew = True
+        while grew:
+            grew = False
+            for target, names in derived:
+                if target not in counting and names & counting:
+                    counting.add(target)
+                    grew = True
         expressions: list[cst.BaseExpression] = []
         for step in steps:
             expressions += [t.expression for t in step.tests if t.expression is not None]
@@ -1854,6 +1864,17 @@ def _tests_of(statement: cst.CSTNode) -> list[cst.CSTNode]:
     if matches(statement_type, (cst.With,)):
         return [item.item for item in statement.items]  # type: ignore[attr-defined]
     return []
+
+
+def _count_arithmetic(value: cst.BaseExpression) -> bool:
+    """An integer made of names, literals and `len(...)` by `+`, `-` and `*` (`step + 1`,
+    `step + epoch * len(loader)`): not a literal alone, not a test."""
+    if isinstance(value, (cst.Name, cst.Attribute)):
+        return True
+    if isinstance(value, cst.BinaryOperation) and isinstance(value.operator, (cst.Add, cst.Subtract, cst.Multiply)):
+        return all(isinstance(side, (cst.Integer, cst.Name, cst.Attribute)) or _count_arithmetic(side)
+                   or (isinstance(side, cst.Call) and call_name(side) == "len") for side in (value.left, value.right))
+    return False
 
 
 def _assigned_value(small: cst.BaseSmallStatement, name: str) -> cst.BaseExpression | None:

@@ -15,7 +15,9 @@ class MissingZeroGrad(Rule):
     gradients between two steps. It is judged per optimizer: in a loop with
     several optimizers (a GAN), one whose parameters no clear of the loop
     reaches is reported, read from the parameters each optimizer was built
-    with; when that cannot be read, the rule stays silent.
+    with; when that cannot be read, the rule stays silent. It also reports a
+    step that runs on every micro-batch while the only clears run on an
+    accumulation boundary (the two granularities swapped), without a fix.
 
     ## Why is this bad?
     PyTorch adds every `backward()` into `.grad`. Without a clear, each step
@@ -117,6 +119,15 @@ for x, y in loader:
 """, "clearing each parameter's .grad counts"),
     ]
     INVALID = [
+        Invalid("""
+for i, (x, y) in enumerate(loader):
+    loss_fn(model(x), y).backward()
+    optimizer.step()
+    if (i + 1) % k == 0:
+        optimizer.zero_grad()
+""", fixed=None, applicability=None,
+            why="the step runs on every micro-batch but the clear only on the boundary: each step applies the "
+                "gradients summed since the last clear (no fix: which of the two should move is a guess)"),
         Invalid("""
 opt_g = torch.optim.Adam(G.parameters())
 opt_d = torch.optim.Adam(D.parameters())
@@ -267,6 +278,7 @@ for epoch in range(epochs):
     def check(self, loop: TrainingLoop, model) -> Iterator[Finding]:
         clears = [event for event in loop.events if event.kind is EventKind.CLEAR]
         if clears:
+            yield from self._cleared_less_often(loop)
             yield from self._uncleared_optimizer(loop, clears, model.facts)
             return
         for variant in loop.variants:
@@ -296,6 +308,32 @@ for epoch in range(epochs):
                     "every step applies the sum of all gradients so far",
                     event.node, fix)
             return
+
+    def _cleared_less_often(self, loop: TrainingLoop) -> Iterator[Finding]:
+        """A step on every micro-batch while every clear runs only on a boundary: the steps
+        between two clears apply the gradients summed since the last one (step and clear at
+        swapped granularities). No fix: which of the two was meant to move is a guess."""
+        reported: set[int] = set()
+        for variant in loop.variants:
+            if variant.frameworks or not variant.clears or not variant.backwards:
+                continue
+            clears = variant.clears
+            if any(c.event.in_inner_loop or c.event.receiver in (None, "params") or c.guard.kind is not GuardKind.BOUNDARY
+                   or c.guard.boundary is None for c in clears):
+                continue
+            if any(b.guard.kind is not GuardKind.NONE for b in variant.backwards):
+                continue
+            for step in variant.steps:
+                if step.event.framework is not None or step.event.in_inner_loop or step.guard.kind is not GuardKind.NONE \
+                        or id(step.event.node) in reported:
+                    continue
+                reported.add(id(step.event.node))
+                boundary = clears[0].guard.boundary
+                assert boundary is not None
+                yield self.finding(
+                    f"`{step.event.receiver}` steps on every micro-batch but gradients are cleared only every "
+                    f"`{boundary.k_text or 'k'}` micro-batches: each step between two clears applies the gradients "
+                    "summed since the last clear", step.event.node, None)
 
     def _uncleared_optimizer(self, loop: TrainingLoop, clears, facts) -> Iterator[Finding]:
         """RULES.md, *ownership*: in a loop with several optimizers, one whose parameters no

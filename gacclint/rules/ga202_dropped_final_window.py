@@ -237,6 +237,22 @@ for epoch in range(epochs):
     ]
     INVALID = [
         Invalid("""
+for step, (x, y) in enumerate(loader):
+    (loss_fn(model(x), y) / k).backward()
+    actual_step = step + 1
+    if actual_step % k == 0:
+        optimizer.step()
+        optimizer.zero_grad()
+""", fixed="""
+for step, (x, y) in enumerate(loader):
+    (loss_fn(model(x), y) / k).backward()
+    actual_step = step + 1
+    if actual_step % k == 0 or (step + 1) == len(loader):
+        optimizer.step()
+        optimizer.zero_grad()
+""", why="a name bound to the count's arithmetic in the body counts too: the boundary is read through it",
+            also=("GA203",)),
+        Invalid("""
 step = 0
 for epoch in range(epochs):
     for x, y in loader:
