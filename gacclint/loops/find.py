@@ -1455,6 +1455,10 @@ class _Builder:
                 function: cst.FunctionDef | None) -> list[Event]:
         events: list[Event] = []
         statements = [v.statement for v in visits]
+        # Statements every iteration runs that reaches them (none of their own tests, at most the
+        # early exits ahead of them): a plain assignment there hides what the name held before.
+        dominating = frozenset(id(v.statement) for v in visits if not v.in_inner_loop and all(
+            c.early_exit_after is not None for c in v.raw_conditions))
         found = [(visit, self._statement_events(visit.statement)) for visit in visits]
         # An `if <resuming>: continue` ahead of every event only removes whole
         # iterations: what remains keeps its structure (RULES.md, *guard*).
@@ -1468,7 +1472,7 @@ class _Builder:
                 flow = None
                 if raw.kind is EventKind.BACKWARD and raw.loss is not None:
                     flow = loss_flow(raw.loss, visit.statement, statements, self.facts, function,
-                                     self._window_caches(loop))
+                                     self._window_caches(loop), dominating)
                 events.append(Event(
                     kind=raw.kind, statement=visit.statement, node=raw.node, order=order, conditions=conditions,
                     receiver=raw.receiver, framework=raw.framework, loss=raw.loss, loss_flow=flow,

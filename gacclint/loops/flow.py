@@ -32,8 +32,10 @@ def _combine(found: list[Scaling]) -> Scaling:
 
 class _Flow:
     def __init__(self, statements: Sequence[cst.CSTNode], at: cst.CSTNode, facts: ModuleFacts,
-                 function: cst.FunctionDef | None, window_caches: frozenset[str] = frozenset()) -> None:
+                 function: cst.FunctionDef | None, window_caches: frozenset[str] = frozenset(),
+                 dominating: frozenset[int] = frozenset()) -> None:
         self.facts = facts
+        self.dominating = dominating
         self.window_caches = window_caches
         self.function = function
         self.divisions: list[Division] = []
@@ -114,7 +116,8 @@ class _Flow:
         self.visited.add(key)
         found: list[Scaling] = []
         limit = self.limit
-        for index, statement in enumerate(self.before[:limit]):
+        first = self._last_made(name, limit)
+        for index, statement in enumerate(self.before[first:limit], first):
             for small in getattr(statement, "body", ()):
                 self.limit = index
                 found.extend(self._definition(small, statement, name, depth))
@@ -123,6 +126,20 @@ class _Flow:
         if not found:
             return Scaling.UNKNOWN
         return _combine(found)
+
+    def _last_made(self, name: str, limit: int) -> int:
+        """The place of the last statement before `limit` that runs on every path and binds
+        `name` anew (`loss = attack(batch)`, not `loss = loss / k`): earlier values are gone."""
+        for index in range(limit - 1, -1, -1):
+            statement = self.before[index]
+            if id(statement) not in self.dominating:
+                continue
+            for small in getattr(statement, "body", ()):
+                if type(small) is cst.Assign and len(small.targets) == 1 and \
+                        dotted_name(small.targets[0].target) == name and not any(
+                        dotted_name(n) == name for n in self.facts.tree.find(small.value, cst.Name, cst.Attribute)):
+                    return index
+        return 0
 
     def _definition(self, small: cst.CSTNode, statement: cst.CSTNode, name: str, depth: int) -> list[Scaling]:
         # Asked of every statement before the loss, for each name it reads: exact types spare
@@ -221,9 +238,11 @@ def _divided(node: cst.BaseExpression, function: cst.FunctionDef, facts: ModuleF
 
 def loss_flow(loss: cst.BaseExpression, at: cst.CSTNode, statements: Sequence[cst.CSTNode],
               facts: ModuleFacts, function: cst.FunctionDef | None,
-              window_caches: frozenset[str] = frozenset()) -> LossFlow:
+              window_caches: frozenset[str] = frozenset(), dominating: frozenset[int] = frozenset()) -> LossFlow:
     """How `loss` (the backward's argument or receiver) was scaled since it was computed.
-    `window_caches`: values that grow over the micro-batches of a window."""
-    flow = _Flow(statements, at, facts, function, window_caches)
+    `window_caches`: values that grow over the micro-batches of a window. `dominating`: the
+    statements (ids) that run whenever a later one does: a plain assignment there is where a
+    name's value was last made, on every path."""
+    flow = _Flow(statements, at, facts, function, window_caches, dominating)
     scaling = flow.expression(loss, at, DivisionForm.INLINE, None, 0)
     return LossFlow(scaling=scaling, divisions=tuple(flow.divisions), name=dotted_name(loss) if isinstance(loss, cst.Name) else None)

@@ -189,6 +189,26 @@ class LmTrainer(Trainer):
     ]
     INVALID = [
         Invalid("""
+for i, (x, y) in enumerate(loader):
+    loss = loss_fn(model(x), y) / k
+    loss.backward()
+    loss = adversary.attack(x, y)
+    loss.backward()
+    if (i + 1) % k == 0 or (i + 1) == len(loader):
+        optimizer.step()
+        optimizer.zero_grad()
+""", fixed="""
+for i, (x, y) in enumerate(loader):
+    loss = loss_fn(model(x), y) / k
+    loss.backward()
+    loss = adversary.attack(x, y)
+    (loss / k).backward()
+    if (i + 1) % k == 0 or (i + 1) == len(loader):
+        optimizer.step()
+        optimizer.zero_grad()
+""", why="the name is bound anew before the second backward: the division of its earlier value does not reach it",
+            also=("GA203",)),
+        Invalid("""
 def train_step(model, optimizer, batch, k):
     optimizer.zero_grad()
     for micro_step in range(k):
