@@ -71,6 +71,7 @@ from gacclint.loops.vocabulary import (
     integer_value,
     looks_like_optimizer,
     positional_args,
+    LIBRARY_ROOTS,
     PURE_CALLS,
 )
 
@@ -465,6 +466,7 @@ class _Builder:
             window_k=window_k,
             flush_after_loop=shape is Shape.PER_ITERATION and self._flush_after(micro, frames),
             flush_after_run=shape is Shape.PER_ITERATION and self._flush_after(micro, frames, across=True),
+            backpropagated_after=self._backpropagated_after(micro, frames),
             bound_names=self._bound_names(function),
             fresh_optimizers=frozenset(self._fresh_optimizers(training, varying)),
             body=body,
@@ -785,6 +787,7 @@ class _Builder:
                              if (flags := self._scaler_flags(name)) is not None}
         loop.unscale_in_helper = self._calls_helper_with(training, EventKind.UNSCALE)
         loop.sync_tests = self._sync_tests(training)
+        loop.handed_unseen = self._handed_unseen(training)
         wraps = self._ddp_wraps(training, function)
         if not wraps:
             return
@@ -1021,6 +1024,23 @@ class _Builder:
         # Only a name or an attribute can spell it.
         return any(turns_sync_off(node) for root in roots
                    for node in self.facts.tree.find(root, cst.Name, cst.Attribute))
+
+    def _handed_unseen(self, training: cst.CSTNode) -> frozenset[str]:
+        """What the loop hands to calls whose bodies the module cannot see (RULES.md, *values the
+        module cannot see*): the arguments of a function imported from the project
+        (`trades_loss(model, x, y, optimizer)`), and `self` itself for a method of `self` this
+        module does not define (inherited from a class elsewhere)."""
+        found: set[str] = set()
+        for call in self.facts.tree.find(training, cst.Call, enter_scopes=False):
+            name = call_name(call) or ""
+            if name.startswith("self.") and name.count(".") == 1:
+                if name[len("self."):] not in self.facts.functions:
+                    found.add("self")
+                continue
+            source = self.facts.imported_from.get(name.split(".")[0])
+            if source is not None and source.split(".")[0] not in LIBRARY_ROOTS:
+                found.update(text for a in call.args if (text := dotted_name(a.value)))
+        return frozenset(found)
 
     def _sync_tests(self, training: cst.CSTNode) -> tuple[SyncTest, ...]:
         """The tests that decide, inside the loop, whether gradient sync is off: the `enabled=`
@@ -1677,6 +1697,37 @@ class _Builder:
             if _is_loop(frame.owner) and not across:
                 return False
         return False
+
+    def _backpropagated_after(self, loop: LoopNode, frames: list[_Frame]) -> frozenset[str]:
+        """Names whose values reach a backward after the loop, in its function (the module for
+        a module-level loop), through the assignments made after it: `losses` of
+        `meta_loss = torch.stack(losses).mean()` then `meta_loss.backward()`."""
+        after: list[cst.CSTNode] = []
+        for frame in reversed(frames):
+            for statement in frame.block[frame.index + 1:]:
+                after += [inner for inner in self._ordered((statement,)) if matches(type(inner), _SIMPLE)]
+            if frame.owner is None or isinstance(frame.owner, (cst.FunctionDef, cst.ClassDef)):
+                break
+        reached: set[str] = set()
+        for statement in after:
+            if self._may_hold_backward(statement):
+                for event in self._statement_events(statement):
+                    if event.kind is EventKind.BACKWARD and event.loss is not None:
+                        reached |= self._names_read(event.loss)
+        if not reached:
+            return frozenset()
+        assignments = [small for statement in after for small in getattr(statement, "body", ())
+                       if isinstance(small, cst.Assign)]
+        grew = True
+        while grew:
+            grew = False
+            for small in assignments:
+                if any(name in reached for target in small.targets for name in _target_names(target.target)):
+                    new = self._names_read(small.value) - reached
+                    if new:
+                        reached |= new
+                        grew = True
+        return frozenset(reached)
 
     def _frameworks(self, events: list[Event]) -> set[str]:
         found: set[str] = set()

@@ -21,7 +21,7 @@ import libcst as cst
 
 from gacclint.loops.facts import ModuleFacts
 from gacclint.loops.model import LoopStatement
-from gacclint.loops.vocabulary import call_name, dotted_name
+from gacclint.loops.vocabulary import LIBRARY_ROOTS, call_name, dotted_name
 
 if TYPE_CHECKING:
     from gacclint.loops.model import TrainingLoop
@@ -30,8 +30,6 @@ _NOT_MODEL_ROOTS = {"torch", "F", "nn", "np", "numpy", "math", "random", "os", "
                     "jnp", "jax", "itertools", "functools", "logging", "logger", "wandb", "writer", "tqdm", "json",
                     "pickle", "copy", "re", "pd", "plt", "accelerator", "fabric", "dist", "xm", "amp", "scaler",
                     "optimizer", "scheduler", "args", "cfg", "config", "self.log", "tokenizer", "collate_fn"}
-_LIBRARY_ROOTS = {"torch", "numpy", "math", "random", "functools", "itertools", "einops", "scipy", "PIL",
-                  "torchvision", "collections", "copy", "operator", "time", "os", "sys"}
 # Methods of a module that compute nothing from its parameters.
 _MODULE_HOUSEKEEPING = {"parameters", "named_parameters", "train", "eval", "zero_grad", "state_dict",
                         "load_state_dict", "to", "cuda", "cpu", "half", "float", "double", "bfloat16", "apply",
@@ -261,7 +259,7 @@ class GraphFlow:
             return True  # `model.discriminator_forward(x)`: a method of a module class of this module
         if last in self.facts.functions or last in self.facts.classes:
             return False  # a helper or a constructor of this module
-        if len(parts) == 1 and self.facts.imported_from.get(last, "").split(".")[0] in _LIBRARY_ROOTS:
+        if len(parts) == 1 and self.facts.imported_from.get(last, "").split(".")[0] in LIBRARY_ROOTS:
             return False  # `Variable(x)`, `tensor(x)`: a library function, not a model
         if len(parts) == 1 and self._names_library_object(last):
             return False  # `Tensor = torch.cuda.FloatTensor if cuda else torch.FloatTensor`, then `Tensor(x)`
@@ -333,7 +331,7 @@ class GraphFlow:
         if text is None:
             return False
         root = text.split(".")[0]
-        return root in _LIBRARY_ROOTS or self.facts.imported_from.get(root, "").split(".")[0] in _LIBRARY_ROOTS
+        return root in LIBRARY_ROOTS or self.facts.imported_from.get(root, "").split(".")[0] in LIBRARY_ROOTS
 
     def is_loss_call(self, call: cst.Call) -> bool:
         text = call_name(call) or ""
@@ -407,6 +405,10 @@ class GraphFlow:
             last = text.rsplit(".", 1)[-1] if text else (func.attr.value if isinstance(func, cst.Attribute) else "")
             if last in _NO_GRAPH or text in _NUMBER_BUILTINS:
                 return frozenset()
+            if text.endswith("autograd.grad") and not any(
+                    a.keyword is not None and a.keyword.value == "create_graph" and not (
+                        isinstance(a.value, cst.Name) and a.value.value == "False") for a in node.args):
+                return frozenset()  # gradients made without `create_graph=True` carry no graph
             if self.strict and (self._unseen(text) or self._unseen_object(text) or self._unseen_method(text)):
                 return frozenset()  # RULES.md, *values the module cannot see*: not known to carry a graph
             # A method of the same class, reached as `self.name`, or of a module class of this module
@@ -487,7 +489,7 @@ class GraphFlow:
     def _unseen(self, text: str) -> bool:
         root = text.split(".")[0]
         source = self.facts.imported_from.get(root)
-        return source is not None and source.split(".")[0] not in _LIBRARY_ROOTS
+        return source is not None and source.split(".")[0] not in LIBRARY_ROOTS
 
     def _unseen_object(self, text: str) -> bool:
         """`acc_fn = Accuracy(...)` (a class imported from the project or a package the module

@@ -402,6 +402,12 @@ class TrainingLoop:
     # of `no_backward_sync`, the test of `model.no_sync() if ... else nullcontext()`): a second
     # spelling of the boundary, which a fix of the boundary must keep in step.
     sync_tests: tuple["SyncTest", ...] = ()
+    # Names whose values reach a backward after the loop (`meta_loss = torch.stack(losses).mean()`
+    # then `meta_loss.backward()`): what they hold is kept for that backward.
+    backpropagated_after: frozenset[str] = frozenset()
+    # What the loop hands to calls whose bodies are not visible ("self" for an inherited method
+    # of self): what those do with it (clear its gradients, say) is unknown.
+    handed_unseen: frozenset[str] = frozenset()
     # Names (and dotted names) assigned inside the loop body.
     varying: frozenset[str] = field(default_factory=frozenset)
     # The loop calls a function of the module that calls `scaler.unscale_`.

@@ -42,6 +42,9 @@ OPTIMIZER_CONSTRUCTORS = {
 }
 
 
+# Packages whose functions a module reads as library code, not as the project's own helpers.
+LIBRARY_ROOTS = frozenset({"torch", "numpy", "math", "random", "functools", "itertools", "einops", "scipy", "PIL",
+                           "torchvision", "collections", "copy", "operator", "time", "os", "sys"})
 # Keyword arguments of the usual schedulers that count scheduler steps.
 LENGTH_KEYWORDS = frozenset({
     "num_training_steps", "num_warmup_steps", "T_max", "total_steps", "total_iters", "warmup_steps",

@@ -137,8 +137,8 @@ def same_block_after(variant: LoopVariant, anchor: ResolvedEvent, kinds: set[Eve
 
 def backpropagated_names(loop: TrainingLoop, graph) -> set[str]:
     """Names whose values reach a backward of the loop (gacclint/loops/graphs.py's GraphFlow
-    `graph`), through the definitions in between."""
-    reached: set[str] = set()
+    `graph`), through the definitions in between, or a backward after the loop."""
+    reached: set[str] = set(loop.backpropagated_after)
     pending = [name for event in loop.events if event.kind is EventKind.BACKWARD and event.loss is not None
                for name in graph.reads(event.loss)]
     while pending:

@@ -8,6 +8,13 @@ from gacclint.rules.base import Applicability, Finding, Fix, Invalid, Rule, Vali
 from gacclint.rules.common import within
 
 
+
+def _handed_unseen(loop: TrainingLoop, optimizer: str | None) -> bool:
+    """The optimizer, or the `self` holding it, goes to a call whose body is not visible: it may
+    clear the gradients there (RULES.md GA101, silent on a clear inside a helper)."""
+    return optimizer is not None and (optimizer in loop.handed_unseen or (
+        optimizer.startswith("self.") and "self" in loop.handed_unseen))
+
 class MissingZeroGrad(Rule):
     """
     ## What it does
@@ -58,6 +65,14 @@ class MissingZeroGrad(Rule):
     name = "missing-zero-grad"
 
     VALID = [
+        Valid("""
+from attacks import trades_loss
+
+for x, y in loader:
+    loss = trades_loss(model, x, y, optimizer, beta=6.0)
+    loss.backward()
+    optimizer.step()
+""", "the optimizer is handed to a helper the module cannot see: it may clear the gradients there"),
         Valid("""
 g_optimizer = torch.optim.Adam(generator.module.synthesis.parameters())
 d_optimizer = torch.optim.Adam(discriminator.parameters())
@@ -287,7 +302,7 @@ for epoch in range(epochs):
                 continue
             steps = [s for s in variant.steps if s.event.framework is None and not s.event.in_inner_loop
                      and s.guard.kind in {GuardKind.NONE, GuardKind.BOUNDARY}
-                     and s.event.receiver not in loop.fresh_optimizers]
+                     and s.event.receiver not in loop.fresh_optimizers and not _handed_unseen(loop, s.event.receiver)]
             if not steps or not variant.backwards:
                 continue
             # Each optimizer once (RULES.md, *ownership*): two stepped, neither cleared, are two

@@ -64,6 +64,28 @@ class GraphKeptAcrossIterations(Rule):
 
     VALID = [
         Valid("""
+def meta_step(model, optimizer, tasks):
+    task_losses = []
+    for x, y in tasks:
+        loss = loss_fn(model(x), y)
+        task_losses.append(loss)
+    optimizer.zero_grad()
+    meta_loss = torch.stack(task_losses).mean()
+    meta_loss.backward()
+    optimizer.step()
+""", "the list is backpropagated after the loop: its graphs are the outer loss, kept on purpose"),
+        Valid("""
+grad_norm = 0
+for x, y in loader:
+    x.requires_grad_(True)
+    loss = loss_fn(model(x), y)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    g = torch.autograd.grad(loss_fn(model(x), y), x)[0]
+    grad_norm += g.abs().sum()
+""", "gradients taken without `create_graph=True` carry no graph"),
+        Valid("""
 def accuracy(out, y):
     _, predicted = torch.max(out.data, 1)
     return 100.0 * (predicted == y).sum() / out.size(0) + (out.argmax(1) == y).float().mean()
