@@ -354,22 +354,32 @@ def _computed_tensor(text: str, facts: ModuleFacts) -> bool:
     """A name the module binds only to arithmetic or a reduction (`d_cost = D(x).mean() - ...`,
     `one = torch.tensor(1.0)`, `mone = one * -1`): a tensor, not an object with a backward
     method of its own; `d_cost.backward(mone)` is the tensor's backward with its gradient."""
-    bound = facts.bindings.get(text, ())
-    return bool(bound) and all(b.tuple_index is None and _tensor_expression(b.value) for b in bound)
+    bound = [b for b in facts.bindings.get(text, ()) if not _moved_itself(text, b.value)]
+    return bool(bound) and all(b.tuple_index is None and _tensor_expression(b.value, facts) for b in bound)
 
 
-def _tensor_expression(value: cst.BaseExpression) -> bool:
+def _tensor_expression(value: cst.BaseExpression, facts: ModuleFacts) -> bool:
     if isinstance(value, (cst.BinaryOperation, cst.UnaryOperation)):
         return True
     if isinstance(value, cst.Call):
         name = call_name(value) or ""
         if name.split(".")[0] == "torch" and name.rsplit(".", 1)[-1] in _TENSOR_MAKERS:
             return True
+        if name in facts.modules_with_parameters:
+            return True  # `err_real = netD(x)`: the output of a module whose parameters are trained
         return isinstance(value.func, cst.Attribute) and value.func.attr.value in {"mean", "sum"}
     return False
 
 
+def _moved_itself(text: str, value: cst.BaseExpression) -> bool:
+    """`one = one.cuda()`, `mone = mone.to(device)`: the same tensor, moved or reshaped."""
+    return isinstance(value, cst.Call) and isinstance(value.func, cst.Attribute) \
+        and value.func.attr.value in _TENSOR_MOVES and dotted_name(value.func.value) == text
+
+
 _TENSOR_MAKERS = frozenset({"tensor", "ones", "ones_like", "zeros", "zeros_like", "full", "FloatTensor", "Tensor"})
+_TENSOR_MOVES = frozenset({"cuda", "to", "cpu", "float", "double", "half", "view", "reshape", "squeeze", "unsqueeze",
+                           "expand", "detach", "contiguous"})
 
 
 def _is_framework_owner(owner_text: str, facts: ModuleFacts) -> bool:

@@ -602,6 +602,9 @@ def _strip_weights(node: cst.BaseExpression) -> cst.BaseExpression:
 
 
 def _is_weight(node: cst.BaseExpression) -> bool:
+    """A plain number or name, or a product or quotient of them (`0.5 * r1_gamma`, `lam / 2`)."""
+    if isinstance(node, cst.BinaryOperation) and isinstance(node.operator, (cst.Multiply, cst.Divide)):
+        return _is_weight(node.left) and _is_weight(node.right)
     return isinstance(node, (cst.Integer, cst.Float)) or (
         isinstance(node, (cst.Name, cst.Attribute, cst.Subscript)) and not isinstance(node, cst.Call))
 

@@ -135,6 +135,27 @@ for x, y in loader:
     ]
     INVALID = [
         Invalid("""
+one = torch.FloatTensor([1])
+if use_cuda:
+    one = one.cuda()
+d_opt = torch.optim.Adam(D.parameters())
+for x in loader:
+    err_real = D(x)
+    err_real.backward(one)
+    d_opt.step()
+""", fixed="""
+one = torch.FloatTensor([1])
+if use_cuda:
+    one = one.cuda()
+d_opt = torch.optim.Adam(D.parameters())
+for x in loader:
+    err_real = D(x)
+    err_real.backward(one)
+    d_opt.step()
+    d_opt.zero_grad()
+""", why="a trained module's output handed its gradient (moved to the GPU) is the tensor's own backward, not "
+            "a framework's"),
+        Invalid("""
 for i, (x, y) in enumerate(loader):
     loss_fn(model(x), y).backward()
     optimizer.step()

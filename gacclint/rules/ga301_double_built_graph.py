@@ -165,6 +165,16 @@ for x, y in loader:
     ]
     INVALID = [
         Invalid("""
+for x in loader:
+    real_loss = F.softplus(-D(x)).mean()
+    fake_loss = F.softplus(D(G(torch.randn(16, 100)).detach())).mean()
+    d_loss = real_loss + 0.5 * r1_gamma * fake_loss
+    d_opt.zero_grad()
+    d_loss.backward()
+    d_opt.step()
+""", fixed=None, applicability=None, why="a term weighted by a product of numbers is still its own loss "
+            "(reported only: the weight is not a plain name or number a fix would carry)"),
+        Invalid("""
 for x, y in loader:
     loss = criterion(model1(x), y)
     loss += criterion(model2(x), y)
