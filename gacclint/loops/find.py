@@ -1576,8 +1576,11 @@ class _Builder:
         if isinstance(loop, cst.While):
             return IterableInfo(IterableKind.STREAM, None, None)
         node = loop.iter
-        while isinstance(node, cst.Call) and ((call_name(node) or "").rsplit(".", 1)[-1] == "enumerate"
-                                              or _passed_through(node) is not None):
+        while isinstance(node, cst.NamedExpr) or isinstance(node, cst.Call) and (
+                (call_name(node) or "").rsplit(".", 1)[-1] == "enumerate" or _passed_through(node) is not None):
+            if isinstance(node, cst.NamedExpr):  # `enumerate(pbar := tqdm(loader))`
+                node = node.value
+                continue
             positional = positional_args(node)  # type: ignore[arg-type]
             if not positional:
                 break

@@ -237,6 +237,19 @@ for epoch in range(epochs):
     ]
     INVALID = [
         Invalid("""
+for i, (x, y) in enumerate(bar := tqdm(loader)):
+    (loss_fn(model(x), y) / k).backward()
+    if (i + 1) % k == 0:
+        optimizer.step()
+        optimizer.zero_grad()
+""", fixed="""
+for i, (x, y) in enumerate(bar := tqdm(loader)):
+    (loss_fn(model(x), y) / k).backward()
+    if (i + 1) % k == 0 or (i + 1) == len(loader):
+        optimizer.step()
+        optimizer.zero_grad()
+""", why="an iterable bound with `:=` is the loader it names", also=("GA203",)),
+        Invalid("""
 for step, (x, y) in enumerate(loader):
     (loss_fn(model(x), y) / k).backward()
     actual_step = step + 1
