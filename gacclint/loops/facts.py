@@ -243,6 +243,15 @@ class ModuleFacts:
         bound = self.bindings.get(text, ())
         return bool(bound) and all(b.tuple_index is None and self._times_count(b.value, count, depth + 1) for b in bound)
 
+    def count_set_under_test(self, text: str) -> bool:
+        """`text` is made DeepSpeed's count only under an `if` (`if accelerator.state.deepspeed_plugin
+        is not None: args.accum = ...deepspeed_config["gradient_accumulation_steps"]`): elsewhere
+        it keeps the value it had, and the framework divides by it only where the test holds."""
+        made = [b for b in self.bindings.get(text, ()) if type(b.value) is cst.Subscript
+                and _string_key(b.value) == "gradient_accumulation_steps"]
+        tests = self.tree.ordered(cst.If)
+        return bool(made) and all(any(self.tree.contains(test, b.statement) for test in tests) for b in made)
+
     def _augmented(self, text: str) -> bool:
         return any(dotted_name(node.target) == text for node in self.tree.ordered(cst.AugAssign))
 
