@@ -178,7 +178,7 @@ class ModuleFacts:
             return bool(found) and len(found) == len(self.bindings[target]) and all(
                 _is_container(b.value) for b in found)
         binding = self.latest_binding(target, before, scope)
-        return binding is not None and binding.tuple_index is None and _is_container(binding.value)
+        return binding is not None and _is_container(_bound_part(binding))
 
     def _attribute_int(self, node: cst.Attribute) -> int | None:
         """`self.k` that every binding the module makes of it sets to one literal integer, and
@@ -420,6 +420,18 @@ def _is_container(value: cst.BaseExpression) -> bool:
     if isinstance(value, _CONTAINER_LITERALS):
         return True
     return isinstance(value, cst.Call) and (call_name(value) or "").rsplit(".", 1)[-1] in _CONTAINER_CALLS
+
+
+def _bound_part(binding: Binding) -> cst.BaseExpression | None:
+    """The value `binding` gives its name: the element at its place of a tuple literal
+    (`losses, outputs = [], []`), or None where that is not visible."""
+    if binding.tuple_index is None:
+        return binding.value
+    value = binding.value
+    if isinstance(value, (cst.Tuple, cst.List)) and binding.tuple_index < len(value.elements) and not any(
+            isinstance(e, cst.StarredElement) for e in value.elements):
+        return value.elements[binding.tuple_index].value
+    return None
 
 
 def _class_integer(node: cst.ClassDef, attribute: str) -> int | None:

@@ -331,6 +331,25 @@ class Trainer:
     ]
     INVALID = [
         Invalid("""
+losses, outputs = [], []
+for x, y in loader:
+    out = model(x)
+    loss = loss_fn(out, y)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    losses.append(loss)
+""", fixed="""
+losses, outputs = [], []
+for x, y in loader:
+    out = model(x)
+    loss = loss_fn(out, y)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    losses.append(loss.detach())
+""", why="lists made by unpacking a tuple of literals are lists too"),
+        Invalid("""
 input_size = 64
 total_loss = 0
 for i in range(steps):
