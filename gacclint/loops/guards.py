@@ -41,7 +41,10 @@ def classify(expression: cst.BaseExpression, polarity: bool, context: GuardConte
     text = code_of(expression)
     inner = expression  # libcst keeps parentheses on the node itself
     if isinstance(inner, cst.UnaryOperation) and isinstance(inner.operator, cst.Not):
-        return [_with_text(c, text) for c in classify(inner.expression, not polarity, context)]
+        # A switch keeps its own text, so that `if x:` and `if not x:` are one switch in two
+        # positions; a boundary is shown as written.
+        return [c if c.kind is ConditionKind.SWITCH else _with_text(c, text)
+                for c in classify(inner.expression, not polarity, context)]
     if isinstance(inner, cst.BooleanOperation) and isinstance(inner.operator, cst.And) and polarity:
         return classify(inner.left, True, context) + classify(inner.right, True, context)
     if isinstance(inner, cst.Name) and inner.value in context.aliases:
