@@ -17,6 +17,8 @@ from gacclint.loops.model import Division, DivisionForm, LossFlow, Scaling
 from gacclint.loops.vocabulary import call_name, code_of, dotted_name, function_statements, is_sum_reduction
 
 _MAX_DEPTH = 5
+# Calls of these make a loss from what they are handed, and read no accumulation count.
+_LIBRARY_CALLS = frozenset({"torch", "F", "nn", "np", "numpy", "math"})
 _SCALING_METHODS = {"mul", "div", "mul_", "div_", "true_divide", "divide", "multiply"}
 # `loss.div_(k)` as a statement of its own: the loss is scaled in place.
 _IN_PLACE_SCALING = {"mul_", "div_", "true_divide_", "divide_", "multiply_"}
@@ -39,6 +41,7 @@ class _Flow:
         self.window_caches = window_caches
         self.function = function
         self.divisions: list[Division] = []
+        self.handed: set[str] = set()
         self.visited: set[tuple[str, int]] = set()
         position = next((i for i, s in enumerate(statements) if s is at), len(statements))
         self.before = list(statements[:position])
@@ -100,6 +103,7 @@ class _Flow:
         # The call is handed the accumulation count: it normalises inside.
         if any("accum" in code_of(arg.value).lower() for arg in node.args):
             return Scaling.SCALED
+        bodies: list[cst.FunctionDef] = []
         if name and (name.count(".") == 0 or name.count(".") == 1 and name.startswith("self.")):
             # The module's function, or every override of the method (one that only raises aside).
             bodies = [f for f in self.facts.functions.get(name.rsplit(".", 1)[-1], ()) if not _only_raises(f)]
@@ -107,6 +111,14 @@ class _Flow:
                 return Scaling.SCALED
             if len(bodies) > 1 and any(_divides(body, self.facts) for body in bodies):
                 return Scaling.UNKNOWN  # which override runs is not visible
+        if not bodies and name not in self.facts.modules_with_parameters and name.split(".")[0] not in _LIBRARY_CALLS:
+            # Not visible, and not a trained module's forward: what it was handed may hold the count.
+            for argument in node.args:
+                root = (dotted_name(argument.value) or "").split(".")[0]
+                if root:
+                    self.handed.add(root)
+            if name.startswith("self.") and name not in self.facts.bindings:
+                self.handed.add("self")  # an inherited method (not an object the class holds): it reads self
         return Scaling.UNSCALED
 
     def name(self, name: str, depth: int) -> Scaling:
@@ -245,4 +257,5 @@ def loss_flow(loss: cst.BaseExpression, at: cst.CSTNode, statements: Sequence[cs
     name's value was last made, on every path."""
     flow = _Flow(statements, at, facts, function, window_caches, dominating)
     scaling = flow.expression(loss, at, DivisionForm.INLINE, None, 0)
-    return LossFlow(scaling=scaling, divisions=tuple(flow.divisions), name=dotted_name(loss) if isinstance(loss, cst.Name) else None)
+    return LossFlow(scaling=scaling, divisions=tuple(flow.divisions), name=dotted_name(loss) if isinstance(loss, cst.Name) else None,
+                    handed=frozenset(flow.handed))

@@ -139,6 +139,7 @@ class GraphFlow:
         self._forward_memo: dict[int, bool] = {}
         self._number_functions: dict[str, bool] = {}  # module function -> it returns only numbers
         self.strict = False
+        self.through_values = False  # follow values through detach(), .data, argmax: what a value was made from
         # `crops.append(feats[0])`: values put into a container in place, by its name, with where.
         self._put_into: dict[str, list[tuple[int, LoopStatement, cst.BaseExpression]]] = {}
         for record in loop.body:
@@ -403,7 +404,7 @@ class GraphFlow:
             func = node.func
             text = call_name(node) or ""
             last = text.rsplit(".", 1)[-1] if text else (func.attr.value if isinstance(func, cst.Attribute) else "")
-            if last in _NO_GRAPH or text in _NUMBER_BUILTINS:
+            if (last in _NO_GRAPH or text in _NUMBER_BUILTINS) and not self.through_values:
                 return frozenset()
             if text.endswith("autograd.grad") and not any(
                     a.keyword is not None and a.keyword.value == "create_graph" and not (
@@ -429,7 +430,8 @@ class GraphFlow:
                 found |= self.forwards(func.value, before, depth)
             return frozenset(found)
         if isinstance(node, (cst.Name, cst.Attribute)):
-            if isinstance(node, cst.Attribute) and node.attr.value in {"data", "grad", "shape", "device", "dtype"}:
+            if isinstance(node, cst.Attribute) and node.attr.value in {"data", "grad", "shape", "device", "dtype"} \
+                    and not (self.through_values and node.attr.value == "data"):
                 return frozenset()
             if isinstance(node, cst.Attribute) and node.attr.value == "indices" and _indices_of(node.value):
                 return frozenset()  # `out.topk(5).indices`
@@ -464,7 +466,7 @@ class GraphFlow:
             self._memo[key] = (frozenset(), depth)  # a cycle reads as "no graph"
             found: set[int] = set()
             for definition in self.definitions(name, before):
-                if definition.statement.without_grad or self._unpacks_number(definition):
+                if (definition.statement.without_grad or self._unpacks_number(definition)) and not self.through_values:
                     continue
                 found |= self.forwards(definition.value, definition.position, depth + 1)
             for position, record, value in self._put_into.get(name, ()):
@@ -509,6 +511,16 @@ class GraphFlow:
         owner, _, method = text.rpartition(".")
         return bool(owner) and owner in self.facts.modules_with_parameters and method not in ("forward", "__call__") \
             and not self._module_method(owner, method)
+
+    def made_from(self, node: cst.CSTNode, before: int) -> frozenset[int]:
+        """The forward calls whose outputs `node` is computed from, detached or not
+        (`ce(out1, out2.detach().argmax(1))` reads both forwards' outputs)."""
+        self.through_values, memo = True, self._memo
+        self._memo = {}
+        try:
+            return self.forwards(node, before)
+        finally:
+            self.through_values, self._memo = False, memo
 
     def forward_inputs_are_loop_data(self, forward_ids: frozenset[int], before: int) -> bool:
         """Every forward's arguments carry no graph of another forward."""

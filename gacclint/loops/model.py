@@ -196,6 +196,10 @@ class LossFlow:
     divisions: tuple[Division, ...] = ()
     # The plain name carrying the loss into the backward (`loss`), if any.
     name: str | None = None
+    # What the calls making the loss, whose bodies are not visible and which are not forwards of
+    # a trained module, were handed (the roots of their arguments: `args` of
+    # `compute_loss(args, model, batch)`): any of them may hold the accumulation count.
+    handed: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)

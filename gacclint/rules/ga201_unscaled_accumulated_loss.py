@@ -60,6 +60,19 @@ class UnscaledAccumulatedLoss(Rule):
 
     VALID = [
         Valid("""
+from losses import compute_loss
+
+
+def train(args, model, loader, optimizer):
+    for i, batch in enumerate(loader):
+        loss = compute_loss(args, model, batch)
+        loss.backward()
+        if (i + 1) % args.accum == 0 or i + 1 == len(loader):
+            optimizer.step()
+            optimizer.zero_grad()
+""", "the loss comes from a helper the module cannot see that is handed `args`, which holds the count: "
+            "it may divide by it"),
+        Valid("""
 class YoloLoss(nn.Module):
     def forward(self, pred, target):
         return F.mse_loss(pred, target, reduction="sum")
@@ -397,6 +410,8 @@ while True:
             return
         if id(event.node) in reported:
             return
+        if k_text.split(".")[0].strip("()") in flow.handed:
+            return  # RULES.md, *what can scale a loss*: a call handed the object holding k may divide by it
         reported.add(id(event.node))
         loss_text = code_of(event.loss)
         # Divided inside the backward, never by rebinding the name: a value

@@ -88,6 +88,18 @@ class DoubleBuiltGraph(Rule):
 
     VALID = [
         Valid("""
+for x, y in loader:
+    out1 = model1(x)
+    out2 = model2(x)
+    pseudo1 = torch.argmax(out1.detach(), dim=1)
+    pseudo2 = torch.argmax(out2.detach(), dim=1)
+    loss = ce(out1, y) + ce(out1, pseudo2) + ce(out2, y) + ce(out2, pseudo1)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+""", "each model's loss reads the other's output (cross pseudo-labels): both forwards must exist before "
+            "either loss, so separate backwards free nothing sooner"),
+        Valid("""
 for x in loader:
     optimizer.zero_grad()
     recon, mu = model(x)
@@ -536,6 +548,17 @@ for x, y in loader:
         groups.sort(key=lambda group: graph_terms.index(group[0]))
         if sum(any(term in losses for term in group) for group in groups) < 2:
             return None
+        # What each group's losses are computed from, detached values included: a group reading
+        # another's output (a pseudo-label from the other model) needs that forward first.
+        placed_at = {id(term): read_at for term, read_at in placed}
+        reads = [frozenset().union(*(graph.made_from(t.expression, placed_at.get(id(t.expression), before))
+                                     for t in group)) for group in groups]
+        owns = [frozenset().union(*(t.forwards for t in group)) for group in groups]
+        needs = {(i, j) for i in range(len(groups)) for j in range(len(groups)) if i != j and reads[i] & owns[j]}
+        if any((j, i) in needs for i, j in needs):
+            return None  # each needs the other's forward (cross pseudo-labels): both graphs are alive whatever the order
+        if needs:
+            direct = False  # a split must keep that order: reported only
         # A term with no forward of its own (`+ 1e-2 * w.pow(2).sum()`) has no backward to move to.
         # whole: every term is a task's loss (`+ 1e-2 * w.pow(2).sum()` has no forward, and so no
         # backward of its own that a fix could move)
