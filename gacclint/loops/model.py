@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Iterator, Union
 
 import libcst as cst
 
+from gacclint.loops.vocabulary import code_of
+
 if TYPE_CHECKING:
     from gacclint.loops.evaluate import Schedule
     from gacclint.loops.graphs import GraphFlow
@@ -437,11 +439,23 @@ class TrainingLoop:
                 continue
             if boundary.k_literal == 1:
                 continue
-            if not any(b.guard.kind is GuardKind.NONE for b in variant.backwards):
-                continue
-            if any(b.guard.kind is not GuardKind.NONE for b in variant.backwards):
+            if not _backward_every_micro_batch(variant.backwards, boundary):
                 continue
             yield variant, boundary
+
+
+def _backward_every_micro_batch(backwards: list[ResolvedEvent], boundary: Boundary) -> bool:
+    """Every backward runs on every micro-batch, or the backward is split between the step's
+    boundary and the micro-batches between (`if boundary: loss.backward() else: with
+    model.no_sync(): loss.backward()`), which together are every micro-batch."""
+    if not backwards:
+        return False
+    if all(b.guard.kind is GuardKind.NONE for b in backwards):
+        return True
+    kinds = {b.guard.kind for b in backwards}
+    return kinds == {GuardKind.BOUNDARY, GuardKind.NOT_BOUNDARY} and len(backwards) == 2 and all(
+        b.guard.boundary is not None and b.guard.boundary.test is boundary.test for b in backwards) and \
+        len({code_of(b.event.loss) if b.event.loss is not None else None for b in backwards} - {None}) == 1
 
 
 def variant_step_boundary(variant: LoopVariant) -> Boundary | None:

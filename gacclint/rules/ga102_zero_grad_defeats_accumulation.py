@@ -117,6 +117,28 @@ for it in range(iterations):
     ]
     INVALID = [
         Invalid("""
+for i, (x, y) in enumerate(loader):
+    optimizer.zero_grad()
+    loss = loss_fn(model(x), y) / k
+    if (i + 1) % k == 0 or (i + 1) == len(loader):
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    else:
+        with model.no_sync():
+            loss.backward()
+""", fixed="""
+for i, (x, y) in enumerate(loader):
+    loss = loss_fn(model(x), y) / k
+    if (i + 1) % k == 0 or (i + 1) == len(loader):
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    else:
+        with model.no_sync():
+            loss.backward()
+""", why="the backward split between the boundary and its `else` (sync off) runs on every micro-batch", also=("GA203",)),
+        Invalid("""
 for it in range(iterations):
     for micro_step in range(k):
         optimizer.zero_grad()
