@@ -98,6 +98,8 @@ class _RawCondition:
     # statements of the loop came up to the end of that `if`.
     early_exit_after: int | None = None
     breaks: bool = False  # failing the test leaves the loop (`if ...: break`)
+    # An `except` handler of a `try` whose body backpropagates: it runs when that failed.
+    fallback: bool = False
 
 
 @dataclass
@@ -1442,8 +1444,10 @@ class _Builder:
                 continue
             if isinstance(statement, (cst.Try, cst.TryStar)):
                 yield from deeper(walk, _statements(statement.body), pending, inner, in_window, contexts, True)
+                fallback = self._may_hold_backward(statement.body)
                 for handler in statement.handlers:
-                    yield from deeper(walk, _statements(handler.body), pending + [_RawCondition(None, True)], inner, in_window,
+                    yield from deeper(walk, _statements(handler.body), pending + [_RawCondition(None, True, fallback=fallback)],
+                                      inner, in_window,
                                       contexts, True)
                 for extra in (statement.orelse, statement.finalbody):
                     if extra is not None:
@@ -1501,6 +1505,7 @@ class _Builder:
                     position=visit.order, by_helper=raw.by_helper,
                     cleared_module=self._cleared_module(loop, raw.node) if raw.receiver == "params" else None,
                     arm=self._arm(visit.statement, raw.node),
+                    fallback=any(c.fallback for c in visit.raw_conditions),
                 ))
                 order += 1
         return events

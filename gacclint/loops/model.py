@@ -231,6 +231,9 @@ class Event:
     # The arm of a conditional expression the event sits in (`a.backward() if amp else b.backward()`):
     # (the expression's id, which arm). Two events in different arms of one never both run.
     arm: tuple[int, bool] | None = None
+    # In an `except` handler of a `try` whose body backpropagates (`try: loss.backward() except
+    # RuntimeError: loss.mean().backward()`): it stands in for that backward when it fails.
+    fallback: bool = False
 
     def excludes(self, other: "Event") -> bool:
         """The two events sit in different arms of one conditional expression."""
@@ -448,8 +451,7 @@ def _backward_every_micro_batch(backwards: list[ResolvedEvent], boundary: Bounda
     """Every backward runs on every micro-batch, or the backward is split between the step's
     boundary and the micro-batches between (`if boundary: loss.backward() else: with
     model.no_sync(): loss.backward()`), which together are every micro-batch."""
-    if not backwards:
-        return False
+    backwards = [b for b in backwards if not (b.event.fallback and b.event.kind is EventKind.BACKWARD)] or backwards
     if all(b.guard.kind is GuardKind.NONE for b in backwards):
         return True
     kinds = {b.guard.kind for b in backwards}

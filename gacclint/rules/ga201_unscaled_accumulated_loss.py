@@ -203,6 +203,19 @@ class LmTrainer(Trainer):
     INVALID = [
         Invalid("""
 for i, (x, y) in enumerate(loader):
+    loss = model(x, y)
+    try:
+        loss.backward()
+    except RuntimeError:
+        loss.mean().backward()
+    if (i + 1) % k == 0 or (i + 1) == len(loader):
+        optimizer.step()
+        optimizer.zero_grad()
+""", fixed=None, applicability=None,
+            why="the backward in the `except` handler stands in for the one that failed: the loop still "
+                "backpropagates every micro-batch (no fix: the fallback would stay undivided)"),
+        Invalid("""
+for i, (x, y) in enumerate(loader):
     loss = loss_fn(model(x), y) / k
     loss.backward()
     loss = adversary.attack(x, y)
@@ -401,7 +414,9 @@ while True:
             # A backward that configuration switches share is divided in all of them: fixed only
             # when every variant that runs it accumulates over the same count.
             running = [v for v in loop.variants if any(b.event is backward for b in v.backwards)]
-            fixable = len(found) == len(running) and len(set(found)) == 1
+            # A fallback backward in an `except` handler would stay undivided after the fix.
+            fixable = len(found) == len(running) and len(set(found)) == 1 and not any(
+                e.fallback for e in loop.events)
             yield from self._report(backward, found[0], reported, fixable)
 
     def _report(self, event: Event, k_text: str, reported: set[int], fixable: bool = True) -> Iterator[Finding]:
