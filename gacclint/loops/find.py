@@ -530,7 +530,12 @@ class _Builder:
             assigns = tuple(a for a in assigned[id(visit.statement)] if a[0] in relevant)
             if raw_events or assigns:
                 steps.append(Step(id(visit.statement), tests_of[id(visit.statement)], assigns))
-        k_atoms, k_literal, n_atoms, k_nodes = self._atom_roles(loop, steps, counters, relevant, context, function)
+        # Statements that step or clear: the tests of the others (`if n % 100 == 0: log(...)`)
+        # name other periods, not the accumulation count.
+        stepping = {id(visit.statement) for visit, raw_events in found
+                    if any(e.kind in (EventKind.STEP, EventKind.CLEAR) for e in raw_events)}
+        k_atoms, k_literal, n_atoms, k_nodes = self._atom_roles(loop, steps, counters, relevant, context, function,
+                                                                stepping)
         if not k_atoms and k_literal is None:
             return None
         loop_counter = next((c for c in counters.values() if c.source is not CounterSource.MANUAL), None)
@@ -641,7 +646,8 @@ class _Builder:
         return params, returned.value
 
     def _atom_roles(self, loop: LoopNode, steps: list[Step], counters: dict[str, Counter], relevant: set[str],
-                    context: GuardContext, function: cst.FunctionDef | None = None):
+                    context: GuardContext, function: cst.FunctionDef | None = None,
+                    stepping: set[int] | None = None):
         """Which configuration values are the accumulation count `k` (a divisor of a
         counter, or the limit of a counter reset in the loop) and which the pass length
         `n` (`len(...)`, `range(n)`'s bound, a value a counter is compared with)."""
@@ -663,9 +669,14 @@ class _Builder:
                     counting.add(target)
                     grew = True
         expressions: list[cst.BaseExpression] = []
+        side: set[int] = set()  # tests of statements that neither step nor clear
         for step in steps:
-            expressions += [t.expression for t in step.tests if t.expression is not None]
+            tests = [t.expression for t in step.tests if t.expression is not None]
+            if stepping is not None and step.key not in stepping:
+                side.update(id(t) for t in tests)
+            expressions += tests
             expressions += [value for _, value, _ in step.assigns if value is not None]
+        side_literals: set[int] = set()
         for expression in list(expressions):
             for call in self.facts.tree.find(expression, cst.Call):
                 predicate = self._predicate(call_name(call) or "")
@@ -686,7 +697,7 @@ class _Builder:
                         continue
                     divisor = found.right
                     if isinstance(divisor, cst.Integer):
-                        literals.add(integer_value(divisor))
+                        (side_literals if id(expression) in side else literals).add(integer_value(divisor))
                     elif configuration(divisor):
                         value = self.facts.evaluate_int(divisor, loop, function)
                         if value is None and function is not None and isinstance(divisor, cst.Name):
@@ -736,6 +747,8 @@ class _Builder:
             bound = _range_arguments(loop.iter)
             if bound is not None and len(bound) == 1:
                 n_atoms.add(bare(code_of(bound[0])))
+        if not literals and not k_atoms:
+            literals = side_literals  # no step reads a count: the others' periods are all there is
         if 1 in literals and (k_atoms or len(literals) > 1):
             literals.discard(1)  # `count % scheduling_step` with `scheduling_step = 1` beside a window: every micro-batch
         k_literal = next(iter(literals)) if len(literals) == 1 and not k_atoms else None

@@ -237,6 +237,28 @@ for epoch in range(epochs):
     ]
     INVALID = [
         Invalid("""
+n = 0
+for batch in loader:
+    n += 1
+    (model(batch) / accum).backward()
+    if n >= accum and n % accum == 0:
+        optimizer.step()
+        optimizer.zero_grad()
+    if n % 100 == 0:
+        scheduler.step()
+""", fixed="""
+n = 0
+for batch in loader:
+    n += 1
+    (model(batch) / accum).backward()
+    if n >= accum and n % accum == 0 or n == len(loader):
+        optimizer.step()
+        optimizer.zero_grad()
+    if n % 100 == 0:
+        scheduler.step()
+""", why="another event's period (`n % 100`) is not the accumulation count: the step's own test names it",
+            also=("GA203",)),
+        Invalid("""
 for i, (x, y) in enumerate(bar := tqdm(loader)):
     (loss_fn(model(x), y) / k).backward()
     if (i + 1) % k == 0:
