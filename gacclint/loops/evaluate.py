@@ -375,11 +375,21 @@ def _evidence(values: Sequence[Value], k: int, n: int) -> str:
     stepped = [t + 1 for t, v in enumerate(values) if v]
     windows = [b - a for a, b in zip([0] + stepped, stepped)]
     text = (f"with k={k} and {n} micro-batches it runs after micro-batch{'es' if len(stepped) != 1 else ''} "
-            f"{', '.join(map(str, stepped))}: windows of {', '.join(map(str, windows))}")
+            f"{_listed(stepped)}: windows of {_listed(windows)}")
     left = n - (stepped[-1] if stepped else 0)
     if left:
         text += f", and the last {left} {'is' if left == 1 else 'are'} never stepped"
     return text
+
+
+def _listed(numbers: list[int]) -> str:
+    """`1, 5, 9, 13`; a long run (a pass of 52,000 literal micro-batches) as its first three
+    and last two: `4, 8, 12, ..., 51996, 52000`."""
+    if len(numbers) > 8:
+        numbers_text = [*map(str, numbers[:3]), "...", *map(str, numbers[-2:])]
+    else:
+        numbers_text = list(map(str, numbers))
+    return ", ".join(numbers_text)
 
 
 def _relative(firsts: set[tuple[int, int]]) -> str | None:
