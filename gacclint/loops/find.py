@@ -997,10 +997,17 @@ class _Builder:
         if self._wrapping is None:
             wrapping: dict[str, list] = {}
             aliases: dict[int, dict[str, list]] = {}
+            functions = self.facts.functions
             for name, bindings in self.facts.bindings.items():
                 for binding in bindings:
                     if wraps_model(binding.value):
                         wrapping.setdefault(name, []).append(binding)
+                    elif type(binding.value) is cst.Call and (call_name(binding.value) or "") in functions:
+                        # `optimizer, model = prep(args, model)` with `model = DDP(model)` returned
+                        # there: the binding gives what the function wraps (facts along calls).
+                        made = self._returned(binding)
+                        if made is not None and wraps_model(made[0]):
+                            wrapping.setdefault(name, []).append(replace(binding, value=made[0], tuple_index=None))
                     elif binding.scope is not None and type(binding.value) in _NAME_TYPES:
                         aliases.setdefault(id(binding.scope), {}).setdefault(name, []).append(binding)
             self._wrapping = (wrapping, aliases)

@@ -171,6 +171,29 @@ def train(model, loader):
     ]
     INVALID = [
         Invalid("""
+def prepare(model, lr):
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
+    model = DistributedDataParallel(model)
+    return optimizer, model
+
+
+def train(model, loader, optimizer, k):
+    for step, (x, y) in enumerate(loader):
+        loss = loss_fn(model(x), y) / k
+        loss.backward()
+        if (step + 1) % k == 0:
+            optimizer.step()
+            optimizer.zero_grad()
+
+
+def main(model, loader, k):
+    optimizer, model = prepare(model, 1e-4)
+    train(model, loader, optimizer, k)
+""", fixed=None, applicability=None,
+            why="the model a function of the module wraps and returns is the DDP model the loop is handed "
+                "(no fix: which DistributedDataParallel it is, and so whether it has no_sync, is not visible)",
+            also=("GA202",)),
+        Invalid("""
 class Trainer:
     def train(self, optimizer, loader, k):
         self.model = DistributedDataParallel(self.model)
