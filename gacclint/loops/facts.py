@@ -50,6 +50,8 @@ class ModuleFacts:
     deepspeed_engines: set[str] = field(default_factory=set)
     # Dictionaries handed to `deepspeed.initialize` as the engine's configuration.
     deepspeed_configs: set[str] = field(default_factory=set)
+    # `config["gradient_accumulation_steps"] = E`: the dictionary's name -> each E set so.
+    keyed_counts: dict[str, list[cst.BaseExpression]] = field(default_factory=dict)
     ddp_wrapped: set[str] = field(default_factory=set)
     sum_reduced_losses: set[str] = field(default_factory=set)  # criterion = nn.X(reduction="sum")
     optimizers: set[str] = field(default_factory=set)
@@ -242,6 +244,12 @@ class ModuleFacts:
             return False
         bound = self.bindings.get(text, ())
         return bool(bound) and all(b.tuple_index is None and self._times_count(b.value, count, depth + 1) for b in bound)
+
+    def prepared(self, name: str) -> bool:
+        """`name` is handed to accelerate's `prepare(...)` (or `prepare_scheduler`) somewhere in the module."""
+        return any(dotted_name(argument.value) == name
+                   for called, calls in self.calls.items() if called.rsplit(".", 1)[-1] in ("prepare", "prepare_scheduler")
+                   for call in calls for argument in call.args)
 
     def count_set_under_test(self, text: str) -> bool:
         """`text` is made DeepSpeed's count only under an `if` (`if accelerator.state.deepspeed_plugin
@@ -532,6 +540,8 @@ class _FactCollector:
                 config = keywords.get(key)
                 if isinstance(config, cst.Name):
                     self.facts.deepspeed_configs.add(config.value)
+                    for count in self.facts.keyed_counts.get(config.value, ()):
+                        self._count(count, "deepspeed")
                     bound = [b.value for b in self.facts.bindings.get(config.value, []) if b.tuple_index is None]
                     config = bound[-1] if len(bound) == 1 else None
                 if isinstance(config, cst.Dict):
@@ -556,6 +566,11 @@ class _FactCollector:
                 if name:
                     self.facts.bindings.setdefault(name, []).append(Binding(name, value, scope, statement, index))
             self._classify_unpacked(names, value)
+            return
+        if target_type is cst.Subscript and _string_key(target) == "gradient_accumulation_steps":
+            owner = dotted_name(target.value)
+            if owner:
+                self.facts.keyed_counts.setdefault(owner, []).append(value)
             return
         name = dotted_name(target)
         if not name:

@@ -7,7 +7,7 @@ import libcst as cst
 from gacclint.fixes.edits import MoveAfter, Remove
 from gacclint.fixes.schedule import schedule_of
 from gacclint.loops.events import advances_schedule
-from gacclint.loops.model import EventKind, LoopVariant, ResolvedEvent, Shape, TrainingLoop
+from gacclint.loops.model import EventKind, GuardKind, LoopVariant, ResolvedEvent, Shape, TrainingLoop
 from gacclint.rules.base import Applicability, Finding, Fix, Invalid, Rule, Valid
 from gacclint.rules.common import atom, can_move_to, per_micro_batch, same_block_after
 
@@ -75,6 +75,17 @@ class SchedulerPerMicroBatch(Rule):
     name = "scheduler-per-micro-batch"
 
     VALID = [
+        Valid("""
+accelerator = Accelerator(gradient_accumulation_steps=4)
+scheduler = get_linear_schedule_with_warmup(optimizer, 100, 1000)
+model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
+for batch in loader:
+    with accelerator.accumulate(model):
+        accelerator.backward(model(**batch).loss)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad()
+""", "a prepared scheduler is held back between boundaries by `accumulate()`"),
         Valid("""
 for i, (x, y) in enumerate(loader):
     loss = loss_fn(model(x), y) / k
@@ -153,6 +164,19 @@ def train(model, loader, optimizer, max_steps, warmup, k):
             "stepping it on each one runs it as written"),
     ]
     INVALID = [
+        Invalid("""
+accelerator = Accelerator(gradient_accumulation_steps=4)
+model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+scheduler = get_linear_schedule_with_warmup(optimizer, 100, 1000)
+for batch in loader:
+    with accelerator.accumulate(model):
+        accelerator.backward(model(**batch).loss)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad()
+""", fixed=None, applicability=None,
+            why="a scheduler never handed to `accelerator.prepare` is not held back between boundaries (no fix: "
+                "preparing it, or stepping it under `accelerator.sync_gradients`, is the author's choice)"),
         Invalid("""
 def train(model, loader, optimizer, max_steps, k):
     scheduler = get_linear_schedule_with_warmup(optimizer, 100, max_steps * k)
@@ -348,6 +372,7 @@ for i, (x, y) in enumerate(loader):
     def check(self, loop: TrainingLoop, model) -> Iterator[Finding]:
         self._loop, self._model = loop, model  # what the fix reads
         reported: set[int] = set()
+        yield from self._unprepared_in_accumulate(loop, model, reported)
         for variant, scheduler, steps in per_micro_batch(loop, EventKind.SCHEDULER_STEP):
             if not steps or not advances_schedule(scheduler.event.node) or id(scheduler.event.node) in reported:
                 continue
@@ -360,6 +385,28 @@ for i, (x, y) in enumerate(loader):
                 f"`{name}.step()` runs on every micro-batch but `{steps[0].event.receiver}` steps once per "
                 "accumulation window: the schedule advances once per micro-batch instead of once per step",
                 scheduler.event.node, self._fix(variant, scheduler, steps[0]))
+
+    def _unprepared_in_accumulate(self, loop: TrainingLoop, model, reported: set[int]) -> Iterator[Finding]:
+        """Inside `accelerator.accumulate()`, a scheduler built in this module and never handed to
+        `accelerator.prepare`: accelerate skips only what it prepared between boundaries, so this
+        one advances on every micro-batch."""
+        for variant in loop.variants:
+            if "accelerate-accumulate" not in variant.frameworks:
+                continue
+            for scheduler in variant.of(EventKind.SCHEDULER_STEP):
+                event = scheduler.event
+                name = event.receiver
+                if scheduler.guard.kind is not GuardKind.NONE or event.in_inner_loop or id(event.node) in reported \
+                        or not any(".accumulate(" in context for context in event.contexts):
+                    continue
+                if not name or name not in model.facts.schedulers or model.facts.prepared(name) \
+                        or not advances_schedule(event.node):
+                    continue
+                reported.add(id(event.node))
+                yield self.finding(
+                    f"`{name}.step()` runs on every micro-batch inside `accumulate()`, but `{name}` was never "
+                    "passed to `accelerator.prepare`: only prepared schedulers are held back between boundaries, "
+                    "so the schedule advances once per micro-batch", event.node, None)
 
     def _count(self, variant: LoopVariant) -> cst.BaseExpression | None:
         """The accumulation count of the variant's windows."""
