@@ -426,6 +426,7 @@ def _fix_analysed(job: Job, program: _Program, result: FileResult, analysed: _An
         if outcome.changed:
             fixed, applied = outcome.fixed, len(outcome.applied)
     fixed, final, removed = _without_unused_noqa(fixed, final, job.selection)
+    placer = program  # where the findings left are placed: in the fixed notebook's cells once fixed
     if fixed != program.source:
         refusal = unreproducible(program.source) if outcome is not None and outcome.changed else None
         new_bytes = None
@@ -445,8 +446,13 @@ def _fix_analysed(job: Job, program: _Program, result: FileResult, analysed: _An
             result.fixed, result.fixed_source = applied + removed, fixed
             if job.diff:
                 result.diff = program.diff(job.path, fixed, new_bytes)
+            if program.notebook is not None and new_bytes is not None:
+                try:
+                    placer = _Program(job.path, new_bytes)
+                except (_CellSyntaxError, ReadError):
+                    pass  # cannot happen for a notebook this fix wrote; its rows then stay approximate
     text = _decode(fixed if result.fixed else program.source)
-    result.diagnostics = [program.place(d, split_lines(text)) for d in _diagnostics(final, text, job.selection)]
+    result.diagnostics = [placer.place(d, split_lines(text)) for d in _diagnostics(final, text, job.selection)]
 
 
 def _without_unused_noqa(source: bytes, analysed: _Analysed, selection: Selection) -> tuple[bytes, _Analysed, int]:

@@ -156,6 +156,40 @@ def test_notebook_fix_writes_exactly_the_fixed_notebook(tmp_path: Path) -> None:
     assert run("check", path)[0] == 0
 
 
+def test_findings_left_after_a_notebook_fix_show_the_fixed_cells(tmp_path: Path) -> None:
+    # The fix grows the loop's cell (a window line, a wrapped test); the clip it cannot fix is
+    # then reported at its row in the fixed cell, under that row's text, and a later cell's
+    # finding keeps its own cell.
+    loop = ("def train(loader, model, optimizer, scaler, k):\n"
+            "    for step, (x, y) in enumerate(loader):\n"
+            "        loss = loss_fn(model(x), y) / k\n"
+            "        scaler.scale(loss).backward()\n"
+            "        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)\n"
+            "        if (step + 1) % k == 0:\n"
+            "            scaler.step(optimizer)\n"
+            "            scaler.update()\n"
+            "            optimizer.zero_grad()\n")
+    later = ("for i, (x, y) in enumerate(loader):\n"
+             "    loss_fn(model(x), y).backward()\n"
+             "    optimizer.step()\n"
+             "    if (i + 1) % k == 0:\n"
+             "        optimizer.zero_grad()\n")
+    document = {"cells": [{"cell_type": "code", "metadata": {}, "execution_count": None, "outputs": [],
+                           "source": source} for source in ("import torch\nscaler = torch.cuda.amp.GradScaler()", loop,
+                                                            later)],
+                "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+    path = tmp_path / "nb.ipynb"
+    path.write_text(json.dumps(document, indent=1), encoding="utf-8")
+    code, out, _ = run("fix", "--select", "GA101,GA202,GA203,GA403", path)
+    fixed = json.loads(path.read_text(encoding="utf-8"))["cells"][1]["source"]
+    clip_row = next(number for number, line in enumerate(fixed.splitlines(), 1) if "clip_grad_norm_" in line)
+    assert clip_row > 5  # the fix added rows above it
+    assert f"nb.ipynb:cell 2:{clip_row}:16: GA403" in out
+    assert f"{clip_row} |         norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)" in out
+    assert "nb.ipynb:cell 3:3:5: GA101" in out  # no fix: where it is, as before
+    assert "3 |     optimizer.step()" in out
+
+
 def test_notebook_fix_diff_shows_the_cell_and_writes_nothing(tmp_path: Path) -> None:
     path = tmp_path / "nb.ipynb"
     shutil.copyfile(NOTEBOOK, path)
