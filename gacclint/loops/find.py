@@ -1354,8 +1354,10 @@ class _Builder:
             if isinstance(found, cst.Assign):
                 for target in found.targets:
                     names.update(_target_names(target.target))
+                    names.update(_subscripted(target.target))
             elif isinstance(found, (cst.AugAssign, cst.AnnAssign)):
                 names.update(_target_names(found.target))
+                names.update(_subscripted(found.target))
             elif isinstance(found, cst.For):
                 names.update(_target_names(found.target))
             elif isinstance(found, cst.WithItem) and found.asname is not None:
@@ -2009,6 +2011,15 @@ def _target_names(target: cst.BaseExpression) -> list[str]:
         return _target_names(target.value)  # type: ignore[attr-defined]
     text = dotted_name(target)
     return [text] if text else []
+
+
+def _subscripted(target: cst.BaseExpression) -> list[str]:
+    """`state` of `state["iter_num"] += 1`: a container whose entries the loop changes, so
+    that a test reading it is no configuration switch."""
+    if type(target) is cst.Subscript:
+        text = dotted_name(target.value)  # type: ignore[attr-defined]
+        return [text] if text else []
+    return []
 
 
 def _increment_target(small: cst.BaseSmallStatement) -> str | None:
