@@ -396,7 +396,8 @@ def _is_framework_owner(owner_text: str, facts: ModuleFacts) -> bool:
 
 def _step(node: cst.Call, owner_text: str, facts: ModuleFacts) -> RawEvent | None:
     if facts.is_scaler(owner_text):
-        args = positional_args(node)
+        args = positional_args(node) or [a.value for a in node.args if a.keyword is not None
+                                         and a.keyword.value == "optimizer"]  # `scaler.step(optimizer=opt)`
         if not args:
             return None
         return RawEvent(EventKind.STEP, node, receiver=code_of(args[0]), via_scaler=owner_text)

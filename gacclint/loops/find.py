@@ -1513,7 +1513,7 @@ class _Builder:
         for visit, raw_events in found:
             if not raw_events:
                 continue
-            conditions = tuple(self._conditions(visit, context, loop, first_event))
+            conditions = tuple(self._conditions(visit, context, loop, first_event, function))
             for raw in raw_events:
                 flow = None
                 if raw.kind is EventKind.BACKWARD and raw.loss is not None:
@@ -1551,7 +1551,8 @@ class _Builder:
                 return index
         return None
 
-    def _conditions(self, visit: _Visit, context: GuardContext, loop: LoopNode, first_event: int) -> list[Condition]:
+    def _conditions(self, visit: _Visit, context: GuardContext, loop: LoopNode, first_event: int,
+                    function: cst.FunctionDef | None = None) -> list[Condition]:
         conditions: list[Condition] = []
         statement_index = self._top_level_index(visit.statement)
         for raw in visit.raw_conditions:
@@ -1564,8 +1565,21 @@ class _Builder:
             classified = classify(raw.expression, raw.polarity, self._context_at(context, loop, test_index))
             if self._resume_skip(raw, context, first_event):
                 classified = [c for c in classified if c.kind is not ConditionKind.OPAQUE]
-            conditions.extend(classified)
+            conditions.extend(self._literal_count(c, loop, function) for c in classified)
         return conditions
+
+    def _literal_count(self, condition: Condition, loop: LoopNode, function: cst.FunctionDef | None) -> Condition:
+        """A boundary whose count is a name the module shows to be one literal (a module
+        constant, a keyword default every call site leaves): that literal, as `k`."""
+        boundary = condition.boundary
+        if boundary is None or boundary.k_literal is not None or not isinstance(boundary.k, (cst.Name, cst.Attribute)):
+            return condition
+        value = self.facts.evaluate_int(boundary.k, loop, function)
+        if value is None and function is not None and isinstance(boundary.k, cst.Name):
+            value = self._parameter_literal(function, boundary.k.value)
+        if value is None:
+            return condition
+        return replace(condition, boundary=replace(boundary, k_literal=value))
 
     def _resume_skip(self, raw: _RawCondition, context: GuardContext, first_event: int) -> bool:
         """An `if <resuming>: continue` ahead of every event that does not read the counter:

@@ -562,6 +562,9 @@ def _no_graph_value(node: cst.BaseExpression | None, func: cst.FunctionDef, fact
     if isinstance(node, cst.Name) and depth < 4:
         # Unpacked too (`_, predicted = torch.max(out.data, 1)`): every part of a value with no graph has none.
         bound = [b for b in facts.bindings.get(node.value, ()) if b.scope is func]
+        if len(bound) > 1 and any(bound[-1].statement is line for statement in func.body.body
+                                  if isinstance(statement, cst.SimpleStatementLine) for line in statement.body):
+            bound = bound[-1:]  # `is_correct = is_correct.sum().item()` on the function's own block: the value returned
         return len(bound) == 1 and _no_graph_value(bound[0].value, func, facts, depth + 1)
     return False
 

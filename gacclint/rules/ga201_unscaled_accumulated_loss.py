@@ -203,6 +203,21 @@ class LmTrainer(Trainer):
     INVALID = [
         Invalid("""
 for i, (x, y) in enumerate(loader):
+    scaler.scale(loss_fn(model(x), y)).backward()
+    if (i + 1) % k == 0 or (i + 1) == len(loader):
+        scaler.step(optimizer=optimizer)
+        scaler.update()
+        optimizer.zero_grad()
+""", fixed="""
+for i, (x, y) in enumerate(loader):
+    scaler.scale(loss_fn(model(x), y) / k).backward()
+    if (i + 1) % k == 0 or (i + 1) == len(loader):
+        scaler.step(optimizer=optimizer)
+        scaler.update()
+        optimizer.zero_grad()
+""", why="`scaler.step(optimizer=...)` is a step like `scaler.step(optimizer)`", also=("GA203",)),
+        Invalid("""
+for i, (x, y) in enumerate(loader):
     loss = model(x, y)
     try:
         loss.backward()

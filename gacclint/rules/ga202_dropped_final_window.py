@@ -141,6 +141,18 @@ for i, (x, y) in enumerate(loader):
         optimizer.zero_grad()
 """, 'an accumulation count of 1 (a module constant) is no accumulation'),
         Valid("""
+def main(accumulate=4):
+    loader = DataLoader(TensorDataset(torch.randn(128, 8), torch.randn(128, 2)), batch_size=8)
+    for i, (x, y) in enumerate(loader):
+        (loss_fn(model(x), y) / accumulate).backward()
+        if (i + 1) % accumulate == 0:
+            optimizer.step()
+            optimizer.zero_grad()
+
+
+main()
+""", "16 micro-batches and a count of 4 that the only call leaves at its default: no partial window"),
+        Valid("""
 class CFG:
     accumulation = 1
 

@@ -64,6 +64,23 @@ class GraphKeptAcrossIterations(Rule):
 
     VALID = [
         Valid("""
+def forward_pass(model, x, y):
+    scores = model(x)
+    loss = F.cross_entropy(scores, y)
+    correct = scores.argmax(dim=1) == y
+    correct = correct.sum().item()
+    return loss, correct
+
+
+total = 0
+for x, y in loader:
+    loss, correct = forward_pass(model, x, y)
+    total += correct
+    loss.backward()
+    optimizer.step()
+    optimizer.zero_grad()
+""", "the helper's last binding of what it returns, on its own block, is `.item()`: a number"),
+        Valid("""
 def meta_step(model, optimizer, tasks):
     task_losses = []
     for x, y in tasks:
