@@ -283,9 +283,19 @@ for epoch in range(epochs):
         if step % k == 0 or step == len(loader):
             optimizer.step()
             optimizer.zero_grad()
-""", fixed=None, applicability=None,
-            why="the counter is incremented between the division and the test: a window computed at the division "
-                "would read it one lower than the test does, so no fix"),
+""", fixed="""
+for epoch in range(epochs):
+    step = 0
+    for x, y in loader:
+        window = min(k, len(loader) - (step // k) * k)
+        loss = loss_fn(model(x), y) / window
+        loss.backward()
+        step += 1
+        if step % k == 0 or step == len(loader):
+            optimizer.step()
+            optimizer.zero_grad()
+""", why="the counter is incremented between the division and the test: at the division it still counts the "
+                "micro-batches before this one, which is where its window starts"),
         Invalid("""
 k = 4
 for i, (x, y) in enumerate(loader):
@@ -370,17 +380,23 @@ for i, (x, y) in enumerate(loader):
             return None
         if boundary.first_window in ("1", "k-1", "k+1"):
             return None  # off by one (GA104): windows computed for this boundary would be out of phase
+        first = counter.first_value  # at the test, on a pass's first micro-batch
         if counter.increment is not None:
-            # The window is computed at the division from the counter's value at the test:
-            # `counter += 1` between them would shift it by one.
+            # The window is computed at the division from the counter's value there: with
+            # `counter += 1` between the division and the test, one less than at the test.
             increment = tree.span(counter.increment)
             at_division = tree.span(division.statement)
             steps = [tree.span(step.event.statement) for step in boundary_steps(variant)]
-            if increment is None or at_division is None or None in steps or (
-                    at_division[0] < increment[0] and any(increment[0] < step[0] for step in steps)):
+            if increment is None or at_division is None or None in steps:
                 return None
+            if at_division[0] < increment[0] and all(increment[0] < step[0] for step in steps):
+                first -= 1
+            elif at_division[0] < increment[0] and any(increment[0] < step[0] for step in steps):
+                return None  # steps on both sides of the increment: no one value to read
+        if first not in (0, 1):
+            return None
         k = atom(division.divisor)  # the count as the division spells it
-        position = counter.text if counter.first_value == 0 else f"({counter.text} - 1)"
+        position = counter.text if first == 0 else f"({counter.text} - 1)"
         return f"min({k}, {length} - ({position} // {k}) * {k})"
 
 
