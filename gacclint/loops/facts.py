@@ -211,13 +211,13 @@ class ModuleFacts:
                   for b in self.bindings.get(text, ())}
         return values.pop() if len(values) == 1 and None not in values else None
 
-    def schedule_in_micro_batches(self, scheduler: str, k: cst.BaseExpression) -> bool:
+    def schedule_in_micro_batches(self, scheduler: str, k: cst.BaseExpression | str) -> bool:
         """Every construction of `scheduler` in this module sizes each of its lengths (warm-up,
         total, period) visibly as a product with the accumulation count `k`
         (`num_training_steps=max_steps * k`): its author counted micro-batches, so stepping it on
         every micro-batch runs the schedule as written."""
         builds = [b.value for b in self.bindings.get(scheduler, ()) if b.tuple_index is None]
-        count = "".join(code_of(k).split())
+        count = "".join((k if isinstance(k, str) else code_of(k)).split())
         if not builds or not all(isinstance(value, cst.Call) for value in builds):
             return False
         for call in builds:

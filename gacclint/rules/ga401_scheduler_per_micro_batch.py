@@ -76,6 +76,17 @@ class SchedulerPerMicroBatch(Rule):
 
     VALID = [
         Valid("""
+accelerator = Accelerator(gradient_accumulation_steps=args.accum)
+model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+scheduler = get_linear_schedule_with_warmup(optimizer, 100 * args.accum, 1000 * args.accum)
+for batch in loader:
+    with accelerator.accumulate(model):
+        accelerator.backward(model(**batch).loss)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad()
+""", "not prepared, but sized in micro-batches (each length a product with accelerate's count): it runs as written"),
+        Valid("""
 accelerator = Accelerator(gradient_accumulation_steps=4)
 scheduler = get_linear_schedule_with_warmup(optimizer, 100, 1000)
 model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
@@ -402,6 +413,9 @@ for i, (x, y) in enumerate(loader):
                 if not name or name not in model.facts.schedulers or model.facts.prepared(name) \
                         or not advances_schedule(event.node):
                     continue
+                if any(model.facts.schedule_in_micro_batches(name, count)
+                       for count, framework in model.facts.framework_counts.items() if framework == "accelerate"):
+                    continue  # sized in micro-batches: stepped on each one, it runs as written
                 reported.add(id(event.node))
                 yield self.finding(
                     f"`{name}.step()` runs on every micro-batch inside `accumulate()`, but `{name}` was never "
