@@ -24,6 +24,7 @@ from gacclint.loops.vocabulary import (
     looks_like_scaler,
     positional_args,
     schedule_lengths,
+    string_value,
 )
 
 
@@ -459,7 +460,7 @@ def _string_key(subscript: cst.Subscript) -> str | None:
     if len(subscript.slice) != 1 or not isinstance(subscript.slice[0].slice, cst.Index):
         return None
     key = subscript.slice[0].slice.value
-    return key.evaluated_value if isinstance(key, cst.SimpleString) else None  # type: ignore[return-value]
+    return string_value(key) if isinstance(key, cst.SimpleString) else None
 
 
 def parameters_owner(call: cst.Call) -> str | None:
@@ -547,7 +548,7 @@ class _FactCollector:
                 if isinstance(config, cst.Dict):
                     for element in config.elements:
                         if (isinstance(element, cst.DictElement) and isinstance(element.key, cst.SimpleString)
-                                and element.key.evaluated_value == "gradient_accumulation_steps"):
+                                and string_value(element.key) == "gradient_accumulation_steps"):
                             self._count(element.value, "deepspeed")
 
     def _count(self, value: cst.BaseExpression, framework: str) -> None:

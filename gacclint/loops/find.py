@@ -1303,45 +1303,40 @@ class _Builder:
         or also binds another value, or under a test the loop changes (then which passes restart
         is unknown)."""
         context = GuardContext(counters={}, varying=self._varying(outer), tree=self.facts.tree)
+        tree = self.facts.tree
         found: list[str] = []  # one per reset: the switch it is under, or ""
-
-        def binds(node: cst.CSTNode) -> bool:
-            """Binds `name` outside the micro-batch loop."""
-            for assignment in self.facts.tree.find(node, cst.Assign, cst.AugAssign, enter_scopes=False):
-                targets = [t.target for t in assignment.targets] if isinstance(assignment, cst.Assign) \
-                    else [assignment.target]
-                if any(name in _target_names(target) for target in targets) and \
-                        not self.facts.tree.contains(inner, assignment):
-                    return True
-            return False
-
-        def scan(statements: Sequence[cst.CSTNode], switched: str) -> bool:
+        # Blocks to read, with the switch they sit under (a work list: a recursive closure would
+        # be a reference cycle holding the tree until the collector runs).
+        pending: list[tuple[Sequence[cst.CSTNode], str]] = [(_statements(outer.body), "")]
+        while pending:
+            statements, switched = pending.pop()
             for statement in statements:
                 if isinstance(statement, cst.SimpleStatementLine):
                     for small in statement.body:
                         value = _assigned_value(small, name)
                         if value is not None:
                             if not (isinstance(value, cst.Integer) and integer_value(value) == init):
-                                return False
+                                return None
                             found.append(switched)
                         elif isinstance(small, cst.AugAssign) and name in _target_names(small.target):
-                            return False
+                            return None
                 elif isinstance(statement, cst.If) and is_switch(statement.test, context):
-                    orelse = statement.orelse
                     test = switched or code_of(statement.test)
-                    if not scan(_statements(statement.body), test) or (orelse is not None and not scan(
-                            [orelse] if isinstance(orelse, cst.If) else _statements(orelse.body), f"not {test}")):
-                        return False
+                    pending.append((_statements(statement.body), test))
+                    orelse = statement.orelse
+                    if orelse is not None:
+                        pending.append(([orelse] if isinstance(orelse, cst.If) else _statements(orelse.body),
+                                        f"not {test}"))
                 elif isinstance(statement, cst.With):
-                    if not scan(_statements(statement.body), switched):
-                        return False
-                elif binds(statement):
-                    # Under a test the pass changes, in a `try` an exception may cut short, or in
-                    # another loop: which passes restart it is unknown.
-                    return False
-            return True
-
-        if not scan(_statements(outer.body), "") or not found:
+                    pending.append((_statements(statement.body), switched))
+                elif any(name in _target_names(target) and not tree.contains(inner, assignment)
+                         for assignment in tree.find(statement, cst.Assign, cst.AugAssign, enter_scopes=False)
+                         for target in ([t.target for t in assignment.targets] if isinstance(assignment, cst.Assign)
+                                        else [assignment.target])):
+                    # Bound under a test the pass changes, in a `try` an exception may cut short, or
+                    # in another loop: which passes restart it is unknown.
+                    return None
+        if not found:
             return None
         return "" if "" in found else found[0]
 

@@ -131,6 +131,17 @@ def integer_value(node: cst.Integer) -> int:
     return int(node.value, 0)
 
 
+def string_value(node: cst.SimpleString) -> str:
+    """The value of a string literal, read from its text when it is plain (no prefix, no
+    escapes): `evaluated_value` runs `ast.literal_eval`, and its self-calling closure is left
+    for the cycle collector (see integer_value)."""
+    text = node.value
+    if text[:1] in "\"'" and "\\" not in text:
+        quote = 3 if text[:3] in ('"""', "'''") else 1
+        return text[quote:-quote]
+    return node.evaluated_value  # type: ignore[return-value]
+
+
 _EMPTY_MODULE = cst.Module(body=[])
 # id(node) -> (node, text): nodes are immutable, so a node's text never changes. The node is
 # kept so its id cannot be reused while the entry lives; `forget_code` empties it per module.
@@ -207,7 +218,7 @@ def is_sum_reduction(call: cst.Call) -> bool:
     for arg in call.args:
         if arg.keyword is not None and arg.keyword.value in {"reduction", "size_average", "reduce"}:
             value = arg.value
-            if isinstance(value, cst.SimpleString) and value.evaluated_value == "sum":
+            if isinstance(value, cst.SimpleString) and string_value(value) == "sum":
                 return True
             if arg.keyword.value == "size_average" and isinstance(value, cst.Name) and value.value == "False":
                 return True
