@@ -133,8 +133,25 @@ class ModuleFacts:
             found = self._parameter_owners(params, depth)
             if not found:
                 return None
-            owned |= found
+            owned |= {self._unaliased(owner, binding.scope) for owner in found}
         return frozenset(owned)
+
+    def _unaliased(self, owner: str, scope: cst.FunctionDef | None) -> str:
+        """`cur.encoder` with `cur = model.module if hasattr(model, "module") else model` (or
+        `cur = model`, `cur = model.module`) bound once in the same function: `model.encoder`, the
+        same module's parameters under the name the rest of the loop uses."""
+        root, _, rest = owner.partition(".")
+        bound = [b for b in self.bindings.get(root, ()) if b.scope is scope]
+        if len(bound) != 1 or bound[0].tuple_index is not None:
+            return owner
+        value = bound[0].value
+        arms = [value.body, value.orelse] if isinstance(value, cst.IfExp) else [value]
+        sources = {dotted_name(arm) for arm in arms}
+        bases = {source[:-len(".module")] if source and source.endswith(".module") else source for source in sources}
+        if len(bases) != 1 or None in bases:
+            return owner
+        base = bases.pop()
+        return f"{base}.{rest}" if rest else base  # type: ignore[str-bytes-safe]
 
     def _parameter_owners(self, node: cst.BaseExpression, depth: int) -> set[str] | None:
         owners = {owner for found in self.tree.find(node, cst.Call) if (owner := parameters_owner(found))}

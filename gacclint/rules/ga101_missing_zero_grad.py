@@ -66,6 +66,17 @@ class MissingZeroGrad(Rule):
 
     VALID = [
         Valid("""
+def train(model, loader):
+    core = model.module if hasattr(model, "module") else model
+    optimizer = torch.optim.AdamW(core.encoder.parameters(), lr=1e-5)
+    head_optimizer = torch.optim.AdamW(core.head.parameters(), lr=1e-3)
+    for batch in loader:
+        model(batch).backward()
+        optimizer.step()
+        head_optimizer.step()
+        model.zero_grad()
+""", "the optimizers own parts of `core`, the wrapped module the loop clears as `model`"),
+        Valid("""
 from attacks import trades_loss
 
 for x, y in loader:
