@@ -1500,6 +1500,8 @@ class _Builder:
         # early exits ahead of them): a plain assignment there hides what the name held before.
         dominating = frozenset(id(v.statement) for v in visits if not v.in_inner_loop and all(
             c.early_exit_after is not None for c in v.raw_conditions))
+        loop_variables = {name for inner in self.facts.tree.find(loop.body, cst.For, enter_scopes=False)
+                          for name in _target_names(inner.target)}
         found = [(visit, self._statement_events(visit.statement)) for visit in visits]
         # An `if <resuming>: continue` ahead of every event only removes whole
         # iterations: what remains keeps its structure (RULES.md, *guard*).
@@ -1523,6 +1525,7 @@ class _Builder:
                     cleared_module=self._cleared_module(loop, raw.node) if raw.receiver == "params" else None,
                     arm=self._arm(visit.statement, raw.node),
                     fallback=any(c.fallback for c in visit.raw_conditions),
+                    iterated=raw.receiver in loop_variables,
                 ))
                 order += 1
         return events

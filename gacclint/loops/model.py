@@ -231,6 +231,9 @@ class Event:
     # The arm of a conditional expression the event sits in (`a.backward() if amp else b.backward()`):
     # (the expression's id, which arm). Two events in different arms of one never both run.
     arm: tuple[int, bool] | None = None
+    # A step or clear of an inner loop's variable (`for opt in optimizers: opt.step()`): which
+    # optimizers it reaches is not visible.
+    iterated: bool = False
     # In an `except` handler of a `try` whose body backpropagates (`try: loss.backward() except
     # RuntimeError: loss.mean().backward()`): it stands in for that backward when it fails.
     fallback: bool = False
@@ -436,6 +439,11 @@ class TrainingLoop:
             return
         for variant in self.variants:
             if variant.managed:
+                continue
+            own = [s for s in variant.steps if s.event.framework is None]
+            if any(s.event.iterated for s in own) and not all(s.event.iterated for s in own):
+                # `for opt in optimizers: opt.step()` beside `optimizers[1].step()`: which optimizer
+                # the inner loop steps, and so each one's windows, is not visible
                 continue
             boundary = variant_step_boundary(variant)
             if boundary is None or boundary.framework:

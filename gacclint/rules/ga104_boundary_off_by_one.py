@@ -55,6 +55,19 @@ class BoundaryOffByOne(Rule):
 
     VALID = [
         Valid("""
+optimizers = [adam, muon]
+for step in range(steps):
+    model(next_batch()).mean().backward()
+    if step % 2 == 0:
+        optimizers[1].step()
+        optimizers[1].zero_grad()
+    else:
+        for opt in optimizers:
+            opt.step()
+        model.zero_grad()
+""", "one optimizer is stepped through a loop over a list: which optimizers each branch steps, and so their "
+            "windows, are not visible"),
+        Valid("""
 for i, (x, y) in enumerate(loader, start=1):
     (loss_fn(model(x), y) / k).backward()
     if i % k == 0 or i == len(loader):
