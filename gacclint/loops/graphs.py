@@ -410,7 +410,8 @@ class GraphFlow:
                     a.keyword is not None and a.keyword.value == "create_graph" and not (
                         isinstance(a.value, cst.Name) and a.value.value == "False") for a in node.args):
                 return frozenset()  # gradients made without `create_graph=True` carry no graph
-            if self.strict and (self._unseen(text) or self._unseen_object(text) or self._unseen_method(text)):
+            if self.strict and (self._unseen(text) or self._unseen_object(text) or self._unseen_method(text)
+                                or self._unseen_callable(node, text)):
                 return frozenset()  # RULES.md, *values the module cannot see*: not known to carry a graph
             # A method of the same class, reached as `self.name`, or of a module class of this module
             # reached through its instance (`net.evaluation(out, y)`).
@@ -504,6 +505,28 @@ class GraphFlow:
         return bool(bound) and len(made) == len(bound) and all(
             isinstance(value, cst.Call) and self._unseen(call_name(value) or "") for value in made)
 
+    def _unseen_callable(self, call: cst.Call, text: str) -> bool:
+        """A call of a name that only stands for a function the module cannot see: a local alias
+        of imported ones (`acc_fn = accuracy`, `fn = U.kd if soft else U.ce`), or a parameter
+        handed in (`metric(out, y)`) that is neither a trained module nor a loss."""
+        if not text or "." in text or text in self.facts.modules_with_parameters or self.is_loss_call(call):
+            return False
+        bound = self.facts.bindings.get(text, ())
+        if bound:
+            leaves = []
+            for binding in bound:
+                value = binding.value
+                arms = [value.body, value.orelse] if isinstance(value, cst.IfExp) else [value]
+                if binding.tuple_index is not None or not all(isinstance(arm, (cst.Name, cst.Attribute)) for arm in arms):
+                    return False
+                leaves += [dotted_name(arm) or "" for arm in arms]
+            return all(self._unseen(leaf) for leaf in leaves)
+        if any(word in text.lower() for word in _MODEL_WORDS):
+            return False  # `model(x)` handed in: a forward, whatever reads its parameters
+        function = self.facts.tree.enclosing_function(self.loop_node)
+        return function is not None and any(
+            p.name.value == text for p in (*function.params.params, *function.params.kwonly_params))
+
     def _unseen_method(self, text: str) -> bool:
         """`model.training_step(batch)`: a method other than the forward, of a trained module
         whose class this module does not define; what it returns (often `.item()`s or NumPy
@@ -546,6 +569,8 @@ def _no_graph_value(node: cst.BaseExpression | None, func: cst.FunctionDef, fact
         return _no_graph_value(node.expression, func, facts, depth)
     if isinstance(node, cst.Attribute):
         return node.attr.value in {"data", "shape", "device", "dtype"}
+    if isinstance(node, cst.Subscript):  # `correct.data[0]`, `out.shape[0]`: a part of a value with no graph
+        return depth < 4 and _no_graph_value(node.value, func, facts, depth + 1)
     if isinstance(node, cst.Call):
         text = call_name(node) or ""
         last = text.rsplit(".", 1)[-1] if text else (node.func.attr.value if isinstance(node.func, cst.Attribute) else "")

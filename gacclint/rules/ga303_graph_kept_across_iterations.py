@@ -64,6 +64,37 @@ class GraphKeptAcrossIterations(Rule):
 
     VALID = [
         Valid("""
+from utils import accuracy
+
+
+def train(model, loader, optimizer, metric):
+    acc_fn = accuracy
+    accs, values = [], []
+    for x, y in loader:
+        out = model(x)
+        loss = criterion(out, y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        accs.append(acc_fn(out, y))
+        values.append(metric(out, y))
+""", "a local alias of an imported function, and a callable handed in, return what the module cannot see"),
+        Valid("""
+def get_acc(output, label):
+    correct = (output.argmax(1) == label).sum().data[0]
+    return correct / output.shape[0]
+
+
+total = 0
+for x, y in loader:
+    output = model(x)
+    loss = criterion(output, y)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    total += get_acc(output, y)
+""", "a helper's result built from `.data[0]` and `.shape[0]`: parts of values with no graph"),
+        Valid("""
 def forward_pass(model, x, y):
     scores = model(x)
     loss = F.cross_entropy(scores, y)
