@@ -1629,6 +1629,8 @@ class _Builder:
             return IterableInfo(IterableKind.LIST, None, literal)
         if isinstance(node, cst.Call):
             name = (call_name(node) or "").rsplit(".", 1)[-1]
+            if name in {"range", "trange"} and self._pulls_whole_run(loop):
+                return IterableInfo(IterableKind.STREAM, None, None)
             if name in {"range", "trange"}:
                 args = _range_arguments(node) if name == "range" else positional_args(node)
                 length = code_of(args[0]) if args and len(args) == 1 else None
@@ -1679,6 +1681,19 @@ class _Builder:
         if last.endswith("loader"):
             return IterableInfo(IterableKind.LOADER, f"len({text})", literal)
         return IterableInfo(IterableKind.SIZED, f"len({text})", literal)
+
+    def _pulls_whole_run(self, loop: LoopNode) -> bool:
+        """`for step in range(max_steps): batch = next(data)` outside any other loop of its
+        function: a count of steps pulling from a stream, the whole run rather than a pass over
+        the data (RULES.md GA202: only the run's last micro-batches go unstepped)."""
+        if not any(call_name(call) == "next" for call in self.facts.tree.find(loop.body, cst.Call, enter_scopes=False)):
+            return False
+        for frame in reversed(self.frames.get(id(loop), [])):
+            if frame.owner is None or isinstance(frame.owner, (cst.FunctionDef, cst.ClassDef)):
+                return True
+            if _is_loop(frame.owner):
+                return False
+        return True
 
     def _returned(self, binding: Binding) -> tuple[cst.BaseExpression, cst.CSTNode, cst.FunctionDef] | None:
         """RULES.md, *facts along calls*: for `a, b = make()` with `make` a function of this module
