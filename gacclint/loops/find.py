@@ -1502,6 +1502,7 @@ class _Builder:
             c.early_exit_after is not None for c in v.raw_conditions))
         loop_variables = {name for inner in self.facts.tree.find(loop.body, cst.For, enter_scopes=False)
                           for name in _target_names(inner.target)}
+        own_variables = set(_target_names(loop.target)) if isinstance(loop, cst.For) else set()
         found = [(visit, self._statement_events(visit.statement)) for visit in visits]
         # An `if <resuming>: continue` ahead of every event only removes whole
         # iterations: what remains keeps its structure (RULES.md, *guard*).
@@ -1525,7 +1526,10 @@ class _Builder:
                     cleared_module=self._cleared_module(loop, raw.node) if raw.receiver == "params" else None,
                     arm=self._arm(visit.statement, raw.node),
                     fallback=any(c.fallback for c in visit.raw_conditions),
-                    iterated=raw.receiver in loop_variables,
+                    iterated=raw.receiver in loop_variables or bool(
+                        raw.kind is EventKind.STEP and own_variables and isinstance(raw.node, cst.Call)
+                        and isinstance(raw.node.func, cst.Attribute)
+                        and self._names_read(raw.node.func.value) & own_variables),
                 ))
                 order += 1
         return events

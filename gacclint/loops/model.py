@@ -231,8 +231,9 @@ class Event:
     # The arm of a conditional expression the event sits in (`a.backward() if amp else b.backward()`):
     # (the expression's id, which arm). Two events in different arms of one never both run.
     arm: tuple[int, bool] | None = None
-    # A step or clear of an inner loop's variable (`for opt in optimizers: opt.step()`): which
-    # optimizers it reaches is not visible.
+    # A step or clear of an inner loop's variable (`for opt in optimizers: opt.step()`), or a step
+    # of an optimizer picked by the loop's own variable (`optimizers[i].step()`): which optimizers
+    # it reaches is not one visible object.
     iterated: bool = False
     # In an `except` handler of a `try` whose body backpropagates (`try: loss.backward() except
     # RuntimeError: loss.mean().backward()`): it stands in for that backward when it fails.

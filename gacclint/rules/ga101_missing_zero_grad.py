@@ -66,6 +66,14 @@ class MissingZeroGrad(Rule):
 
     VALID = [
         Valid("""
+def train_step(models, optimizers, xs, ys):
+    for optimizer in optimizers:
+        optimizer.zero_grad()
+    for model, opt, x, y in zip(models, optimizers, xs, ys):
+        loss_fn(model(x), y).backward()
+        opt.step()
+""", "each iteration steps another optimizer, each cleared before the loop"),
+        Valid("""
 def train(model, loader):
     core = model.module if hasattr(model, "module") else model
     optimizer = torch.optim.AdamW(core.encoder.parameters(), lr=1e-5)
@@ -334,7 +342,8 @@ for epoch in range(epochs):
                 continue
             steps = [s for s in variant.steps if s.event.framework is None and not s.event.in_inner_loop
                      and s.guard.kind in {GuardKind.NONE, GuardKind.BOUNDARY}
-                     and s.event.receiver not in loop.fresh_optimizers and not _handed_unseen(loop, s.event.receiver)]
+                     and s.event.receiver not in loop.fresh_optimizers and not _handed_unseen(loop, s.event.receiver)
+                     and not s.event.iterated]  # `optimizers[i].step()`: another optimizer each iteration
             if not steps or not variant.backwards:
                 continue
             # Each optimizer once (RULES.md, *ownership*): two stepped, neither cleared, are two
