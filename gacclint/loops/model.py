@@ -343,9 +343,19 @@ class LoopVariant:
         for later in self.events[index + 1:]:
             if later.kind is EventKind.BACKWARD:
                 return None
-            if later.kind is EventKind.STEP and _compatible(clear.guard, later.guard):
+            if later.kind is EventKind.STEP and _compatible(clear.guard, later.guard) \
+                    and not _exclusive(clear.event, later.event):
                 return later
         return None
+
+
+def _exclusive(first: "Event", second: "Event") -> bool:
+    """The two events sit in opposite branches of one `if` (a clear under `if spike:`, the step
+    under its `else`), or in different arms of one conditional expression: never both run."""
+    if first.excludes(second):
+        return True
+    tests = {(id(c.expression), c.polarity) for c in first.conditions if c.expression is not None}
+    return any((id(c.expression), not c.polarity) in tests for c in second.conditions if c.expression is not None)
 
 
 def _compatible(first: Guard, second: Guard) -> bool:

@@ -54,6 +54,17 @@ class ZeroGradBeforeStep(Rule):
 
     VALID = [
         Valid("""
+for i, (x, y) in enumerate(loader):
+    loss = loss_fn(model(x), y)
+    (loss / k).backward()
+    if (i + 1) % k == 0 or (i + 1) == len(loader):
+        if loss.item() > limit:
+            optimizer.zero_grad()
+        else:
+            optimizer.step()
+            optimizer.zero_grad()
+""", "the clear that drops a spiking window and the step sit in opposite branches of one `if`: never both run"),
+        Valid("""
 for epoch in range(epochs):
     for x in loader:
         optimizer.zero_grad()
