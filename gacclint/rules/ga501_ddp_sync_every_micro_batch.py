@@ -88,6 +88,22 @@ class DdpSyncEveryMicroBatch(Rule):
 
     VALID = [
         Valid("""
+model = DistributedDataParallel(model)
+for batch in loader:
+    model(batch).backward()
+    attack.backup_grad()
+    for t in range(K):
+        attack.perturb(first=(t == 0))
+        if t != K - 1:
+            model.zero_grad()
+        else:
+            attack.restore_grad()
+        model(batch).backward()
+    attack.restore()
+    optimizer.step()
+    model.zero_grad()
+""", "an adversarial attack loop (a backward before it, clears inside it): no window accumulates gradients"),
+        Valid("""
 def train(model, loader, optimizer, k):
     for step, (x, y) in enumerate(loader, start=1):
         raw = model.module if isinstance(model, DistributedDataParallel) else model
@@ -412,6 +428,11 @@ while True:
                     continue
                 backwards = [b for b in variant.backwards if b.event.in_window_loop and not b.event.in_inner_loop
                              and b.guard.kind is GuardKind.NONE]
+                # A clear inside the micro-step loop, or a backward outside it (an adversarial
+                # attack loop: backward, then K perturbed ones): no window accumulates there.
+                if any(c.event.in_window_loop for c in variant.clears) or any(
+                        not b.event.in_window_loop and not b.event.in_inner_loop for b in variant.backwards):
+                    continue
                 if backwards and any(not s.event.in_window_loop for s in variant.steps):
                     return backwards, None
             return None
