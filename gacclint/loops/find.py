@@ -1514,6 +1514,10 @@ class _Builder:
             conditions = tuple(self._conditions(visit, context, loop, first_event, function))
             for raw in raw_events:
                 flow = None
+                if raw.kind is EventKind.BACKWARD and isinstance(raw.loss, cst.Name):
+                    scaled = self._scaled_by_context(loop, visit.statement, raw.loss.value)
+                    if scaled is not None:
+                        raw = replace(raw, loss=scaled)
                 if raw.kind is EventKind.BACKWARD and raw.loss is not None:
                     flow = loss_flow(raw.loss, visit.statement, statements, self.facts, function,
                                      self._window_caches(loop), dominating)
@@ -1685,6 +1689,20 @@ class _Builder:
         if last.endswith("loader"):
             return IterableInfo(IterableKind.LOADER, f"len({text})", literal)
         return IterableInfo(IterableKind.SIZED, f"len({text})", literal)
+
+    def _scaled_by_context(self, loop: LoopNode, statement: cst.CSTNode, name: str) -> cst.BaseExpression | None:
+        """`with amp.scale_loss(loss, optimizer) as scaled_loss: scaled_loss.backward()` (apex):
+        the loss the backward propagates is `loss`, multiplied by the loss scale only."""
+        tree = self.facts.tree
+        for node in tree.find(loop.body, cst.With, enter_scopes=False):
+            if not tree.contains(node.body, statement):
+                continue
+            for item in node.items:
+                call = item.item
+                if item.asname is not None and dotted_name(item.asname.name) == name and isinstance(call, cst.Call) \
+                        and (call_name(call) or "").rsplit(".", 1)[-1] == "scale_loss" and positional_args(call):
+                    return positional_args(call)[0]
+        return None
 
     def _pulls_whole_run(self, loop: LoopNode) -> bool:
         """`for step in range(max_steps): batch = next(data)` outside any other loop of its

@@ -203,6 +203,24 @@ class LmTrainer(Trainer):
     INVALID = [
         Invalid("""
 for i, (x, y) in enumerate(loader):
+    loss = criterion(model(x), y)
+    with amp.scale_loss(loss, optimizer) as scaled_loss:
+        scaled_loss.backward()
+    if (i + 1) % k == 0:
+        optimizer.step()
+        optimizer.zero_grad()
+""", fixed="""
+for i, (x, y) in enumerate(loader):
+    loss = criterion(model(x), y)
+    with amp.scale_loss(loss / k, optimizer) as scaled_loss:
+        scaled_loss.backward()
+    if (i + 1) % k == 0:
+        optimizer.step()
+        optimizer.zero_grad()
+""", why="apex's `amp.scale_loss` only multiplies by the loss scale: the loss it is handed is the one backpropagated",
+            also=("GA202",)),
+        Invalid("""
+for i, (x, y) in enumerate(loader):
     scaler.scale(loss_fn(model(x), y)).backward()
     if (i + 1) % k == 0 or (i + 1) == len(loader):
         scaler.step(optimizer=optimizer)

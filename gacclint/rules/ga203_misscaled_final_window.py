@@ -376,8 +376,9 @@ for i, (x, y) in enumerate(loader):
                 or counter.first_value not in (0, 1) \
                 or length is None:
             return None
-        if not isinstance(division.statement, cst.SimpleStatementLine):
-            return None
+        if not isinstance(division.statement, cst.SimpleStatementLine) or not tree.contains(
+                division.statement, division.operation):
+            return None  # the division sits elsewhere (`with amp.scale_loss(loss / k, opt) as scaled:`)
         if boundary.first_window in ("1", "k-1", "k+1"):
             return None  # off by one (GA104): windows computed for this boundary would be out of phase
         first = counter.first_value  # at the test, on a pass's first micro-batch
