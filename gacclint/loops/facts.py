@@ -200,6 +200,21 @@ class ModuleFacts:
         binding = self.latest_binding(target, before, scope)
         return binding is not None and _is_container(_bound_part(binding))
 
+    def holds_containers(self, target: str, before: cst.CSTNode | None, scope: cst.FunctionDef | None) -> bool:
+        """Whether `target` visibly maps keys to lists, dicts, sets or deques where `before` reads it
+        (`history = {"loss": []}`, `defaultdict(list)`): what `target[key].append(x)` puts into."""
+        binding = self.latest_binding(target, before, scope)
+        value = _bound_part(binding) if binding is not None else None
+        if isinstance(value, cst.Dict):
+            return bool(value.elements) and all(isinstance(e, cst.DictElement) and _is_container(e.value)
+                                                for e in value.elements)
+        if isinstance(value, cst.DictComp):
+            return _is_container(value.value)
+        if isinstance(value, cst.Call) and (call_name(value) or "").rsplit(".", 1)[-1] == "defaultdict":
+            factory = positional_args(value)
+            return bool(factory) and dotted_name(factory[0]) in _CONTAINER_CALLS
+        return False
+
     def _attribute_int(self, node: cst.Attribute) -> int | None:
         """`self.k` that every binding the module makes of it sets to one literal integer, and
         that nothing augments (`self.k = 4` in `__init__`): RULES.md, facts along calls. Or a

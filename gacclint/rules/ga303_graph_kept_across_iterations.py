@@ -64,6 +64,17 @@ class GraphKeptAcrossIterations(Rule):
 
     VALID = [
         Valid("""
+import utils
+
+meters = {name: utils.Averager() for name in ["loss", "acc"]}
+for x, y in loader:
+    loss, acc = model(x, y)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    meters["acc"].add(acc)
+""", "the dict holds objects of a class the module cannot see: what their `.add` keeps is unknown"),
+        Valid("""
 from utils import accuracy
 
 
@@ -379,6 +390,23 @@ class Trainer:
     ]
     INVALID = [
         Invalid("""
+history = {"loss": [], "acc": []}
+for x, y in loader:
+    loss = loss_fn(model(x), y)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    history["loss"].append(loss)
+""", fixed="""
+history = {"loss": [], "acc": []}
+for x, y in loader:
+    loss = loss_fn(model(x), y)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    history["loss"].append(loss.detach())
+""", why="a dict of lists: its entry is a list that outlives the iteration"),
+        Invalid("""
 losses, outputs = [], []
 for x, y in loader:
     out = model(x)
@@ -594,10 +622,13 @@ def _stored(small: cst.BaseSmallStatement, record: LoopStatement, graph: GraphFl
         call = small.value
         func = call.func
         if isinstance(func, cst.Attribute) and func.attr.value in PUTTING_METHODS and call.args:
-            container = dotted_name(func.value) or _keyed(func.value, graph)
+            named = dotted_name(func.value)
+            container = named or _keyed(func.value, graph)
             value = call.args[-1].value
-            if container and _outlives(graph, container) and graph.visibly_carries_graph(value, position) and \
-                    graph.facts.holds_container(container.split("[")[0], graph.loop_node, scope):
+            root = container.split("[")[0] if container else ""
+            visible = graph.facts.holds_container(root, graph.loop_node, scope) if named else \
+                graph.facts.holds_containers(root, graph.loop_node, scope)  # `history["loss"].append(x)`
+            if container and _outlives(graph, container) and graph.visibly_carries_graph(value, position) and visible:
                 if isinstance(value, (cst.List, cst.Tuple)):
                     return None  # extend([...]): several values; report the simple shapes only
                 return call, container, value
