@@ -148,6 +148,9 @@ class GraphFlow:
                     self._record_put(small.value, record)
                 if isinstance(small, cst.Assign):
                     for target in small.targets:
+                        if type(target.target) is cst.Subscript and (into := dotted_name(target.target.value)):
+                            # `losses[t] = loss`: put into `losses` at a key
+                            self._put_into.setdefault(into, []).append((record.position, record, small.value))
                         pairs = _paired(target.target, small.value)
                         if pairs is not None:  # `a, b = f(x), g(y)`: each name its own value
                             for name, value in pairs:
@@ -214,6 +217,10 @@ class GraphFlow:
             if definition.augmented is None and not definition.statement.in_inner_loop:
                 hidden_blocks.add(block)
         return list(reversed(reaching))
+
+    def put_into(self, name: str) -> list[cst.BaseExpression]:
+        """The values the iteration puts into container `name` (`name.append(v)`, `name[i] = v`)."""
+        return [value for _, _, value in self._put_into.get(name, ())]
 
     def all_definitions(self, name: str) -> list[Definition]:
         return list(self._definitions.get(name, ()))

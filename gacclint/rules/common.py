@@ -138,15 +138,17 @@ def same_block_after(variant: LoopVariant, anchor: ResolvedEvent, kinds: set[Eve
 def backpropagated_names(loop: TrainingLoop, graph) -> set[str]:
     """Names whose values reach a backward of the loop (gacclint/loops/graphs.py's GraphFlow
     `graph`), through the definitions in between, or a backward after the loop."""
-    reached: set[str] = set(loop.backpropagated_after)
+    reached: set[str] = set()
     pending = [name for event in loop.events if event.kind is EventKind.BACKWARD and event.loss is not None
-               for name in graph.reads(event.loss)]
+               for name in graph.reads(event.loss)] + list(loop.backpropagated_after)
     while pending:
         name = pending.pop()
         if name not in reached:
             reached.add(name)
             for definition in graph.all_definitions(name):
                 pending.extend(graph.reads(definition.value))
+            for value in graph.put_into(name):  # `losses[t] = pred_losses[t]`, then `sum(losses).backward()`
+                pending.extend(graph.reads(value))
     return reached
 
 

@@ -64,6 +64,19 @@ class GraphKeptAcrossIterations(Rule):
 
     VALID = [
         Valid("""
+def train_a_batch(model, xs, ys, optimizer):
+    losses = []
+    for t in range(len(xs)):
+        task_loss = F.cross_entropy(model(xs[t]), ys[t])
+        losses.append(task_loss)
+        if per_task:
+            (task_loss / len(xs)).backward()
+    total = sum(losses) / len(xs)
+    if not per_task:
+        total.backward()
+    optimizer.step()
+""", "the list is summed and backpropagated after the loop in one configuration: its graphs are kept on purpose"),
+        Valid("""
 import utils
 
 meters = {name: utils.Averager() for name in ["loss", "acc"]}
