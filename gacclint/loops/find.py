@@ -1951,6 +1951,10 @@ def _assignments(statement: cst.CSTNode, repeated: bool) -> list[tuple[str, cst.
         small_type = type(small)
         if small_type is cst.Assign:
             single = len(small.targets) == 1 and dotted_name(small.targets[0].target) is not None
+            paired = _literal_pairs(small) if len(small.targets) == 1 and not repeated else None
+            if paired is not None:  # `examples, steps = 0, 0`: each name its own literal
+                found += [(name, value, None) for name, value in paired]
+                continue
             for target in small.targets:
                 for name in _target_names(target.target):
                     found.append((name, small.value if single and not repeated else None, None))
@@ -1962,6 +1966,27 @@ def _assignments(statement: cst.CSTNode, repeated: bool) -> list[tuple[str, cst.
             for name in _target_names(small.target):
                 found.append((name, small.value if operator and not repeated else None, operator))
     return found
+
+
+def _literal_pairs(small: cst.Assign) -> list[tuple[str, cst.BaseExpression]] | None:
+    """`a, b = 0, 0`: each target name with the literal it is given (literals only, so that no
+    value reads a name the same statement rebinds)."""
+    target, value = small.targets[0].target, small.value
+    if not (type(target) in (cst.Tuple, cst.List) and type(value) in (cst.Tuple, cst.List)):
+        return None
+    targets, values = target.elements, value.elements  # type: ignore[attr-defined]
+    if len(targets) != len(values):
+        return None
+    pairs = []
+    for element, item in zip(targets, values):
+        name = dotted_name(element.value) if type(element) is cst.Element else None
+        if name is None or type(item) is not cst.Element or type(item.value) not in (cst.Integer, cst.Float, cst.Name):
+            return None
+        pairs.append((name, item.value))
+    names = {name for name, _ in pairs}
+    if any(type(value) is cst.Name and value.value in names for _, value in pairs):  # type: ignore[attr-defined]
+        return None  # `a, b = b, a`: each value is read before either name is bound
+    return pairs
 
 
 def _strip_constant_terms(node: cst.BaseExpression) -> cst.BaseExpression | None:

@@ -260,6 +260,20 @@ for epoch in range(epochs):
     ]
     INVALID = [
         Invalid("""
+n_seen, n_steps = 0, 0
+for x, y in loader:
+    (loss_fn(model(x), y) / k).backward()
+    n_steps += 1
+    if n_steps % k == 0:
+        optimizer.step()
+        optimizer.zero_grad()
+    if n_steps % 100 == 0:
+        scheduler.step()
+        n_seen, n_steps = 0, 0
+""", fixed=None, applicability=None,
+            why="a reset written as a tuple of literals is read as one: the counter is set back within the pass, "
+                "so no clause can name the last micro-batch"),
+        Invalid("""
 def forward_pass(model, batch, cfg):
     x, y = batch
     return loss_fn(model(x), y) / cfg.accum
