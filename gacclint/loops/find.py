@@ -2037,9 +2037,11 @@ def _count_arithmetic(value: cst.BaseExpression) -> bool:
 
 
 def _assigned_value(small: cst.BaseSmallStatement, name: str) -> cst.BaseExpression | None:
-    """The value `small` binds to `name`: `name = v`, or `a, name = u, v`."""
-    if not isinstance(small, cst.Assign) or len(small.targets) != 1:
+    """The value `small` binds to `name`: `name = v`, `a = name = v`, or `a, name = u, v`."""
+    if not isinstance(small, cst.Assign):
         return None
+    if len(small.targets) > 1:  # `micro = n = 0`
+        return small.value if any(dotted_name(t.target) == name for t in small.targets) else None
     target, value = small.targets[0].target, small.value
     if dotted_name(target) == name:
         return value

@@ -94,6 +94,23 @@ for x, y in loader:
     ]
     INVALID = [
         Invalid("""
+micro = seen = 0
+for x in loader:
+    loss_fn(model(x)).div(k).backward()
+    if micro % k == 0:
+        optimizer.step()
+        optimizer.zero_grad()
+    micro += 1
+""", fixed="""
+micro = seen = 0
+for x in loader:
+    loss_fn(model(x)).div(k).backward()
+    if (micro + 1) % k == 0:
+        optimizer.step()
+        optimizer.zero_grad()
+    micro += 1
+""", why="a chained assignment sets the counter's start too", also=("GA202",)),
+        Invalid("""
 for i, (x, y) in enumerate(loader):
     sync = nullcontext() if (i + 1) % k == 0 else model.no_sync()
     with sync:
