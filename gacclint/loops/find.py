@@ -2143,9 +2143,19 @@ def _passed_through(node: cst.BaseExpression) -> cst.BaseExpression | None:
 
 
 def _single_range_argument(loop: LoopNode) -> cst.BaseExpression | None:
+    """How many times `for ... in range(...)` runs, as an expression of its own: `n` of
+    `range(n)`, `range(0, n)` and `range(1, n + 1)`."""
     if isinstance(loop, cst.For):
         args = _range_arguments(loop.iter)
         if args is not None and len(args) == 1:
             return args[0]
+        if args is not None and len(args) == 2 and isinstance(args[0], cst.Integer):
+            start, stop = integer_value(args[0]), args[1]
+            if start == 0:
+                return stop
+            if isinstance(stop, cst.BinaryOperation) and isinstance(stop.operator, cst.Add):
+                for count, offset in ((stop.left, stop.right), (stop.right, stop.left)):
+                    if isinstance(offset, cst.Integer) and integer_value(offset) == start:
+                        return count
     return None
 

@@ -202,6 +202,23 @@ class LmTrainer(Trainer):
     ]
     INVALID = [
         Invalid("""
+for step in range(steps):
+    for micro_step in range(1, accumulation_steps + 1):
+        x, y = next(batches)
+        loss = loss_fn(model(x), y)
+        loss.backward()
+    optimizer.step()
+    optimizer.zero_grad()
+""", fixed="""
+for step in range(steps):
+    for micro_step in range(1, accumulation_steps + 1):
+        x, y = next(batches)
+        loss = loss_fn(model(x), y)
+        (loss / accumulation_steps).backward()
+    optimizer.step()
+    optimizer.zero_grad()
+""", why="`range(1, k + 1)` runs k micro-steps, as `range(k)` does"),
+        Invalid("""
 for i, (x, y) in enumerate(loader):
     loss = criterion(model(x), y)
     with amp.scale_loss(loss, optimizer) as scaled_loss:
