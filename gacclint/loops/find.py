@@ -1705,15 +1705,16 @@ class _Builder:
         return None
 
     def _pulls_whole_run(self, loop: LoopNode) -> bool:
-        """`for step in range(max_steps): batch = next(data)` outside any other loop of its
-        function: a count of steps pulling from a stream, the whole run rather than a pass over
-        the data (RULES.md GA202: only the run's last micro-batches go unstepped)."""
+        """`for step in range(max_steps): batch = next(data)` in a script's own code, in no other
+        loop: a count of steps pulling from a stream, the whole run rather than a pass over the
+        data (RULES.md GA202: only the run's last micro-batches go unstepped). In a function it may
+        be one pass of many (`_train_inner_loop(epoch, iters_per_epoch)` called per epoch)."""
         if not any(call_name(call) == "next" for call in self.facts.tree.find(loop.body, cst.Call, enter_scopes=False)):
             return False
         for frame in reversed(self.frames.get(id(loop), [])):
-            if frame.owner is None or isinstance(frame.owner, (cst.FunctionDef, cst.ClassDef)):
+            if frame.owner is None:
                 return True
-            if _is_loop(frame.owner):
+            if isinstance(frame.owner, (cst.FunctionDef, cst.ClassDef)) or _is_loop(frame.owner):
                 return False
         return True
 

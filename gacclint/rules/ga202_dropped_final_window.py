@@ -154,15 +154,14 @@ def main(accumulate=4):
 main()
 """, "16 micro-batches and a count of 4 that the only call leaves at its default: no partial window"),
         Valid("""
-def train(model, stream, optimizer, k, max_steps):
-    batches = iter(stream)
-    for step in range(max_steps):
-        x, y = next(batches)
-        (loss_fn(model(x), y) / k).backward()
-        if (step + 1) % k == 0:
-            optimizer.step()
-            optimizer.zero_grad()
-""", "a count of steps pulling from a stream with `next()`, in no other loop: the whole run, not a pass"),
+batches = iter(stream)
+for step in range(max_steps):
+    x, y = next(batches)
+    (loss_fn(model(x), y) / k).backward()
+    if (step + 1) % k == 0:
+        optimizer.step()
+        optimizer.zero_grad()
+""", "a script's count of steps pulling from a stream with `next()`, in no other loop: the whole run, not a pass"),
         Valid("""
 class CFG:
     accumulation = 1
