@@ -21,7 +21,7 @@ from gacclint.loops.events import (
 )
 from gacclint.loops.facts import Binding, ModuleFacts, collect_facts
 from gacclint.loops.flow import loss_flow
-from gacclint.loops.graphs import GraphFlow
+from gacclint.loops.graphs import UNKNOWN_GRAPH, GraphFlow
 from gacclint.loops.lean import Layout
 
 from gacclint.loops.evaluate import (
@@ -61,7 +61,7 @@ from gacclint.loops.model import (
     SyncTest,
     TrainingLoop,
 )
-from gacclint.loops.model import DdpWrap
+from gacclint.loops.model import DdpWrap, variant_step_boundary
 from gacclint.loops.vocabulary import (
     call_name,
     code_of,
@@ -474,6 +474,7 @@ class _Builder:
             body=body,
         )
         loop.graph = GraphFlow(loop, self.facts, varying)
+        loop.optimizer_windows = self._optimizer_windows(loop)
         self._step_hygiene(loop, training, function, varying)
         self.loops.append(loop)
 
@@ -1704,6 +1705,64 @@ class _Builder:
                     return positional_args(call)[0]
         return None
 
+    def _optimizer_windows(self, loop: TrainingLoop) -> dict[int, list[LoopVariant]]:
+        """RULES.md, *ownership*: in a variant whose optimizers step at different times, one
+        variant per optimizer, with its steps, the backwards whose graphs reach the modules it
+        owns, and the clears that reach them. Nothing where ownership, a backward's graph or a
+        clear cannot be read."""
+        graph = loop.graph
+        found: dict[int, list[LoopVariant]] = {}
+        if graph is None or loop.shape is not Shape.PER_ITERATION:
+            return found
+        calls: dict[int, cst.Call] | None = None
+        for variant in loop.variants:
+            steps = variant.steps
+            if variant.managed or not steps or variant_step_boundary(variant) is not None or any(
+                    s.event.framework is not None or s.event.in_inner_loop or s.event.iterated or not s.event.receiver
+                    for s in steps):
+                continue
+            receivers = sorted({s.event.receiver for s in steps})  # type: ignore[type-var]
+            owned = {r: self.facts.optimizer_models(r) for r in receivers}
+            if len(receivers) < 2 or any(o is None for o in owned.values()):
+                continue
+            if any(_within(a, b) for r, q in itertools.combinations(receivers, 2) for a in owned[r] for b in owned[q]) \
+                    or any(_within(b, a) for r, q in itertools.combinations(receivers, 2) for a in owned[r] for b in owned[q]):
+                continue  # optimizers sharing modules: which parameters each step applies is not separable
+            if calls is None:
+                calls = {id(c): c for c in self.facts.tree.find(loop.node.body, cst.Call, enter_scopes=False)}
+            reached: dict[int, set[str]] = {}  # backward -> the modules its graph runs
+            for backward in variant.backwards:
+                event = backward.event
+                if event.loss is None:
+                    break
+                forwards = graph.forwards(event.loss, event.position)
+                if UNKNOWN_GRAPH in forwards or any(f not in calls for f in forwards):
+                    break
+                reached[id(event)] = {_module_called(call_name(calls[f]) or "") for f in forwards}
+            else:
+                windows = []
+                for receiver in receivers:
+                    modules = owned[receiver]
+                    assert modules is not None
+
+                    def reaches(names: set[str] | frozenset[str], modules: frozenset[str] = modules) -> bool:
+                        return any(_within(n, m) or _within(m, n) for n in names for m in modules)
+
+                    clears = variant.clears
+                    if any(c.event.receiver in (None, "params") or c.event.in_inner_loop for c in clears):
+                        break  # what a clear reaches is not read
+                    chosen = {id(s) for s in steps if s.event.receiver == receiver}
+                    chosen |= {id(b) for b in variant.backwards if reaches(reached[id(b.event)])}
+                    chosen |= {id(c) for c in clears if c.event.receiver == receiver or (
+                        c.event.receiver not in owned and reaches({c.event.receiver}))}  # type: ignore[arg-type]
+                    if any(id(b) in chosen for b in variant.backwards):
+                        windows.append(LoopVariant(variant.switches, [e for e in variant.events if id(e) in chosen],
+                                                   variant.frameworks))
+                else:
+                    if windows:
+                        found[id(variant)] = windows
+        return found
+
     def _pulls_whole_run(self, loop: LoopNode) -> bool:
         """`for step in range(max_steps): batch = next(data)` in a script's own code, in no other
         loop: a count of steps pulling from a stream, the whole run rather than a pass over the
@@ -1922,6 +1981,11 @@ def _evaluated_guard(event: Event, deciding: list[Condition], schedule: Schedule
                         end_of_data=expression if tail else None, expression=expression,
                         negated=bool(tests) and not tests[0].polarity, schedule=schedule)
     return Guard(kind, boundary)
+
+
+def _within(module: str, ancestor: str) -> bool:
+    """`module` is `ancestor` or one of its parts (`netG.encoder` within `netG`)."""
+    return module == ancestor or module.startswith(ancestor + ".")
 
 
 def _module_called(name: str) -> str:

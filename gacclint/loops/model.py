@@ -428,6 +428,11 @@ class TrainingLoop:
     # Names whose values reach a backward after the loop (`meta_loss = torch.stack(losses).mean()`
     # then `meta_loss.backward()`): what they hold is kept for that backward.
     backpropagated_after: frozenset[str] = frozenset()
+    # For a variant whose optimizers step at different times (a GAN's discriminator on every
+    # micro-batch, its generator on a boundary): one variant per optimizer that steps on a
+    # boundary, holding its steps, the backwards that reach its parameters and the clears that
+    # reach them (RULES.md, *ownership*). Keyed by the id of the variant they split.
+    optimizer_windows: dict[int, list["LoopVariant"]] = field(default_factory=dict)
     # What the loop hands to calls whose bodies are not visible ("self" for an inherited method
     # of self): what those do with it (clear its gradients, say) is unknown.
     handed_unseen: frozenset[str] = frozenset()
@@ -448,22 +453,30 @@ class TrainingLoop:
         """
         if self.shape is not Shape.PER_ITERATION:
             return
-        for variant in self.variants:
-            if variant.managed:
+        for whole in self.variants:
+            if whole.managed:
                 continue
-            own = [s for s in variant.steps if s.event.framework is None]
-            if any(s.event.iterated for s in own) and not all(s.event.iterated for s in own):
-                # `for opt in optimizers: opt.step()` beside `optimizers[1].step()`: which optimizer
-                # the inner loop steps, and so each one's windows, is not visible
-                continue
-            boundary = variant_step_boundary(variant)
-            if boundary is None or boundary.framework:
-                continue
-            if boundary.k_literal == 1:
-                continue
-            if not _backward_every_micro_batch(variant.backwards, boundary):
-                continue
-            yield variant, boundary
+            for variant in [whole, *self.optimizer_windows.get(id(whole), ())]:
+                found = _accumulating(variant)
+                if found is not None:
+                    yield variant, found
+
+
+
+def _accumulating(variant: LoopVariant) -> Boundary | None:
+    """The boundary of a variant that accumulates: backward every micro-batch, every step on one
+    boundary of k > 1."""
+    own = [s for s in variant.steps if s.event.framework is None]
+    if any(s.event.iterated for s in own) and not all(s.event.iterated for s in own):
+        # `for opt in optimizers: opt.step()` beside `optimizers[1].step()`: which optimizer
+        # the inner loop steps, and so each one's windows, is not visible
+        return None
+    boundary = variant_step_boundary(variant)
+    if boundary is None or boundary.framework or boundary.k_literal == 1:
+        return None
+    if not _backward_every_micro_batch(variant.backwards, boundary):
+        return None
+    return boundary
 
 
 def _backward_every_micro_batch(backwards: list[ResolvedEvent], boundary: Boundary) -> bool:

@@ -60,6 +60,16 @@ class UnscaledAccumulatedLoss(Rule):
 
     VALID = [
         Valid("""
+opt_a = torch.optim.Adam(model.parameters())
+opt_b = torch.optim.SGD(model.head.parameters())
+for i, x in enumerate(loader):
+    model(x).mean().backward()
+    opt_b.step()
+    if (i + 1) % k == 0:
+        opt_a.step()
+        model.zero_grad()
+""", "two optimizers over shared parameters: which gradients each step applies cannot be told apart"),
+        Valid("""
 from losses import compute_loss
 
 
@@ -201,6 +211,34 @@ class LmTrainer(Trainer):
 """, "every override that computes the loss divides it (the base class's only raises)"),
     ]
     INVALID = [
+        Invalid("""
+opt_g = torch.optim.Adam(G.parameters())
+opt_d = torch.optim.Adam(D.parameters())
+for i, x in enumerate(loader):
+    fake = G(torch.randn(8, 4))
+    opt_d.zero_grad()
+    D(fake.detach()).mean().backward()
+    opt_d.step()
+    g_loss = -D(fake).mean()
+    g_loss.backward()
+    if (i + 1) % k == 0 or (i + 1) == len(loader):
+        opt_g.step()
+        opt_g.zero_grad()
+""", fixed="""
+opt_g = torch.optim.Adam(G.parameters())
+opt_d = torch.optim.Adam(D.parameters())
+for i, x in enumerate(loader):
+    fake = G(torch.randn(8, 4))
+    opt_d.zero_grad()
+    D(fake.detach()).mean().backward()
+    opt_d.step()
+    g_loss = -D(fake).mean()
+    (g_loss / k).backward()
+    if (i + 1) % k == 0 or (i + 1) == len(loader):
+        opt_g.step()
+        opt_g.zero_grad()
+""", why="each optimizer's own window: the discriminator steps every micro-batch, the generator accumulates the "
+            "backwards that reach its parameters (the detached one does not)", also=("GA203",)),
         Invalid("""
 for step in range(steps):
     for micro_step in range(1, accumulation_steps + 1):

@@ -329,8 +329,9 @@ for i, (x, y) in enumerate(loader):
             # (an apex branch's `amp.scale_loss(loss, ...)` hides the division, not the windows),
             # with every step of it (a GAN's second optimizer may still drop its tail: GA202 first).
             windows = {self._window(loop, variant, boundaries[id(variant)], division, tree)
-                       if id(variant) in boundaries and self._steps_every_tail(loop, variant) else None
-                       for variant in loop.variants if _runs(loop, variant, division)}
+                       if variant is not None and self._steps_every_tail(loop, variant) else None
+                       for variant in (_window_holding(loop, whole, division, boundaries)
+                                       for whole in loop.variants if _runs(loop, whole, division))}
             value = windows.pop() if len(windows) == 1 else None
             yield self.finding(
                 f"the final partial window is stepped but its losses are still divided by `{division.divisor_text}`: "
@@ -399,6 +400,17 @@ for i, (x, y) in enumerate(loader):
         k = atom(division.divisor)  # the count as the division spells it
         position = counter.text if first == 0 else f"({counter.text} - 1)"
         return f"min({k}, {length} - ({position} // {k}) * {k})"
+
+
+def _window_holding(loop: TrainingLoop, whole: LoopVariant, division: Division,
+                    boundaries: dict[int, Boundary]) -> LoopVariant | None:
+    """The accumulating variant of `whole` whose backwards carry the division: `whole` itself,
+    or the window of the one optimizer whose parameters that backward reaches (a GAN's)."""
+    if id(whole) in boundaries:
+        return whole
+    holding = [window for window in loop.optimizer_windows.get(id(whole), ()) if id(window) in boundaries and any(
+        b.event.loss_flow is not None and division in b.event.loss_flow.divisions for b in window.backwards)]
+    return holding[0] if len(holding) == 1 else None
 
 
 def _runs(loop: TrainingLoop, variant: LoopVariant, division: Division) -> bool:
