@@ -66,6 +66,14 @@ class MissingZeroGrad(Rule):
 
     VALID = [
         Valid("""
+for x in loader:
+    for opt in (opt_g, opt_d):
+        opt.zero_grad()
+    D(G(x)).mean().backward()
+    opt_g.step()
+    opt_d.step()
+""", "a loop over the optimizers clears them: which ones it reaches is not read, so no finding"),
+        Valid("""
 def train_step(models, optimizers, xs, ys):
     for optimizer in optimizers:
         optimizer.zero_grad()
@@ -397,8 +405,8 @@ for epoch in range(epochs):
         cleared: set[str] = set()
         for clear in clears:
             receiver = clear.receiver
-            if receiver is None or receiver == "params" or clear.in_inner_loop:
-                return  # a helper or a parameter loop: what it clears is not read here
+            if receiver is None or receiver == "params" or clear.in_inner_loop or clear.iterated:
+                return  # a helper, a parameter loop or a loop over optimizers: what it clears is not read here
             cleared.add(receiver)
         steps = [e for e in loop.events if e.kind is EventKind.STEP and e.framework is None and not e.in_inner_loop]
         if len({e.receiver for e in steps}) < 2 or any(v.frameworks for v in loop.variants):

@@ -88,6 +88,19 @@ class DoubleBuiltGraph(Rule):
 
     VALID = [
         Valid("""
+for xs, ys, xt in loader:
+    cls_s, dom_s = model(xs)
+    cls_t, dom_t = model(xt)
+    fea_loss = F.cross_entropy(cls_s, ys) + F.cross_entropy(dom_t, ys)
+    critic_loss = F.cross_entropy(dom_s, ys) + F.cross_entropy(dom_t, 1 - ys)
+    opt_f.zero_grad()
+    fea_loss.backward(retain_graph=True)
+    opt_f.step()
+    opt_c.zero_grad()
+    critic_loss.backward()
+    opt_c.step()
+""", "both forwards' graphs are needed by the next backward anyway: separate backwards free nothing sooner"),
+        Valid("""
 for x, y in loader:
     out1 = model1(x)
     out2 = model2(x)
@@ -449,6 +462,7 @@ for x, y in loader:
     ]
 
     def check(self, loop: TrainingLoop, model) -> Iterator[Finding]:
+        self._loop = loop
         graph = loop.graph
         if graph is None:
             return
@@ -468,6 +482,18 @@ for x, y in loader:
                 "graph stays alive until then; backpropagate each loss as soon as it is computed",
                 # terms that share a forward must be backpropagated together: no automatic split
                 combined, _fix(loop, graph, event, definition, terms) if separable and whole else None)
+
+    def _kept_alive(self, event: Event, graph: GraphFlow) -> frozenset[int]:
+        """The forwards whose graphs another backward of the iteration needs as well: an earlier one
+        keeps them with `retain_graph=True`, or a later one reads them. Those graphs stay alive
+        whatever this backward does."""
+        found: set[int] = set()
+        for other in self._loop.events:
+            if other.kind is not EventKind.BACKWARD or other is event or other.loss is None:
+                continue
+            if (other.position < event.position and other.retain_graph) or other.position > event.position:
+                found |= graph.forwards(other.loss, other.position)
+        return frozenset(found)
 
     def _combination(self, event: Event, graph: GraphFlow):
         loss = event.loss
@@ -538,6 +564,9 @@ for x, y in loader:
                   if graph.is_reduced_loss(term.expression, before) or graph.is_loss_sum(term.expression, before)]
         if any(UNKNOWN_GRAPH in term.forwards for term in graph_terms):
             return None  # some term's forwards are not visible: whether graphs are shared is unknown
+        kept = self._kept_alive(event, graph)
+        if any(term.forwards & kept for term in graph_terms):
+            return None  # a backward with `retain_graph=True` keeps those graphs alive for this one anyway
         # Terms sharing a forward stay together (separate backwards would need retain_graph);
         # two or more such groups are separate graphs alive at once.
         groups: list[list[_Term]] = []
