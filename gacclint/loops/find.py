@@ -816,6 +816,14 @@ class _Builder:
                       if order.get(id(s), 0) <= last_backward and id(s) not in without_grad]
         called: dict[str, list[cst.CSTNode]] = {}
         referenced: set[str] = set()
+        # The forward calls whose graphs reach a backward: a DDP model whose output is only used
+        # detached (a frozen teacher) syncs nothing.
+        feeding: set[int] = set()
+        if loop.graph is not None:
+            for event in loop.events:
+                if event.kind is EventKind.BACKWARD and event.loss is not None:
+                    feeding |= loop.graph.forwards(event.loss, event.position)
+        detached_only: dict[str, bool] = {}
         for statement in statements:
             for call in self.facts.tree.find(statement, cst.Call, enter_scopes=False):
                 name = call_name(call)
@@ -823,12 +831,15 @@ class _Builder:
                     target = _module_called(name)
                     if target in wraps:
                         called.setdefault(target, []).append(statement)
+                        known = bool(feeding) and UNKNOWN_GRAPH not in feeding
+                        detached_only[target] = detached_only.get(target, True) and known and id(call) not in feeding
                     for through in self._method_forwards(name, call, wraps):  # `loss = self.train_on_batch(batch)`
                         called.setdefault(through, []).append(statement)
                 if (name or "").rsplit(".", 1)[-1] not in PURE_CALLS:  # `isinstance(model, DDP)` runs nothing of it
                     referenced.update(dotted_name(a.value) or "" for a in call.args)
         # The model the loop calls first leads; `ddp_forwards` are its calls.
-        used = sorted((wraps[name] for name in wraps if name in called or name in referenced),
+        used = sorted((wraps[name] for name in wraps if (name in called and not detached_only.get(name))
+                       or (name in referenced and name not in called)),
                       key=lambda w: min((order.get(id(s), 0) for s in called.get(w.name, [])), default=1 << 30))
         if not used:
             return

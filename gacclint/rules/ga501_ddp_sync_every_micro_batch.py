@@ -88,6 +88,17 @@ class DdpSyncEveryMicroBatch(Rule):
 
     VALID = [
         Valid("""
+teacher = DistributedDataParallel(teacher)
+optimizer = torch.optim.SGD(student.parameters(), lr=0.1)
+for step, x in enumerate(loader):
+    target = teacher(x).detach()
+    loss = mse(student(x), target) / k
+    loss.backward()
+    if (step + 1) % k == 0 or step + 1 == len(loader):
+        optimizer.step()
+        optimizer.zero_grad()
+""", "the DDP teacher's output is detached: no backward reaches it, so it syncs nothing"),
+        Valid("""
 model = DistributedDataParallel(model)
 for batch in loader:
     model(batch).backward()
