@@ -475,16 +475,48 @@ def _bound_part(binding: Binding) -> cst.BaseExpression | None:
     return None
 
 
-def _class_integer(node: cst.ClassDef, attribute: str) -> int | None:
-    """The literal integer the class body binds `attribute` to, when it binds it once."""
+def _class_integer(node: cst.ClassDef, attribute: str, depth: int = 0) -> int | None:
+    """The integer the class body binds `attribute` to, when it binds it once, to a literal or
+    to integer arithmetic of literals and the class's other attributes (`n_accumulate =
+    max(1, 32 // train_bs)`)."""
     values = []
     for statement in node.body.body:
         for small in getattr(statement, "body", ()) if isinstance(statement, cst.SimpleStatementLine) else ():
             targets = [t.target for t in small.targets] if isinstance(small, cst.Assign) else \
                 [small.target] if isinstance(small, cst.AnnAssign) else []
             if any(isinstance(t, cst.Name) and t.value == attribute for t in targets):
-                values.append(integer_value(small.value) if isinstance(small.value, cst.Integer) else None)
-    return values[0] if len(values) == 1 else None
+                values.append(small.value)
+    if len(values) != 1 or values[0] is None or depth > 4:
+        return None
+    return _class_arithmetic(node, values[0], depth)
+
+
+def _class_arithmetic(node: cst.ClassDef, value: cst.BaseExpression, depth: int) -> int | None:
+    if isinstance(value, cst.Integer):
+        return integer_value(value)
+    if isinstance(value, cst.Name):
+        return _class_integer(node, value.value, depth + 1)
+    if isinstance(value, cst.BinaryOperation):
+        left, right = _class_arithmetic(node, value.left, depth), _class_arithmetic(node, value.right, depth)
+        if left is None or right is None:
+            return None
+        operator = value.operator
+        if isinstance(operator, cst.Add):
+            return left + right
+        if isinstance(operator, cst.Subtract):
+            return left - right
+        if isinstance(operator, cst.Multiply):
+            return left * right
+        if isinstance(operator, cst.FloorDivide) and right:
+            return left // right
+        return None
+    if isinstance(value, cst.Call) and call_name(value) in ("max", "min") and value.args and \
+            all(a.keyword is None and not a.star for a in value.args):
+        parts = [_class_arithmetic(node, a.value, depth) for a in value.args]
+        if None in parts:
+            return None
+        return max(parts) if call_name(value) == "max" else min(parts)  # type: ignore[type-var]
+    return None
 
 
 def _string_key(subscript: cst.Subscript) -> str | None:

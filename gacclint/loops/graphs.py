@@ -305,6 +305,24 @@ class GraphFlow:
                 for func in self.facts.functions[name])
         return known
 
+    def _returns_unseen(self, name: str) -> bool:
+        """Every definition of the module's function `name` returns the result of a function
+        imported from a module the module cannot see (`return f1_score(y, pred)`)."""
+        for func in self.facts.functions[name]:
+            returns = [r.value for r in self.facts.tree.find(func.body, cst.Return, enter_scopes=False)]
+            if not returns or not all(isinstance(value, cst.Call) and (self._unseen(call_name(value) or "")
+                                                                    or self._library_function(value))
+                                      for value in returns):
+                return False
+        return True
+
+    def _library_function(self, call: cst.Call) -> bool:
+        """A function of a scientific library the module imports that is not torch (sklearn,
+        scipy): it computes on NumPy values, not on graphs."""
+        text = call_name(call) or ""
+        source = self.facts.imported_from.get(text.split(".")[0], "")
+        return source.split(".")[0] in ("sklearn", "scipy", "numpy", "pandas")
+
     def _unpacks_number(self, definition: Definition) -> bool:
         """`_, pred = out.max(1)` for `pred` (the indices); `loss, elapsed = knn_loss(q, n)` for
         `elapsed`: a function of this module whose every return is a tuple as long as the
@@ -426,6 +444,8 @@ class GraphFlow:
             helper = last if text == f"self.{last}" or (owner and self._module_method(owner, last)) else text
             if helper in self.facts.functions and self._returns_numbers(helper):
                 return frozenset()  # `def accuracy(out, y): return (...).sum().item()`
+            if self.strict and helper in self.facts.functions and self._returns_unseen(helper):
+                return frozenset()  # `def metric(p, y): return f1_score(y, p)`: what it returns is not visible
             found: set[int] = set()
             if self.is_forward(node):
                 found.add(id(node))

@@ -164,6 +164,18 @@ for step in range(max_steps):
 """, "a script's count of steps pulling from a stream with `next()`, in no other loop: the whole run, not a pass"),
         Valid("""
 class CFG:
+    batch_size = 64
+    accumulation = max(1, 32 // batch_size)
+
+
+for i, (x, y) in enumerate(loader):
+    (loss_fn(model(x), y) / CFG.accumulation).backward()
+    if (i + 1) % CFG.accumulation == 0:
+        optimizer.step()
+        optimizer.zero_grad()
+""", "a class attribute computed from the class's literals is 1: no accumulation"),
+        Valid("""
+class CFG:
     accumulation = 1
 
 

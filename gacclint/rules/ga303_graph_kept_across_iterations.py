@@ -64,6 +64,23 @@ class GraphKeptAcrossIterations(Rule):
 
     VALID = [
         Valid("""
+from sklearn.metrics import f1_score
+
+
+def metric(logits, y):
+    return f1_score(y, logits.argmax(1))
+
+
+score = 0
+for x, y in loader:
+    logits = model(x)
+    loss = criterion(logits, y)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    score += metric(logits, y)
+""", "a helper returning what an imported function returns: not visible, so not known to carry a graph"),
+        Valid("""
 def train_a_batch(model, xs, ys, optimizer):
     losses = []
     for t in range(len(xs)):
