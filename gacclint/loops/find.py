@@ -1531,8 +1531,10 @@ class _Builder:
                     if scaled is not None:
                         raw = replace(raw, loss=scaled)
                 if raw.kind is EventKind.BACKWARD and raw.loss is not None:
+                    # ... and so do the statements before it in its own block
+                    local = frozenset(id(v.statement) for v in visits if v.block is visit.block)
                     flow = loss_flow(raw.loss, visit.statement, statements, self.facts, function,
-                                     self._window_caches(loop), dominating)
+                                     self._window_caches(loop), dominating | local)
                 events.append(Event(
                     kind=raw.kind, statement=visit.statement, node=raw.node, order=order, conditions=conditions,
                     receiver=raw.receiver, framework=raw.framework, loss=raw.loss, loss_flow=flow,

@@ -212,6 +212,27 @@ class LmTrainer(Trainer):
     ]
     INVALID = [
         Invalid("""
+for i, (x, y) in enumerate(loader):
+    loss = loss_fn(model(x), y) / k
+    loss.backward()
+    if adversarial:
+        loss = adversary.attack(x, y)
+        loss.backward()
+    if (i + 1) % k == 0 or (i + 1) == len(loader):
+        optimizer.step()
+        optimizer.zero_grad()
+""", fixed="""
+for i, (x, y) in enumerate(loader):
+    loss = loss_fn(model(x), y) / k
+    loss.backward()
+    if adversarial:
+        loss = adversary.attack(x, y)
+        (loss / k).backward()
+    if (i + 1) % k == 0 or (i + 1) == len(loader):
+        optimizer.step()
+        optimizer.zero_grad()
+""", why="bound anew in the backward's own block: the earlier division does not reach it", also=("GA203",)),
+        Invalid("""
 opt_g = torch.optim.Adam(G.parameters())
 opt_d = torch.optim.Adam(D.parameters())
 for i, x in enumerate(loader):
