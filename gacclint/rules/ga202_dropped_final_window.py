@@ -271,6 +271,19 @@ for epoch in range(epochs):
     ]
     INVALID = [
         Invalid("""
+for step, (x, y) in enumerate(loader):
+    (loss_fn(model(x), y) / k).backward()
+    if cfg.do_update and (step + 1) % k == 0:
+        optimizer.step()
+        optimizer.zero_grad()
+""", fixed="""
+for step, (x, y) in enumerate(loader):
+    (loss_fn(model(x), y) / k).backward()
+    if cfg.do_update and ((step + 1) % k == 0 or (step + 1) == len(loader)):
+        optimizer.step()
+        optimizer.zero_grad()
+""", why="the clause joins the boundary in parentheses, still under the switch beside it", also=("GA203",)),
+        Invalid("""
 n_seen, n_steps = 0, 0
 for x, y in loader:
     (loss_fn(model(x), y) / k).backward()
@@ -713,6 +726,12 @@ for i, (x, y) in enumerate(loader, 1):
             clause = cst.parse_expression(f"{last} == {length}")
             operator = cst.Or()
         joined = cst.BooleanOperation(left=expression, operator=operator, right=clause)
+        # An operand of another `and`/`or` (`cfg.do_update and (i + 1) % k == 0`): the clause joins
+        # the boundary in parentheses, under whatever else the test asks.
+        if not expression.lpar and any(
+                not isinstance(parent.operator, type(operator)) and (expression is parent.left or expression is parent.right)
+                for parent in self._model.facts.tree.find(loop.node, cst.BooleanOperation)):
+            joined = joined.with_changes(lpar=[cst.LeftParen()], rpar=[cst.RightParen()])
         applicability = Applicability.SAFE if loop.iterable.kind in _SAFE_TO_MEASURE else Applicability.UNSAFE
         message = f"Also step on the last micro-batch (`{code_of(clause)}`)"
         # One more optimizer step per pass: a schedule counted as `len // k` steps is outrun.
