@@ -6,7 +6,7 @@ import libcst as cst
 
 from gacclint.fixes.edits import Replace
 from gacclint.fixes.schedule import floor_counted
-from gacclint.loops.model import Boundary, EventKind, IterableKind, Scaling, TrainingLoop
+from gacclint.loops.model import Boundary, ConditionKind, EventKind, IterableKind, Scaling, TrainingLoop
 from gacclint.loops.vocabulary import code_of
 from gacclint.rules.base import Applicability, Finding, Fix, Invalid, Rule, Valid
 from gacclint.rules.common import divides_evenly
@@ -726,10 +726,15 @@ for i, (x, y) in enumerate(loader, 1):
             clause = cst.parse_expression(f"{last} == {length}")
             operator = cst.Or()
         joined = cst.BooleanOperation(left=expression, operator=operator, right=clause)
-        # An operand of another `and`/`or` (`cfg.do_update and (i + 1) % k == 0`): the clause joins
-        # the boundary in parentheses, under whatever else the test asks.
+        # Beside a configuration switch in an `and` (`cfg.do_update and (i + 1) % k == 0`): the
+        # clause joins the boundary in parentheses, under the switch (bare, the `or` would bind to
+        # the whole test and step the switched-off variant).
+        switches = {id(c.expression) for e in loop.events if e.kind is EventKind.STEP for c in e.conditions
+                    if c.kind is ConditionKind.SWITCH and c.expression is not None}
         if not expression.lpar and any(
-                not isinstance(parent.operator, type(operator)) and (expression is parent.left or expression is parent.right)
+                not isinstance(parent.operator, type(operator)) and (
+                    (expression is parent.left and id(parent.right) in switches)
+                    or (expression is parent.right and id(parent.left) in switches))
                 for parent in self._model.facts.tree.find(loop.node, cst.BooleanOperation)):
             joined = joined.with_changes(lpar=[cst.LeftParen()], rpar=[cst.RightParen()])
         applicability = Applicability.SAFE if loop.iterable.kind in _SAFE_TO_MEASURE else Applicability.UNSAFE
