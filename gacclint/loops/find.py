@@ -1670,14 +1670,24 @@ class _Builder:
         # epoch_iterator = tqdm(train_dataloader): the wrapper has the loader's length,
         # and the wrapped name says what it is.
         wrapped = text
+        unsized_wrapper = False
         while (binding is not None and binding.tuple_index is None and isinstance(binding.value, cst.Call)
                and (call_name(binding.value) or "").rsplit(".", 1)[-1] in _ITERABLE_WRAPPERS):
             inner = positional_args(binding.value)
+            # `pbar = tqdm(enumerate(loader))`: through every wrapper to the loader (and `len(pbar)`
+            # would raise: an enumerate has no length)
+            while inner and isinstance(inner[0], cst.Call) and \
+                    (call_name(inner[0]) or "").rsplit(".", 1)[-1] in _ITERABLE_WRAPPERS:
+                if (call_name(inner[0]) or "").rsplit(".", 1)[-1] == "enumerate":
+                    unsized_wrapper = True
+                inner = positional_args(inner[0])
             inner_text = dotted_name(inner[0]) if inner else None
             if inner_text is None:
                 break
             wrapped = inner_text
             binding = self.facts.latest_binding(inner_text, binding.statement, binding.scope)
+        if unsized_wrapper:
+            text = wrapped  # its length is the loader's, asked of the loader
         made = self._returned(binding) if binding is not None else None
         if made is not None:  # `train_dl, eval_dl = create_dataloaders()`: what that function returns there
             value, at, scope = made

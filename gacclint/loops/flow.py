@@ -75,6 +75,12 @@ class _Flow:
         if isinstance(node, (cst.Attribute, cst.Subscript)):
             # `out["loss"] = out["loss"] / k` then `out["loss"].backward()`: read its assignments
             found = self.name(code_of(node), depth + 1)
+            if found is Scaling.UNKNOWN and isinstance(node.value, (cst.Name, cst.Attribute)):
+                # `losses = compute_loss(batch) / k` then `losses.total.backward()`: a part of the
+                # divided value
+                whole = self.name(code_of(node.value), depth + 1)
+                if whole is Scaling.SCALED:
+                    return whole
             return Scaling.UNSCALED if found is Scaling.UNKNOWN else found
         return Scaling.UNKNOWN
 

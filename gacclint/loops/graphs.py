@@ -429,8 +429,9 @@ class GraphFlow:
             func = node.func
             text = call_name(node) or ""
             last = text.rsplit(".", 1)[-1] if text else (func.attr.value if isinstance(func, cst.Attribute) else "")
-            if (last in _NO_GRAPH or text in _NUMBER_BUILTINS) and not self.through_values:
-                return frozenset()
+            if (last in _NO_GRAPH or text in _NUMBER_BUILTINS or text == "torch.tensor" or last == "one_hot") \
+                    and not self.through_values:
+                return frozenset()  # `torch.tensor(x)` copies data without a graph; one-hot codes are integers
             if text.endswith("autograd.grad") and not any(
                     a.keyword is not None and a.keyword.value == "create_graph" and not (
                         isinstance(a.value, cst.Name) and a.value.value == "False") for a in node.args):
