@@ -28,7 +28,11 @@ def divides_evenly(loop: TrainingLoop, boundary: Boundary, facts) -> bool:
     """`len(loader) % k == 0`, provable from literals in the module."""
     length = loop.iterable.literal_length
     if length is None:
-        return False
+        # `range(steps * k)`: a pass that is a whole number of windows, whatever the numbers
+        text, k_text = "".join((loop.iterable.len_text or "").split()), "".join(boundary.k_text.split())
+        factors = text.split("*")
+        return bool(k_text) and len(factors) > 1 and k_text in factors and not any(
+            sign in text for sign in "+-/%()")
     k = boundary.k_literal
     if k is None:
         k = facts.evaluate_int(boundary.k, loop.node, loop.function)

@@ -163,6 +163,13 @@ for step in range(max_steps):
         optimizer.zero_grad()
 """, "a script's count of steps pulling from a stream with `next()`, in no other loop: the whole run, not a pass"),
         Valid("""
+for i in range(steps * k):
+    (loss_fn(model(next(batches))) / k).backward()
+    if (i + 1) % k == 0:
+        optimizer.step()
+        optimizer.zero_grad()
+""", "`steps * k` micro-batches: a whole number of windows"),
+        Valid("""
 class CFG:
     batch_size = 64
     accumulation = max(1, 32 // batch_size)

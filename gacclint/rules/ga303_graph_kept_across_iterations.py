@@ -64,6 +64,25 @@ class GraphKeptAcrossIterations(Rule):
 
     VALID = [
         Valid("""
+logs = []
+for batch in loader:
+    output = task(batch)
+    loss = output["loss"]
+    loss.backward()
+    optimizer.step()
+    optimizer.zero_grad()
+    logs.append(output["log"])
+""", "another part of a result whose loss is backpropagated (logs, metrics): not visibly a graph"),
+        Valid("""
+history = []
+for batch in loader:
+    loss, metrics = model(batch)
+    loss.backward()
+    optimizer.step()
+    optimizer.zero_grad()
+    history.append(metrics)
+""", "what the forward returns beside the loss it is backpropagated through: not visibly a graph"),
+        Valid("""
 from sklearn.metrics import f1_score
 
 
@@ -630,6 +649,8 @@ for x, y in loader:
                     continue  # `losses.append(loss)` ... `torch.stack(losses).mean().backward()`: kept for a backward
                 if _one_window(loop, model.facts, container):
                     continue
+                if _beside_the_loss(graph, value, record.position, backpropagated):
+                    continue
                 item = (isinstance(small, (cst.AugAssign, cst.Assign)) and _starts_at_zero(model.facts, loop, container)
                         and _scalar(graph, value, record.position))
                 replacement = cst.parse_expression(f"{atom(value)}.{'item' if item else 'detach'}()")
@@ -708,6 +729,36 @@ def _scalar(graph: GraphFlow, value: cst.BaseExpression, before: int, depth: int
                     or isinstance(other, cst.Call) and (call_name(other) or "").rsplit(".", 1)[-1] in {"size", "len", "numel"}):
                 return True
     return False
+
+
+def _beside_the_loss(graph: GraphFlow, value: cst.BaseExpression, before: float, backpropagated: set[str]) -> bool:
+    """`metrics` of `loss, metrics = model(batch)`, or `output["log"]` beside `loss =
+    output["loss"]`: another part of the result whose loss is backpropagated. What a model returns
+    beside its loss (logs, metrics) is not visibly a graph (RULES.md, *values the module cannot see*)."""
+    if isinstance(value, cst.Name):
+        found = graph.definitions(value.value, before)  # type: ignore[arg-type]
+        if len(found) != 1:
+            return False
+        if found[0].index is not None:
+            statement = found[0].statement
+            return any(d.statement is statement and d.name != value.value
+                       for name in backpropagated for d in graph.all_definitions(name))
+        value = found[0].value  # `log = output["log"]`
+    key = _literal_key(value)
+    if key is None:
+        return False
+    root = dotted_name(value.value)  # type: ignore[attr-defined]
+    return any(isinstance(d.value, cst.Subscript) and dotted_name(d.value.value) == root
+               and _literal_key(d.value) not in (None, key)
+               for name in backpropagated for d in graph.all_definitions(name))
+
+
+def _literal_key(node: cst.BaseExpression) -> str | None:
+    """`"loss"` of `output["loss"]`, as its code."""
+    if not (isinstance(node, cst.Subscript) and len(node.slice) == 1 and isinstance(node.slice[0].slice, cst.Index)):
+        return None
+    key = node.slice[0].slice.value
+    return code_of(key) if isinstance(key, (cst.SimpleString, cst.Integer)) else None
 
 
 def _keyed(node: cst.BaseExpression, graph: GraphFlow) -> str | None:
