@@ -469,6 +469,7 @@ class _Builder:
             flush_after_loop=shape is Shape.PER_ITERATION and self._flush_after(micro, frames),
             flush_after_run=shape is Shape.PER_ITERATION and self._flush_after(micro, frames, across=True),
             backpropagated_after=self._backpropagated_after(micro, frames),
+            asserted_multiples=self._asserted_multiples(micro, frames),
             bound_names=self._bound_names(function),
             fresh_optimizers=frozenset(self._fresh_optimizers(training, varying)),
             body=body,
@@ -1859,6 +1860,23 @@ class _Builder:
             if _is_loop(frame.owner) and not across:
                 return False
         return False
+
+    def _asserted_multiples(self, loop: LoopNode, frames: list[_Frame]) -> frozenset[tuple[str, str]]:
+        """`assert len(dl) % k == 0` before the loop, in its blocks: (`len(dl)`, `k`), compact."""
+        found: set[tuple[str, str]] = set()
+        for frame in reversed(frames):
+            for statement in frame.block[: frame.index]:
+                for small in getattr(statement, "body", ()) if isinstance(statement, cst.SimpleStatementLine) else ():
+                    test = small.test if isinstance(small, cst.Assert) else None
+                    if isinstance(test, cst.Comparison) and len(test.comparisons) == 1 \
+                            and isinstance(test.comparisons[0].operator, cst.Equal) \
+                            and isinstance(test.comparisons[0].comparator, cst.Integer) \
+                            and integer_value(test.comparisons[0].comparator) == 0 \
+                            and isinstance(test.left, cst.BinaryOperation) and isinstance(test.left.operator, cst.Modulo):
+                        found.add(("".join(code_of(test.left.left).split()), "".join(code_of(test.left.right).split())))
+            if frame.owner is None or isinstance(frame.owner, (cst.FunctionDef, cst.ClassDef)):
+                break
+        return frozenset(found)
 
     def _backpropagated_after(self, loop: LoopNode, frames: list[_Frame]) -> frozenset[str]:
         """Names whose values reach a backward after the loop, in its function (the module for

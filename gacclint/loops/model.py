@@ -428,6 +428,8 @@ class TrainingLoop:
     # Names whose values reach a backward after the loop (`meta_loss = torch.stack(losses).mean()`
     # then `meta_loss.backward()`): what they hold is kept for that backward.
     backpropagated_after: frozenset[str] = frozenset()
+    # `assert len(dl) % k == 0` before the loop: (the length, the count), as compact code.
+    asserted_multiples: frozenset[tuple[str, str]] = frozenset()
     # For a variant whose optimizers step at different times (a GAN's discriminator on every
     # micro-batch, its generator on a boundary): one variant per optimizer that steps on a
     # boundary, holding its steps, the backwards that reach its parameters and the clears that

@@ -27,6 +27,8 @@ def atom(node: cst.BaseExpression) -> str:
 def divides_evenly(loop: TrainingLoop, boundary: Boundary, facts) -> bool:
     """`len(loader) % k == 0`, provable from literals in the module."""
     length = loop.iterable.literal_length
+    if ("".join((loop.iterable.len_text or "").split()), "".join(boundary.k_text.split())) in loop.asserted_multiples:
+        return True  # asserted before the loop
     if length is None:
         # `range(steps * k)`: a pass that is a whole number of windows, whatever the numbers
         text, k_text = "".join((loop.iterable.len_text or "").split()), "".join(boundary.k_text.split())

@@ -163,6 +163,15 @@ for step in range(max_steps):
         optimizer.zero_grad()
 """, "a script's count of steps pulling from a stream with `next()`, in no other loop: the whole run, not a pass"),
         Valid("""
+def train_epoch(model, loader, optimizer, k):
+    assert len(loader) % k == 0
+    for i, (x, y) in enumerate(loader):
+        (loss_fn(model(x), y) / k).backward()
+        if (i + 1) % k == 0:
+            optimizer.step()
+            optimizer.zero_grad()
+""", "the length is asserted to be a multiple of k before the loop"),
+        Valid("""
 for i in range(steps * k):
     (loss_fn(model(next(batches))) / k).backward()
     if (i + 1) % k == 0:
