@@ -470,6 +470,7 @@ class _Builder:
             flush_after_run=shape is Shape.PER_ITERATION and self._flush_after(micro, frames, across=True),
             backpropagated_after=self._backpropagated_after(micro, frames),
             asserted_multiples=self._asserted_multiples(micro, frames),
+            single_budgeted_pass=self._single_budgeted_pass(micro, frames),
             bound_names=self._bound_names(function),
             fresh_optimizers=frozenset(self._fresh_optimizers(training, varying)),
             body=body,
@@ -1859,6 +1860,25 @@ class _Builder:
                 return False
             if _is_loop(frame.owner) and not across:
                 return False
+        return False
+
+    def _single_budgeted_pass(self, loop: LoopNode, frames: list[_Frame]) -> bool:
+        """The loop is the whole run, ended by a budget of steps: no loop around it in its
+        function, and an `if <count> >= budget: break` on a count the loop increments (a step
+        count), so that the run stops on a step and only its last micro-batches could go
+        unstepped (RULES.md GA202)."""
+        for frame in reversed(frames):
+            if frame.owner is None or isinstance(frame.owner, (cst.FunctionDef, cst.ClassDef)):
+                break
+            if _is_loop(frame.owner):
+                return False
+        tree = self.facts.tree
+        counted = {name for node in tree.find(loop.body, cst.AugAssign, enter_scopes=False)
+                   if isinstance(node.operator, cst.AddAssign) for name in _target_names(node.target)}
+        for statement in _statements(loop.body):
+            if isinstance(statement, cst.If) and _terminator(statement.body) is cst.Break \
+                    and self._names_read(statement.test) & counted:
+                return True
         return False
 
     def _asserted_multiples(self, loop: LoopNode, frames: list[_Frame]) -> frozenset[tuple[str, str]]:

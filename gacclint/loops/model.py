@@ -430,6 +430,9 @@ class TrainingLoop:
     backpropagated_after: frozenset[str] = frozenset()
     # `assert len(dl) % k == 0` before the loop: (the length, the count), as compact code.
     asserted_multiples: frozenset[tuple[str, str]] = frozenset()
+    # The loop is the whole run (no loop around it) and ends on a budget of steps
+    # (`if global_step >= max_steps: break`): at most the run's last micro-batches go unstepped.
+    single_budgeted_pass: bool = False
     # For a variant whose optimizers step at different times (a GAN's discriminator on every
     # micro-batch, its generator on a boundary): one variant per optimizer that steps on a
     # boundary, holding its steps, the backwards that reach its parameters and the clears that

@@ -172,6 +172,18 @@ def train_epoch(model, loader, optimizer, k):
             optimizer.zero_grad()
 """, "the length is asserted to be a multiple of k before the loop"),
         Valid("""
+def main(model, optimizer, loader, k, max_steps):
+    global_step = 0
+    for step, batch in enumerate(loader):
+        (model(batch) / k).backward()
+        if (step + 1) % k == 0:
+            global_step += 1
+            optimizer.step()
+            optimizer.zero_grad()
+        if global_step >= max_steps:
+            break
+""", "one pass that ends on a budget of steps: at most the run's last micro-batches go unstepped"),
+        Valid("""
 for i in range(steps * k):
     (loss_fn(model(next(batches))) / k).backward()
     if (i + 1) % k == 0:
@@ -677,8 +689,8 @@ for i, (x, y) in enumerate(loader, 1):
 
     def check(self, loop: TrainingLoop, model) -> Iterator[Finding]:
         self._model = model  # what the fix reads
-        if loop.iterable.kind not in _FINITE or loop.flush_after_loop:
-            return
+        if loop.iterable.kind not in _FINITE or loop.flush_after_loop or loop.single_budgeted_pass:
+            return  # a single pass ended by a step budget: only the run's last micro-batches at most
         reported: set[int] = set()
         # Each step's own boundary: a GAN's two optimizers may test the same count, one with an
         # end-of-data clause and one without.

@@ -488,10 +488,16 @@ for x, y in loader:
         keeps them with `retain_graph=True`, or a later one reads them. Those graphs stay alive
         whatever this backward does."""
         found: set[int] = set()
+        block_of = {id(record.statement): record.block for record in self._loop.body}
+        block = block_of.get(id(event.statement))
         for other in self._loop.events:
             if other.kind is not EventKind.BACKWARD or other is event or other.loss is None:
                 continue
-            if (other.position < event.position and other.retain_graph) or other.position > event.position:
+            # A later backward counts when it surely runs after this one (the same block): under
+            # an `if` of its own (a GAN's generator every n_critic steps) it may not, and what it
+            # reads there may be made anew.
+            if (other.position < event.position and other.retain_graph) or (
+                    other.position > event.position and block is not None and block_of.get(id(other.statement)) is block):
                 found |= graph.forwards(other.loss, other.position)
         return frozenset(found)
 
