@@ -7,7 +7,7 @@ from gacclint.fixes.statements import whole_statement
 from gacclint.loops.model import EventKind, GuardKind, LoopVariant, ResolvedEvent, Shape, TrainingLoop
 from gacclint.loops.vocabulary import looks_like_optimizer
 from gacclint.rules.base import Applicability, Finding, Fix, Invalid, Rule, Valid
-from gacclint.rules.common import alone_on_its_line, clear_text, clears_after, step_for
+from gacclint.rules.common import alone_on_its_line, clear_text, clears_after, step_for, switches_of
 
 
 class ZeroGradDefeatsAccumulation(Rule):
@@ -116,6 +116,19 @@ for it in range(iterations):
 """, "a micro-step loop of one step accumulates nothing"),
     ]
     INVALID = [
+        Invalid("""
+for i, (x, y) in enumerate(loader):
+    (loss_fn(model(x), y) / k).backward()
+    if (i + 1) % k == 0 or (i + 1) == len(loader):
+        if cfg.use_amp:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+    optimizer.zero_grad()
+""", fixed=None, applicability=None, also=("GA203",),
+            why="each configuration steps in its own branch: moved after one step, the clear would be lost in the "
+                "other configuration, so no fix"),
         Invalid("""
 for i, (x, y) in enumerate(loader):
     optimizer.zero_grad()
@@ -255,6 +268,10 @@ for batch in loader:
         fix = None
         # The whole statement moves: `for p in model.parameters(): p.grad = None` as one.
         whole = whole_statement(self._model.facts.tree, self._loop.node, clear.event.statement, self._loop.window_loop)
+        # A step under a configuration switch the clear is not under (`if cfg.amp: scaler.step(opt)
+        # else: opt.step()`): moved there, the clear would be lost in the other variants.
+        if step is not None and switches_of(step.event) - switches_of(clear.event):
+            step = None
         if step is not None and whole is not None and step.event.editable and (
                 whole is not clear.event.statement or alone_on_its_line(clear.event)):
             if clears_after(variant, step, receiver):
