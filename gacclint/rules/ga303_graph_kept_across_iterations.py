@@ -439,6 +439,37 @@ class Trainer:
     ]
     INVALID = [
         Invalid("""
+def ssd_loss(cls_preds, box_preds, cls_true, box_true):
+    cls = F.cross_entropy(cls_preds, cls_true)
+    box = F.l1_loss(box_preds, box_true)
+    return cls + box, box, cls
+
+
+box_total = 0.0
+for x, cls_true, box_true in loader:
+    cls_preds, box_preds = net(x)
+    loss, box, cls = ssd_loss(cls_preds, box_preds, cls_true, box_true)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    box_total += box
+""", fixed="""
+def ssd_loss(cls_preds, box_preds, cls_true, box_true):
+    cls = F.cross_entropy(cls_preds, cls_true)
+    box = F.l1_loss(box_preds, box_true)
+    return cls + box, box, cls
+
+
+box_total = 0.0
+for x, cls_true, box_true in loader:
+    cls_preds, box_preds = net(x)
+    loss, box, cls = ssd_loss(cls_preds, box_preds, cls_true, box_true)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    box_total += box.detach()
+""", why="the parts a function of the module returns beside the loss are read from it: they carry its graph"),
+        Invalid("""
 history = {"loss": [], "acc": []}
 for x, y in loader:
     loss = loss_fn(model(x), y)
@@ -737,8 +768,8 @@ def _beside_the_loss(graph: GraphFlow, value: cst.BaseExpression, before: float,
     beside its loss (logs, metrics) is not visibly a graph (RULES.md, *values the module cannot see*)."""
     if isinstance(value, cst.Name):
         found = graph.definitions(value.value, before)  # type: ignore[arg-type]
-        if len(found) != 1:
-            return False
+        if len(found) != 1 or _made_here(graph, found[0].value):
+            return False  # a function of this module: what each part carries is read from it
         if found[0].index is not None:
             statement = found[0].statement
             return any(d.statement is statement and d.name != value.value
@@ -748,9 +779,26 @@ def _beside_the_loss(graph: GraphFlow, value: cst.BaseExpression, before: float,
     if key is None:
         return False
     root = dotted_name(value.value)  # type: ignore[attr-defined]
+    if root is not None and any(_made_here(graph, d.value) for d in graph.definitions(root, before)):
+        return False
     return any(isinstance(d.value, cst.Subscript) and dotted_name(d.value.value) == root
                and _literal_key(d.value) not in (None, key)
                for name in backpropagated for d in graph.all_definitions(name))
+
+
+def _made_here(graph: GraphFlow, value: cst.BaseExpression) -> bool:
+    """`value` is a call of a function this module defines (`self.name(...)` included), or of an
+    object of a class it defines (`criterion = SSDLoss(...)`, then `criterion(...)`)."""
+    name = call_name(value) if isinstance(value, cst.Call) else None
+    if not name:
+        return False
+    if name.removeprefix("self.") in graph.facts.functions:
+        return True
+    bound = graph.facts.bindings.get(name, ())
+    scope = graph.facts.tree.enclosing_function(graph.loop_node)
+    bound = [b for b in bound if b.scope is scope] or [b for b in bound if b.scope is None]
+    return bool(bound) and all(isinstance(b.value, cst.Call) and call_name(b.value) in graph.facts.classes
+                               for b in bound)
 
 
 def _literal_key(node: cst.BaseExpression) -> str | None:
