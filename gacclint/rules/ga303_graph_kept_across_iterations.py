@@ -439,6 +439,31 @@ class Trainer:
     ]
     INVALID = [
         Invalid("""
+from model import NGCF
+
+model = NGCF()
+optimizer = torch.optim.Adam(model.parameters())
+epoch_loss = 0.0
+for batch in loader:
+    batch_loss, mf_loss, emb_loss = model.create_bpr_loss(*batch)
+    optimizer.zero_grad()
+    batch_loss.backward()
+    optimizer.step()
+    epoch_loss += batch_loss
+""", fixed="""
+from model import NGCF
+
+model = NGCF()
+optimizer = torch.optim.Adam(model.parameters())
+epoch_loss = 0.0
+for batch in loader:
+    batch_loss, mf_loss, emb_loss = model.create_bpr_loss(*batch)
+    optimizer.zero_grad()
+    batch_loss.backward()
+    optimizer.step()
+    epoch_loss += batch_loss.detach()
+""", why="a value the loop backpropagates carries a graph, whatever unseen method made it"),
+        Invalid("""
 def ssd_loss(cls_preds, box_preds, cls_true, box_true):
     cls = F.cross_entropy(cls_preds, cls_true)
     box = F.l1_loss(box_preds, box_true)
@@ -668,11 +693,14 @@ for x, y in loader:
         if graph is None:
             return
         backpropagated = backpropagated_names(loop, graph)
+        # The backward's own losses carry a graph whatever made them (`loss.backward()`)
+        losses = frozenset(e.loss.value for e in loop.events if e.kind is EventKind.BACKWARD
+                           and isinstance(e.loss, cst.Name))
         for record in loop.body:
             if record.without_grad or record.in_inner_loop:
                 continue
             for small in getattr(record.statement, "body", ()):
-                found = _stored(small, record, graph, loop.function)
+                found = _stored(small, record, graph, loop.function, losses)
                 if found is None:
                     continue
                 node, container, value = found
@@ -692,12 +720,17 @@ for x, y in loader:
                     node, fix)
 
 
-def _stored(small: cst.BaseSmallStatement, record: LoopStatement, graph: GraphFlow, scope: cst.FunctionDef | None):
+def _carries(graph: GraphFlow, value: cst.BaseExpression, position: float, losses: frozenset[str]) -> bool:
+    return graph.visibly_carries_graph(value, position) or (isinstance(value, cst.Name) and value.value in losses)
+
+
+def _stored(small: cst.BaseSmallStatement, record: LoopStatement, graph: GraphFlow, scope: cst.FunctionDef | None,
+            losses: frozenset[str] = frozenset()):
     """(the storing node, the container's text, the stored value) when it keeps a graph across iterations."""
     position = record.position
     if isinstance(small, cst.AugAssign) and isinstance(small.operator, cst.AddAssign):
         container = dotted_name(small.target)
-        if container and _outlives(graph, container) and graph.visibly_carries_graph(small.value, position):
+        if container and _outlives(graph, container) and _carries(graph, small.value, position, losses):
             return small, container, small.value
         return None
     if isinstance(small, cst.Expr) and isinstance(small.value, cst.Call):
@@ -710,7 +743,7 @@ def _stored(small: cst.BaseSmallStatement, record: LoopStatement, graph: GraphFl
             root = container.split("[")[0] if container else ""
             visible = graph.facts.holds_container(root, graph.loop_node, scope) if named else \
                 graph.facts.holds_containers(root, graph.loop_node, scope)  # `history["loss"].append(x)`
-            if container and _outlives(graph, container) and graph.visibly_carries_graph(value, position) and visible:
+            if container and _outlives(graph, container) and _carries(graph, value, position, losses) and visible:
                 if isinstance(value, (cst.List, cst.Tuple)):
                     return None  # extend([...]): several values; report the simple shapes only
                 return call, container, value
@@ -722,7 +755,7 @@ def _stored(small: cst.BaseSmallStatement, record: LoopStatement, graph: GraphFl
         if added is not None:  # `total = total + loss`, `losses = losses + [loss]`
             if isinstance(added, cst.List) and len(added.elements) == 1 and isinstance(added.elements[0], cst.Element):
                 added = added.elements[0].value
-            if _outlives(graph, container) and graph.visibly_carries_graph(added, position):
+            if _outlives(graph, container) and _carries(graph, added, position, losses):
                 return small, container, added
             return None
         if isinstance(target, cst.Subscript) and len(target.slice) == 1:
@@ -732,7 +765,7 @@ def _stored(small: cst.BaseSmallStatement, record: LoopStatement, graph: GraphFl
                 return None
             if not graph.reads(key.value) & graph.varying:
                 return None  # the same key every iteration
-            if graph.visibly_carries_graph(small.value, position):
+            if _carries(graph, small.value, position, losses):
                 return small, container, small.value
     return None
 
@@ -768,12 +801,14 @@ def _beside_the_loss(graph: GraphFlow, value: cst.BaseExpression, before: float,
     beside its loss (logs, metrics) is not visibly a graph (RULES.md, *values the module cannot see*)."""
     if isinstance(value, cst.Name):
         found = graph.definitions(value.value, before)  # type: ignore[arg-type]
-        if len(found) != 1 or _made_here(graph, found[0].value):
+        if not found or any(_made_here(graph, d.value) for d in found):
             return False  # a function of this module: what each part carries is read from it
-        if found[0].index is not None:
-            statement = found[0].statement
-            return any(d.statement is statement and d.name != value.value
-                       for name in backpropagated for d in graph.all_definitions(name))
+        if all(d.index is not None for d in found):
+            # every binding unpacks it beside a backpropagated name (`loss, n, log = criterion(...)`)
+            return all(any(other.statement is d.statement and other.name != value.value
+                           for name in backpropagated for other in graph.all_definitions(name)) for d in found)
+        if len(found) != 1:
+            return False
         value = found[0].value  # `log = output["log"]`
     key = _literal_key(value)
     if key is None:

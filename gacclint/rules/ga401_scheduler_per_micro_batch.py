@@ -411,7 +411,7 @@ for i, (x, y) in enumerate(loader):
                         or not any(".accumulate(" in context for context in event.contexts):
                     continue
                 if not name or name not in model.facts.schedulers or model.facts.prepared(name) \
-                        or not advances_schedule(event.node):
+                        or not advances_schedule(event.node) or not self._built_here(loop, model, name):
                     continue
                 if any(model.facts.schedule_in_micro_batches(name, count)
                        for count, framework in model.facts.framework_counts.items() if framework == "accelerate"):
@@ -421,6 +421,12 @@ for i, (x, y) in enumerate(loader):
                     f"`{name}.step()` runs on every micro-batch inside `accumulate()`, but `{name}` was never "
                     "passed to `accelerator.prepare`: only prepared schedulers are held back between boundaries, "
                     "so the schedule advances once per micro-batch", event.node, None)
+
+    @staticmethod
+    def _built_here(loop: TrainingLoop, model, name: str) -> bool:
+        """`name` is bound where the loop runs (its function, or the module for a module-level
+        loop), not handed in: a scheduler handed in may have been prepared by the caller."""
+        return any(b.scope is loop.function for b in model.facts.bindings.get(name, ()))
 
     def _count(self, variant: LoopVariant) -> cst.BaseExpression | None:
         """The accumulation count of the variant's windows."""
