@@ -694,8 +694,10 @@ for x, y in loader:
             return
         backpropagated = backpropagated_names(loop, graph)
         # The backward's own losses carry a graph whatever made them (`loss.backward()`)
-        losses = frozenset(e.loss.value for e in loop.events if e.kind is EventKind.BACKWARD
-                           and isinstance(e.loss, cst.Name))
+        losses = {}
+        for event in loop.events:
+            if event.kind is EventKind.BACKWARD and isinstance(event.loss, cst.Name):
+                losses.setdefault(event.loss.value, []).append(event.position)
         for record in loop.body:
             if record.without_grad or record.in_inner_loop:
                 continue
@@ -720,12 +722,20 @@ for x, y in loader:
                     node, fix)
 
 
-def _carries(graph: GraphFlow, value: cst.BaseExpression, position: float, losses: frozenset[str]) -> bool:
-    return graph.visibly_carries_graph(value, position) or (isinstance(value, cst.Name) and value.value in losses)
+def _carries(graph: GraphFlow, value: cst.BaseExpression, position: float, losses: dict[str, list[int]]) -> bool:
+    """`value` visibly carries a graph, or is what a backward of the loop propagates (bound the
+    same between the two: `loss = loss.item()` after the backward is a number)."""
+    if graph.visibly_carries_graph(value, position):
+        return True
+    if not isinstance(value, cst.Name):
+        return False
+    return any(not graph.reassigned_between(value.value, min(at, position), max(at, position))
+               for at in losses.get(value.value, ()))
 
 
 def _stored(small: cst.BaseSmallStatement, record: LoopStatement, graph: GraphFlow, scope: cst.FunctionDef | None,
-            losses: frozenset[str] = frozenset()):
+            losses: dict[str, list[int]] | None = None):
+    losses = losses or {}
     """(the storing node, the container's text, the stored value) when it keeps a graph across iterations."""
     position = record.position
     if isinstance(small, cst.AugAssign) and isinstance(small.operator, cst.AddAssign):
@@ -884,12 +894,15 @@ def _outlives(graph: GraphFlow, container: str) -> bool:
 
 
 def _one_window(loop: TrainingLoop, facts, container: str) -> bool:
-    """The loop steps nothing itself and a step follows it, so the whole loop is one
-    accumulation window, and the container is made anew by the function around it before the
-    loop (`total = torch.zeros([])` in a `train_step` that steps once per call): what it keeps
-    lives for that window only (RULES.md GA303, a sum reset at every step)."""
-    if loop.function is None or not loop.flush_after_loop or any(e.kind is EventKind.STEP for e in loop.events):
+    """The loop steps nothing itself (a step follows it, or the caller steps: a closure handed
+    to `opt.step(closure)`), so the whole loop is one accumulation window, and the container is
+    made anew by the function around it before the loop (`total = torch.zeros([])` in a
+    `train_step` that steps once per call): what it keeps lives for that window only (RULES.md
+    GA303, a sum reset at every step)."""
+    if loop.function is None or any(e.kind is EventKind.STEP for e in loop.events):
         return False
+    if not loop.flush_after_loop and "." in container:
+        return False  # with no step after it, only a local the call drops is bounded by the call
     binding = facts.latest_binding(_root(container), loop.node, loop.function)
     return binding is not None and binding.scope is loop.function
 
