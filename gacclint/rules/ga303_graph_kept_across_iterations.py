@@ -894,15 +894,17 @@ def _outlives(graph: GraphFlow, container: str) -> bool:
 
 
 def _one_window(loop: TrainingLoop, facts, container: str) -> bool:
-    """The loop steps nothing itself (a step follows it, or the caller steps: a closure handed
-    to `opt.step(closure)`), so the whole loop is one accumulation window, and the container is
+    """The loop steps nothing itself (a step follows it, or the caller steps a closure that runs
+    a fixed number of passes), so the whole loop is one accumulation window, and the container is
     made anew by the function around it before the loop (`total = torch.zeros([])` in a
     `train_step` that steps once per call): what it keeps lives for that window only (RULES.md
     GA303, a sum reset at every step)."""
     if loop.function is None or any(e.kind is EventKind.STEP for e in loop.events):
         return False
-    if not loop.flush_after_loop and "." in container:
-        return False  # with no step after it, only a local the call drops is bounded by the call
+    if not loop.flush_after_loop and ("." in container or loop.iterable.literal_length is None):
+        # With no step after it (a closure the caller steps), only a local the call drops, filled
+        # by a loop of a known number of passes, is bounded: over a loader it is the whole data.
+        return False
     binding = facts.latest_binding(_root(container), loop.node, loop.function)
     return binding is not None and binding.scope is loop.function
 
