@@ -356,18 +356,7 @@ class ModuleFacts:
         if isinstance(node, cst.BinaryOperation):
             left = self.evaluate_int(node.left, before, scope, depth + 1)
             right = self.evaluate_int(node.right, before, scope, depth + 1)
-            if left is None or right is None:
-                return None
-            op = node.operator
-            if isinstance(op, cst.Add):
-                return left + right
-            if isinstance(op, cst.Subtract):
-                return left - right
-            if isinstance(op, cst.Multiply):
-                return left * right
-            if isinstance(op, cst.FloorDivide) and right:
-                return left // right
-            return None
+            return _integer_operation(node.operator, left, right)
         if isinstance(node, cst.Call):
             name = call_name(node)
             if name == "len" and node.args:
@@ -475,6 +464,21 @@ def _bound_part(binding: Binding) -> cst.BaseExpression | None:
     return None
 
 
+def _integer_operation(operator: cst.BaseBinaryOp, left: int | None, right: int | None) -> int | None:
+    """`left <op> right` for the integer arithmetic literals can show: + - * //."""
+    if left is None or right is None:
+        return None
+    if isinstance(operator, cst.Add):
+        return left + right
+    if isinstance(operator, cst.Subtract):
+        return left - right
+    if isinstance(operator, cst.Multiply):
+        return left * right
+    if isinstance(operator, cst.FloorDivide) and right:
+        return left // right
+    return None
+
+
 def _class_integer(node: cst.ClassDef, attribute: str, depth: int = 0) -> int | None:
     """The integer the class body binds `attribute` to, when it binds it once, to a literal or
     to integer arithmetic of literals and the class's other attributes (`n_accumulate =
@@ -498,18 +502,7 @@ def _class_arithmetic(node: cst.ClassDef, value: cst.BaseExpression, depth: int)
         return _class_integer(node, value.value, depth + 1)
     if isinstance(value, cst.BinaryOperation):
         left, right = _class_arithmetic(node, value.left, depth), _class_arithmetic(node, value.right, depth)
-        if left is None or right is None:
-            return None
-        operator = value.operator
-        if isinstance(operator, cst.Add):
-            return left + right
-        if isinstance(operator, cst.Subtract):
-            return left - right
-        if isinstance(operator, cst.Multiply):
-            return left * right
-        if isinstance(operator, cst.FloorDivide) and right:
-            return left // right
-        return None
+        return _integer_operation(value.operator, left, right)
     if isinstance(value, cst.Call) and call_name(value) in ("max", "min") and value.args and \
             all(a.keyword is None and not a.star for a in value.args):
         parts = [_class_arithmetic(node, a.value, depth) for a in value.args]
