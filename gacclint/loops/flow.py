@@ -42,6 +42,7 @@ class _Flow:
         self.function = function
         self.divisions: list[Division] = []
         self.handed: set[str] = set()
+        self.forward_divides = False
         self.visited: set[tuple[str, int]] = set()
         position = next((i for i, s in enumerate(statements) if s is at), len(statements))
         self.before = list(statements[:position])
@@ -117,6 +118,9 @@ class _Flow:
                 return Scaling.SCALED
             if len(bodies) > 1 and any(_divides(body, self.facts) for body in bodies):
                 return Scaling.UNKNOWN  # which override runs is not visible
+        if not bodies and name in self.facts.modules_with_parameters and any(
+                _divides(body, self.facts) for body in self.facts.functions.get("forward", ())):
+            self.forward_divides = True  # `model(x, y)` with a `forward` here returning `loss / k`
         if not bodies and name not in self.facts.modules_with_parameters and name.split(".")[0] not in _LIBRARY_CALLS:
             # Not visible, and not a trained module's forward: what it was handed may hold the count.
             for argument in node.args:
@@ -264,4 +268,4 @@ def loss_flow(loss: cst.BaseExpression, at: cst.CSTNode, statements: Sequence[cs
     flow = _Flow(statements, at, facts, function, window_caches, dominating)
     scaling = flow.expression(loss, at, DivisionForm.INLINE, None, 0)
     return LossFlow(scaling=scaling, divisions=tuple(flow.divisions), name=dotted_name(loss) if isinstance(loss, cst.Name) else None,
-                    handed=frozenset(flow.handed))
+                    handed=frozenset(flow.handed), forward_divides=flow.forward_divides)

@@ -202,6 +202,9 @@ class LossFlow:
     # a trained module, were handed (the roots of their arguments: `args` of
     # `compute_loss(args, model, batch)`): any of them may hold the accumulation count.
     handed: frozenset[str] = frozenset()
+    # The loss comes from a forward of a trained module while a `forward` of this module divides
+    # what it returns (`return loss / CFG.ACCUMULATE`): whether it is already divided is unclear.
+    forward_divides: bool = False
 
 
 @dataclass(frozen=True)

@@ -212,6 +212,23 @@ class LmTrainer(Trainer):
     ]
     INVALID = [
         Invalid("""
+class Net(nn.Module):
+    def forward(self, x, y):
+        return F.mse_loss(self.fc(x), y) / CFG.accumulation
+
+
+model = Net()
+optimizer = torch.optim.AdamW(model.parameters())
+for i, (x, y) in enumerate(loader):
+    loss = model(x, y)
+    loss.backward()
+    if (i + 1) % CFG.accumulation == 0 or (i + 1) == len(loader):
+        optimizer.step()
+        optimizer.zero_grad()
+""", fixed=None, applicability=None, also=("GA203",),
+            why="a model's forward counts as handed its inputs only (RULES.md), but this module's `forward` "
+                "divides what it returns: a second division by the fix could halve it, so no fix"),
+        Invalid("""
 for i, (x, y) in enumerate(loader):
     loss = loss_fn(model(x), y) / k
     loss.backward()
@@ -537,6 +554,8 @@ while True:
         if k_text.split(".")[0].strip("()") in flow.handed:
             return  # RULES.md, *what can scale a loss*: a call handed the object holding k may divide by it
         reported.add(id(event.node))
+        if flow.forward_divides:
+            fixable = False  # a `forward` of this module may divide it already: a second division would halve it
         loss_text = code_of(event.loss)
         # Divided inside the backward, never by rebinding the name: a value
         # logged from `loss` afterwards stays what the user saw before.
