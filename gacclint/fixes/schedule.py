@@ -16,7 +16,7 @@ import libcst as cst
 
 from gacclint.fixes.edits import Edit, Replace
 from gacclint.loops.tree import Tree
-from gacclint.loops.vocabulary import code_of, dotted_name, schedule_lengths
+from gacclint.loops.vocabulary import assignment_targets, code_of, dotted_name, schedule_lengths
 
 @dataclass(frozen=True)
 class Schedule:
@@ -31,10 +31,9 @@ class Schedule:
 def _assignments(tree: Tree, module: cst.Module) -> dict[str, list[cst.BaseExpression]]:
     found: dict[str, list[cst.BaseExpression]] = {}
     for node in tree.find(module, cst.Assign, cst.AnnAssign):
-        targets = [t.target for t in node.targets] if isinstance(node, cst.Assign) else [node.target]
         if node.value is None:
             continue
-        for target in targets:
+        for target in assignment_targets(node):
             name = dotted_name(target)
             if name is not None:
                 found.setdefault(name, []).append(node.value)

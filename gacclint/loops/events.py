@@ -16,6 +16,7 @@ from gacclint.loops.vocabulary import (
     call_name,
     code_of,
     dotted_name,
+    keyword_argument,
     looks_like_accelerator,
     looks_like_deepspeed_engine,
     looks_like_fabric,
@@ -136,13 +137,6 @@ def _names_a_helper(node: cst.CSTNode, clear_helpers: dict[str, ClearedParameter
         return func.value in clear_helpers
     return (type(func) is cst.Attribute and type(func.value) is cst.Name and func.value.value == "self"
             and func.attr.value in clear_helpers)
-
-
-def _keyword(call: cst.Call, name: str) -> cst.BaseExpression | None:
-    for arg in call.args:
-        if arg.keyword is not None and arg.keyword.value == name:
-            return arg.value
-    return None
 
 
 def _classify(node: cst.CSTNode, facts: ModuleFacts,
@@ -303,13 +297,13 @@ def scaler_disabled(value: cst.BaseExpression) -> bool:
         return value.value == "None"
     if not isinstance(value, cst.Call):
         return False
-    enabled = _keyword(value, "enabled")
+    enabled = keyword_argument(value, "enabled")
     return isinstance(enabled, cst.Name) and enabled.value == "False"
 
 
 def _backward(node: cst.Call, owner: cst.BaseExpression, owner_text: str, facts: ModuleFacts) -> RawEvent | None:
     args = positional_args(node)
-    retain = _keyword(node, "retain_graph")
+    retain = keyword_argument(node, "retain_graph")
     retain_graph = retain is not None and not (isinstance(retain, cst.Name) and retain.value in {"False", "None"})
     if owner_text in {"torch.autograd", "autograd"}:
         if not args:
@@ -329,7 +323,7 @@ def _backward(node: cst.Call, owner: cst.BaseExpression, owner_text: str, facts:
         elif owner_text in facts.deepspeed_engines or looks_like_deepspeed_engine(owner_text):
             # `scale_wrt_gas=False`: the engine does not divide by its count; whether it does
             # is unknown unless the flag is left out or a literal `True`.
-            scale = _keyword(node, "scale_wrt_gas")
+            scale = keyword_argument(node, "scale_wrt_gas")
             framework = "deepspeed" if scale is None or (type(scale) is cst.Name and scale.value == "True") else "other"
         else:
             framework = "other"
@@ -396,11 +390,11 @@ def _is_framework_owner(owner_text: str, facts: ModuleFacts) -> bool:
 
 def _step(node: cst.Call, owner_text: str, facts: ModuleFacts) -> RawEvent | None:
     if facts.is_scaler(owner_text):
-        args = positional_args(node) or [a.value for a in node.args if a.keyword is not None
-                                         and a.keyword.value == "optimizer"]  # `scaler.step(optimizer=opt)`
-        if not args:
+        args = positional_args(node)
+        optimizer = args[0] if args else keyword_argument(node, "optimizer")  # `scaler.step(optimizer=opt)`
+        if optimizer is None:
             return None
-        return RawEvent(EventKind.STEP, node, receiver=code_of(args[0]), via_scaler=owner_text)
+        return RawEvent(EventKind.STEP, node, receiver=code_of(optimizer), via_scaler=owner_text)
     if owner_text in facts.optimizers or looks_like_optimizer(owner_text):
         return RawEvent(EventKind.STEP, node, receiver=owner_text)
     if owner_text in facts.schedulers or looks_like_scheduler(owner_text):

@@ -15,6 +15,7 @@ import libcst as cst
 from gacclint.loops.tree import Tree, matches
 from gacclint.loops.vocabulary import (
     OPTIMIZER_CONSTRUCTORS,
+    assignment_targets,
     call_name,
     code_of,
     dotted_name,
@@ -486,9 +487,7 @@ def _class_integer(node: cst.ClassDef, attribute: str, depth: int = 0) -> int | 
     values = []
     for statement in node.body.body:
         for small in getattr(statement, "body", ()) if isinstance(statement, cst.SimpleStatementLine) else ():
-            targets = [t.target for t in small.targets] if isinstance(small, cst.Assign) else \
-                [small.target] if isinstance(small, cst.AnnAssign) else []
-            if any(isinstance(t, cst.Name) and t.value == attribute for t in targets):
+            if any(isinstance(t, cst.Name) and t.value == attribute for t in assignment_targets(small)):
                 values.append(small.value)
     if len(values) != 1 or values[0] is None or depth > 4:
         return None

@@ -63,12 +63,14 @@ from gacclint.loops.model import (
 )
 from gacclint.loops.model import DdpWrap, variant_step_boundary
 from gacclint.loops.vocabulary import (
+    assignment_targets,
     call_name,
     code_of,
     dotted_name,
     forget_code,
     function_statements,
     integer_value,
+    keyword_argument,
     looks_like_optimizer,
     positional_args,
     LIBRARY_ROOTS,
@@ -165,8 +167,8 @@ def _streams(call: cst.Call, iterable_datasets: set[str]) -> bool:
     called = (call_name(call) or "").rsplit(".", 1)[-1]
     if called in iterable_datasets or called.endswith("IterableDataset") or called == "to_iterable_dataset":
         return True
-    return any(arg.keyword is not None and arg.keyword.value == "streaming" and isinstance(arg.value, cst.Name)
-               and arg.value.value == "True" for arg in call.args)
+    streaming = keyword_argument(call, "streaming")
+    return isinstance(streaming, cst.Name) and streaming.value == "True"
 
 
 def _holds_any(tree: Tree, numbers: list[int], node: cst.CSTNode) -> bool:
@@ -469,7 +471,7 @@ class _Builder:
             flush_after_loop=shape is Shape.PER_ITERATION and self._flush_after(micro, frames),
             flush_after_run=shape is Shape.PER_ITERATION and self._flush_after(micro, frames, across=True),
             backpropagated_after=self._backpropagated_after(micro, frames),
-            asserted_multiples=self._asserted_multiples(micro, frames),
+            length_multiples=self._length_multiples(micro, frames, iterable),
             single_budgeted_pass=self._single_budgeted_pass(micro, frames),
             bound_names=self._bound_names(function),
             fresh_optimizers=frozenset(self._fresh_optimizers(training, varying)),
@@ -879,7 +881,7 @@ class _Builder:
             value = binding.value
             if isinstance(value, cst.Call) and binding.tuple_index is None:
                 made = True
-                enabled = next((a.value for a in value.args if a.keyword is not None and a.keyword.value == "enabled"), None)
+                enabled = keyword_argument(value, "enabled")
                 if enabled is not None:
                     flags.add(code_of(enabled).strip())
         return frozenset(flags) if made else None
@@ -1084,17 +1086,17 @@ class _Builder:
         expression that turns it off (`model.no_sync() if ... else nullcontext()`), the value
         assigned to `require_backward_grad_sync`."""
         tree = self.facts.tree
-        found: list[cst.BaseExpression] = []
-        if not any(turns_sync_off(node) for node in tree.find(training, cst.Name, cst.Attribute, enter_scopes=False)):
-            return ()
 
         def turns_off(node: cst.CSTNode) -> bool:
             return any(turns_sync_off(n) for n in tree.find(node, cst.Name, cst.Attribute, enter_scopes=False))
 
+        if not turns_off(training):
+            return ()
+        found: list[cst.BaseExpression] = []
         for node in tree.find(training, cst.Call, cst.If, cst.IfExp, cst.Assign, enter_scopes=False):
             if isinstance(node, cst.Call):
-                if turns_sync_off(node.func):
-                    found += [a.value for a in node.args if a.keyword is not None and a.keyword.value == "enabled"]
+                if turns_sync_off(node.func) and (enabled := keyword_argument(node, "enabled")) is not None:
+                    found.append(enabled)
             elif isinstance(node, cst.If):
                 if turns_off(node.body) or (node.orelse is not None and turns_off(node.orelse)):
                     found.append(node.test)
@@ -1243,7 +1245,7 @@ class _Builder:
             if isinstance(target, (cst.Tuple, cst.List)) and target.elements:
                 name = dotted_name(target.elements[0].value)
                 if name:
-                    start_node = next((a.value for a in iterable.args if a.keyword and a.keyword.value == "start"), None)
+                    start_node = keyword_argument(iterable, "start")
                     positional = positional_args(iterable)
                     if start_node is None and len(positional) > 1:
                         start_node = positional[1]
@@ -1345,8 +1347,7 @@ class _Builder:
                     pending.append((_statements(statement.body), switched))
                 elif any(name in _target_names(target) and not tree.contains(inner, assignment)
                          for assignment in tree.find(statement, cst.Assign, cst.AugAssign, enter_scopes=False)
-                         for target in ([t.target for t in assignment.targets] if isinstance(assignment, cst.Assign)
-                                        else [assignment.target])):
+                         for target in assignment_targets(assignment)):
                     # Bound under a test the pass changes, in a `try` an exception may cut short, or
                     # in another loop: which passes restart it is unknown.
                     return None
@@ -1417,8 +1418,7 @@ class _Builder:
         values: dict[str, cst.BaseExpression] = {}
         unconditional = {id(s) for s in _unconditional_statements(loop.body)}
         for found in self.facts.tree.find(loop.body, cst.Assign, cst.AugAssign, enter_scopes=False):
-            targets = [t.target for t in found.targets] if isinstance(found, cst.Assign) else [found.target]
-            for target in targets:
+            for target in assignment_targets(found):
                 for name in _target_names(target):
                     counts[name] = counts.get(name, 0) + 1
                     if isinstance(found, cst.Assign) and isinstance(target, cst.Name) and id(found) in unconditional:
@@ -1658,7 +1658,8 @@ class _Builder:
             if name in {"range", "trange"}:
                 args = _range_arguments(node) if name == "range" else positional_args(node)
                 length = code_of(args[0]) if args and len(args) == 1 else None
-                return IterableInfo(IterableKind.RANGE, length, literal)
+                return IterableInfo(IterableKind.RANGE, length, literal,
+                                    _product_factors(args[0]) if length is not None else frozenset())
             if name in _STREAM_CALLS or self.facts.is_generator_function(name) or "infinite" in name.lower() \
                     or _streams(node, self.facts.iterable_datasets):
                 return IterableInfo(IterableKind.STREAM, None, None)
@@ -1795,12 +1796,8 @@ class _Builder:
         be one pass of many (`_train_inner_loop(epoch, iters_per_epoch)` called per epoch)."""
         if not any(call_name(call) == "next" for call in self.facts.tree.find(loop.body, cst.Call, enter_scopes=False)):
             return False
-        for frame in reversed(self.frames.get(id(loop), [])):
-            if frame.owner is None:
-                return True
-            if isinstance(frame.owner, (cst.FunctionDef, cst.ClassDef)) or _is_loop(frame.owner):
-                return False
-        return True
+        return not any(isinstance(frame.owner, (cst.FunctionDef, cst.ClassDef)) or _is_loop(frame.owner)
+                       for frame in self.frames.get(id(loop), []) if frame.owner is not None)
 
     def _returned(self, binding: Binding) -> tuple[cst.BaseExpression, cst.CSTNode, cst.FunctionDef] | None:
         """RULES.md, *facts along calls*: for `a, b = make()` with `make` a function of this module
@@ -1830,7 +1827,7 @@ class _Builder:
 
     def _loader_kind(self, call: cst.Call, loop: LoopNode, function: cst.FunctionDef | None) -> IterableKind:
         positional = positional_args(call)
-        dataset = positional[0] if positional else next((a.value for a in call.args if a.keyword and a.keyword.value == "dataset"), None)
+        dataset = positional[0] if positional else keyword_argument(call, "dataset")
         if dataset is not None:
             value: cst.BaseExpression | None = dataset
             if isinstance(dataset, cst.Name):
@@ -1867,11 +1864,8 @@ class _Builder:
         function, and an `if <count> >= budget: break` on a count the loop increments (a step
         count), so that the run stops on a step and only its last micro-batches could go
         unstepped (RULES.md GA202)."""
-        for frame in reversed(frames):
-            if frame.owner is None or isinstance(frame.owner, (cst.FunctionDef, cst.ClassDef)):
-                break
-            if _is_loop(frame.owner):
-                return False
+        if self._enclosing_loop(frames) is not None:
+            return False
         tree = self.facts.tree
         counted = {name for node in tree.find(loop.body, cst.AugAssign, enter_scopes=False)
                    if isinstance(node.operator, cst.AddAssign) for name in _target_names(node.target)}
@@ -1881,9 +1875,11 @@ class _Builder:
                 return True
         return False
 
-    def _asserted_multiples(self, loop: LoopNode, frames: list[_Frame]) -> frozenset[tuple[str, str]]:
-        """`assert len(dl) % k == 0` before the loop, in its blocks: (`len(dl)`, `k`), compact."""
-        found: set[tuple[str, str]] = set()
+    def _length_multiples(self, loop: LoopNode, frames: list[_Frame], iterable: IterableInfo) -> frozenset[str]:
+        """The counts a pass's length is visibly a multiple of (compact code): the factors of
+        `range(steps * k)`, and `k` of an `assert len(dl) % k == 0` on that length before the loop."""
+        found = set(iterable.length_factors)
+        length = "".join((iterable.len_text or "").split())
         for frame in reversed(frames):
             for statement in frame.block[: frame.index]:
                 for small in getattr(statement, "body", ()) if isinstance(statement, cst.SimpleStatementLine) else ():
@@ -1893,7 +1889,8 @@ class _Builder:
                             and isinstance(test.comparisons[0].comparator, cst.Integer) \
                             and integer_value(test.comparisons[0].comparator) == 0 \
                             and isinstance(test.left, cst.BinaryOperation) and isinstance(test.left.operator, cst.Modulo):
-                        found.add(("".join(code_of(test.left.left).split()), "".join(code_of(test.left.right).split())))
+                        if length and "".join(code_of(test.left.left).split()) == length:
+                            found.add("".join(code_of(test.left.right).split()))
             if frame.owner is None or isinstance(frame.owner, (cst.FunctionDef, cst.ClassDef)):
                 break
         return frozenset(found)
@@ -2149,6 +2146,24 @@ def _tests_of(statement: cst.CSTNode) -> list[cst.CSTNode]:
     if matches(statement_type, (cst.With,)):
         return [item.item for item in statement.items]  # type: ignore[attr-defined]
     return []
+
+
+def _product_factors(node: cst.BaseExpression) -> frozenset[str]:
+    """`steps * k` -> {"steps", "k"}: the names and literals of a product of them, as compact
+    code; nothing for anything else (a sum, a call, a single name)."""
+    if not (isinstance(node, cst.BinaryOperation) and isinstance(node.operator, cst.Multiply)):
+        return frozenset()
+    factors: set[str] = set()
+    pending: list[cst.BaseExpression] = [node]
+    while pending:
+        part = pending.pop()
+        if isinstance(part, cst.BinaryOperation) and isinstance(part.operator, cst.Multiply) and not part.lpar:
+            pending += [part.left, part.right]
+        elif isinstance(part, (cst.Name, cst.Attribute, cst.Subscript, cst.Integer, cst.Float)) and not part.lpar:
+            factors.add("".join(code_of(part).split()))
+        else:
+            return frozenset()
+    return frozenset(factors)
 
 
 def _count_arithmetic(value: cst.BaseExpression) -> bool:

@@ -21,7 +21,7 @@ import libcst as cst
 
 from gacclint.loops.facts import ModuleFacts
 from gacclint.loops.model import LoopStatement
-from gacclint.loops.vocabulary import LIBRARY_ROOTS, call_name, dotted_name
+from gacclint.loops.vocabulary import LIBRARY_ROOTS, call_name, dotted_name, keyword_argument
 
 if TYPE_CHECKING:
     from gacclint.loops.model import TrainingLoop
@@ -432,10 +432,10 @@ class GraphFlow:
             if (last in _NO_GRAPH or text in _NUMBER_BUILTINS or text == "torch.tensor" or last == "one_hot") \
                     and not self.through_values:
                 return frozenset()  # `torch.tensor(x)` copies data without a graph; one-hot codes are integers
-            if text.endswith("autograd.grad") and not any(
-                    a.keyword is not None and a.keyword.value == "create_graph" and not (
-                        isinstance(a.value, cst.Name) and a.value.value == "False") for a in node.args):
-                return frozenset()  # gradients made without `create_graph=True` carry no graph
+            if text.endswith("autograd.grad"):
+                create_graph = keyword_argument(node, "create_graph")
+                if create_graph is None or (isinstance(create_graph, cst.Name) and create_graph.value == "False"):
+                    return frozenset()  # gradients made without `create_graph=True` carry no graph
             if self.strict and (self._unseen(text) or self._unseen_object(text) or self._unseen_method(text)
                                 or self._unseen_callable(node, text)):
                 return frozenset()  # RULES.md, *values the module cannot see*: not known to carry a graph
@@ -642,7 +642,7 @@ def _indices_of(node: cst.BaseExpression) -> bool:
         return False
     positional = [a for a in node.args if a.keyword is None]
     is_function = dotted_name(node.func.value) == "torch"
-    return any(a.keyword is not None and a.keyword.value == "dim" for a in node.args) or (
+    return keyword_argument(node, "dim") is not None or (
         len(positional) >= (2 if is_function else 1)
         and isinstance(positional[1 if is_function else 0].value, (cst.Integer, cst.UnaryOperation)))
 

@@ -295,6 +295,9 @@ class IterableInfo:
     len_text: str | None
     # Number of micro-batches per pass, when provable from literals.
     literal_length: int | None
+    # Names and literals whose product is the pass length (`steps`, `k` of `range(steps * k)`),
+    # as compact code.
+    length_factors: frozenset[str] = frozenset()
 
 
 class Shape(enum.Enum):
@@ -431,8 +434,9 @@ class TrainingLoop:
     # Names whose values reach a backward after the loop (`meta_loss = torch.stack(losses).mean()`
     # then `meta_loss.backward()`): what they hold is kept for that backward.
     backpropagated_after: frozenset[str] = frozenset()
-    # `assert len(dl) % k == 0` before the loop: (the length, the count), as compact code.
-    asserted_multiples: frozenset[tuple[str, str]] = frozenset()
+    # Counts the pass length is visibly a multiple of, as compact code: a factor of
+    # `range(steps * k)`, or the `k` of `assert len(dl) % k == 0` before the loop.
+    length_multiples: frozenset[str] = frozenset()
     # The loop is the whole run (no loop around it) and ends on a budget of steps
     # (`if global_step >= max_steps: break`): at most the run's last micro-batches go unstepped.
     single_budgeted_pass: bool = False
@@ -448,6 +452,13 @@ class TrainingLoop:
     varying: frozenset[str] = field(default_factory=frozenset)
     # The loop calls a function of the module that calls `scaler.unscale_`.
     unscale_in_helper: bool = False
+
+    def sync_spelled_elsewhere(self, counter: str | None, boundary: cst.BaseExpression | None) -> bool:
+        """Gradient sync is turned off under a test of `counter` other than `boundary`
+        (`no_backward_sync(model, enabled=(i + 1) % k != 0)` beside `if (i + 1) % k == 0:`): a
+        second spelling of the boundary, which a fix of `boundary` alone would leave behind."""
+        return counter is not None and any(counter in test.reads and test.expression is not boundary
+                                           for test in self.sync_tests)
 
     @property
     def framework_managed(self) -> bool:

@@ -131,6 +131,24 @@ def integer_value(node: cst.Integer) -> int:
     return int(node.value, 0)
 
 
+def keyword_argument(call: cst.Call, name: str) -> cst.BaseExpression | None:
+    """The value of the call's keyword argument `name` (`enabled=` of `GradScaler(enabled=...)`)."""
+    for arg in call.args:
+        if arg.keyword is not None and arg.keyword.value == name:
+            return arg.value
+    return None
+
+
+def assignment_targets(node: cst.CSTNode) -> list[cst.BaseExpression]:
+    """What an assignment binds: each target of `a = b = v`, the target of `x += 1` and of
+    `x: int = 0`; nothing for any other statement."""
+    if isinstance(node, cst.Assign):
+        return [t.target for t in node.targets]
+    if isinstance(node, (cst.AugAssign, cst.AnnAssign)):
+        return [node.target]
+    return []
+
+
 def string_value(node: cst.SimpleString) -> str:
     """The value of a string literal, read from its text when it is plain (no prefix, no
     escapes): `evaluated_value` runs `ast.literal_eval`, and its self-calling closure is left

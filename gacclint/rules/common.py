@@ -25,16 +25,12 @@ def atom(node: cst.BaseExpression) -> str:
 
 
 def divides_evenly(loop: TrainingLoop, boundary: Boundary, facts) -> bool:
-    """`len(loader) % k == 0`, provable from literals in the module."""
+    """`len(loader) % k == 0`, provable from literals in the module or visible in the code."""
+    if "".join(boundary.k_text.split()) in loop.length_multiples:
+        return True  # `range(steps * k)`, or `assert len(dl) % k == 0` before the loop
     length = loop.iterable.literal_length
-    if ("".join((loop.iterable.len_text or "").split()), "".join(boundary.k_text.split())) in loop.asserted_multiples:
-        return True  # asserted before the loop
     if length is None:
-        # `range(steps * k)`: a pass that is a whole number of windows, whatever the numbers
-        text, k_text = "".join((loop.iterable.len_text or "").split()), "".join(boundary.k_text.split())
-        factors = text.split("*")
-        return bool(k_text) and len(factors) > 1 and k_text in factors and not any(
-            sign in text for sign in "+-/%()")
+        return False
     k = boundary.k_literal
     if k is None:
         k = facts.evaluate_int(boundary.k, loop.node, loop.function)

@@ -250,8 +250,8 @@ for x, y in loader:
         if modulo is None:
             return None
         read = boundary.counter.text if boundary.counter is not None else dotted_name(modulo.left)
-        if any(read in test.reads and test.expression is not boundary.expression for test in loop.sync_tests):
-            return None  # gradient sync is turned off under another spelling of the boundary, which would stay out of phase
+        if loop.sync_spelled_elsewhere(read, boundary.expression):
+            return None  # the other spelling of the boundary would stay out of phase
         space = modulo.operator.whitespace_before
         counter = modulo.left
         if first == "1" and boundary.spelled_zero_based and (

@@ -724,11 +724,8 @@ for i, (x, y) in enumerate(loader, 1):
         assert expression is not None
         if boundary.first_window in ("1", "k-1", "k+1"):
             return None  # off by one (GA104): windows computed for this boundary would be out of phase
-        if any(counter.text in test.reads and test.expression is not expression for test in loop.sync_tests):
-            # Gradient sync is turned off under the loop's own spelling of the boundary
-            # (`no_backward_sync(model, enabled=(i + 1) % k != 0)`): a clause added to the step
-            # alone would step the last window with its sync still off.
-            return None
+        if loop.sync_spelled_elsewhere(counter.text, expression):
+            return None  # a clause added to the step alone would step the last window with its sync still off
         # The window the clause adds is stepped with each loss scaled as before: a division by
         # the count is then GA203's to weight, but a scaling by the count that it cannot read
         # (`loss * scale` with `scale = 1 / k`, `compute_loss(x, y, k)`) would stay wrong unseen.

@@ -8,7 +8,7 @@ import libcst as cst
 from gacclint.fixes.edits import Edit, InsertBefore, Remove, Replace
 from gacclint.loops.graphs import UNKNOWN_GRAPH, Definition, GraphFlow, combination_terms, strip_scaling
 from gacclint.loops.model import Event, EventKind, LoopStatement, TrainingLoop
-from gacclint.loops.vocabulary import PURE_CALLS, call_name, code_of, dotted_name
+from gacclint.loops.vocabulary import PURE_CALLS, assignment_targets, call_name, code_of, dotted_name
 from gacclint.rules.base import Applicability, Finding, Fix, Invalid, Rule, Valid
 from gacclint.rules.common import alone_on_its_line
 
@@ -812,9 +812,7 @@ def _calls_only_passable(graph: GraphFlow, record: LoopStatement) -> bool:
 def _written(record: LoopStatement) -> set[str]:
     names: set[str] = set()
     for small in getattr(record.statement, "body", ()):
-        targets = [t.target for t in small.targets] if isinstance(small, cst.Assign) else (
-            [small.target] if isinstance(small, (cst.AugAssign, cst.AnnAssign)) else [])
-        for target in targets:
+        for target in assignment_targets(small):
             text = dotted_name(target)
             if text:
                 names.add(text)

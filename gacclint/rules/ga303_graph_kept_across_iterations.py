@@ -7,7 +7,7 @@ import libcst as cst
 from gacclint.fixes.edits import Replace
 from gacclint.loops.graphs import PUTTING_METHODS, GraphFlow, addend
 from gacclint.loops.model import EventKind, LoopStatement, TrainingLoop
-from gacclint.loops.vocabulary import call_name, code_of, dotted_name
+from gacclint.loops.vocabulary import assignment_targets, call_name, code_of, dotted_name, keyword_argument
 from gacclint.rules.base import Applicability, Finding, Fix, Invalid, Rule, Valid
 from gacclint.rules.common import atom, backpropagated_names
 
@@ -794,8 +794,7 @@ def _scalar(graph: GraphFlow, value: cst.BaseExpression, before: int, depth: int
             return not value.args
         if isinstance(value.func, cst.Attribute) and value.func.attr.value == "norm":
             return len(value.args) <= 1 and all(arg.keyword is None for arg in value.args)  # `.norm(2)`: of everything
-        return graph.is_loss_call(value) and not any(
-            arg.keyword is not None and arg.keyword.value == "reduction" for arg in value.args)
+        return graph.is_loss_call(value) and keyword_argument(value, "reduction") is None
     if isinstance(value, cst.BinaryOperation) and isinstance(value.operator, (cst.Multiply, cst.Divide)):
         for side, other in ((value.left, value.right), (value.right, value.left)):
             if _scalar(graph, side, before, depth + 1) and (
@@ -857,16 +856,14 @@ def _literal_key(node: cst.BaseExpression) -> str | None:
 def _keyed(node: cst.BaseExpression, graph: GraphFlow) -> str | None:
     """`history["loss"]`: an entry of a dict under a literal key, as text (its root is the dict).
     None when the loop assigns that entry anew (`history["loss"] = []`)."""
-    if not (isinstance(node, cst.Subscript) and len(node.slice) == 1 and isinstance(node.slice[0].slice, cst.Index)
-            and isinstance(node.slice[0].slice.value, (cst.SimpleString, cst.Integer))):
+    if _literal_key(node) is None:
         return None
-    root = dotted_name(node.value)
+    root = dotted_name(node.value)  # type: ignore[attr-defined]
     if root is None:
         return None
     text = code_of(node)
     for assignment in graph.facts.tree.find(graph.loop_node, cst.Assign, cst.AugAssign, cst.AnnAssign):
-        targets = [t.target for t in assignment.targets] if isinstance(assignment, cst.Assign) else [assignment.target]
-        if any(code_of(target) == text for target in targets):
+        if any(code_of(target) == text for target in assignment_targets(assignment)):
             return None
     return text
 
