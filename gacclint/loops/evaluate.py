@@ -432,6 +432,9 @@ class Test:
     # An early `continue` ahead of every event: when its value is unknown it is taken as
     # not skipping, and the windows it shapes are only approximate (no exact-window finding).
     skips: bool = False
+    # ... and it skips only micro-batches whose counter is below some bound (`if step <
+    # resume_step: continue`): a prefix of the pass, so the tail after the last boundary is exact.
+    prefix: bool = False
 
 
 @dataclass(frozen=True)
@@ -463,6 +466,7 @@ class LoopProgram:
     k_nodes: dict[str, cst.BaseExpression]
     counter_of: Callable[[cst.BaseExpression], object]  # the Counter a test reads, or None
     approximate: bool = False  # an unknown skip was taken as not skipping in some run
+    approximate_start: bool = False  # ... a prefix skip: only the first windows are approximate
 
     @property
     def start_known(self) -> bool:
@@ -502,7 +506,10 @@ class LoopProgram:
                         if test.breaks:
                             continue  # a break on a limit we cannot see: the run goes on to the end of data
                         if test.skips:
-                            self.approximate = True
+                            if test.prefix:
+                                self.approximate_start = True
+                            else:
+                                self.approximate = True
                             continue
                         ran = None
                         continue

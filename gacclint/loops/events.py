@@ -49,6 +49,45 @@ _EVENT_METHODS = (BACKWARD_METHODS | STEP_METHODS | _ZERO_GRAD_METHODS | {"div_"
 
 
 
+# Calls whose result is the tensor they are called on, converted: zeros stay zeros.
+_CONVERSIONS = frozenset({"to", "cuda", "cpu", "type", "float", "half", "double", "detach", "requires_grad_",
+                          "contiguous"})
+
+
+def _makes_zeros(node: cst.BaseExpression) -> bool:
+    """A fresh tensor of zeros: `torch.zeros_like(p)`, `p.data.new_zeros(n)`, or the old
+    `Variable(data.new().resize_as_(data).zero_())`. Put into `p.grad`, it clears it."""
+    if type(node) is not cst.Call:
+        return False
+    func = node.func
+    name = func.attr.value if type(func) is cst.Attribute else func.value if type(func) is cst.Name else ""
+    if name in {"zero_", "zeros_like", "new_zeros", "zeros"}:
+        return True
+    if name in _CONVERSIONS and type(func) is cst.Attribute:
+        return _makes_zeros(func.value)
+    if name == "Variable" and node.args and node.args[0].keyword is None:
+        return _makes_zeros(node.args[0].value)
+    return False
+
+
+def reads_gradients(statement: cst.SimpleStatementLine, tree) -> bool:
+    """A simple statement that reads gradients' values (`grads.append(p.grad.clone())`,
+    `g = torch.cat([p.grad.view(-1) for p in params])`), besides clearing, scaling or writing
+    them (`p.grad = None`, `p.grad.div_(k)`, `p.grad = g`)."""
+    for small in statement.body:
+        small_type = type(small)
+        if small_type is cst.Assign and any(is_grad_reference(t.target) for t in small.targets):
+            continue
+        if small_type is cst.AugAssign and is_grad_reference(small.target):
+            continue
+        if small_type is cst.Expr and type(small.value) is cst.Call and type(small.value.func) is cst.Attribute \
+                and is_grad_reference(small.value.func.value):
+            continue  # `p.grad.zero_()`, `p.grad.data.mul_(s)`
+        if any(node.attr.value == "grad" for node in tree.find(small, cst.Attribute)):
+            return True
+    return False
+
+
 def is_grad_reference(node: cst.BaseExpression) -> bool:
     """`p.grad` or `p.grad.data`."""
     # Exact types: asked of every assignment target, and a failing `isinstance` on libcst's
@@ -146,7 +185,7 @@ def _classify(node: cst.CSTNode, facts: ModuleFacts,
     node_type = type(node)
     if node_type is cst.Assign:
         if any(is_grad_reference(t.target) for t in node.targets):
-            if isinstance(node.value, cst.Name) and node.value.value == "None":
+            if isinstance(node.value, cst.Name) and node.value.value == "None" or _makes_zeros(node.value):
                 return RawEvent(EventKind.CLEAR, node, receiver="params")
             if isinstance(node.value, cst.BinaryOperation) and isinstance(node.value.operator, (cst.Divide, cst.Multiply)):
                 return RawEvent(EventKind.GRAD_SCALING, node)

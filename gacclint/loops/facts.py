@@ -69,6 +69,8 @@ class ModuleFacts:
     framework_counts: dict[str, str] = field(default_factory=dict)
     # `from torch.autograd import Variable`: local name -> the module it comes from.
     imported_from: dict[str, str] = field(default_factory=dict)
+    # `from utils import *`: the modules whose names come in unseen, relative ones included.
+    star_imported: list[str] = field(default_factory=list)
     # id(node) -> (node, the event it is read as when no helper is known to clear gradients):
     # gacclint/loops/events.py reads each call once, however many questions include it.
     plain_events: dict[int, tuple[cst.CSTNode, object]] = field(default_factory=dict)
@@ -563,7 +565,10 @@ class _FactCollector:
                     self.facts.imported_from.setdefault(root, root)
 
     def _import_from(self, node: cst.ImportFrom) -> None:
-        if node.module is None or isinstance(node.names, cst.ImportStar):
+        if isinstance(node.names, cst.ImportStar):
+            self.facts.star_imported.append("." if node.relative else dotted_name(node.module) or "")
+            return
+        if node.module is None:
             return
         source = dotted_name(node.module) or ""
         for alias in node.names:

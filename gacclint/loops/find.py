@@ -11,7 +11,7 @@ from typing import Iterator, NamedTuple, Sequence
 import libcst as cst
 
 from gacclint.gate import BACKWARD_METHODS, STEP_METHODS
-from gacclint.loops.events import ClearedParameter, events_in, plain_clears, wraps_model
+from gacclint.loops.events import ClearedParameter, events_in, plain_clears, reads_gradients, wraps_model
 from gacclint.loops.events import (
     DDP_CONSTRUCTORS,
     scaler_disabled,
@@ -439,7 +439,8 @@ class _Builder:
         if not has_step:
             # The window loop's enclosing loop, or a function stepping once after it (a `train_step`).
             outer = self._enclosing_loop(frames) or self._enclosing_function(frames)
-            if outer is not None and self._step_follows(micro, outer) and not self._one_micro_step(micro, function):
+            if outer is not None and self._step_follows(micro, outer) and not self._one_micro_step(micro, function) \
+                    and not self._harvests_gradients(micro):
                 shape, training = Shape.INNER_WINDOW, outer
                 window_k = _single_range_argument(micro)
         counters = self._counters(training, frames if training is micro else self.frames.get(id(training), frames), function)
@@ -501,7 +502,9 @@ class _Builder:
                 ahead = raw.early_exit_after is not None and raw.early_exit_after <= first_event
                 if self._resume_skip(raw, context, first_event) and not is_switch(raw.expression, context):
                     continue  # it removes whole iterations
-                tests.append(Test(raw.expression, raw.polarity, raw.breaks, skips=ahead and not raw.breaks))
+                skips = ahead and not raw.breaks
+                tests.append(Test(raw.expression, raw.polarity, raw.breaks, skips=skips,
+                                  prefix=skips and not raw.polarity and self._below_bound(raw.expression, context)))
                 if raw_events:
                     has_tests = True
                     read |= self._names_read(raw.expression)
@@ -1181,6 +1184,14 @@ class _Builder:
         count = _single_range_argument(micro)
         return count is not None and self.facts.evaluate_int(count, micro, function) == 1
 
+    def _harvests_gradients(self, micro: LoopNode) -> bool:
+        """The micro-step loop reads `.grad` itself (`grads.append(p.grad.clone())`): each
+        micro-step's gradient is taken as it is (per-task gradient surgery: PCGrad, MGDA), and
+        what the step applies after the loop is whatever the loop writes back, not a window's sum."""
+        tree = self.facts.tree
+        return any(reads_gradients(statement, tree)
+                   for statement in self._own_statements(_statements(micro.body), enter_loops=True))
+
     def _enclosing_function(self, frames: list[_Frame]) -> cst.FunctionDef | None:
         """The function whose own body holds the loop (no loop between them)."""
         for frame in reversed(frames):
@@ -1609,6 +1620,25 @@ class _Builder:
         return (raw.expression is not None and raw.early_exit_after is not None
                 and raw.early_exit_after <= first_event and not self._reads_counter(raw.expression, context))
 
+    def _below_bound(self, expression: cst.BaseExpression, context: GuardContext) -> bool:
+        """`step < resume_step`, or an `and` with such a term: true only while the loop's own
+        counter is below some bound, so a `continue` on it skips part of a prefix of the pass."""
+        while type(expression) is cst.BooleanOperation and type(expression.operator) is cst.And:
+            if self._below_bound(expression.right, context):
+                return True
+            expression = expression.left
+        if type(expression) is not cst.Comparison or len(expression.comparisons) != 1:
+            return False
+        comparison = expression.comparisons[0]
+        if type(comparison.operator) in (cst.LessThan, cst.LessThanEqual):
+            counter = expression.left
+        elif type(comparison.operator) in (cst.GreaterThan, cst.GreaterThanEqual):
+            counter = comparison.comparator
+        else:
+            return False
+        found = context.counters.get(dotted_name(counter) or "")
+        return found is not None and found.source is not CounterSource.MANUAL
+
     def _reads_counter(self, expression: cst.BaseExpression, context: GuardContext) -> bool:
         """A test on the micro-batch counter (`if it // k >= steps: continue`) shapes the
         windows (it may skip the tail); a resume skip on its own counter does not."""
@@ -1794,8 +1824,18 @@ class _Builder:
         loop: a count of steps pulling from a stream, the whole run rather than a pass over the
         data (RULES.md GA202: only the run's last micro-batches go unstepped). In a function it may
         be one pass of many (`_train_inner_loop(epoch, iters_per_epoch)` called per epoch)."""
-        if not any(call_name(call) == "next" for call in self.facts.tree.find(loop.body, cst.Call, enter_scopes=False)):
+        tree = self.facts.tree
+        pulls = [call for call in tree.find(loop.body, cst.Call, enter_scopes=False) if call_name(call) == "next"]
+        if not pulls:
             return False
+        for call in pulls:
+            source = positional_args(call)[0] if positional_args(call) else None
+            if isinstance(source, cst.Name) and any(
+                    tree.contains(loop.body, binding.statement, enter_scopes=False)
+                    for binding in self.facts.bindings.get(source.value, ())):
+                # `if step % len(loader) == 0: it = iter(loader)`: the passes over the data are
+                # inside the loop, and its counter runs across them
+                return True
         return not any(isinstance(frame.owner, (cst.FunctionDef, cst.ClassDef)) or _is_loop(frame.owner)
                        for frame in self.frames.get(id(loop), []) if frame.owner is not None)
 
@@ -2001,6 +2041,8 @@ def _variants(events: list[Event], frameworks, program: LoopProgram | None = Non
                 schedule = read_runs({config: vector[id(event.statement)] for config, vector in runs.items()})
                 if program.approximate:
                     schedule = replace(schedule, first_window=None, tail=Tail.UNKNOWN)
+                elif program.approximate_start:
+                    schedule = replace(schedule, first_window=None)
                 guard = _evaluated_guard(event, deciding, schedule, guard, program)
             resolved.append(ResolvedEvent(event, guard))
         variants.append(LoopVariant(tuple(assignment.items()), resolved,

@@ -14,6 +14,8 @@ graph, so rules built on graphs stay silent rather than guess.
 
 from __future__ import annotations
 
+import builtins
+
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterator
 
@@ -66,6 +68,7 @@ _FUNCTIONAL_LOSSES = {"mse_loss", "l1_loss", "cross_entropy", "nll_loss", "binar
                       "cosine_embedding_loss", "margin_ranking_loss", "triplet_margin_loss", "poisson_nll_loss",
                       "gaussian_nll_loss", "hinge_embedding_loss", "soft_margin_loss", "multilabel_margin_loss",
                       "multi_margin_loss", "multilabel_soft_margin_loss"}
+_PYTHON_BUILTINS = frozenset(dir(builtins))
 _REDUCTIONS = {"mean", "sum", "nanmean", "nansum"}
 
 
@@ -520,7 +523,21 @@ class GraphFlow:
     def _unseen(self, text: str) -> bool:
         root = text.split(".")[0]
         source = self.facts.imported_from.get(root)
-        return source is not None and source.split(".")[0] not in LIBRARY_ROOTS
+        if source is not None:
+            return source.split(".")[0] not in LIBRARY_ROOTS
+        return bool(root) and self._star_imported(root)
+
+    def _star_imported(self, name: str) -> bool:
+        """`name` is bound nowhere in the module, nor a builtin, and the module takes every name
+        of a module of the project (`from utils import *`): it is one of those."""
+        facts = self.facts
+        if name in _PYTHON_BUILTINS or name in facts.functions or name in facts.classes or name in facts.bindings:
+            return False
+        if not any(source == "." or source.split(".")[0] not in LIBRARY_ROOTS for source in facts.star_imported):
+            return False
+        function = facts.tree.enclosing_function(self.loop_node)
+        return function is None or not any(
+            p.name.value == name for p in (*function.params.params, *function.params.kwonly_params))
 
     def _unseen_object(self, text: str) -> bool:
         """`acc_fn = Accuracy(...)` (a class imported from the project or a package the module
@@ -558,10 +575,28 @@ class GraphFlow:
     def _unseen_method(self, text: str) -> bool:
         """`model.training_step(batch)`: a method other than the forward, of a trained module
         whose class this module does not define; what it returns (often `.item()`s or NumPy
-        arrays) is not visible."""
+        arrays) is not visible. So is a method of an object of a class the module cannot see
+        (`meter = Meter()`, then `meter.score(out, y)`), or of a callable handed in (`criterion`
+        called as `criterion(out, y)`, then `criterion.dice(out, y)`)."""
         owner, _, method = text.rpartition(".")
-        return bool(owner) and owner in self.facts.modules_with_parameters and method not in ("forward", "__call__") \
-            and not self._module_method(owner, method)
+        if not owner or method in ("forward", "__call__"):
+            return False
+        if owner in self.facts.modules_with_parameters:
+            return not self._module_method(owner, method)
+        if "." in owner:
+            return False
+        return self._unseen_object(owner) or self._called_parameter(owner)
+
+    def _called_parameter(self, name: str) -> bool:
+        """A parameter of the loop's function, never bound in it, that the function calls."""
+        function = self.facts.tree.enclosing_function(self.loop_node)
+        if function is None or not any(
+                p.name.value == name for p in (*function.params.params, *function.params.kwonly_params)):
+            return False
+        if any(b.scope is function for b in self.facts.bindings.get(name, ())):
+            return False
+        tree = self.facts.tree
+        return any(tree.contains(function, call) for call in self.facts.calls.get(name, ()))
 
     def made_from(self, node: cst.CSTNode, before: int) -> frozenset[int]:
         """The forward calls whose outputs `node` is computed from, detached or not
