@@ -2007,24 +2007,74 @@ class _Builder:
         return names
 
 
+_COMPARE = {cst.Equal: "==", cst.NotEqual: "!=", cst.LessThan: "<", cst.LessThanEqual: "<=", cst.GreaterThan: ">",
+            cst.GreaterThanEqual: ">="}
+_MIRRORED = {"==": "==", "!=": "!=", "<": ">", "<=": ">=", ">": "<", ">=": "<="}
+
+
+def _integer_bound(expression: cst.BaseExpression) -> tuple[str, str, int] | None:
+    """`cfg.accum > 1` (or `1 < cfg.accum`): the value compared, the operator, the integer."""
+    if type(expression) is not cst.Comparison or len(expression.comparisons) != 1:
+        return None
+    comparison = expression.comparisons[0]
+    operator = _COMPARE.get(type(comparison.operator))
+    if operator is None:
+        return None
+    left, right = expression.left, comparison.comparator
+    if type(right) is cst.Integer and (name := dotted_name(left)) is not None:
+        return name, operator, int(right.value, 0)
+    if type(left) is cst.Integer and (name := dotted_name(right)) is not None:
+        return name, _MIRRORED[operator], int(left.value, 0)
+    return None
+
+
+def _satisfiable(assignment: dict[str, bool], bounds: dict[str, tuple[str, str, int]]) -> bool:
+    """Some integer value of each compared name makes every switch of `assignment` that
+    compares it with an integer take its assigned value."""
+    by_name: dict[str, list[tuple[str, int, bool]]] = {}
+    for text, value in assignment.items():
+        if text in bounds:
+            name, operator, literal = bounds[text]
+            by_name.setdefault(name, []).append((operator, literal, value))
+    for tests in by_name.values():
+        if len(tests) < 2:
+            continue
+        candidates = {literal + shift for _, literal, _ in tests for shift in (-1, 0, 1)}
+        if not any(all(_compare(candidate, operator, literal) == value for operator, literal, value in tests)
+                   for candidate in candidates):
+            return False
+    return True
+
+
+def _compare(value: int, operator: str, literal: int) -> bool:
+    return {"==": value == literal, "!=": value != literal, "<": value < literal, "<=": value <= literal,
+            ">": value > literal, ">=": value >= literal}[operator]
+
+
 def _variants(events: list[Event], frameworks, program: LoopProgram | None = None,
               length: int | None = None, constants: dict[str, bool] | None = None) -> list[LoopVariant]:
     """One variant per assignment of the loop's switches, except those a constant switch rules out."""
     constants = constants or {}
     switches: list[str] = []
     switch_nodes: dict[str, str] = {}
+    bounds: dict[str, tuple[str, str, int]] = {}  # switch -> (the value it compares, operator, literal)
     for event in events:
         for condition in event.conditions:
             if condition.kind is ConditionKind.SWITCH and condition.text not in switches:
                 switches.append(condition.text)
                 if condition.expression is not None:
                     switch_nodes[condition.text] = code_of(condition.expression).strip()
+                    bound = _integer_bound(condition.expression)
+                    if bound is not None:
+                        bounds[condition.text] = bound
     switches = switches[:MAX_SWITCHES]
     variants: list[LoopVariant] = []
     for values in itertools.product((True, False), repeat=len(switches)):
         assignment = dict(zip(switches, values))
         if any(constants.get(text, value) != value for text, value in assignment.items()):
             continue  # `if PROFILE:` with `PROFILE = False`: that branch never runs
+        if not _satisfiable(assignment, bounds):
+            continue  # `if cfg.ACCUM == 1:` and `if cfg.ACCUM > 1:` both true: no configuration runs that
         resolved: list[ResolvedEvent] = []
         runs: dict | None = None
         for event in events:

@@ -121,6 +121,13 @@ class Boundary:
         return self.end_of_data is not None
 
     @property
+    def steps_tail_of_short_passes_only(self) -> bool:
+        """The final partial window is stepped only in a pass shorter than `k` (`or (len(dl) <= k
+        and i + 1 == len(dl))`): an end-of-data clause (RULES.md, *guard*) that a longer pass
+        does not reach."""
+        return self.schedule is not None and self.schedule.tail.value == "sometimes"
+
+    @property
     def first_window_offset(self) -> int | None:
         """0 when the first window is full; otherwise how far windows are shifted."""
         if self.counter is None or self.counter.first_value is None:

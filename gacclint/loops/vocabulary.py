@@ -169,6 +169,32 @@ _CODE_MEMO: dict[int, tuple[cst.CSTNode, str]] = {}
 _layout: Layout | None = None
 
 
+def code_in_one_line(node: cst.CSTNode) -> str:
+    """`code_of(node)` for a message: an expression written over several lines, on one line
+    without its comments (a line break inside a message splits a finding's row)."""
+    text = code_of(node)
+    if "\n" not in text and "\r" not in text:
+        return text
+    import io
+    import tokenize
+
+    parts: list[str] = []
+    end = None
+    try:
+        for token in tokenize.generate_tokens(io.StringIO(text).readline):
+            if token.type in (tokenize.COMMENT, tokenize.NL, tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT,
+                              tokenize.ENDMARKER):
+                continue
+            gap = end is not None and token.start != end
+            if parts and gap and parts[-1] not in ("(", "[", "{") and token.string not in (")", "]", "}", ","):
+                parts.append(" ")
+            parts.append(token.string)
+            end = token.end
+    except (tokenize.TokenError, SyntaxError):
+        return " ".join(text.split())
+    return "".join(parts)
+
+
 def code_of(node: cst.CSTNode) -> str:
     """Source text of an expression node, without its surrounding whitespace."""
     if type(node) is cst.Name and not node.lpar:

@@ -7,7 +7,7 @@ import libcst as cst
 from gacclint.fixes.edits import Replace
 from gacclint.fixes.schedule import floor_counted
 from gacclint.loops.model import Boundary, ConditionKind, EventKind, IterableKind, Scaling, TrainingLoop
-from gacclint.loops.vocabulary import code_of
+from gacclint.loops.vocabulary import code_in_one_line, code_of
 from gacclint.rules.base import Applicability, Finding, Fix, Invalid, Rule, Valid
 from gacclint.rules.common import divides_evenly
 
@@ -709,7 +709,7 @@ for i, (x, y) in enumerate(loader, 1):
             switch = boundary.counter.pass_reset_switched
             where = f" when `{switch}` holds (it restarts `{boundary.counter.text}` every pass)" if switch else ""
             yield self.finding(
-                f"`{code_of(boundary.expression)}` has no end-of-data clause: the last `{length} % {boundary.k_text}` "
+                f"`{code_in_one_line(boundary.expression)}` has no end-of-data clause: the last `{length} % {boundary.k_text}` "
                 f"micro-batches of each pass are never stepped{where}" + (f" ({evidence})" if evidence else ""),
                 boundary.expression, self._fix(loop, boundary))
 

@@ -333,15 +333,20 @@ for i, (x, y) in enumerate(loader):
                        for variant in (_window_holding(loop, whole, division, boundaries)
                                        for whole in loop.variants if _runs(loop, whole, division))}
             value = windows.pop() if len(windows) == 1 else None
+            short = any(_short_passes_only(loop, boundary) for boundary in boundaries.values())
             yield self.finding(
                 f"the final partial window is stepped but its losses are still divided by `{division.divisor_text}`: "
-                f"that window counts `r / {division.divisor_text}` of the mean",
+                f"that window counts `r / {division.divisor_text}` of the mean"
+                + (" (the clause steps it only in a pass shorter than the count: in a longer one the last "
+                   "micro-batches are never stepped)" if short else ""),
                 division.operation, None if value is None else _fix(loop, division, value))
 
     def _steps_every_tail(self, loop: TrainingLoop, variant: LoopVariant) -> bool:
-        """Every step of the variant steps the final partial window."""
+        """Every step of the variant steps the final partial window, in every pass: dividing the
+        tail by its size where a longer pass leaves it unstepped (`or (len(dl) <= k and ...)`)
+        would add it to the next window at full weight."""
         return all(step.guard.boundary is not None and self._tail_stepped(loop, step.guard.boundary)
-                   for step in variant.steps)
+                   and not _short_passes_only(loop, step.guard.boundary) for step in variant.steps)
 
     @staticmethod
     def _tail_stepped(loop: TrainingLoop, boundary: Boundary) -> bool:
@@ -400,6 +405,12 @@ for i, (x, y) in enumerate(loader):
         k = atom(division.divisor)  # the count as the division spells it
         position = counter.text if first == 0 else f"({counter.text} - 1)"
         return f"min({k}, {length} - ({position} // {k}) * {k})"
+
+
+def _short_passes_only(loop: TrainingLoop, boundary: Boundary) -> bool:
+    """The boundary steps the final partial window only in passes shorter than the count, and
+    nothing after the loop steps it in longer ones."""
+    return boundary.steps_tail_of_short_passes_only and not loop.flush_after_loop
 
 
 def _window_holding(loop: TrainingLoop, whole: LoopVariant, division: Division,
