@@ -1385,7 +1385,62 @@ class _Builder:
                 names.update(_target_names(found.asname.name))
             elif isinstance(found, cst.NamedExpr):
                 names.update(_target_names(found.target))
-        return names
+        return names - self._invariant_aliases(loop, names)
+
+    def _invariant_aliases(self, loop: LoopNode, bound: set[str]) -> set[str]:
+        """Names the loop binds, on every binding, to the same value: a literal, or an attribute
+        path of a name the loop does not change (`max_grad_norm = cfg.max_grad_norm`). Bound
+        again each iteration, they still hold one value for the whole loop (RULES.md *guard*:
+        a condition nothing in the loop changes is a configuration switch)."""
+        values: dict[str, list[cst.BaseExpression | None]] = {}
+        for found in self.facts.tree.find(loop.body, cst.Assign, cst.AugAssign, cst.AnnAssign, cst.NamedExpr,
+                                          enter_scopes=False):
+            if type(found) is cst.Assign and len(found.targets) == 1 and type(found.targets[0].target) is cst.Name:
+                values.setdefault(found.targets[0].target.value, []).append(found.value)
+            else:
+                for name in _target_names(found.targets[0].target if type(found) is cst.Assign and found.targets
+                                          else found.target):
+                    values.setdefault(name, []).append(None)
+        if isinstance(loop, cst.For):
+            for name in _target_names(loop.target):
+                values.setdefault(name, []).append(None)
+        for found in self.facts.tree.find(loop.body, cst.For, cst.WithItem, enter_scopes=False):
+            target = found.target if type(found) is cst.For else found.asname.name if found.asname is not None else None
+            for name in _target_names(target) if target is not None else ():
+                values.setdefault(name, []).append(None)
+        invariant: set[str] = set()
+        changed = True
+        while changed:
+            changed = False
+            for name, made in values.items():
+                if name in invariant or name not in bound:
+                    continue
+                roots = set()
+                for value in made:
+                    if value is None:
+                        break
+                    if type(value) in (cst.Integer, cst.Float, cst.SimpleString):
+                        continue
+                    text = dotted_name(value)
+                    if text is None:
+                        break
+                    roots.add(text.split(".")[0])
+                else:
+                    if all(root not in values or root in invariant for root in roots) and name not in roots \
+                            and self._same_outside(loop, name, made):
+                        invariant.add(name)
+                        changed = True
+        return invariant
+
+    def _same_outside(self, loop: LoopNode, name: str, made: list[cst.BaseExpression | None]) -> bool:
+        """Wherever else the loop's function binds `name`, it binds the value the loop does (a flag
+        set to `False` before the loop and `True` in it changes on the first iteration)."""
+        texts = {code_of(value) for value in made if value is not None}
+        tree = self.facts.tree
+        function = tree.enclosing_function(loop)
+        return all(code_of(binding.value) in texts and binding.tuple_index is None
+                   for binding in self.facts.bindings.get(name, ())
+                   if binding.scope is function and not tree.contains(loop.body, binding.statement))
 
     def _fresh_optimizers(self, loop: LoopNode, varying: set[str]) -> set[str]:
         fresh: set[str] = set()

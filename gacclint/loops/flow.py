@@ -13,7 +13,7 @@ from typing import Sequence
 import libcst as cst
 
 from gacclint.loops.facts import ModuleFacts
-from gacclint.loops.model import Division, DivisionForm, LossFlow, Scaling
+from gacclint.loops.model import Division, DivisionForm, HelperDivision, LossFlow, Scaling
 from gacclint.loops.vocabulary import call_name, code_of, dotted_name, function_statements, is_sum_reduction
 
 _MAX_DEPTH = 5
@@ -43,6 +43,7 @@ class _Flow:
         self.divisions: list[Division] = []
         self.handed: set[str] = set()
         self.forward_divides = False
+        self.helper_divisions: list[HelperDivision] = []
         self.visited: set[tuple[str, int]] = set()
         position = next((i for i, s in enumerate(statements) if s is at), len(statements))
         self.before = list(statements[:position])
@@ -115,6 +116,8 @@ class _Flow:
             # The module's function, or every override of the method (one that only raises aside).
             bodies = [f for f in self.facts.functions.get(name.rsplit(".", 1)[-1], ()) if not _only_raises(f)]
             if bodies and all(_divides(body, self.facts) for body in bodies):
+                if len(bodies) == 1:
+                    self._helper_divisions(node, name, bodies[0])
                 return Scaling.SCALED
             if len(bodies) > 1 and any(_divides(body, self.facts) for body in bodies):
                 return Scaling.UNKNOWN  # which override runs is not visible
@@ -130,6 +133,16 @@ class _Flow:
             if name.startswith("self.") and name not in self.facts.bindings:
                 self.handed.add("self")  # an inherited method (not an object the class holds): it reads self
         return Scaling.UNSCALED
+
+    def _helper_divisions(self, call: cst.Call, name: str, function: cst.FunctionDef) -> None:
+        found: list[cst.BinaryOperation] = []
+        for returned in self.facts.tree.find(function.body, cst.Return, enter_scopes=False):
+            if returned.value is not None:
+                _division_nodes(returned.value, function, self.facts, 0, found)
+        for operation in found:
+            text = _in_caller_terms(operation.right, function, call, name, self.facts)
+            if text is not None:
+                self.helper_divisions.append(HelperDivision(call, operation, text, function.name.value))
 
     def name(self, name: str, depth: int) -> Scaling:
         key = (name, self.limit)
@@ -221,6 +234,60 @@ def _divides(function: cst.FunctionDef, facts: ModuleFacts) -> bool:
                for r in facts.tree.find(function.body, cst.Return, enter_scopes=False))
 
 
+def _division_nodes(node: cst.BaseExpression, function: cst.FunctionDef, facts: ModuleFacts, depth: int,
+                    found: list[cst.BinaryOperation]) -> None:
+    """The divisions on the path of what `function` returns (as `_divided` reads it)."""
+    if depth > _MAX_DEPTH:
+        return
+    if isinstance(node, cst.BinaryOperation):
+        if isinstance(node.operator, cst.Divide):
+            found.append(node)
+            return
+        for side in (node.left, node.right):
+            _division_nodes(side, function, facts, depth + 1, found)
+    elif isinstance(node, cst.UnaryOperation):
+        _division_nodes(node.expression, function, facts, depth + 1, found)
+    elif isinstance(node, cst.IfExp):
+        for side in (node.body, node.orelse):
+            _division_nodes(side, function, facts, depth + 1, found)
+    elif isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute):
+        _division_nodes(node.func.value, function, facts, depth + 1, found)
+    elif isinstance(node, cst.Name):
+        for binding in facts.bindings.get(node.value, ()):
+            if binding.scope is function and binding.tuple_index is None:
+                _division_nodes(binding.value, function, facts, depth + 1, found)
+
+
+def _in_caller_terms(divisor: cst.BaseExpression, function: cst.FunctionDef, call: cst.Call, name: str,
+                     facts: ModuleFacts) -> str | None:
+    """The divisor as the caller would write it: a parameter replaced by what the call hands it
+    (`cfg.accum` in `def f(batch, cfg)` called as `f(b, args)` is `args.accum`); None when it
+    reads a name bound in the function, or one the call does not hand."""
+    text = dotted_name(divisor)
+    if text is None:
+        return None
+    root, _, rest = text.partition(".")
+    parameters = [p.name.value for p in (*function.params.posonly_params, *function.params.params)]
+    method = name.startswith("self.") and parameters[:1] == ["self"]
+    if root == "self":
+        return text if method else None
+    keywords = [p.name.value for p in function.params.kwonly_params]
+    if root in parameters or root in keywords:
+        handed = next((a.value for a in call.args if a.keyword is not None and a.keyword.value == root), None)
+        if handed is None and root in parameters:
+            index = parameters.index(root) - (1 if method else 0)
+            positional = [a.value for a in call.args if a.keyword is None and not a.star]
+            if len(positional) == len([a for a in call.args if a.keyword is None]) and index < len(positional):
+                handed = positional[index]
+        handed_text = dotted_name(handed) if handed is not None else None
+        if handed_text is None:
+            return None
+        return handed_text + ("." + rest if rest else "")
+    if any(b.scope is function for b in facts.bindings.get(root, ())):
+        return None
+    return text
+
+
 def _divided(node: cst.BaseExpression, function: cst.FunctionDef, facts: ModuleFacts,
              divided_in_place: set[str | None], depth: int) -> bool:
     if depth > _MAX_DEPTH:
@@ -268,4 +335,5 @@ def loss_flow(loss: cst.BaseExpression, at: cst.CSTNode, statements: Sequence[cs
     flow = _Flow(statements, at, facts, function, window_caches, dominating)
     scaling = flow.expression(loss, at, DivisionForm.INLINE, None, 0)
     return LossFlow(scaling=scaling, divisions=tuple(flow.divisions), name=dotted_name(loss) if isinstance(loss, cst.Name) else None,
-                    handed=frozenset(flow.handed), forward_divides=flow.forward_divides)
+                    handed=frozenset(flow.handed), forward_divides=flow.forward_divides,
+                    helper_divisions=tuple(flow.helper_divisions))

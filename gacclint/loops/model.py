@@ -212,6 +212,20 @@ class LossFlow:
     # The loss comes from a forward of a trained module while a `forward` of this module divides
     # what it returns (`return loss / CFG.ACCUMULATE`): whether it is already divided is unclear.
     forward_divides: bool = False
+    # Divisions inside a function of this module that makes the loss (`return loss / args.accum`,
+    # RULES.md *what can scale a loss*), each with its divisor written as the loop would write it.
+    helper_divisions: tuple["HelperDivision", ...] = ()
+
+
+@dataclass(frozen=True)
+class HelperDivision:
+    """`loss = forward_pass(model, batch, args)` where `forward_pass` returns `loss / args.accum`:
+    the call in the loop, the division in the function, and its divisor in the caller's terms."""
+
+    call: cst.Call
+    operation: cst.BinaryOperation
+    divisor_text: str
+    function: str
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ import libcst as cst
 
 from gacclint.fixes.edits import InsertBefore, Replace
 from gacclint.fixes.statements import bound_before
-from gacclint.loops.model import Boundary, Division, LoopVariant, TrainingLoop
+from gacclint.loops.model import Boundary, Division, HelperDivision, LoopVariant, TrainingLoop
 from gacclint.loops.tree import Tree
 from gacclint.rules.base import Applicability, Finding, Fix, Invalid, Rule, Valid
 from gacclint.rules.common import atom, boundary_steps, divides_evenly, fresh_name
@@ -321,6 +321,15 @@ for i, (x, y) in enumerate(loader):
         boundaries = {id(variant): boundary for variant, boundary in loop.accumulation_variants()}
         reported: set[int] = set()
         for division in self._misscaled(loop, model):
+            if isinstance(division, HelperDivision):
+                if id(division.call) not in reported:
+                    reported.add(id(division.call))
+                    # The division is the function's: rewriting it there would change every other caller.
+                    yield self.finding(
+                        f"the final partial window is stepped but its losses are still divided by "
+                        f"`{division.divisor_text}` (in `{division.function}`): that window counts "
+                        f"`r / {division.divisor_text}` of the mean", division.call, None)
+                continue
             if id(division.operation) in reported:
                 continue
             reported.add(id(division.operation))
@@ -355,7 +364,7 @@ for i, (x, y) in enumerate(loader):
         return boundary.steps_tail is True or loop.flush_after_loop or (
             loop.flush_after_run and boundary.counter is not None and not boundary.counter.per_pass)
 
-    def _misscaled(self, loop: TrainingLoop, model) -> Iterator[Division]:
+    def _misscaled(self, loop: TrainingLoop, model) -> Iterator[Division | HelperDivision]:
         """Each division by the count that misscales a stepped final window (once per variant it does so in)."""
         for variant, boundary in loop.accumulation_variants():
             if not self._tail_stepped(loop, boundary):
@@ -372,6 +381,10 @@ for i, (x, y) in enumerate(loader):
                         continue
                     reported.add(id(division.operation))
                     yield division
+                for helper in flow.helper_divisions:
+                    if helper.divisor_text == boundary.k_text and id(helper.call) not in reported:
+                        reported.add(id(helper.call))
+                        yield helper
 
     def _window(self, loop: TrainingLoop, variant: LoopVariant, boundary: Boundary, division: Division,
                 tree: Tree) -> str | None:

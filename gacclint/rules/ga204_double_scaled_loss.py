@@ -262,6 +262,13 @@ for batch in loader:
                     f"the loss is divided by `{division.divisor_text}` by hand and again by {framework}: "
                     "gradients end up that many times too small",
                     division.operation, None if switched else _fix(division))
+            for helper in event.loss_flow.helper_divisions:
+                if helper.divisor_text not in model.facts.framework_counts and helper.divisor_text not in counts:
+                    continue
+                # Removed there, the division would be gone for every other caller of the function too.
+                yield self.finding(
+                    f"the loss is divided by `{helper.divisor_text}` by hand (in `{helper.function}`) and again by "
+                    f"{framework}: gradients end up that many times too small", helper.call, None)
 
 
 def _boundaries(loop: TrainingLoop):
