@@ -23,7 +23,7 @@ import libcst as cst
 
 from gacclint.loops.facts import ModuleFacts
 from gacclint.loops.model import LoopStatement
-from gacclint.loops.vocabulary import LIBRARY_ROOTS, call_name, dotted_name, keyword_argument
+from gacclint.loops.vocabulary import LIBRARY_ROOTS, call_name, code_of, dotted_name, keyword_argument
 
 if TYPE_CHECKING:
     from gacclint.loops.model import TrainingLoop
@@ -93,11 +93,16 @@ def addend(name: str, value: cst.BaseExpression) -> cst.BaseExpression | None:
     """What `name = name + v` (or `name = v + name`) adds to `name`: `v`; None for any other value."""
     if not isinstance(value, cst.BinaryOperation) or not isinstance(value.operator, cst.Add):
         return None
-    if dotted_name(value.left) == name:
+    if _text(value.left) == name:
         return value.right
-    if dotted_name(value.right) == name:
+    if _text(value.right) == name:
         return value.left
     return None
+
+
+def _text(node: cst.BaseExpression) -> str | None:
+    """A name's dotted text, or a subscript's code (`stats["g"]`)."""
+    return dotted_name(node) or (code_of(node) if isinstance(node, cst.Subscript) else None)
 
 
 def _paired(target: cst.BaseExpression, value: cst.BaseExpression) -> list[tuple[str, cst.BaseExpression]] | None:
@@ -268,6 +273,8 @@ class GraphFlow:
             return False
         if owner and last not in _MODULE_HOUSEKEEPING and self._module_method(owner, last):
             return True  # `model.discriminator_forward(x)`: a method of a module class of this module
+        if last in self.facts.functions and len(parts) == 1 and self._wraps_forward(last):
+            return True  # `def D(x): return D_net(x)`: a forward under another name
         if last in self.facts.functions or last in self.facts.classes:
             return False  # a helper or a constructor of this module
         if len(parts) == 1 and self.facts.imported_from.get(last, "").split(".")[0] in LIBRARY_ROOTS:
@@ -281,6 +288,16 @@ class GraphFlow:
         if parts[0] == "self" and len(parts) == 2:
             return True  # self.model(x): a method would be a function of this module
         return any(word in last.lower() for word in _MODEL_WORDS)
+
+    def _wraps_forward(self, name: str) -> bool:
+        """Every definition of the module's function `name` returns only a call of a module whose
+        parameters the module reads (`return D_net(x)`)."""
+        for function in self.facts.functions[name]:
+            returns = [r.value for r in self.facts.tree.find(function.body, cst.Return, enter_scopes=False)]
+            if not returns or not all(isinstance(value, cst.Call) and (dotted_name(value.func) or "")
+                                      in self.facts.modules_with_parameters for value in returns):
+                return False
+        return True
 
     def _module_method(self, owner: str, method: str) -> bool:
         """`owner` is only ever bound to an instance of a class of this module that subclasses a
@@ -732,9 +749,13 @@ def combination_terms(node: cst.BaseExpression) -> list[cst.BaseExpression] | No
 
 
 def strip_scaling(node: cst.BaseExpression) -> cst.BaseExpression:
-    """`(a + b) / k` -> `a + b`: the combination under an accumulation division."""
-    while isinstance(node, cst.BinaryOperation) and isinstance(node.operator, (cst.Divide, cst.Multiply)):
-        if isinstance(node.operator, cst.Divide) or _is_weight(node.right):
+    """`(a + b) / k` -> `a + b`: the combination under an accumulation division; `-(a - b)` ->
+    `a - b` (a WGAN critic's loss: the negation is linear, as a weight is)."""
+    while isinstance(node, cst.BinaryOperation) and isinstance(node.operator, (cst.Divide, cst.Multiply)) or (
+            isinstance(node, cst.UnaryOperation) and isinstance(node.operator, cst.Minus)):
+        if isinstance(node, cst.UnaryOperation):
+            node = node.expression
+        elif isinstance(node.operator, cst.Divide) or _is_weight(node.right):
             node = node.left
         elif _is_weight(node.left):
             node = node.right

@@ -712,6 +712,8 @@ for x, y in loader:
                     continue
                 if _beside_the_loss(graph, value, record.position, backpropagated):
                     continue
+                if _detached_with_the_backward(loop, graph, value, record.position):
+                    continue
                 item = (isinstance(small, (cst.AugAssign, cst.Assign)) and _starts_at_zero(model.facts, loop, container)
                         and _scalar(graph, value, record.position))
                 replacement = cst.parse_expression(f"{atom(value)}.{'item' if item else 'detach'}()")
@@ -720,6 +722,23 @@ for x, y in loader:
                     f"`{code_of(value)}` carries its autograd graph into `{container}`, which outlives the iteration: "
                     "every iteration's graph stays in memory",
                     node, fix)
+
+
+def _detached_with_the_backward(loop: TrainingLoop, graph: GraphFlow, value: cst.BaseExpression,
+                                position: float) -> bool:
+    """`if with_backward: loss.backward(); loss = loss.detach()` before `losses.append(loss)`:
+    wherever the loop backpropagates the value is detached first, and where it does not, the
+    loop trains nothing (the kept graphs are what its caller backpropagates)."""
+    if not isinstance(value, cst.Name):
+        return False
+    block_of = {id(record.statement): record.block for record in loop.body}
+    blocks = {id(block_of.get(id(e.statement))) for e in loop.events if e.kind is EventKind.BACKWARD}
+    if len(blocks) != 1:
+        return False
+    block = blocks.pop()
+    return any(id(block_of.get(id(d.statement.statement))) == block and not d.unpacked and d.augmented is None
+               and not graph.carries_graph(d.value, d.position)
+               for d in graph.definitions(value.value, position))
 
 
 def _carries(graph: GraphFlow, value: cst.BaseExpression, position: float, losses: dict[str, list[int]]) -> bool:
@@ -739,7 +758,7 @@ def _stored(small: cst.BaseSmallStatement, record: LoopStatement, graph: GraphFl
     """(the storing node, the container's text, the stored value) when it keeps a graph across iterations."""
     position = record.position
     if isinstance(small, cst.AugAssign) and isinstance(small.operator, cst.AddAssign):
-        container = dotted_name(small.target)
+        container = dotted_name(small.target) or _number_entry(graph, small.target)
         if container and _outlives(graph, container) and _carries(graph, small.value, position, losses):
             return small, container, small.value
         return None
@@ -753,14 +772,20 @@ def _stored(small: cst.BaseSmallStatement, record: LoopStatement, graph: GraphFl
             root = container.split("[")[0] if container else ""
             visible = graph.facts.holds_container(root, graph.loop_node, scope) if named else \
                 graph.facts.holds_containers(root, graph.loop_node, scope)  # `history["loss"].append(x)`
-            if container and _outlives(graph, container) and _carries(graph, value, position, losses) and visible:
-                if isinstance(value, (cst.List, cst.Tuple)):
-                    return None  # extend([...]): several values; report the simple shapes only
-                return call, container, value
+            if container and _outlives(graph, container) and visible:
+                if isinstance(value, (cst.List, cst.Tuple, cst.Dict)):
+                    # `append((step, loss))`, `append({"d": d_loss})`: the one part that keeps a graph
+                    if func.attr.value == "extend":
+                        return None  # several values; report the simple shapes only
+                    parts = [e.value for e in value.elements if isinstance(e, (cst.Element, cst.DictElement))]
+                    kept = [part for part in parts if _carries(graph, part, position, losses)]
+                    return (call, container, kept[0]) if len(kept) == 1 else None
+                if _carries(graph, value, position, losses):
+                    return call, container, value
         return None
     if isinstance(small, cst.Assign) and len(small.targets) == 1:
         target = small.targets[0].target
-        container = dotted_name(target)
+        container = dotted_name(target) or _number_entry(graph, target)
         added = addend(container, small.value) if container else None
         if added is not None:  # `total = total + loss`, `losses = losses + [loss]`
             if isinstance(added, cst.List) and len(added.elements) == 1 and isinstance(added.elements[0], cst.Element):
@@ -866,6 +891,32 @@ def _keyed(node: cst.BaseExpression, graph: GraphFlow) -> str | None:
         if any(code_of(target) == text for target in assignment_targets(assignment)):
             return None
     return text
+
+
+def _number_entry(graph: GraphFlow, node: cst.BaseExpression) -> str | None:
+    """`stats["d"]` of a dict the loop's scope makes holding numbers (`{"d": 0.0, "g": 0.0}`,
+    `defaultdict(float)`), under the same literal key every iteration: a running sum."""
+    if not isinstance(node, cst.Subscript) or len(node.slice) != 1 or not isinstance(node.slice[0].slice, cst.Index):
+        return None
+    key = node.slice[0].slice.value
+    root = dotted_name(node.value)
+    if root is None or "." in root or not isinstance(key, (cst.SimpleString, cst.Integer)):
+        return None
+    binding = graph.facts.latest_binding(root, graph.loop_node, graph.facts.tree.enclosing_function(graph.loop_node))
+    if binding is None or binding.tuple_index is not None:
+        return None
+    value = binding.value
+    if isinstance(value, cst.Dict):
+        numbers = all(isinstance(e, cst.DictElement) and isinstance(e.value, (cst.Integer, cst.Float))
+                      for e in value.elements) and bool(value.elements)
+    elif isinstance(value, cst.DictComp):
+        numbers = isinstance(value.value, (cst.Integer, cst.Float))
+    elif isinstance(value, cst.Call):
+        numbers = (call_name(value) or "").rpartition(".")[2] == "defaultdict" and len(value.args) == 1 and \
+            code_of(value.args[0].value) in ("float", "int")
+    else:
+        numbers = False
+    return f"{root}[{code_of(key)}]" if numbers else None
 
 
 def _plain_number(graph: GraphFlow, node: cst.BaseExpression) -> bool:
