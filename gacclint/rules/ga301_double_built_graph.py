@@ -5,7 +5,7 @@ from typing import Iterator
 
 import libcst as cst
 
-from gacclint.fixes.edits import Edit, InsertBefore, Remove, Replace
+from gacclint.fixes.edits import Edit, InsertAfter, InsertBefore, Remove, Replace
 from gacclint.loops.graphs import UNKNOWN_GRAPH, Definition, GraphFlow, combination_terms, strip_scaling
 from gacclint.loops.model import Event, EventKind, LoopStatement, TrainingLoop
 from gacclint.loops.vocabulary import PURE_CALLS, assignment_targets, call_name, code_of, dotted_name
@@ -727,9 +727,18 @@ def _fix(loop: TrainingLoop, graph: GraphFlow, backward: Event, definition: Defi
         if _written(record) & chain_reads or not _calls_only_passable(graph, record):
             return None
     anchor = _statement_at(loop, first).statement
-    edits: list[Edit] = [InsertBefore(anchor, record.statement) for record in moved_clears]
     order = sorted(zip(terms, chains), key=lambda pair: min([r.position for r in pair[1]] or [definition.position]))
     combination = strip_scaling(definition.value)
+    if not inline and _in_order([chain for _, chain in order], moved_clears):
+        # Each task's statements already come one after the other: its backward goes right after
+        # them, and nothing moves (the blank lines and comments between them stay).
+        edits: list[Edit] = [InsertAfter(max(chain, key=lambda r: r.position).statement, _backward_for(
+            backward, definition.name, _scaled_like(definition.value, combination, term.expression), graph))
+            for term, chain in order]
+        edits.append(Remove(backward.statement))
+        edits.append(Replace(definition.value, _detached(definition.value)))
+        return Fix(Applicability.SAFE, "Backpropagate each loss right after it is computed", tuple(edits))
+    edits = [InsertBefore(anchor, record.statement) for record in moved_clears]
     for term, chain in order:
         edits += [InsertBefore(anchor, record.statement) for record in chain]
         loss: cst.BaseExpression = term.expression
@@ -747,10 +756,23 @@ def _fix(loop: TrainingLoop, graph: GraphFlow, backward: Event, definition: Defi
     named = {id(term.expression): cst.Name(inline[id(term)]) for term in terms if id(term) in inline}
     if named:  # the sum of the named losses: no forward runs twice
         value = value.visit(_Renamed(named))  # type: ignore[assignment]
-    text = code_of(value)
-    detached = cst.parse_expression(f"({text}).detach()" if not value.lpar else f"{text}.detach()")
-    edits.append(Replace(definition.value, detached))
+    edits.append(Replace(definition.value, _detached(value)))
     return Fix(Applicability.SAFE, "Backpropagate each loss right after it is computed", tuple(edits))
+
+
+def _detached(value: cst.BaseExpression) -> cst.BaseExpression:
+    text = code_of(value)
+    return cst.parse_expression(f"({text}).detach()" if not value.lpar else f"{text}.detach()")
+
+
+def _in_order(chains: list[list[LoopStatement]], clears: list[LoopStatement]) -> bool:
+    """Every chain's statements come before the next chain's, and every clear between them runs
+    before the first chain ends (so before the first backward put after it)."""
+    if not chains or not all(chains):
+        return False
+    ends = [max(r.position for r in chain) for chain in chains]
+    starts = [min(r.position for r in chain) for chain in chains]
+    return all(end < start for end, start in zip(ends, starts[1:])) and all(c.position < ends[0] for c in clears)
 
 
 def _scaled_like(value: cst.BaseExpression, combination: cst.BaseExpression,
