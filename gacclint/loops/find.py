@@ -1795,6 +1795,8 @@ class _Builder:
                 return IterableInfo(IterableKind.RANGE, f"len({text})", literal)
         if binding is not None and isinstance(binding.value, (cst.GeneratorExp,)):
             return IterableInfo(IterableKind.STREAM, None, None)
+        if binding is None and self._handed_generators(text, function):
+            return IterableInfo(IterableKind.STREAM, None, None)
         last = wrapped.rsplit(".", 1)[-1].lower()
         if "infinite" in last or "stream" in last:
             return IterableInfo(IterableKind.STREAM, None, None)
@@ -1893,6 +1895,35 @@ class _Builder:
                 return True
         return not any(isinstance(frame.owner, (cst.FunctionDef, cst.ClassDef)) or _is_loop(frame.owner)
                        for frame in self.frames.get(id(loop), []) if frame.owner is not None)
+
+    def _handed_generators(self, name: str, function: cst.FunctionDef | None) -> bool:
+        """RULES.md, *facts along calls*: `name` is a parameter of the loop's function, and every
+        call of that function in the module hands it a generator (`run_epoch(data_gen(20), ...)`,
+        `run_epoch((b for b in loader), ...)`): the loop iterates a stream."""
+        if function is None or "." in name:
+            return False
+        positional = [p.name.value for p in (*function.params.posonly_params, *function.params.params)]
+        if name not in positional and name not in {p.name.value for p in function.params.kwonly_params}:
+            return False
+        method = positional[:1] == ["self"]
+        calls = [(call, 0) for call in self.facts.calls.get(function.name.value, ())]
+        if method:
+            calls = [(call, 1) for call in self.facts.calls.get(f"self.{function.name.value}", ())]
+        if not calls:
+            return False
+        for call, shift in calls:
+            handed = keyword_argument(call, name)
+            if handed is None and name in positional:
+                given = [a for a in call.args if a.keyword is None]
+                index = positional.index(name) - shift
+                if any(a.star for a in given) or not 0 <= index < len(given):
+                    return False
+                handed = given[index].value
+            if not (isinstance(handed, cst.GeneratorExp) or isinstance(handed, cst.Call) and (
+                    self.facts.is_generator_function((call_name(handed) or "").rsplit(".", 1)[-1])
+                    or (call_name(handed) or "").rsplit(".", 1)[-1] in _STREAM_CALLS)):
+                return False
+        return True
 
     def _returned(self, binding: Binding) -> tuple[cst.BaseExpression, cst.CSTNode, cst.FunctionDef] | None:
         """RULES.md, *facts along calls*: for `a, b = make()` with `make` a function of this module

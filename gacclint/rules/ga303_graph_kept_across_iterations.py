@@ -698,11 +698,17 @@ for x, y in loader:
         for event in loop.events:
             if event.kind is EventKind.BACKWARD and isinstance(event.loss, cst.Name):
                 losses.setdefault(event.loss.value, []).append(event.position)
+        # Where a reset bounds a running sum: the loop's own block (every iteration), or a block
+        # that steps or clears (every window). Elsewhere (`if step % log_every == 0: total = 0`)
+        # it still keeps every graph since the last one.
+        block_of = {id(record.statement): record.block for record in loop.body}
+        bounding = {id(getattr((loop.window_loop or loop.node).body, "body", None))} | {
+            id(block_of.get(id(e.statement))) for e in loop.events if e.kind in (EventKind.STEP, EventKind.CLEAR)}
         for record in loop.body:
             if record.without_grad or record.in_inner_loop:
                 continue
             for small in getattr(record.statement, "body", ()):
-                found = _stored(small, record, graph, loop.function, losses)
+                found = _stored(small, record, graph, loop.function, losses, bounding)
                 if found is None:
                     continue
                 node, container, value = found
@@ -753,13 +759,13 @@ def _carries(graph: GraphFlow, value: cst.BaseExpression, position: float, losse
 
 
 def _stored(small: cst.BaseSmallStatement, record: LoopStatement, graph: GraphFlow, scope: cst.FunctionDef | None,
-            losses: dict[str, list[int]] | None = None):
+            losses: dict[str, list[int]] | None = None, bounding: set[int] | None = None):
     losses = losses or {}
     """(the storing node, the container's text, the stored value) when it keeps a graph across iterations."""
     position = record.position
     if isinstance(small, cst.AugAssign) and isinstance(small.operator, cst.AddAssign):
         container = dotted_name(small.target) or _number_entry(graph, small.target)
-        if container and _outlives(graph, container) and _carries(graph, small.value, position, losses):
+        if container and _outlives(graph, container, bounding) and _carries(graph, small.value, position, losses):
             return small, container, small.value
         return None
     if isinstance(small, cst.Expr) and isinstance(small.value, cst.Call):
@@ -772,7 +778,7 @@ def _stored(small: cst.BaseSmallStatement, record: LoopStatement, graph: GraphFl
             root = container.split("[")[0] if container else ""
             visible = graph.facts.holds_container(root, graph.loop_node, scope) if named else \
                 graph.facts.holds_containers(root, graph.loop_node, scope)  # `history["loss"].append(x)`
-            if container and _outlives(graph, container) and visible:
+            if container and _outlives(graph, container, bounding) and visible:
                 if isinstance(value, (cst.List, cst.Tuple, cst.Dict)):
                     # `append((step, loss))`, `append({"d": d_loss})`: the one part that keeps a graph
                     if func.attr.value == "extend":
@@ -790,13 +796,13 @@ def _stored(small: cst.BaseSmallStatement, record: LoopStatement, graph: GraphFl
         if added is not None:  # `total = total + loss`, `losses = losses + [loss]`
             if isinstance(added, cst.List) and len(added.elements) == 1 and isinstance(added.elements[0], cst.Element):
                 added = added.elements[0].value
-            if _outlives(graph, container) and _carries(graph, added, position, losses):
+            if _outlives(graph, container, bounding) and _carries(graph, added, position, losses):
                 return small, container, added
             return None
         if isinstance(target, cst.Subscript) and len(target.slice) == 1:
             container = dotted_name(target.value)
             key = target.slice[0].slice
-            if not container or not isinstance(key, cst.Index) or not _outlives(graph, container):
+            if not container or not isinstance(key, cst.Index) or not _outlives(graph, container, bounding):
                 return None
             if not graph.reads(key.value) & graph.varying:
                 return None  # the same key every iteration
@@ -934,11 +940,16 @@ def _root(container: str) -> str:
     return ".".join(parts[:2]) if parts[0] == "self" and len(parts) > 1 else parts[0]
 
 
-def _outlives(graph: GraphFlow, container: str) -> bool:
-    """Never rebound in the loop body: it lives across iterations."""
+def _outlives(graph: GraphFlow, container: str, bounding: set[int] | None = None) -> bool:
+    """Never rebound in the loop body, or rebound only in blocks of `bounding` (ids) that run
+    neither every iteration nor every window: it lives across iterations."""
     root = _root(container)
-    return all(d.adds_to_itself for d in graph.all_definitions(container)) and (
-        root == "self" or all(d.adds_to_itself for d in graph.all_definitions(root)))
+
+    def kept(definition) -> bool:
+        return definition.adds_to_itself or (bounding is not None and id(definition.statement.block) not in bounding)
+
+    return all(kept(d) for d in graph.all_definitions(container)) and (
+        root == "self" or all(kept(d) for d in graph.all_definitions(root)))
 
 
 def _one_window(loop: TrainingLoop, facts, container: str) -> bool:
