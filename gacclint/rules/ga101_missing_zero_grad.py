@@ -159,6 +159,24 @@ for x, y in loader:
     loss_fn(model(x), y).backward()
     optimizer.step()
 """, "clearing each parameter's .grad counts"),
+        Valid("""
+params = [W]
+opt = torch.optim.Adam(params, lr=1e-3)
+
+
+def reset_grad():
+    for p in params:
+        if p.grad is not None:
+            data = p.grad.data
+            p.grad = Variable(data.new().resize_as_(data).zero_())
+
+
+for it in range(1000):
+    loss = (x @ W).pow(2).mean()
+    loss.backward()
+    opt.step()
+    reset_grad()
+""", "a fresh tensor of zeros put into `p.grad` clears it, as `p.grad = None` does"),
     ]
     INVALID = [
         Invalid("""

@@ -114,6 +114,36 @@ for it in range(iterations):
         loss_fn(model(noise())).backward()
     optimizer.step()
 """, "a micro-step loop of one step accumulates nothing"),
+        Valid("""
+for x, y in loader:
+    out = model(x)
+    losses = [((out[:, t] - y[:, t]) ** 2).mean() for t in range(2)]
+    grads = []
+    for loss in losses:
+        optimizer.zero_grad()
+        loss.backward(retain_graph=True)
+        grads.append([p.grad.clone() for p in model.parameters()])
+    for p, *gs in zip(model.parameters(), *grads):
+        p.grad = sum(gs) / len(gs)
+    optimizer.step()
+""", "per-task gradient surgery: each task's gradient is read before the next clear, and the step "
+            "applies what the loop writes back, not a window's sum"),
+        Valid("""
+def train_one_epoch(model, optimizer, loader, criterion, config):
+    optimizer.zero_grad()
+    for idx, (x, y) in enumerate(loader):
+        loss = criterion(model(x), y) / config.ACCUM
+        if config.ACCUM == 1:
+            optimizer.zero_grad()
+        loss.backward()
+        if config.ACCUM > 1:
+            if (idx + 1) % config.ACCUM == 0 or idx + 1 == len(loader):
+                optimizer.step()
+                optimizer.zero_grad()
+        else:
+            optimizer.step()
+""", "`config.ACCUM == 1` and `config.ACCUM > 1` never hold together: the clear runs only where "
+            "every micro-batch steps"),
     ]
     INVALID = [
         Invalid("""

@@ -512,6 +512,25 @@ while True:
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
 """, why="the nanoGPT shape: the window is the inner loop"),
+        Invalid("""
+def train_epoch(model, optimizer, loader, cfg):
+    for i, batch in enumerate(loader):
+        accum = cfg.accum
+        loss = model(batch)
+        loss.backward()
+        if (i + 1) % accum == 0 or (i + 1) == len(loader):
+            optimizer.step()
+            optimizer.zero_grad()
+""", fixed="""
+def train_epoch(model, optimizer, loader, cfg):
+    for i, batch in enumerate(loader):
+        accum = cfg.accum
+        loss = model(batch)
+        (loss / accum).backward()
+        if (i + 1) % accum == 0 or (i + 1) == len(loader):
+            optimizer.step()
+            optimizer.zero_grad()
+""", why="a name bound to the same value on every iteration is the count all the same"),
     ]
 
     def check(self, loop: TrainingLoop, model) -> Iterator[Finding]:

@@ -296,6 +296,37 @@ for epoch in range(epochs):
     if evaluate(model) > best:
         step = 0
 """, "set back only after some passes (a test the loop changes): which passes restart the count is unknown"),
+        Valid("""
+def main(model, optimizer, loader, k, epochs):
+    data_iter = iter(loader)
+    for it in range(epochs * len(loader)):
+        if it % len(loader) == 0:
+            data_iter = iter(loader)
+        x, y = next(data_iter)
+        (loss_fn(model(x), y) / k).backward()
+        if (it + 1) % k == 0:
+            optimizer.step()
+            optimizer.zero_grad()
+""", "the passes over the data are inside the loop (its iterator is made anew there) and the counter "
+            "runs across them: only the run's last micro-batches go unstepped"),
+        Valid("""
+def data_gen(n):
+    for _ in range(n):
+        yield torch.randn(4, 8)
+
+
+def run_epoch(data_iter, model, optimizer, accum_iter=1):
+    for i, batch in enumerate(data_iter):
+        (model(batch).mean() / accum_iter).backward()
+        if (i + 1) % accum_iter == 0:
+            optimizer.step()
+            optimizer.zero_grad()
+
+
+def main(model, loader, optimizer):
+    run_epoch(data_gen(20), model, optimizer)
+    run_epoch((b[0] for b in loader), model, optimizer, accum_iter=10)
+""", "every call hands the loop's iterable a generator: a stream, with no length to end a window on"),
     ]
     INVALID = [
         Invalid("""
@@ -685,6 +716,30 @@ for i, (x, y) in enumerate(loader, 1):
         optimizer.zero_grad()
 """, fixed=None, applicability=None, also=("GA104",),
             why="the boundary is off by one (GA104): windows added for it would be out of phase, so no fix until it is"),
+        Invalid("""
+def train(model, loader, k, epochs, resume_step):
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    for epoch in range(epochs):
+        for step, (x, y) in enumerate(loader):
+            if step < resume_step:
+                continue
+            (loss_fn(model(x), y) / k).backward()
+            if (step + 1) % k == 0:
+                optimizer.step()
+                optimizer.zero_grad()
+""", fixed="""
+def train(model, loader, k, epochs, resume_step):
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    for epoch in range(epochs):
+        for step, (x, y) in enumerate(loader):
+            if step < resume_step:
+                continue
+            (loss_fn(model(x), y) / k).backward()
+            if (step + 1) % k == 0 or (step + 1) == len(loader):
+                optimizer.step()
+                optimizer.zero_grad()
+""", why="skipping the micro-batches below a resume point shortens only the first windows: the tail of the "
+            "pass is still never stepped", also=("GA203",)),
     ]
 
     def check(self, loop: TrainingLoop, model) -> Iterator[Finding]:

@@ -66,7 +66,12 @@ class MisscaledFinalWindow(Rule):
     size the loop already computes before the division, for another loss
     of the same loop, is reused: one name, declared once). The line is
     wrapped to the line length. Offered when the loop counts micro-batches
-    from 0 or 1 per pass and the iterable has a length to write.
+    from 0 or 1 per pass and the iterable has a length to write. Not offered
+    where the division is inside a function of the module that makes the
+    loss (its other callers would change too), nor where the clause steps the
+    tail only in a pass shorter than `k` (`or (len(dl) <= k and ...)`): in a
+    longer pass that tail is never stepped, and dividing it by its own size
+    would add it to the next window at full weight.
     """
 
     code = "GA203"
@@ -314,6 +319,32 @@ for i, (x, y) in enumerate(loader):
     optimizer.step()
     optimizer.zero_grad()
 """, why="the end-of-data clause of a negated early continue; the count is read from `k = 4`"),
+        Invalid("""
+K = 4
+for epoch in range(epochs):
+    for step, (x, y) in enumerate(loader):
+        loss = loss_fn(model(x), y) / K
+        loss.backward()
+        if (step + 1) % K == 0 or (len(loader) <= K and (step + 1) == len(loader)):
+            optimizer.step()
+            model.zero_grad()
+""", why="the clause steps the tail only in a pass shorter than K: in a longer one it is never stepped, and "
+            "dividing it by its own size would add it to the next window at full weight"),
+        Invalid("""
+def forward_pass(model, batch, args):
+    loss = model(**batch).loss
+    return loss / args.gradient_accumulation_steps
+
+
+def train(model, loader, optimizer, args):
+    for step, batch in enumerate(loader):
+        loss = forward_pass(model, batch, args)
+        loss.backward()
+        if (step + 1) % args.gradient_accumulation_steps == 0 or (step + 1) == len(loader):
+            optimizer.step()
+            optimizer.zero_grad()
+""", why="the function that makes the loss divides it by the count it is handed; rewritten there, its "
+            "other callers would change too"),
     ]
 
     def check(self, loop: TrainingLoop, model) -> Iterator[Finding]:

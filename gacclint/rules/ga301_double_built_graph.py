@@ -459,6 +459,63 @@ for x, y in loader:
     optimizer.step()
 """, fixed=None, applicability=None,
             why="moving `model_b`'s forward above a random draw would change the numbers its dropout draws"),
+        Invalid("""
+for it in range(1000):
+    G_sample = G(z)
+    D_real = D(X)
+    D_fake = D(G_sample.detach())
+    D_loss = -(torch.mean(D_real) - torch.mean(D_fake))
+    D_loss.backward()
+    D_solver.step()
+    D_solver.zero_grad()
+""", why="a negated sum (a WGAN critic's loss) is a sum all the same"),
+        Invalid("""
+D_solver = torch.optim.Adam(D_net.parameters(), lr=1e-3)
+
+
+def D(X):
+    return D_net(X)
+
+
+for it in range(1000):
+    D_real = D(X)
+    D_fake = D(fake)
+    D_loss = F.binary_cross_entropy(D_real, ones) + F.binary_cross_entropy(D_fake, zeros)
+    D_loss.backward()
+    D_solver.step()
+    D_solver.zero_grad()
+""", why="`D` returns `D_net`'s forward: each call is one", applicability=None),
+        Invalid("""
+def train(model, optimizer, x_data, y_data, x_phys):
+    for i in range(100):
+        optimizer.zero_grad()
+
+        yh = model(x_data)
+        loss1 = torch.mean((yh - y_data) ** 2)
+
+        yp = model(x_phys)
+        loss2 = torch.mean(yp ** 2)
+
+        loss = loss1 + loss2
+        loss.backward()
+        optimizer.step()
+""", fixed="""
+def train(model, optimizer, x_data, y_data, x_phys):
+    for i in range(100):
+        optimizer.zero_grad()
+
+        yh = model(x_data)
+        loss1 = torch.mean((yh - y_data) ** 2)
+        loss1.backward()
+
+        yp = model(x_phys)
+        loss2 = torch.mean(yp ** 2)
+        loss2.backward()
+
+        loss = (loss1 + loss2).detach()
+        optimizer.step()
+""", why="each loss's statements already come one after the other: its backward follows them, and the "
+            "blank lines stay"),
     ]
 
     def check(self, loop: TrainingLoop, model) -> Iterator[Finding]:

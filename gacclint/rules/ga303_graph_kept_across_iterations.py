@@ -436,6 +436,36 @@ class Trainer:
             loss.backward()
             self.optimizer.step()
 """, "a method of the class that returns `.item()`: a number"),
+        Valid("""
+from utils import *
+
+
+def train_one_epoch(loader, model, criterion, optimizer):
+    iou_sum, dice_sum = 0.0, 0.0
+    for images, masks in loader:
+        preds = model(images)
+        out_loss = criterion(preds, masks)
+        optimizer.zero_grad()
+        out_loss.backward()
+        optimizer.step()
+        iou_sum += iou_on_batch(masks, preds)
+        dice_sum += criterion._show_dice(preds, masks)
+    return iou_sum, dice_sum
+""", "a name a star import brings, and a method of a callable handed in: what they return is not visible"),
+        Valid("""
+class CachedLoss(torch.nn.Module):
+    def calculate_loss(self, anchors, candidates, with_backward=False):
+        losses = []
+        for b in range(0, len(anchors), self.mini_batch_size):
+            scores = self.similarity_fct(anchors[b:b + self.mini_batch_size], candidates)
+            loss_mb = self.cross_entropy_loss(scores, self.labels[b:b + self.mini_batch_size])
+            if with_backward:
+                loss_mb.backward()
+                loss_mb = loss_mb.detach()
+            losses.append(loss_mb)
+        return sum(losses)
+""", "detached where the loop backpropagates; where it does not, the loop trains nothing and its caller "
+            "backpropagates what it returns"),
     ]
     INVALID = [
         Invalid("""
@@ -686,6 +716,67 @@ for x, y in loader:
     optimizer.step()
     feature_sum += out.mean(0).detach()
 """, why="a mean over one dimension is not one number: detached, not `.item()`"),
+        Invalid("""
+for epoch in range(10):
+    stats = {"d": 0.0, "g": 0.0}
+    for real in loader:
+        d_loss = D(real).mean()
+        optD.zero_grad()
+        d_loss.backward()
+        optD.step()
+        stats["d"] += d_loss
+""", fixed="""
+for epoch in range(10):
+    stats = {"d": 0.0, "g": 0.0}
+    for real in loader:
+        d_loss = D(real).mean()
+        optD.zero_grad()
+        d_loss.backward()
+        optD.step()
+        stats["d"] += d_loss.detach()
+""", why="a running sum under one key of a dict of numbers"),
+        Invalid("""
+hist = []
+for i, real in enumerate(loader):
+    d_loss = D(real).mean()
+    optD.zero_grad()
+    d_loss.backward()
+    optD.step()
+    hist.append((i, d_loss))
+""", fixed="""
+hist = []
+for i, real in enumerate(loader):
+    d_loss = D(real).mean()
+    optD.zero_grad()
+    d_loss.backward()
+    optD.step()
+    hist.append((i, d_loss.detach()))
+""", why="the loss kept inside a tuple"),
+        Invalid("""
+def train(model, loader, optimizer, log_step):
+    train_loss = 0
+    for step, (x, y) in enumerate(loader):
+        loss = loss_fn(model(x), y)
+        train_loss += loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        if step % log_step == 0:
+            print(train_loss / log_step)
+            train_loss = 0
+""", fixed="""
+def train(model, loader, optimizer, log_step):
+    train_loss = 0
+    for step, (x, y) in enumerate(loader):
+        loss = loss_fn(model(x), y)
+        train_loss += loss.item()
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        if step % log_step == 0:
+            print(train_loss / log_step)
+            train_loss = 0
+""", why="reset only at the log interval: it keeps every graph since the last log"),
     ]
 
     def check(self, loop: TrainingLoop, model) -> Iterator[Finding]:
