@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 import libcst as cst
 
 from gacclint.gate import BACKWARD_METHODS, STEP_METHODS
@@ -70,10 +70,11 @@ def _makes_zeros(node: cst.BaseExpression) -> bool:
     return False
 
 
-def reads_gradients(statement: cst.SimpleStatementLine, tree) -> bool:
-    """A simple statement that reads gradients' values (`grads.append(p.grad.clone())`,
+def reads_gradients(statement: cst.SimpleStatementLine, tree, is_parameter: Callable[[cst.BaseExpression], bool]) -> bool:
+    """A simple statement that reads parameters' gradients (`grads.append(p.grad.clone())`,
     `g = torch.cat([p.grad.view(-1) for p in params])`), besides clearing, scaling or writing
-    them (`p.grad = None`, `p.grad.div_(k)`, `p.grad = g`)."""
+    them (`p.grad = None`, `p.grad.div_(k)`, `p.grad = g`). `is_parameter` tells the owner of a
+    `.grad` that is a parameter (an input perturbation's `delta.grad` is not)."""
     for small in statement.body:
         small_type = type(small)
         if small_type is cst.Assign and any(is_grad_reference(t.target) for t in small.targets):
@@ -83,7 +84,7 @@ def reads_gradients(statement: cst.SimpleStatementLine, tree) -> bool:
         if small_type is cst.Expr and type(small.value) is cst.Call and type(small.value.func) is cst.Attribute \
                 and is_grad_reference(small.value.func.value):
             continue  # `p.grad.zero_()`, `p.grad.data.mul_(s)`
-        if any(node.attr.value == "grad" for node in tree.find(small, cst.Attribute)):
+        if any(node.attr.value == "grad" and is_parameter(node.value) for node in tree.find(small, cst.Attribute)):
             return True
     return False
 

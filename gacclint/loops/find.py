@@ -1189,7 +1189,22 @@ class _Builder:
         micro-step's gradient is taken as it is (per-task gradient surgery: PCGrad, MGDA), and
         what the step applies after the loop is whatever the loop writes back, not a window's sum."""
         tree = self.facts.tree
-        return any(reads_gradients(statement, tree)
+        over_parameters: set[str] = set()  # names a loop or comprehension in it binds to parameters
+        for node in tree.find(micro, cst.For, cst.CompFor, enter_scopes=False):
+            iterable = node.iter
+            if isinstance(iterable, cst.Name):
+                binding = self.facts.latest_binding(iterable.value, micro, tree.enclosing_function(micro))
+                iterable = binding.value if binding is not None and binding.tuple_index is None else iterable
+            if isinstance(iterable, cst.Call) and (call_name(iterable) or "") in ("list", "tuple") and iterable.args:
+                iterable = iterable.args[0].value
+            if isinstance(iterable, cst.Call) and (call_name(iterable) or "").rsplit(".", 1)[-1] in (
+                    "parameters", "named_parameters"):
+                over_parameters.update(_target_names(node.target))
+
+        def is_parameter(owner: cst.BaseExpression) -> bool:
+            text = dotted_name(owner) or ""
+            return text in over_parameters or text.split(".")[0] in self.facts.modules_with_parameters
+        return any(reads_gradients(statement, tree, is_parameter)
                    for statement in self._own_statements(_statements(micro.body), enter_loops=True))
 
     def _enclosing_function(self, frames: list[_Frame]) -> cst.FunctionDef | None:
@@ -1388,7 +1403,7 @@ class _Builder:
         return names - self._invariant_aliases(loop, names)
 
     def _invariant_aliases(self, loop: LoopNode, bound: set[str]) -> set[str]:
-        """Names the loop binds, on every binding, to the same value: a literal, or an attribute
+        """Names the loop binds, on every binding, to one same value: a literal, or an attribute
         path of a name the loop does not change (`max_grad_norm = cfg.max_grad_norm`). Bound
         again each iteration, they still hold one value for the whole loop (RULES.md *guard*:
         a condition nothing in the loop changes is a configuration switch)."""
@@ -1427,7 +1442,7 @@ class _Builder:
                     roots.add(text.split(".")[0])
                 else:
                     if all(root not in values or root in invariant for root in roots) and name not in roots \
-                            and self._same_outside(loop, name, made):
+                            and len({code_of(value) for value in made}) == 1 and self._same_outside(loop, name, made):
                         invariant.add(name)
                         changed = True
         return invariant

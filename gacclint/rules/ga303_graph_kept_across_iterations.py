@@ -834,8 +834,16 @@ def _detached_with_the_backward(loop: TrainingLoop, graph: GraphFlow, value: cst
         return False
     block = blocks.pop()
     return any(id(block_of.get(id(d.statement.statement))) == block and not d.unpacked and d.augmented is None
-               and not graph.carries_graph(d.value, d.position)
-               for d in graph.definitions(value.value, position))
+               and _detaches(d.value) for d in graph.definitions(value.value, position))
+
+
+def _detaches(value: cst.BaseExpression) -> bool:
+    """`loss.detach()`, `loss.item()`, `float(loss)`: visibly a value without a graph."""
+    if not isinstance(value, cst.Call):
+        return False
+    if isinstance(value.func, cst.Attribute):
+        return value.func.attr.value in {"detach", "item", "tolist"}
+    return isinstance(value.func, cst.Name) and value.func.value in {"float", "int"}
 
 
 def _carries(graph: GraphFlow, value: cst.BaseExpression, position: float, losses: dict[str, list[int]]) -> bool:
