@@ -620,8 +620,11 @@ class _Builder:
 
     def _names_read(self, node: cst.CSTNode) -> set[str]:
         names: set[str] = set()
+        attributes: set[int] = set()  # the `step` of `args.step` names no variable
         for found in self.facts.tree.walk(node):
-            if isinstance(found, (cst.Name, cst.Attribute)):
+            if type(found) is cst.Attribute:
+                attributes.add(id(found.attr))
+            if isinstance(found, (cst.Name, cst.Attribute)) and id(found) not in attributes:
                 text = dotted_name(found)
                 if text:
                     names.add(text)
@@ -2161,13 +2164,17 @@ def _variants(events: list[Event], frameworks, program: LoopProgram | None = Non
     bounds: dict[str, tuple[str, str, int]] = {}  # switch -> (the value it compares, operator, literal)
     for event in events:
         for condition in event.conditions:
-            if condition.kind is ConditionKind.SWITCH and condition.text not in switches:
-                switches.append(condition.text)
-                if condition.expression is not None:
-                    switch_nodes[condition.text] = code_of(condition.expression).strip()
-                    bound = _integer_bound(condition.expression)
+            found = [(condition.text, condition.expression)] if condition.kind is ConditionKind.SWITCH else []
+            found += [(code_of(term), term) for term in condition.switch_terms]
+            for text, expression in found:
+                if text in switches:
+                    continue
+                switches.append(text)
+                if expression is not None:
+                    switch_nodes[text] = code_of(expression).strip()
+                    bound = _integer_bound(expression)
                     if bound is not None:
-                        bounds[condition.text] = bound
+                        bounds[text] = bound
     switches = switches[:MAX_SWITCHES]
     variants: list[LoopVariant] = []
     for values in itertools.product((True, False), repeat=len(switches)):

@@ -58,6 +58,31 @@ def classify(expression: cst.BaseExpression, polarity: bool, context: GuardConte
     boundary, negated = read_boundary(inner, context)
     if boundary is not None:
         return [Condition(expression, text, polarity != negated, ConditionKind.BOUNDARY, boundary)]
+    # `not args.accumulate or (i + 1) % k == 0`, `(args.accum and (i + 1) % k == 0) or not args.accum`:
+    # a boundary in the variants where the switches let it decide, every micro-batch (or never)
+    # in the others.
+    switches: list[cst.BaseExpression] = []
+    rest: list[cst.BaseExpression] = []
+    for term in _or_terms(inner):
+        parts = _and_terms(term)
+        # Not a test of the data's length (`len(dl) <= k and ...`): the sampled lengths decide it.
+        switched = [part for part in parts if is_switch(part, context)
+                    and not any(isinstance(found, cst.Call) for found in context.tree.walk(part))]
+        switches += switched
+        deciding = [part for part in parts if not any(part is switch for switch in switched)]
+        if deciding:
+            rest.append(deciding[0] if len(deciding) == 1 else term)
+    if switches and rest and not any(isinstance(term, cst.BooleanOperation) and isinstance(term.operator, cst.And)
+                                     for term in rest):
+        found, negated = read_boundary(rest[0], context) if len(rest) == 1 else _read_or_terms(rest, inner, context)
+        if found is not None and not negated:
+            bases = []
+            for switch in switches:
+                while isinstance(switch, cst.UnaryOperation) and isinstance(switch.operator, cst.Not):
+                    switch = switch.expression  # `not x` and `x` are one switch
+                bases.append(switch)
+            return [Condition(expression, text, polarity, ConditionKind.BOUNDARY,
+                              _replace(found, expression=inner), tuple(bases))]
     if is_switch(inner, context):
         return [Condition(expression, text, polarity, ConditionKind.SWITCH)]
     return [Condition(expression, text, polarity, ConditionKind.OPAQUE)]
@@ -69,12 +94,15 @@ def _with_text(condition: Condition, text: str) -> Condition:
 
 def is_switch(node: cst.BaseExpression, context: GuardContext) -> bool:
     """True when nothing the loop does can change the test's value."""
+    attributes: set[int] = set()  # the `step` of `args.step` names no variable
     for found in context.tree.walk(node):
+        if type(found) is cst.Attribute:
+            attributes.add(id(found.attr))
         if isinstance(found, cst.Call):
             name = call_name(found) or ""
             if name.rsplit(".", 1)[-1] not in PURE_CALLS:
                 return False
-        elif isinstance(found, (cst.Name, cst.Attribute)):
+        elif isinstance(found, (cst.Name, cst.Attribute)) and id(found) not in attributes:
             text = dotted_name(found)
             if text is not None and (context.is_varying(text) or text in context.counters):
                 return False
@@ -90,30 +118,41 @@ def read_boundary(node: cst.BaseExpression, context: GuardContext) -> tuple[Boun
                         offset=0, remainder=0, end_of_data=None, expression=node, framework=True), False
     terms = _or_terms(node)
     if len(terms) > 1:
-        found: tuple[Boundary, bool] | None = None
-        end_of_data: cst.BaseExpression | None = None
-        for term in terms:
-            read = _read_modulo_test(term, context)
-            if read is not None and found is None:
-                found = read
-            elif end_of_data is None and _is_end_of_data(term, context):
-                end_of_data = term
-            else:
-                return None, False
-        if found is None or end_of_data is None or found[1]:
-            return None, False
-        boundary = found[0]
-        return _replace(boundary, end_of_data=end_of_data, expression=node), False
+        return _read_or_terms(terms, node, context)
     read = _read_modulo_test(node, context)
     if read is None:
         return None, False
     return _replace(read[0], expression=node, negated=read[1]), read[1]
 
 
+def _read_or_terms(terms: list[cst.BaseExpression], node: cst.BaseExpression,
+                   context: GuardContext) -> tuple[Boundary | None, bool]:
+    """A boundary `or` its end-of-data clause, spread over `terms` (`node` is the whole test)."""
+    found: tuple[Boundary, bool] | None = None
+    end_of_data: cst.BaseExpression | None = None
+    for term in terms:
+        read = _read_modulo_test(term, context)
+        if read is not None and found is None:
+            found = read
+        elif end_of_data is None and _is_end_of_data(term, context):
+            end_of_data = term
+        else:
+            return None, False
+    if found is None or end_of_data is None or found[1]:
+        return None, False
+    return _replace(found[0], end_of_data=end_of_data, expression=node), False
+
+
 def _replace(boundary: Boundary, **changes) -> Boundary:
     values = dict(boundary.__dict__)
     values.update(changes)
     return Boundary(**values)
+
+
+def _and_terms(node: cst.BaseExpression) -> list[cst.BaseExpression]:
+    if isinstance(node, cst.BooleanOperation) and isinstance(node.operator, cst.And):
+        return _and_terms(node.left) + _and_terms(node.right)
+    return [node]
 
 
 def _or_terms(node: cst.BaseExpression) -> list[cst.BaseExpression]:

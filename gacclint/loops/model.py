@@ -161,6 +161,9 @@ class Condition:
     polarity: bool  # True in the `if` body, False in `else` / after `if ...: continue`
     kind: ConditionKind
     boundary: Boundary | None = None
+    # Configuration switches `or`-ed with the boundary (`not args.accumulate or (i + 1) % k == 0`):
+    # each value of theirs is a variant, in which the whole test is evaluated.
+    switch_terms: tuple[cst.BaseExpression, ...] = ()
 
 
 @dataclass(frozen=True)
