@@ -70,6 +70,11 @@ class _Flow:
                              self.expression(node.right, statement, form, None, depth)])
         if isinstance(node, cst.UnaryOperation):
             return self.expression(node.expression, statement, form, None, depth)
+        if isinstance(node, cst.IfExp):
+            # `criterion(out, y) if mask is None else criterion(out, y, mask)`: either arm may be
+            # the loss (scaled on any path is scaled); a division in one arm is not rewritten.
+            arms = [self.expression(arm, statement, form, None, depth) for arm in (node.body, node.orelse)]
+            return _combine(arms)
         if isinstance(node, cst.Name):
             return self.name(node.value, depth + 1)
         if isinstance(node, cst.Call):

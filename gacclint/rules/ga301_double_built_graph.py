@@ -540,6 +540,18 @@ def train(model, optimizer, x_data, y_data, x_phys):
                 # terms that share a forward must be backpropagated together: no automatic split
                 combined, _fix(loop, graph, event, definition, terms) if separable and whole else None)
 
+    @staticmethod
+    def _one_fed_forward(term: _Term, graph: GraphFlow) -> bool:
+        """The term's graph is one forward's, a call handed inputs (not `model.l2_penalty()`)."""
+        if len(term.forwards) != 1:
+            return False
+        (forward,) = term.forwards
+        call = next((c for c in graph.facts.tree.find(term.expression, cst.Call) if id(c) == forward), None)
+        if call is None:
+            found = graph.facts.tree.find(graph.loop_node, cst.Call)
+            call = next((c for c in found if id(c) == forward), None)
+        return call is not None and bool(call.args)
+
     def _kept_alive(self, event: Event, graph: GraphFlow) -> frozenset[int]:
         """The forwards whose graphs another backward of the iteration needs as well: an earlier one
         keeps them with `retain_graph=True`, or a later one reads them. Those graphs stay alive
@@ -625,6 +637,11 @@ def train(model, optimizer, x_data, y_data, x_phys):
         # join the groups of the forwards they read; they leave the split to the user.
         losses = [term for term in graph_terms
                   if graph.is_reduced_loss(term.expression, before) or graph.is_loss_sum(term.expression, before)]
+        # A backward without a gradient argument needs one number, so each term of its sum is one:
+        # a term made by one forward handed inputs (`model(x, labels=y).loss`) is that forward's
+        # reduced loss. Counted as a loss to report; a fix still asks for visible losses.
+        reduced = losses + [term for term in graph_terms if term not in losses and _needs_one_number(event)
+                            and direct and self._one_fed_forward(term, graph)]
         if any(UNKNOWN_GRAPH in term.forwards for term in graph_terms):
             return None  # some term's forwards are not visible: whether graphs are shared is unknown
         kept = self._kept_alive(event, graph)
@@ -638,7 +655,7 @@ def train(model, optimizer, x_data, y_data, x_phys):
             merged = sorted([term] + [member for group in joined for member in group], key=graph_terms.index)
             groups = [group for group in groups if group not in joined] + [merged]
         groups.sort(key=lambda group: graph_terms.index(group[0]))
-        if sum(any(term in losses for term in group) for group in groups) < 2:
+        if sum(any(term in reduced for term in group) for group in groups) < 2:
             return None
         # What each group's losses are computed from, detached values included: a group reading
         # another's output (a pseudo-label from the other model) needs that forward first.
@@ -655,6 +672,18 @@ def train(model, optimizer, x_data, y_data, x_phys):
         # whole: every term is a task's loss (`+ 1e-2 * w.pow(2).sum()` has no forward, and so no
         # backward of its own that a fix could move)
         return value, definition, graph_terms, groups, len(graph_terms) == len(terms) == len(losses) and direct
+
+
+def _needs_one_number(event: Event) -> bool:
+    """`loss.backward()`, `scaler.scale(loss).backward()`, `accelerator.backward(loss)`: no
+    gradient is handed in, so what is backpropagated must be a single number."""
+    call = event.node
+    if not isinstance(call, cst.Call):
+        return False
+    positional = [a for a in call.args if a.keyword is None]
+    if isinstance(call.func, cst.Attribute) and call.func.attr.value == "backward" and not positional:
+        return True
+    return len(positional) == 1 and event.framework is not None and event.loss is positional[0].value
 
 
 def _sum_behind(graph: GraphFlow, found: list[Definition]) -> tuple[Definition, cst.BaseExpression, int] | None:

@@ -418,18 +418,19 @@ while True:
     def check(self, loop: TrainingLoop, model) -> Iterator[Finding]:
         if not loop.ddp or loop.sync_control:
             return
-        if any(e.framework is not None for e in loop.events if e.kind is EventKind.BACKWARD):
-            return
         found = self._window(loop)
         if found is None:
             return
         backwards, boundary = found
         wrap = self._forwarded(loop) or loop.ddp[0]
         first = backwards[0]
+        # A backward of a wrapper (an fp16 optimizer's `optimizer.backward(loss)`) in another
+        # configuration: whether it syncs is not visible, and a fix of this one alone would leave it.
+        elsewhere = any(e.framework is not None for e in loop.events if e.kind is EventKind.BACKWARD)
         yield self.finding(
             f"`{wrap.name}` is DistributedDataParallel and `{code_of(first.event.node)}` runs on every micro-batch "
             f"without `{wrap.name}.no_sync()`: gradients are all-reduced on every micro-batch instead of once per step",
-            first.event.node, self._fix(loop, model, wrap, backwards, boundary))
+            first.event.node, None if elsewhere else self._fix(loop, model, wrap, backwards, boundary))
 
     def _window(self, loop: TrainingLoop) -> tuple[list[ResolvedEvent], Boundary | None] | None:
         """The backwards of the accumulating micro-batches, and the step's boundary (None: nanoGPT shape)."""
@@ -450,6 +451,8 @@ while True:
         backwards: list[ResolvedEvent] = []
         boundary: Boundary | None = None
         for variant, found in loop.accumulation_variants():
+            if any(b.event.framework is not None for b in variant.backwards):
+                continue  # a wrapper's backward: whether it syncs is not visible
             boundary = boundary or found
             backwards += [b for b in variant.backwards if b not in backwards]
         if not backwards:
