@@ -50,6 +50,16 @@ def whole_statement(tree: Tree, loop: cst.CSTNode, statement: cst.BaseStatement,
     return outer  # type: ignore[return-value]
 
 
+def guarding_if(tree: Tree, loop: cst.CSTNode, statement: cst.BaseStatement) -> cst.If | None:
+    """The `if` of the training loop `loop` whose body is `statement` alone, with no `else`:
+    what a fix removes to move that statement elsewhere."""
+    for node in tree.find(loop, cst.If):
+        body = node.body.body  # type: ignore[attr-defined]
+        if len(body) == 1 and body[0] is statement and node.orelse is None:  # type: ignore[attr-defined]
+            return node  # type: ignore[return-value]
+    return None
+
+
 def _normal(text: str) -> str:
     return "".join(text.split())
 

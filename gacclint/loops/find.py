@@ -1024,7 +1024,7 @@ class _Builder:
                 for binding in bindings:
                     if wraps_model(binding.value):
                         wrapping.setdefault(name, []).append(binding)
-                    elif type(binding.value) is cst.Call and (call_name(binding.value) or "") in functions:
+                    elif type(binding.value) is cst.Call and _own_function_name(binding.value) in functions:
                         # `optimizer, model = prep(args, model)` with `model = DDP(model)` returned
                         # there: the binding gives what the function wraps (facts along calls).
                         made = self._returned(binding)
@@ -1950,7 +1950,7 @@ class _Builder:
         value = binding.value
         if not isinstance(value, cst.Call):
             return None
-        functions = self.facts.functions.get(call_name(value) or "", [])
+        functions = self.facts.functions.get(_own_function_name(value), [])
         if len(functions) != 1:
             return None
         function = functions[0]
@@ -2322,6 +2322,15 @@ def _strip_constant_terms(node: cst.BaseExpression) -> cst.BaseExpression | None
         else:
             return node
     return node
+
+
+def _own_function_name(call: cst.Call) -> str:
+    """The name of the module's function a call runs: `make(...)`, or a method of the same class
+    reached as `self.make(...)`; "" for any other call."""
+    name = call_name(call) or ""
+    if name.startswith("self."):
+        name = name[len("self."):]
+    return "" if "." in name else name
 
 
 def _guard(event: Event, assignment: dict[str, bool]) -> Guard:

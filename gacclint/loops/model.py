@@ -379,6 +379,42 @@ class LoopVariant:
         return None
 
 
+    def window_wiped_by(self, clear: ResolvedEvent) -> ResolvedEvent | None:
+        """The step that `clear` wipes the window of from the other side: the clear runs on the
+        same boundary as the step but before the micro-batch's backward (`if (i + 1) % k == 0:
+        opt.zero_grad()` ahead of `loss.backward()`), so the window's earlier micro-batches are
+        gone when the step comes (GA103)."""
+        if clear.guard.kind is not GuardKind.BOUNDARY or clear.guard.boundary is None:
+            return None
+        index = self.events.index(clear)
+        backwards = [e for e in self.events if e.kind is EventKind.BACKWARD and e.guard.kind is GuardKind.NONE]
+        if not backwards or any(self.events.index(b) < index for b in backwards):
+            return None
+        first_backward = self.events.index(backwards[0])
+        for later in self.events[first_backward + 1:]:
+            if later.kind is EventKind.CLEAR:
+                return None
+            if later.kind is EventKind.STEP and later.guard.kind is GuardKind.BOUNDARY \
+                    and later.guard.boundary is not None \
+                    and _same_windows(clear.guard.boundary, later.guard.boundary):
+                return later
+        return None
+
+
+def _same_windows(first: Boundary, second: Boundary) -> bool:
+    """`first` runs on the micro-batches that end `second`'s windows (the same test written twice,
+    the second maybe with an end-of-data clause)."""
+    if first.k_text != second.k_text:
+        return False
+    if first.schedule is not None and second.schedule is not None:
+        # the same windows; the second may also step the last micro-batch (an end-of-data clause)
+        a, b = first.schedule, second.schedule
+        return (a.pattern, a.first_window) == (b.pattern, b.first_window) and a.first_window is not None \
+            and (a.tail == b.tail or a.tail.value == "never")
+    return first.expression is not None and second.expression is not None and \
+        code_of(first.expression) == code_of(second.expression)
+
+
 def _exclusive(first: "Event", second: "Event") -> bool:
     """The two events sit in opposite branches of one `if` (a clear under `if spike:`, the step
     under its `else`), or in different arms of one conditional expression: never both run."""

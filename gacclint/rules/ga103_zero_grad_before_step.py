@@ -2,9 +2,9 @@ from __future__ import annotations
 
 from typing import Iterator
 
-from gacclint.fixes.edits import MoveAfter
-from gacclint.fixes.statements import whole_statement
-from gacclint.loops.model import Event, TrainingLoop
+from gacclint.fixes.edits import InsertAfter, MoveAfter, Remove
+from gacclint.fixes.statements import guarding_if, whole_statement
+from gacclint.loops.model import Event, ResolvedEvent, TrainingLoop
 from gacclint.loops.vocabulary import looks_like_optimizer
 from gacclint.rules.base import Applicability, Finding, Fix, Invalid, Rule, Valid
 from gacclint.rules.common import alone_on_its_line, clear_text, within
@@ -185,6 +185,25 @@ for i, (x, y) in enumerate(loader):
         optimizer.step()
         optimizer.zero_grad()
 """, also=("GA203",)),
+        Invalid("""
+def train(model, loader, optimizer, loss_fn, cfg):
+    for j, (x, y) in enumerate(loader):
+        loss = loss_fn(model(x), y) / cfg.accum
+        if (j + 1) % cfg.accum == 0:
+            optimizer.zero_grad()
+        loss.backward()
+        if (j + 1) % cfg.accum == 0 or (j + 1) == len(loader):
+            optimizer.step()
+""", fixed="""
+def train(model, loader, optimizer, loss_fn, cfg):
+    for j, (x, y) in enumerate(loader):
+        loss = loss_fn(model(x), y) / cfg.accum
+        loss.backward()
+        if (j + 1) % cfg.accum == 0 or (j + 1) == len(loader):
+            optimizer.step()
+            optimizer.zero_grad()
+""", why="cleared on the boundary before that micro-batch's backward: the window's earlier micro-batches are "
+            "gone when the step comes", also=("GA203",)),
     ]
 
     def check(self, loop: TrainingLoop, model) -> Iterator[Finding]:
@@ -222,6 +241,32 @@ for i, (x, y) in enumerate(loader):
                     f"`{clear_text(clear.event)}` runs after the backward and before `{step.event.receiver}` steps: "
                     "the step applies cleared gradients",
                     clear.event.node, fix)
+        for variant, _ in loop.accumulation_variants():
+            for clear in variant.clears:
+                receiver = clear.event.receiver
+                if receiver is None or id(clear.event.node) in reported:
+                    continue
+                step = variant.window_wiped_by(clear)
+                if step is None or step.event.framework is not None or not (
+                        receiver == step.event.receiver or not looks_like_optimizer(receiver)):
+                    continue
+                reported.add(id(clear.event.node))
+                yield self.finding(
+                    f"`{clear_text(clear.event)}` runs on the boundary before the backward: it wipes the window's "
+                    f"earlier micro-batches, and each time `{step.event.receiver}` steps it applies only the last one",
+                    clear.event.node, self._move_into_step(loop, model, clear, step))
+
+    @staticmethod
+    def _move_into_step(loop: TrainingLoop, model, clear: ResolvedEvent, step: ResolvedEvent) -> Fix | None:
+        """The clear moves right after the step, in the step's block; the `if` that held only it goes."""
+        if not (alone_on_its_line(clear.event) and step.event.editable and clear.event.editable):
+            return None
+        statement = clear.event.statement
+        holder = guarding_if(model.facts.tree, loop.node, statement)
+        if holder is None:
+            return None
+        return Fix(Applicability.SAFE, f"Move `{clear_text(clear.event)}` after the step",
+                   (Remove(holder), InsertAfter(step.event.statement, statement)))
 
 
 def _clears_all_of(clear: Event, step: Event, facts) -> bool:

@@ -531,6 +531,48 @@ def train_epoch(model, optimizer, loader, cfg):
             optimizer.step()
             optimizer.zero_grad()
 """, why="a name bound to the same value on every iteration is the count all the same"),
+        Invalid("""
+def train_one_epoch(model, train_loader, criterion, optimizer, cfg):
+    for idx, data in enumerate(train_loader):
+        logits = model(data)
+        loss = criterion(logits, data["y"]) if cfg.plain else criterion(logits, data["y"], data["mask"])
+        loss.backward()
+        if (idx + 1) % cfg.step_per_update == 0 or idx + 1 == len(train_loader):
+            optimizer.step()
+            optimizer.zero_grad()
+""", fixed="""
+def train_one_epoch(model, train_loader, criterion, optimizer, cfg):
+    for idx, data in enumerate(train_loader):
+        logits = model(data)
+        loss = criterion(logits, data["y"]) if cfg.plain else criterion(logits, data["y"], data["mask"])
+        (loss / cfg.step_per_update).backward()
+        if (idx + 1) % cfg.step_per_update == 0 or idx + 1 == len(train_loader):
+            optimizer.step()
+            optimizer.zero_grad()
+""", why="neither arm of the conditional expression divides"),
+        Invalid("""
+def train(args, model, criterion, optimizer, train_loader):
+    step = 0
+    for epoch in range(3):
+        for i, (inputs, targets) in enumerate(train_loader):
+            loss = criterion(model(inputs), targets)
+            loss.backward()
+            if (i + 1) % args.step == 0 or (i + 1) == len(train_loader):
+                optimizer.step()
+                optimizer.zero_grad()
+                step += 1
+""", fixed="""
+def train(args, model, criterion, optimizer, train_loader):
+    step = 0
+    for epoch in range(3):
+        for i, (inputs, targets) in enumerate(train_loader):
+            loss = criterion(model(inputs), targets)
+            (loss / args.step).backward()
+            if (i + 1) % args.step == 0 or (i + 1) == len(train_loader):
+                optimizer.step()
+                optimizer.zero_grad()
+                step += 1
+""", why="the attribute `args.step` is not the local counter `step`: nothing in the loop changes the count"),
     ]
 
     def check(self, loop: TrainingLoop, model) -> Iterator[Finding]:

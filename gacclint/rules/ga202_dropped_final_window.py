@@ -740,6 +740,22 @@ def train(model, loader, k, epochs, resume_step):
                 optimizer.zero_grad()
 """, why="skipping the micro-batches below a resume point shortens only the first windows: the tail of the "
             "pass is still never stepped", also=("GA203",)),
+        Invalid("""
+def train(model, loader, optimizer, loss_fn, cfg):
+    for j, (x, y) in enumerate(loader):
+        (loss_fn(model(x), y) / cfg.accum).backward()
+        if not cfg.accumulate or (j + 1) % cfg.accum == 0:
+            optimizer.step()
+            optimizer.zero_grad()
+""", fixed="""
+def train(model, loader, optimizer, loss_fn, cfg):
+    for j, (x, y) in enumerate(loader):
+        (loss_fn(model(x), y) / cfg.accum).backward()
+        if not cfg.accumulate or (j + 1) % cfg.accum == 0 or (j + 1) == len(loader):
+            optimizer.step()
+            optimizer.zero_grad()
+""", why="a switch or-ed with the boundary: where it is off, the loop accumulates and drops the tail",
+                also=("GA203",)),
     ]
 
     def check(self, loop: TrainingLoop, model) -> Iterator[Finding]:

@@ -516,6 +516,18 @@ def train(model, optimizer, x_data, y_data, x_phys):
         optimizer.step()
 """, why="each loss's statements already come one after the other: its backward follows them, and the "
             "blank lines stay"),
+        Invalid("""
+def train(model, loader_a, loader_b):
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
+    for (xa, ya), (xb, yb) in zip(loader_a, loader_b):
+        review_loss = model(xa, labels=ya).loss
+        squad_loss = model(xb, labels=yb).loss
+        loss = review_loss + squad_loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+""", why="a backward without a gradient needs one number, so each term is one forward's reduced loss; "
+            "reported only (the terms are not visibly losses to rebuild)"),
     ]
 
     def check(self, loop: TrainingLoop, model) -> Iterator[Finding]:

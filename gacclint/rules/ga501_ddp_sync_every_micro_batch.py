@@ -413,6 +413,62 @@ while True:
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
 """, why="the nanoGPT shape: the window is the inner loop"),
+        Invalid("""
+def main(args, model, train_dataloader, optimizer):
+    if args.local_rank != -1:
+        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[args.local_rank])
+    for step, batch in enumerate(train_dataloader):
+        loss = model(batch) / args.gradient_accumulation_steps
+        if args.fp16:
+            optimizer.backward(loss)
+        else:
+            loss.backward()
+        if (step + 1) % args.gradient_accumulation_steps == 0:
+            optimizer.step()
+            model.zero_grad()
+""", why="the plain backward's configuration syncs on every micro-batch; the fp16 wrapper's, in the other, "
+            "is not visible, and a fix of one branch would leave it", also=("GA202",)),
+        Invalid("""
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+
+class Trainer:
+    def set_up_dist(self, rank):
+        model = DDP(self.model.to(rank), device_ids=[rank])
+        return model
+
+    def train(self, rank, loader):
+        model = self.set_up_dist(rank)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=2e-5)
+        for j, (x, y) in enumerate(loader):
+            loss = loss_fn(model(x), y) / self.accum_steps
+            loss.backward()
+            if (j + 1) % self.accum_steps == 0:
+                optimizer.step()
+                model.zero_grad()
+""", fixed="""
+import contextlib
+
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+
+class Trainer:
+    def set_up_dist(self, rank):
+        model = DDP(self.model.to(rank), device_ids=[rank])
+        return model
+
+    def train(self, rank, loader):
+        model = self.set_up_dist(rank)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=2e-5)
+        for j, (x, y) in enumerate(loader):
+            should_step = (j + 1) % self.accum_steps == 0
+            with (model.no_sync() if not should_step else contextlib.nullcontext()):
+                loss = loss_fn(model(x), y) / self.accum_steps
+                loss.backward()
+            if should_step:
+                optimizer.step()
+                model.zero_grad()
+""", why="the DDP model is what a method of the same class returns (facts along calls)", also=("GA202",)),
     ]
 
     def check(self, loop: TrainingLoop, model) -> Iterator[Finding]:
