@@ -78,6 +78,14 @@ class _Flow:
         if isinstance(node, cst.Name):
             return self.name(node.value, depth + 1)
         if isinstance(node, cst.Call):
+            divided = _divided_by(node)
+            if divided is not None:  # `loss.div(k)`, `torch.div(loss, k)`: a division spelled as a call
+                dividend, divisor = divided
+                self.divisions.append(Division(
+                    statement=statement, operation=node, divisor=divisor, divisor_text=code_of(divisor), form=form,
+                    self_assignment=target is not None and dotted_name(dividend) == target))
+                self.expression(dividend, statement, form, None, depth)
+                return Scaling.SCALED
             return self.call(node, depth)
         if isinstance(node, (cst.Attribute, cst.Subscript)):
             # `out["loss"] = out["loss"] / k` then `out["loss"].backward()`: read its assignments
@@ -211,6 +219,22 @@ class _Flow:
             if type(func) is cst.Attribute and func.attr.value in _IN_PLACE_SCALING and dotted_name(func.value) == name:
                 return [Scaling.SCALED]
         return []
+
+
+_DIVIDING_CALLS = frozenset({"div", "divide", "true_divide"})
+
+
+def _divided_by(call: cst.Call) -> tuple[cst.BaseExpression, cst.BaseExpression] | None:
+    """(dividend, divisor) of `x.div(k)` or `torch.div(x, k)` (no rounding mode: a true division)."""
+    if any(a.keyword is not None or a.star for a in call.args):
+        return None
+    func = call.func
+    if not isinstance(func, cst.Attribute) or func.attr.value not in _DIVIDING_CALLS:
+        return None
+    owner = dotted_name(func.value)
+    if owner in ("torch", "th"):
+        return (call.args[0].value, call.args[1].value) if len(call.args) == 2 else None
+    return (func.value, call.args[0].value) if len(call.args) == 1 else None
 
 
 def _only_raises(function: cst.FunctionDef) -> bool:

@@ -194,7 +194,7 @@ class DivisionForm(enum.Enum):
 @dataclass(frozen=True)
 class Division:
     statement: Statement
-    operation: cst.BinaryOperation | cst.AugAssign
+    operation: cst.BinaryOperation | cst.AugAssign | cst.Call  # `loss / k`, `loss /= k`, `loss.div(k)`
     divisor: cst.BaseExpression
     divisor_text: str
     form: DivisionForm

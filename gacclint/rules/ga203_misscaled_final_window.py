@@ -345,6 +345,26 @@ def train(model, loader, optimizer, args):
             optimizer.zero_grad()
 """, why="the function that makes the loss divides it by the count it is handed; rewritten there, its "
             "other callers would change too"),
+        Invalid("""
+K = 4
+for i, (x, y) in enumerate(loader):
+    loss = loss_fn(model(x), y)
+    loss = torch.div(loss, K)
+    loss.backward()
+    if (i + 1) % K == 0 or (i + 1) == len(loader):
+        opt.step()
+        opt.zero_grad()
+""", fixed="""
+K = 4
+for i, (x, y) in enumerate(loader):
+    loss = loss_fn(model(x), y)
+    window = min(K, len(loader) - (i // K) * K)
+    loss = torch.div(loss, window)
+    loss.backward()
+    if (i + 1) % K == 0 or (i + 1) == len(loader):
+        opt.step()
+        opt.zero_grad()
+""", why="a division spelled as a call is a division"),
     ]
 
     def check(self, loop: TrainingLoop, model) -> Iterator[Finding]:

@@ -259,6 +259,25 @@ def train(model, loader, optimizer, args):
             optimizer.zero_grad()
 """, why="the function that makes the loss divides it by the count accelerate divides by too; removed "
             "there, its other callers would change too"),
+        Invalid("""
+accelerator = Accelerator(gradient_accumulation_steps=4)
+model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+for batch in loader:
+    with accelerator.accumulate(model):
+        loss = model(batch)
+        accelerator.backward(loss.div(4))
+        optimizer.step()
+        optimizer.zero_grad()
+""", fixed="""
+accelerator = Accelerator(gradient_accumulation_steps=4)
+model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+for batch in loader:
+    with accelerator.accumulate(model):
+        loss = model(batch)
+        accelerator.backward(loss)
+        optimizer.step()
+        optimizer.zero_grad()
+""", why="`loss.div(4)` divides as `/ 4` does"),
     ]
 
     def check(self, loop: TrainingLoop, model) -> Iterator[Finding]:
@@ -333,7 +352,12 @@ def _fix(division: Division) -> Fix | None:
         edits = (Remove(statement),)
     else:
         operation = division.operation
-        assert isinstance(operation, cst.BinaryOperation)
-        edits = (Replace(operation, operation.left.with_changes(lpar=operation.lpar, rpar=operation.rpar)
-                         if not operation.left.lpar else operation.left),)
+        if isinstance(operation, cst.Call):  # `loss.div(k)` -> `loss`, `torch.div(loss, k)` -> `loss`
+            func = operation.func
+            dividend = operation.args[0].value if len(operation.args) == 2 else func.value  # type: ignore[attr-defined]
+            edits = (Replace(operation, dividend),)
+        else:
+            assert isinstance(operation, cst.BinaryOperation)
+            edits = (Replace(operation, operation.left.with_changes(lpar=operation.lpar, rpar=operation.rpar)
+                             if not operation.left.lpar else operation.left),)
     return Fix(Applicability.SAFE, f"Remove the division by `{division.divisor_text}`", edits)
