@@ -513,6 +513,20 @@ class TrainingLoop:
     # The loop calls a function of the module that calls `scaler.unscale_`.
     unscale_in_helper: bool = False
 
+    def flags_set_beside(self, event: "Event") -> dict[str, bool]:
+        """The names the block running `event` sets to `True` or `False` (`skip_step = True`
+        beside a clear that discards a spiking window)."""
+        block = next((record.block for record in self.body if record.statement is event.statement), None)
+        found: dict[str, bool] = {}
+        for record in self.body:
+            if block is None or record.block is not block:
+                continue
+            for small in getattr(record.statement, "body", ()):
+                if type(small) is cst.Assign and len(small.targets) == 1 and type(small.targets[0].target) is cst.Name \
+                        and type(small.value) is cst.Name and small.value.value in ("True", "False"):
+                    found[small.targets[0].target.value] = small.value.value == "True"
+        return found
+
     def sync_spelled_elsewhere(self, counter: str | None, boundary: cst.BaseExpression | None) -> bool:
         """Gradient sync is turned off under a test of `counter` other than `boundary`
         (`no_backward_sync(model, enabled=(i + 1) % k != 0)` beside `if (i + 1) % k == 0:`): a

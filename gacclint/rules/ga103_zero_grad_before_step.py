@@ -2,6 +2,8 @@ from __future__ import annotations
 
 from typing import Iterator
 
+import libcst as cst
+
 from gacclint.fixes.edits import InsertAfter, MoveAfter, Remove
 from gacclint.fixes.statements import guarding_if, whole_statement
 from gacclint.loops.model import Event, ResolvedEvent, TrainingLoop
@@ -109,6 +111,19 @@ for x, y in loader:
         optimizer.zero_grad()
     optimizer.step()
 """, "an opaque guard on the clear"),
+        Valid("""
+for i, batch in enumerate(loader):
+    loss = model(batch) / k
+    loss.backward()
+    if (i + 1) % k == 0 or (i + 1) == len(loader):
+        skip_step = False
+        if loss.item() > ema * threshold:
+            skip_step = True
+            optimizer.zero_grad(set_to_none=True)
+        if not skip_step:
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+""", "the clear discards a spiking window and sets the flag that skips the step: never both"),
     ]
     INVALID = [
         Invalid("""
@@ -219,6 +234,8 @@ def train(model, loader, optimizer, loss_fn, cfg):
                 step = variant.step_wiped_by(clear)
                 if step is None or step.event.framework is not None:
                     continue
+                if _flagged_off(loop, clear.event, step.event):
+                    continue  # `skip = True; opt.zero_grad()`, then `if not skip: opt.step()`: never both
                 if receiver == "params" and not _clears_all_of(clear.event, step.event, model.facts):
                     # `for p in model[1].parameters(): p.grad = None` between backward and step is how
                     # DINO and SwAV freeze a part of the model
@@ -267,6 +284,13 @@ def train(model, loader, optimizer, loss_fn, cfg):
             return None
         return Fix(Applicability.SAFE, f"Move `{clear_text(clear.event)}` after the step",
                    (Remove(holder), InsertAfter(step.event.statement, statement)))
+
+
+def _flagged_off(loop: TrainingLoop, clear: Event, step: Event) -> bool:
+    """The clear's block sets a flag that the step's test rules out."""
+    flags = loop.flags_set_beside(clear)
+    return any(isinstance(c.expression, cst.Name) and flags.get(c.expression.value, c.polarity) != c.polarity
+               for c in step.conditions)
 
 
 def _clears_all_of(clear: Event, step: Event, facts) -> bool:
