@@ -497,7 +497,14 @@ class GraphFlow:
             return self.forwards(node.value, before, depth)
         if isinstance(node, (cst.Lambda, cst.BaseString, cst.Integer, cst.Float, cst.Comparison)):
             return frozenset()
+        if isinstance(node, (cst.ListComp, cst.GeneratorExp, cst.SetComp)) and not self.through_values:
+            element = node.elt
+            if isinstance(element, cst.Call) and isinstance(element.func, cst.Attribute) \
+                    and element.func.attr.value in _NO_GRAPH:
+                return frozenset()  # `[t.detach() for t in outputs]`: every item is detached
         if isinstance(node, cst.BinaryOperation):
+            if isinstance(node.operator, cst.Modulo) and isinstance(node.left, cst.BaseString):
+                return frozenset()  # `"%s: %.4f" % (k, loss)`: a string
             return self.forwards(node.left, before, depth) | self.forwards(node.right, before, depth)
         if isinstance(node, cst.UnaryOperation):
             return self.forwards(node.expression, before, depth)

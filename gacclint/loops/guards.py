@@ -70,8 +70,13 @@ def classify(expression: cst.BaseExpression, polarity: bool, context: GuardConte
                     and not any(isinstance(found, cst.Call) for found in context.tree.walk(part))]
         switches += switched
         deciding = [part for part in parts if not any(part is switch for switch in switched)]
-        if deciding:
-            rest.append(deciding[0] if len(deciding) == 1 else term)
+        if switched and deciding and (len(deciding) > 1 or _read_modulo_test(deciding[0], context) is None):
+            # `epoch >= 0 and i + 1 == len(dl)`: only a switch beside the modulo test splits
+            # the loop; one beside an end-of-data clause stays part of it
+            switches = switches[:len(switches) - len(switched)]
+            rest.append(term)
+        elif deciding:
+            rest.append(deciding[0])
     if switches and rest and not any(isinstance(term, cst.BooleanOperation) and isinstance(term.operator, cst.And)
                                      for term in rest):
         found, negated = read_boundary(rest[0], context) if len(rest) == 1 else _read_or_terms(rest, inner, context)

@@ -466,6 +466,21 @@ class CachedLoss(torch.nn.Module):
         return sum(losses)
 """, "detached where the loop backpropagates; where it does not, the loop trains nothing and its caller "
             "backpropagates what it returns"),
+        Valid("""
+for step, (x, y) in enumerate(loader):
+    loss = loss_fn(model(x), y)
+    loss.backward()
+    optimizer.step()
+    optimizer.zero_grad()
+    if step % log_every == 0:
+        metrics = {"step": step}
+        for i in range(len(parts)):
+            metrics[f"part_{i}"] = parts[i]
+        message = "step %d " % step
+        message += "loss: %.4f" % loss
+        print(message, metrics)
+""", "made anew right before each store, in its block or one around it: what it keeps is one iteration's; "
+            "and `%` formatting makes a string"),
     ]
     INVALID = [
         Invalid("""
@@ -799,7 +814,7 @@ def train(model, loader, optimizer, log_step):
             if record.without_grad or record.in_inner_loop:
                 continue
             for small in getattr(record.statement, "body", ()):
-                found = _stored(small, record, graph, loop.function, losses, bounding)
+                found = _stored(small, record, graph, loop.function, losses, _resets_bounding(loop, bounding, record))
                 if found is None:
                     continue
                 node, container, value = found
@@ -858,7 +873,7 @@ def _carries(graph: GraphFlow, value: cst.BaseExpression, position: float, losse
 
 
 def _stored(small: cst.BaseSmallStatement, record: LoopStatement, graph: GraphFlow, scope: cst.FunctionDef | None,
-            losses: dict[str, list[int]] | None = None, bounding: set[int] | None = None):
+            losses: dict[str, list[int]] | None = None, bounding=None):
     losses = losses or {}
     """(the storing node, the container's text, the stored value) when it keeps a graph across iterations."""
     position = record.position
@@ -1039,13 +1054,29 @@ def _root(container: str) -> str:
     return ".".join(parts[:2]) if parts[0] == "self" and len(parts) > 1 else parts[0]
 
 
-def _outlives(graph: GraphFlow, container: str, bounding: set[int] | None = None) -> bool:
-    """Never rebound in the loop body, or rebound only in blocks of `bounding` (ids) that run
-    neither every iteration nor every window: it lives across iterations."""
+def _resets_bounding(loop: TrainingLoop, blocks: set[int], store: LoopStatement):
+    """Whether a reset of a container bounds what `store` puts in it: a reset in a block that runs
+    every iteration or every window (`blocks`), or one that runs right before the store, in its
+    block or one around it (`metrics = {...}` then `metrics[k] = v`)."""
+    tree = loop.graph.facts.tree if loop.graph is not None else None
+
+    def bounds(reset: LoopStatement) -> bool:
+        if id(reset.block) in blocks:
+            return True
+        if reset.position > store.position or tree is None:
+            return False
+        return reset.block is store.block or any(
+            tree.contains(statement, store.statement) for statement in reset.block)
+    return bounds
+
+
+def _outlives(graph: GraphFlow, container: str, bounding=None) -> bool:
+    """Never rebound in the loop body, or rebound only where `bounding` (of the reset's statement)
+    says it does not bound the store: it lives across iterations."""
     root = _root(container)
 
     def kept(definition) -> bool:
-        return definition.adds_to_itself or (bounding is not None and id(definition.statement.block) not in bounding)
+        return definition.adds_to_itself or (bounding is not None and not bounding(definition.statement))
 
     return all(kept(d) for d in graph.all_definitions(container)) and (
         root == "self" or all(kept(d) for d in graph.all_definitions(root)))
