@@ -336,6 +336,19 @@ class GraphFlow:
                 return False
         return True
 
+    def _returns_filled_container(self, name: str) -> bool:
+        """Every definition of the module's function `name` returns a container it made empty
+        and filled (`output = dict()` ... `return output`): what the items hold is not read."""
+        for function in self.facts.functions[name]:
+            returns = [r.value for r in self.facts.tree.find(function.body, cst.Return, enter_scopes=False)]
+            if not returns or not all(isinstance(value, cst.Name) for value in returns):
+                return False
+            for value in returns:
+                made = [b.value for b in self.facts.bindings.get(value.value, ()) if b.scope is function]
+                if not made or not all(_empty_container(m) for m in made):
+                    return False
+        return True
+
     def _library_function(self, call: cst.Call) -> bool:
         """A function of a scientific library the module imports that is not torch (sklearn,
         scipy): it computes on NumPy values, not on graphs."""
@@ -467,6 +480,8 @@ class GraphFlow:
                 return frozenset()  # `def accuracy(out, y): return (...).sum().item()`
             if self.strict and helper in self.facts.functions and self._returns_unseen(helper):
                 return frozenset()  # `def metric(p, y): return f1_score(y, p)`: what it returns is not visible
+            if self.strict and helper in self.facts.functions and self._returns_filled_container(helper):
+                return frozenset()  # `out = {}; out[k] = v.detach(); return out`: its items are not read
             found: set[int] = set()
             if self.is_forward(node):
                 found.add(id(node))
@@ -679,6 +694,14 @@ def _no_graph_value(node: cst.BaseExpression | None, func: cst.FunctionDef, fact
             bound = bound[-1:]  # `is_correct = is_correct.sum().item()` on the function's own block: the value returned
         return len(bound) == 1 and _no_graph_value(bound[0].value, func, facts, depth + 1)
     return False
+
+
+def _empty_container(node: cst.BaseExpression) -> bool:
+    """`{}`, `[]`, `dict()`, `list()`, `OrderedDict()`: an empty container."""
+    if isinstance(node, (cst.Dict, cst.List)):
+        return not node.elements
+    return isinstance(node, cst.Call) and not node.args and (call_name(node) or "").rpartition(".")[2] in (
+        "dict", "list", "OrderedDict", "defaultdict")
 
 
 def _moved(node: cst.BaseExpression) -> cst.BaseExpression:

@@ -553,16 +553,21 @@ def train(model, loader_a, loader_b):
                 combined, _fix(loop, graph, event, definition, terms) if separable and whole else None)
 
     @staticmethod
-    def _one_fed_forward(term: _Term, graph: GraphFlow) -> bool:
-        """The term's graph is one forward's, a call handed inputs (not `model.l2_penalty()`)."""
+    def _one_fed_forward(term: _Term, graph: GraphFlow, before: int) -> bool:
+        """The term is what one forward, a call handed inputs, returns itself: `model(x, y)`,
+        `model(x, labels=y).loss`, `out[0]`, or a name bound to one (not `model.l2_penalty()`,
+        nor a value computed from a forward's output)."""
         if len(term.forwards) != 1:
             return False
-        (forward,) = term.forwards
-        call = next((c for c in graph.facts.tree.find(term.expression, cst.Call) if id(c) == forward), None)
-        if call is None:
-            found = graph.facts.tree.find(graph.loop_node, cst.Call)
-            call = next((c for c in found if id(c) == forward), None)
-        return call is not None and bool(call.args)
+        value = term.expression
+        if isinstance(value, cst.Name):
+            found = graph.definitions(value.value, before)
+            if len(found) != 1 or found[0].unpacked or found[0].augmented is not None:
+                return False
+            value = found[0].value
+        while isinstance(value, (cst.Attribute, cst.Subscript)):
+            value = value.value
+        return isinstance(value, cst.Call) and id(value) in term.forwards and bool(value.args)
 
     def _kept_alive(self, event: Event, graph: GraphFlow) -> frozenset[int]:
         """The forwards whose graphs another backward of the iteration needs as well: an earlier one
@@ -653,7 +658,7 @@ def train(model, loader_a, loader_b):
         # a term made by one forward handed inputs (`model(x, labels=y).loss`) is that forward's
         # reduced loss. Counted as a loss to report; a fix still asks for visible losses.
         reduced = losses + [term for term in graph_terms if term not in losses and _needs_one_number(event)
-                            and direct and self._one_fed_forward(term, graph)]
+                            and direct and self._one_fed_forward(term, graph, before)]
         if any(UNKNOWN_GRAPH in term.forwards for term in graph_terms):
             return None  # some term's forwards are not visible: whether graphs are shared is unknown
         kept = self._kept_alive(event, graph)

@@ -481,6 +481,26 @@ for step, (x, y) in enumerate(loader):
         print(message, metrics)
 """, "made anew right before each store, in its block or one around it: what it keeps is one iteration's; "
             "and `%` formatting makes a string"),
+        Valid("""
+def _force_cacheable(data):
+    output = dict()
+    for key, value in data.items():
+        output[key] = value.detach().cpu() if isinstance(value, torch.Tensor) else value
+    return output
+
+
+def train(task, loader, optimizer, log_step):
+    batch_results = []
+    for step, batch in enumerate(loader):
+        loss, cacheable = task("train", **batch)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        batch_results.append(_force_cacheable(cacheable))
+        if step % log_step == 0:
+            task.log(batch_results)
+            batch_results = []
+""", "a function of the module that returns a container it fills: what its items hold is not read"),
     ]
     INVALID = [
         Invalid("""
