@@ -139,20 +139,25 @@ def floor_counted(tree: Tree, module: cst.Module, scheduler: str, k_text: str) -
     of the final partial window makes the loop outrun it. Its name, or None."""
     assigned = _assignments(tree, module)
     k_compact = "".join(k_text.split())
+    found: list[tuple[int, str]] = []  # (hops through names, the argument): the nearest names the count
     for call in (v for v in assigned.get(scheduler, []) if isinstance(v, cst.Call)):
         # Any argument: a length keyword, or a function of the step (`LambdaLR(opt, lambda s: 1 - s / total)`)
         for argument in call.args:
-            pending, seen = [argument.value], 0
+            pending, seen = [(argument.value, 0)], 0
             while pending and seen < 8:
-                value = pending.pop()
+                value, hops = pending.pop(0)
                 seen += 1
                 compact = "".join(code_of(value).split())
                 # `len(dl) // k`, or truncated by hand: `int(len(ds) / bs / k)`, `math.floor(len(dl) / k)`
                 truncated = ("int(" in compact or "floor(" in compact) and f"/{k_compact}" in compact
                 if "len(" in compact and (f"//{k_compact}" in compact or truncated):
                     if argument.keyword is not None:
-                        return argument.keyword.value
-                    return "lr_lambda" if isinstance(argument.value, cst.Lambda) else code_of(argument.value)
+                        found.append((hops, argument.keyword.value))
+                    else:
+                        found.append((hops, "lr_lambda" if isinstance(argument.value, cst.Lambda)
+                                      else code_of(argument.value)))
+                    break
                 for node in _names(value):
-                    pending.extend(assigned.get(dotted_name(node) or "", []))
-    return None
+                    pending.extend((made, hops + 1) for made in assigned.get(dotted_name(node) or "", []))
+    # `num_training_steps=t_total` before `num_warmup_steps=args.warmup_steps` (a share of t_total)
+    return min(found, key=lambda item: item[0])[1] if found else None
