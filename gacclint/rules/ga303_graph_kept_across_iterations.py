@@ -56,7 +56,8 @@ class GraphKeptAcrossIterations(Rule):
     ## Fix safety
     Safe: the stored value becomes `value.detach()` (no device sync), or
     `value.item()` when it is added into a Python number that starts at `0` or
-    `0.0`. The stored values are equal; only the graph is no longer kept.
+    `0.0` and is never read as a tensor (`total.item()` after the loop keeps
+    `.detach()`). The stored values are equal; only the graph is no longer kept.
     """
 
     code = "GA303"
@@ -812,6 +813,27 @@ def train(model, loader, optimizer, log_step):
             print(train_loss / log_step)
             train_loss = 0
 """, why="reset only at the log interval: it keeps every graph since the last log"),
+        Invalid("""
+def train(loader, model, opt):
+    total = 0
+    for x, y in loader:
+        opt.zero_grad()
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        opt.step()
+        total += loss
+    print(total.item() / len(loader))
+""", fixed="""
+def train(loader, model, opt):
+    total = 0
+    for x, y in loader:
+        opt.zero_grad()
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        opt.step()
+        total += loss.detach()
+    print(total.item() / len(loader))
+""", why="the sum is read as a tensor afterwards (`total.item()`): it stays one, detached"),
     ]
 
     def check(self, loop: TrainingLoop, model) -> Iterator[Finding]:
@@ -847,7 +869,7 @@ def train(model, loader, optimizer, log_step):
                 if _detached_with_the_backward(loop, graph, value, record.position):
                     continue
                 item = (isinstance(small, (cst.AugAssign, cst.Assign)) and _starts_at_zero(model.facts, loop, container)
-                        and _scalar(graph, value, record.position))
+                        and _scalar(graph, value, record.position) and not _read_as_tensor(model, loop, container))
                 replacement = cst.parse_expression(f"{atom(value)}.{'item' if item else 'detach'}()")
                 fix = Fix(Applicability.SAFE, f"Store `{code_of(replacement)}`", (Replace(value, replacement),))
                 yield self.finding(
@@ -1116,6 +1138,14 @@ def _one_window(loop: TrainingLoop, facts, container: str) -> bool:
         return False
     binding = facts.latest_binding(_root(container), loop.node, loop.function)
     return binding is not None and binding.scope is loop.function
+
+
+def _read_as_tensor(model, loop: TrainingLoop, container: str) -> bool:
+    """The sum's scope reads an attribute of it (`total.item()`, `total.data[0]`): a number would
+    have none, so it stays a tensor (detached) rather than becoming `.item()`."""
+    scope = loop.function if loop.function is not None else model.module
+    return any(type(node.value) is cst.Name and node.value.value == container
+               for node in model.facts.tree.find(scope, cst.Attribute))
 
 
 def _starts_at_zero(facts, loop: TrainingLoop, container: str) -> bool:
