@@ -556,7 +556,7 @@ def train(model, loader_a, loader_b):
     def _one_fed_forward(term: _Term, graph: GraphFlow, before: int) -> bool:
         """The term is what one forward, a call handed inputs, returns itself: `model(x, y)`,
         `model(x, labels=y).loss`, `out[0]`, or a name bound to one (not `model.l2_penalty()`,
-        nor a value computed from a forward's output)."""
+        nor a value computed from a forward's output, which may share graphs the module cannot see)."""
         if len(term.forwards) != 1:
             return False
         value = term.expression
