@@ -619,19 +619,11 @@ class _Builder:
         return cache[id(loop)]
 
     def _names_read(self, node: cst.CSTNode) -> set[str]:
-        names: set[str] = set()
-        attributes: set[int] = set()  # the `step` of `args.step` names no variable
-        for found in self.facts.tree.walk(node):
-            if type(found) is cst.Attribute:
-                attributes.add(id(found.attr))
-            if isinstance(found, (cst.Name, cst.Attribute)) and id(found) not in attributes:
-                text = dotted_name(found)
-                if text:
-                    names.add(text)
-            if isinstance(found, cst.Call):
-                predicate = self._predicate(call_name(found) or "")
-                if predicate is not None:
-                    names |= self._names_read(predicate[1])
+        names = self.facts.tree.names_read(node)
+        for found in self.facts.tree.find(node, cst.Call):
+            predicate = self._predicate(call_name(found) or "")
+            if predicate is not None:
+                names |= self._names_read(predicate[1])
         return names
 
     def _predicate(self, name: str) -> tuple[list[str], cst.BaseExpression] | None:
@@ -1470,8 +1462,7 @@ class _Builder:
             if not name or not (name in self.facts.optimizers or looks_like_optimizer(name)):
                 continue
             params = value.args[0].value
-            read = {dotted_name(n) for n in self.facts.tree.find(params, cst.Name, cst.Attribute)} - {None}
-            roots = {text.split(".")[0] for text in read}
+            roots = {text.split(".")[0] for text in self._names_read(params)}
             if roots and all(root in varying for root in roots):
                 fresh.add(name)
         return fresh
@@ -1715,11 +1706,11 @@ class _Builder:
     def _reads_counter(self, expression: cst.BaseExpression, context: GuardContext) -> bool:
         """A test on the micro-batch counter (`if it // k >= steps: continue`) shapes the
         windows (it may skip the tail); a resume skip on its own counter does not."""
-        read = {dotted_name(n) for n in self.facts.tree.find(expression, cst.Name, cst.Attribute)}
+        read = self.facts.tree.names_read(expression)
         for name in list(read):
             aliased = context.aliases.get(name or "")
             if aliased is not None:
-                read |= {dotted_name(n) for n in self.facts.tree.find(aliased, cst.Name, cst.Attribute)}
+                read |= self.facts.tree.names_read(aliased)
         return any(name in context.counters for name in read if name)
 
     def _context_at(self, context: GuardContext, loop: LoopNode, index: int | None) -> GuardContext:

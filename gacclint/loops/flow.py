@@ -37,6 +37,7 @@ class _Flow:
                  function: cst.FunctionDef | None, window_caches: frozenset[str] = frozenset(),
                  dominating: frozenset[int] = frozenset()) -> None:
         self.facts = facts
+        self.at = at  # the backward's statement
         self.dominating = dominating
         self.window_caches = window_caches
         self.function = function
@@ -108,6 +109,9 @@ class _Flow:
         if isinstance(func, cst.Attribute):
             if func.attr.value in {"sum", "nansum"}:
                 return Scaling.SUM_REDUCED
+            if func.attr.value == "mean" and dotted_name(func.value) in ("torch", "th") and node.args:
+                # `torch.mean(loss.float().view(-1), 0)`: the mean of its first argument
+                return self.expression(node.args[0].value, self.at, DivisionForm.INLINE, None, depth)
             if func.attr.value in {"mean", "float", "to", "squeeze", "contiguous", "double", "half", "cuda"}:
                 return self.name(func.value.value, depth + 1) if isinstance(func.value, cst.Name) else Scaling.UNSCALED
         name = call_name(node) or ""

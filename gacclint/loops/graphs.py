@@ -238,12 +238,7 @@ class GraphFlow:
 
     def reads(self, node: cst.CSTNode) -> set[str]:
         """Names and dotted names read in `node`."""
-        found: set[str] = set()
-        for child in self.facts.tree.find(node, cst.Name, cst.Attribute):
-            text = dotted_name(child)  # type: ignore[arg-type]
-            if text:
-                found.add(text)
-        return found
+        return self.facts.tree.names_read(node)
 
     # -- what is a forward, what is a loss ---------------------------------------------------
 

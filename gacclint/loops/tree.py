@@ -24,7 +24,10 @@ from typing import Callable, Iterable, Iterator
 
 import libcst as cst
 
+from gacclint.loops.vocabulary import dotted_name
+
 _SCOPES = (cst.Lambda, cst.FunctionDef, cst.ClassDef)
+
 # Fields that hold only whitespace, comments and punctuation.
 _SKIPPED_FIELDS = ("whitespace", "lpar", "rpar", "leading_lines", "lines_after", "header", "footer", "comma",
                    "semicolon", "newline", "trailing_whitespace", "equal", "colon", "dot", "lbracket", "rbracket",
@@ -364,6 +367,21 @@ class Tree:
             found = [n for n in found if scope_above[n] <= start]
         nodes = self._nodes
         return (nodes[n] for n in found)
+
+    def names_read(self, node: cst.CSTNode) -> set[str]:
+        """The names and dotted names `node` reads (`a`, `a.b`), not the attribute names on their
+        own (`args.step` reads no variable `step`)."""
+        found: set[str] = set()
+        attributes: set[int] = set()
+        for child in self.find(node, cst.Name, cst.Attribute):
+            if type(child) is cst.Attribute:
+                attributes.add(id(child.attr))  # type: ignore[attr-defined]
+            elif id(child) in attributes:
+                continue
+            text = dotted_name(child)  # type: ignore[arg-type]
+            if text:
+                found.add(text)
+        return found
 
     def _numbers_of(self, types: tuple[type, ...], start: int, end: int) -> list[int]:
         """Numbers in [start, end) of nodes that are instances of `types`, ascending."""

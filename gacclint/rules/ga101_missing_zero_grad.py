@@ -177,6 +177,15 @@ for it in range(1000):
     opt.step()
     reset_grad()
 """, "a fresh tensor of zeros put into `p.grad` clears it, as `p.grad = None` does"),
+        Valid("""
+def check_each_config(configs, x):
+    for cfg in configs:
+        model = torch.nn.Linear(cfg, 1)
+        loss = model(x[:, :cfg]).sum()
+        loss.backward()
+        opt = torch.optim.SGD(model.parameters(), lr=1.0)
+        opt.step()
+""", "the model and its optimizer are made anew each iteration: no gradient carries over"),
     ]
     INVALID = [
         Invalid("""

@@ -573,6 +573,29 @@ def train(args, model, criterion, optimizer, train_loader):
                 optimizer.zero_grad()
                 step += 1
 """, why="the attribute `args.step` is not the local counter `step`: nothing in the loop changes the count"),
+        Invalid("""
+def train(model, loader, k):
+    criterion = torch.nn.BCEWithLogitsLoss(reduction="none")
+    optimizer = torch.optim.Adam(model.parameters())
+    for i, (x, y) in enumerate(loader):
+        loss = criterion(model(x), y)
+        loss = torch.mean(loss.float().view(-1), 0)
+        loss.backward()
+        if (i + 1) % k == 0 or (i + 1) == len(loader):
+            optimizer.step()
+            optimizer.zero_grad()
+""", fixed="""
+def train(model, loader, k):
+    criterion = torch.nn.BCEWithLogitsLoss(reduction="none")
+    optimizer = torch.optim.Adam(model.parameters())
+    for i, (x, y) in enumerate(loader):
+        loss = criterion(model(x), y)
+        loss = torch.mean(loss.float().view(-1), 0)
+        (loss / k).backward()
+        if (i + 1) % k == 0 or (i + 1) == len(loader):
+            optimizer.step()
+            optimizer.zero_grad()
+""", why="`torch.mean(x)` is the mean of its argument, as `x.mean()` is"),
     ]
 
     def check(self, loop: TrainingLoop, model) -> Iterator[Finding]:
