@@ -60,6 +60,15 @@ def guarding_if(tree: Tree, loop: cst.CSTNode, statement: cst.BaseStatement) -> 
     return None
 
 
+def guarded_body_reads(tree: Tree, loop: cst.CSTNode, test: cst.CSTNode, name: str) -> bool:
+    """Some `if` of the training loop `loop` tested by (or on) `test` reads `name` in its body:
+    code under the boundary that sees the counter (`if i > 3: grads[-2]`)."""
+    for node in tree.find(loop, cst.If):
+        if tree.contains(node.test, test) and name in tree.names_read(node.body):  # type: ignore[attr-defined]
+            return True
+    return False
+
+
 def _normal(text: str) -> str:
     return "".join(text.split())
 

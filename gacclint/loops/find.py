@@ -1403,10 +1403,16 @@ class _Builder:
         again each iteration, they still hold one value for the whole loop (RULES.md *guard*:
         a condition nothing in the loop changes is a configuration switch)."""
         values: dict[str, list[cst.BaseExpression | None]] = {}
-        for found in self.facts.tree.find(loop.body, cst.Assign, cst.AugAssign, cst.AnnAssign, cst.NamedExpr,
-                                          enter_scopes=False):
+        tree = self.facts.tree
+        # Bound ahead of the iteration's first backward: a fix that writes the name there (a
+        # divisor) reads it bound, on the first iteration too.
+        top = list(_statements(loop.body))
+        ahead = top[:next((i for i, s in enumerate(top) if self._may_hold_backward(s)), len(top))]
+        for found in tree.find(loop.body, cst.Assign, cst.AugAssign, cst.AnnAssign, cst.NamedExpr,
+                               enter_scopes=False):
             if type(found) is cst.Assign and len(found.targets) == 1 and type(found.targets[0].target) is cst.Name:
-                values.setdefault(found.targets[0].target.value, []).append(found.value)
+                early = any(tree.contains(statement, found) for statement in ahead)
+                values.setdefault(found.targets[0].target.value, []).append(found.value if early else None)
             else:
                 for name in _target_names(found.targets[0].target if type(found) is cst.Assign and found.targets
                                           else found.target):
@@ -1431,12 +1437,16 @@ class _Builder:
                         break
                     if type(value) in (cst.Integer, cst.Float, cst.SimpleString):
                         continue
+                    if type(value) is cst.Subscript and len(value.slice) == 1 and type(value.slice[0].slice) is cst.Index \
+                            and type(value.slice[0].slice.value) in (cst.SimpleString, cst.Integer):
+                        value = value.value  # `cfg["accum"]`: an entry under a literal key
                     text = dotted_name(value)
                     if text is None:
                         break
                     roots.add(text.split(".")[0])
                 else:
-                    if all(root not in values or root in invariant for root in roots) and name not in roots \
+                    if all(root not in values and root not in bound or root in invariant for root in roots) \
+                            and name not in roots \
                             and len({code_of(value) for value in made}) == 1 and self._same_outside(loop, name, made):
                         invariant.add(name)
                         changed = True

@@ -5,6 +5,7 @@ from typing import Iterator
 import libcst as cst
 
 from gacclint.fixes.edits import Replace
+from gacclint.fixes.statements import guarded_body_reads
 from gacclint.loops.model import TrainingLoop
 from gacclint.loops.vocabulary import code_of, dotted_name
 from gacclint.rules.base import Applicability, Finding, Fix, Invalid, Rule, Valid
@@ -47,7 +48,9 @@ class BoundaryOffByOne(Rule):
     ## Fix safety
     Safe: the counter in the test becomes `(i + 1)`, spaced like the
     original `%`. Counters that start at 1 (`enumerate(..., start=1)`) or are
-    incremented before the test are already right and are not reported.
+    incremented before the test are already right and are not reported. No
+    fix where code under the boundary reads the counter (`if i > 3:` in the
+    step's block): the shifted phase would change what it sees.
     """
 
     code = "GA104"
@@ -223,9 +226,23 @@ for x, y in loader:
         optimizer.zero_grad()
     step += 1
 """, why="incremented after the test: the spacing of `%` is kept", also=("GA203",)),
+        Invalid("""
+grads = []
+for i in range(len(seeds)):
+    loss = ((direction - target(seeds[i])) ** 2).mean()
+    loss.backward(retain_graph=True)
+    if not (i % k):
+        opt.step()
+        grads.append(direction.grad.clone())
+        direction.grad.data.zero_()
+        if i > 3:
+            tracker[grads[-2] * grads[-1] < 0] += 1
+""", why="code under the boundary reads the counter (`if i > 3`): shifting the phase would change what it "
+            "sees, so no fix is offered", also=("GA201", "GA202")),
     ]
 
     def check(self, loop: TrainingLoop, model) -> Iterator[Finding]:
+        self._tree = model.facts.tree  # what the fix reads
         reported: set[int] = set()
         for _, boundary in loop.accumulation_variants():
             first = boundary.first_window
@@ -252,6 +269,9 @@ for x, y in loader:
         read = boundary.counter.text if boundary.counter is not None else dotted_name(modulo.left)
         if loop.sync_spelled_elsewhere(read, boundary.expression):
             return None  # the other spelling of the boundary would stay out of phase
+        if read and boundary.expression is not None and guarded_body_reads(
+                self._tree, loop.node, boundary.expression, read):
+            return None  # code under the boundary reads the counter: the shift changes what it sees
         space = modulo.operator.whitespace_before
         counter = modulo.left
         if first == "1" and boundary.spelled_zero_based and (

@@ -756,6 +756,25 @@ def train(model, loader, optimizer, loss_fn, cfg):
             optimizer.zero_grad()
 """, why="a switch or-ed with the boundary: where it is off, the loop accumulates and drops the tail",
                 also=("GA203",)),
+        Invalid("""
+cfg = load_config()
+for i, (x, y) in enumerate(loader):
+    n_acc = cfg["accum"]
+    loss = loss_fn(model(x), y) / n_acc
+    loss.backward()
+    if (i + 1) % n_acc == 0:
+        opt.step()
+        opt.zero_grad()
+""", fixed="""
+cfg = load_config()
+for i, (x, y) in enumerate(loader):
+    n_acc = cfg["accum"]
+    loss = loss_fn(model(x), y) / n_acc
+    loss.backward()
+    if (i + 1) % n_acc == 0 or (i + 1) == len(loader):
+        opt.step()
+        opt.zero_grad()
+""", why="an entry of the configuration read anew each iteration is one value all the same", also=("GA203",)),
     ]
 
     def check(self, loop: TrainingLoop, model) -> Iterator[Finding]:
