@@ -23,6 +23,7 @@ import libcst as cst
 
 from gacclint.loops.facts import ModuleFacts
 from gacclint.loops.model import LoopStatement
+from gacclint.loops.tensor_methods import TENSOR_METHODS
 from gacclint.loops.vocabulary import LIBRARY_ROOTS, call_name, code_of, dotted_name, keyword_argument
 
 if TYPE_CHECKING:
@@ -50,7 +51,9 @@ _BUILTINS = {"len", "sum", "min", "max", "float", "int", "bool", "str", "list", 
 # `float(x)` is a number, and is read as a builtin).
 _NO_GRAPH = {"detach", "item", "tolist", "numpy", "argmax", "argmin", "long", "int", "bool", "eq", "ne", "lt", "le",
              "gt", "ge", "round", "sign", "nonzero", "isnan", "isinf", "isfinite", "size", "dim", "numel", "float_",
-             "len", "detach_", "data_ptr", "requires_grad_"}
+             "len", "detach_", "data_ptr", "requires_grad_",
+             # the total norm clipping returns is computed without a graph, however torch is imported
+             "clip_grad_norm_", "clip_grad_norm", "clip_grad_value_"}
 # Methods that put their last argument into a container in place.
 PUTTING_METHODS = frozenset({"append", "extend", "insert", "add"})
 # Builtins whose result is a plain Python value, with no graph.
@@ -465,7 +468,7 @@ class GraphFlow:
                 if create_graph is None or (isinstance(create_graph, cst.Name) and create_graph.value == "False"):
                     return frozenset()  # gradients made without `create_graph=True` carry no graph
             if self.strict and (self._unseen(text) or self._unseen_object(text) or self._unseen_method(text)
-                                or self._unseen_callable(node, text)):
+                                or self._unseen_callable(node, text) or isinstance(func, cst.Subscript)):
                 return frozenset()  # RULES.md, *values the module cannot see*: not known to carry a graph
             # A method of the same class, reached as `self.name`, or of a module class of this module
             # reached through its instance (`net.evaluation(out, y)`).
@@ -610,8 +613,9 @@ class GraphFlow:
         """`model.training_step(batch)`: a method other than the forward, of a trained module
         whose class this module does not define; what it returns (often `.item()`s or NumPy
         arrays) is not visible. So is a method of an object of a class the module cannot see
-        (`meter = Meter()`, then `meter.score(out, y)`), or of a callable handed in (`criterion`
-        called as `criterion(out, y)`, then `criterion.dice(out, y)`)."""
+        (`meter = Meter()`, then `meter.score(out, y)`), of a callable handed in (`criterion`
+        called as `criterion(out, y)`, then `criterion.dice(out, y)`), or any method of a
+        parameter that no tensor has (`metrics.acc(out, y)`)."""
         owner, _, method = text.rpartition(".")
         if not owner or method in ("forward", "__call__"):
             return False
@@ -619,16 +623,22 @@ class GraphFlow:
             return not self._module_method(owner, method)
         if "." in owner:
             return False
-        return self._unseen_object(owner) or self._called_parameter(owner)
+        return self._unseen_object(owner) or self._called_parameter(owner) or (
+            method not in TENSOR_METHODS and self._handed_in(owner))
 
-    def _called_parameter(self, name: str) -> bool:
-        """A parameter of the loop's function, never bound in it, that the function calls."""
+    def _handed_in(self, name: str) -> bool:
+        """A parameter of the loop's function that the function never binds: its type is not visible."""
         function = self.facts.tree.enclosing_function(self.loop_node)
         if function is None or not any(
                 p.name.value == name for p in (*function.params.params, *function.params.kwonly_params)):
             return False
-        if any(b.scope is function for b in self.facts.bindings.get(name, ())):
+        return not any(b.scope is function for b in self.facts.bindings.get(name, ()))
+
+    def _called_parameter(self, name: str) -> bool:
+        """A parameter handed in (`_handed_in`) that the function calls: an object, not a tensor."""
+        if not self._handed_in(name):
             return False
+        function = self.facts.tree.enclosing_function(self.loop_node)
         tree = self.facts.tree
         return any(tree.contains(function, call) for call in self.facts.calls.get(name, ()))
 

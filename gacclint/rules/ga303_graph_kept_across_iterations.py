@@ -502,6 +502,26 @@ def train(task, loader, optimizer, log_step):
             task.log(batch_results)
             batch_results = []
 """, "a function of the module that returns a container it fills: what its items hold is not read"),
+        Valid("""
+import torch as th
+
+
+def train(model, params, batches, optimiser, log, metrics, log_every):
+    summ = []
+    for i, batch in enumerate(batches):
+        out = log_softmax(model(batch))
+        loss = (out * batch["mask"]).sum()
+        loss.backward()
+        if i % log_every == 0:
+            out = out.data.cpu().numpy()
+            summ.append(out)
+        grad_norm = th.nn.utils.clip_grad_norm_(params, 10.0)
+        log["grad_norm"].append(grad_norm)
+        summ.append(metrics.acc(out, batch["y"]))
+        optimiser.step()
+        optimiser.zero_grad()
+""", "rebound to a NumPy array in the store's own block; the norm clipping returns has no graph; a method "
+            "no tensor has, of an object handed in, returns what the module cannot see"),
     ]
     INVALID = [
         Invalid("""
@@ -899,13 +919,23 @@ def _detaches(value: cst.BaseExpression) -> bool:
     if not isinstance(value, cst.Call):
         return False
     if isinstance(value.func, cst.Attribute):
-        return value.func.attr.value in {"detach", "item", "tolist"}
+        return value.func.attr.value in {"detach", "item", "tolist", "numpy"}
     return isinstance(value.func, cst.Name) and value.func.value in {"float", "int"}
 
 
-def _carries(graph: GraphFlow, value: cst.BaseExpression, position: float, losses: dict[str, list[int]]) -> bool:
+def _carries(graph: GraphFlow, value: cst.BaseExpression, position: float, losses: dict[str, list[int]],
+             record: LoopStatement | None = None) -> bool:
     """`value` visibly carries a graph, or is what a backward of the loop propagates (bound the
     same between the two: `loss = loss.item()` after the backward is a number)."""
+    if isinstance(value, cst.IfExp) and any(_detaches(arm) for arm in (value.body, value.orelse)):
+        return False  # `x.item() if c else x`: a number on one path; what the other holds there is not visible
+    if isinstance(value, cst.Name) and record is not None:
+        # `if i % log == 0: out = out.data.cpu().numpy(); summ.append(out)`: the store's own block
+        # rebinds the name first, whatever the loop body bound it to before
+        own = [d for d in graph.all_definitions(value.value) if d.position < position and not d.unpacked
+               and d.augmented is None and d.statement.block is record.block]
+        if own and not graph.carries_graph(own[-1].value, own[-1].position):
+            return False
     if graph.visibly_carries_graph(value, position):
         return True
     if not isinstance(value, cst.Name):
@@ -921,7 +951,7 @@ def _stored(small: cst.BaseSmallStatement, record: LoopStatement, graph: GraphFl
     position = record.position
     if isinstance(small, cst.AugAssign) and isinstance(small.operator, cst.AddAssign):
         container = dotted_name(small.target) or _number_entry(graph, small.target)
-        if container and _outlives(graph, container, bounding) and _carries(graph, small.value, position, losses):
+        if container and _outlives(graph, container, bounding) and _carries(graph, small.value, position, losses, record):
             return small, container, small.value
         return None
     if isinstance(small, cst.Expr) and isinstance(small.value, cst.Call):
@@ -940,9 +970,9 @@ def _stored(small: cst.BaseSmallStatement, record: LoopStatement, graph: GraphFl
                     if func.attr.value == "extend":
                         return None  # several values; report the simple shapes only
                     parts = [e.value for e in value.elements if isinstance(e, (cst.Element, cst.DictElement))]
-                    kept = [part for part in parts if _carries(graph, part, position, losses)]
+                    kept = [part for part in parts if _carries(graph, part, position, losses, record)]
                     return (call, container, kept[0]) if len(kept) == 1 else None
-                if _carries(graph, value, position, losses):
+                if _carries(graph, value, position, losses, record):
                     return call, container, value
         return None
     if isinstance(small, cst.Assign) and len(small.targets) == 1:
@@ -952,7 +982,7 @@ def _stored(small: cst.BaseSmallStatement, record: LoopStatement, graph: GraphFl
         if added is not None:  # `total = total + loss`, `losses = losses + [loss]`
             if isinstance(added, cst.List) and len(added.elements) == 1 and isinstance(added.elements[0], cst.Element):
                 added = added.elements[0].value
-            if _outlives(graph, container, bounding) and _carries(graph, added, position, losses):
+            if _outlives(graph, container, bounding) and _carries(graph, added, position, losses, record):
                 return small, container, added
             return None
         if isinstance(target, cst.Subscript) and len(target.slice) == 1:
@@ -962,7 +992,7 @@ def _stored(small: cst.BaseSmallStatement, record: LoopStatement, graph: GraphFl
                 return None
             if not graph.reads(key.value) & graph.varying:
                 return None  # the same key every iteration
-            if _carries(graph, small.value, position, losses):
+            if _carries(graph, small.value, position, losses, record):
                 return small, container, small.value
     return None
 
