@@ -140,8 +140,21 @@ def build_model(module: cst.Module, layout: Layout | None = None) -> ModuleModel
     forget_code(layout)
     facts = collect_facts(module)
     builder = _Builder(module, facts)
-    builder.walk_block(tuple(module.body), [], None, [])
+    if not _another_framework(facts):
+        builder.walk_block(tuple(module.body), [], None, [])
     return ModuleModel(module, facts, builder.loops, builder.frames, builder.step_helpers)
+
+
+# Frameworks whose `backward()` and `step()` are not PyTorch's: MXNet's gluon writes gradients
+# on each backward (they do not add up), and its `Trainer.step(batch_size)` has no `zero_grad`.
+_OTHER_FRAMEWORKS = frozenset({"mxnet"})
+
+
+def _another_framework(facts: ModuleFacts) -> bool:
+    """The module imports such a framework and not torch: its loops are not PyTorch training loops."""
+    roots = {source.split(".")[0] for source in facts.imported_from.values()}
+    roots |= {source.split(".")[0] for source in facts.star_imported}
+    return bool(roots & _OTHER_FRAMEWORKS) and "torch" not in roots
 
 
 # A counter the loop resets compared with these against a configuration value counts a window.

@@ -186,6 +186,16 @@ def check_each_config(configs, x):
         opt = torch.optim.SGD(model.parameters(), lr=1.0)
         opt.step()
 """, "the model and its optimizer are made anew each iteration: no gradient carries over"),
+        Valid("""
+from mxnet import autograd, gluon
+
+optimizer = gluon.Trainer(net.collect_params(), "sgd", {"learning_rate": 0.1})
+for X, y in train_iter:
+    with autograd.record():
+        l = loss(net(X), y)
+    l.backward()
+    optimizer.step(batch_size)
+""", "MXNet, not PyTorch: gluon's backward writes the gradients anew, and its Trainer has no zero_grad"),
     ]
     INVALID = [
         Invalid("""
