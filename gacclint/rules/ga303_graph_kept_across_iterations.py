@@ -6,7 +6,7 @@ import libcst as cst
 
 from gacclint.fixes.edits import Replace
 from gacclint.loops.graphs import PUTTING_METHODS, GraphFlow, addend
-from gacclint.loops.model import EventKind, LoopStatement, TrainingLoop
+from gacclint.loops.model import ConditionKind, EventKind, LoopStatement, TrainingLoop
 from gacclint.loops.vocabulary import assignment_targets, call_name, code_of, dotted_name, keyword_argument
 from gacclint.rules.base import Applicability, Finding, Fix, Invalid, Rule, Valid
 from gacclint.rules.common import atom, backpropagated_names
@@ -522,6 +522,19 @@ def train(model, params, batches, optimiser, log, metrics, log_every):
         optimiser.zero_grad()
 """, "rebound to a NumPy array in the store's own block; the norm clipping returns has no graph; a method "
             "no tensor has, of an object handed in, returns what the module cannot see"),
+        Valid("""
+window_sum = 0.0
+for i, (x, y) in enumerate(loader):
+    loss = loss_fn(model(x), y) / k
+    loss.backward()
+    window_sum += loss
+    if (i + 1) % k == 0 or (i + 1) == len(loader):
+        opt.step()
+        opt.zero_grad()
+    if (i + 1) % k == 0 or (i + 1) == len(loader):
+        print(float(window_sum))
+        window_sum = 0.0
+""", "reset under the step's own test, in an `if` of its own: a sum over one window"),
     ]
     INVALID = [
         Invalid("""
@@ -872,6 +885,12 @@ def train(loader, model, opt):
         block_of = {id(record.statement): record.block for record in loop.body}
         bounding = {id(getattr((loop.window_loop or loop.node).body, "body", None))} | {
             id(block_of.get(id(e.statement))) for e in loop.events if e.kind in (EventKind.STEP, EventKind.CLEAR)}
+        # ... or the block of an `if` that tests what a step's `if` tests (`if (i + 1) % k == 0:` again)
+        step_tests = {code_of(c.expression) for e in loop.events if e.kind is EventKind.STEP
+                      for c in e.conditions if c.kind is not ConditionKind.SWITCH and c.expression is not None}
+        for node in model.facts.tree.find(loop.window_loop or loop.node, cst.If):
+            if code_of(node.test) in step_tests:
+                bounding.add(id(node.body.body))
         for record in loop.body:
             if record.without_grad or record.in_inner_loop:
                 continue
