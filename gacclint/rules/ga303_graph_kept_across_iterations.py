@@ -953,7 +953,7 @@ def _carries(graph: GraphFlow, value: cst.BaseExpression, position: float, losse
         # rebinds the name first, whatever the loop body bound it to before
         own = [d for d in graph.all_definitions(value.value) if d.position < position and not d.unpacked
                and d.augmented is None and d.statement.block is record.block]
-        if own and not graph.carries_graph(own[-1].value, own[-1].position):
+        if own and _detaches(own[-1].value):
             return False
     if graph.visibly_carries_graph(value, position):
         return True
