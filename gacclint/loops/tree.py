@@ -370,9 +370,11 @@ class Tree:
 
     def names_read(self, node: cst.CSTNode) -> set[str]:
         """The names and dotted names `node` reads (`a`, `a.b`), not the attribute names on their
-        own (`args.step` reads no variable `step`)."""
+        own (`args.step` reads no variable `step`) nor keyword names (`log(x, step=n)`)."""
         found: set[str] = set()
-        attributes: set[int] = set()
+        # `step` of `args.step`, and of `log(x, step=n)`: names of no variable
+        attributes: set[int] = {id(arg.keyword) for arg in self.find(node, cst.Arg)
+                                if arg.keyword is not None}  # type: ignore[attr-defined]
         for child in self.find(node, cst.Name, cst.Attribute):
             if type(child) is cst.Attribute:
                 attributes.add(id(child.attr))  # type: ignore[attr-defined]
