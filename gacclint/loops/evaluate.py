@@ -205,7 +205,7 @@ def _eval(node: cst.BaseExpression, env: Environment, depth: int) -> Value:
         left = _need(_eval(node.left, env, depth))
         for target in node.comparisons:
             right = _need(_eval(target.comparator, env, depth))
-            if not _compare(target.operator, left, right):
+            if not compare(target.operator, left, right):
                 return False
             left = right
         return True
@@ -224,7 +224,8 @@ def _need(value: Value) -> int:
     return value
 
 
-def _compare(operator: cst.BaseCompOp, left: int, right: int) -> bool:
+def compare(operator: cst.BaseCompOp, left: int, right: int) -> bool:
+    """`left <operator> right` for the six orderings; Unknown for `in`, `is` and the like."""
     if isinstance(operator, cst.Equal):
         return left == right
     if isinstance(operator, cst.NotEqual):

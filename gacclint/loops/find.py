@@ -6,7 +6,7 @@ import itertools
 from operator import attrgetter
 from bisect import bisect_left
 from dataclasses import dataclass, field, replace
-from typing import Iterator, NamedTuple, Sequence
+from typing import Iterable, Iterator, NamedTuple, Sequence
 
 import libcst as cst
 
@@ -33,6 +33,7 @@ from gacclint.loops.evaluate import (
     Tail,
     Test,
     bare,
+    compare,
     configs_for,
     inlined as _inlined,
     read_runs,
@@ -69,9 +70,11 @@ from gacclint.loops.vocabulary import (
     dotted_name,
     forget_code,
     function_statements,
+    handed_argument,
     integer_value,
     keyword_argument,
     looks_like_optimizer,
+    own_function_name,
     positional_args,
     LIBRARY_ROOTS,
     PURE_CALLS,
@@ -1029,7 +1032,7 @@ class _Builder:
                 for binding in bindings:
                     if wraps_model(binding.value):
                         wrapping.setdefault(name, []).append(binding)
-                    elif type(binding.value) is cst.Call and _own_function_name(binding.value) in functions:
+                    elif type(binding.value) is cst.Call and own_function_name(binding.value) in functions:
                         # `optimizer, model = prep(args, model)` with `model = DDP(model)` returned
                         # there: the binding gives what the function wraps (facts along calls).
                         made = self._returned(binding)
@@ -1391,58 +1394,53 @@ class _Builder:
 
     def _varying(self, loop: LoopNode) -> set[str]:
         names: set[str] = set()
-        if isinstance(loop, cst.For):
-            names.update(_target_names(loop.target))
-        for found in self.facts.tree.find(loop.body, cst.Assign, cst.AugAssign, cst.AnnAssign, cst.For, cst.WithItem, cst.NamedExpr,
-                                          enter_scopes=False):
-            if isinstance(found, cst.Assign):
-                for target in found.targets:
-                    names.update(_target_names(target.target))
-                    names.update(_subscripted(target.target))
-            elif isinstance(found, (cst.AugAssign, cst.AnnAssign)):
-                names.update(_target_names(found.target))
-                names.update(_subscripted(found.target))
-            elif isinstance(found, cst.For):
-                names.update(_target_names(found.target))
-            elif isinstance(found, cst.WithItem) and found.asname is not None:
-                names.update(_target_names(found.asname.name))
-            elif isinstance(found, cst.NamedExpr):
-                names.update(_target_names(found.target))
-        return names - self._invariant_aliases(loop, names)
-
-    def _invariant_aliases(self, loop: LoopNode, bound: set[str]) -> set[str]:
-        """Names the loop binds, on every binding, to one same value: a literal, or an attribute
-        path of a name the loop does not change (`max_grad_norm = cfg.max_grad_norm`). Bound
-        again each iteration, they still hold one value for the whole loop (RULES.md *guard*:
-        a condition nothing in the loop changes is a configuration switch)."""
+        # name -> the value of each binding in the loop: a plain `name = value` ahead of the first
+        # backward (what `_invariant_aliases` reads), None for any other binding
         values: dict[str, list[cst.BaseExpression | None]] = {}
+
+        def bind(targets: Iterable[str], value: cst.BaseExpression | None = None) -> None:
+            for name in targets:
+                names.add(name)
+                values.setdefault(name, []).append(value)
+
         tree = self.facts.tree
-        # Bound ahead of the iteration's first backward: a fix that writes the name there (a
-        # divisor) reads it bound, on the first iteration too.
         top = list(_statements(loop.body))
         ahead = top[:next((i for i, s in enumerate(top) if self._may_hold_backward(s)), len(top))]
-        for found in tree.find(loop.body, cst.Assign, cst.AugAssign, cst.AnnAssign, cst.NamedExpr,
-                               enter_scopes=False):
-            if type(found) is cst.Assign and len(found.targets) == 1 and type(found.targets[0].target) is cst.Name:
-                early = any(tree.contains(statement, found) for statement in ahead)
-                values.setdefault(found.targets[0].target.value, []).append(found.value if early else None)
-            else:
-                for name in _target_names(found.targets[0].target if type(found) is cst.Assign and found.targets
-                                          else found.target):
-                    values.setdefault(name, []).append(None)
         if isinstance(loop, cst.For):
-            for name in _target_names(loop.target):
-                values.setdefault(name, []).append(None)
-        for found in self.facts.tree.find(loop.body, cst.For, cst.WithItem, enter_scopes=False):
-            target = found.target if type(found) is cst.For else found.asname.name if found.asname is not None else None
-            for name in _target_names(target) if target is not None else ():
-                values.setdefault(name, []).append(None)
+            bind(_target_names(loop.target))
+        for found in tree.find(loop.body, cst.Assign, cst.AugAssign, cst.AnnAssign, cst.For, cst.WithItem, cst.NamedExpr,
+                               enter_scopes=False):
+            if isinstance(found, cst.Assign):
+                plain = len(found.targets) == 1 and type(found.targets[0].target) is cst.Name and any(
+                    tree.contains(statement, found) for statement in ahead)
+                for target in found.targets:
+                    bind(_target_names(target.target), found.value if plain else None)
+                    names.update(_subscripted(target.target))
+            elif isinstance(found, (cst.AugAssign, cst.AnnAssign)):
+                bind(_target_names(found.target))
+                names.update(_subscripted(found.target))
+            elif isinstance(found, cst.For):
+                bind(_target_names(found.target))
+            elif isinstance(found, cst.WithItem) and found.asname is not None:
+                bind(_target_names(found.asname.name))
+            elif isinstance(found, cst.NamedExpr):
+                bind(_target_names(found.target))
+        return names - self._invariant_aliases(loop, names, values)
+
+    def _invariant_aliases(self, loop: LoopNode, bound: set[str],
+                           values: dict[str, list[cst.BaseExpression | None]]) -> set[str]:
+        """Names the loop binds, on every binding, to one same value (`values`, from `_varying`):
+        a literal, or an attribute path of a name the loop does not change (`max_grad_norm =
+        cfg.max_grad_norm`). Bound again each iteration, they still hold one value for the whole
+        loop (RULES.md *guard*: a condition nothing in the loop changes is a configuration switch).
+        Only a binding ahead of the iteration's first backward counts: a fix that writes the name
+        there (a divisor) reads it bound, on the first iteration too."""
         invariant: set[str] = set()
         changed = True
         while changed:
             changed = False
             for name, made in values.items():
-                if name in invariant or name not in bound:
+                if name in invariant:
                     continue
                 roots = set()
                 for value in made:
@@ -1458,7 +1456,7 @@ class _Builder:
                         break
                     roots.add(text.split(".")[0])
                 else:
-                    if all(root not in values and root not in bound or root in invariant for root in roots) \
+                    if all(root not in bound or root in invariant for root in roots) \
                             and name not in roots \
                             and len({code_of(value) for value in made}) == 1 and self._same_outside(loop, name, made):
                         invariant.add(name)
@@ -1937,20 +1935,12 @@ class _Builder:
         positional = [p.name.value for p in (*function.params.posonly_params, *function.params.params)]
         if name not in positional and name not in {p.name.value for p in function.params.kwonly_params}:
             return False
-        method = positional[:1] == ["self"]
-        calls = [(call, 0) for call in self.facts.calls.get(function.name.value, ())]
-        if method:
-            calls = [(call, 1) for call in self.facts.calls.get(f"self.{function.name.value}", ())]
+        shift = 1 if positional[:1] == ["self"] else 0  # a method: its calls through `self.`
+        calls = self.facts.calls.get(f"self.{function.name.value}" if shift else function.name.value, ())
         if not calls:
             return False
-        for call, shift in calls:
-            handed = keyword_argument(call, name)
-            if handed is None and name in positional:
-                given = [a for a in call.args if a.keyword is None]
-                index = positional.index(name) - shift
-                if any(a.star for a in given) or not 0 <= index < len(given):
-                    return False
-                handed = given[index].value
+        for call in calls:
+            handed = handed_argument(call, function, name, shift)
             if not (isinstance(handed, cst.GeneratorExp) or isinstance(handed, cst.Call) and (
                     self.facts.is_generator_function((call_name(handed) or "").rsplit(".", 1)[-1])
                     or (call_name(handed) or "").rsplit(".", 1)[-1] in _STREAM_CALLS)):
@@ -1964,7 +1954,7 @@ class _Builder:
         value = binding.value
         if not isinstance(value, cst.Call):
             return None
-        functions = self.facts.functions.get(_own_function_name(value), [])
+        functions = self.facts.functions.get(own_function_name(value), [])
         if len(functions) != 1:
             return None
         function = functions[0]
@@ -2125,48 +2115,42 @@ class _Builder:
         return names
 
 
-_COMPARE = {cst.Equal: "==", cst.NotEqual: "!=", cst.LessThan: "<", cst.LessThanEqual: "<=", cst.GreaterThan: ">",
-            cst.GreaterThanEqual: ">="}
-_MIRRORED = {"==": "==", "!=": "!=", "<": ">", "<=": ">=", ">": "<", ">=": "<="}
+_ORDERINGS = (cst.Equal, cst.NotEqual, cst.LessThan, cst.LessThanEqual, cst.GreaterThan, cst.GreaterThanEqual)
 
 
-def _integer_bound(expression: cst.BaseExpression) -> tuple[str, str, int] | None:
-    """`cfg.accum > 1` (or `1 < cfg.accum`): the value compared, the operator, the integer."""
+def _integer_bound(expression: cst.BaseExpression) -> tuple[str, cst.BaseCompOp, int, bool] | None:
+    """`cfg.accum > 1` (or `1 < cfg.accum`): the value compared, the operator, the integer, and
+    whether the integer is on the left."""
     if type(expression) is not cst.Comparison or len(expression.comparisons) != 1:
         return None
     comparison = expression.comparisons[0]
-    operator = _COMPARE.get(type(comparison.operator))
-    if operator is None:
+    if type(comparison.operator) not in _ORDERINGS:
         return None
     left, right = expression.left, comparison.comparator
     if type(right) is cst.Integer and (name := dotted_name(left)) is not None:
-        return name, operator, int(right.value, 0)
+        return name, comparison.operator, int(right.value, 0), False
     if type(left) is cst.Integer and (name := dotted_name(right)) is not None:
-        return name, _MIRRORED[operator], int(left.value, 0)
+        return name, comparison.operator, int(left.value, 0), True
     return None
 
 
-def _satisfiable(assignment: dict[str, bool], bounds: dict[str, tuple[str, str, int]]) -> bool:
+def _satisfiable(assignment: dict[str, bool], bounds: dict[str, tuple[str, cst.BaseCompOp, int, bool]]) -> bool:
     """Some integer value of each compared name makes every switch of `assignment` that
     compares it with an integer take its assigned value."""
-    by_name: dict[str, list[tuple[str, int, bool]]] = {}
+    by_name: dict[str, list[tuple[cst.BaseCompOp, int, bool, bool]]] = {}
     for text, value in assignment.items():
         if text in bounds:
-            name, operator, literal = bounds[text]
-            by_name.setdefault(name, []).append((operator, literal, value))
+            name, operator, literal, on_left = bounds[text]
+            by_name.setdefault(name, []).append((operator, literal, on_left, value))
     for tests in by_name.values():
         if len(tests) < 2:
             continue
-        candidates = {literal + shift for _, literal, _ in tests for shift in (-1, 0, 1)}
-        if not any(all(_compare(candidate, operator, literal) == value for operator, literal, value in tests)
+        candidates = {literal + shift for _, literal, _, _ in tests for shift in (-1, 0, 1)}
+        if not any(all((compare(operator, literal, candidate) if on_left else compare(operator, candidate, literal))
+                       == value for operator, literal, on_left, value in tests)
                    for candidate in candidates):
             return False
     return True
-
-
-def _compare(value: int, operator: str, literal: int) -> bool:
-    return {"==": value == literal, "!=": value != literal, "<": value < literal, "<=": value <= literal,
-            ">": value > literal, ">=": value >= literal}[operator]
 
 
 def _variants(events: list[Event], frameworks, program: LoopProgram | None = None,
@@ -2175,7 +2159,7 @@ def _variants(events: list[Event], frameworks, program: LoopProgram | None = Non
     constants = constants or {}
     switches: list[str] = []
     switch_nodes: dict[str, str] = {}
-    bounds: dict[str, tuple[str, str, int]] = {}  # switch -> (the value it compares, operator, literal)
+    bounds: dict[str, tuple[str, cst.BaseCompOp, int, bool]] = {}  # switch -> `_integer_bound` of its test
     for event in events:
         for condition in event.conditions:
             found = [(condition.text, condition.expression)] if condition.kind is ConditionKind.SWITCH else []
@@ -2336,15 +2320,6 @@ def _strip_constant_terms(node: cst.BaseExpression) -> cst.BaseExpression | None
         else:
             return node
     return node
-
-
-def _own_function_name(call: cst.Call) -> str:
-    """The name of the module's function a call runs: `make(...)`, or a method of the same class
-    reached as `self.make(...)`; "" for any other call."""
-    name = call_name(call) or ""
-    if name.startswith("self."):
-        name = name[len("self."):]
-    return "" if "." in name else name
 
 
 def _guard(event: Event, assignment: dict[str, bool]) -> Guard:

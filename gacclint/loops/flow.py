@@ -14,7 +14,15 @@ import libcst as cst
 
 from gacclint.loops.facts import ModuleFacts
 from gacclint.loops.model import Division, DivisionForm, HelperDivision, LossFlow, Scaling
-from gacclint.loops.vocabulary import call_name, code_of, dotted_name, function_statements, is_sum_reduction
+from gacclint.loops.vocabulary import (
+    call_name,
+    code_of,
+    dotted_name,
+    function_statements,
+    handed_argument,
+    is_sum_reduction,
+    own_function_name,
+)
 
 _MAX_DEPTH = 5
 # Calls of these make a loss from what they are handed, and read no accumulation count.
@@ -129,9 +137,10 @@ class _Flow:
         if any("accum" in code_of(arg.value).lower() for arg in node.args):
             return Scaling.SCALED
         bodies: list[cst.FunctionDef] = []
-        if name and (name.count(".") == 0 or name.count(".") == 1 and name.startswith("self.")):
+        own = own_function_name(node)
+        if own:
             # The module's function, or every override of the method (one that only raises aside).
-            bodies = [f for f in self.facts.functions.get(name.rsplit(".", 1)[-1], ()) if not _only_raises(f)]
+            bodies = [f for f in self.facts.functions.get(own, ()) if not _only_raises(f)]
             if bodies and all(_divides(body, self.facts) for body in bodies):
                 if len(bodies) == 1:
                     self._helper_divisions(node, name, bodies[0])
@@ -304,14 +313,8 @@ def _in_caller_terms(divisor: cst.BaseExpression, function: cst.FunctionDef, cal
     method = name.startswith("self.") and parameters[:1] == ["self"]
     if root == "self":
         return text if method else None
-    keywords = [p.name.value for p in function.params.kwonly_params]
-    if root in parameters or root in keywords:
-        handed = next((a.value for a in call.args if a.keyword is not None and a.keyword.value == root), None)
-        if handed is None and root in parameters:
-            index = parameters.index(root) - (1 if method else 0)
-            positional = [a.value for a in call.args if a.keyword is None and not a.star]
-            if len(positional) == len([a for a in call.args if a.keyword is None]) and index < len(positional):
-                handed = positional[index]
+    if root in parameters or root in {p.name.value for p in function.params.kwonly_params}:
+        handed = handed_argument(call, function, root, 1 if method else 0)
         handed_text = dotted_name(handed) if handed is not None else None
         if handed_text is None:
             return None

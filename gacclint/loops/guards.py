@@ -99,21 +99,14 @@ def _with_text(condition: Condition, text: str) -> Condition:
 
 def is_switch(node: cst.BaseExpression, context: GuardContext) -> bool:
     """True when nothing the loop does can change the test's value."""
-    attributes: set[int] = set()  # the `step` of `args.step` names no variable
     for found in context.tree.walk(node):
-        if type(found) is cst.Attribute:
-            attributes.add(id(found.attr))
         if isinstance(found, cst.Call):
             name = call_name(found) or ""
             if name.rsplit(".", 1)[-1] not in PURE_CALLS:
                 return False
-        elif isinstance(found, (cst.Name, cst.Attribute)) and id(found) not in attributes:
-            text = dotted_name(found)
-            if text is not None and (context.is_varying(text) or text in context.counters):
-                return False
         elif isinstance(found, (cst.Yield, cst.Await, cst.NamedExpr)):
             return False
-    return True
+    return not any(context.is_varying(text) or text in context.counters for text in context.tree.names_read(node))
 
 
 def read_boundary(node: cst.BaseExpression, context: GuardContext) -> tuple[Boundary | None, bool]:

@@ -8,7 +8,9 @@ silent (RULES.md: prefer silence over a guess).
 
 from __future__ import annotations
 
+import io
 import re
+import tokenize
 from typing import TYPE_CHECKING
 
 import libcst as cst
@@ -175,9 +177,6 @@ def code_in_one_line(node: cst.CSTNode) -> str:
     text = code_of(node)
     if "\n" not in text and "\r" not in text:
         return text
-    import io
-    import tokenize
-
     parts: list[str] = []
     end = None
     try:
@@ -235,6 +234,32 @@ def dotted_name(node: cst.BaseExpression) -> str | None:
     attributes.append(node.value)  # type: ignore[attr-defined]
     attributes.reverse()
     return ".".join(attributes)
+
+
+def own_function_name(call: cst.Call) -> str:
+    """The name of the module's function a call runs: `make(...)`, or a method of the same class
+    reached as `self.make(...)`; "" for any other call."""
+    name = call_name(call) or ""
+    if name.startswith("self."):
+        name = name[len("self."):]
+    return "" if "." in name else name
+
+
+def handed_argument(call: cst.Call, function: cst.FunctionDef, parameter: str, shift: int = 0) -> cst.BaseExpression | None:
+    """What `call` hands `function`'s `parameter`: its keyword argument, or the positional one at
+    the parameter's place (`shift` places fewer for a method called through `self.`); None when
+    the call leaves it to its default or a `*args` hides where it lands."""
+    handed = keyword_argument(call, parameter)
+    if handed is not None:
+        return handed
+    positional = [p.name.value for p in (*function.params.posonly_params, *function.params.params)]
+    if parameter not in positional:
+        return None
+    given = [a for a in call.args if a.keyword is None]
+    index = positional.index(parameter) - shift
+    if any(a.star for a in given) or not 0 <= index < len(given):
+        return None
+    return given[index].value
 
 
 def positional_args(call: cst.Call) -> list[cst.BaseExpression]:

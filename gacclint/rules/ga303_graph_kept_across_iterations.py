@@ -905,7 +905,7 @@ def train(loader, model, opt):
                     continue
                 if _beside_the_loss(graph, value, record.position, backpropagated):
                     continue
-                if _detached_with_the_backward(loop, graph, value, record.position):
+                if _detached_with_the_backward(loop, graph, value, record.position, block_of):
                     continue
                 item = (isinstance(small, (cst.AugAssign, cst.Assign)) and _starts_at_zero(model.facts, loop, container)
                         and _scalar(graph, value, record.position) and not _read_as_tensor(model, loop, container))
@@ -918,13 +918,13 @@ def train(loader, model, opt):
 
 
 def _detached_with_the_backward(loop: TrainingLoop, graph: GraphFlow, value: cst.BaseExpression,
-                                position: float) -> bool:
+                                position: float, block_of: dict[int, object]) -> bool:
     """`if with_backward: loss.backward(); loss = loss.detach()` before `losses.append(loss)`:
     wherever the loop backpropagates the value is detached first, and where it does not, the
-    loop trains nothing (the kept graphs are what its caller backpropagates)."""
+    loop trains nothing (the kept graphs are what its caller backpropagates). `block_of`: each
+    statement's block, by id."""
     if not isinstance(value, cst.Name):
         return False
-    block_of = {id(record.statement): record.block for record in loop.body}
     blocks = {id(block_of.get(id(e.statement))) for e in loop.events if e.kind is EventKind.BACKWARD}
     if len(blocks) != 1:
         return False
