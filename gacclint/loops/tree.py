@@ -28,7 +28,9 @@ from gacclint.loops.vocabulary import dotted_name
 
 _SCOPES = (cst.Lambda, cst.FunctionDef, cst.ClassDef)
 
-# Fields that hold only whitespace, comments and punctuation.
+# Fields that hold only whitespace, comments and punctuation (and `Slice.first_colon`,
+# `second_colon`, below: the lean tree shares one default `Colon` between slices, and a shared
+# node makes `_find_shared` scan the whole index).
 _SKIPPED_FIELDS = ("whitespace", "lpar", "rpar", "leading_lines", "lines_after", "header", "footer", "comma",
                    "semicolon", "newline", "trailing_whitespace", "equal", "colon", "dot", "lbracket", "rbracket",
                    "lbrace", "rbrace", "operator", "asynchronous")
@@ -46,7 +48,8 @@ def _fields(node_type: type) -> tuple[str, ...]:
     names = _FIELDS.get(node_type)
     if names is None:
         names = tuple(f.name for f in dataclasses.fields(node_type)
-                      if not f.name.startswith(_SKIPPED_FIELDS) and not _holds_text_only(f.type))
+                      if not f.name.startswith(_SKIPPED_FIELDS) and not f.name.endswith("_colon")
+                      and not _holds_text_only(f.type))
         _FIELDS[node_type] = names
     return names
 
