@@ -623,6 +623,11 @@ class _FactCollector:
         # `isinstance` on libcst's ABCs is slow, and none of these classes has subclasses.
         target_type = type(target)
         if target_type is cst.Tuple or target_type is cst.List:
+            pairs = self._parallel_pairs(target, value)
+            if pairs is not None:  # `gen, disc = DDP(gen), DDP(disc)`: one plain binding per name
+                for element_target, element_value in pairs:
+                    self._bind(element_target, element_value, statement, scope)
+                return
             names = [dotted_name(el.value) if not isinstance(el, cst.StarredElement) else None for el in target.elements]
             for index, name in enumerate(names):
                 if name:
@@ -644,6 +649,25 @@ class _FactCollector:
                 and "deepspeed" in code_of(value.value)):
             self.facts.framework_counts[name] = "deepspeed"
         self._classify(name, value)
+
+    def _parallel_pairs(self, target: cst.Tuple | cst.List,
+                        value: cst.BaseExpression) -> list[tuple[cst.BaseExpression, cst.BaseExpression]] | None:
+        """Each target with its value, where a tuple of names is assigned a tuple literal of as
+        many values and reading them one after another means the same: no star, and no value
+        reads a name an earlier target rebinds (`a, b = b, a` swaps; `a = b; b = a` does not)."""
+        if type(value) not in (cst.Tuple, cst.List) or len(value.elements) != len(target.elements):
+            return None
+        pairs, rebound = [], set()
+        for element_target, element_value in zip(target.elements, value.elements):
+            if type(element_target) is cst.StarredElement or type(element_value) is cst.StarredElement:
+                return None
+            name = dotted_name(element_target.value)
+            if name is None or any(read == earlier or read.startswith(earlier + ".")
+                                   for read in self.facts.tree.names_read(element_value.value) for earlier in rebound):
+                return None
+            rebound.add(name)
+            pairs.append((element_target.value, element_value.value))
+        return pairs
 
     def _classify(self, name: str, value: cst.BaseExpression) -> None:
         if type(value) is not cst.Call:

@@ -469,6 +469,36 @@ class Trainer:
                 optimizer.step()
                 model.zero_grad()
 """, why="the DDP model is what a method of the same class returns (facts along calls)", also=("GA202",)),
+        Invalid("""
+from torch.nn.parallel import DistributedDataParallel
+
+
+def train(generator, critic, optimizer, loader, k):
+    generator, critic = DistributedDataParallel(generator), DistributedDataParallel(critic)
+    for step, (x, y) in enumerate(loader):
+        loss = loss_fn(generator(x), y) / k
+        loss.backward()
+        if (step + 1) % k == 0 or (step + 1) == len(loader):
+            optimizer.step()
+            optimizer.zero_grad()
+""", fixed="""
+import contextlib
+
+from torch.nn.parallel import DistributedDataParallel
+
+
+def train(generator, critic, optimizer, loader, k):
+    generator, critic = DistributedDataParallel(generator), DistributedDataParallel(critic)
+    for step, (x, y) in enumerate(loader):
+        should_step = (step + 1) % k == 0 or (step + 1) == len(loader)
+        with (generator.no_sync() if not should_step else contextlib.nullcontext()):
+            loss = loss_fn(generator(x), y) / k
+            loss.backward()
+        if should_step:
+            optimizer.step()
+            optimizer.zero_grad()
+""", why="names assigned a tuple of values one by one (`generator, critic = DDP(generator), DDP(critic)`) are each bound to their own value",
+            also=("GA203",)),
     ]
 
     def check(self, loop: TrainingLoop, model) -> Iterator[Finding]:
