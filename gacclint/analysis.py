@@ -215,6 +215,9 @@ class _Analysed:
     module: cst.Module | None  # libcst's tree, when fixes were asked for and the findings need one
     findings: list[Located]
     syntax: SyntaxProblem | None = None
+    # Why no fix can be made though fixes were asked for: valid Python that libcst cannot read
+    # (the findings then come from CPython's tree, gacclint/loops/lean.py).
+    unfixable: str | None = None
 
 
 def _analyse(source: bytes, selection: Selection, tree: ast.Module | None = None, fixes: bool = True) -> _Analysed:
@@ -251,6 +254,15 @@ def _analyse_parsed(source: bytes, selection: Selection, complaint: SyntaxProble
             module = parse(source, complaint, prechecked=True)
         except SyntaxProblem as problem:
             return _Analysed(None, [], problem)
+        except SourceError as error:
+            if tree is None or complaint is not None:
+                raise
+            # Valid Python libcst cannot read (tab-and-space indentation): found all the same, never fixed.
+            try:
+                module, layout = lean_module(source.decode(_encoding_of(source)), tree)
+                return _Analysed(None, lint_module(module, selection, layout), unfixable=str(error))
+            except (Unsupported, UnicodeDecodeError):
+                raise error from None
         return _Analysed(module, lint_module(module, selection))
 
 
@@ -289,12 +301,13 @@ def _diagnostics(analysed: _Analysed, text: str, selection: Selection, edits: bo
     report_unused = selection.selects(UNUSED_NOQA)
     if not analysed.findings:
         return suppress([], text, report_unused, selection=selection)
+    unfixable = edits and analysed.unfixable is not None
     edits = edits and analysed.module is not None
     lines = split_lines(text)
     found = []
     for finding in analysed.findings:
         fix = None
-        if finding.fix is not None:
+        if finding.fix is not None and not unfixable:
             fix = FixInfo(finding.fix.applicability.value, finding.fix.message,
                           _fix_edits(analysed.module, finding, lines) if edits else None)  # type: ignore[arg-type]
         found.append(_plain(finding, fix))
@@ -413,6 +426,9 @@ def _fix(job: Job, program: _Program, result: FileResult, tree: ast.Module | Non
 def _fix_analysed(job: Job, program: _Program, result: FileResult, analysed: _Analysed) -> None:
     outcome = None
     fixed, final, applied = program.source, analysed, 0
+    if analysed.unfixable is not None:
+        result.dropped = [f"{finding.row}: fix for {finding.code} not made: {analysed.unfixable}"
+                          for finding in analysed.findings if finding.fix is not None and allowed(finding, job.unsafe)]
     if analysed.module is not None and analysed.findings:
         outcome = fix_source(program.source, job.selection, job.unsafe, module=analysed.module, keep=_unsuppressed)
         result.dropped = [f"{dropped.finding.row}: fix for {dropped.finding.code} dropped: {dropped.reason}"

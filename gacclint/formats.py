@@ -291,7 +291,8 @@ def _json_objects(results: list[FileResult]) -> list[dict]:
                 "code": diagnostic.code,
                 "end_location": {"row": diagnostic.end_row, "column": diagnostic.end_column},
                 "filename": filename,
-                "fix": None if diagnostic.fix is None else {
+                # A fix whose edits came out empty (a file libcst cannot read) is none.
+                "fix": None if diagnostic.fix is None or not diagnostic.fix.edits else {
                     "applicability": diagnostic.fix.applicability,
                     "message": diagnostic.fix.message,
                     "edits": [{"content": edit.content,

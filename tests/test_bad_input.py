@@ -259,13 +259,21 @@ TAB_AFTER_SPACES = (b"def f(model, opt, x):\n    for it in range(3):\n        lo
 def test_valid_code_libcst_cannot_read_is_checked_and_not_fixed_with_one_line(tmp_path: Path) -> None:
     path = tmp_path / "train.py"
     path.write_bytes(TAB_AFTER_SPACES)
+    why = ("valid Python that libcst's parser cannot read (tokenizer error: no matching outer block for dedent "
+           "at 1:1): it cannot be fixed or explained")
     checked = CliRunner().invoke(main, ["check", "--no-cache", "--output-format", "concise", str(path)])
     assert "GA101" in checked.stdout and "GA001" not in checked.stdout
-    for command in (["fix", "--no-cache", str(path)], ["explain", f"{path}:4"]):
-        result = CliRunner().invoke(main, command)
-        assert result.exit_code == 2, result.output
-        assert result.stderr.splitlines()[0] == (
-            f"gacclint: {path}: valid Python that libcst's parser cannot read (tokenizer error: no matching "
-            "outer block for dedent at 1:1): it cannot be fixed or explained")
-        assert "GA001" not in result.stdout
+    # `fix` still reports what it found, and says why it fixed nothing
+    fixed = CliRunner().invoke(main, ["fix", "--no-cache", str(path)])
+    assert fixed.exit_code == 1, fixed.output
+    assert fixed.stderr.splitlines() == [f"gacclint: {path}:5: fix for GA101 not made: {why}"]
+    assert "GA101" in fixed.stdout and "GA001" not in fixed.stdout
+    # formats that carry edits give the finding no fix, whether its edits were pending or not
+    for extra in ([], ["--unsafe-fixes"]):
+        shown = CliRunner().invoke(main, ["check", "--no-cache", "--output-format", "json", *extra, str(path)])
+        found = json.loads(shown.stdout)
+        assert [(d["code"], d["fix"]) for d in found] == [("GA101", None)]
+    explained = CliRunner().invoke(main, ["explain", f"{path}:4"])
+    assert explained.exit_code == 2, explained.output
+    assert explained.stderr.splitlines()[0] == f"gacclint: {path}: {why}"
     assert path.read_bytes() == TAB_AFTER_SPACES

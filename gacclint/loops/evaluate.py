@@ -314,7 +314,7 @@ def _read_boundary(runs: dict[Config, Sequence[Value]], flip: bool) -> Schedule 
     tails: set[bool] = set()
     tail_unknown = False
     evidence = ""
-    phases: dict[tuple[int, int], int] = {}
+    phases: dict[tuple[int, int, int], int] = {}  # (k, start, n % k) -> the boundaries' phase
     ordered = sorted(runs.items(), key=lambda item: -item[0].n)  # long passes first: they show the phase
     for config, vector in ordered:
         values = [(not v) if (flip and v is not None) else v for v in vector]
@@ -323,11 +323,14 @@ def _read_boundary(runs: dict[Config, Sequence[Value]], flip: bool) -> Schedule 
         if any(v is None for v in periodic):
             return None
         steps = [t for t, v in enumerate(periodic) if v]
-        phase = phases.get((k, config.start))
+        # The phase may differ between passes whose lengths differ mod k (a global step spelt
+        # `epoch * len(dl) + i` starts each pass where the last left off); a short pass takes it
+        # from the long one of its remainder (sample_lengths gives every remainder a long pass).
+        phase = phases.get((k, config.start, n % k))
         if phase is None:
             if n < 2 * k or not steps:
                 return None
-            phase = phases[(k, config.start)] = steps[0] % k
+            phase = phases[(k, config.start, n % k)] = steps[0] % k
         expected = [t for t in range(len(periodic)) if t % k == phase]
         if steps != expected and not (phase == 0 and steps == expected[1:]):
             # `step % k == 0 and step > 0`: the first multiple skipped, a first window of k + 1
@@ -361,10 +364,11 @@ def _read_boundary(runs: dict[Config, Sequence[Value]], flip: bool) -> Schedule 
     return Schedule(Pattern.BOUNDARY, first, tail, evidence)
 
 
-def _runs_skip_first(runs: dict[Config, Sequence[Value]], phases: dict[tuple[int, int], int]) -> bool:
+def _runs_skip_first(runs: dict[Config, Sequence[Value]], phases: dict[tuple[int, int, int], int]) -> bool:
     """Some longer pass skips the first multiple of k at phase 0 (`step % k == 0 and step > 0`)."""
     for config, vector in runs.items():
-        if config.n > 1 and phases.get((config.k, config.start)) == 0 and vector and vector[0] is False \
+        if config.n > 1 and phases.get((config.k, config.start, config.n % config.k)) == 0 and vector \
+                and vector[0] is False \
                 and any(vector[:-1]):
             return True
     return False

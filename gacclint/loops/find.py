@@ -38,7 +38,7 @@ from gacclint.loops.evaluate import (
     inlined as _inlined,
     read_runs,
 )
-from gacclint.loops.guards import GuardContext, classify, is_switch
+from gacclint.loops.guards import GuardContext, classify, is_framework_boundary, is_switch
 from gacclint.loops.tree import Tree, matches
 from gacclint.loops.model import (
     NO_GUARD,
@@ -494,6 +494,7 @@ class _Builder:
             fresh_optimizers=frozenset(self._fresh_optimizers(training, varying)),
             body=body,
         )
+        loop.window_blocks = self._window_blocks(loop, training)
         loop.graph = GraphFlow(loop, self.facts, varying)
         loop.optimizer_windows = self._optimizer_windows(loop)
         self._step_hygiene(loop, training, function, varying)
@@ -580,6 +581,11 @@ class _Builder:
             for name in _target_names(loop.target):
                 if loop_counter is None or name != loop_counter.text:
                     initial.setdefault(name, None)
+        # `epoch` of `iterations = epoch * len(loader) + step + 1`: the same all pass long, an
+        # integer the pass does not show (a global step spelt through the epoch): sampled starts.
+        pass_indices = {name for name in self._pass_indices(loop, function) if name in relevant and name not in initial}
+        for name in pass_indices:
+            initial[name] = CARRIED
         constant = self._constant_reader(loop, function, context)
         return LoopProgram(
             steps=steps,
@@ -592,30 +598,35 @@ class _Builder:
             constant=constant,
             predicate=self._predicate,
             k_nodes=k_nodes,
-            counter_of=lambda node: self._counter_at_test(node, counters, steps, loop),
+            counter_of=lambda node: self._counter_at_test(node, counters, steps, loop, pass_indices),
         )
 
     def _counter_at_test(self, node: cst.BaseExpression, counters: dict[str, Counter], steps: list[Step],
-                         loop: LoopNode) -> Counter | None:
+                         loop: LoopNode, pass_indices: set[str] = frozenset()) -> Counter | None:
         """The counter a test reads, as it reads there (Counter.first_value: at the test)."""
-        counter = self._counter_read(node, counters, steps)
+        counter = self._counter_read(node, counters, steps, pass_indices)
         return None if counter is None else self._counter_at(counter, loop, self._top_level_index(node))
 
-    def _counter_read(self, node: cst.BaseExpression, counters: dict[str, Counter], steps: list[Step]) -> Counter | None:
-        """The counter a test reads, directly or through names bound in the loop."""
+    def _counter_read(self, node: cst.BaseExpression, counters: dict[str, Counter], steps: list[Step],
+                      pass_indices: set[str] = frozenset()) -> Counter | None:
+        """The counter a test reads, directly or through names bound in the loop. Read together
+        with the index of a loop around it (`epoch * len(dl) + i`), it goes on across passes."""
         values = {target: value for step in steps for target, value, _ in step.assigns if value is not None}
         seen: set[str] = set()
         pending = list(self._names_read(node))
+        found = None
         while pending:
             name = pending.pop(0)
             if name in seen:
                 continue
             seen.add(name)
             if name in counters:
-                return counters[name]
-            if name in values:
+                found = found or counters[name]
+            elif name in values:
                 pending += sorted(self._names_read(values[name]))
-        return None
+        if found is not None and seen & pass_indices:
+            return replace(found, per_pass=False, first_value=None)
+        return found
 
     def _window_caches(self, loop: LoopNode) -> frozenset[str]:
         """Names that grow over the loop's iterations (`feats.append(...)`, `feats += [...]`),
@@ -1182,6 +1193,22 @@ class _Builder:
         self._step_hygiene(helper, func, func, varying)
         self.step_helpers.append(helper)
 
+    def _window_blocks(self, loop: TrainingLoop, training: LoopNode) -> frozenset[int]:
+        """Ids of the blocks that run once per window or more often: the loop's own body, a block
+        that steps or clears, the block of an `if` that tests what a step's `if` tests
+        (`if (i + 1) % k == 0:` again), and, where accelerate's `accumulate()` owns the window,
+        the block of an `if` on its boundary (`if accelerator.sync_gradients:`)."""
+        block_of = {id(record.statement): record.block for record in loop.body}
+        blocks = {id(getattr(training.body, "body", None))} | {
+            id(block_of.get(id(e.statement))) for e in loop.events if e.kind in (EventKind.STEP, EventKind.CLEAR)}
+        step_tests = {code_of(c.expression) for e in loop.events if e.kind is EventKind.STEP
+                      for c in e.conditions if c.kind is not ConditionKind.SWITCH and c.expression is not None}
+        owned = "accelerate-accumulate" in loop.frameworks
+        for node in self.facts.tree.find(training, cst.If, enter_scopes=False):
+            if code_of(node.test) in step_tests or (owned and is_framework_boundary(node.test)):
+                blocks.add(id(node.body.body))
+        return frozenset(blocks)
+
     def _enclosing_loop(self, frames: list[_Frame]) -> LoopNode | None:
         for frame in reversed(frames):
             if frame.owner is None or isinstance(frame.owner, (cst.FunctionDef, cst.ClassDef)):
@@ -1681,7 +1708,7 @@ class _Builder:
             if test_index is None:
                 test_index = statement_index
             classified = classify(raw.expression, raw.polarity, self._context_at(context, loop, test_index))
-            if self._resume_skip(raw, context, first_event):
+            if self._resume_skip(raw, context, first_event) or self._early_break(raw, first_event):
                 classified = [c for c in classified if c.kind is not ConditionKind.OPAQUE]
             conditions.extend(self._literal_count(c, loop, function) for c in classified)
         return conditions
@@ -1704,6 +1731,27 @@ class _Builder:
         it only removes whole iterations, and what remains keeps its structure (RULES.md, *guard*)."""
         return (raw.expression is not None and raw.early_exit_after is not None
                 and raw.early_exit_after <= first_event and not self._reads_counter(raw.expression, context))
+
+    def _pass_indices(self, loop: LoopNode, function: cst.FunctionDef | None) -> list[str]:
+        """The indices of the loops around `loop` in its function (`epoch` of `for epoch in
+        range(epochs):`, of `enumerate(...)`): each holds one integer for a whole pass of `loop`."""
+        found = []
+        for frame in reversed(self.frames.get(id(loop), [])):
+            owner = frame.owner
+            if owner is None or isinstance(owner, (cst.FunctionDef, cst.ClassDef)):
+                break
+            if isinstance(owner, cst.For):
+                counter = self._loop_counter(owner.target, owner.iter, owner, function)
+                if counter is not None:
+                    found.append(counter.text)
+        return found
+
+    @staticmethod
+    def _early_break(raw: _RawCondition, first_event: int) -> bool:
+        """An `if <limit>: break` ahead of every event (`if it > args.num_train_iter: break`): it
+        only ends the pass early, and every iteration that runs reaches the events (RULES.md,
+        *guard*; the evaluated program reads it the same way, gacclint/loops/evaluate.py)."""
+        return raw.breaks and raw.early_exit_after is not None and raw.early_exit_after <= first_event
 
     def _below_bound(self, expression: cst.BaseExpression, context: GuardContext) -> bool:
         """`step < resume_step`, or an `and` with such a term: true only while the loop's own

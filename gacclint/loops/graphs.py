@@ -92,6 +92,28 @@ class Definition:
         return self.augmented is not None or (not self.unpacked and addend(self.name, self.value) is not None)
 
 
+# What a container emptied in place holds: nothing (a value made here, in no tree).
+_EMPTY = cst.List(elements=[])
+
+
+def _emptied_in_place(call: cst.Call) -> str | None:
+    """`losses.clear()`: the name of the container a call empties where it is."""
+    func = call.func
+    if type(func) is cst.Attribute and func.attr.value == "clear" and not call.args:
+        return dotted_name(func.value)
+    return None
+
+
+def _whole_slice_of(target: cst.BaseExpression) -> str | None:
+    """`losses` of `del losses[:]`."""
+    if type(target) is not cst.Subscript or len(target.slice) != 1:
+        return None
+    part = target.slice[0].slice
+    if type(part) is cst.Slice and part.lower is None and part.upper is None and part.step is None:
+        return dotted_name(target.value)
+    return None
+
+
 def addend(name: str, value: cst.BaseExpression) -> cst.BaseExpression | None:
     """What `name = name + v` (or `name = v + name`) adds to `name`: `v`; None for any other value."""
     if not isinstance(value, cst.BinaryOperation) or not isinstance(value.operator, cst.Add):
@@ -157,6 +179,13 @@ class GraphFlow:
             for small in getattr(record.statement, "body", ()):
                 if isinstance(small, cst.Expr) and isinstance(small.value, cst.Call):
                     self._record_put(small.value, record)
+                    emptied = _emptied_in_place(small.value)
+                    if emptied is not None:  # `losses.clear()`: the container holds nothing again
+                        self._add(Definition(emptied, record.position, record, _EMPTY))
+                elif isinstance(small, cst.Del):
+                    emptied = _whole_slice_of(small.target)
+                    if emptied is not None:  # `del losses[:]`
+                        self._add(Definition(emptied, record.position, record, _EMPTY))
                 if isinstance(small, cst.Assign):
                     for target in small.targets:
                         if type(target.target) is cst.Subscript and (into := dotted_name(target.target.value)):
@@ -593,7 +622,14 @@ class GraphFlow:
         handed in (`metric(out, y)`) that is neither a trained module nor a loss."""
         if not text or "." in text or text in self.facts.modules_with_parameters or self.is_loss_call(call):
             return False
+        function = self.facts.tree.enclosing_function(self.loop_node)
+        parameter = function is not None and any(
+            p.name.value == text for p in (*function.params.params, *function.params.kwonly_params))
+        # Only the bindings the loop can read: its function's own, or the module's for a name the
+        # function neither takes nor binds (`loader, mixup = make()` in `main` is another `mixup`).
         bound = self.facts.bindings.get(text, ())
+        own = [b for b in bound if function is not None and b.scope is function]
+        bound = own or ([] if parameter else [b for b in bound if b.scope is None])
         if bound:
             leaves = []
             for binding in bound:
@@ -605,9 +641,7 @@ class GraphFlow:
             return all(self._unseen(leaf) for leaf in leaves)
         if any(word in text.lower() for word in _MODEL_WORDS):
             return False  # `model(x)` handed in: a forward, whatever reads its parameters
-        function = self.facts.tree.enclosing_function(self.loop_node)
-        return function is not None and any(
-            p.name.value == text for p in (*function.params.params, *function.params.kwonly_params))
+        return parameter
 
     def _unseen_method(self, text: str) -> bool:
         """`model.training_step(batch)`: a method other than the forward, of a trained module
@@ -757,9 +791,12 @@ def _strip_weights(node: cst.BaseExpression) -> cst.BaseExpression:
 
 
 def _is_weight(node: cst.BaseExpression) -> bool:
-    """A plain number or name, or a product or quotient of them (`0.5 * r1_gamma`, `lam / 2`)."""
+    """A plain number or name, or a product or quotient of them (`0.5 * r1_gamma`, `lam / 2`),
+    or one negated (`-1 * entropy`, `-0.01`)."""
     if isinstance(node, cst.BinaryOperation) and isinstance(node.operator, (cst.Multiply, cst.Divide)):
         return _is_weight(node.left) and _is_weight(node.right)
+    if isinstance(node, cst.UnaryOperation) and isinstance(node.operator, (cst.Minus, cst.Plus)):
+        return _is_weight(node.expression)
     return isinstance(node, (cst.Integer, cst.Float)) or (
         isinstance(node, (cst.Name, cst.Attribute, cst.Subscript)) and not isinstance(node, cst.Call))
 

@@ -109,9 +109,14 @@ def is_switch(node: cst.BaseExpression, context: GuardContext) -> bool:
     return not any(context.is_varying(text) or text in context.counters for text in context.tree.names_read(node))
 
 
+def is_framework_boundary(node: cst.BaseExpression) -> bool:
+    """`accelerator.sync_gradients`: true on the micro-batches where accelerate's `accumulate()` steps."""
+    return type(node) is cst.Attribute and node.attr.value == "sync_gradients"
+
+
 def read_boundary(node: cst.BaseExpression, context: GuardContext) -> tuple[Boundary | None, bool]:
     """Read `(i + 1) % k == 0 [or end-of-data]`; returns (boundary, negated)."""
-    if isinstance(node, cst.Attribute) and node.attr.value == "sync_gradients":
+    if is_framework_boundary(node):
         return Boundary(k=node, k_text="", k_literal=None, counter=None, test=None, modulo=None,
                         offset=0, remainder=0, end_of_data=None, expression=node, framework=True), False
     terms = _or_terms(node)

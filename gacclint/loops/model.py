@@ -512,6 +512,9 @@ class TrainingLoop:
     varying: frozenset[str] = field(default_factory=frozenset)
     # The loop calls a function of the module that calls `scaler.unscale_`.
     unscale_in_helper: bool = False
+    # Ids of the blocks of statements that run at least once per window (see
+    # `_Builder._window_blocks`): a reset there bounds what a running sum keeps.
+    window_blocks: frozenset[int] = frozenset()
 
     def flags_set_beside(self, event: "Event") -> dict[str, bool]:
         """The names the block running `event` sets to `True` or `False` (`skip_step = True`

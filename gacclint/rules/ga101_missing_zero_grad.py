@@ -373,6 +373,26 @@ for epoch in range(epochs):
         optimizer.zero_grad()
         scaler.update()
 """, why="the only clear is in the epoch loop; the fix uses the optimizer of scaler.step"),
+        Invalid("""
+it = 0
+for x, y in loader:
+    if it > args.num_train_iter:
+        break
+    loss = F.cross_entropy(model(x), y)
+    loss.backward()
+    optimizer.step()
+    it += 1
+""", fixed="""
+it = 0
+for x, y in loader:
+    if it > args.num_train_iter:
+        break
+    loss = F.cross_entropy(model(x), y)
+    loss.backward()
+    optimizer.step()
+    optimizer.zero_grad()
+    it += 1
+""", why="an iteration cap ahead of everything (`if it > args.num_train_iter: break`) only ends the pass: every iteration that runs steps without a clear"),
     ]
 
     def check(self, loop: TrainingLoop, model) -> Iterator[Finding]:

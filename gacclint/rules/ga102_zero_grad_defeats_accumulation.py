@@ -265,6 +265,25 @@ for batch in loader:
         accelerator.backward(loss)
         optimizer.step()
 """, fixed=None, applicability=None, why="model.zero_grad() is not disarmed by accumulate()"),
+        Invalid("""
+for epoch in range(num_epochs):
+    for step, (x, y) in enumerate(train_loader):
+        optimizer.zero_grad()
+        loss = loss_fn(model(x), y) / k
+        loss.backward()
+        global_step = epoch * len(train_loader) + step
+        if (global_step + 1) % k == 0:
+            optimizer.step()
+""", fixed="""
+for epoch in range(num_epochs):
+    for step, (x, y) in enumerate(train_loader):
+        loss = loss_fn(model(x), y) / k
+        loss.backward()
+        global_step = epoch * len(train_loader) + step
+        if (global_step + 1) % k == 0:
+            optimizer.step()
+            optimizer.zero_grad()
+""", why="a global step spelt through the epoch (`epoch * len(train_loader) + step`) is a boundary like any other"),
     ]
 
     def check(self, loop: TrainingLoop, model) -> Iterator[Finding]:

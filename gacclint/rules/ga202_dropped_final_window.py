@@ -327,6 +327,16 @@ def main(model, loader, optimizer):
     run_epoch(data_gen(20), model, optimizer)
     run_epoch((b[0] for b in loader), model, optimizer, accum_iter=10)
 """, "every call hands the loop's iterable a generator: a stream, with no length to end a window on"),
+        Valid("""
+for epoch in range(num_epochs):
+    for step, (x, y) in enumerate(train_loader):
+        loss = loss_fn(model(x), y) / k
+        loss.backward()
+        iterations = epoch * len(train_loader) + step + 1
+        if iterations % k == 0:
+            optimizer.step()
+            optimizer.zero_grad()
+""", "a global step spelt through the epoch is not reset between passes: windows run across them"),
     ]
     INVALID = [
         Invalid("""

@@ -528,6 +528,26 @@ def train(model, loader_a, loader_b):
         opt.zero_grad()
 """, why="a backward without a gradient needs one number, so each term is one forward's reduced loss; "
             "reported only (the terms are not visibly losses to rebuild)"),
+        Invalid("""
+for (x, y), x_oe in zip(loader, loader_oe):
+    data_loss = F.cross_entropy(model(x), y)
+    smax_oe = F.log_softmax(model(x_oe), dim=1)
+    oe_loss = -1 * smax_oe.mean()
+    loss = data_loss + oe_loss
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+""", fixed="""
+for (x, y), x_oe in zip(loader, loader_oe):
+    optimizer.zero_grad()
+    data_loss = F.cross_entropy(model(x), y)
+    data_loss.backward()
+    smax_oe = F.log_softmax(model(x_oe), dim=1)
+    oe_loss = -1 * smax_oe.mean()
+    oe_loss.backward()
+    loss = (data_loss + oe_loss).detach()
+    optimizer.step()
+""", why="a term weighted by a negative number (`-1 * smax_oe.mean()`) is a reduced loss like any weighted one"),
     ]
 
     def check(self, loop: TrainingLoop, model) -> Iterator[Finding]:

@@ -6,7 +6,7 @@ import libcst as cst
 
 from gacclint.fixes.edits import Replace
 from gacclint.loops.graphs import PUTTING_METHODS, GraphFlow, addend
-from gacclint.loops.model import ConditionKind, EventKind, LoopStatement, TrainingLoop
+from gacclint.loops.model import EventKind, LoopStatement, TrainingLoop
 from gacclint.loops.vocabulary import assignment_targets, call_name, code_of, dotted_name, keyword_argument
 from gacclint.rules.base import Applicability, Finding, Fix, Invalid, Rule, Valid
 from gacclint.rules.common import atom, backpropagated_names
@@ -535,6 +535,52 @@ for i, (x, y) in enumerate(loader):
         print(float(window_sum))
         window_sum = 0.0
 """, "reset under the step's own test, in an `if` of its own: a sum over one window"),
+        Valid("""
+losses = []
+for step, (x, y) in enumerate(loader):
+    per_example = F.cross_entropy(model(x), y, reduction="none")
+    (per_example.mean() / k).backward()
+    losses.append(per_example)
+    if (step + 1) % k == 0:
+        optimizer.step()
+        optimizer.zero_grad()
+        log(torch.cat(losses).mean())
+        losses.clear()
+""", "the list is emptied in place with every step: it keeps at most one window's graphs"),
+        Valid("""
+info = defaultdict(list)
+for x in loader:
+    with accelerator.accumulate(model):
+        loss = model(x).pow(2).mean()
+        info["loss"].append(loss)
+        accelerator.backward(loss)
+        optimizer.step()
+        optimizer.zero_grad()
+    if accelerator.sync_gradients:
+        accelerator.log({k: torch.stack(v).mean() for k, v in info.items()})
+        info = defaultdict(list)
+""", "made anew on accelerate's own boundary (`sync_gradients`), where `accumulate()` really steps: one window's graphs at most"),
+        Valid("""
+from helpers import create_loaders
+
+
+def train_epoch(model, loader, optimizer, criterion, mixup):
+    correct = 0
+    for x, y in loader:
+        x, ya, yb, lam = mixup(x, y)
+        optimizer.zero_grad()
+        out = model(x)
+        criterion(out, ya).backward()
+        optimizer.step()
+        pred = out.argmax(1)
+        correct += lam * (pred == ya).sum().item() + (1 - lam) * (pred == yb).sum().item()
+    return correct
+
+
+def main(model, optimizer, criterion):
+    loader, mixup = create_loaders()
+    train_epoch(model, loader, optimizer, criterion, mixup)
+""", "`mixup` is a parameter whose every call site hands what an unseen call made: `lam` is not known to be a tensor"),
     ]
     INVALID = [
         Invalid("""
@@ -867,6 +913,31 @@ def train(loader, model, opt):
         total += loss.detach()
     print(total.item() / len(loader))
 """, why="the sum is read as a tensor afterwards (`total.item()`): it stays one, detached"),
+        Invalid("""
+info = defaultdict(list)
+for step, x in enumerate(loader):
+    with accelerator.accumulate(model):
+        loss = model(x).pow(2).mean()
+        info["loss"].append(loss)
+        accelerator.backward(loss)
+        optimizer.step()
+        optimizer.zero_grad()
+    if step % 100 == 0:
+        accelerator.log({k: torch.stack(v).mean() for k, v in info.items()})
+        info = defaultdict(list)
+""", fixed="""
+info = defaultdict(list)
+for step, x in enumerate(loader):
+    with accelerator.accumulate(model):
+        loss = model(x).pow(2).mean()
+        info["loss"].append(loss.detach())
+        accelerator.backward(loss)
+        optimizer.step()
+        optimizer.zero_grad()
+    if step % 100 == 0:
+        accelerator.log({k: torch.stack(v).mean() for k, v in info.items()})
+        info = defaultdict(list)
+""", why="made anew only every 100 micro-batches, not on the boundary where `accumulate()` steps: up to 100 graphs stay alive"),
     ]
 
     def check(self, loop: TrainingLoop, model) -> Iterator[Finding]:
@@ -879,18 +950,10 @@ def train(loader, model, opt):
         for event in loop.events:
             if event.kind is EventKind.BACKWARD and isinstance(event.loss, cst.Name):
                 losses.setdefault(event.loss.value, []).append(event.position)
-        # Where a reset bounds a running sum: the loop's own block (every iteration), or a block
-        # that steps or clears (every window). Elsewhere (`if step % log_every == 0: total = 0`)
-        # it still keeps every graph since the last one.
+        # A reset bounds a running sum where it runs at least once per window. Elsewhere (`if step %
+        # log_every == 0: total = 0`) it still keeps every graph since the last one.
         block_of = {id(record.statement): record.block for record in loop.body}
-        bounding = {id(getattr((loop.window_loop or loop.node).body, "body", None))} | {
-            id(block_of.get(id(e.statement))) for e in loop.events if e.kind in (EventKind.STEP, EventKind.CLEAR)}
-        # ... or the block of an `if` that tests what a step's `if` tests (`if (i + 1) % k == 0:` again)
-        step_tests = {code_of(c.expression) for e in loop.events if e.kind is EventKind.STEP
-                      for c in e.conditions if c.kind is not ConditionKind.SWITCH and c.expression is not None}
-        for node in model.facts.tree.find(loop.window_loop or loop.node, cst.If):
-            if code_of(node.test) in step_tests:
-                bounding.add(id(node.body.body))
+        bounding = set(loop.window_blocks)
         for record in loop.body:
             if record.without_grad or record.in_inner_loop:
                 continue

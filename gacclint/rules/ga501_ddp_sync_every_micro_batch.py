@@ -499,6 +499,18 @@ def train(generator, critic, optimizer, loader, k):
             optimizer.zero_grad()
 """, why="names assigned a tuple of values one by one (`generator, critic = DDP(generator), DDP(critic)`) are each bound to their own value",
             also=("GA203",)),
+        Invalid("""
+model = torch.nn.parallel.DistributedDataParallel(model)
+for epoch in range(3):
+    for step, (x, y) in enumerate(train_loader):
+        loss = F.cross_entropy(model(x), y) / accumulation_steps
+        loss.backward()
+        iterations = epoch * len(train_loader) + step + 1
+        if iterations % accumulation_steps == 0:
+            optimizer.step()
+            optimizer.zero_grad()
+""", fixed=None, applicability=None,
+            why="a global step spelt through the epoch is a boundary (no fix: the test reads `iterations`, bound only after the backward)"),
     ]
 
     def check(self, loop: TrainingLoop, model) -> Iterator[Finding]:
