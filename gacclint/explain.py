@@ -25,6 +25,7 @@ from gacclint.loops.find import ModuleModel, build_model
 from gacclint.loops.model import Boundary, EventKind, GuardKind, ResolvedEvent, Shape, TrainingLoop
 from gacclint.loops.vocabulary import code_of
 from gacclint.rules import all_rules
+from gacclint.rules.common import divides_evenly
 from gacclint.selection import Selection
 
 _WINDOW_RULES = {"GA102", "GA104", "GA201", "GA202", "GA203", "GA401", "GA403", "GA501"}
@@ -282,6 +283,9 @@ class _Render:
         if code in {"GA202", "GA203"} and loop.flush_after_loop:
             return "a step after the loop handles the remainder" if code == "GA202" else \
                 "the remainder's divisor matches its window, or is not the accumulation count"
+        if code == "GA202" and loop.single_budgeted_pass:
+            return ("the loop is the whole run and ends on a budget of steps: at most the run's last "
+                    "micro-batches go unstepped")
         if code == "GA202" and boundaries:
             if all(b.steps_tail for b in boundaries):
                 return "the final partial window is stepped (an end-of-data clause)"
@@ -291,7 +295,8 @@ class _Render:
                 return "the boundary counter is carried across passes: windows straddle them"
             if loop.iterable.kind.value in {"stream", "unknown"}:
                 return f"the loop reads a {loop.iterable.kind.value} iterable"
-            return "the pass length divides by k (provable from literals)"
+            if all(divides_evenly(loop, b, self.model.facts) for b in boundaries if b.steps_tail is False):
+                return "the pass length divides by k (provable from literals)"
         if code == "GA203" and boundaries and not any(b.steps_tail for b in boundaries):
             return "the final partial window is not stepped (GA202's case)"
         if code == "GA104" and boundaries:

@@ -133,3 +133,24 @@ def _explain_location(tmp_path: Path, name: str, source: str, place: str):
     path = tmp_path / name
     path.write_text(source)
     return CliRunner().invoke(main, ["explain", f"{path}:{place}"])
+
+
+def test_explain_says_why_ga202_is_silent_where_the_run_ends_on_a_step_budget(tmp_path: Path) -> None:
+    source = textwrap.dedent("""\
+        def train(model, loader, optimizer, k, max_steps):
+            step = 0
+            for batch_step, batch in enumerate(loader):
+                loss = model(batch) / k
+                loss.backward()
+                if (batch_step + 1) % k == 0:
+                    optimizer.step()
+                    optimizer.zero_grad()
+                    step += 1
+                if step >= max_steps:
+                    break
+    """)
+    result = _explain(tmp_path, 3, source)
+    assert result.exit_code == 0, result.output
+    assert ("GA202 silent: the loop is the whole run and ends on a budget of steps: at most the run's last "
+            "micro-batches go unstepped") in result.output
+    assert "provable from literals" not in result.output

@@ -496,6 +496,7 @@ class _Builder:
         )
         loop.window_blocks = self._window_blocks(loop, training)
         loop.graph = GraphFlow(loop, self.facts, varying)
+        loop.window_splits_batch = shape is Shape.INNER_WINDOW and self._splits_one_batch(micro, loop.graph)
         loop.optimizer_windows = self._optimizer_windows(loop)
         self._step_hygiene(loop, training, function, varying)
         self.loops.append(loop)
@@ -1192,6 +1193,22 @@ class _Builder:
         )
         self._step_hygiene(helper, func, func, varying)
         self.step_helpers.append(helper)
+
+    def _splits_one_batch(self, micro: LoopNode, graph: GraphFlow) -> bool:
+        """Each micro-step feeds a forward a slice of one batch picked by the micro-step's index
+        (`model(x[i::k])`, `model(x[i * m:(i + 1) * m])`): the window is that batch, cut up."""
+        if not isinstance(micro, cst.For) or not isinstance(micro.target, cst.Name):
+            return False
+        index = micro.target.value
+        tree = self.facts.tree
+        for call in tree.find(micro.body, cst.Call, enter_scopes=False):
+            if not graph.is_forward(call):
+                continue
+            for part in tree.find(call, cst.Slice):
+                bounds = [b for b in (part.lower, part.upper, part.step) if b is not None]
+                if any(index in self._names_read(bound) for bound in bounds):
+                    return True
+        return False
 
     def _window_blocks(self, loop: TrainingLoop, training: LoopNode) -> frozenset[int]:
         """Ids of the blocks that run once per window or more often: the loop's own body, a block

@@ -515,6 +515,8 @@ class TrainingLoop:
     # Ids of the blocks of statements that run at least once per window (see
     # `_Builder._window_blocks`): a reset there bounds what a running sum keeps.
     window_blocks: frozenset[int] = frozenset()
+    # Inner-window shape: each micro-step feeds a forward a slice of one batch that its index picks.
+    window_splits_batch: bool = False
 
     def flags_set_beside(self, event: "Event") -> dict[str, bool]:
         """The names the block running `event` sets to `True` or `False` (`skip_step = True`

@@ -209,6 +209,15 @@ class LmTrainer(Trainer):
         loss = model(*batch)
         return loss / self.accumulation_steps
 """, "every override that computes the loss divides it (the base class's only raises)"),
+        Valid("""
+def train(model, loader, optimizer, heads):
+    for x, y in loader:
+        for t in range(len(heads)):
+            loss = crit(heads[t](model(x)), y[t])
+            loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+""", "one loss per task on the same batch: summing task losses is a choice, not a window of micro-batches"),
     ]
     INVALID = [
         Invalid("""
@@ -596,6 +605,23 @@ def train(model, loader, k):
             optimizer.step()
             optimizer.zero_grad()
 """, why="`torch.mean(x)` is the mean of its argument, as `x.mean()` is"),
+        Invalid("""
+def train_step(model, optimizer, batch, k):
+    x, y = batch
+    for i in range(k):
+        loss = F.mse_loss(model(x[i::k]), y[i::k])
+        loss.backward()
+    optimizer.step()
+    optimizer.zero_grad()
+""", fixed="""
+def train_step(model, optimizer, batch, k):
+    x, y = batch
+    for i in range(k):
+        loss = F.mse_loss(model(x[i::k]), y[i::k])
+        (loss / k).backward()
+    optimizer.step()
+    optimizer.zero_grad()
+""", why="each micro-step takes its slice of one batch (`x[i::k]`): the window is that batch, whatever the loop variable is called"),
     ]
 
     def check(self, loop: TrainingLoop, model) -> Iterator[Finding]:
@@ -656,7 +682,11 @@ def train(model, loader, k):
 
 
 def _accumulation_window(loop: TrainingLoop) -> bool:
-    """`for micro_step in range(gradient_accumulation_steps)`: the names say it accumulates."""
+    """`for micro_step in range(gradient_accumulation_steps)`: the names say it accumulates, or
+    each micro-step takes its slice of one batch (`model(x[i::k])`). A loop of task losses
+    (`for t in range(n_tasks)`) sums them on purpose."""
+    if loop.window_splits_batch:
+        return True
     node = loop.node
     target = code_of(node.target) if isinstance(node, cst.For) else ""
     return looks_like_accumulation_count(target) or looks_like_accumulation_count(code_of(loop.window_k)) if loop.window_k else False
