@@ -495,6 +495,8 @@ class _Builder:
             body=body,
         )
         loop.window_blocks = self._window_blocks(loop, training)
+        if shape is Shape.PER_ITERATION and self._pass_bounded(micro, events):
+            loop.remade_each_pass = self._remade_each_pass(micro, frames)
         loop.graph = GraphFlow(loop, self.facts, varying)
         loop.window_splits_batch = shape is Shape.INNER_WINDOW and self._splits_one_batch(micro, loop.graph)
         loop.optimizer_windows = self._optimizer_windows(loop)
@@ -1193,6 +1195,31 @@ class _Builder:
         )
         self._step_hygiene(helper, func, func, varying)
         self.step_helpers.append(helper)
+
+    def _pass_bounded(self, micro: LoopNode, events: list[Event]) -> bool:
+        """A pass of the loop is a handful of steps, not the data: each iteration steps another
+        optimizer (`opts_d[i].step()`: a loop over models), or it runs `range(k)` where `k` is
+        a framework's accumulation count (a pass is one window)."""
+        steps = [e for e in events if e.kind is EventKind.STEP]
+        if steps and all(e.iterated for e in steps):
+            return True
+        count = _single_range_argument(micro)
+        return count is not None and code_of(count) in self.facts.framework_counts
+
+    def _remade_each_pass(self, micro: LoopNode, frames: list[_Frame]) -> frozenset[str]:
+        """Names the loop around `micro` binds anew, each of its iterations, before `micro` runs."""
+        outer = self._enclosing_loop(frames)
+        if outer is None:
+            return frozenset()
+        start = self.facts.statement_order.get(id(micro), 0)
+        names: set[str] = set()
+        for statement in self._own_statements(_statements(outer.body), enter_loops=False):
+            if self.facts.statement_order.get(id(statement), 1 << 30) > start:
+                continue
+            for small in getattr(statement, "body", ()):
+                if type(small) is cst.Assign:
+                    names.update(name for target in small.targets if (name := dotted_name(target.target)))
+        return frozenset(names)
 
     def _splits_one_batch(self, micro: LoopNode, graph: GraphFlow) -> bool:
         """Each micro-step feeds a forward a slice of one batch picked by the micro-step's index

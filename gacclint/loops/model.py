@@ -517,6 +517,9 @@ class TrainingLoop:
     window_blocks: frozenset[int] = frozenset()
     # Inner-window shape: each micro-step feeds a forward a slice of one batch that its index picks.
     window_splits_batch: bool = False
+    # Where a pass of the loop is a handful of steps, not the data (a loop over models, or one
+    # accumulation window of a framework): the names the loop around it binds anew before each pass.
+    remade_each_pass: frozenset[str] = frozenset()
 
     def flags_set_beside(self, event: "Event") -> dict[str, bool]:
         """The names the block running `event` sets to `True` or `False` (`skip_step = True`

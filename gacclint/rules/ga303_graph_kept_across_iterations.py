@@ -581,6 +581,31 @@ def main(model, optimizer, criterion):
     loader, mixup = create_loaders()
     train_epoch(model, loader, optimizer, criterion, mixup)
 """, "`mixup` is a parameter whose every call site hands what an unseen call made: `lam` is not known to be a tensor"),
+        Valid("""
+for x, z in loader:
+    fake = net_g(z)
+    err_d_total = 0
+    for i in range(len(nets_d)):
+        nets_d[i].zero_grad()
+        err_d = nets_d[i](x).mean() - nets_d[i](fake.detach()).mean()
+        err_d.backward()
+        opts_d[i].step()
+        err_d_total += err_d
+    log(err_d_total)
+""", "the loop runs over the discriminators, each stepping its own optimizer, and the sum is made anew before each round: it holds one graph per model"),
+        Valid("""
+accelerator = Accelerator(gradient_accumulation_steps=k)
+for update in range(num_updates):
+    losses = torch.zeros((k,))
+    for i in range(k):
+        with accelerator.accumulate(model):
+            loss = ((model(next(data)) - target) ** 2).mean()
+            accelerator.backward(loss)
+            opt.step()
+            opt.zero_grad()
+            losses[i] = loss
+    log(losses.mean().item())
+""", "the inner loop is one accumulation window of accelerate's count, and the buffer is made anew before it"),
     ]
     INVALID = [
         Invalid("""
@@ -938,6 +963,27 @@ for step, x in enumerate(loader):
         accelerator.log({k: torch.stack(v).mean() for k, v in info.items()})
         info = defaultdict(list)
 """, why="made anew only every 100 micro-batches, not on the boundary where `accumulate()` steps: up to 100 graphs stay alive"),
+        Invalid("""
+history = []
+for x, z in loader:
+    fake = net_g(z)
+    for i in range(len(nets_d)):
+        nets_d[i].zero_grad()
+        err_d = nets_d[i](x).mean() - nets_d[i](fake.detach()).mean()
+        err_d.backward()
+        opts_d[i].step()
+        history.append(err_d)
+""", fixed="""
+history = []
+for x, z in loader:
+    fake = net_g(z)
+    for i in range(len(nets_d)):
+        nets_d[i].zero_grad()
+        err_d = nets_d[i](x).mean() - nets_d[i](fake.detach()).mean()
+        err_d.backward()
+        opts_d[i].step()
+        history.append(err_d.detach())
+""", why="a loop over the discriminators, but the list is never made anew: it grows with the data"),
     ]
 
     def check(self, loop: TrainingLoop, model) -> Iterator[Finding]:
@@ -964,8 +1010,8 @@ for step, x in enumerate(loader):
                 node, container, value = found
                 if container in backpropagated or _root(container) in backpropagated:
                     continue  # `losses.append(loss)` ... `torch.stack(losses).mean().backward()`: kept for a backward
-                if _one_window(loop, model.facts, container):
-                    continue
+                if _one_window(loop, model.facts, container) or _root(container) in loop.remade_each_pass:
+                    continue  # made anew for each window (or each round over the models): bounded by it
                 if _beside_the_loss(graph, value, record.position, backpropagated):
                     continue
                 if _detached_with_the_backward(loop, graph, value, record.position, block_of):
