@@ -295,6 +295,8 @@ class _Render:
                 return "the boundary counter is carried across passes: windows straddle them"
             if loop.iterable.kind.value in {"stream", "unknown"}:
                 return f"the loop reads a {loop.iterable.kind.value} iterable"
+            if all(b.schedule is not None and b.schedule.whole_windows for b in boundaries if b.steps_tail is False):
+                return "every pass ends on a boundary as the loop runs (a `break` keeps whole windows only)"
             if all(divides_evenly(loop, b, self.model.facts) for b in boundaries if b.steps_tail is False):
                 return "the pass length divides by k (provable from literals)"
         if code == "GA203" and boundaries and not any(b.steps_tail for b in boundaries):

@@ -72,6 +72,8 @@ class Schedule:
     tail: Tail = Tail.UNKNOWN
     # One line of evidence, e.g. "with k=4 and 10 batches it runs on batches 4, 8".
     evidence: str = ""
+    # Every pass ends on a boundary: there is no final partial window to step or drop.
+    whole_windows: bool = False
 
 
 OPAQUE_SCHEDULE = Schedule(Pattern.OTHER)
@@ -299,7 +301,7 @@ def read_runs(runs: dict[Config, Sequence[Value]]) -> Schedule:
     for pattern, flip in ((Pattern.BOUNDARY, False), (Pattern.BETWEEN, True)):
         schedule = _read_boundary(runs, flip)
         if schedule is not None:
-            return Schedule(pattern, schedule.first_window, schedule.tail, schedule.evidence)
+            return Schedule(pattern, schedule.first_window, schedule.tail, schedule.evidence, schedule.whole_windows)
     # `if boundary: if not found_nan: step`: at most on the boundaries (an unknown test may
     # skip some), never between them. Windows are then not exact: no finding rests on their size.
     subset = {config: [True if v is None else v for v in vector] for config, vector in runs.items()}
@@ -315,10 +317,12 @@ def _read_boundary(runs: dict[Config, Sequence[Value]], flip: bool) -> Schedule 
     tail_unknown = False
     evidence = ""
     phases: dict[tuple[int, int, int], int] = {}  # (k, start, n % k) -> the boundaries' phase
-    ordered = sorted(runs.items(), key=lambda item: -item[0].n)  # long passes first: they show the phase
+    ordered = sorted(runs.items(), key=lambda item: -len(item[1]))  # long passes first: they show the phase
     for config, vector in ordered:
         values = [(not v) if (flip and v is not None) else v for v in vector]
-        n, k = config.n, config.k
+        n, k = len(values), config.k  # a pass a `break` ends runs fewer micro-batches than the data holds
+        if not n:
+            continue
         periodic = values[:-1]
         if any(v is None for v in periodic):
             return None
@@ -361,13 +365,15 @@ def _read_boundary(runs: dict[Config, Sequence[Value]], flip: bool) -> Schedule 
         tail = Tail.NEVER
     else:
         tail = Tail.SOMETIMES
-    return Schedule(Pattern.BOUNDARY, first, tail, evidence)
+    # No sample left a final partial window: every pass ends on a boundary (a `break` that keeps
+    # only whole windows, `if step // k >= len(dl) // k: break`).
+    return Schedule(Pattern.BOUNDARY, first, tail, evidence, whole_windows=not tails and not tail_unknown)
 
 
 def _runs_skip_first(runs: dict[Config, Sequence[Value]], phases: dict[tuple[int, int, int], int]) -> bool:
     """Some longer pass skips the first multiple of k at phase 0 (`step % k == 0 and step > 0`)."""
     for config, vector in runs.items():
-        if config.n > 1 and phases.get((config.k, config.start, config.n % config.k)) == 0 and vector \
+        if len(vector) > 1 and phases.get((config.k, config.start, len(vector) % config.k)) == 0 and vector \
                 and vector[0] is False \
                 and any(vector[:-1]):
             return True
@@ -492,9 +498,7 @@ class LoopProgram:
                 start = self.loop_start if self.loop_start is not None else config.start
                 state[self.loop_counter] = start + t
             if stopped:
-                for step in self.steps:
-                    runs[step.key].append(False)
-                continue
+                break  # the pass ended at a `break`: the micro-batches after it never run
             # An `if` is tested once when it is reached: the statements of its block run on that
             # value, even after one of them changes what it read (`if n == k: n = 0; opt.step()`).
             tested: dict[int, Value] = {}
@@ -542,4 +546,8 @@ class LoopProgram:
                             value = None
                     state[target] = value
             stopped = stop_after
+        # A micro-batch that broke out before any statement ran is no micro-batch of the pass.
+        if stopped and runs and all(vector and vector[-1] is False for vector in runs.values()):
+            for vector in runs.values():
+                vector.pop()
         return runs

@@ -472,7 +472,8 @@ class _Builder:
             LoopStatement(v.statement, v.order, v.contexts, v.in_inner_loop, v.in_window_loop, v.editable, v.block)
             for v in visits)
         iterable = self._iterable(micro, function)
-        program = self._program(training, visits, context, counters, function) if shape is Shape.PER_ITERATION else None
+        program = self._program(training, visits, context, counters, function, iterable.len_text) \
+            if shape is Shape.PER_ITERATION else None
         loop = TrainingLoop(
             node=micro,
             shape=shape,
@@ -506,7 +507,8 @@ class _Builder:
     # -- evaluated guards -----------------------------------------------------------
 
     def _program(self, loop: LoopNode, visits: list[_Visit], context: GuardContext,
-                 counters: dict[str, Counter], function: cst.FunctionDef | None) -> LoopProgram | None:
+                 counters: dict[str, Counter], function: cst.FunctionDef | None,
+                 length: str | None = None) -> LoopProgram | None:
         """The loop's counter arithmetic, ready to run (gacclint/loops/evaluate.py)."""
         found = [(visit, self._statement_events(visit.statement)) for visit in visits]
         first_event = next((index for index, (_, raw) in enumerate(found) if raw), len(found))
@@ -563,7 +565,7 @@ class _Builder:
         stepping = {id(visit.statement) for visit, raw_events in found
                     if any(e.kind in (EventKind.STEP, EventKind.CLEAR) for e in raw_events)}
         k_atoms, k_literal, n_atoms, k_nodes = self._atom_roles(loop, steps, counters, relevant, context, function,
-                                                                stepping)
+                                                                length, stepping)
         if not k_atoms and k_literal is None:
             return None
         loop_counter = next((c for c in counters.values() if c.source is not CounterSource.MANUAL), None)
@@ -679,7 +681,7 @@ class _Builder:
         return params, returned.value
 
     def _atom_roles(self, loop: LoopNode, steps: list[Step], counters: dict[str, Counter], relevant: set[str],
-                    context: GuardContext, function: cst.FunctionDef | None = None,
+                    context: GuardContext, function: cst.FunctionDef | None = None, length: str | None = None,
                     stepping: set[int] | None = None):
         """Which configuration values are the accumulation count `k` (a divisor of a
         counter, or the limit of a counter reset in the loop) and which the pass length
@@ -780,6 +782,8 @@ class _Builder:
             bound = _range_arguments(loop.iter)
             if bound is not None and len(bound) == 1:
                 n_atoms.add(bare(code_of(bound[0])))
+        if length is not None and length.startswith("len("):
+            n_atoms.add(bare(length))  # `iters = len(loader) // k` before the loop reads the pass length too
         if not literals and not k_atoms:
             literals = side_literals  # no step reads a count: the others' periods are all there is
         if 1 in literals and (k_atoms or len(literals) > 1):

@@ -25,9 +25,12 @@ def atom(node: cst.BaseExpression) -> str:
 
 
 def divides_evenly(loop: TrainingLoop, boundary: Boundary, facts) -> bool:
-    """`len(loader) % k == 0`, provable from literals in the module or visible in the code."""
+    """`len(loader) % k == 0`, provable from literals in the module or visible in the code, or
+    every pass ending on a boundary as the loop runs (`if step // k >= len(dl) // k: break`)."""
     if "".join(boundary.k_text.split()) in loop.length_multiples:
         return True  # `range(steps * k)`, or `assert len(dl) % k == 0` before the loop
+    if boundary.schedule is not None and boundary.schedule.whole_windows:
+        return True
     length = loop.iterable.literal_length
     if length is None:
         return False

@@ -337,6 +337,17 @@ for epoch in range(num_epochs):
             optimizer.step()
             optimizer.zero_grad()
 """, "a global step spelt through the epoch is not reset between passes: windows run across them"),
+        Valid("""
+iters_num = len(loader) // k
+for step, (x, y) in enumerate(loader):
+    if step // k >= iters_num:
+        break  # only whole windows
+    loss = F.mse_loss(model(x), y) / k
+    loss.backward()
+    if (step + 1) % k == 0:
+        opt.step()
+        opt.zero_grad()
+""", "the pass stops before the ragged tail ever runs a backward: every pass ends on a boundary"),
     ]
     INVALID = [
         Invalid("""

@@ -116,6 +116,17 @@ def train(model, optimizer, loader, k, warmup_loader):
         optimizer.step()
         optimizer.zero_grad()
 """, "the next loop's step is that loop's own, not a flush of this one: the tail is dropped (GA202), not mis-weighted"),
+        Valid("""
+iters_num = len(loader) // k
+for step, (x, y) in enumerate(loader):
+    if step // k >= iters_num:
+        break  # only whole windows
+    loss = F.mse_loss(model(x), y) / k
+    loss.backward()
+    if (step + 1) % k == 0:
+        opt.step()
+        opt.zero_grad()
+""", "no final partial window ever runs, so dividing by `k` is right for every window"),
     ]
     INVALID = [
         Invalid("""
