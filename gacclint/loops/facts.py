@@ -296,6 +296,38 @@ class ModuleFacts:
         tests = self.tree.ordered(cst.If)
         return bool(made) and all(any(self.tree.contains(test, b.statement) for test in tests) for b in made)
 
+    def _keyed_int(self, node: cst.Subscript, before: cst.CSTNode | None, scope: cst.FunctionDef | None,
+                   depth: int) -> int | None:
+        """`CONFIG["n_accumulate"]` of a dictionary literal bound once in its scope, where nothing in
+        the module writes that key through any subscript, nor updates the dictionary in place."""
+        key = _string_key(node)
+        root = dotted_name(node.value)
+        if key is None or root is None or "." in root or self._key_written(key) or any(
+                f"{root}.{method}" in self.calls for method in ("update", "setdefault", "pop", "popitem", "clear")):
+            return None
+        binding = self.latest_binding(root, before, scope)
+        if binding is None or binding.tuple_index is not None or len(
+                [b for b in self.bindings.get(root, ()) if b.scope is binding.scope]) != 1:
+            return None
+        value, found = binding.value, None
+        if type(value) is cst.Dict:
+            for element in value.elements:
+                if type(element) is not cst.DictElement:
+                    return None  # `**defaults`: which value the key ends with is not visible
+                if type(element.key) is cst.SimpleString and string_value(element.key) == key:
+                    found = element.value
+        elif type(value) is cst.Call and call_name(value) == "dict" and not positional_args(value):
+            found = next((a.value for a in value.args if a.keyword is not None and a.keyword.value == key), None)
+        return None if found is None else self.evaluate_int(found, binding.statement, binding.scope, depth + 1)
+
+    def _key_written(self, key: str) -> bool:
+        """Some statement of the module assigns, augments or deletes `x[key]`, whatever `x` is."""
+        for node in self.tree.ordered(cst.Assign, cst.AugAssign, cst.AnnAssign, cst.Del):
+            targets = [t.target for t in node.targets] if type(node) is cst.Assign else [node.target]
+            if any(type(target) is cst.Subscript and _string_key(target) == key for target in targets):
+                return True
+        return False
+
     def _augmented(self, text: str) -> bool:
         return any(dotted_name(node.target) == text for node in self.tree.ordered(cst.AugAssign))
 
@@ -356,6 +388,8 @@ class ModuleFacts:
             return self.evaluate_int(binding.value, binding.statement, binding.scope, depth + 1)
         if isinstance(node, cst.Attribute):
             return self._attribute_int(node)
+        if isinstance(node, cst.Subscript):
+            return self._keyed_int(node, before, scope, depth)
         if isinstance(node, cst.BinaryOperation):
             left = self.evaluate_int(node.left, before, scope, depth + 1)
             right = self.evaluate_int(node.right, before, scope, depth + 1)

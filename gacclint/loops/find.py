@@ -1765,7 +1765,7 @@ class _Builder:
         """A boundary whose count is a name the module shows to be one literal (a module
         constant, a keyword default every call site leaves): that literal, as `k`."""
         boundary = condition.boundary
-        if boundary is None or boundary.k_literal is not None or not isinstance(boundary.k, (cst.Name, cst.Attribute)):
+        if boundary is None or boundary.k_literal is not None or not isinstance(boundary.k, (cst.Name, cst.Attribute, cst.Subscript)):
             return condition
         value = self.facts.evaluate_int(boundary.k, loop, function)
         if value is None and function is not None and isinstance(boundary.k, cst.Name):

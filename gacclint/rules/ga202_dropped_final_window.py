@@ -348,6 +348,18 @@ for step, (x, y) in enumerate(loader):
         opt.step()
         opt.zero_grad()
 """, "the pass stops before the ragged tail ever runs a backward: every pass ends on a boundary"),
+        Valid("""
+CONFIG = {"seed": 42, "n_accumulate": 1, "lr": 1e-5}
+
+
+def train_one_epoch(model, optimizer, dataloader, criterion):
+    for step, (x, y) in enumerate(dataloader):
+        loss = criterion(model(x), y) / CONFIG["n_accumulate"]
+        loss.backward()
+        if (step + 1) % CONFIG["n_accumulate"] == 0:
+            optimizer.step()
+            optimizer.zero_grad()
+""", "the count is the literal 1 of a module dictionary that nothing writes again: nothing accumulates"),
     ]
     INVALID = [
         Invalid("""
@@ -796,6 +808,31 @@ for i, (x, y) in enumerate(loader):
         opt.step()
         opt.zero_grad()
 """, why="an entry of the configuration read anew each iteration is one value all the same", also=("GA203",)),
+        Invalid("""
+CONFIG = {"seed": 42, "n_accumulate": 1, "lr": 1e-5}
+CONFIG["n_accumulate"] = args.accum
+
+
+def train_one_epoch(model, optimizer, dataloader, criterion):
+    for step, (x, y) in enumerate(dataloader):
+        loss = criterion(model(x), y) / CONFIG["n_accumulate"]
+        loss.backward()
+        if (step + 1) % CONFIG["n_accumulate"] == 0:
+            optimizer.step()
+            optimizer.zero_grad()
+""", fixed="""
+CONFIG = {"seed": 42, "n_accumulate": 1, "lr": 1e-5}
+CONFIG["n_accumulate"] = args.accum
+
+
+def train_one_epoch(model, optimizer, dataloader, criterion):
+    for step, (x, y) in enumerate(dataloader):
+        loss = criterion(model(x), y) / CONFIG["n_accumulate"]
+        loss.backward()
+        if (step + 1) % CONFIG["n_accumulate"] == 0 or (step + 1) == len(dataloader):
+            optimizer.step()
+            optimizer.zero_grad()
+""", why="the dictionary's count is written again elsewhere: its value is not the literal"),
     ]
 
     def check(self, loop: TrainingLoop, model) -> Iterator[Finding]:
