@@ -170,6 +170,7 @@ class GraphFlow:
         self._definitions: dict[str, list[Definition]] = {}
         self._memo: dict[tuple[str, int], tuple[frozenset[int], int]] = {}  # -> (forwards, hop depth)
         self._forward_memo: dict[int, bool] = {}
+        self._forward_calls: dict[int, cst.Call] = {}  # the forward calls `forwards` has met, by id
         self._number_functions: dict[str, bool] = {}  # module function -> it returns only numbers
         self.strict = False
         self.through_values = False  # follow values through detach(), .data, argmax: what a value was made from
@@ -273,6 +274,21 @@ class GraphFlow:
         return self.facts.tree.names_read(node)
 
     # -- what is a forward, what is a loss ---------------------------------------------------
+
+    def forward_owner(self, key: int) -> tuple[str, bool] | None:
+        """For a forward `forwards` returned (by id): the module it runs (`self.policy` of
+        `self.policy.act(x)`, `model` of `model(x)`), and whether it is handed no data
+        (`self.policy.get_entropy(role="policy")`: it reads what an earlier forward of that
+        module left, so it builds no graph of its own)."""
+        call = self._forward_calls.get(key)
+        text = call_name(call) if call is not None else None
+        if call is None or text is None:
+            return None
+        owner = text if type(call.func) is cst.Name or text in self.facts.modules_with_parameters else \
+            text.rpartition(".")[0]
+        handed_nothing = type(call.func) is cst.Attribute and all(
+            arg.keyword is not None and _literal(arg.value) for arg in call.args)
+        return owner, handed_nothing
 
     def is_forward(self, call: cst.Call) -> bool:
         key = id(call)
@@ -512,6 +528,7 @@ class GraphFlow:
             found: set[int] = set()
             if self.is_forward(node):
                 found.add(id(node))
+                self._forward_calls[id(node)] = node
             if last in _CALLS_A_FUNCTION and any(isinstance(a.value, (cst.Name, cst.Attribute, cst.Lambda))
                                                  for a in node.args[:1]):
                 found.add(UNKNOWN_GRAPH)  # `torch.func.jvp(model_fn, ...)`: which forwards it runs is not visible
@@ -788,6 +805,12 @@ def _strip_weights(node: cst.BaseExpression) -> cst.BaseExpression:
         else:
             break
     return node
+
+
+def _literal(node: cst.BaseExpression) -> bool:
+    """A string, number, `True`, `False` or `None` written as such."""
+    return type(node) in (cst.SimpleString, cst.Integer, cst.Float) or (
+        type(node) is cst.Name and node.value in ("True", "False", "None"))
 
 
 def _is_weight(node: cst.BaseExpression) -> bool:

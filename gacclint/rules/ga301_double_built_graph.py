@@ -187,6 +187,16 @@ for x, y in loader:
     loss.backward()
     optimizer.step()
 """, "summed in a loop over heads: how many graphs, and which backward each could have, is not a fixed list"),
+        Valid("""
+for obs, actions, old_logp, adv in batches:
+    _, outputs = policy.act({"observations": obs, "taken_actions": actions}, role="policy")
+    entropy_loss = -entropy_scale * policy.get_entropy(role="policy").mean()
+    ratio = torch.exp(outputs["log_prob"] - old_logp)
+    policy_loss = -torch.min(adv * ratio, adv * torch.clip(ratio, 0.8, 1.2)).mean()
+    optimizer.zero_grad()
+    (policy_loss + entropy_loss).backward()
+    optimizer.step()
+""", "`get_entropy(role=...)` is handed no data: it reads the distribution `act` just built, one graph"),
     ]
     INVALID = [
         Invalid("""
@@ -688,7 +698,7 @@ for (x, y), x_oe in zip(loader, loader_oe):
         # two or more such groups are separate graphs alive at once.
         groups: list[list[_Term]] = []
         for term in graph_terms:
-            joined = [group for group in groups if any(term.forwards & other.forwards for other in group)]
+            joined = [group for group in groups if any(_share(graph, term, other) for other in group)]
             merged = sorted([term] + [member for group in joined for member in group], key=graph_terms.index)
             groups = [group for group in groups if group not in joined] + [merged]
         groups.sort(key=lambda group: graph_terms.index(group[0]))
@@ -709,6 +719,19 @@ for (x, y), x_oe in zip(loader, loader_oe):
         # whole: every term is a task's loss (`+ 1e-2 * w.pow(2).sum()` has no forward, and so no
         # backward of its own that a fix could move)
         return value, definition, graph_terms, groups, len(graph_terms) == len(terms) == len(losses) and direct
+
+
+def _share(graph, term: "_Term", other: "_Term") -> bool:
+    """Two terms read one graph: a forward in common, or one term's forward is handed no data and
+    reads what a forward of the same module in the other left (`policy.act(x)` then
+    `policy.get_entropy(role="policy")`)."""
+    if term.forwards & other.forwards:
+        return True
+    owners = [{graph.forward_owner(key) for key in side.forwards} - {None} for side in (term, other)]
+    for mine, theirs in ((owners[0], owners[1]), (owners[1], owners[0])):
+        if any(handed_nothing and any(module == owner for module, _ in theirs) for owner, handed_nothing in mine):
+            return True
+    return False
 
 
 def _needs_one_number(event: Event) -> bool:
