@@ -188,6 +188,7 @@ for x, y in loader:
     optimizer.step()
 """, "summed in a loop over heads: how many graphs, and which backward each could have, is not a fixed list"),
         Valid("""
+optimizer = torch.optim.Adam(policy.parameters())
 for obs, actions, old_logp, adv in batches:
     _, outputs = policy.act({"observations": obs, "taken_actions": actions}, role="policy")
     entropy_loss = -entropy_scale * policy.get_entropy(role="policy").mean()
