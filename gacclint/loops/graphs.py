@@ -748,7 +748,8 @@ def _no_graph_value(node: cst.BaseExpression | None, func: cst.FunctionDef, fact
         if len(bound) > 1 and any(bound[-1].statement is line for statement in func.body.body
                                   if isinstance(statement, cst.SimpleStatementLine) for line in statement.body):
             bound = bound[-1:]  # `is_correct = is_correct.sum().item()` on the function's own block: the value returned
-        return len(bound) == 1 and _no_graph_value(bound[0].value, func, facts, depth + 1)
+        # Bound in several arms (`n = 0` / `n = (...).sum().item()`): none of them carries a graph.
+        return bool(bound) and all(_no_graph_value(b.value, func, facts, depth + 1) for b in bound)
     return False
 
 

@@ -606,6 +606,27 @@ for update in range(num_updates):
             losses[i] = loss
     log(losses.mean().item())
 """, "the inner loop is one accumulation window of accelerate's count, and the buffer is made anew before it"),
+        Valid("""
+def calc(logits, labels, loss_func):
+    if logits is None:
+        loss = 0.
+        n_corrects = 0
+    else:
+        loss = loss_func(logits, labels)
+        n_corrects = (logits.argmax(1) == labels).sum().item()
+    return loss, n_corrects
+
+
+def train(model, loader, optimizer, loss_func):
+    n_corrects_acm = 0
+    for x, y in loader:
+        optimizer.zero_grad()
+        loss, n_corrects = calc(model(x), y, loss_func)
+        loss.backward()
+        optimizer.step()
+        n_corrects_acm += n_corrects
+    return n_corrects_acm
+""", "the helper's second value is a number in every arm that binds it (`0`, `.item()`)"),
     ]
     INVALID = [
         Invalid("""
