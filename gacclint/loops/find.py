@@ -1926,9 +1926,21 @@ class _Builder:
         last = wrapped.rsplit(".", 1)[-1].lower()
         if "infinite" in last or "stream" in last:
             return IterableInfo(IterableKind.STREAM, None, None)
-        if last.endswith("loader"):
+        if last.endswith("loader") and not self._maybe_iterable_style(text):
             return IterableInfo(IterableKind.LOADER, f"len({text})", literal)
         return IterableInfo(IterableKind.SIZED, f"len({text})", literal)
+
+    def _maybe_iterable_style(self, text: str) -> bool:
+        """The module asks whether the loader, or its dataset, is iterable-style
+        (`isinstance(loader.dataset, IterableDataset)`): then it may have no `len`."""
+        for call in self.facts.calls.get("isinstance", ()):
+            args = positional_args(call)
+            if len(args) != 2 or dotted_name(args[0]) not in (text, f"{text}.dataset"):
+                continue
+            kinds = [e.value for e in args[1].elements] if isinstance(args[1], cst.Tuple) else [args[1]]
+            if any((dotted_name(kind) or "").rpartition(".")[2] == "IterableDataset" for kind in kinds):
+                return True
+        return False
 
     def _scaled_by_context(self, loop: LoopNode, statement: cst.CSTNode, name: str) -> cst.BaseExpression | None:
         """`with amp.scale_loss(loss, optimizer) as scaled_loss: scaled_loss.backward()` (apex):

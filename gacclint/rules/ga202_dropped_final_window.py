@@ -833,6 +833,27 @@ def train_one_epoch(model, optimizer, dataloader, criterion):
             optimizer.step()
             optimizer.zero_grad()
 """, why="the dictionary's count is written again elsewhere: its value is not the literal"),
+        Invalid("""
+def train(model, train_dataloader, optimizer, grad_acc):
+    if isinstance(train_dataloader.dataset, IterableDataset):
+        train_dataloader.dataset.set_epoch(0)
+    for batch_id, batch in enumerate(train_dataloader, start=1):
+        loss = model(**batch).loss
+        (loss / grad_acc).backward()
+        if batch_id % grad_acc == 0:
+            optimizer.step()
+            optimizer.zero_grad()
+""", fixed="""
+def train(model, train_dataloader, optimizer, grad_acc):
+    if isinstance(train_dataloader.dataset, IterableDataset):
+        train_dataloader.dataset.set_epoch(0)
+    for batch_id, batch in enumerate(train_dataloader, start=1):
+        loss = model(**batch).loss
+        (loss / grad_acc).backward()
+        if batch_id % grad_acc == 0 or batch_id == len(train_dataloader):
+            optimizer.step()
+            optimizer.zero_grad()
+""", applicability=Applicability.UNSAFE, why="the function asks whether the loader's dataset is iterable-style: it may have no len()"),
     ]
 
     def check(self, loop: TrainingLoop, model) -> Iterator[Finding]:
