@@ -133,6 +133,31 @@ class _Program:
         except NotebookError as error:
             raise WriteError(f"{error}; not written") from None
 
+    def cells_libcst_rejects(self) -> str:
+        """`; code cell 3 is the one`: where a notebook libcst cannot read, the code cells it cannot
+        read alone and CPython can (empty for a .py file, or when no single cell is to blame)."""
+        if self.notebook is None:
+            return ""
+        blamed = []
+        for number, text in enumerate(self.notebook.cell_sources(), start=1):
+            try:
+                ast.parse(text)
+                cst.parse_module(text)
+            except cst.ParserSyntaxError:
+                blamed.append(number)
+            except (SyntaxError, ValueError, RecursionError, MemoryError):
+                continue  # not valid Python alone (magics, a statement split over cells): not libcst's doing
+        if not blamed:
+            return ""
+        return f"; libcst cannot read code cell{'s' if len(blamed) > 1 else ''} {', '.join(map(str, blamed))}"
+
+    def row_name(self, row: int) -> str:
+        """A program row as a person finds it in the file: `12`, or `cell 3:4` in a notebook."""
+        if self.notebook is None:
+            return str(row)
+        cell, cell_row = self.notebook.locate(row)
+        return f"cell {cell}:{cell_row}"
+
     def place(self, diagnostic: Diagnostic, lines: list[str]) -> Diagnostic:
         """Program rows -> the file's rows (a notebook's: cell and row in it)."""
         if self.notebook is None:
@@ -427,15 +452,16 @@ def _fix_analysed(job: Job, program: _Program, result: FileResult, analysed: _An
     outcome = None
     fixed, final, applied = program.source, analysed, 0
     if analysed.unfixable is not None:
-        result.dropped = [f"{finding.row}: fix for {finding.code} not made: {analysed.unfixable}"
+        why = analysed.unfixable + program.cells_libcst_rejects()
+        result.dropped = [f"{program.row_name(finding.row)}: fix for {finding.code} not made: {why}"
                           for finding in analysed.findings if finding.fix is not None and allowed(finding, job.unsafe)]
     if analysed.module is not None and analysed.findings:
         outcome = fix_source(program.source, job.selection, job.unsafe, module=analysed.module, keep=_unsuppressed)
-        result.dropped = [f"{dropped.finding.row}: fix for {dropped.finding.code} dropped: {dropped.reason}"
+        result.dropped = [f"{program.row_name(dropped.finding.row)}: fix for {dropped.finding.code} dropped: {dropped.reason}"
                           for dropped in outcome.dropped]
         if not outcome.converged:  # said, never silent: the findings left are reported below too
             left = [f for f in outcome.remaining if allowed(f, job.unsafe)]
-            result.dropped.append(f"{left[0].row if left else 1}: fixes stopped after {outcome.passes} passes "
+            result.dropped.append(f"{program.row_name(left[0].row if left else 1)}: fixes stopped after {outcome.passes} passes "
                                   "without reaching a fixpoint; still fixable: "
                                   + (", ".join(f"{f.code} at row {f.row}" for f in left) or "none"))
         final = _Analysed(outcome.module, outcome.remaining)

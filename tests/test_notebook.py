@@ -457,3 +457,23 @@ def test_an_indented_cell_whose_other_lines_lack_the_indentation_is_checked_neve
     assert outcome.changed
     with pytest.raises(NotebookError, match="first line is indented"):
         notebook_.with_program(outcome.fixed)
+
+
+def test_a_cell_libcst_cannot_read_leaves_the_findings_reported_and_names_that_cell(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from gacclint.cli import main
+
+    # Valid Python (a tab, then spaces) that libcst's tokenizer rejects, in a cell of its own.
+    seeding = "def same_seeds(seed):\n\t  torch.manual_seed(seed)\n\t  if seed:\n\t\t    print(seed)\n"
+    data = dump(notebook([code_cell(seeding), code_cell(LOOP)]))
+    path = tmp_path / "train.ipynb"
+    path.write_bytes(data)
+    result = CliRunner().invoke(main, ["fix", "--no-cache", str(path)])
+    assert result.exit_code == 1, result.output
+    assert f"{path}:cell 2:3:5: GA201" in result.stdout
+    assert result.stderr.splitlines() == [
+        f"gacclint: {path}:cell 2:3: fix for GA201 not made: valid Python that libcst's parser cannot read "
+        "(tokenizer error: no matching outer block for dedent at 1:1): it cannot be fixed or explained; "
+        "libcst cannot read code cell 1"]
+    assert path.read_bytes() == data
