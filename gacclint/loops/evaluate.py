@@ -145,6 +145,11 @@ def _eval(node: cst.BaseExpression, env: Environment, depth: int) -> Value:
         return env.config.k
     if text in env.n_atoms:
         return env.config.n
+    if text in env.state and type(node) is cst.Call:  # `len(window)`: a list's length the loop keeps as a count
+        value = env.state[text]
+        if value is None:
+            raise Unknown
+        return value
     if isinstance(node, cst.Name) and node.value in {"True", "False"}:
         return node.value == "True"
     dotted = dotted_name(node)

@@ -651,9 +651,16 @@ class _Builder:
         return cache[id(loop)]
 
     def _names_read(self, node: cst.CSTNode) -> set[str]:
+        """The names `node` reads, those of the same-module predicates it calls, and the lengths
+        it reads of named lists (`len(window)`: a count the loop keeps by appending, see
+        `_assignments`)."""
         names = self.facts.tree.names_read(node)
         for found in self.facts.tree.find(node, cst.Call):
-            predicate = self._predicate(call_name(found) or "")
+            name = call_name(found) or ""
+            if name == "len" and len(found.args) == 1 and (measured := dotted_name(found.args[0].value)):
+                names.add(f"len({measured})")
+                continue
+            predicate = self._predicate(name)
             if predicate is not None:
                 names |= self._names_read(predicate[1])
         return names
@@ -743,8 +750,8 @@ class _Builder:
                         else:
                             k_atoms.add(bare(code_of(divisor)))
                             k_nodes.setdefault(bare(code_of(divisor)), divisor)
-                elif isinstance(found, cst.Call) and call_name(found) == "len":
-                    n_atoms.add(bare(code_of(found)))
+                elif isinstance(found, cst.Call) and call_name(found) == "len" and bare(code_of(found)) not in counting:
+                    n_atoms.add(bare(code_of(found)))  # not `len(window)` of a list the loop keeps as a count
         for expression in expressions:
             for found in self.facts.tree.walk(expression):
                 if not isinstance(found, cst.Comparison):
@@ -758,7 +765,8 @@ class _Builder:
                     atom = _strip_constant_terms(side)
                     if (isinstance(side, cst.Integer) and all(isinstance(op, _WINDOW_TESTS) for op in operators)
                             and any(n in resets for n in counted_here)):
-                        literals.add(integer_value(side))  # `count >= 4` or `== 4` with `count = 0` at the step
+                        if integer_value(side) > 0:  # not the `== 0` of `count % k == 0`: no window has no micro-batch
+                            literals.add(integer_value(side))  # `count >= 4` or `== 4` with `count = 0` at the step
                         continue
                     if atom is None or reads_counter(atom) or not configuration(atom):
                         continue
@@ -2394,7 +2402,23 @@ def _assignments(statement: cst.CSTNode, repeated: bool) -> list[tuple[str, cst.
             operator = {cst.AddAssign: "+", cst.SubtractAssign: "-"}.get(type(small.operator))
             for name in _target_names(small.target):
                 found.append((name, small.value if operator and not repeated else None, operator))
+        # A list's length as a count (`window.append(x)` ... `if len(window) % k == 0: ...; window = []`).
+        if small_type is cst.Expr and type(small.value) is cst.Call and type(small.value.func) is cst.Attribute:
+            method, owner = small.value.func.attr.value, dotted_name(small.value.func.value)
+            if owner and method == "append" and len(small.value.args) == 1:
+                found.append((f"len({owner})", None if repeated else _ONE, "+"))
+            elif owner and method == "clear" and not small.value.args:
+                found.append((f"len({owner})", _ZERO, None))
+            elif owner and method in _RESIZING_LIST_METHODS:
+                found.append((f"len({owner})", None, None))
+        elif small_type is cst.Assign and len(small.targets) == 1 and (owner := dotted_name(small.targets[0].target)):
+            empty = type(small.value) is cst.List and not small.value.elements
+            found.append((f"len({owner})", _ZERO if empty else None, None))
     return found
+
+
+_ONE, _ZERO = cst.Integer("1"), cst.Integer("0")
+_RESIZING_LIST_METHODS = frozenset({"extend", "insert", "pop", "remove"})
 
 
 def _literal_pairs(small: cst.Assign) -> list[tuple[str, cst.BaseExpression]] | None:

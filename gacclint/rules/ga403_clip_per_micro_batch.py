@@ -176,6 +176,31 @@ for step, batch in enumerate(loader):
         optimizer.step()
         optimizer.zero_grad()
 """, fixed=None, applicability=None, why="the clip's value is used: reported, not moved", also=("GA203",)),
+        Invalid("""
+window = []
+for epoch in range(epochs):
+    for x, y in examples:
+        loss = model(x, y) / grad_accum
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+        window.append(loss.item())
+        if len(window) % grad_accum == 0:
+            optimizer.step()
+            model.zero_grad()
+            window = []
+""", fixed="""
+window = []
+for epoch in range(epochs):
+    for x, y in examples:
+        loss = model(x, y) / grad_accum
+        loss.backward()
+        window.append(loss.item())
+        if len(window) % grad_accum == 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+            optimizer.step()
+            model.zero_grad()
+            window = []
+""", why="the count is the length of a list the loop appends to once per micro-batch and empties at the step"),
     ]
 
     def check(self, loop: TrainingLoop, model) -> Iterator[Finding]:
