@@ -4,7 +4,7 @@ from typing import Iterator
 
 from gacclint.fixes.edits import InsertBefore, MoveBefore
 from gacclint.loops.events import clips_raw_gradients
-from gacclint.loops.model import Event, EventKind, LoopVariant, ResolvedEvent, TrainingLoop
+from gacclint.loops.model import Event, EventKind, GuardKind, LoopVariant, ResolvedEvent, TrainingLoop
 from gacclint.loops.vocabulary import code_of
 from gacclint.rules.base import Applicability, Finding, Fix, Invalid, Rule, Valid
 from gacclint.rules.common import alone_on_its_line, bare_call, per_micro_batch, switches_of
@@ -316,6 +316,54 @@ for i, (x, y) in enumerate(loader):
         optimizer.zero_grad()
 """, fixed=None, applicability=None, why="clipped per micro-batch: GA403's fix goes first",
             also=("GA403", "GA203")),
+        Invalid("""
+import torch
+
+
+class CFG:
+    apex = True
+    gradient_accumulation_steps = 1
+    max_grad_norm = 1000
+
+
+def train_fn(train_loader, model, criterion, optimizer):
+    scaler = torch.cuda.amp.GradScaler(enabled=CFG.apex)
+    for step, (x, y) in enumerate(train_loader):
+        with torch.cuda.amp.autocast(enabled=CFG.apex):
+            loss = criterion(model(x), y)
+        if CFG.gradient_accumulation_steps > 1:
+            loss = loss / CFG.gradient_accumulation_steps
+        scaler.scale(loss).backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), CFG.max_grad_norm)
+        if (step + 1) % CFG.gradient_accumulation_steps == 0:
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad()
+""", fixed="""
+import torch
+
+
+class CFG:
+    apex = True
+    gradient_accumulation_steps = 1
+    max_grad_norm = 1000
+
+
+def train_fn(train_loader, model, criterion, optimizer):
+    scaler = torch.cuda.amp.GradScaler(enabled=CFG.apex)
+    for step, (x, y) in enumerate(train_loader):
+        with torch.cuda.amp.autocast(enabled=CFG.apex):
+            loss = criterion(model(x), y)
+        if CFG.gradient_accumulation_steps > 1:
+            loss = loss / CFG.gradient_accumulation_steps
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), CFG.max_grad_norm)
+        if (step + 1) % CFG.gradient_accumulation_steps == 0:
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad()
+""", applicability=Applicability.UNSAFE, why="the step's boundary with the count the literal 1 runs on every micro-batch, as the clip: one unscale_ per step, while the count stays 1"),
     ]
 
     def check_module(self, model) -> Iterator[Finding]:
@@ -369,11 +417,34 @@ for i, (x, y) in enumerate(loader):
         # at most once per step (twice between updates raises), and only where the scaler is used
         # (`self.scaler` is None where fp16 is off; `scaler.step(opt) if fp16 else opt.step()`
         # hides that switch in an expression).
-        if not bare_call(step.event) or not {(c.text, c.polarity) for c in step.event.conditions} <= {
-                (c.text, c.polarity) for c in clip.event.conditions}:
+        if not bare_call(step.event):
             return None
-        return Fix(Applicability.SAFE, f"Insert `{scaler}.unscale_({optimizer})` before the clip",
-                   (InsertBefore(clip.event.statement, f"{scaler}.unscale_({optimizer})"),))
+        spelled_under = {(c.text, c.polarity) for c in step.event.conditions} <= {
+            (c.text, c.polarity) for c in clip.event.conditions}
+        if not spelled_under and not _runs_with_the_step(loop, clip.event, step.event):
+            return None
+        message = f"Insert `{scaler}.unscale_({optimizer})` before the clip"
+        if not spelled_under:
+            # Together only as the counts now are (`k` the literal 1): with a larger count the
+            # unscale_ would run twice between updates, which raises.
+            return Fix(Applicability.UNSAFE, message + "; unsafe: it runs where the clip does, on every micro-batch, "
+                       "which is once per step only while the accumulation count is 1",
+                       (InsertBefore(clip.event.statement, f"{scaler}.unscale_({optimizer})"),))
+        return Fix(Applicability.SAFE, message, (InsertBefore(clip.event.statement, f"{scaler}.unscale_({optimizer})"),))
+
+
+def _runs_with_the_step(loop: TrainingLoop, clip: Event, step: Event) -> bool:
+    """In every configuration, the clip runs on exactly the micro-batches the scaler's step runs
+    on, as evaluated (`if (step + 1) % k == 0:` around the step, with `k` the literal 1: every
+    micro-batch, as the clip): an unscale_ beside the clip then runs once per step."""
+    for variant in loop.variants:
+        guards = {id(resolved.event): resolved.guard for resolved in variant.events}
+        if id(clip) not in guards:
+            continue
+        if id(step) not in guards or guards[id(step)] != guards[id(clip)] or \
+                guards[id(clip)].kind is GuardKind.OPAQUE:
+            return False
+    return True
 
 
 def _unscaled(loop: TrainingLoop, variant: LoopVariant, clip: ResolvedEvent, step: ResolvedEvent) -> bool:
