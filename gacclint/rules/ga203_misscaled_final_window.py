@@ -376,6 +376,48 @@ for i, (x, y) in enumerate(loader):
         opt.step()
         opt.zero_grad()
 """, why="a division spelled as a call is a division"),
+        Invalid("""
+for idx, (samples, targets) in enumerate(data_loader):
+    outputs = model(samples)
+    if config.ACCUMULATION_STEPS > 1:
+        loss = criterion(outputs, targets)
+        loss = loss / config.ACCUMULATION_STEPS
+        if config.AMP:
+            scaler.scale(loss).backward()
+        else:
+            loss.backward()
+        if (idx + 1) % config.ACCUMULATION_STEPS == 0 or (idx + 1) == len(data_loader):
+            optimizer.step()
+            optimizer.zero_grad()
+    else:
+        loss = criterion(outputs, targets)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+""", fixed="""
+for idx, (samples, targets) in enumerate(data_loader):
+    outputs = model(samples)
+    if config.ACCUMULATION_STEPS > 1:
+        loss = criterion(outputs, targets)
+        window = min(
+            config.ACCUMULATION_STEPS,
+            len(data_loader)
+            - (idx // config.ACCUMULATION_STEPS) * config.ACCUMULATION_STEPS,
+        )
+        loss = loss / window
+        if config.AMP:
+            scaler.scale(loss).backward()
+        else:
+            loss.backward()
+        if (idx + 1) % config.ACCUMULATION_STEPS == 0 or (idx + 1) == len(data_loader):
+            optimizer.step()
+            optimizer.zero_grad()
+    else:
+        loss = criterion(outputs, targets)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+""", why="the division runs only where the count is above 1, with the backwards nested in its block under another switch"),
     ]
 
     def check(self, loop: TrainingLoop, model) -> Iterator[Finding]:
@@ -402,7 +444,7 @@ for i, (x, y) in enumerate(loader):
             windows = {self._window(loop, variant, boundaries[id(variant)], division, tree)
                        if variant is not None and self._steps_every_tail(loop, variant) else None
                        for variant in (_window_holding(loop, whole, division, boundaries)
-                                       for whole in loop.variants if _runs(loop, whole, division))}
+                                       for whole in loop.variants if _runs(loop, whole, division, tree))}
             value = windows.pop() if len(windows) == 1 else None
             short = any(_short_passes_only(loop, boundary) for boundary in boundaries.values())
             yield self.finding(
@@ -499,14 +541,16 @@ def _window_holding(loop: TrainingLoop, whole: LoopVariant, division: Division,
     return holding[0] if len(holding) == 1 else None
 
 
-def _runs(loop: TrainingLoop, variant: LoopVariant, division: Division) -> bool:
+def _runs(loop: TrainingLoop, variant: LoopVariant, division: Division, tree: Tree) -> bool:
     """The variant may run the division (`if config.ACCUM > 1:` runs it in one variant only): it
-    keeps an event of the division's block, or the block holds no event to tell."""
+    keeps an event of the division's block (nested deeper in it too: `if amp: ... backward()`),
+    or the block holds no event to tell."""
     block_of = {id(record.statement): record.block for record in loop.body}
     block = block_of.get(id(division.statement))
     if block is None:
         return True
-    in_block = [event for event in loop.events if block_of.get(id(event.statement)) is block]
+    in_block = [event for event in loop.events if block_of.get(id(event.statement)) is block
+                or any(tree.contains(statement, event.statement) for statement in block)]
     running = {id(resolved.event) for resolved in variant.events}
     return not in_block or any(id(event) in running for event in in_block)
 
