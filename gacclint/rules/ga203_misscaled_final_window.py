@@ -547,8 +547,8 @@ def _runs(loop: TrainingLoop, variant: LoopVariant, division: Division, tree: Tr
     or the block holds no event to tell."""
     block_of = {id(record.statement): record.block for record in loop.body}
     block = block_of.get(id(division.statement))
-    if block is None:
-        return True
+    if block is None or block is getattr((loop.window_loop or loop.node).body, "body", None):
+        return True  # on the loop's own block: every iteration runs it
     in_block = [event for event in loop.events if block_of.get(id(event.statement)) is block
                 or any(tree.contains(statement, event.statement) for statement in block)]
     running = {id(resolved.event) for resolved in variant.events}
