@@ -66,7 +66,12 @@ class ClipBeforeUnscale(Rule):
     before the clip instead (a second call would raise). `scaler.step` then
     skips its own unscaling. When the clip runs on every micro-batch of an
     accumulation window (GA403), no fix is offered here: GA403 moves the clip
-    into the step's block first, and this fix follows.
+    into the step's block first, and this fix follows. Unsafe where the step
+    sits under a boundary that runs on every micro-batch only because its
+    count is the literal 1 (`if (step + 1) % CFG.accum == 0:` with
+    `accum = 1`): the inserted `unscale_` runs with the clip, on every
+    micro-batch, and would run twice between updates (which raises) once the
+    count is raised.
     """
 
     code = "GA402"
