@@ -84,7 +84,9 @@ class DroppedFinalWindow(Rule):
     Adds `or (i + 1) == len(loader)` (spelled for the counter: `or i ==
     len(loader)` with `start=1`). Safe when the iterable is visibly a
     `DataLoader`, a name ending in `loader`, a list or a range; unsafe
-    otherwise (an iterable-style dataset has no `len`). When the loss is
+    otherwise (an iterable-style dataset has no `len`), and unsafe for a
+    loader the module asks about (`isinstance(loader.dataset,
+    IterableDataset)`): it may be one. When the loss is
     divided by `k`, `gacclint fix` goes on to GA203's fix, so every window is
     weighted as in the large batch. The loop then takes one more optimizer
     step per pass: when a scheduler stepped in the loop is built in the same
