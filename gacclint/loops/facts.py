@@ -23,6 +23,7 @@ from gacclint.loops.vocabulary import (
     is_sum_reduction,
     looks_like_optimizer,
     looks_like_scaler,
+    moved_to_device,
     positional_args,
     schedule_lengths,
     string_value,
@@ -327,6 +328,24 @@ class ModuleFacts:
             if any(type(target) is cst.Subscript and _string_key(target) == key for target in targets):
                 return True
         return False
+
+    def instance_methods(self, name: str, method: str) -> list[cst.FunctionDef] | None:
+        """`method` of each class of this module that the bindings of `name` make an instance of
+        (`model = GPT(...).cuda()`); None where a binding is something else or its class has no
+        such method."""
+        found = []
+        bound = [b for b in self.bindings.get(name, ()) if b.tuple_index is None]
+        if not bound or len(bound) != len(self.bindings.get(name, ())):
+            return None
+        for binding in bound:
+            value = moved_to_device(binding.value)
+            node = self.classes.get(call_name(value) or "") if type(value) is cst.Call else None
+            defined = [statement for statement in node.body.body if type(statement) is cst.FunctionDef
+                       and statement.name.value == method] if node is not None else []
+            if not defined:
+                return None
+            found.append(defined[-1])
+        return found
 
     def _augmented(self, text: str) -> bool:
         return any(dotted_name(node.target) == text for node in self.tree.ordered(cst.AugAssign))

@@ -150,6 +150,10 @@ class _Flow:
         if not bodies and name in self.facts.modules_with_parameters and any(
                 _divides(body, self.facts) for body in self.facts.functions.get("forward", ())):
             self.forward_divides = True  # `model(x, y)` with a `forward` here returning `loss / k`
+        if not bodies and name in self.facts.modules_with_parameters:
+            forwards = self.facts.instance_methods(name, "forward")
+            if forwards and all(_returns_a_sum(body, self.facts) for body in forwards):
+                return Scaling.SUM_REDUCED  # its class's forward returns `cross_entropy(..., reduction="sum")`
         if not bodies and name not in self.facts.modules_with_parameters and name.split(".")[0] not in _LIBRARY_CALLS:
             # Not visible, and not a trained module's forward: what it was handed may hold the count.
             for argument in node.args:
@@ -257,6 +261,16 @@ def _only_raises(function: cst.FunctionDef) -> bool:
         return False
     line = body[0].body  # type: ignore[attr-defined]
     return isinstance(line[0], cst.Raise) and (isinstance(body[0], cst.SimpleStatementLine) or len(line) == 1)
+
+
+def _returns_a_sum(function: cst.FunctionDef, facts: ModuleFacts) -> bool:
+    """Every return of `function` is a visibly sum-reduced loss (`F.cross_entropy(...,
+    reduction="sum")`, `losses.sum()`)."""
+    returned = [r.value for r in facts.tree.find(function.body, cst.Return, enter_scopes=False)]
+    return bool(returned) and all(
+        type(value) is cst.Call and (is_sum_reduction(value) or (
+            type(value.func) is cst.Attribute and value.func.attr.value in {"sum", "nansum"} and not value.args))
+        for value in returned)
 
 
 def _divides(function: cst.FunctionDef, facts: ModuleFacts) -> bool:

@@ -24,7 +24,7 @@ import libcst as cst
 from gacclint.loops.facts import ModuleFacts
 from gacclint.loops.model import LoopStatement
 from gacclint.loops.tensor_methods import TENSOR_METHODS
-from gacclint.loops.vocabulary import LIBRARY_ROOTS, call_name, code_of, dotted_name, keyword_argument
+from gacclint.loops.vocabulary import LIBRARY_ROOTS, call_name, code_of, dotted_name, keyword_argument, moved_to_device
 
 if TYPE_CHECKING:
     from gacclint.loops.model import TrainingLoop
@@ -629,7 +629,7 @@ class GraphFlow:
         if text in self.facts.modules_with_parameters:
             return False
         bound = self.facts.bindings.get(text, ())
-        made = [_moved(b.value) for b in bound if b.tuple_index is None]
+        made = [moved_to_device(b.value) for b in bound if b.tuple_index is None]
         return bool(bound) and len(made) == len(bound) and all(
             isinstance(value, cst.Call) and self._unseen(call_name(value) or "") for value in made)
 
@@ -759,14 +759,6 @@ def _empty_container(node: cst.BaseExpression) -> bool:
         return not node.elements
     return isinstance(node, cst.Call) and not node.args and (call_name(node) or "").rpartition(".")[2] in (
         "dict", "list", "OrderedDict", "defaultdict")
-
-
-def _moved(node: cst.BaseExpression) -> cst.BaseExpression:
-    """`Accuracy(...).to(device)` -> `Accuracy(...)`: a move to a device is the same object."""
-    while (isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute)
-           and node.func.attr.value in {"to", "cuda", "cpu"}):
-        node = node.func.value
-    return node
 
 
 def _indices_of(node: cst.BaseExpression) -> bool:

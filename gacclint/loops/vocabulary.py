@@ -292,3 +292,11 @@ def is_sum_reduction(call: cst.Call) -> bool:
             if arg.keyword.value == "size_average" and isinstance(value, cst.Name) and value.value == "False":
                 return True
     return False
+
+
+def moved_to_device(node: cst.BaseExpression) -> cst.BaseExpression:
+    """`Accuracy(...).to(device)` -> `Accuracy(...)`: a move to a device is the same object."""
+    while (isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute)
+           and node.func.attr.value in {"to", "cuda", "cpu"}):
+        node = node.func.value
+    return node

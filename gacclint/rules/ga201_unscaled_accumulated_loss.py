@@ -218,6 +218,21 @@ def train(model, loader, optimizer, heads):
         optimizer.step()
         optimizer.zero_grad()
 """, "one loss per task on the same batch: summing task losses is a choice, not a window of micro-batches"),
+        Valid("""
+class GPT(nn.Module):
+    def forward(self, inputs, targets):
+        logits = self.head(self.blocks(self.embed(inputs)))
+        return F.cross_entropy(logits.view(targets.numel(), -1), targets.view(-1), reduction="sum")
+
+
+model = GPT().cuda()
+optimizer = torch.optim.AdamW(model.parameters())
+for inputs, targets in loader:
+    for i in range(len(inputs) // mbs):
+        model(inputs[i * mbs:(i + 1) * mbs], targets[i * mbs:(i + 1) * mbs]).backward()
+    optimizer.step()
+    model.zero_grad(set_to_none=True)
+""", "the model's own forward returns a sum-reduced loss: its normalisation is the user's"),
     ]
     INVALID = [
         Invalid("""
