@@ -2269,6 +2269,21 @@ def _satisfiable(assignment: dict[str, bool], bounds: dict[str, tuple[str, cst.B
     return True
 
 
+def _held_to_one(assignment: dict[str, bool], bounds: dict[str, tuple[str, cst.BaseCompOp, int, bool]]) -> frozenset[str]:
+    """The names whose only positive value the assigned switches allow is 1 (`cfg.accum > 1` false)."""
+    found = set()
+    for text, value in assignment.items():
+        if text not in bounds:
+            continue
+        name, operator, literal, on_left = bounds[text]
+        # Past `literal` every ordering answers alike: the integers up to two beyond it say it all.
+        allowed = [x for x in range(1, max(literal, 1) + 3)
+                   if (compare(operator, literal, x) if on_left else compare(operator, x, literal)) == value]
+        if allowed == [1]:
+            found.add(name)
+    return frozenset(found)
+
+
 def _variants(events: list[Event], frameworks, program: LoopProgram | None = None,
               length: int | None = None, constants: dict[str, bool] | None = None) -> list[LoopVariant]:
     """One variant per assignment of the loop's switches, except those a constant switch rules out."""
@@ -2318,7 +2333,7 @@ def _variants(events: list[Event], frameworks, program: LoopProgram | None = Non
                 guard = _evaluated_guard(event, deciding, schedule, guard, program)
             resolved.append(ResolvedEvent(event, guard))
         variants.append(LoopVariant(tuple(assignment.items()), resolved,
-                                    frozenset(frameworks([r.event for r in resolved]))))
+                                    frozenset(frameworks([r.event for r in resolved])), _held_to_one(assignment, bounds)))
     return variants
 
 

@@ -342,6 +342,9 @@ class LoopVariant:
     switches: tuple[tuple[str, bool], ...]
     events: list[ResolvedEvent]
     frameworks: frozenset[str] = frozenset()
+    # Names its switches hold to 1 among positive integers (`config.ACCUM` where `config.ACCUM > 1`
+    # is false): a division by one of them divides by 1 there.
+    ones: frozenset[str] = frozenset()
 
     @property
     def managed(self) -> bool:

@@ -418,6 +418,38 @@ for idx, (samples, targets) in enumerate(data_loader):
         loss.backward()
         optimizer.step()
 """, why="the division runs only where the count is above 1, with the backwards nested in its block under another switch"),
+        Invalid("""
+def train_one_epoch(model, criterion, optimizer, train_loader, config):
+    for idx, (x, y) in enumerate(train_loader):
+        loss = criterion(model(x), y)
+        loss = loss / config.ACCUM
+        if config.ACCUM == 1:
+            optimizer.zero_grad()
+        loss.backward()
+        if config.ACCUM > 1:
+            if (idx + 1) % config.ACCUM == 0 or (idx + 1) == len(train_loader):
+                optimizer.step()
+                optimizer.zero_grad()
+        else:
+            optimizer.step()
+""", fixed="""
+def train_one_epoch(model, criterion, optimizer, train_loader, config):
+    for idx, (x, y) in enumerate(train_loader):
+        loss = criterion(model(x), y)
+        window = min(
+            config.ACCUM, len(train_loader) - (idx // config.ACCUM) * config.ACCUM
+        )
+        loss = loss / window
+        if config.ACCUM == 1:
+            optimizer.zero_grad()
+        loss.backward()
+        if config.ACCUM > 1:
+            if (idx + 1) % config.ACCUM == 0 or (idx + 1) == len(train_loader):
+                optimizer.step()
+                optimizer.zero_grad()
+        else:
+            optimizer.step()
+""", why="where `config.ACCUM > 1` is false the count is 1: the window written for the other configuration is 1 there too"),
     ]
 
     def check(self, loop: TrainingLoop, model) -> Iterator[Finding]:
@@ -441,10 +473,13 @@ for idx, (samples, targets) in enumerate(data_loader):
             # every variant steps its last window on a boundary that gives the same window there
             # (an apex branch's `amp.scale_loss(loss, ...)` hides the division, not the windows),
             # with every step of it (a GAN's second optimizer may still drop its tail: GA202 first).
+            # A variant whose switches hold the count to 1 (`if cfg.accum > 1: ... else: step`) divides
+            # by 1 there, and the window written for the others is 1 there too.
             windows = {self._window(loop, variant, boundaries[id(variant)], division, tree)
                        if variant is not None and self._steps_every_tail(loop, variant) else None
                        for variant in (_window_holding(loop, whole, division, boundaries)
-                                       for whole in loop.variants if _runs(loop, whole, division, tree))}
+                                       for whole in loop.variants if _runs(loop, whole, division, tree)
+                                       and (id(whole) in boundaries or division.divisor_text not in whole.ones))}
             value = windows.pop() if len(windows) == 1 else None
             short = any(_short_passes_only(loop, boundary) for boundary in boundaries.values())
             yield self.finding(
