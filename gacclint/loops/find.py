@@ -2250,18 +2250,22 @@ def _integer_bound(expression: cst.BaseExpression) -> tuple[str, cst.BaseCompOp,
     return None
 
 
-def _satisfiable(assignment: dict[str, bool], bounds: dict[str, tuple[str, cst.BaseCompOp, int, bool]]) -> bool:
+def _satisfiable(assignment: dict[str, bool], bounds: dict[str, tuple[str, cst.BaseCompOp, int, bool]],
+                 counts: frozenset[str] = frozenset()) -> bool:
     """Some integer value of each compared name makes every switch of `assignment` that
-    compares it with an integer take its assigned value."""
+    compares it with an integer take its assigned value; a count of micro-batches (`counts`:
+    what a boundary divides by) is at least 1."""
     by_name: dict[str, list[tuple[cst.BaseCompOp, int, bool, bool]]] = {}
     for text, value in assignment.items():
         if text in bounds:
             name, operator, literal, on_left = bounds[text]
             by_name.setdefault(name, []).append((operator, literal, on_left, value))
-    for tests in by_name.values():
+    for name, tests in by_name.items():
         if len(tests) < 2:
             continue
         candidates = {literal + shift for _, literal, _, _ in tests for shift in (-1, 0, 1)}
+        if name in counts:
+            candidates = {candidate for candidate in candidates if candidate >= 1} | {1}
         if not any(all((compare(operator, literal, candidate) if on_left else compare(operator, candidate, literal))
                        == value for operator, literal, on_left, value in tests)
                    for candidate in candidates):
@@ -2291,6 +2295,10 @@ def _variants(events: list[Event], frameworks, program: LoopProgram | None = Non
     switches: list[str] = []
     switch_nodes: dict[str, str] = {}
     bounds: dict[str, tuple[str, cst.BaseCompOp, int, bool]] = {}  # switch -> `_integer_bound` of its test
+    # What a boundary divides by counts micro-batches: at least 1 in every configuration.
+    counts = frozenset(program.k_atoms if program is not None else ()) | {
+        condition.boundary.k_text for event in events for condition in event.conditions
+        if condition.boundary is not None and condition.boundary.k_text}
     for event in events:
         for condition in event.conditions:
             found = [(condition.text, condition.expression)] if condition.kind is ConditionKind.SWITCH else []
@@ -2310,7 +2318,7 @@ def _variants(events: list[Event], frameworks, program: LoopProgram | None = Non
         assignment = dict(zip(switches, values))
         if any(constants.get(text, value) != value for text, value in assignment.items()):
             continue  # `if PROFILE:` with `PROFILE = False`: that branch never runs
-        if not _satisfiable(assignment, bounds):
+        if not _satisfiable(assignment, bounds, counts):
             continue  # `if cfg.ACCUM == 1:` and `if cfg.ACCUM > 1:` both true: no configuration runs that
         resolved: list[ResolvedEvent] = []
         runs: dict | None = None

@@ -3,7 +3,7 @@ from __future__ import annotations
 from typing import Iterator
 
 from gacclint.fixes.edits import InsertAfter
-from gacclint.loops.model import Event, EventKind, GuardKind, TrainingLoop
+from gacclint.loops.model import Event, EventKind, GuardKind, LoopVariant, TrainingLoop
 from gacclint.rules.base import Applicability, Finding, Fix, Invalid, Rule, Valid
 from gacclint.rules.common import within
 
@@ -397,13 +397,16 @@ for x, y in loader:
 
     def check(self, loop: TrainingLoop, model) -> Iterator[Finding]:
         clears = [event for event in loop.events if event.kind is EventKind.CLEAR]
+        reported: set[int] = set()
         if clears:
-            yield from self._cleared_less_often(loop)
-            yield from self._uncleared_optimizer(loop, clears, model.facts)
-            return
+            for finding in (*self._cleared_less_often(loop), *self._uncleared_optimizer(loop, clears, model.facts)):
+                reported.add(id(finding.node))
+                yield finding
+        # A configuration in which nothing clears (RULES.md: a finding holds in its variant), such
+        # as the `else: optimizer.step()` branch of `if cfg.accum > 1:`.
         for variant in loop.variants:
             # accelerate's accumulate() skips zero_grad but never calls it for you.
-            if variant.frameworks - {"accelerate-accumulate", "accelerate-gas"}:
+            if variant.frameworks - {"accelerate-accumulate", "accelerate-gas"} or variant.clears:
                 continue
             steps = [s for s in variant.steps if s.event.framework is None and not s.event.in_inner_loop
                      and s.guard.kind in {GuardKind.NONE, GuardKind.BOUNDARY}
@@ -423,10 +426,14 @@ for x, y in loader:
                 fix = None if None in fixes else Fix(
                     Applicability.SAFE, "Insert " + " and ".join(f"`{r}.zero_grad()`" for r in first) + " after their steps",
                     tuple(edit for one in fixes for edit in one.edits))  # type: ignore[union-attr]
+            if any(id(event.node) in reported for event in first.values()):
+                continue
             for receiver, event in first.items():
+                reported.add(id(event.node))
                 yield self.finding(
-                    f"`{receiver}` is stepped but gradients are never cleared in this loop: "
-                    "every step applies the sum of all gradients so far",
+                    f"`{receiver}` is stepped but gradients are never cleared in this loop"
+                    + (f" when {_switches_text(variant)}" if clears else "")
+                    + ": every step applies the sum of all gradients so far",
                     event.node, fix)
             return
 
@@ -493,6 +500,12 @@ for x, y in loader:
                 f"`{receiver}` is stepped but nothing clears its parameters' gradients (the loop clears only "
                 f"{', '.join(f'`{c}`' for c in sorted(cleared))}): every step of `{receiver}` applies the sum of "
                 "all its gradients so far", step.node, fix)
+
+
+def _switches_text(variant: LoopVariant) -> str:
+    """`config.ACCUM > 1` is false: the configuration a variant stands for, in words."""
+    return " and ".join(f"`{text}` is {'true' if value else 'false'}" for text, value in variant.switches) \
+        or "this configuration holds"
 
 
 def _clear_after(step: Event, receiver: str) -> Fix | None:
