@@ -167,6 +167,11 @@ def _eval(node: cst.BaseExpression, env: Environment, depth: int) -> Value:
         if depth >= MAX_INLINE_DEPTH:
             raise Unknown
         return _eval(bound, env, depth + 1)
+    if type(node) is cst.Subscript:
+        bound = env.constant(node)  # `cfg["k"]` of a dictionary literal nothing writes again
+        if isinstance(bound, int) and not isinstance(bound, bool):
+            return bound
+        raise Unknown
     if isinstance(node, cst.UnaryOperation):
         if isinstance(node.operator, cst.Not):
             inner = evaluate(node.expression, env, depth)

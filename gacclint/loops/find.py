@@ -591,7 +591,7 @@ class _Builder:
         pass_indices = {name for name in self._pass_indices(loop, function) if name in relevant and name not in initial}
         for name in pass_indices:
             initial[name] = CARRIED
-        constant = self._constant_reader(loop, function, context)
+        constant = self._constant_reader(loop, function, context, n_atoms)
         return LoopProgram(
             steps=steps,
             loop_counter=loop_counter.text if loop_counter is not None else None,
@@ -816,24 +816,31 @@ class _Builder:
             return None
         return values.pop()
 
-    def _constant_reader(self, loop: LoopNode, function: cst.FunctionDef | None, context: GuardContext):
+    def _constant_reader(self, loop: LoopNode, function: cst.FunctionDef | None, context: GuardContext,
+                         lengths: frozenset[str] | set[str] = frozenset()):
         """A name bound outside the loop: a literal (module constants, keyword defaults at the
-        only call site) or the expression it was bound to."""
+        only call site) or the expression it was bound to; bound to the pass length (`steps =
+        len(loader)`, one of `lengths`), that expression, whatever literals say it is: the samples
+        run passes of other lengths too."""
         def read(node: cst.BaseExpression):
             text = dotted_name(node)
+            if text is None and type(node) is cst.Subscript:  # `cfg["k"]` of a dictionary literal
+                root = dotted_name(node.value)
+                return None if root is None or context.is_varying(root) else \
+                    self.facts.evaluate_int(node, loop, function)
             if text is None or context.is_varying(text):
                 return None
+            binding = self.facts.latest_binding(text, loop, function)
+            single = binding is not None and binding.tuple_index is None and len(
+                [b for b in self.facts.bindings.get(text, []) if b.scope is binding.scope]) == 1
+            if single and bare(code_of(binding.value)) in lengths:
+                return binding.value
             value = self.facts.evaluate_int(node, loop, function)
             if value is None and function is not None and isinstance(node, cst.Name):
                 value = self._parameter_literal(function, node.value)
             if value is not None:
                 return value
-            binding = self.facts.latest_binding(text, loop, function)
-            if binding is None or binding.tuple_index is not None:
-                return None
-            if len([b for b in self.facts.bindings.get(text, []) if b.scope is binding.scope]) != 1:
-                return None
-            return binding.value
+            return binding.value if single else None
         return read
 
     # -- step hygiene (GA4xx, GA501) ---------------------------------------------

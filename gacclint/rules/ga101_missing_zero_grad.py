@@ -393,6 +393,31 @@ for x, y in loader:
     optimizer.zero_grad()
     it += 1
 """, why="an iteration cap ahead of everything (`if it > args.num_train_iter: break`) only ends the pass: every iteration that runs steps without a clear"),
+        Invalid("""
+for x, y in loader:
+    with torch.autocast("cuda", enabled=use_amp):
+        loss = loss_fn(model(x), y)
+    if use_amp:
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        loss.backward()
+        optimizer.step()
+""", fixed="""
+for x, y in loader:
+    with torch.autocast("cuda", enabled=use_amp):
+        loss = loss_fn(model(x), y)
+    if use_amp:
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        optimizer.zero_grad()
+        scaler.update()
+    else:
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+""", why="the optimizer steps in both configurations and neither clears: the fix clears after both steps"),
     ]
 
     def check(self, loop: TrainingLoop, model) -> Iterator[Finding]:
@@ -402,8 +427,13 @@ for x, y in loader:
             for finding in (*self._cleared_less_often(loop), *self._uncleared_optimizer(loop, clears, model.facts)):
                 reported.add(id(finding.node))
                 yield finding
-        # A configuration in which nothing clears (RULES.md: a finding holds in its variant), such
-        # as the `else: optimizer.step()` branch of `if cfg.accum > 1:`.
+        # The configurations in which nothing clears (RULES.md: a finding holds in its variant), such
+        # as the `else: optimizer.step()` branch of `if cfg.accum > 1:`. Each optimizer once, at its
+        # first step (RULES.md, *ownership*), with one fix that clears after every step of it in
+        # those configurations (`if amp: scaler.step(opt) else: opt.step()`: both), and one fix for
+        # all optimizers (once one is cleared, the other's ownership may not be readable).
+        stepped: dict[str | None, list[Event]] = {}
+        where: dict[str | None, LoopVariant] = {}
         for variant in loop.variants:
             # accelerate's accumulate() skips zero_grad but never calls it for you.
             if variant.frameworks - {"accelerate-accumulate", "accelerate-gas"} or variant.clears:
@@ -414,28 +444,30 @@ for x, y in loader:
                      and not s.event.iterated]  # `optimizers[i].step()`: another optimizer each iteration
             if not steps or not variant.backwards:
                 continue
-            # Each optimizer once (RULES.md, *ownership*): two stepped, neither cleared, are two
-            # findings, with one fix that clears both (once one is cleared, the other's ownership
-            # may not be readable, and a later pass would not see it).
-            first: dict[str | None, Event] = {}
             for step in steps:
-                first.setdefault(step.event.receiver, step.event)
-            fixes = [_clear_after(event, receiver) if receiver else None for receiver, event in first.items()]
-            fix = fixes[0]
-            if len(fixes) > 1:
-                fix = None if None in fixes else Fix(
-                    Applicability.SAFE, "Insert " + " and ".join(f"`{r}.zero_grad()`" for r in first) + " after their steps",
-                    tuple(edit for one in fixes for edit in one.edits))  # type: ignore[union-attr]
-            if any(id(event.node) in reported for event in first.values()):
-                continue
-            for receiver, event in first.items():
-                reported.add(id(event.node))
-                yield self.finding(
-                    f"`{receiver}` is stepped but gradients are never cleared in this loop"
-                    + (f" when {_switches_text(variant)}" if clears else "")
-                    + ": every step applies the sum of all gradients so far",
-                    event.node, fix)
+                events = stepped.setdefault(step.event.receiver, [])
+                if not any(event is step.event for event in events):
+                    events.append(step.event)
+                where.setdefault(step.event.receiver, variant)
+        stepped = {receiver: events for receiver, events in stepped.items()
+                   if not any(id(event.node) in reported for event in events)}
+        if not stepped:
             return
+        edits = [_clear_after(event, receiver) if receiver else None
+                 for receiver, events in stepped.items() for event in events]
+        fix = None
+        if None not in edits:
+            fix = Fix(Applicability.SAFE, f"Insert `{next(iter(stepped))}.zero_grad()` after the step"
+                      + ("s" if len(edits) > 1 else ""), tuple(edit for one in edits for edit in one.edits))  # type: ignore[union-attr]
+            if len(stepped) > 1:
+                fix = Fix(Applicability.SAFE, "Insert " + " and ".join(f"`{r}.zero_grad()`" for r in stepped)
+                          + " after their steps", fix.edits)
+        for receiver, events in stepped.items():
+            yield self.finding(
+                f"`{receiver}` is stepped but gradients are never cleared in this loop"
+                + (f" when {_switches_text(where[receiver])}" if clears else "")
+                + ": every step applies the sum of all gradients so far",
+                events[0].node, fix)
 
     def _cleared_less_often(self, loop: TrainingLoop) -> Iterator[Finding]:
         """A step on every micro-batch while every clear runs only on a boundary: the steps
