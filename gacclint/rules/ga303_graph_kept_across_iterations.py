@@ -56,8 +56,11 @@ class GraphKeptAcrossIterations(Rule):
     ## Fix safety
     Safe: the stored value becomes `value.detach()` (no device sync), or
     `value.item()` when it is added into a Python number that starts at `0` or
-    `0.0` and is never read as a tensor (`total.item()` after the loop keeps
-    `.detach()`). The stored values are equal; only the graph is no longer kept.
+    `0.0` and that, with every value computed from it, is only read as a
+    number could be (arithmetic, comparisons, f-strings, `print`, `float`,
+    `round`); any other read (`total.item()`, `avg.item()` of `avg = total /
+    n`, `dist.all_reduce(total)`, `return total`) keeps `.detach()`. The stored
+    values are equal; only the graph is no longer kept.
     """
 
     code = "GA303"
@@ -1005,6 +1008,31 @@ for x, z in loader:
         opts_d[i].step()
         history.append(err_d.detach())
 """, why="a loop over the discriminators, but the list is never made anew: it grows with the data"),
+        Invalid("""
+def train(model, loader, optimizer):
+    for epoch in range(2):
+        running = 0
+        for x, y in loader:
+            optimizer.zero_grad()
+            loss = F.mse_loss(model(x), y)
+            running += loss
+            loss.backward()
+            optimizer.step()
+        avg = running / len(loader)
+        print(avg.item())
+""", fixed="""
+def train(model, loader, optimizer):
+    for epoch in range(2):
+        running = 0
+        for x, y in loader:
+            optimizer.zero_grad()
+            loss = F.mse_loss(model(x), y)
+            running += loss.detach()
+            loss.backward()
+            optimizer.step()
+        avg = running / len(loader)
+        print(avg.item())
+""", why="a value computed from the sum is read as a tensor (`avg.item()`): the sum stays a tensor, detached, rather than a number"),
     ]
 
     def check(self, loop: TrainingLoop, model) -> Iterator[Finding]:
@@ -1038,7 +1066,7 @@ for x, z in loader:
                 if _detached_with_the_backward(loop, graph, value, record.position, block_of):
                     continue
                 item = (isinstance(small, (cst.AugAssign, cst.Assign)) and _starts_at_zero(model.facts, loop, container)
-                        and _scalar(graph, value, record.position) and not _read_as_tensor(model, loop, container))
+                        and _scalar(graph, value, record.position) and _read_as_number_only(model, loop, container))
                 replacement = cst.parse_expression(f"{atom(value)}.{'item' if item else 'detach'}()")
                 fix = Fix(Applicability.SAFE, f"Store `{code_of(replacement)}`", (Replace(value, replacement),))
                 yield self.finding(
@@ -1319,12 +1347,57 @@ def _one_window(loop: TrainingLoop, facts, container: str) -> bool:
     return binding is not None and binding.scope is loop.function
 
 
-def _read_as_tensor(model, loop: TrainingLoop, container: str) -> bool:
-    """The sum's scope reads an attribute of it (`total.item()`, `total.data[0]`): a number would
-    have none, so it stays a tensor (detached) rather than becoming `.item()`."""
+# Calls that take a Python number as well as a one-element tensor, and give what a number gives.
+_NUMBER_CALLS = frozenset({"print", "float", "int", "round", "str", "format", "abs", "min", "max", "math.isfinite",
+                           "math.isnan", "math.exp", "math.log", "np.exp", "numpy.exp"})
+
+
+def _read_as_number_only(model, loop: TrainingLoop, container: str) -> bool:
+    """Every read of the sum in its scope, and of names computed from it (`avg = total / n`),
+    works the same on a Python number: arithmetic, comparisons, f-strings, `print`, `float`,
+    `round`. Then `.item()` may replace the tensor; anything else (`total.item()`, `avg.item()`,
+    `dist.all_reduce(total)`, `return total`, `losses.append(total)`) needs it to stay a tensor,
+    detached."""
+    tree = model.facts.tree
     scope = loop.function if loop.function is not None else model.module
-    return any(type(node.value) is cst.Name and node.value.value == container
-               for node in model.facts.tree.find(scope, cst.Attribute))
+    parents: dict[int, cst.CSTNode] = {}
+    for node in tree.walk(scope):
+        for child in tree.children(node):
+            parents[id(child)] = node
+    names, checked = [container], set()
+    while names:
+        name = names.pop()
+        if name in checked:
+            continue
+        checked.add(name)
+        for node in tree.find(scope, cst.Name):
+            if node.value != name:
+                continue
+            parent, current = parents.get(id(node)), node
+            # up through arithmetic: what the expression's value is used for is what counts
+            while type(parent) in (cst.BinaryOperation, cst.UnaryOperation, cst.Comparison, cst.ComparisonTarget):
+                parent, current = parents.get(id(parent)), parent
+            if type(parent) is cst.Attribute and parent.value is current:
+                return False  # `total.item()`, `total.data`: a tensor's attribute
+            if type(parent) is cst.AssignTarget:
+                continue  # `total = 0`: a write of the name
+            if type(parent) is cst.FormattedStringExpression or (
+                    type(parent) in (cst.If, cst.While, cst.IfExp) and parent.test is current):
+                continue
+            if type(parent) in (cst.AugAssign, cst.Assign, cst.AnnAssign):
+                targets = [t.target for t in parent.targets] if type(parent) is cst.Assign else [parent.target]
+                if any(target is current for target in targets):
+                    continue  # a write of the name: `total = 0`, `total += ...`
+                if all(type(target) is cst.Name for target in targets):
+                    names.extend(target.value for target in targets)  # `avg = total / n`: read it too
+                    continue
+                return False
+            if type(parent) is cst.Arg:
+                call = parents.get(id(parent))
+                if type(call) is cst.Call and (call_name(call) or "") in _NUMBER_CALLS:
+                    continue
+            return False
+    return True
 
 
 def _starts_at_zero(facts, loop: TrainingLoop, container: str) -> bool:
