@@ -329,6 +329,22 @@ class ModuleFacts:
                 return True
         return False
 
+    def may_hold(self, handed: str, value: str) -> bool:
+        """An object handed to a call may hold `value` (RULES.md, *what can scale a loss*):
+        `value` is it or an attribute of it (`args` for `args.accum`, `self` for `self.accum`),
+        or `value` was bound from an attribute of an object `handed` holds (`self.config` for
+        `self.accum = config.accum` with `self.config = config`). `self.device` holds no count."""
+        sources = {value} | {text for b in self.bindings.get(value, ()) if b.tuple_index is None
+                             and (text := dotted_name(b.value)) is not None}
+        for source in sources:
+            if source == handed or source.startswith(handed + "."):
+                return True
+            root = source.split(".")[0]
+            if root != source and any(b.tuple_index is None and dotted_name(b.value) == root
+                                      for b in self.bindings.get(handed, ())):
+                return True
+        return False
+
     def instance_methods(self, name: str, method: str) -> list[cst.FunctionDef] | None:
         """`method` of each class of this module that the bindings of `name` make an instance of
         (`model = GPT(...).cuda()`); None where a binding is something else or its class has no

@@ -157,9 +157,9 @@ class _Flow:
         if not bodies and name not in self.facts.modules_with_parameters and name.split(".")[0] not in _LIBRARY_CALLS:
             # Not visible, and not a trained module's forward: what it was handed may hold the count.
             for argument in node.args:
-                root = (dotted_name(argument.value) or "").split(".")[0]
-                if root:
-                    self.handed.add(root)
+                handed = dotted_name(argument.value)  # `self.device` hands a device, not `self`
+                if handed:
+                    self.handed.add(handed)
             if name.startswith("self.") and name not in self.facts.bindings:
                 self.handed.add("self")  # an inherited method (not an object the class holds): it reads self
         return Scaling.UNSCALED

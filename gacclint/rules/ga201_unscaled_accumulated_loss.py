@@ -5,6 +5,7 @@ from typing import Iterator
 import libcst as cst
 
 from gacclint.fixes.edits import Replace
+from gacclint.loops.evaluate import bare
 from gacclint.loops.model import Event, EventKind, GuardKind, Scaling, Shape, TrainingLoop
 from gacclint.loops.vocabulary import code_of
 from gacclint.rules.base import Applicability, Finding, Fix, Invalid, Rule, Valid
@@ -233,6 +234,21 @@ for inputs, targets in loader:
     optimizer.step()
     model.zero_grad(set_to_none=True)
 """, "the model's own forward returns a sum-reduced loss: its normalisation is the user's"),
+        Valid("""
+class Trainer:
+    def __init__(self, config):
+        self.config = config
+        self.accum = config.accum
+
+    def train(self, rl_model, X):
+        opt = torch.optim.AdamW(rl_model.parameters(), lr=1e-3)
+        for it in range(1000):
+            for micro_step in range(self.accum):
+                loss = rl_model.rollout_loss(X, self.config)
+                loss.backward()
+            opt.step()
+            opt.zero_grad()
+""", "the call is handed `self.config`, which holds the count `self.accum` was read from: it may divide by it"),
     ]
     INVALID = [
         Invalid("""
@@ -637,9 +653,33 @@ def train_step(model, optimizer, batch, k):
     optimizer.step()
     optimizer.zero_grad()
 """, why="each micro-step takes its slice of one batch (`x[i::k]`): the window is that batch, whatever the loop variable is called"),
+        Invalid("""
+class Trainer:
+    def train(self, rl_model, X):
+        opt = torch.optim.AdamW(rl_model.parameters(), lr=1e-3)
+        for it in range(1000):
+            for micro_step in range(self.accum):
+                rewards = rl_model.sample_rewards(X, self.device, self.block_size)
+                loss = -rewards.mean()
+                loss.backward()
+            opt.step()
+            opt.zero_grad()
+""", fixed="""
+class Trainer:
+    def train(self, rl_model, X):
+        opt = torch.optim.AdamW(rl_model.parameters(), lr=1e-3)
+        for it in range(1000):
+            for micro_step in range(self.accum):
+                rewards = rl_model.sample_rewards(X, self.device, self.block_size)
+                loss = -rewards.mean()
+                (loss / self.accum).backward()
+            opt.step()
+            opt.zero_grad()
+""", why="the call is handed a device and a size, attributes of `self` that hold no count: it cannot divide by `self.accum`"),
     ]
 
     def check(self, loop: TrainingLoop, model) -> Iterator[Finding]:
+        self._facts = model.facts  # what `_report` asks who may hold the count
         if any(event.kind is EventKind.GRAD_SCALING for event in loop.events):
             return
         reported: set[int] = set()
@@ -676,7 +716,7 @@ def train_step(model, optimizer, batch, k):
             return
         if id(event.node) in reported:
             return
-        if k_text.split(".")[0].strip("()") in flow.handed:
+        if any(self._facts.may_hold(handed, bare(k_text)) for handed in flow.handed):
             return  # RULES.md, *what can scale a loss*: a call handed the object holding k may divide by it
         reported.add(id(event.node))
         if flow.forward_divides:
