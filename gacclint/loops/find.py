@@ -62,7 +62,7 @@ from gacclint.loops.model import (
     SyncTest,
     TrainingLoop,
 )
-from gacclint.loops.model import DdpWrap, variant_step_boundary
+from gacclint.loops.model import DdpWrap, accumulation_boundary, variant_step_boundary
 from gacclint.loops.vocabulary import (
     assignment_targets,
     call_name,
@@ -897,6 +897,8 @@ class _Builder:
         loop.ddp = tuple(used)
         loop.ddp_forwards = tuple(called.get(used[0].name, []))
         loop.sync_control = self._sync_control(training, function) or self._sync_handed(training, {w.name for w in used})
+        if loop.sync_control and not self._sync_handed(training, {w.name for w in used}):
+            loop.sync_controlled = self._sync_controlled(training, function, {w.name for w in used})
 
     def _method_forwards(self, name: str, call: cst.Call, wraps: dict[str, DdpWrap]) -> set[str]:
         """The wrapped models a same-class method (`self.train_on_batch`, one definition) calls
@@ -1109,6 +1111,30 @@ class _Builder:
         # Only a name or an attribute can spell it.
         return any(turns_sync_off(node) for root in roots
                    for node in self.facts.tree.find(root, cst.Name, cst.Attribute))
+
+    def _sync_controlled(self, training: cst.CSTNode, function: cst.FunctionDef | None,
+                         models: set[str]) -> frozenset[str] | None:
+        """The DDP models whose sync the loop's function turns off, where every way it does is
+        spelt on one of them (`gen.no_sync()`, `disc.require_backward_grad_sync = ...`); None when
+        some is not (a helper handed the model, `fabric.no_backward_sync(model)`)."""
+        root = function if function is not None else self.module
+        found: set[str] = set()
+        for call in self.facts.tree.find(training, cst.Call):
+            name = call_name(call) or ""
+            short = name[len("self."):] if name.startswith("self.") else name
+            if any(any(turns_sync_off(node) for node in self.facts.tree.find(helper, cst.Name, cst.Attribute))
+                   for helper in self.facts.functions.get(short, [])):
+                return None  # a function of the module turns it off: for which model is not read here
+        spellings = [node for node in self.facts.tree.find(root, cst.Name, cst.Attribute) if turns_sync_off(node)]
+        attributes = {id(node.attr) for node in spellings if type(node) is cst.Attribute}
+        for node in spellings:
+            if id(node) in attributes:
+                continue  # the `no_sync` of `G.no_sync`: read with its owner
+            owner = dotted_name(node.value) if type(node) is cst.Attribute else None
+            if owner not in models:
+                return None
+            found.add(owner)  # type: ignore[arg-type]
+        return frozenset(found)
 
     def _handed_unseen(self, training: cst.CSTNode) -> frozenset[str]:
         """What the loop hands to calls whose bodies the module cannot see (RULES.md, *values the
@@ -1983,7 +2009,10 @@ class _Builder:
         calls: dict[int, cst.Call] | None = None
         for variant in loop.variants:
             steps = variant.steps
-            if variant.managed or not steps or variant_step_boundary(variant) is not None or any(
+            # Steps at different times, or on one boundary whose backwards do not all run on every
+            # micro-batch (a discriminator accumulating while the generator updates in the step's block).
+            if variant.managed or not steps or (variant_step_boundary(variant) is not None
+                                                and accumulation_boundary(variant) is not None) or any(
                     s.event.framework is not None or s.event.in_inner_loop or s.event.iterated or not s.event.receiver
                     for s in steps):
                 continue
@@ -2017,10 +2046,12 @@ class _Builder:
                     clears = variant.clears
                     if any(c.event.receiver in (None, "params") or c.event.in_inner_loop for c in clears):
                         break  # what a clear reaches is not read
-                    chosen = {id(s) for s in steps if s.event.receiver == receiver}
-                    chosen |= {id(b) for b in variant.backwards if reaches(reached[id(b.event)])}
-                    chosen |= {id(c) for c in clears if c.event.receiver == receiver or (
-                        c.event.receiver not in owned and reaches({c.event.receiver}))}  # type: ignore[arg-type]
+                    own_steps = [s for s in steps if s.event.receiver == receiver]
+                    own_clears = [c for c in clears if c.event.receiver == receiver or (
+                        c.event.receiver not in owned and reaches({c.event.receiver}))]  # type: ignore[arg-type]
+                    chosen = {id(s) for s in own_steps} | {id(c) for c in own_clears}
+                    chosen |= {id(b) for b in variant.backwards if reaches(reached[id(b.event)])
+                               and not _wiped_before_its_next_step(b, own_steps, own_clears)}
                     if any(id(b) in chosen for b in variant.backwards):
                         windows.append(LoopVariant(variant.switches, [e for e in variant.events if id(e) in chosen],
                                                    variant.frameworks))
@@ -2278,6 +2309,25 @@ def _satisfiable(assignment: dict[str, bool], bounds: dict[str, tuple[str, cst.B
                    for candidate in candidates):
             return False
     return True
+
+
+def _wiped_before_its_next_step(backward: ResolvedEvent, steps: list[ResolvedEvent],
+                                clears: list[ResolvedEvent]) -> bool:
+    """A backward after the optimizer's step, on the same micro-batches, followed there by a clear
+    of its gradients (`optD.step()`, then the generator's backward through D, then `optD.zero_grad()`):
+    what it leaves in those gradients is gone before the optimizer steps again."""
+    order = backward.event.order
+    if not any(step.event.order < order and step.guard == backward.guard for step in steps):
+        return False
+    if any(clear.event.order > order and clear.guard == backward.guard for clear in clears):
+        return True
+    # ... or by a clear on the next micro-batch, the first of the next window (`if step % k == 0:
+    # optim_d.zero_grad()` ahead of the backwards, with the step on `(step + 1) % k == 0`).
+    after = backward.guard.boundary
+    return after is not None and after.schedule is not None and after.schedule.first_window == "k" and any(
+        clear.event.order < order and clear.guard.kind is GuardKind.BOUNDARY and clear.guard.boundary is not None
+        and clear.guard.boundary.schedule is not None and clear.guard.boundary.schedule.first_window == "1"
+        and clear.guard.boundary.k_text == after.k_text for clear in clears)
 
 
 def _held_to_one(assignment: dict[str, bool], bounds: dict[str, tuple[str, cst.BaseCompOp, int, bool]]) -> frozenset[str]:

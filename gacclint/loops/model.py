@@ -490,6 +490,9 @@ class TrainingLoop:
     # Gradient sync is turned off somewhere the loop reaches: `no_sync()` (any
     # spelling), `require_backward_grad_sync = ...`, `no_backward_sync`, ...
     sync_control: bool = False
+    # Where every way the loop turns sync off is spelt on a DDP model it calls: those models
+    # (`gen.no_sync()` leaves `disc` syncing). None: not known for which.
+    sync_controlled: frozenset[str] | None = None
     # The tests in the loop that decide whether gradient sync is off (`enabled=(i + 1) % k != 0`
     # of `no_backward_sync`, the test of `model.no_sync() if ... else nullcontext()`): a second
     # spelling of the boundary, which a fix of the boundary must keep in step.
@@ -561,13 +564,13 @@ class TrainingLoop:
             if whole.managed:
                 continue
             for variant in [whole, *self.optimizer_windows.get(id(whole), ())]:
-                found = _accumulating(variant)
+                found = accumulation_boundary(variant)
                 if found is not None:
                     yield variant, found
 
 
 
-def _accumulating(variant: LoopVariant) -> Boundary | None:
+def accumulation_boundary(variant: LoopVariant) -> Boundary | None:
     """The boundary of a variant that accumulates: backward every micro-batch, every step on one
     boundary of k > 1."""
     own = [s for s in variant.steps if s.event.framework is None]
@@ -592,8 +595,19 @@ def _backward_every_micro_batch(backwards: list[ResolvedEvent], boundary: Bounda
         return True
     kinds = {b.guard.kind for b in backwards}
     return kinds == {GuardKind.BOUNDARY, GuardKind.NOT_BOUNDARY} and len(backwards) == 2 and all(
-        b.guard.boundary is not None and b.guard.boundary.test is boundary.test for b in backwards) and \
+        b.guard.boundary is not None and _same_micro_batches(b.guard.boundary, boundary) for b in backwards) and \
         len({code_of(b.event.loss) if b.event.loss is not None else None for b in backwards} - {None}) == 1
+
+
+def _same_micro_batches(one: Boundary, other: Boundary) -> bool:
+    """Two boundaries (or the micro-batches between one) that fall on the same micro-batches: one
+    test, or two tests evaluated to the same windows (`if (i + 1) % k != 0: ... else: ...` then
+    `if (i + 1) % k == 0: opt.step()`)."""
+    if one.test is other.test:
+        return True
+    first, second = one.schedule, other.schedule
+    return one.same_as(other) and first is not None and second is not None and first.first_window is not None \
+        and (first.first_window, first.tail) == (second.first_window, second.tail)
 
 
 def variant_step_boundary(variant: LoopVariant) -> Boundary | None:

@@ -856,6 +856,51 @@ def train(model, train_dataloader, optimizer, grad_acc):
             optimizer.step()
             optimizer.zero_grad()
 """, applicability=Applicability.UNSAFE, why="the function asks whether the loader's dataset is iterable-style: it may have no len()"),
+        Invalid("""
+def train(model, loader, k, crit):
+    model = DDP(model)
+    opt = torch.optim.Adam(model.parameters())
+    for i, (x, y) in enumerate(loader):
+        if (i + 1) % k != 0:
+            with model.no_sync():
+                loss = crit(model(x), y) / k
+                loss.backward()
+        else:
+            loss = crit(model(x), y) / k
+            loss.backward()
+        if (i + 1) % k == 0:
+            opt.step()
+            opt.zero_grad()
+""", fixed=None, applicability=None, why="the backward runs in both arms of `if (i + 1) % k != 0:`, which together are every micro-batch (no fix: the sync test spells the boundary a second time)"),
+        Invalid("""
+def train(G, D, loader, k, crit):
+    optG = torch.optim.Adam(G.parameters())
+    optD = torch.optim.Adam(D.parameters())
+    for i, (x, z) in enumerate(loader):
+        d_loss = crit(D(x), 1)
+        d_loss.backward()
+        if (i + 1) % k == 0:
+            optD.step()
+            optG.zero_grad()
+            g_loss = crit(D(G(z)), 1)
+            g_loss.backward()
+            optG.step()
+            optD.zero_grad()
+""", fixed="""
+def train(G, D, loader, k, crit):
+    optG = torch.optim.Adam(G.parameters())
+    optD = torch.optim.Adam(D.parameters())
+    for i, (x, z) in enumerate(loader):
+        d_loss = crit(D(x), 1)
+        d_loss.backward()
+        if (i + 1) % k == 0 or (i + 1) == len(loader):
+            optD.step()
+            optG.zero_grad()
+            g_loss = crit(D(G(z)), 1)
+            g_loss.backward()
+            optG.step()
+            optD.zero_grad()
+""", why="the discriminator accumulates while the generator updates inside the step's block: each optimizer has its own window", also=("GA201",)),
     ]
 
     def check(self, loop: TrainingLoop, model) -> Iterator[Finding]:

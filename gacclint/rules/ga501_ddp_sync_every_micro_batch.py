@@ -511,24 +511,55 @@ for epoch in range(3):
             optimizer.zero_grad()
 """, fixed=None, applicability=None,
             why="a global step spelt through the epoch is a boundary (no fix: the test reads `iterations`, bound only after the backward)"),
+        Invalid("""
+import contextlib
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+
+def train(G, D, loader, k, crit):
+    G = DDP(G)
+    D = DDP(D)
+    optG = torch.optim.Adam(G.parameters())
+    optD = torch.optim.Adam(D.parameters())
+    for i, (x, z) in enumerate(loader):
+        boundary = (i + 1) % k == 0 or (i + 1) == len(loader)
+        with (G.no_sync() if not boundary else contextlib.nullcontext()):
+            fake = G(z)
+            d_loss = crit(D(fake.detach()), 0) / k
+            d_loss.backward()
+            g_loss = crit(D(fake), 1) / k
+            g_loss.backward()
+        if boundary:
+            optD.step(); optD.zero_grad()
+            optG.step(); optG.zero_grad()
+""", fixed=None, applicability=None, why="only `G`'s sync is turned off: `D`'s backward still all-reduces on every micro-batch (no fix beside the other model's own `no_sync`)", also=("GA203",)),
     ]
 
     def check(self, loop: TrainingLoop, model) -> Iterator[Finding]:
-        if not loop.ddp or loop.sync_control:
+        if not loop.ddp or (loop.sync_control and loop.sync_controlled is None):
             return
         found = self._window(loop)
         if found is None:
             return
         backwards, boundary = found
-        wrap = self._forwarded(loop) or loop.ddp[0]
+        feeding = self._feeding(loop, backwards) or [self._forwarded(loop) or loop.ddp[0]]
+        if loop.sync_control:
+            # The models whose sync is turned off somewhere (whether on the right micro-batches is
+            # not judged here) are not reported; one the loop leaves syncing is.
+            feeding = [wrap for wrap in feeding if wrap.name not in (loop.sync_controlled or ())]
+            if not feeding:
+                return
+        wrap = feeding[0]
         first = backwards[0]
         # A backward of a wrapper (an fp16 optimizer's `optimizer.backward(loss)`) in another
         # configuration: whether it syncs is not visible, and a fix of this one alone would leave it.
         elsewhere = any(e.framework is not None for e in loop.events if e.kind is EventKind.BACKWARD)
+        # Another model's sync is turned off already: a fix of this one would nest with that code.
         yield self.finding(
             f"`{wrap.name}` is DistributedDataParallel and `{code_of(first.event.node)}` runs on every micro-batch "
             f"without `{wrap.name}.no_sync()`: gradients are all-reduced on every micro-batch instead of once per step",
-            first.event.node, None if elsewhere else self._fix(loop, model, wrap, backwards, boundary))
+            first.event.node,
+            None if elsewhere or loop.sync_control else self._fix(loop, model, wrap, backwards, boundary))
 
     def _window(self, loop: TrainingLoop) -> tuple[list[ResolvedEvent], Boundary | None] | None:
         """The backwards of the accumulating micro-batches, and the step's boundary (None: nanoGPT shape)."""
@@ -556,6 +587,17 @@ for epoch in range(3):
         if not backwards:
             return None
         return sorted(backwards, key=lambda b: b.event.order), boundary
+
+    def _feeding(self, loop: TrainingLoop, backwards: list[ResolvedEvent]) -> list[DdpWrap]:
+        """The DDP models whose forwards the accumulating backwards propagate through, where the
+        loop runs several (`disc(torch.cat([gen(x).detach(), y]))`: `disc`, not `gen`)."""
+        graph = loop.graph
+        if graph is None or len(loop.ddp) < 2:
+            return []
+        owners = {found[0] for b in backwards if b.event.loss is not None
+                  for key in graph.forwards(b.event.loss, b.event.position)
+                  if (found := graph.forward_owner(key)) is not None}
+        return [wrap for wrap in loop.ddp if wrap.name in owners]
 
     def _forwarded(self, loop: TrainingLoop) -> DdpWrap | None:
         """The DDP model the loop calls (`ddp_forwards` are its calls)."""
