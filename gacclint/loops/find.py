@@ -1145,13 +1145,25 @@ class _Builder:
         for call in self.facts.tree.find(training, cst.Call, enter_scopes=False):
             name = call_name(call) or ""
             if name.startswith("self.") and name.count(".") == 1:
-                if name[len("self."):] not in self.facts.functions:
+                methods = self.facts.functions.get(name[len("self."):], [])
+                if not methods:
                     found.add("self")
+                # A method of the class handing `self.optimizer` on to such a call (facts along calls).
+                for method in methods:
+                    found |= {text for text in self._handed_to_the_project(method) if text.startswith("self.")}
                 continue
-            source = self.facts.imported_from.get(name.split(".")[0])
+            found |= self._handed_to_the_project(call)
+        return frozenset(found)
+
+    def _handed_to_the_project(self, node: cst.CSTNode) -> set[str]:
+        """What the calls in `node` (a call, or a function's body) hand to functions imported
+        from the project, whose bodies the module cannot see."""
+        found: set[str] = set()
+        for call in self.facts.tree.find(node, cst.Call):
+            source = self.facts.imported_from.get((call_name(call) or "").split(".")[0])
             if source is not None and source.split(".")[0] not in LIBRARY_ROOTS:
                 found.update(text for a in call.args if (text := dotted_name(a.value)))
-        return frozenset(found)
+        return found
 
     def _sync_tests(self, training: cst.CSTNode) -> tuple[SyncTest, ...]:
         """The tests that decide, inside the loop, whether gradient sync is off: the `enabled=`
@@ -2330,6 +2342,34 @@ def _wiped_before_its_next_step(backward: ResolvedEvent, steps: list[ResolvedEve
         and clear.guard.boundary.k_text == after.k_text for clear in clears)
 
 
+_NEGATED_TESTS = {cst.Is: cst.IsNot, cst.IsNot: cst.Is, cst.Equal: cst.NotEqual, cst.NotEqual: cst.Equal,
+                  cst.In: cst.NotIn, cst.NotIn: cst.In}
+
+
+def _opposite_switches(switches: list[str], tests: dict[str, cst.BaseExpression]) -> list[tuple[str, str]]:
+    """Pairs of switches that test the same thing the two opposite ways (`x is None` and `x is not
+    None`, `a == b` and `a != b`, `flag` and `not flag`): one holds exactly where the other does not."""
+    readings: dict[str, tuple] = {}
+    for text in switches:
+        node = tests.get(text)
+        if type(node) is cst.Comparison and len(node.comparisons) == 1:
+            target = node.comparisons[0]
+            readings[text] = (code_of(node.left), code_of(target.comparator), type(target.operator))
+        elif type(node) is cst.UnaryOperation and type(node.operator) is cst.Not:
+            readings[text] = (code_of(node.expression),)
+        elif node is not None:
+            readings[text] = (code_of(node), None)
+    pairs = []
+    for one, other in itertools.combinations(readings, 2):
+        first, second = readings[one], readings[other]
+        if len(first) == 3 and len(second) == 3:
+            if first[:2] == second[:2] and _NEGATED_TESTS.get(first[2]) is second[2]:
+                pairs.append((one, other))
+        elif (len(first), len(second)) in ((1, 2), (2, 1)) and first[0] == second[0]:
+            pairs.append((one, other))  # `not flag` beside `flag`
+    return pairs
+
+
 def _held_to_one(assignment: dict[str, bool], bounds: dict[str, tuple[str, cst.BaseCompOp, int, bool]]) -> frozenset[str]:
     """The names whose only positive value the assigned switches allow is 1 (`cfg.accum > 1` false)."""
     found = set()
@@ -2351,6 +2391,7 @@ def _variants(events: list[Event], frameworks, program: LoopProgram | None = Non
     constants = constants or {}
     switches: list[str] = []
     switch_nodes: dict[str, str] = {}
+    switch_expressions: dict[str, cst.BaseExpression] = {}
     bounds: dict[str, tuple[str, cst.BaseCompOp, int, bool]] = {}  # switch -> `_integer_bound` of its test
     # What a boundary divides by counts micro-batches: at least 1 in every configuration.
     counts = frozenset(program.k_atoms if program is not None else ()) | {
@@ -2366,15 +2407,19 @@ def _variants(events: list[Event], frameworks, program: LoopProgram | None = Non
                 switches.append(text)
                 if expression is not None:
                     switch_nodes[text] = code_of(expression).strip()
+                    switch_expressions[text] = expression
                     bound = _integer_bound(expression)
                     if bound is not None:
                         bounds[text] = bound
     switches = switches[:MAX_SWITCHES]
+    opposite = _opposite_switches(switches, switch_expressions)
     variants: list[LoopVariant] = []
     for values in itertools.product((True, False), repeat=len(switches)):
         assignment = dict(zip(switches, values))
         if any(constants.get(text, value) != value for text, value in assignment.items()):
             continue  # `if PROFILE:` with `PROFILE = False`: that branch never runs
+        if any(assignment[one] == assignment[other] for one, other in opposite):
+            continue  # `optimizer is None` and `optimizer is not None` both true, or both false
         if not _satisfiable(assignment, bounds, counts):
             continue  # `if cfg.ACCUM == 1:` and `if cfg.ACCUM > 1:` both true: no configuration runs that
         resolved: list[ResolvedEvent] = []

@@ -196,6 +196,40 @@ for X, y in train_iter:
     l.backward()
     optimizer.step(batch_size)
 """, "MXNet, not PyTorch: gluon's backward writes the gradients anew, and its Trainer has no zero_grad"),
+        Valid("""
+def train(net, train_iter, loss, num_epochs, batch_size, params=None, lr=None, optimizer=None):
+    for epoch in range(num_epochs):
+        for X, y in train_iter:
+            l = loss(net(X), y).sum()
+            if optimizer is not None:
+                optimizer.zero_grad()
+            elif params is not None and params[0].grad is not None:
+                for param in params:
+                    param.grad.data.zero_()
+            l.backward()
+            if optimizer is None:
+                sgd(params, lr, batch_size)
+            else:
+                optimizer.step()
+""", "`optimizer is None` and `optimizer is not None` are one switch read two ways: where the optimizer steps, it is cleared"),
+        Valid("""
+from .trades import trades_loss
+
+
+class Trainer:
+    def trades(self, x, y):
+        return trades_loss(self.model, x, y, self.optimizer, beta=self.beta)
+
+    def standard(self, x, y):
+        self.optimizer.zero_grad()
+        return self.criterion(self.model(x), y)
+
+    def train(self, loader, adversarial):
+        for x, y in loader:
+            loss = self.trades(x, y) if adversarial else self.standard(x, y)
+            loss.backward()
+            self.optimizer.step()
+""", "the method hands `self.optimizer` to a function of the project the module cannot see: whether it clears is unknown"),
     ]
     INVALID = [
         Invalid("""
