@@ -171,6 +171,7 @@ class GraphFlow:
         self._memo: dict[tuple[str, int], tuple[frozenset[int], int]] = {}  # -> (forwards, hop depth)
         self._forward_memo: dict[int, bool] = {}
         self._forward_calls: dict[int, cst.Call] = {}  # the forward calls `forwards` has met, by id
+        self._optimized: frozenset[str] | None = None
         self._number_functions: dict[str, bool] = {}  # module function -> it returns only numbers
         self.strict = False
         self.through_values = False  # follow values through detach(), .data, argmax: what a value was made from
@@ -324,6 +325,8 @@ class GraphFlow:
             return False  # `Variable(x)`, `tensor(x)`: a library function, not a model
         if len(parts) == 1 and self._names_library_object(last):
             return False  # `Tensor = torch.cuda.FloatTensor if cuda else torch.FloatTensor`, then `Tensor(x)`
+        if self._parameterless_module(text):
+            return False  # `flatten = nn.Flatten()`: reshapes what it is given, builds no graph of its own
         if len(parts) > 1 and last == "forward":
             return self._classify_forward(call.with_changes(func=func.value)) if isinstance(func, cst.Attribute) else False
         if len(parts) == 1:
@@ -331,6 +334,15 @@ class GraphFlow:
         if parts[0] == "self" and len(parts) == 2:
             return True  # self.model(x): a method would be a function of this module
         return any(word in last.lower() for word in _MODEL_WORDS)
+
+    def _parameterless_module(self, name: str) -> bool:
+        """Every binding of `name` is a torch module that has no parameters (`nn.Flatten()`,
+        `nn.ReLU()`, `nn.MaxPool2d(2)`, `nn.Softmax(dim=1)`)."""
+        bound = self.facts.bindings.get(name, ())
+        return bool(bound) and all(
+            b.tuple_index is None and type(b.value) is cst.Call
+            and (call_name(b.value) or "").split(".")[0] in ("nn", "torch")
+            and (call_name(b.value) or "").rpartition(".")[2] in _PARAMETERLESS_MODULES for b in bound)
 
     def _wraps_forward(self, name: str) -> bool:
         """Every definition of the module's function `name` returns only a call of a module whose
@@ -703,6 +715,44 @@ class GraphFlow:
         finally:
             self.through_values, self._memo = False, memo
 
+    def tensors_read(self, node: cst.CSTNode, before: float, depth: int = 0) -> set[str]:
+        """The names `node` is computed from, through the loop's assignments before `before`."""
+        found: set[str] = set()
+        for name in self.facts.tree.names_read(node):
+            found.add(name)
+            if depth < 8:
+                for definition in self.definitions(name, before):  # type: ignore[arg-type]
+                    found |= self.tensors_read(definition.value, definition.position, depth + 1)
+        return found
+
+    def optimized_inputs(self) -> frozenset[str]:
+        """Tensors the code itself makes require grad, in the loop's function (or the module):
+        `w.requires_grad = True`, `w.requires_grad_()`, `torch.zeros(..., requires_grad=True)`,
+        `nn.Parameter(...)`: an input being optimised (an adversarial perturbation, an image)."""
+        if self._optimized is None:
+            tree = self.facts.tree
+            scope = tree.enclosing_function(self.loop_node)
+            nodes = tree.find(scope, cst.Assign, cst.Call) if scope is not None else tree.ordered(cst.Assign, cst.Call)
+            found: set[str] = set()
+            for node in nodes:
+                if type(node) is cst.Assign:
+                    for target in node.targets:
+                        if type(target.target) is cst.Attribute and target.target.attr.value == "requires_grad" \
+                                and type(node.value) is cst.Name and node.value.value == "True":
+                            found.add(dotted_name(target.target.value) or "")
+                    value = node.value
+                    made = type(value) is cst.Call and (
+                        (call_name(value) or "").rpartition(".")[2] == "Parameter"
+                        or any(a.keyword is not None and a.keyword.value == "requires_grad"
+                               and type(a.value) is cst.Name and a.value.value == "True" for a in value.args))
+                    if made:
+                        found.update(name for target in node.targets if (name := dotted_name(target.target)))
+                elif type(node.func) is cst.Attribute and node.func.attr.value == "requires_grad_" and not (
+                        node.args and type(node.args[0].value) is cst.Name and node.args[0].value.value == "False"):
+                    found.add(dotted_name(node.func.value) or "")
+            self._optimized = frozenset(found - {""})
+        return self._optimized
+
     def forward_inputs_are_loop_data(self, forward_ids: frozenset[int], before: int) -> bool:
         """Every forward's arguments carry no graph of another forward."""
         calls = {id(c): c for c in self.facts.tree.find(self.loop_node, cst.Call) if id(c) in forward_ids}
@@ -798,6 +848,17 @@ def _strip_weights(node: cst.BaseExpression) -> cst.BaseExpression:
         else:
             break
     return node
+
+
+# torch.nn modules without parameters: calling one reshapes or maps its input, it runs no model.
+_PARAMETERLESS_MODULES = frozenset({
+    "Flatten", "Unflatten", "Identity", "ReLU", "ReLU6", "LeakyReLU", "ELU", "SELU", "CELU", "GELU", "SiLU",
+    "Mish", "Sigmoid", "Tanh", "Softmax", "LogSoftmax", "Softplus", "Softsign", "Hardtanh", "Hardswish",
+    "Hardsigmoid", "Dropout", "Dropout2d", "Dropout3d", "AlphaDropout", "MaxPool1d", "MaxPool2d", "MaxPool3d",
+    "AvgPool1d", "AvgPool2d", "AvgPool3d", "AdaptiveAvgPool1d", "AdaptiveAvgPool2d", "AdaptiveAvgPool3d",
+    "AdaptiveMaxPool1d", "AdaptiveMaxPool2d", "AdaptiveMaxPool3d", "Upsample", "PixelShuffle", "PixelUnshuffle",
+    "ZeroPad2d", "ConstantPad2d", "ReflectionPad2d", "ReplicationPad2d", "CosineSimilarity", "PairwiseDistance",
+})
 
 
 def _literal(node: cst.BaseExpression) -> bool:

@@ -198,6 +198,19 @@ for obs, actions, old_logp, adv in batches:
     (policy_loss + entropy_loss).backward()
     optimizer.step()
 """, "`get_entropy(role=...)` is handed no data: it reads the distribution `act` just built, one graph"),
+        Valid("""
+w = images.clone().detach()
+w.requires_grad = True
+optimizer = torch.optim.Adam([w], lr=0.01)
+for step in range(steps):
+    adv = 0.5 * (torch.tanh(w) + 1)
+    l2 = mse(flatten(adv), flatten(images)).sum()
+    f_loss = nn.functional.cross_entropy(model(adv), labels)
+    cost = l2 + c * f_loss
+    optimizer.zero_grad()
+    cost.backward()
+    optimizer.step()
+""", "both terms read `adv`, made from `w`, the input being optimised: one graph they share (separate backwards would need retain_graph)"),
     ]
     INVALID = [
         Invalid("""
@@ -705,6 +718,15 @@ for (x, y), x_oe in zip(loader, loader_oe):
         groups.sort(key=lambda group: graph_terms.index(group[0]))
         if sum(any(term in reduced for term in group) for group in groups) < 2:
             return None
+        # An input being optimised (`w.requires_grad = True`, `adv = tanh(w)`) that every group reads
+        # is an intermediate they share: separate backwards would need retain_graph.
+        optimized = graph.optimized_inputs()
+        if optimized and len(groups) > 1:
+            shared = set(optimized)
+            for group in groups:
+                shared &= set().union(*(graph.tensors_read(t.expression, before) for t in group))
+            if shared:
+                return None
         # What each group's losses are computed from, detached values included: a group reading
         # another's output (a pseudo-label from the other model) needs that forward first.
         placed_at = {id(term): read_at for term, read_at in placed}
