@@ -227,9 +227,32 @@ class ModuleFacts:
         text = dotted_name(node)
         if text is None or text.count(".") != 1 or self._augmented(text):
             return None
-        owner, attribute = text.split(".")
-        if owner == "self":
+        if text.startswith("self."):
             return self.bound_integer(text)
+        owner = self._class_holding(text)
+        return None if owner is None else _class_integer(owner, text.split(".")[1])
+
+    def class_flag(self, node: cst.BaseExpression) -> bool | None:
+        """`CFG.unscale` of a class of this module whose body sets it once to `True` or `False`,
+        and that nothing sets elsewhere (read as `CFG.x`, or as `cfg.x` with `cfg = CFG()`)."""
+        text = dotted_name(node)
+        if text is None or text.count(".") != 1 or text.startswith("self."):
+            return None
+        owner = self._class_holding(text)
+        if owner is None:
+            return None
+        attribute = text.split(".")[1]
+        values = [small.value for statement in owner.body.body if type(statement) is cst.SimpleStatementLine
+                  for small in statement.body
+                  if any(type(t) is cst.Name and t.value == attribute for t in assignment_targets(small))]
+        if len(values) == 1 and type(values[0]) is cst.Name and values[0].value in ("True", "False"):
+            return values[0].value == "True"
+        return None
+
+    def _class_holding(self, text: str) -> cst.ClassDef | None:
+        """The class of this module whose attribute `text` (`CFG.accum`, `cfg.accum` with `cfg =
+        CFG()`) reads, where nothing sets that attribute outside the class body."""
+        owner, attribute = text.split(".")
         if text in self.bindings:
             return None  # `CFG.accum = 4` somewhere: which value a read sees is unknown
         if owner not in self.classes:
@@ -240,7 +263,7 @@ class ModuleFacts:
             owner = call_name(built[0])  # type: ignore[assignment]
         elif owner in self.bindings:
             return None  # the class's name is bound to something else too
-        return _class_integer(self.classes[owner], attribute)
+        return self.classes[owner]
 
     def bound_integer(self, text: str) -> int | None:
         """The one literal integer every binding the module makes of `text` sets it to."""

@@ -1340,11 +1340,24 @@ class _Builder:
                     "parameters", "named_parameters"):
                 over_parameters.update(_target_names(node.target))
 
+        # ... and in the methods of the class the micro-step loop calls (`self._awp_attack_step()`)
+        methods = [method for call in tree.find(micro.body, cst.Call, enter_scopes=False)
+                   if (name := call_name(call) or "").startswith("self.") and name.count(".") == 1
+                   for method in self.facts.functions.get(name[len("self."):], [])]
+        for method in methods:
+            for node in tree.find(method.body, cst.For, cst.CompFor):
+                iterable = node.iter
+                if isinstance(iterable, cst.Call) and (call_name(iterable) or "").rsplit(".", 1)[-1] in (
+                        "parameters", "named_parameters"):
+                    over_parameters.update(_target_names(node.target))
+
         def is_parameter(owner: cst.BaseExpression) -> bool:
             text = dotted_name(owner) or ""
             return text in over_parameters or text.split(".")[0] in self.facts.modules_with_parameters
         return any(reads_gradients(statement, tree, is_parameter)
-                   for statement in self._own_statements(_statements(micro.body), enter_loops=True))
+                   for statement in self._own_statements(_statements(micro.body), enter_loops=True)) or any(
+            reads_gradients(statement, tree, is_parameter)
+            for method in methods for statement in self._own_statements(_statements(method.body), enter_loops=True))
 
     def _enclosing_function(self, frames: list[_Frame]) -> cst.FunctionDef | None:
         """The function whose own body holds the loop (no loop between them)."""
@@ -1625,8 +1638,14 @@ class _Builder:
         for event in events:
             for condition in event.conditions:
                 expression = condition.expression
-                if condition.kind is not ConditionKind.SWITCH or not isinstance(expression, cst.Name) \
-                        or expression.value in parameters:
+                if condition.kind is not ConditionKind.SWITCH:
+                    continue
+                if type(expression) is cst.Attribute:  # `class CFG: unscale = True`, then `if CFG.unscale:`
+                    flag = self.facts.class_flag(expression)
+                    if flag is not None:
+                        found[condition.text] = flag
+                    continue
+                if not isinstance(expression, cst.Name) or expression.value in parameters:
                     continue
                 values = {b.value.value if b.tuple_index is None and isinstance(b.value, cst.Name) else None
                           for b in self.facts.bindings.get(expression.value, ())}

@@ -144,6 +144,25 @@ def train_one_epoch(model, optimizer, loader, criterion, config):
             optimizer.step()
 """, "`config.ACCUM == 1` and `config.ACCUM > 1` never hold together: the clear runs only where "
             "every micro-batch steps"),
+        Valid("""
+class Net(torch.nn.Module):
+    def _attack(self):
+        for p in self.parameters():
+            if p.grad is not None:
+                p.data.add_(0.01 * p.grad / (torch.norm(p.grad) + 1e-6))
+
+    def train_epoch(self, loader, opt, crit):
+        for x, y in loader:
+            loss = crit(self(x), y)
+            loss.backward()
+            for _ in range(self.adv_step):
+                self._attack()
+                adv_loss = crit(self(x), y)
+                opt.zero_grad()
+                adv_loss.backward()
+            opt.step()
+            opt.zero_grad()
+""", "the inner loop is an attack on the weights: a method of the class reads the parameters' `.grad` each pass, and the clear before each adversarial backward is the algorithm"),
     ]
     INVALID = [
         Invalid("""

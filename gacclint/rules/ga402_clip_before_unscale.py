@@ -160,6 +160,26 @@ for batch in loader:
     optimizer.step()
     optimizer.zero_grad()
 """, "accelerate's clip unscales itself"),
+        Valid("""
+class CFG:
+    unscale = True
+    accum = 1
+
+
+def train_fn(loader, model, criterion, optimizer):
+    scaler = torch.cuda.amp.GradScaler()
+    for step, (x, y) in enumerate(loader):
+        with torch.cuda.amp.autocast():
+            loss = criterion(model(x), y)
+        scaler.scale(loss).backward()
+        if CFG.unscale:
+            scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        if (step + 1) % CFG.accum == 0:
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad()
+""", "`CFG.unscale` is the class's literal `True`, set nowhere else: the unscale_ always runs before the clip"),
     ]
     INVALID = [
         Invalid("""
