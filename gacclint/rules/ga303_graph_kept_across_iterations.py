@@ -1033,6 +1033,18 @@ def train(model, loader, optimizer):
         avg = running / len(loader)
         print(avg.item())
 """, why="a value computed from the sum is read as a tensor (`avg.item()`): the sum stays a tensor, detached, rather than a number"),
+        Invalid("""
+outs = []
+for x, y in loader:
+    out = model(x)
+    loss = F.mse_loss(out, y)
+    rec = {"out": out, "loss": loss.item()}
+    loss.backward()
+    opt.step()
+    opt.zero_grad()
+    outs.append(rec)
+""", fixed=None, applicability=None,
+            why="the dictionary appended holds the model's output: every iteration's graph is kept (no fix: a dictionary has no `.detach()`)"),
     ]
 
     def check(self, loop: TrainingLoop, model) -> Iterator[Finding]:
@@ -1069,6 +1081,8 @@ def train(model, loader, optimizer):
                         and _scalar(graph, value, record.position) and _read_as_number_only(model, loop, container))
                 replacement = cst.parse_expression(f"{atom(value)}.{'item' if item else 'detach'}()")
                 fix = Fix(Applicability.SAFE, f"Store `{code_of(replacement)}`", (Replace(value, replacement),))
+                if _container_bound(graph, value, record.position) is not None:
+                    fix = None  # a dictionary or list of values: no `.detach()` of its own
                 yield self.finding(
                     f"`{code_of(value)}` carries its autograd graph into `{container}`, which outlives the iteration: "
                     "every iteration's graph stays in memory",
@@ -1115,10 +1129,29 @@ def _carries(graph: GraphFlow, value: cst.BaseExpression, position: float, losse
             return False
     if graph.visibly_carries_graph(value, position):
         return True
+    if _container_bound(graph, value, position) is not None:
+        # `rec = {"out": out}` then `outs.append(rec)`: the dictionary holds the output's graph
+        return any(_carries(graph, part, position, losses) for part in _container_bound(graph, value, position))
     if not isinstance(value, cst.Name):
         return False
     return any(not graph.reassigned_between(value.value, min(at, position), max(at, position))
                for at in losses.get(value.value, ()))
+
+
+def _container_bound(graph: GraphFlow, value: cst.BaseExpression, position: float) -> list[cst.BaseExpression] | None:
+    """The values of the dictionary, list or tuple literal that `value`, a name, is bound to in this
+    iteration (its one definition before `position`); None for anything else."""
+    if type(value) is not cst.Name:
+        return None
+    found = graph.definitions(value.value, position)
+    if len(found) != 1 or found[0].unpacked or found[0].augmented is not None:
+        return None
+    literal = found[0].value
+    if type(literal) is cst.Dict:
+        return [e.value for e in literal.elements if type(e) is cst.DictElement]
+    if type(literal) in (cst.List, cst.Tuple):
+        return [e.value for e in literal.elements if type(e) is cst.Element]
+    return None
 
 
 def _stored(small: cst.BaseSmallStatement, record: LoopStatement, graph: GraphFlow, scope: cst.FunctionDef | None,
