@@ -120,12 +120,19 @@ class _Program:
             self.source = self.notebook.program
             self.cell_errors = [_cell_syntax_error(error) for error in self.notebook.syntax_errors]
         else:
-            self.source = data
+            # A last line of blanks with no line break after it (`...\n\n        `): libcst's tree
+            # drops the empty line before it, so the analysis and any fix leave it aside and
+            # `file_bytes` puts it back, byte for byte.
+            cut = data.rfind(b"\n") + 1
+            self.tail = data[cut:] if cut and data[cut:] and not data[cut:].strip(b" \t\f") else b""
+            self.source = data[:len(data) - len(self.tail)]
+
+    tail = b""
 
     def file_bytes(self, program: bytes) -> bytes:
         """The file's new bytes for a changed program (a notebook changes only its changed cells)."""
         if self.notebook is None:
-            return program
+            return program + self.tail
         from gacclint.notebook import NotebookError
 
         try:

@@ -277,3 +277,16 @@ def test_valid_code_libcst_cannot_read_is_checked_and_not_fixed_with_one_line(tm
     assert explained.exit_code == 2, explained.output
     assert explained.stderr.splitlines()[0] == f"gacclint: {path}: {why}"
     assert path.read_bytes() == TAB_AFTER_SPACES
+
+
+def test_a_last_line_of_blanks_without_a_line_break_is_kept_and_the_file_fixed(tmp_path: Path) -> None:
+    """libcst drops the empty line before such a last line; the fix leaves the tail aside and
+    puts it back byte for byte instead of refusing the whole file."""
+    path = tmp_path / "train.py"
+    source = LOOP.encode() + b"\n        "
+    path.write_bytes(source)
+    result = CliRunner().invoke(main, ["fix", "--no-cache", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "Fixed 1 problem" in result.stdout
+    fixed = path.read_bytes()
+    assert fixed == LOOP.encode() + b"    optimizer.zero_grad()\n" + b"\n        "
