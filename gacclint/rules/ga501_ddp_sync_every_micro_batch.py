@@ -557,7 +557,9 @@ def train(G, D, loader, k, crit):
         # Another model's sync is turned off already: a fix of this one would nest with that code.
         yield self.finding(
             f"`{wrap.name}` is DistributedDataParallel and `{code_of(first.event.node)}` runs on every micro-batch "
-            f"without `{wrap.name}.no_sync()`: gradients are all-reduced on every micro-batch instead of once per step",
+            + (f"without `{wrap.name}.no_sync()`" if wrap.torch else "with gradient sync on (the wrapper is not visibly "
+               "torch's, which has `no_sync()`)")
+            + ": gradients are all-reduced on every micro-batch instead of once per step",
             first.event.node,
             None if elsewhere or loop.sync_control else self._fix(loop, model, wrap, backwards, boundary))
 
