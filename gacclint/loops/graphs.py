@@ -716,13 +716,21 @@ class GraphFlow:
             self.through_values, self._memo = False, memo
 
     def tensors_read(self, node: cst.CSTNode, before: float, depth: int = 0) -> set[str]:
-        """The names `node` is computed from, through the loop's assignments before `before`."""
+        """The names whose graphs `node` is computed from, through the loop's assignments before
+        `before`: not through a detached value (`.detach()`, `.item()`) or one made without grad."""
+        tree = self.facts.tree
+        cut = [call for call in tree.find(node, cst.Call) if type(call.func) is cst.Attribute
+               and call.func.attr.value in _NO_GRAPH]
         found: set[str] = set()
-        for name in self.facts.tree.names_read(node):
+        for name in tree.names_read(node):
+            if cut and all(any(tree.contains(call, found_node) for call in cut)
+                           for found_node in tree.find(node, cst.Name, cst.Attribute) if dotted_name(found_node) == name):
+                continue  # read only inside `x.detach()`
             found.add(name)
             if depth < 8:
                 for definition in self.definitions(name, before):  # type: ignore[arg-type]
-                    found |= self.tensors_read(definition.value, definition.position, depth + 1)
+                    if not definition.statement.without_grad:
+                        found |= self.tensors_read(definition.value, definition.position, depth + 1)
         return found
 
     def optimized_inputs(self) -> frozenset[str]:
@@ -750,7 +758,8 @@ class GraphFlow:
                 elif type(node.func) is cst.Attribute and node.func.attr.value == "requires_grad_" and not (
                         node.args and type(node.args[0].value) is cst.Name and node.args[0].value.value == "False"):
                     found.add(dotted_name(node.func.value) or "")
-            self._optimized = frozenset(found - {""})
+            # `discriminator.requires_grad_(False)` freezes a module's parameters: no input of the loop
+            self._optimized = frozenset(found - {""} - self.facts.modules_with_parameters)
         return self._optimized
 
     def forward_inputs_are_loop_data(self, forward_ids: frozenset[int], before: int) -> bool:
