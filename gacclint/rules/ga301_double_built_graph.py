@@ -572,6 +572,18 @@ for (x, y), x_oe in zip(loader, loader_oe):
     loss = (data_loss + oe_loss).detach()
     optimizer.step()
 """, why="a term weighted by a negative number (`-1 * smax_oe.mean()`) is a reduced loss like any weighted one"),
+        Invalid("""
+bce = nn.BCEWithLogitsLoss()
+opt_d = torch.optim.Adam(discriminator.parameters())
+for i, real in enumerate(loader):
+    fake = generator(torch.randn(real.size(0), 4))
+    discriminator.requires_grad_(True)
+    d_loss = bce(discriminator(real), torch.ones(real.size(0), 1)) + bce(
+        discriminator(fake.detach()), torch.zeros(real.size(0), 1))
+    opt_d.zero_grad()
+    d_loss.backward()
+    opt_d.step()
+""", fixed=None, applicability=None, why="`discriminator.requires_grad_(True)` thaws a module's parameters: no input being optimised that the two terms would share (no fix: `fake` is not loop data)"),
     ]
 
     def check(self, loop: TrainingLoop, model) -> Iterator[Finding]:
