@@ -1989,8 +1989,6 @@ class _Builder:
                 return IterableInfo(IterableKind.STREAM, None, None)
             if called == "DataLoader":
                 return IterableInfo(self._loader_kind(binding.value, loop, function), f"len({text})", literal)
-            if _range_arguments(binding.value) is not None and self._pulls_whole_run(loop):
-                return IterableInfo(IterableKind.STREAM, None, None)  # `bar = tqdm(range(total_steps))`
             if called in {"range"}:
                 return IterableInfo(IterableKind.RANGE, f"len({text})", literal)
         if binding is not None and isinstance(binding.value, (cst.GeneratorExp,)):
@@ -2110,12 +2108,6 @@ class _Builder:
                 # `if step % len(loader) == 0: it = iter(loader)`: the passes over the data are
                 # inside the loop, and its counter runs across them
                 return True
-            if isinstance(source, cst.Name):
-                # `loader = cycle(loader)` just before: a stream without end, whose steps the loop counts
-                binding = self.facts.latest_binding(source.value, loop, tree.enclosing_function(loop))
-                if binding is not None and binding.tuple_index is None and type(binding.value) is cst.Call \
-                        and (call_name(binding.value) or "").rpartition(".")[2] in ("cycle", "repeat", "count"):
-                    return True
         return not any(isinstance(frame.owner, (cst.FunctionDef, cst.ClassDef)) or _is_loop(frame.owner)
                        for frame in self.frames.get(id(loop), []) if frame.owner is not None)
 

@@ -362,19 +362,6 @@ def train_one_epoch(model, optimizer, dataloader, criterion):
             optimizer.step()
             optimizer.zero_grad()
 """, "the count is the literal 1 of a module dictionary that nothing writes again: nothing accumulates"),
-        Valid("""
-def main(args, model, optimizer, train_dataloader):
-    nb_tr_steps = 0
-    bar = tqdm(range(args.num_train_optimization_steps))
-    train_dataloader = cycle(train_dataloader)
-    for step in bar:
-        loss = model(*next(train_dataloader)) / args.gradient_accumulation_steps
-        loss.backward()
-        nb_tr_steps += 1
-        if nb_tr_steps % args.gradient_accumulation_steps == 0:
-            optimizer.step()
-            optimizer.zero_grad()
-""", "the loop counts the run's steps over a loader cycled without end: only the run's last micro-batches go unstepped"),
     ]
     INVALID = [
         Invalid("""
