@@ -765,8 +765,10 @@ class _Builder:
                     atom = _strip_constant_terms(side)
                     if (isinstance(side, cst.Integer) and all(isinstance(op, _WINDOW_TESTS) for op in operators)
                             and any(n in resets for n in counted_here)):
-                        if integer_value(side) > 0:  # not the `== 0` of `count % k == 0`: no window has no micro-batch
-                            literals.add(integer_value(side))  # `count >= 4` or `== 4` with `count = 0` at the step
+                        # `count >= 4` or `== 4` with `count = 0` at the step; not the `== 0` of
+                        # `len(window) % k == 0` (a list's length kept as a count: no window is empty)
+                        if integer_value(side) > 0 or not any(n.startswith("len(") for n in counted_here):
+                            literals.add(integer_value(side))
                         continue
                     if atom is None or reads_counter(atom) or not configuration(atom):
                         continue
