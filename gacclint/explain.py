@@ -183,6 +183,13 @@ class _Render:
             else:
                 window = f"yes, k = `{accumulating[0].k_text}`" if accumulating else "no"
             self.lines.append("          accumulation loop: " + window)
+            # Each optimizer's own window, where its steps come at other times than another's
+            # (RULES.md, *ownership*): the window rules judge those too.
+            for own in loop.optimizer_windows.get(id(variant), ()):
+                owners = sorted({step.event.receiver or "?" for step in own.steps})
+                found = [b for v, b in loop.accumulation_variants() if v is own]
+                self.lines.append(f"          optimizer {', '.join(f'`{o}`' for o in owners)}: accumulation loop: "
+                                  + (f"yes, k = `{found[0].k_text}`" if found else "no"))
         self._rules()
         return "\n".join(self.lines) + "\n"
 

@@ -154,3 +154,29 @@ def test_explain_says_why_ga202_is_silent_where_the_run_ends_on_a_step_budget(tm
     assert ("GA202 silent: the loop is the whole run and ends on a budget of steps: at most the run's last "
             "micro-batches go unstepped") in result.output
     assert "provable from literals" not in result.output
+
+
+def test_explain_shows_each_optimizers_own_window(tmp_path: Path) -> None:
+    source = textwrap.dedent("""\
+        def train(G, D, loader, k, crit):
+            optG = torch.optim.Adam(G.parameters())
+            optD = torch.optim.Adam(D.parameters())
+            for i, (x, z) in enumerate(loader):
+                d_loss = crit(D(x), 1)
+                d_loss.backward()
+                if (i + 1) % k == 0:
+                    optD.step()
+                    optG.zero_grad()
+                    g_loss = crit(D(G(z)), 1)
+                    g_loss.backward()
+                    optG.step()
+                    optD.zero_grad()
+    """)
+    result = _explain(tmp_path, 4, source)
+    assert result.exit_code == 0, result.output
+    # the loop as a whole does not accumulate (the generator's backward runs on the boundary only) ...
+    assert "          accumulation loop: no\n" in result.output
+    # ... but the discriminator's optimizer does, and the window rules judge it
+    assert "optimizer `optD`: accumulation loop: yes, k = `k`" in result.output
+    assert "optimizer `optG`: accumulation loop: no" in result.output
+    assert "GA202 fired at 7:12" in result.output
