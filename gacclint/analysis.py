@@ -106,6 +106,7 @@ class _Program:
 
     def __init__(self, path: Path, data: bytes) -> None:
         self.data = data
+        self.tail = b""  # blanks after the last line break of a .py file, left out of `source`
         self.notebook = None
         self.cell_errors: list[Diagnostic] = []  # GA001 of each notebook cell that does not parse
         if path.suffix == ".ipynb":
@@ -126,8 +127,6 @@ class _Program:
             cut = data.rfind(b"\n") + 1
             self.tail = data[cut:] if cut and data[cut:] and not data[cut:].strip(b" \t\f") else b""
             self.source = data[:len(data) - len(self.tail)]
-
-    tail = b""
 
     def file_bytes(self, program: bytes) -> bytes:
         """The file's new bytes for a changed program (a notebook changes only its changed cells)."""

@@ -24,6 +24,7 @@ from gacclint.loops.vocabulary import (
     looks_like_optimizer,
     looks_like_scaler,
     moved_to_device,
+    parallel_assignment,
     positional_args,
     schedule_lengths,
     string_value,
@@ -241,10 +242,7 @@ class ModuleFacts:
         owner = self._class_holding(text)
         if owner is None:
             return None
-        attribute = text.split(".")[1]
-        values = [small.value for statement in owner.body.body if type(statement) is cst.SimpleStatementLine
-                  for small in statement.body
-                  if any(type(t) is cst.Name and t.value == attribute for t in assignment_targets(small))]
+        values = _class_values(owner, text.split(".")[1])
         if len(values) == 1 and type(values[0]) is cst.Name and values[0].value in ("True", "False"):
             return values[0].value == "True"
         return None
@@ -574,15 +572,18 @@ def _integer_operation(operator: cst.BaseBinaryOp, left: int | None, right: int 
     return None
 
 
+def _class_values(node: cst.ClassDef, attribute: str) -> list[cst.BaseExpression | None]:
+    """What each statement of the class body binding `attribute` binds it to (`accum = 1`)."""
+    return [small.value for statement in node.body.body if type(statement) is cst.SimpleStatementLine
+            for small in statement.body
+            if any(type(t) is cst.Name and t.value == attribute for t in assignment_targets(small))]
+
+
 def _class_integer(node: cst.ClassDef, attribute: str, depth: int = 0) -> int | None:
     """The integer the class body binds `attribute` to, when it binds it once, to a literal or
     to integer arithmetic of literals and the class's other attributes (`n_accumulate =
     max(1, 32 // train_bs)`)."""
-    values = []
-    for statement in node.body.body:
-        for small in getattr(statement, "body", ()) if isinstance(statement, cst.SimpleStatementLine) else ():
-            if any(isinstance(t, cst.Name) and t.value == attribute for t in assignment_targets(small)):
-                values.append(small.value)
+    values = _class_values(node, attribute)
     if len(values) != 1 or values[0] is None or depth > 4:
         return None
     return _class_arithmetic(node, values[0], depth)
@@ -715,9 +716,9 @@ class _FactCollector:
         # `isinstance` on libcst's ABCs is slow, and none of these classes has subclasses.
         target_type = type(target)
         if target_type is cst.Tuple or target_type is cst.List:
-            pairs = self._parallel_pairs(target, value)
+            pairs = parallel_assignment(target, value, self.facts.tree.names_read)
             if pairs is not None:  # `gen, disc = DDP(gen), DDP(disc)`: one plain binding per name
-                for element_target, element_value in pairs:
+                for _, element_target, element_value in pairs:
                     self._bind(element_target, element_value, statement, scope)
                 return
             names = [dotted_name(el.value) if not isinstance(el, cst.StarredElement) else None for el in target.elements]
@@ -741,25 +742,6 @@ class _FactCollector:
                 and "deepspeed" in code_of(value.value)):
             self.facts.framework_counts[name] = "deepspeed"
         self._classify(name, value)
-
-    def _parallel_pairs(self, target: cst.Tuple | cst.List,
-                        value: cst.BaseExpression) -> list[tuple[cst.BaseExpression, cst.BaseExpression]] | None:
-        """Each target with its value, where a tuple of names is assigned a tuple literal of as
-        many values and reading them one after another means the same: no star, and no value
-        reads a name an earlier target rebinds (`a, b = b, a` swaps; `a = b; b = a` does not)."""
-        if type(value) not in (cst.Tuple, cst.List) or len(value.elements) != len(target.elements):
-            return None
-        pairs, rebound = [], set()
-        for element_target, element_value in zip(target.elements, value.elements):
-            if type(element_target) is cst.StarredElement or type(element_value) is cst.StarredElement:
-                return None
-            name = dotted_name(element_target.value)
-            if name is None or any(read == earlier or read.startswith(earlier + ".")
-                                   for read in self.facts.tree.names_read(element_value.value) for earlier in rebound):
-                return None
-            rebound.add(name)
-            pairs.append((element_target.value, element_value.value))
-        return pairs
 
     def _classify(self, name: str, value: cst.BaseExpression) -> None:
         if type(value) is not cst.Call:

@@ -898,9 +898,12 @@ class _Builder:
             return
         loop.ddp = tuple(used)
         loop.ddp_forwards = tuple(called.get(used[0].name, []))
-        loop.sync_control = self._sync_control(training, function) or self._sync_handed(training, {w.name for w in used})
-        if loop.sync_control and not self._sync_handed(training, {w.name for w in used}):
-            loop.sync_controlled = self._sync_controlled(training, function, {w.name for w in used})
+        names = {w.name for w in used}
+        handed = self._sync_handed(training, names)
+        spellings, in_helpers = self._sync_spellings(training, function)
+        loop.sync_control = bool(spellings) or in_helpers or handed
+        if loop.sync_control and not handed and not in_helpers:  # a helper's: for which model is not read here
+            loop.sync_controlled = self._sync_controlled(spellings, names)
 
     def _method_forwards(self, name: str, call: cst.Call, wraps: dict[str, DdpWrap]) -> set[str]:
         """The wrapped models a same-class method (`self.train_on_batch`, one definition) calls
@@ -1102,32 +1105,25 @@ class _Builder:
                     return (dotted_name(found.module) or "").startswith("torch")
         return False
 
-    def _sync_control(self, training: cst.CSTNode, function: cst.FunctionDef | None) -> bool:
-        """A way of turning sync off in the loop's function (the module for a
-        module-level loop), or in a function of the module the loop calls."""
-        roots: list[cst.CSTNode] = [function if function is not None else self.module]
+    def _sync_spellings(self, training: cst.CSTNode, function: cst.FunctionDef | None) -> tuple[list[cst.CSTNode], bool]:
+        """The names and attributes spelling a way of turning sync off in the loop's function (the
+        module for a module-level loop), and whether a function of the module the loop calls
+        spells one too. Only a name or an attribute can spell it."""
+        def spelt(root: cst.CSTNode) -> list[cst.CSTNode]:
+            return [node for node in self.facts.tree.find(root, cst.Name, cst.Attribute) if turns_sync_off(node)]
+
+        helpers = []
         for call in self.facts.tree.find(training, cst.Call):
             name = call_name(call) or ""
-            short = name[len("self."):] if name.startswith("self.") else name
-            roots += self.facts.functions.get(short, [])
-        # Only a name or an attribute can spell it.
-        return any(turns_sync_off(node) for root in roots
-                   for node in self.facts.tree.find(root, cst.Name, cst.Attribute))
+            helpers += self.facts.functions.get(name[len("self."):] if name.startswith("self.") else name, [])
+        return spelt(function if function is not None else self.module), any(spelt(helper) for helper in helpers)
 
-    def _sync_controlled(self, training: cst.CSTNode, function: cst.FunctionDef | None,
-                         models: set[str]) -> frozenset[str] | None:
+    @staticmethod
+    def _sync_controlled(spellings: list[cst.CSTNode], models: set[str]) -> frozenset[str] | None:
         """The DDP models whose sync the loop's function turns off, where every way it does is
         spelt on one of them (`gen.no_sync()`, `disc.require_backward_grad_sync = ...`); None when
-        some is not (a helper handed the model, `fabric.no_backward_sync(model)`)."""
-        root = function if function is not None else self.module
+        some is not (`fabric.no_backward_sync(model)`)."""
         found: set[str] = set()
-        for call in self.facts.tree.find(training, cst.Call):
-            name = call_name(call) or ""
-            short = name[len("self."):] if name.startswith("self.") else name
-            if any(any(turns_sync_off(node) for node in self.facts.tree.find(helper, cst.Name, cst.Attribute))
-                   for helper in self.facts.functions.get(short, [])):
-                return None  # a function of the module turns it off: for which model is not read here
-        spellings = [node for node in self.facts.tree.find(root, cst.Name, cst.Attribute) if turns_sync_off(node)]
         attributes = {id(node.attr) for node in spellings if type(node) is cst.Attribute}
         for node in spellings:
             if id(node) in attributes:
@@ -1330,36 +1326,40 @@ class _Builder:
         micro-step's gradient is taken as it is (per-task gradient surgery: PCGrad, MGDA), and
         what the step applies after the loop is whatever the loop writes back, not a window's sum."""
         tree = self.facts.tree
-        over_parameters: set[str] = set()  # names a loop or comprehension in it binds to parameters
-        for node in tree.find(micro, cst.For, cst.CompFor, enter_scopes=False):
-            iterable = node.iter
-            if isinstance(iterable, cst.Name):
-                binding = self.facts.latest_binding(iterable.value, micro, tree.enclosing_function(micro))
-                iterable = binding.value if binding is not None and binding.tuple_index is None else iterable
-            if isinstance(iterable, cst.Call) and (call_name(iterable) or "") in ("list", "tuple") and iterable.args:
-                iterable = iterable.args[0].value
-            if isinstance(iterable, cst.Call) and (call_name(iterable) or "").rsplit(".", 1)[-1] in (
-                    "parameters", "named_parameters"):
-                over_parameters.update(_target_names(node.target))
-
-        # ... and in the methods of the class the micro-step loop calls (`self._awp_attack_step()`)
+        # ... or in the methods of the class the micro-step loop calls (`self._awp_attack_step()`)
         methods = [method for call in tree.find(micro.body, cst.Call, enter_scopes=False)
                    if (name := call_name(call) or "").startswith("self.") and name.count(".") == 1
                    for method in self.facts.functions.get(name[len("self."):], [])]
+        # names a loop or comprehension binds to parameters
+        over_parameters = self._parameter_loop_targets(micro, micro)
         for method in methods:
-            for node in tree.find(method.body, cst.For, cst.CompFor):
-                iterable = node.iter
-                if isinstance(iterable, cst.Call) and (call_name(iterable) or "").rsplit(".", 1)[-1] in (
-                        "parameters", "named_parameters"):
-                    over_parameters.update(_target_names(node.target))
+            over_parameters |= self._parameter_loop_targets(method.body)
 
         def is_parameter(owner: cst.BaseExpression) -> bool:
             text = dotted_name(owner) or ""
             return text in over_parameters or text.split(".")[0] in self.facts.modules_with_parameters
+        blocks = [micro.body, *(method.body for method in methods)]
         return any(reads_gradients(statement, tree, is_parameter)
-                   for statement in self._own_statements(_statements(micro.body), enter_loops=True)) or any(
-            reads_gradients(statement, tree, is_parameter)
-            for method in methods for statement in self._own_statements(_statements(method.body), enter_loops=True))
+                   for block in blocks for statement in self._own_statements(_statements(block), enter_loops=True))
+
+    def _parameter_loop_targets(self, root: cst.CSTNode, loop: LoopNode | None = None) -> set[str]:
+        """The names the loops and comprehensions in `root` bind to parameters (`for p in
+        model.parameters()`). Inside a micro-step `loop`, not entering nested scopes, a loop over a
+        name bound to them (`params = list(model.parameters())`) counts too."""
+        tree = self.facts.tree
+        found: set[str] = set()
+        for node in tree.find(root, cst.For, cst.CompFor, enter_scopes=loop is None):
+            iterable = node.iter
+            if loop is not None:
+                if isinstance(iterable, cst.Name):
+                    binding = self.facts.latest_binding(iterable.value, loop, tree.enclosing_function(loop))
+                    iterable = binding.value if binding is not None and binding.tuple_index is None else iterable
+                if isinstance(iterable, cst.Call) and (call_name(iterable) or "") in ("list", "tuple") and iterable.args:
+                    iterable = iterable.args[0].value
+            if isinstance(iterable, cst.Call) and (call_name(iterable) or "").rsplit(".", 1)[-1] in (
+                    "parameters", "named_parameters"):
+                found.update(_target_names(node.target))
+        return found
 
     def _enclosing_function(self, frames: list[_Frame]) -> cst.FunctionDef | None:
         """The function whose own body holds the loop (no loop between them)."""

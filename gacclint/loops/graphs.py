@@ -24,7 +24,15 @@ import libcst as cst
 from gacclint.loops.facts import ModuleFacts
 from gacclint.loops.model import LoopStatement
 from gacclint.loops.tensor_methods import TENSOR_METHODS
-from gacclint.loops.vocabulary import LIBRARY_ROOTS, call_name, code_of, dotted_name, keyword_argument, moved_to_device
+from gacclint.loops.vocabulary import (
+    LIBRARY_ROOTS,
+    call_name,
+    code_of,
+    dotted_name,
+    keyword_argument,
+    moved_to_device,
+    parallel_assignment,
+)
 
 if TYPE_CHECKING:
     from gacclint.loops.model import TrainingLoop
@@ -130,21 +138,6 @@ def _text(node: cst.BaseExpression) -> str | None:
     return dotted_name(node) or (code_of(node) if isinstance(node, cst.Subscript) else None)
 
 
-def _paired(target: cst.BaseExpression, value: cst.BaseExpression) -> list[tuple[str, cst.BaseExpression]] | None:
-    if not (isinstance(target, (cst.Tuple, cst.List)) and isinstance(value, (cst.Tuple, cst.List))):
-        return None
-    if len(target.elements) != len(value.elements) or any(
-            isinstance(e, cst.StarredElement) for e in (*target.elements, *value.elements)):
-        return None
-    pairs = []
-    for left, right in zip(target.elements, value.elements):
-        name = dotted_name(left.value)
-        if name is None:
-            return None
-        pairs.append((name, right.value))
-    return pairs
-
-
 def _targets(target: cst.BaseExpression) -> Iterator[tuple[str, bool, int | None]]:
     """Each name `target` binds, whether it is unpacked, and its place when the target is a
     flat tuple without a starred name (`loss, elapsed = f(x)`: 0 and 1)."""
@@ -193,9 +186,9 @@ class GraphFlow:
                         if type(target.target) is cst.Subscript and (into := dotted_name(target.target.value)):
                             # `losses[t] = loss`: put into `losses` at a key
                             self._put_into.setdefault(into, []).append((record.position, record, small.value))
-                        pairs = _paired(target.target, small.value)
+                        pairs = parallel_assignment(target.target, small.value)
                         if pairs is not None:  # `a, b = f(x), g(y)`: each name its own value
-                            for name, value in pairs:
+                            for name, _, value in pairs:
                                 self._add(Definition(name, record.position, record, value))
                             continue
                         for name, unpacked, index in _targets(target.target):
@@ -719,13 +712,15 @@ class GraphFlow:
         """The names whose graphs `node` is computed from, through the loop's assignments before
         `before`: not through a detached value (`.detach()`, `.item()`) or one made without grad."""
         tree = self.facts.tree
+        names = tree.names_read(node)
         cut = [call for call in tree.find(node, cst.Call) if type(call.func) is cst.Attribute
                and call.func.attr.value in _NO_GRAPH]
+        if cut:  # a name read only inside `x.detach()` carries no graph here
+            outside = {dotted_name(found) for found in tree.find(node, cst.Name, cst.Attribute)
+                       if not any(tree.contains(call, found) for call in cut)}
+            names &= outside
         found: set[str] = set()
-        for name in tree.names_read(node):
-            if cut and all(any(tree.contains(call, found_node) for call in cut)
-                           for found_node in tree.find(node, cst.Name, cst.Attribute) if dotted_name(found_node) == name):
-                continue  # read only inside `x.detach()`
+        for name in names:
             found.add(name)
             if depth < 8:
                 for definition in self.definitions(name, before):  # type: ignore[arg-type]

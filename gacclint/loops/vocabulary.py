@@ -11,7 +11,7 @@ from __future__ import annotations
 import io
 import re
 import tokenize
-from typing import TYPE_CHECKING
+from typing import Callable, TYPE_CHECKING
 
 import libcst as cst
 
@@ -300,3 +300,26 @@ def moved_to_device(node: cst.BaseExpression) -> cst.BaseExpression:
            and node.func.attr.value in {"to", "cuda", "cpu"}):
         node = node.func.value
     return node
+
+
+def parallel_assignment(target: cst.BaseExpression, value: cst.BaseExpression,
+                        reads: Callable[[cst.CSTNode], set[str]] | None = None,
+                        ) -> list[tuple[str, cst.BaseExpression, cst.BaseExpression]] | None:
+    """`a, b = f(x), g(y)`: each name the tuple of names binds, its target node and the value it
+    is given; None for a star, a target that is no name, or lengths that differ. With `reads` (the
+    names a node reads), also None where reading the pairs one after another would differ: a
+    value reads a name an earlier target rebinds (`a, b = b, a` swaps)."""
+    if type(target) not in (cst.Tuple, cst.List) or type(value) not in (cst.Tuple, cst.List):
+        return None
+    if len(target.elements) != len(value.elements) or any(
+            type(e) is cst.StarredElement for e in (*target.elements, *value.elements)):
+        return None
+    pairs, rebound = [], set()
+    for left, right in zip(target.elements, value.elements):
+        name = dotted_name(left.value)
+        if name is None or reads is not None and any(
+                read == earlier or read.startswith(earlier + ".") for read in reads(right.value) for earlier in rebound):
+            return None
+        rebound.add(name)
+        pairs.append((name, left.value, right.value))
+    return pairs

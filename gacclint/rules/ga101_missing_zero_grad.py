@@ -487,15 +487,14 @@ for x, y in loader:
                    if not any(id(event.node) in reported for event in events)}
         if not stepped:
             return
-        edits = [_clear_after(event, receiver) if receiver else None
+        fixes = [_clear_after(event, receiver) if receiver else None
                  for receiver, events in stepped.items() for event in events]
         fix = None
-        if None not in edits:
-            fix = Fix(Applicability.SAFE, f"Insert `{next(iter(stepped))}.zero_grad()` after the step"
-                      + ("s" if len(edits) > 1 else ""), tuple(edit for one in edits for edit in one.edits))  # type: ignore[union-attr]
-            if len(stepped) > 1:
-                fix = Fix(Applicability.SAFE, "Insert " + " and ".join(f"`{r}.zero_grad()`" for r in stepped)
-                          + " after their steps", fix.edits)
+        if None not in fixes:
+            message = "Insert " + " and ".join(f"`{r}.zero_grad()`" for r in stepped) + " after their steps" \
+                if len(stepped) > 1 else f"Insert `{next(iter(stepped))}.zero_grad()` after the step" \
+                + ("s" if len(fixes) > 1 else "")
+            fix = Fix(Applicability.SAFE, message, tuple(edit for one in fixes for edit in one.edits))  # type: ignore[union-attr]
         for receiver, events in stepped.items():
             yield self.finding(
                 f"`{receiver}` is stepped but gradients are never cleared in this loop"

@@ -1129,9 +1129,9 @@ def _carries(graph: GraphFlow, value: cst.BaseExpression, position: float, losse
             return False
     if graph.visibly_carries_graph(value, position):
         return True
-    if _container_bound(graph, value, position) is not None:
-        # `rec = {"out": out}` then `outs.append(rec)`: the dictionary holds the output's graph
-        return any(_carries(graph, part, position, losses) for part in _container_bound(graph, value, position))
+    parts = _container_bound(graph, value, position)
+    if parts is not None:  # `rec = {"out": out}` then `outs.append(rec)`: the dictionary holds the output's graph
+        return any(_carries(graph, part, position, losses) for part in parts)
     if not isinstance(value, cst.Name):
         return False
     return any(not graph.reassigned_between(value.value, min(at, position), max(at, position))

@@ -448,14 +448,14 @@ def train_fn(train_loader, model, criterion, optimizer):
             (c.text, c.polarity) for c in clip.event.conditions}
         if not spelled_under and not _runs_with_the_step(loop, clip.event, step.event):
             return None
+        edit = InsertBefore(clip.event.statement, f"{scaler}.unscale_({optimizer})")
         message = f"Insert `{scaler}.unscale_({optimizer})` before the clip"
         if not spelled_under:
             # Together only as the counts now are (`k` the literal 1): with a larger count the
             # unscale_ would run twice between updates, which raises.
             return Fix(Applicability.UNSAFE, message + "; unsafe: it runs where the clip does, on every micro-batch, "
-                       "which is once per step only while the accumulation count is 1",
-                       (InsertBefore(clip.event.statement, f"{scaler}.unscale_({optimizer})"),))
-        return Fix(Applicability.SAFE, message, (InsertBefore(clip.event.statement, f"{scaler}.unscale_({optimizer})"),))
+                       "which is once per step only while the accumulation count is 1", (edit,))
+        return Fix(Applicability.SAFE, message, (edit,))
 
 
 def _runs_with_the_step(loop: TrainingLoop, clip: Event, step: Event) -> bool:
