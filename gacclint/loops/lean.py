@@ -53,12 +53,24 @@ def _maker(cls: type) -> Callable[..., cst.CSTNode]:
         elif field.default_factory is not dataclasses.MISSING:
             defaults[field.name] = field.default_factory()
     parameters = ", ".join(f"{name}=_default_{name}" if name in defaults else f"{name}=None" for name in names)
-    body = "".join(f"    _set(node, {name!r}, {name})\n" for name in names)
+    # Each field is a slot: its descriptor's own setter, found once here, spares every node
+    # the attribute lookup of `object.__setattr__` (a third of the reader's time per node).
+    body = "".join(f"    _set_{name}(node, {name})\n" for name in names)
     namespace: dict[str, object] = {f"_default_{name}": value for name, value in defaults.items()}
-    namespace.update(_set=_set, _new=object.__new__, _cls=cls)
+    namespace.update({f"_set_{name}": _slot_setter(cls, name) for name in names})
+    namespace.update(_new=object.__new__, _cls=cls)
     signature = f"*, {parameters}" if parameters else ""
     exec(f"def make({signature}):\n    node = _new(_cls)\n{body}    return node\n", namespace)
     return namespace["make"]  # type: ignore[return-value]
+
+
+def _slot_setter(cls: type, name: str) -> Callable[[object, object], None]:
+    """The setter of field `name` of `cls` (libcst's nodes keep their fields in slots)."""
+    for klass in cls.__mro__:
+        descriptor = klass.__dict__.get(name)
+        if descriptor is not None and hasattr(descriptor, "__set__"):
+            return descriptor.__set__  # type: ignore[no-any-return]
+    return lambda node, value: _set(node, name, value)
 
 
 class _Makers(dict):
