@@ -74,6 +74,10 @@ class Schedule:
     evidence: str = ""
     # Every pass ends on a boundary: there is no final partial window to step or drop.
     whole_windows: bool = False
+    # The evidence up to its windows, without what it says of the micro-batches left after the
+    # last step ("and the last 2 are never stepped"): with a counter carried across passes they
+    # open the next pass's first window.
+    evidence_windows: str = ""
 
 
 OPAQUE_SCHEDULE = Schedule(Pattern.OTHER)
@@ -311,7 +315,8 @@ def read_runs(runs: dict[Config, Sequence[Value]]) -> Schedule:
     for pattern, flip in ((Pattern.BOUNDARY, False), (Pattern.BETWEEN, True)):
         schedule = _read_boundary(runs, flip)
         if schedule is not None:
-            return Schedule(pattern, schedule.first_window, schedule.tail, schedule.evidence, schedule.whole_windows)
+            return Schedule(pattern, schedule.first_window, schedule.tail, schedule.evidence, schedule.whole_windows,
+                            schedule.evidence_windows)
     # `if boundary: if not found_nan: step`: at most on the boundaries (an unknown test may
     # skip some), never between them. Windows are then not exact: no finding rests on their size.
     subset = {config: [True if v is None else v for v in vector] for config, vector in runs.items()}
@@ -325,7 +330,7 @@ def _read_boundary(runs: dict[Config, Sequence[Value]], flip: bool) -> Schedule 
     firsts: set[tuple[int, int]] = set()  # (k, size of the first window)
     tails: set[bool] = set()
     tail_unknown = False
-    evidence = ""
+    evidence = windows = ""
     phases: dict[tuple[int, int, int], int] = {}  # (k, start, n % k) -> the boundaries' phase
     ordered = sorted(runs.items(), key=lambda item: -len(item[1]))  # long passes first: they show the phase
     for config, vector in ordered:
@@ -363,9 +368,9 @@ def _read_boundary(runs: dict[Config, Sequence[Value]], flip: bool) -> Schedule 
         else:
             tails.add(bool(last))
         if config.actual and n % k:
-            evidence = _evidence(values, k, n)  # the loop's own numbers, over any sample's
+            windows, evidence = _evidence(values, k, n)  # the loop's own numbers, over any sample's
         elif not evidence and n % k and n >= 2 * k and (k == 4 or config.k == max(c.k for c in runs)):
-            evidence = _evidence(values, k, n)
+            windows, evidence = _evidence(values, k, n)
     first = _relative(firsts)
     if tail_unknown:
         tail = Tail.UNKNOWN
@@ -377,7 +382,8 @@ def _read_boundary(runs: dict[Config, Sequence[Value]], flip: bool) -> Schedule 
         tail = Tail.SOMETIMES
     # No sample left a final partial window: every pass ends on a boundary (a `break` that keeps
     # only whole windows, `if step // k >= len(dl) // k: break`).
-    return Schedule(Pattern.BOUNDARY, first, tail, evidence, whole_windows=not tails and not tail_unknown)
+    return Schedule(Pattern.BOUNDARY, first, tail, evidence, whole_windows=not tails and not tail_unknown,
+                    evidence_windows=windows)
 
 
 def _runs_skip_first(runs: dict[Config, Sequence[Value]], phases: dict[tuple[int, int, int], int]) -> bool:
@@ -390,17 +396,17 @@ def _runs_skip_first(runs: dict[Config, Sequence[Value]], phases: dict[tuple[int
     return False
 
 
-def _evidence(values: Sequence[Value], k: int, n: int) -> str:
-    """`with k=4 and 15 micro-batches it runs after micro-batches 1, 5, 9, 13: windows of 1, 4, 4, 4,
-    and the last 2 are never stepped`."""
+def _evidence(values: Sequence[Value], k: int, n: int) -> tuple[str, str]:
+    """`with k=4 and 15 micro-batches it runs after micro-batches 1, 5, 9, 13: windows of 1, 4, 4, 4`,
+    and the same followed by `, and the last 2 are never stepped`."""
     stepped = [t + 1 for t, v in enumerate(values) if v]
     windows = [b - a for a, b in zip([0] + stepped, stepped)]
     text = (f"with k={k} and {n} micro-batches it runs after micro-batch{'es' if len(stepped) != 1 else ''} "
             f"{_listed(stepped)}: windows of {_listed(windows)}")
     left = n - (stepped[-1] if stepped else 0)
     if left:
-        text += f", and the last {left} {'is' if left == 1 else 'are'} never stepped"
-    return text
+        return text, text + f", and the last {left} {'is' if left == 1 else 'are'} never stepped"
+    return text, text
 
 
 def _listed(numbers: list[int]) -> str:

@@ -781,7 +781,7 @@ def _ignore(collector: _FactCollector, node: cst.CSTNode) -> None:
     pass
 
 
-_STATEMENTS = (cst.BaseStatement, cst.BaseSmallStatement)
+_STATEMENTS = (cst.BaseStatement, cst.BaseSmallStatement, cst.SimpleStatementSuite)  # a one-line body is one statement too
 # What each kind of node tells, tried in this order (the first that matches reads it).
 _READER_ORDER = (
     ((cst.FunctionDef,), _FactCollector._function),

@@ -499,7 +499,8 @@ class _Builder:
         if shape is Shape.PER_ITERATION and self._pass_bounded(micro, events):
             loop.remade_each_pass = self._remade_each_pass(micro, frames)
         loop.graph = GraphFlow(loop, self.facts, varying)
-        loop.window_splits_batch = shape is Shape.INNER_WINDOW and self._splits_one_batch(micro, loop.graph)
+        loop.micro_steps_take_batches = shape is Shape.INNER_WINDOW and (
+            self._splits_one_batch(micro, loop.graph) or self._draws_from_one_stream(micro))
         loop.optimizer_windows = self._optimizer_windows(loop)
         self._step_hygiene(loop, training, function, varying)
         self.loops.append(loop)
@@ -817,6 +818,26 @@ class _Builder:
         if len(values) != 1:
             return None
         return values.pop()
+
+    def _parameter_length(self, function: cst.FunctionDef, name: str, depth: int = 0) -> int | None:
+        """RULES.md, *facts along calls*: the length of what parameter `name` of `function` holds,
+        when every call site in the module passes a value whose length follows from literals
+        there (`loader = DataLoader(..., batch_size=4)` in `main`, then `train(loader)`), through
+        callers that hand on a parameter of their own; None where the function rebinds it."""
+        if depth > 3 or any(b.scope is function for b in self.facts.bindings.get(name, ())):
+            return None
+        arguments = self._call_site_arguments(function).get(name)
+        if not arguments:
+            return None
+        lengths: set[int | None] = set()
+        for argument, caller, statement in arguments:
+            if argument is None:
+                return None
+            length = self.facts.evaluate_length(argument, statement, caller)
+            if length is None and isinstance(argument, cst.Name) and caller is not None:
+                length = self._parameter_length(caller, argument.value, depth + 1)
+            lengths.add(length)
+        return lengths.pop() if len(lengths) == 1 else None
 
     def _constant_reader(self, loop: LoopNode, function: cst.FunctionDef | None, context: GuardContext,
                          lengths: frozenset[str] | set[str] = frozenset()):
@@ -1289,6 +1310,25 @@ class _Builder:
             for part in tree.find(call, cst.Slice):
                 bounds = [b for b in (part.lower, part.upper, part.step) if b is not None]
                 if any(index in self._names_read(bound) for bound in bounds):
+                    return True
+        return False
+
+    def _draws_from_one_stream(self, micro: LoopNode) -> bool:
+        """Each micro-step, in the window loop's own block, takes the next item of one iterator
+        that the window does not rebind or pick by its index (`z = next(batches)`): the window
+        is that many micro-batches of one stream (`next(task_iters[t])` is a task's own)."""
+        tree = self.facts.tree
+        rebound = {name for found in tree.find(micro.body, cst.Assign, cst.AnnAssign, cst.AugAssign, cst.For,
+                                               enter_scopes=False)
+                   for target in (getattr(found, "targets", None) or [found])
+                   for name in _target_names(target.target)}
+        for statement in _statements(micro.body):
+            if not matches(type(statement), _SIMPLE):
+                continue
+            for call in tree.find(statement, cst.Call, enter_scopes=False):
+                args = positional_args(call)
+                stream = dotted_name(args[0]) if call_name(call) == "next" and len(args) == 1 else None
+                if stream is not None and stream not in rebound:
                     return True
         return False
 
@@ -1934,6 +1974,8 @@ class _Builder:
                 break
             node = positional[0]
         literal = self.facts.evaluate_length(node, loop, function)
+        if literal is None and isinstance(node, cst.Name) and function is not None:
+            literal = self._parameter_length(function, node.value)
         if isinstance(node, (cst.List, cst.Tuple, cst.ListComp)):
             return IterableInfo(IterableKind.LIST, None, literal)
         if isinstance(node, cst.Call):

@@ -64,6 +64,8 @@ _NO_GRAPH = {"detach", "item", "tolist", "numpy", "argmax", "argmin", "long", "i
              "clip_grad_norm_", "clip_grad_norm", "clip_grad_value_"}
 # Methods that put their last argument into a container in place.
 PUTTING_METHODS = frozenset({"append", "extend", "insert", "add"})
+# Methods of a dictionary that put values into it.
+_DICT_FILLING_METHODS = frozenset({"update", "setdefault"})
 # Builtins whose result is a plain Python value, with no graph.
 _NUMBER_BUILTINS = frozenset({"float", "int", "bool", "len", "str"})
 # Modules whose functions return plain numbers or arrays, never a graph (`time.time()`,
@@ -224,10 +226,22 @@ class GraphFlow:
 
     def _record_put(self, call: cst.Call, record: LoopStatement) -> None:
         func = call.func
-        if isinstance(func, cst.Attribute) and func.attr.value in PUTTING_METHODS and call.args:
-            name = dotted_name(func.value)
-            if name is not None:
-                self._put_into.setdefault(name, []).append((record.position, record, call.args[-1].value))
+        if not isinstance(func, cst.Attribute) or not call.args:
+            return
+        name = dotted_name(func.value)
+        if name is None:
+            return
+        method = func.attr.value
+        if method in PUTTING_METHODS:
+            self._put_into.setdefault(name, []).append((record.position, record, call.args[-1].value))
+        elif method in _DICT_FILLING_METHODS and self.facts.holds_container(
+                name, call, self.facts.tree.enclosing_function(call)):
+            # `rec.update({"pred": out})`, `rec.update(pred=out)`, `rec.setdefault("pred", out)`: a
+            # dictionary's own methods put values into it too (a meter's `update(loss)` is not one)
+            values = [arg.value for arg in call.args] if method == "update" else [call.args[-1].value]
+            values = [part for value in values for part in (
+                [e.value for e in value.elements if type(e) is cst.DictElement] if type(value) is cst.Dict else [value])]
+            self._put_into.setdefault(name, []).extend((record.position, record, value) for value in values)
 
     # -- definitions ---------------------------------------------------------------
 

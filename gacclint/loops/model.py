@@ -521,8 +521,9 @@ class TrainingLoop:
     # Ids of the blocks of statements that run at least once per window (see
     # `_Builder._window_blocks`): a reset there bounds what a running sum keeps.
     window_blocks: frozenset[int] = frozenset()
-    # Inner-window shape: each micro-step feeds a forward a slice of one batch that its index picks.
-    window_splits_batch: bool = False
+    # Inner-window shape: each micro-step takes a micro-batch of its own, a slice of one batch that
+    # its index picks or the next item of one stream (see `_Builder._draws_from_one_stream`).
+    micro_steps_take_batches: bool = False
     # Where a pass of the loop is a handful of steps, not the data (a loop over models, or one
     # accumulation window of a framework): the names the loop around it binds anew before each pass.
     remade_each_pass: frozenset[str] = frozenset()

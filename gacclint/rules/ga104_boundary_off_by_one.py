@@ -253,12 +253,16 @@ for i in range(len(seeds)):
                 continue
             reported.add(key)
             evidence = boundary.schedule.evidence if boundary.schedule is not None else ""
+            carried = boundary.counter is not None and not boundary.counter.per_pass
+            if carried and evidence:
+                # the micro-batches after a pass's last step open the next pass's first window
+                evidence = f"{boundary.schedule.evidence_windows} in the first pass, and later windows straddle passes"
             size = {"1": "one micro-batch", "k-1": f"`{boundary.k_text} - 1` micro-batches",
                     "k+1": f"`{boundary.k_text} + 1` micro-batches"}[first]
             where = boundary.test or boundary.modulo or boundary.expression
             shown = code_of(boundary.modulo if boundary.modulo is not None else boundary.expression)
-            message = (f"`{shown}` is off by one: the first window holds {size} and every later one is shifted"
-                       + (f" ({evidence})" if evidence else ""))
+            message = (f"`{shown}` is off by one: the first window {'of the run ' if carried else ''}holds {size} "
+                       "and every later one is shifted" + (f" ({evidence})" if evidence else ""))
             yield self.finding(message, where, self._fix(loop, boundary, first))
 
     def _fix(self, loop: TrainingLoop, boundary, first: str) -> Fix | None:

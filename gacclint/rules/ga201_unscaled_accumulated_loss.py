@@ -249,6 +249,15 @@ class Trainer:
             opt.step()
             opt.zero_grad()
 """, "the call is handed `self.config`, which holds the count `self.accum` was read from: it may divide by it"),
+        Valid("""
+def meta_update(model, optimizer, task_batches, n_tasks):
+    optimizer.zero_grad()
+    for t in range(n_tasks):
+        x, y = next(task_batches[t])
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+    optimizer.step()
+""", "each pass draws from its own task's stream (`next(task_batches[t])`): a sum over tasks, on purpose"),
     ]
     INVALID = [
         Invalid("""
@@ -676,6 +685,24 @@ class Trainer:
             opt.step()
             opt.zero_grad()
 """, why="the call is handed a device and a size, attributes of `self` that hold no count: it cannot divide by `self.accum`"),
+        Invalid("""
+def generator_update(generator, discriminator, optimizer, noise, k):
+    optimizer.zero_grad()
+    for _ in range(k):
+        z = next(noise)
+        g_loss = F.softplus(-discriminator(generator(z))).mean()
+        g_loss.backward()
+    optimizer.step()
+""", fixed="""
+def generator_update(generator, discriminator, optimizer, noise, k):
+    optimizer.zero_grad()
+    for _ in range(k):
+        z = next(noise)
+        g_loss = F.softplus(-discriminator(generator(z))).mean()
+        (g_loss / k).backward()
+    optimizer.step()
+""", why="each micro-step draws the next batch of one stream (`next(noise)`): the inner loop is an accumulation "
+            "window, whatever its names say, and its losses are summed undivided"),
     ]
 
     def check(self, loop: TrainingLoop, model) -> Iterator[Finding]:
@@ -738,9 +765,9 @@ class Trainer:
 
 def _accumulation_window(loop: TrainingLoop) -> bool:
     """`for micro_step in range(gradient_accumulation_steps)`: the names say it accumulates, or
-    each micro-step takes its slice of one batch (`model(x[i::k])`). A loop of task losses
-    (`for t in range(n_tasks)`) sums them on purpose."""
-    if loop.window_splits_batch:
+    each micro-step takes a micro-batch of its own (`model(x[i::k])`, `z = next(batches)`). A
+    loop of task losses (`for t in range(n_tasks)`) sums them on purpose."""
+    if loop.micro_steps_take_batches:
         return True
     node = loop.node
     target = code_of(node.target) if isinstance(node, cst.For) else ""

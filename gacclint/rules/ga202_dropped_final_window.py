@@ -362,6 +362,24 @@ def train_one_epoch(model, optimizer, dataloader, criterion):
             optimizer.step()
             optimizer.zero_grad()
 """, "the count is the literal 1 of a module dictionary that nothing writes again: nothing accumulates"),
+        Valid("""
+def train_one_epoch(model, optimizer, loader, k):
+    for i, (x,) in enumerate(loader):
+        loss = model(x).pow(2).mean() / k
+        loss.backward()
+        if (i + 1) % k == 0:
+            optimizer.step()
+            optimizer.zero_grad()
+
+
+def main():
+    model = torch.nn.Linear(4, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    loader = DataLoader(TensorDataset(torch.randn(64, 4)), batch_size=4)
+    for _ in range(3):
+        train_one_epoch(model, optimizer, loader, 4)
+""", "the loader handed to the loop's function at its only call has 16 micro-batches, from literals, and k is 4 "
+            "there: every pass ends on a boundary (RULES.md, facts along calls)"),
     ]
     INVALID = [
         Invalid("""

@@ -278,6 +278,31 @@ for batch in loader:
         optimizer.step()
         optimizer.zero_grad()
 """, why="`loss.div(4)` divides as `/ 4` does"),
+        Invalid("""
+accelerator = Accelerator(gradient_accumulation_steps=k)
+model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+history = []
+for step, (x, y) in enumerate(loader):
+    loss = F.mse_loss(model(x), y) / k
+    accelerator.backward(loss)
+    if (step + 1) % k == 0:
+        optimizer.step()
+        optimizer.zero_grad()
+    history.append(loss.item() * k)
+""", fixed="""
+accelerator = Accelerator(gradient_accumulation_steps=k)
+model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+history = []
+for step, (x, y) in enumerate(loader):
+    loss = F.mse_loss(model(x), y)
+    accelerator.backward(loss)
+    if (step + 1) % k == 0:
+        optimizer.step()
+        optimizer.zero_grad()
+    history.append(loss.item() * k)
+""", applicability=Applicability.UNSAFE,
+            why="divided twice; the fix is unsafe: the loop logs `loss` after the backward, and without the division "
+                "it logs `k` times what it did"),
     ]
 
     def check(self, loop: TrainingLoop, model) -> Iterator[Finding]:
@@ -298,7 +323,7 @@ for batch in loader:
                 yield self.finding(
                     f"the loss is divided by `{division.divisor_text}` by hand and again by {framework}: "
                     "gradients end up that many times too small",
-                    division.operation, None if switched else _fix(division))
+                    division.operation, None if switched else _fix(division, _read_later(loop, event, division)))
             for helper in event.loss_flow.helper_divisions:
                 if helper.divisor_text not in model.facts.framework_counts and helper.divisor_text not in counts:
                     continue
@@ -342,7 +367,28 @@ def _owners_count(divisor: cst.BaseExpression, event: Event) -> bool:
             and dotted_name(divisor.value) is not None and dotted_name(divisor.value) == dotted_name(call.func.value))
 
 
-def _fix(division: Division) -> Fix | None:
+def _read_later(loop: TrainingLoop, event: Event, division: Division) -> str | None:
+    """The name the division binds, where a statement of the loop other than the backward reads
+    it before the next binding (`history.append(loss.item() * k)`): removing the division there
+    changes what that statement sees. Unknown where the division is not a statement of the loop."""
+    if division.form is DivisionForm.INLINE or event.loss_flow is None or event.loss_flow.name is None:
+        return None
+    name = event.loss_flow.name
+    graph = loop.graph
+    at = next((record.position for record in loop.body if record.statement is division.statement), None)
+    if at is None or graph is None:
+        return name
+    for record in loop.body:
+        if record.position <= at or record.statement is event.statement:
+            continue
+        if graph.reassigned_between(name, at, record.position):
+            break
+        if name in graph.reads(record.statement):
+            return name
+    return None
+
+
+def _fix(division: Division, read_later: str | None) -> Fix | None:
     edits: tuple[Edit, ...]
     statement = division.statement
     alone = isinstance(statement, cst.SimpleStatementLine) and len(statement.body) == 1
@@ -360,4 +406,7 @@ def _fix(division: Division) -> Fix | None:
             assert isinstance(operation, cst.BinaryOperation)
             edits = (Replace(operation, operation.left.with_changes(lpar=operation.lpar, rpar=operation.rpar)
                              if not operation.left.lpar else operation.left),)
+    if read_later is not None:
+        return Fix(Applicability.UNSAFE, f"Remove the division by `{division.divisor_text}`; unsafe: `{read_later}` "
+                   "is read after the backward too, and what it holds there changes", edits)
     return Fix(Applicability.SAFE, f"Remove the division by `{division.divisor_text}`", edits)

@@ -630,6 +630,19 @@ def train(model, loader, optimizer, loss_func):
         n_corrects_acm += n_corrects
     return n_corrects_acm
 """, "the helper's second value is a number in every arm that binds it (`0`, `.item()`)"),
+        Valid("""
+def train_epoch(model, loader, optimizer):
+    meter = AverageMeter()
+    history = []
+    for x, y in loader:
+        optimizer.zero_grad()
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        optimizer.step()
+        meter.update(loss)
+        history.append(meter)
+    return history
+""", "`meter` is not visibly a dictionary: what its `update` keeps is not known"),
     ]
     INVALID = [
         Invalid("""
@@ -1045,6 +1058,22 @@ for x, y in loader:
     outs.append(rec)
 """, fixed=None, applicability=None,
             why="the dictionary appended holds the model's output: every iteration's graph is kept (no fix: a dictionary has no `.detach()`)"),
+        Invalid("""
+def train_epoch(model, loader, optimizer):
+    history = []
+    for x, y in loader:
+        optimizer.zero_grad()
+        out = model(x)
+        loss = F.cross_entropy(out, y)
+        loss.backward()
+        optimizer.step()
+        record = {}
+        record.update({"pred": out, "target": y})
+        history.append(record)
+    return history
+""", fixed=None, applicability=None,
+            why="the dictionary's own `update` puts the model's output into it, and the dictionary is kept: every "
+                "iteration's graph stays (no fix: a dictionary has no `.detach()`)"),
     ]
 
     def check(self, loop: TrainingLoop, model) -> Iterator[Finding]:

@@ -180,6 +180,20 @@ def train_fn(loader, model, criterion, optimizer):
             scaler.update()
             optimizer.zero_grad()
 """, "`CFG.unscale` is the class's literal `True`, set nowhere else: the unscale_ always runs before the clip"),
+        Valid("""
+scaler = torch.cuda.amp.GradScaler()
+for x, y in loader:
+    with torch.autocast("cuda"):
+        loss = F.mse_loss(model(x), y)
+    scaler.scale(loss).backward()
+    scaler.unscale_(optimizer.optimizers[0])
+    scaler.unscale_(optimizer.optimizers[1])
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    scaler.step(optimizer)
+    scaler.update()
+    optimizer.zero_grad()
+""", "a container optimizer's parts are unscaled before the clip: whether they cover every gradient it clips is "
+            "not visible, and a second `unscale_` of the whole would divide them twice"),
     ]
     INVALID = [
         Invalid("""
@@ -485,10 +499,13 @@ def _unscaled(loop: TrainingLoop, variant: LoopVariant, clip: ResolvedEvent, ste
 
 def _unscales_before(loop: TrainingLoop, clip: ResolvedEvent, step: ResolvedEvent) -> Iterator[Event]:
     """The loop's unscale_ calls before the clip, in any configuration, that may unscale the stepped
-    optimizer's gradients (an unscale_ of another optimizer does not)."""
+    optimizer's gradients (an unscale_ of another optimizer does not; one of a part of it does,
+    `scaler.unscale_(opt.optimizers[0])` of a container optimizer)."""
+    stepped = step.event.receiver
     for event in loop.events:
         if event.kind is EventKind.UNSCALE and event.order < clip.event.order and (
-                not event.receiver or not step.event.receiver or event.receiver == step.event.receiver):
+                not event.receiver or not stepped or event.receiver == stepped
+                or event.receiver.startswith((f"{stepped}.", f"{stepped}["))):
             yield event
 
 

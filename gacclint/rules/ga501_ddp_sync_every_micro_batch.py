@@ -195,6 +195,22 @@ def train(model, loader):
             optimizer.step()
             optimizer.zero_grad()
 """, "no DDP wrap visible"),
+        Valid("""
+def train_epoch(loader, engine, k):
+    for step, (x, y) in enumerate(loader, start=1):
+        net = model.module if isinstance(model, DistributedDataParallel) else model
+        loss = F.mse_loss(net(x), y) / k
+        loss.backward()
+        if step % k == 0 or step == len(loader):
+            optimizer.step()
+            optimizer.zero_grad()
+        if step % 100 == 0: engine.push_weights(model)
+
+
+model = DistributedDataParallel(Net())
+optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+""", "the forward goes through the wrapped module, and what a one-line `if` after the backward hands the model "
+            "to runs after the window's backwards"),
     ]
     INVALID = [
         Invalid("""
@@ -533,6 +549,29 @@ def train(G, D, loader, k, crit):
             optD.step(); optD.zero_grad()
             optG.step(); optG.zero_grad()
 """, fixed=None, applicability=None, why="only `G`'s sync is turned off: `D`'s backward still all-reduces on every micro-batch (no fix beside the other model's own `no_sync`)", also=("GA203",)),
+        Invalid("""
+from torch.nn.parallel import DistributedDataParallel
+
+
+def train_epoch(loader, k):
+    last = 0
+    for step, (x, y) in enumerate(loader, start=1):
+        last = step
+        loss = F.mse_loss(model(x), y) / k
+        loss.backward()
+        if step % k == 0:
+            optimizer.step()
+            optimizer.zero_grad()
+    if last % k != 0:
+        optimizer.step()
+        optimizer.zero_grad()
+
+
+model = DistributedDataParallel(Net())
+optimizer = torch.optim.AdamW(model.parameters())
+""", fixed=None, applicability=None, also=("GA203",),
+            why="every micro-batch syncs; no fix: the step after the loop applies the final partial window, which "
+                "`no_sync()` between in-loop boundaries would leave un-reduced on every rank"),
     ]
 
     def check(self, loop: TrainingLoop, model) -> Iterator[Finding]:
@@ -610,6 +649,10 @@ def train(G, D, loader, k, crit):
     def _fix(self, loop: TrainingLoop, model, wrap: DdpWrap, backwards: list[ResolvedEvent],
              boundary: Boundary | None) -> Fix | None:
         if not wrap.torch or not loop.ddp_forwards or self._forwarded(loop) is not wrap:
+            return None
+        if (loop.flush_after_loop or loop.flush_after_run) and (boundary is None or boundary.steps_tail is not True):
+            # the step after the loop would apply the final partial window's gradients, which the
+            # `no_sync()` between boundaries leaves un-reduced: every rank would step its own
             return None
         statements = self._span(loop, model, loop.ddp_forwards[0], backwards)
         if statements is None:
