@@ -24,7 +24,7 @@ from typing import Callable, Iterable, Sequence
 
 import libcst as cst
 
-from gacclint.loops.vocabulary import call_name, code_of, dotted_name, integer_value, positional_args
+from gacclint.loops.vocabulary import call_name, code_of, dotted_name, integer_value, keyed_entry, positional_args
 
 Value = object  # int | bool | None (Unknown)
 CARRIED = object()  # a counter whose start the module does not show
@@ -172,6 +172,12 @@ def _eval(node: cst.BaseExpression, env: Environment, depth: int) -> Value:
             raise Unknown
         return _eval(bound, env, depth + 1)
     if type(node) is cst.Subscript:
+        entry = keyed_entry(node)
+        if entry is not None and entry in env.state:  # `state["step"]`: a count the loop keeps there
+            value = env.state[entry]
+            if value is None:
+                raise Unknown
+            return value
         bound = env.constant(node)  # `cfg["k"]` of a dictionary literal nothing writes again
         if isinstance(bound, int) and not isinstance(bound, bool):
             return bound

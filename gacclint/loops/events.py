@@ -166,6 +166,20 @@ def plain_clears(facts: ModuleFacts) -> list[cst.CSTNode]:
             if (event := _plain_event(node, facts)) is not None and event.kind is EventKind.CLEAR]
 
 
+def _replaces_gradient(node: cst.Assign, facts: ModuleFacts) -> bool:
+    """`p.grad = w.grad.clone()`: a gradient made elsewhere (another model's, a worker's) put in
+    place of the parameter's own, which nothing reads first: what it held before is gone, as
+    after a clear. Not `p.grad = p.grad + noise` (it builds on what was there), nor a call of
+    an unseen function handed the parameter (`p.grad = project(p)`), nor a container reached
+    through the parameter itself."""
+    targets = [dotted_name(t.target) for t in node.targets]
+    if len(targets) != 1 or targets[0] is None or not targets[0].endswith(".grad"):
+        return False
+    parameter = targets[0][:-len(".grad")]
+    read = facts.tree.names_read(node.value)
+    return bool(read) and not any(name == parameter or name.startswith(f"{parameter}.") for name in read)
+
+
 def _names_a_helper(node: cst.CSTNode, clear_helpers: dict[str, ClearedParameter | None]) -> bool:
     """`helper(...)` or `self.helper(...)` for one of `clear_helpers`: the only calls that
     `_classify` reads differently when it knows the helpers."""
@@ -190,6 +204,8 @@ def _classify(node: cst.CSTNode, facts: ModuleFacts,
                 return RawEvent(EventKind.CLEAR, node, receiver="params")
             if isinstance(node.value, cst.BinaryOperation) and isinstance(node.value.operator, (cst.Divide, cst.Multiply)):
                 return RawEvent(EventKind.GRAD_SCALING, node)
+            if _replaces_gradient(node, facts):
+                return RawEvent(EventKind.CLEAR, node, receiver="params")
         return None
     if node_type is cst.AugAssign:
         if is_grad_reference(node.target) and isinstance(node.operator, (cst.DivideAssign, cst.MultiplyAssign)):

@@ -141,6 +141,16 @@ class ModuleFacts:
             owned |= {self._unaliased(owner, binding.scope) for owner in found}
         return frozenset(owned)
 
+    def clip_covers(self, clip: cst.CSTNode, optimizer: str | None) -> bool:
+        """The clip's parameters visibly hold `optimizer`'s: it clips `X.parameters()` and the
+        optimizer was built with parameters of `X` or of modules under it (RULES.md, *ownership*)."""
+        args = positional_args(clip) if type(clip) is cst.Call else []
+        clipped = next((owner for found in self.tree.find(args[0], cst.Call) if (owner := parameters_owner(found))),
+                       None) if args else None
+        owners = self.optimizer_models(optimizer) if optimizer else None
+        return clipped is not None and bool(owners) and all(
+            owner == clipped or owner.startswith(f"{clipped}.") for owner in owners)  # type: ignore[union-attr]
+
     def _unaliased(self, owner: str, scope: cst.FunctionDef | None) -> str:
         """`cur.encoder` with `cur = model.module if hasattr(model, "module") else model` (or
         `cur = model`, `cur = model.module`) bound once in the same function: `model.encoder`, the

@@ -72,6 +72,7 @@ from gacclint.loops.vocabulary import (
     function_statements,
     handed_argument,
     integer_value,
+    keyed_entry,
     keyword_argument,
     looks_like_optimizer,
     own_function_name,
@@ -656,6 +657,9 @@ class _Builder:
         it reads of named lists (`len(window)`: a count the loop keeps by appending, see
         `_assignments`)."""
         names = self.facts.tree.names_read(node)
+        for found in self.facts.tree.find(node, cst.Subscript):
+            if (entry := keyed_entry(found)) is not None:
+                names.add(entry)  # `state["step"]`: a count kept in a dictionary
         for found in self.facts.tree.find(node, cst.Call):
             name = call_name(found) or ""
             if name == "len" and len(found.args) == 1 and (measured := dotted_name(found.args[0].value)):
@@ -733,6 +737,19 @@ class _Builder:
         def reads_counter(node: cst.BaseExpression) -> bool:
             return any(n in counting for n in self._names_read(node))
 
+        def counted_by_a_method(node: cst.BaseExpression) -> bool:
+            """`train.gradient_accumulation_iters(devices)`: a method of an object the loop does not
+            change, handed only what the loop does not change: the same count on every micro-batch
+            (not a library's random, clock or tensor function, nor `next`)."""
+            if type(node) is not cst.Call or type(node.func) is not cst.Attribute:
+                return False
+            receiver = dotted_name(node.func.value)
+            if receiver is None or receiver.split(".")[0] in _NOT_A_COUNT_MODULES:
+                return False
+            names = self._names_read(node)
+            return not any(context.is_varying(n) or n in counting for n in names) and all(
+                is_switch(arg.value, context) for arg in node.args)
+
         for expression in expressions:
             for found in self.facts.tree.walk(expression):
                 if isinstance(found, cst.BinaryOperation) and isinstance(found.operator, (cst.Modulo, cst.FloorDivide)):
@@ -741,7 +758,7 @@ class _Builder:
                     divisor = found.right
                     if isinstance(divisor, cst.Integer):
                         (side_literals if id(expression) in side else literals).add(integer_value(divisor))
-                    elif configuration(divisor):
+                    elif configuration(divisor) or counted_by_a_method(divisor):
                         value = self.facts.evaluate_int(divisor, loop, function)
                         if value is None and function is not None and isinstance(divisor, cst.Name):
                             value = self._parameter_literal(function, divisor.value)
@@ -2606,6 +2623,8 @@ def _assignments(statement: cst.CSTNode, repeated: bool) -> list[tuple[str, cst.
 
 
 _ONE, _ZERO = cst.Integer("1"), cst.Integer("0")
+# Modules whose functions give a different value at each call, or a tensor: never a window's count.
+_NOT_A_COUNT_MODULES = frozenset({"random", "np", "numpy", "torch", "time", "os", "secrets", "itertools"})
 _RESIZING_LIST_METHODS = frozenset({"extend", "insert", "pop", "remove"})
 
 
@@ -2744,7 +2763,7 @@ def _target_names(target: cst.BaseExpression) -> list[str]:
         return names
     if target_type is cst.StarredElement:
         return _target_names(target.value)  # type: ignore[attr-defined]
-    text = dotted_name(target)
+    text = dotted_name(target) or keyed_entry(target)  # `state["step"] = 0`: a count kept in a dictionary
     return [text] if text else []
 
 
@@ -2760,12 +2779,14 @@ def _subscripted(target: cst.BaseExpression) -> list[str]:
 def _increment_target(small: cst.BaseSmallStatement) -> str | None:
     if isinstance(small, cst.AugAssign) and isinstance(small.operator, cst.AddAssign):
         if isinstance(small.value, cst.Integer) and small.value.value == "1":
-            return dotted_name(small.target)
+            return dotted_name(small.target) or keyed_entry(small.target)
     if isinstance(small, cst.Assign) and len(small.targets) == 1:
-        name = dotted_name(small.targets[0].target)
+        target = small.targets[0].target
+        name = dotted_name(target) or keyed_entry(target)
         value = small.value
         if (name and isinstance(value, cst.BinaryOperation) and isinstance(value.operator, cst.Add)
-                and dotted_name(value.left) == name and isinstance(value.right, cst.Integer) and value.right.value == "1"):
+                and (dotted_name(value.left) or keyed_entry(value.left)) == name
+                and isinstance(value.right, cst.Integer) and value.right.value == "1"):
             return name
     return None
 

@@ -216,6 +216,22 @@ def forget_code(layout: Layout | None = None) -> None:
     _layout = layout
 
 
+def keyed_entry(node: cst.BaseExpression) -> str | None:
+    """`state["step"]` for an entry under a literal string key of a named value, however its
+    quotes are spelt; None for anything else. A count kept there (`state["iter_num"] += 1`)
+    is read as a variable of that name."""
+    if type(node) is not cst.Subscript or len(node.slice) != 1:  # type: ignore[attr-defined]
+        return None
+    key = node.slice[0].slice  # type: ignore[attr-defined]
+    if type(key) is not cst.Index or type(key.value) is not cst.SimpleString:
+        return None
+    root = dotted_name(node.value)  # type: ignore[attr-defined]
+    literal = key.value.evaluated_value
+    if root is None or not isinstance(literal, str):
+        return None
+    return f"{root}[{literal!r}]"
+
+
 def dotted_name(node: cst.BaseExpression) -> str | None:
     """`a.b.c` for Name/Attribute chains, else None."""
     # Asked of nearly every call and target of a module: exact types (neither class has

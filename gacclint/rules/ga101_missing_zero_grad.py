@@ -230,6 +230,24 @@ class Trainer:
             loss.backward()
             self.optimizer.step()
 """, "the method hands `self.optimizer` to a function of the project the module cannot see: whether it clears is unknown"),
+        Valid("""
+shared_pol_opt = torch.optim.Adam(shared_pol.parameters(), lr=1e-3)
+shared_val_opt = torch.optim.Adam(shared_val.parameters(), lr=1e-3)
+for it in range(steps):
+    worker_pol.load_state_dict(shared_pol.state_dict())
+    worker_val.load_state_dict(shared_val.state_dict())
+    loss = actor_critic_loss(worker_pol, worker_val)
+    worker_pol.zero_grad()
+    worker_val.zero_grad()
+    loss.backward()
+    for w, p in zip(worker_pol.parameters(), shared_pol.parameters()):
+        p.grad = w.grad.clone()
+    shared_pol_opt.step()
+    for w, p in zip(worker_val.parameters(), shared_val.parameters()):
+        p.grad = w.grad.clone()
+    shared_val_opt.step()
+""", "each shared parameter's gradient is replaced by the worker's before its step (`p.grad = w.grad.clone()`): "
+            "nothing of the last step is left to sum"),
     ]
     INVALID = [
         Invalid("""
@@ -452,6 +470,22 @@ for x, y in loader:
         optimizer.step()
         optimizer.zero_grad()
 """, why="the optimizer steps in both configurations and neither clears: the fix clears after both steps"),
+        Invalid("""
+for x, y in loader:
+    loss = F.cross_entropy(model(x), y)
+    loss.backward()
+    for p in model.parameters():
+        p.grad = p.grad + noise_scale * torch.randn_like(p.grad)
+    optimizer.step()
+""", fixed="""
+for x, y in loader:
+    loss = F.cross_entropy(model(x), y)
+    loss.backward()
+    for p in model.parameters():
+        p.grad = p.grad + noise_scale * torch.randn_like(p.grad)
+    optimizer.step()
+    optimizer.zero_grad()
+""", why="noise is added to the gradient, which still builds on what was there: nothing clears it"),
     ]
 
     def check(self, loop: TrainingLoop, model) -> Iterator[Finding]:

@@ -258,6 +258,16 @@ def meta_update(model, optimizer, task_batches, n_tasks):
         loss.backward()
     optimizer.step()
 """, "each pass draws from its own task's stream (`next(task_batches[t])`): a sum over tasks, on purpose"),
+        Valid("""
+def fit(model, optimizer, loader, sampler):
+    for i, batch in enumerate(loader):
+        loss = model(batch).mean()
+        loss.backward()
+        if i % sampler.draw(i) == 0:
+            optimizer.step()
+            optimizer.zero_grad()
+""", "the count a method returns is handed the loop's counter: it may change between micro-batches, so no "
+            "window is evaluated"),
     ]
     INVALID = [
         Invalid("""
@@ -703,6 +713,56 @@ def generator_update(generator, discriminator, optimizer, noise, k):
     optimizer.step()
 """, why="each micro-step draws the next batch of one stream (`next(noise)`): the inner loop is an accumulation "
             "window, whatever its names say, and its losses are summed undivided"),
+        Invalid("""
+def fit(fabric, state, model, optimizer, loader, k):
+    for batch in loader:
+        state["iter_num"] += 1
+        is_accumulating = state["iter_num"] % k != 0
+        with fabric.no_backward_sync(model, enabled=is_accumulating):
+            loss = model(batch).mean()
+            fabric.backward(loss)
+        if not is_accumulating:
+            optimizer.step()
+            optimizer.zero_grad()
+""", fixed="""
+def fit(fabric, state, model, optimizer, loader, k):
+    for batch in loader:
+        state["iter_num"] += 1
+        is_accumulating = state["iter_num"] % k != 0
+        with fabric.no_backward_sync(model, enabled=is_accumulating):
+            loss = model(batch).mean()
+            fabric.backward(loss / k)
+        if not is_accumulating:
+            optimizer.step()
+            optimizer.zero_grad()
+""", why="the count is kept in a dictionary (`state['iter_num'] += 1`) and read as any counter: every k-th "
+            "micro-batch steps, and the summed losses are not divided"),
+        Invalid("""
+def fit(fabric, model, optimizer, loader, train, devices):
+    iter_num = 0
+    for batch in loader:
+        iter_num += 1
+        is_accumulating = iter_num % train.gradient_accumulation_iters(devices) != 0
+        with fabric.no_backward_sync(model, enabled=is_accumulating):
+            loss = model(batch).mean()
+            fabric.backward(loss)
+        if not is_accumulating:
+            optimizer.step()
+            optimizer.zero_grad()
+""", fixed="""
+def fit(fabric, model, optimizer, loader, train, devices):
+    iter_num = 0
+    for batch in loader:
+        iter_num += 1
+        is_accumulating = iter_num % train.gradient_accumulation_iters(devices) != 0
+        with fabric.no_backward_sync(model, enabled=is_accumulating):
+            loss = model(batch).mean()
+            fabric.backward(loss / train.gradient_accumulation_iters(devices))
+        if not is_accumulating:
+            optimizer.step()
+            optimizer.zero_grad()
+""", also=("GA202",), why="the count is what a method of the configuration returns, handed only what the loop does not change: "
+            "the same k on every micro-batch"),
     ]
 
     def check(self, loop: TrainingLoop, model) -> Iterator[Finding]:

@@ -194,6 +194,23 @@ for x, y in loader:
     optimizer.zero_grad()
 """, "a container optimizer's parts are unscaled before the clip: whether they cover every gradient it clips is "
             "not visible, and a second `unscale_` of the whole would divide them twice"),
+        Valid("""
+enc_opt = torch.optim.SGD(encoder.parameters(), lr=0.1)
+head_opt = torch.optim.AdamW(head.parameters(), lr=1e-3)
+scaler = torch.cuda.amp.GradScaler()
+for x, y in loader:
+    with torch.autocast("cuda"):
+        loss = F.cross_entropy(head(encoder(x)), y)
+    scaler.scale(loss).backward()
+    scaler.unscale_(enc_opt)
+    torch.nn.utils.clip_grad_norm_(encoder.parameters(), 1.0)
+    scaler.step(enc_opt)
+    scaler.step(head_opt)
+    scaler.update()
+    enc_opt.zero_grad()
+    head_opt.zero_grad()
+""", "the clip reads the encoder's gradients only, and its optimizer is unscaled before it; the head's stay "
+            "scaled for `scaler.step`, which unscales them itself"),
     ]
     INVALID = [
         Invalid("""
@@ -403,6 +420,43 @@ def train_fn(train_loader, model, criterion, optimizer):
             scaler.update()
             optimizer.zero_grad()
 """, applicability=Applicability.UNSAFE, why="the step's boundary with the count the literal 1 runs on every micro-batch, as the clip: one unscale_ per step, while the count stays 1"),
+        Invalid("""
+muon_params = [p for n, p in model.named_parameters() if p.ndim >= 2]
+adamw_params = [p for n, p in model.named_parameters() if p.ndim < 2]
+muon = Muon(muon_params, lr=0.02)
+adamw = torch.optim.AdamW(adamw_params, lr=1e-3)
+scaler = torch.cuda.amp.GradScaler()
+for x, y in loader:
+    with torch.autocast("cuda"):
+        loss = F.cross_entropy(model(x), y)
+    scaler.scale(loss).backward()
+    scaler.unscale_(muon)
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    scaler.step(muon)
+    scaler.step(adamw)
+    scaler.update()
+    muon.zero_grad()
+    adamw.zero_grad()
+""", fixed="""
+muon_params = [p for n, p in model.named_parameters() if p.ndim >= 2]
+adamw_params = [p for n, p in model.named_parameters() if p.ndim < 2]
+muon = Muon(muon_params, lr=0.02)
+adamw = torch.optim.AdamW(adamw_params, lr=1e-3)
+scaler = torch.cuda.amp.GradScaler()
+for x, y in loader:
+    with torch.autocast("cuda"):
+        loss = F.cross_entropy(model(x), y)
+    scaler.scale(loss).backward()
+    scaler.unscale_(muon)
+    scaler.unscale_(adamw)
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    scaler.step(muon)
+    scaler.step(adamw)
+    scaler.update()
+    muon.zero_grad()
+    adamw.zero_grad()
+""", why="the clip reads every parameter of `model`, the second optimizer's too, whose gradients are still scaled: "
+            "they dominate the norm and shrink every gradient"),
     ]
 
     def check_module(self, model) -> Iterator[Finding]:
@@ -422,9 +476,16 @@ def train_fn(train_loader, model, criterion, optimizer):
                     continue
                 if not any(e.kind is EventKind.BACKWARD for e in variant.events[:index]):
                     continue  # before any backward of the iteration: what it clips is the last step's, not scaled ones
-                step = next((e for e in variant.events[index + 1:] if e.kind is EventKind.STEP
-                             and e.event.via_scaler in loop.scalers_in_use), None)
-                if step is None or _unscaled(loop, variant, clip, step):
+                steps = _scaler_steps_after(loop, variant, index)
+                if not steps:
+                    continue
+                # The first scaler step after the clip, or a later one whose optimizer's parameters
+                # the clip visibly reads (`clip_grad_norm_(model.parameters())` before the steps of a
+                # Muon and an AdamW over `model`'s parameter groups): each must be unscaled first.
+                step = next((candidate for position, candidate in enumerate(steps)
+                             if not _unscaled(loop, variant, clip, candidate)
+                             and (position == 0 or model.facts.clip_covers(clip.event.node, candidate.event.receiver))), None)
+                if step is None:
                     continue
                 reported.add(id(clip.event.node))
                 scaler = step.event.via_scaler
@@ -484,6 +545,17 @@ def _runs_with_the_step(loop: TrainingLoop, clip: Event, step: Event) -> bool:
                 guards[id(clip)].kind is GuardKind.OPAQUE:
             return False
     return True
+
+
+def _scaler_steps_after(loop: TrainingLoop, variant: LoopVariant, index: int) -> list[ResolvedEvent]:
+    """The steps through a scaler in use after event `index` of the variant, up to its next backward."""
+    found = []
+    for event in variant.events[index + 1:]:
+        if event.kind is EventKind.BACKWARD:
+            break
+        if event.kind is EventKind.STEP and event.event.via_scaler in loop.scalers_in_use:
+            found.append(event)
+    return found
 
 
 def _unscaled(loop: TrainingLoop, variant: LoopVariant, clip: ResolvedEvent, step: ResolvedEvent) -> bool:
