@@ -16,7 +16,7 @@ import libcst as cst
 
 from gacclint.fixes.edits import Edit, Replace
 from gacclint.loops.tree import Tree
-from gacclint.loops.vocabulary import assignment_targets, code_of, dotted_name, schedule_lengths
+from gacclint.loops.vocabulary import assignment_targets, call_name, code_of, dotted_name, schedule_lengths
 
 @dataclass(frozen=True)
 class Schedule:
@@ -37,6 +37,16 @@ def _assignments(tree: Tree, module: cst.Module) -> dict[str, list[cst.BaseExpre
             name = dotted_name(target)
             if name is not None:
                 found.setdefault(name, []).append(node.value)
+    return found
+
+
+def _returned_values(tree: Tree, module: cst.Module) -> dict[str, list[cst.BaseExpression]]:
+    """What each function of the module returns, by its name (a method's too: `self.steps()`)."""
+    found: dict[str, list[cst.BaseExpression]] = {}
+    for function in tree.find(module, cst.FunctionDef):
+        for node in tree.find(function.body, cst.Return, enter_scopes=False):
+            if node.value is not None:
+                found.setdefault(function.name.value, []).append(node.value)
     return found
 
 
@@ -133,24 +143,32 @@ def schedule_of(tree: Tree, module: cst.Module, scheduler: str, k: cst.BaseExpre
     return Schedule(True, tuple(edits), tuple(adjusted))
 
 
-def floor_counted(tree: Tree, module: cst.Module, scheduler: str, k_text: str) -> str | None:
-    """The length of `scheduler` (built in this module) that counts the optimizer
-    steps of a pass as `len(...) // k` or `int(len(...) / k)`, rounded down: a fix that adds the step
-    of the final partial window makes the loop outrun it. Its name, or None."""
+def floor_counted(tree: Tree, module: cst.Module, scheduler: str) -> str | None:
+    """The length of `scheduler` (built in this module) that counts the optimizer steps of a pass
+    as a length rounded down (`len(dl) // k`, `int(len(ds) / bs / k)`, the same through names,
+    `self.` attributes set in a sibling method, or a function of the module returning it): a fix
+    that adds the step of the final partial window makes the loop outrun it. Its name, or None.
+    Any floor of a length counts, whatever it divides by: a fix wrongly kept from `gacclint fix`
+    is worse than one left to `--unsafe-fixes`."""
     assigned = _assignments(tree, module)
-    k_compact = "".join(k_text.split())
+    returned = _returned_values(tree, module)
+    builds = [v for v in assigned.get(scheduler, []) if isinstance(v, cst.Call)]
+    if not builds and "." in scheduler:  # `self.sched`: built as `self.sched = ...` in a sibling method
+        tail = scheduler.rsplit(".", 1)[1]
+        builds = [v for name, values in assigned.items() if name.endswith(f".{tail}")
+                  for v in values if isinstance(v, cst.Call)]
     found: list[tuple[int, str]] = []  # (hops through names, the argument): the nearest names the count
-    for call in (v for v in assigned.get(scheduler, []) if isinstance(v, cst.Call)):
+    for call in builds:
         # Any argument: a length keyword, or a function of the step (`LambdaLR(opt, lambda s: 1 - s / total)`)
         for argument in call.args:
             pending, seen = [(argument.value, 0)], 0
-            while pending and seen < 8:
+            while pending and seen < 12:
                 value, hops = pending.pop(0)
                 seen += 1
                 compact = "".join(code_of(value).split())
                 # `len(dl) // k`, or truncated by hand: `int(len(ds) / bs / k)`, `math.floor(len(dl) / k)`
-                truncated = ("int(" in compact or "floor(" in compact) and f"/{k_compact}" in compact
-                if "len(" in compact and (f"//{k_compact}" in compact or truncated):
+                truncated = ("int(" in compact or "floor(" in compact) and "/" in compact
+                if "len(" in compact and ("//" in compact or truncated):
                     if argument.keyword is not None:
                         found.append((hops, argument.keyword.value))
                     else:
@@ -159,5 +177,8 @@ def floor_counted(tree: Tree, module: cst.Module, scheduler: str, k_text: str) -
                     break
                 for node in _names(value):
                     pending.extend((made, hops + 1) for made in assigned.get(dotted_name(node) or "", []))
+                for called in tree.find(value, cst.Call):  # `updates_per_epoch(loader, k) * epochs`
+                    name = (call_name(called) or "").rsplit(".", 1)[-1]
+                    pending.extend((made, hops + 1) for made in returned.get(name, []))
     # `num_training_steps=t_total` before `num_warmup_steps=args.warmup_steps` (a share of t_total)
     return min(found, key=lambda item: item[0])[1] if found else None

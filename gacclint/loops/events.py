@@ -283,8 +283,9 @@ DDP_CONSTRUCTORS = {"DistributedDataParallel", "DDP"}
 _SELF_SYNCING_WRAPPERS = {"FullyShardedDataParallel", "FSDP", "fully_shard"}
 
 
-def clips_raw_gradients(call: cst.CSTNode) -> bool:
-    """`clip_grad_norm_(...)` / `torch.nn.utils.clip_grad_value_(...)`: clips `.grad` as it is."""
+def clips_raw_gradients(call: cst.CSTNode, facts: ModuleFacts) -> bool:
+    """`clip_grad_norm_(...)` / `torch.nn.utils.clip_grad_value_(...)`: clips `.grad` as it is
+    (a framework's own clip, `accelerator.clip_grad_norm_`, unscales first)."""
     if not isinstance(call, cst.Call):
         return False
     func = call.func
@@ -293,7 +294,7 @@ def clips_raw_gradients(call: cst.CSTNode) -> bool:
     if not isinstance(func, cst.Attribute) or func.attr.value not in _RAW_CLIP_NAMES:
         return False
     owner = code_of(func.value)
-    if looks_like_accelerator(owner) or looks_like_fabric(owner) or looks_like_deepspeed_engine(owner):
+    if facts.is_accelerator(owner) or facts.is_fabric(owner) or looks_like_deepspeed_engine(owner):
         return False
     return "trainer" not in owner.lower()
 
@@ -372,9 +373,9 @@ def _backward(node: cst.Call, owner: cst.BaseExpression, owner_text: str, facts:
         if scaled and facts.is_scaler(scaler_text):
             return RawEvent(EventKind.BACKWARD, node, loss=scaled[0], via_scaler=scaler_text, retain_graph=retain_graph)
     if args and _is_framework_owner(owner_text, facts):
-        if looks_like_accelerator(owner_text):
+        if facts.is_accelerator(owner_text):
             framework = "accelerate"
-        elif looks_like_fabric(owner_text):
+        elif facts.is_fabric(owner_text):
             framework = "fabric"
         elif owner_text in facts.deepspeed_engines or looks_like_deepspeed_engine(owner_text):
             # `scale_wrt_gas=False`: the engine does not divide by its count; whether it does
@@ -436,7 +437,7 @@ def _is_framework_owner(owner_text: str, facts: ModuleFacts) -> bool:
     """`accelerator.backward(loss)`, `engine.backward(loss)`, `optimizer.backward(loss)`, ..."""
     if owner_text in facts.deepspeed_engines or owner_text in facts.optimizers:
         return True
-    if looks_like_accelerator(owner_text) or looks_like_fabric(owner_text) or looks_like_optimizer(owner_text):
+    if facts.is_accelerator(owner_text) or facts.is_fabric(owner_text) or looks_like_optimizer(owner_text):
         return True
     if looks_like_deepspeed_engine(owner_text):
         return True

@@ -21,6 +21,8 @@ from gacclint.loops.vocabulary import (
     dotted_name,
     integer_value,
     is_sum_reduction,
+    looks_like_accelerator,
+    looks_like_fabric,
     looks_like_optimizer,
     looks_like_scaler,
     moved_to_device,
@@ -61,6 +63,9 @@ class ModuleFacts:
     optimizers: set[str] = field(default_factory=set)
     schedulers: set[str] = field(default_factory=set)
     scalers: set[str] = field(default_factory=set)  # names bound to a `GradScaler(...)`, whatever they are called
+    # Names bound to `Accelerator(...)` / `Fabric(...)`, whatever they are called (`acc = Accelerator()`).
+    accelerators: set[str] = field(default_factory=set)
+    fabrics: set[str] = field(default_factory=set)
     iterable_datasets: set[str] = field(default_factory=set)
     # Objects whose parameters the module reads (`X.parameters()`, `X.named_parameters()`):
     # modules, whatever their names, so a call of one is a forward.
@@ -140,6 +145,14 @@ class ModuleFacts:
                 return None
             owned |= {self._unaliased(owner, binding.scope) for owner in found}
         return frozenset(owned)
+
+    def is_accelerator(self, text: str) -> bool:
+        """accelerate's `Accelerator`: bound to one in the module, or named as one (`self.accelerator`)."""
+        return text in self.accelerators or looks_like_accelerator(text)
+
+    def is_fabric(self, text: str) -> bool:
+        """Lightning's `Fabric`: bound to one in the module, or named as one."""
+        return text in self.fabrics or looks_like_fabric(text)
 
     def clip_covers(self, clip: cst.CSTNode, optimizer: str | None) -> bool:
         """The clip's parameters visibly hold `optimizer`'s: it clips `X.parameters()` and the
@@ -768,6 +781,10 @@ class _FactCollector:
             self.facts.ddp_wrapped.add(name)
         elif short.endswith("GradScaler"):  # torch.cuda.amp.GradScaler, torch.amp.GradScaler, ShardedGradScaler
             self.facts.scalers.add(name)
+        elif short == "Accelerator":
+            self.facts.accelerators.add(name)
+        elif short == "Fabric":
+            self.facts.fabrics.add(name)
         if is_sum_reduction(value):
             self.facts.sum_reduced_losses.add(name)
 

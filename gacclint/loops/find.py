@@ -1539,6 +1539,10 @@ class _Builder:
                                 return init, True, None
                             reset = self._pass_reset(pass_loop, inner, name, init)
                             return init, reset is not None, reset or None
+            if isinstance(frame.owner, cst.FunctionDef) and pass_loop is None and self._restarts_per_call(frame.owner, name):
+                # A parameter the function counts on and does not hand back: each call, a pass over
+                # the data, starts from what the caller passes (RULES.md, facts along calls).
+                return self._parameter_int(frame.owner, name), True, None
             if frame.owner is None or isinstance(frame.owner, (cst.FunctionDef, cst.ClassDef)):
                 break
             if _is_loop(frame.owner) and pass_loop is None:
@@ -1548,6 +1552,36 @@ class _Builder:
             # pass starts from; carried from call to call, so never re-run per pass.
             return self.facts.bound_integer(name), False, None
         return None, False, None
+
+    def _restarts_per_call(self, function: cst.FunctionDef, name: str) -> bool:
+        """`name` is a plain parameter of `function` that nothing hands back to the caller: no
+        `return`/`yield` reads it and no `global`/`nonlocal` shares it."""
+        params = function.params
+        if name not in {p.name.value for p in (*params.params, *params.kwonly_params, *params.posonly_params)}:
+            return False
+        tree = self.facts.tree
+        for node in tree.find(function.body, cst.Return, cst.Yield, cst.Global, cst.Nonlocal, enter_scopes=False):
+            if isinstance(node, (cst.Global, cst.Nonlocal)):
+                if any(item.name.value == name for item in node.names):
+                    return False
+            elif node.value is not None and name in tree.names_read(node.value):
+                return False
+        return True
+
+    def _parameter_int(self, function: cst.FunctionDef, name: str) -> int | None:
+        """The integer every call site of `function` in the module passes as parameter `name`
+        (or leaves at its default), where it follows from literals there."""
+        arguments = self._call_site_arguments(function).get(name)
+        param = next((p for p in (*function.params.params, *function.params.kwonly_params) if p.name.value == name),
+                     None)
+        if not arguments or param is None:
+            return None
+        values = set()
+        for argument, caller, statement in arguments:
+            source = argument if argument is not None else param.default
+            values.add(None if source is None else self.facts.evaluate_int(
+                source, statement if argument is not None else None, caller if argument is not None else None))
+        return values.pop() if len(values) == 1 else None
 
     def _pass_reset(self, outer: LoopNode, inner: LoopNode, name: str, init: int) -> str | None:
         """How the loop around the micro-batch loop `inner` sets `name` back to its first value
@@ -1978,11 +2012,31 @@ class _Builder:
         return replace(counter, first_value=first)
 
     def _iterable(self, loop: LoopNode, function: cst.FunctionDef | None) -> IterableInfo:
+        info = self._read_iterable(loop, function)
+        if info.kind is IterableKind.LOADER and self._through_iterator(loop, function):
+            # `for b in iter(loader)`: one pass over the loader, unless something pulled from the
+            # iterator first (a resumed run skipping batches): its length is the loader's at most
+            return replace(info, kind=IterableKind.SIZED)
+        return info
+
+    def _through_iterator(self, loop: LoopNode, function: cst.FunctionDef | None) -> bool:
+        node = loop.iter  # type: ignore[union-attr]
+        while type(node) is cst.Call and _iterator_of(node) is None and positional_args(node) and (
+                (call_name(node) or "").rsplit(".", 1)[-1] == "enumerate" or _passed_through(node) is not None):
+            node = positional_args(node)[0]
+        if _iterator_of(node) is not None:
+            return True
+        text = dotted_name(node)
+        binding = self.facts.latest_binding(text, loop, function) if text is not None else None
+        return binding is not None and binding.tuple_index is None and _iterator_of(binding.value) is not None
+
+    def _read_iterable(self, loop: LoopNode, function: cst.FunctionDef | None) -> IterableInfo:
         if isinstance(loop, cst.While):
             return IterableInfo(IterableKind.STREAM, None, None)
         node = loop.iter
         while isinstance(node, cst.NamedExpr) or isinstance(node, cst.Call) and (
-                (call_name(node) or "").rsplit(".", 1)[-1] == "enumerate" or _passed_through(node) is not None):
+                (call_name(node) or "").rsplit(".", 1)[-1] == "enumerate" or _passed_through(node) is not None
+                or _iterator_of(node) is not None):
             if isinstance(node, cst.NamedExpr):  # `enumerate(pbar := tqdm(loader))`
                 node = node.value
                 continue
@@ -2019,7 +2073,10 @@ class _Builder:
         wrapped = text
         unsized_wrapper = False
         while (binding is not None and binding.tuple_index is None and isinstance(binding.value, cst.Call)
-               and (call_name(binding.value) or "").rsplit(".", 1)[-1] in _ITERABLE_WRAPPERS):
+               and ((call_name(binding.value) or "").rsplit(".", 1)[-1] in _ITERABLE_WRAPPERS
+                    or _iterator_of(binding.value) is not None)):
+            if _iterator_of(binding.value) is not None:
+                unsized_wrapper = True  # `it = iter(loader)`: the loader's pass, and `len(it)` would raise
             inner = positional_args(binding.value)
             # `pbar = tqdm(enumerate(loader))`: through every wrapper to the loader (and `len(pbar)`
             # would raise: an enumerate has no length)
@@ -2803,6 +2860,14 @@ def _range_arguments(node: cst.BaseExpression) -> list[cst.BaseExpression] | Non
 # Calls that make a new sequence of their argument's items, not a view of it.
 _RESHAPING_CALLS = {"zip", "map", "filter", "iter", "cycle", "chain", "islice", "reversed", "sorted", "repeat",
                     "count", "product", "permutations", "combinations", "zip_longest", "enumerate", "list", "tuple"}
+
+
+def _iterator_of(node: cst.BaseExpression) -> cst.BaseExpression | None:
+    """`iter(loader)`: a loop over it is one pass over the loader; its argument (not the
+    two-argument `iter(callable, sentinel)`, which calls until a value)."""
+    if type(node) is cst.Call and call_name(node) == "iter" and len(node.args) == 1 and not node.args[0].star:
+        return node.args[0].value
+    return None
 
 
 def _passed_through(node: cst.BaseExpression) -> cst.BaseExpression | None:

@@ -54,10 +54,20 @@ class _Flow:
         self.forward_divides = False
         self.helper_divisions: list[HelperDivision] = []
         self.visited: set[tuple[str, int]] = set()
+        self.binding: str | None = None  # the name the assignment being read binds
         position = next((i for i, s in enumerate(statements) if s is at), len(statements))
         self.before = list(statements[:position])
         # A name read in a definition refers to what was bound before that definition.
         self.limit = len(self.before)
+
+    def _bound(self, name: str, value: cst.BaseExpression, statement: cst.CSTNode, target: str | None,
+               depth: int) -> Scaling:
+        """The scaling of `value`, which the statement binds to `name` (its divisions bind it too)."""
+        outer, self.binding = self.binding, name
+        try:
+            return self.expression(value, statement, DivisionForm.ASSIGN, target, depth)
+        finally:
+            self.binding = outer
 
     def expression(self, node: cst.BaseExpression, statement: cst.CSTNode, form: DivisionForm,
                    target: str | None, depth: int) -> Scaling:
@@ -66,6 +76,7 @@ class _Flow:
                 self.divisions.append(Division(
                     statement=statement, operation=node, divisor=node.right, divisor_text=code_of(node.right),
                     form=form, self_assignment=target is not None and dotted_name(node.left) == target,
+                    binds=self.binding if form is not DivisionForm.INLINE else None,
                 ))
                 self.expression(node.left, statement, form, None, depth)
                 return Scaling.SCALED
@@ -92,7 +103,8 @@ class _Flow:
                 dividend, divisor = divided
                 self.divisions.append(Division(
                     statement=statement, operation=node, divisor=divisor, divisor_text=code_of(divisor), form=form,
-                    self_assignment=target is not None and dotted_name(dividend) == target))
+                    self_assignment=target is not None and dotted_name(dividend) == target,
+                    binds=self.binding if form is not DivisionForm.INLINE else None))
                 self.expression(dividend, statement, form, None, depth)
                 return Scaling.SCALED
             return self.call(node, depth)
@@ -215,22 +227,23 @@ class _Flow:
                 target_type = type(target.target)
                 if dotted_name(target.target) == name or (
                         target_type is cst.Subscript and code_of(target.target) == name):
-                    return [self.expression(small.value, statement, DivisionForm.ASSIGN, name, depth)]
+                    return [self._bound(name, small.value, statement, name, depth)]
                 if (target_type is cst.Tuple or target_type is cst.List) and any(
                         dotted_name(el.value) == name for el in target.target.elements):
                     # `loss, acc = f(...)`: the call's result decides (not a division of it)
                     found = self.call(small.value, depth) if isinstance(small.value, cst.Call) else Scaling.UNSCALED
                     return [found if found is not Scaling.SUM_REDUCED else Scaling.UNSCALED]
         if small_type is cst.AnnAssign and small.value is not None and dotted_name(small.target) == name:
-            return [self.expression(small.value, statement, DivisionForm.ASSIGN, name, depth)]
+            return [self._bound(name, small.value, statement, name, depth)]
         if small_type is cst.AugAssign and (dotted_name(small.target) == name or code_of(small.target) == name):
             if isinstance(small.operator, cst.DivideAssign):
                 self.divisions.append(Division(statement=statement, operation=small, divisor=small.value,
-                                               divisor_text=code_of(small.value), form=DivisionForm.AUGASSIGN))
+                                               divisor_text=code_of(small.value), form=DivisionForm.AUGASSIGN,
+                                               binds=name))
                 return [Scaling.SCALED]
             if isinstance(small.operator, cst.MultiplyAssign):
                 return [Scaling.SCALED]
-            return [self.expression(small.value, statement, DivisionForm.ASSIGN, None, depth)]
+            return [self._bound(name, small.value, statement, None, depth)]
         if small_type is cst.Expr and type(small.value) is cst.Call:
             func = small.value.func
             if type(func) is cst.Attribute and func.attr.value in _IN_PLACE_SCALING and dotted_name(func.value) == name:

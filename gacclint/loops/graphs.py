@@ -281,6 +281,21 @@ class GraphFlow:
         """Names and dotted names read in `node`."""
         return self.facts.tree.names_read(node)
 
+    def reads_before_binding(self, statement: cst.CSTNode) -> set[str]:
+        """What a simple statement reads: of an assignment, its value (and an augmented target),
+        not the names it binds."""
+        found: set[str] = set()
+        for small in getattr(statement, "body", ()):
+            small_type = type(small)
+            if small_type is cst.Assign or small_type is cst.AnnAssign:
+                if small.value is not None:
+                    found |= self.reads(small.value)
+            elif small_type is cst.AugAssign:
+                found |= self.reads(small.value) | self.reads(small.target)
+            else:
+                found |= self.reads(small)
+        return found
+
     # -- what is a forward, what is a loss ---------------------------------------------------
 
     def forward_owner(self, key: int) -> tuple[str, bool] | None:

@@ -200,6 +200,8 @@ class Division:
     form: DivisionForm
     # For ASSIGN: the assignment is `name = name / k` (removable as a whole).
     self_assignment: bool = False
+    # The name the division's statement binds (`loss` of `loss = criterion(out, y) / k`); None inline.
+    binds: str | None = None
 
 
 @dataclass(frozen=True)

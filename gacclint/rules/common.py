@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import libcst as cst
 
-from gacclint.loops.model import Boundary, Event, EventKind, LoopStatement, LoopVariant, ResolvedEvent, TrainingLoop
+from gacclint.loops.model import Boundary, Division, Event, EventKind, LoopStatement, LoopVariant, ResolvedEvent, TrainingLoop
 from gacclint.loops.model import ConditionKind, GuardKind, Shape
 from gacclint.loops.vocabulary import code_of
 
@@ -69,6 +69,31 @@ def fresh_name(loop: TrainingLoop, preferred: str) -> str:
     while f"{preferred}_{index}" in loop.bound_names:
         index += 1
     return f"{preferred}_{index}"
+
+
+def read_after_the_backward(loop: TrainingLoop, division: Division) -> str | None:
+    """The name a division binds (`loss = criterion(out, y) / k`), where a statement of the loop
+    other than a backward reads it before its next binding (`history.append(loss.item() * k)`):
+    a fix of that division changes what the statement sees. The name too where the division is
+    not a statement of the loop's own (what reads it is not visible)."""
+    name = division.binds
+    graph = loop.graph
+    if name is None:
+        return None
+    at = next((record.position for record in loop.body if record.statement is division.statement), None)
+    if at is None or graph is None:
+        return name
+    backwards = {id(event.statement) for event in loop.events if event.kind is EventKind.BACKWARD}
+    for record in loop.body:
+        if record.position <= at or id(record.statement) in backwards:
+            continue
+        if graph.reassigned_between(name, at, record.position):
+            break
+        if name in graph.reads_before_binding(record.statement):
+            return name
+        if graph.reassigned_between(name, at, record.position + 1):
+            break
+    return None
 
 
 def looks_like_accumulation_count(text: str) -> bool:

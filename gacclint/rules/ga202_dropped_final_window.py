@@ -380,6 +380,23 @@ def main():
         train_one_epoch(model, optimizer, loader, 4)
 """, "the loader handed to the loop's function at its only call has 16 micro-batches, from literals, and k is 4 "
             "there: every pass ends on a boundary (RULES.md, facts along calls)"),
+        Valid("""
+def run_epoch(model, loader, optimizer, k, it):
+    for x, y in loader:
+        it += 1
+        loss = F.mse_loss(model(x), y) / k
+        loss.backward()
+        if it % k == 0:
+            optimizer.step()
+            optimizer.zero_grad()
+    return it
+
+
+def main(model, loader, optimizer, k):
+    counter = 0
+    for epoch in range(3):
+        counter = run_epoch(model, loader, optimizer, k, counter)
+""", "the counter is handed back and passed in again: it is carried across passes, and windows straddle them"),
     ]
     INVALID = [
         Invalid("""
@@ -919,6 +936,96 @@ def train(G, D, loader, k, crit):
             optG.step()
             optD.zero_grad()
 """, why="the discriminator accumulates while the generator updates inside the step's block: each optimizer has its own window", also=("GA201",)),
+        Invalid("""
+def run_epoch(model, loader, optimizer, k, it):
+    for x, y in loader:
+        it += 1
+        loss = F.mse_loss(model(x), y) / k
+        loss.backward()
+        if it % k == 0:
+            optimizer.step()
+            optimizer.zero_grad()
+
+
+def main(model, loader, optimizer, k):
+    counter = 0
+    for epoch in range(3):
+        run_epoch(model, loader, optimizer, k, counter)
+""", fixed="""
+def run_epoch(model, loader, optimizer, k, it):
+    for x, y in loader:
+        it += 1
+        loss = F.mse_loss(model(x), y) / k
+        loss.backward()
+        if it % k == 0 or it == len(loader):
+            optimizer.step()
+            optimizer.zero_grad()
+
+
+def main(model, loader, optimizer, k):
+    counter = 0
+    for epoch in range(3):
+        run_epoch(model, loader, optimizer, k, counter)
+""", also=("GA203",), why="the counter is a parameter the function counts on and never hands back: each call, one "
+            "pass, starts from the 0 the caller passes, so each pass drops its tail"),
+        Invalid("""
+loader = DataLoader(dataset, batch_size=8)
+for epoch in range(epochs):
+    it = iter(loader)
+    for step, (x, y) in enumerate(it):
+        loss = F.mse_loss(model(x), y) / accum
+        loss.backward()
+        if (step + 1) % accum == 0:
+            optimizer.step()
+            optimizer.zero_grad()
+""", fixed="""
+loader = DataLoader(dataset, batch_size=8)
+for epoch in range(epochs):
+    it = iter(loader)
+    for step, (x, y) in enumerate(it):
+        loss = F.mse_loss(model(x), y) / accum
+        loss.backward()
+        if (step + 1) % accum == 0 or (step + 1) == len(loader):
+            optimizer.step()
+            optimizer.zero_grad()
+""", applicability=Applicability.UNSAFE, also=("GA203",),
+            why="a loop over `iter(loader)` is one pass over the loader, not a stream; the fix is unsafe: a batch "
+                "pulled from the iterator before the loop (a resumed run) would leave the pass shorter than the loader"),
+        Invalid("""
+def updates_per_epoch(loader, accum):
+    return len(loader) // accum
+
+
+def train(model, loader, accum, epochs):
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    scheduler = get_linear_schedule_with_warmup(optimizer, 0, updates_per_epoch(loader, accum) * epochs)
+    for epoch in range(epochs):
+        for i, (x, y) in enumerate(loader):
+            loss = F.mse_loss(model(x), y) / accum
+            loss.backward()
+            if (i + 1) % accum == 0:
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad()
+""", fixed="""
+def updates_per_epoch(loader, accum):
+    return len(loader) // accum
+
+
+def train(model, loader, accum, epochs):
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    scheduler = get_linear_schedule_with_warmup(optimizer, 0, updates_per_epoch(loader, accum) * epochs)
+    for epoch in range(epochs):
+        for i, (x, y) in enumerate(loader):
+            loss = F.mse_loss(model(x), y) / accum
+            loss.backward()
+            if (i + 1) % accum == 0 or (i + 1) == len(loader):
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad()
+""", applicability=Applicability.UNSAFE, also=("GA203",),
+            why="the schedule's length counts `len(loader) // accum` steps per pass, through a function of the "
+                "module: stepping the final window too outruns it"),
     ]
 
     def check(self, loop: TrainingLoop, model) -> Iterator[Finding]:
@@ -1002,7 +1109,7 @@ def train(G, D, loader, k, crit):
         model = self._model
         for event in loop.events:
             if event.kind is EventKind.SCHEDULER_STEP and event.receiver:
-                length = floor_counted(model.facts.tree, model.module, event.receiver, boundary.k_text)
+                length = floor_counted(model.facts.tree, model.module, event.receiver)
                 if length is not None:
                     applicability = Applicability.UNSAFE
                     message += (f"; unsafe: the loop then takes one more step per pass than `{event.receiver}`'s "

@@ -9,7 +9,7 @@ from gacclint.fixes.statements import bound_before
 from gacclint.loops.model import Boundary, Division, HelperDivision, LoopVariant, TrainingLoop
 from gacclint.loops.tree import Tree
 from gacclint.rules.base import Applicability, Finding, Fix, Invalid, Rule, Valid
-from gacclint.rules.common import atom, boundary_steps, divides_evenly, fresh_name
+from gacclint.rules.common import atom, boundary_steps, divides_evenly, fresh_name, read_after_the_backward
 
 
 
@@ -450,6 +450,39 @@ def train_one_epoch(model, criterion, optimizer, train_loader, config):
         else:
             optimizer.step()
 """, why="where `config.ACCUM > 1` is false the count is 1: the window written for the other configuration is 1 there too"),
+        Invalid("""
+for i, (x, y) in enumerate(loader):
+    loss = F.cross_entropy(model(x), y) / k
+    loss.backward()
+    if (i + 1) % k == 0 or i + 1 == len(loader):
+        optimizer.step()
+        optimizer.zero_grad()
+    total += loss.item() * k
+""", fixed="""
+for i, (x, y) in enumerate(loader):
+    window = min(k, len(loader) - (i // k) * k)
+    loss = F.cross_entropy(model(x), y) / window
+    loss.backward()
+    if (i + 1) % k == 0 or i + 1 == len(loader):
+        optimizer.step()
+        optimizer.zero_grad()
+    total += loss.item() * k
+""", applicability=Applicability.UNSAFE,
+            why="the final window is divided by k; the fix is unsafe: the loop undoes the division to log the loss "
+                "(`loss.item() * k`), which then logs k / r times the final window's loss"),
+        Invalid("""
+def main(args, loader):
+    acc = Accelerator()
+    model, optimizer, loader = acc.prepare(Net(), torch.optim.AdamW(params), loader)
+    for step, (x, y) in enumerate(loader):
+        loss = F.cross_entropy(model(x), y) / args.accum
+        acc.backward(loss)
+        if step % args.accum == 0 or step == len(loader) - 1:
+            optimizer.step()
+            optimizer.zero_grad()
+""", fixed=None, applicability=None, also=("GA104",),
+            why="`acc` is built by `Accelerator()`, whatever it is called: its backward is accelerate's, with no "
+                "accumulation count of its own, so the loop's own boundary is judged"),
     ]
 
     def check(self, loop: TrainingLoop, model) -> Iterator[Finding]:
@@ -594,10 +627,11 @@ def _fix(loop: TrainingLoop, division: Division, value: str) -> Fix:
     # A window size the loop already binds before the division (a fix of
     # another loss of the same loop, a GAN's second loss) is reused.
     bound = bound_before(loop, division.statement, value)
-    if bound is not None:
-        return Fix(Applicability.SAFE, f"Divide by the real window size `{bound}`",
-                   (Replace(division.divisor, cst.Name(bound)),))
-    name = fresh_name(loop, "window")
-    line = f"{name} = {value}"
-    return Fix(Applicability.SAFE, f"Divide by the real window size `{name}`",
-               (InsertBefore(division.statement, line), Replace(division.divisor, cst.Name(name))))
+    name = bound or fresh_name(loop, "window")
+    edits = (Replace(division.divisor, cst.Name(name)),) if bound is not None else (
+        InsertBefore(division.statement, f"{name} = {value}"), Replace(division.divisor, cst.Name(name)))
+    read = read_after_the_backward(loop, division)
+    if read is not None:
+        return Fix(Applicability.UNSAFE, f"Divide by the real window size `{name}`; unsafe: `{read}` is read after "
+                   "the backward too, and in the final window what it holds there changes", edits)
+    return Fix(Applicability.SAFE, f"Divide by the real window size `{name}`", edits)

@@ -8,6 +8,7 @@ from gacclint.fixes.edits import Edit, Remove, Replace
 from gacclint.loops.model import ConditionKind, Division, DivisionForm, Event, EventKind, TrainingLoop
 from gacclint.loops.vocabulary import code_of, dotted_name
 from gacclint.rules.base import Applicability, Finding, Fix, Invalid, Rule, Valid
+from gacclint.rules.common import read_after_the_backward
 
 
 class DoubleScaledLoss(Rule):
@@ -323,7 +324,7 @@ for step, (x, y) in enumerate(loader):
                 yield self.finding(
                     f"the loss is divided by `{division.divisor_text}` by hand and again by {framework}: "
                     "gradients end up that many times too small",
-                    division.operation, None if switched else _fix(division, _read_later(loop, event, division)))
+                    division.operation, None if switched else _fix(division, read_after_the_backward(loop, division)))
             for helper in event.loss_flow.helper_divisions:
                 if helper.divisor_text not in model.facts.framework_counts and helper.divisor_text not in counts:
                     continue
@@ -365,27 +366,6 @@ def _owners_count(divisor: cst.BaseExpression, event: Event) -> bool:
     return (type(divisor) is cst.Attribute and divisor.attr.value == "gradient_accumulation_steps"
             and isinstance(call, cst.Call) and isinstance(call.func, cst.Attribute)
             and dotted_name(divisor.value) is not None and dotted_name(divisor.value) == dotted_name(call.func.value))
-
-
-def _read_later(loop: TrainingLoop, event: Event, division: Division) -> str | None:
-    """The name the division binds, where a statement of the loop other than the backward reads
-    it before the next binding (`history.append(loss.item() * k)`): removing the division there
-    changes what that statement sees. Unknown where the division is not a statement of the loop."""
-    if division.form is DivisionForm.INLINE or event.loss_flow is None or event.loss_flow.name is None:
-        return None
-    name = event.loss_flow.name
-    graph = loop.graph
-    at = next((record.position for record in loop.body if record.statement is division.statement), None)
-    if at is None or graph is None:
-        return name
-    for record in loop.body:
-        if record.position <= at or record.statement is event.statement:
-            continue
-        if graph.reassigned_between(name, at, record.position):
-            break
-        if name in graph.reads(record.statement):
-            return name
-    return None
 
 
 def _fix(division: Division, read_later: str | None) -> Fix | None:

@@ -470,7 +470,7 @@ for x, y in loader:
         reported: set[int] = set()
         for variant in loop.variants:
             for index, clip in enumerate(variant.events):
-                if clip.kind is not EventKind.CLIP or not clips_raw_gradients(clip.event.node):
+                if clip.kind is not EventKind.CLIP or not clips_raw_gradients(clip.event.node, model.facts):
                     continue
                 if id(clip.event.node) in reported:
                     continue
