@@ -397,6 +397,20 @@ def main(model, loader, optimizer, k):
     for epoch in range(3):
         counter = run_epoch(model, loader, optimizer, k, counter)
 """, "the counter is handed back and passed in again: it is carried across passes, and windows straddle them"),
+        Valid("""
+def train(model, optimizer, data_iter):
+    total_iters = 10_000_000  # run until stopped
+    it = 0
+    for index in range(total_iters):
+        it += 1
+        x = next(data_iter)
+        loss = model(x).mean() / 4
+        loss.backward()
+        if it % 4 == 0:
+            optimizer.step()
+            optimizer.zero_grad()
+""", "the pass is ten million literal micro-batches, a multiple of 4: its schedule is read from sample "
+            "lengths, not by running every micro-batch"),
     ]
     INVALID = [
         Invalid("""

@@ -4,6 +4,7 @@ from typing import Iterator
 
 from gacclint.fixes.edits import Edit, MoveBefore, Remove
 from gacclint.loops.model import EventKind, GuardKind, LoopVariant, ResolvedEvent, TrainingLoop
+from gacclint.loops.vocabulary import code_of
 from gacclint.rules.base import Applicability, Finding, Fix, Invalid, Rule, Valid
 from gacclint.rules.common import can_move_to, per_micro_batch, switches_of
 
@@ -201,6 +202,63 @@ for epoch in range(epochs):
             model.zero_grad()
             window = []
 """, why="the count is the length of a list the loop appends to once per micro-batch and empties at the step"),
+        Invalid("""
+def train(net_a, net_b, loader, k):
+    opt_a = torch.optim.Adam(net_a.parameters())
+    opt_b = torch.optim.Adam(net_b.parameters())
+    for i, (x, y) in enumerate(loader):
+        loss_a = net_a(x).mean() / k
+        loss_a.backward()
+        clip_grad_norm_(net_a.parameters(), 1.0)
+        if (i + 1) % k == 0 or i + 1 == len(loader):
+            opt_a.step()
+            opt_a.zero_grad()
+        loss_b = net_b(y).mean() / k
+        loss_b.backward()
+        clip_grad_norm_(net_b.parameters(), 1.0)
+        if (i + 1) % k == 0 or i + 1 == len(loader):
+            opt_b.step()
+            opt_b.zero_grad()
+""", fixed="""
+def train(net_a, net_b, loader, k):
+    opt_a = torch.optim.Adam(net_a.parameters())
+    opt_b = torch.optim.Adam(net_b.parameters())
+    for i, (x, y) in enumerate(loader):
+        loss_a = net_a(x).mean() / k
+        loss_a.backward()
+        if (i + 1) % k == 0 or i + 1 == len(loader):
+            clip_grad_norm_(net_a.parameters(), 1.0)
+            opt_a.step()
+            opt_a.zero_grad()
+        loss_b = net_b(y).mean() / k
+        loss_b.backward()
+        if (i + 1) % k == 0 or i + 1 == len(loader):
+            clip_grad_norm_(net_b.parameters(), 1.0)
+            opt_b.step()
+            opt_b.zero_grad()
+""", also=("GA203",), why="two windows, each clipped on every micro-batch: each clip moves to the step of the "
+            "optimizer whose parameters it clips"),
+        Invalid("""
+opt = torch.optim.Adam(list(encoder.parameters()) + list(head.parameters()))
+for i, (x, y) in enumerate(loader):
+    loss = F.cross_entropy(head(encoder(x)), y) / k
+    loss.backward()
+    clip_grad_norm_(encoder.parameters(), 1.0)
+    clip_grad_norm_(head.parameters(), 5.0)
+    if (i + 1) % k == 0 or i + 1 == len(loader):
+        opt.step()
+        opt.zero_grad()
+""", fixed="""
+opt = torch.optim.Adam(list(encoder.parameters()) + list(head.parameters()))
+for i, (x, y) in enumerate(loader):
+    loss = F.cross_entropy(head(encoder(x)), y) / k
+    loss.backward()
+    if (i + 1) % k == 0 or i + 1 == len(loader):
+        clip_grad_norm_(encoder.parameters(), 1.0)
+        clip_grad_norm_(head.parameters(), 5.0)
+        opt.step()
+        opt.zero_grad()
+""", also=("GA203",), why="two clips of different parameters before one step: both move, in their order"),
     ]
 
     def check(self, loop: TrainingLoop, model) -> Iterator[Finding]:
@@ -209,11 +267,17 @@ for epoch in range(epochs):
             if not steps or id(clip.event.node) in reported:
                 continue
             reported.add(id(clip.event.node))
-            step = steps[0]
+            # The step of the optimizer whose parameters the clip reads (two windows, each with its
+            # own clip): the first later step the clip visibly covers, else the first step.
+            later = [s for s in steps if s.event.order > clip.event.order] or steps
+            covered = [s for s in later if model.facts.clip_covers(clip.event.node, s.event.receiver)]
+            step = (covered or later)[0]
+            # Several later steps, none of them visibly the clip's: which one it belongs with is not known.
+            unsure = not covered and len({s.event.receiver for s in later}) > 1
             yield self.finding(
                 f"gradients are clipped on every micro-batch but `{step.event.receiver}` steps once per "
                 "accumulation window: each partial sum is clipped instead of the window's gradient",
-                clip.event.node, self._fix(variant, clip, step))
+                clip.event.node, None if unsure else self._fix(variant, clip, step))
 
     def _fix(self, variant: LoopVariant, clip: ResolvedEvent, step: ResolvedEvent) -> Fix | None:
         if not can_move_to(clip.event, step):
@@ -221,7 +285,8 @@ for epoch in range(epochs):
         in_block = [e for e in variant.events if e.guard == step.guard and e.event.order < step.event.order
                     and e.event.in_window_loop == step.event.in_window_loop
                     and switches_of(e.event) == switches_of(step.event)]
-        if any(e.kind is EventKind.CLIP for e in in_block):
+        if any(e.kind is EventKind.CLIP and code_of(e.event.node) == code_of(clip.event.node) for e in in_block):
+            # the same clip runs at the boundary already: the per-micro-batch one only adds partial clips
             return Fix(Applicability.SAFE, "Remove the per-micro-batch clip", (Remove(clip.event.statement),))
         edits: list[Edit] = []
         # `scaler.unscale_(opt)` on every micro-batch right before the clip goes along.
