@@ -40,6 +40,31 @@ def _assignments(tree: Tree, module: cst.Module) -> dict[str, list[cst.BaseExpre
     return found
 
 
+def _handed_to_parameter(tree: Tree, module: cst.Module, parameter: str) -> list[str]:
+    """The names the module's calls hand to a parameter `parameter` of one of its functions, by
+    place or by keyword."""
+    functions: dict[str, tuple[int, bool]] = {}  # name -> (the parameter's place, a method)
+    for function in tree.find(module, cst.FunctionDef):
+        names = [p.name.value for p in function.params.params]
+        if parameter in names:
+            method = names[:1] == ["self"]
+            functions[function.name.value] = (names.index(parameter) - (1 if method else 0), method)
+    if not functions:
+        return []
+    handed: list[str] = []
+    for call in tree.find(module, cst.Call):
+        place = functions.get((call_name(call) or "").rsplit(".", 1)[-1])
+        if place is None:
+            continue
+        positional = [a.value for a in call.args if a.keyword is None and not a.star]
+        keyword = next((a.value for a in call.args if a.keyword is not None and a.keyword.value == parameter), None)
+        value = keyword if keyword is not None else positional[place[0]] if 0 <= place[0] < len(positional) else None
+        name = dotted_name(value) if value is not None else None
+        if name is not None and name != parameter:
+            handed.append(name)
+    return handed
+
+
 def _returned_values(tree: Tree, module: cst.Module) -> dict[str, list[cst.BaseExpression]]:
     """What each function of the module returns, by its name (a method's too: `self.steps()`)."""
     found: dict[str, list[cst.BaseExpression]] = {}
@@ -157,6 +182,9 @@ def floor_counted(tree: Tree, module: cst.Module, scheduler: str) -> str | None:
         tail = scheduler.rsplit(".", 1)[1]
         builds = [v for name, values in assigned.items() if name.endswith(f".{tail}")
                   for v in values if isinstance(v, cst.Call)]
+    if not builds:  # a parameter: what the calls of its function hand it (`train_epoch(..., sched, k)`)
+        builds = [v for handed in _handed_to_parameter(tree, module, scheduler)
+                  for v in assigned.get(handed, []) if isinstance(v, cst.Call)]
     found: list[tuple[int, str]] = []  # (hops through names, the argument): the nearest names the count
     for call in builds:
         # Any argument: a length keyword, or a function of the step (`LambdaLR(opt, lambda s: 1 - s / total)`)

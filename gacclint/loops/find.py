@@ -1456,9 +1456,12 @@ class _Builder:
         if isinstance(loop, cst.For):
             iterable = loop.iter
             if isinstance(iterable, cst.Name):  # `iterator = tqdm(range(n))` before the loop
+                # The binding that reaches the loop: the last before it in the same scope (a warm-up
+                # loop's own `progress = tqdm(enumerate(warm))` earlier does not).
                 binding = self.facts.latest_binding(iterable.value, loop, function)
                 if (binding is not None and binding.tuple_index is None and isinstance(binding.value, (cst.Call, cst.IfExp))
-                        and len([b for b in self.facts.bindings.get(iterable.value, []) if b.scope is binding.scope]) == 1):
+                        and (binding.scope is function or len(
+                            [b for b in self.facts.bindings.get(iterable.value, []) if b.scope is binding.scope]) == 1)):
                     iterable = binding.value
             if isinstance(iterable, cst.IfExp):
                 # `tqdm(enumerate(dl)) if rank == 0 else enumerate(dl)`: a counter both branches agree on
@@ -2055,7 +2058,7 @@ class _Builder:
                 return IterableInfo(IterableKind.STREAM, None, None)
             if name in {"range", "trange"}:
                 args = _range_arguments(node) if name == "range" else positional_args(node)
-                length = code_of(args[0]) if args and len(args) == 1 else None
+                length = code_of(args[0]) if args and len(args) == 1 else _offset_length(args)
                 return IterableInfo(IterableKind.RANGE, length, literal,
                                     _product_factors(args[0]) if length is not None else frozenset())
             if name in _STREAM_CALLS or self.facts.is_generator_function(name) or "infinite" in name.lower() \
@@ -2075,8 +2078,9 @@ class _Builder:
         while (binding is not None and binding.tuple_index is None and isinstance(binding.value, cst.Call)
                and ((call_name(binding.value) or "").rsplit(".", 1)[-1] in _ITERABLE_WRAPPERS
                     or _iterator_of(binding.value) is not None)):
-            if _iterator_of(binding.value) is not None:
-                unsized_wrapper = True  # `it = iter(loader)`: the loader's pass, and `len(it)` would raise
+            if _iterator_of(binding.value) is not None or (call_name(binding.value) or "").rsplit(".", 1)[-1] == "enumerate":
+                # `it = iter(loader)`, `batches = enumerate(loader)`: the loader's pass, and `len(it)` would raise
+                unsized_wrapper = True
             inner = positional_args(binding.value)
             # `pbar = tqdm(enumerate(loader))`: through every wrapper to the loader (and `len(pbar)`
             # would raise: an enumerate has no length)
@@ -2331,6 +2335,8 @@ class _Builder:
         `range(steps * k)`, and `k` of an `assert len(dl) % k == 0` on that length before the loop."""
         found = set(iterable.length_factors)
         length = "".join((iterable.len_text or "").split())
+        if length:
+            found.add(length)  # `for j in range(k)`: a pass of k micro-batches is one whole window
         for frame in reversed(frames):
             for statement in frame.block[: frame.index]:
                 for small in getattr(statement, "body", ()) if isinstance(statement, cst.SimpleStatementLine) else ():
@@ -2740,6 +2746,17 @@ def _tests_of(statement: cst.CSTNode) -> list[cst.CSTNode]:
     if matches(statement_type, (cst.With,)):
         return [item.item for item in statement.items]  # type: ignore[attr-defined]
     return []
+
+
+def _offset_length(args: list[cst.BaseExpression] | None) -> str | None:
+    """`range(1, n + 1)`: `n` items, the start added back to the stop; None for other ranges."""
+    if not args or len(args) != 2 or type(args[0]) is not cst.Integer:
+        return None
+    stop = args[1]
+    if type(stop) is cst.BinaryOperation and type(stop.operator) is cst.Add and type(stop.right) is cst.Integer \
+            and integer_value(stop.right) == integer_value(args[0]) and not stop.lpar:
+        return code_of(stop.left)
+    return None
 
 
 def _product_factors(node: cst.BaseExpression) -> frozenset[str]:

@@ -281,6 +281,18 @@ class GraphFlow:
         """Names and dotted names read in `node`."""
         return self.facts.tree.names_read(node)
 
+    def scales_back(self, statement: cst.CSTNode, name: str, divisor: str) -> bool:
+        """The statement multiplies what `name` holds by `divisor` again (`tr_loss += loss.item() * k`
+        after `loss = loss / k`): it undoes the division to read the undivided value."""
+        wanted = "".join(divisor.split())
+        for node in self.facts.tree.find(statement, cst.BinaryOperation):
+            if type(node.operator) is not cst.Multiply:
+                continue
+            for side, other in ((node.left, node.right), (node.right, node.left)):
+                if name in self.reads(side) and "".join(code_of(other).split()).strip("()") == wanted.strip("()"):
+                    return True
+        return False
+
     def reads_before_binding(self, statement: cst.CSTNode) -> set[str]:
         """What a simple statement reads: of an assignment, its value (and an augmented target),
         not the names it binds."""

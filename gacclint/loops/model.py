@@ -568,7 +568,9 @@ class TrainingLoop:
                 continue
             for variant in [whole, *self.optimizer_windows.get(id(whole), ())]:
                 found = accumulation_boundary(variant)
-                if found is not None:
+                # `if k > 1: ... else: <this variant>`: its switches hold the count to 1, and a variant
+                # that backpropagates nothing has no gradients to accumulate: no window either way
+                if found is not None and found.k_text.strip() not in whole.ones and variant.backwards:
                     yield variant, found
 
 

@@ -73,9 +73,11 @@ def fresh_name(loop: TrainingLoop, preferred: str) -> str:
 
 def read_after_the_backward(loop: TrainingLoop, division: Division) -> str | None:
     """The name a division binds (`loss = criterion(out, y) / k`), where a statement of the loop
-    other than a backward reads it before its next binding (`history.append(loss.item() * k)`):
-    a fix of that division changes what the statement sees. The name too where the division is
-    not a statement of the loop's own (what reads it is not visible)."""
+    other than a backward multiplies it by the divisor again before its next binding
+    (`history.append(loss.item() * k)`: the undivided loss, logged): a fix of that division makes
+    the statement log a wrong value. A plain read (`tr_loss += loss.item()`, the window's share
+    of the mean) stays right, and more so in the final window. The name too where the division
+    is not a statement of the loop's own (what reads it is not visible)."""
     name = division.binds
     graph = loop.graph
     if name is None:
@@ -89,7 +91,8 @@ def read_after_the_backward(loop: TrainingLoop, division: Division) -> str | Non
             continue
         if graph.reassigned_between(name, at, record.position):
             break
-        if name in graph.reads_before_binding(record.statement):
+        if name in graph.reads_before_binding(record.statement) and graph.scales_back(
+                record.statement, name, division.divisor_text):
             return name
         if graph.reassigned_between(name, at, record.position + 1):
             break

@@ -9,7 +9,7 @@ from gacclint.fixes.schedule import floor_counted
 from gacclint.loops.model import Boundary, ConditionKind, EventKind, IterableKind, Scaling, TrainingLoop
 from gacclint.loops.vocabulary import code_in_one_line, code_of
 from gacclint.rules.base import Applicability, Finding, Fix, Invalid, Rule, Valid
-from gacclint.rules.common import divides_evenly
+from gacclint.rules.common import divides_evenly, read_after_the_backward
 
 _FINITE = {IterableKind.LOADER, IterableKind.RANGE, IterableKind.LIST, IterableKind.SIZED}
 _SAFE_TO_MEASURE = {IterableKind.LOADER, IterableKind.RANGE, IterableKind.LIST}
@@ -411,6 +411,31 @@ def train(model, optimizer, data_iter):
             optimizer.zero_grad()
 """, "the pass is ten million literal micro-batches, a multiple of 4: its schedule is read from sample "
             "lengths, not by running every micro-batch"),
+        Valid("""
+def train(net, loader, opt, k):
+    for epoch in range(2):
+        for i, (x, y) in enumerate(loader):
+            loss = F.mse_loss(net(x), y)
+            if k > 1:
+                loss = loss / k
+            else:
+                loss.backward()
+            if (i + 1) % k == 0:
+                opt.step()
+                opt.zero_grad()
+""", "where `k > 1` is false, k is 1 and every micro-batch steps; where it is true, nothing is backpropagated: "
+            "no window accumulates in either"),
+        Valid("""
+def update(stream, accum_steps, n_updates):
+    for _ in range(n_updates):
+        for j in range(1, accum_steps + 1):
+            x, y = next(stream)
+            loss = crit(net(x), y) / accum_steps
+            loss.backward()
+            if j % accum_steps == 0:
+                opt.step()
+                opt.zero_grad()
+""", "the loop runs `accum_steps` micro-batches, one whole window: no pass leaves a partial one"),
     ]
     INVALID = [
         Invalid("""
@@ -1040,6 +1065,64 @@ def train(model, loader, accum, epochs):
 """, applicability=Applicability.UNSAFE, also=("GA203",),
             why="the schedule's length counts `len(loader) // accum` steps per pass, through a function of the "
                 "module: stepping the final window too outruns it"),
+        Invalid("""
+for epoch in range(epochs):
+    for i, (x, y) in enumerate(loader):
+        loss = F.mse_loss(model(x), y) / k
+        loss.backward()
+        tr_loss += loss.item() * k
+        if (i + 1) % k == 0:
+            optimizer.step()
+            optimizer.zero_grad()
+""", fixed="""
+for epoch in range(epochs):
+    for i, (x, y) in enumerate(loader):
+        loss = F.mse_loss(model(x), y) / k
+        loss.backward()
+        tr_loss += loss.item() * k
+        if (i + 1) % k == 0 or (i + 1) == len(loader):
+            optimizer.step()
+            optimizer.zero_grad()
+""", applicability=Applicability.UNSAFE,
+            why="the clause is unsafe here: GA203's fix, which weights the final window the clause steps, is "
+                "unsafe (the loss is logged undivided again, `* k`), and the clause alone would step that window at r / k"),
+        Invalid("""
+def train_epoch(model, loader, optimizer, scheduler, k):
+    for i, (x, y) in enumerate(loader):
+        loss = F.mse_loss(model(x), y) / k
+        loss.backward()
+        if (i + 1) % k == 0:
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad()
+
+
+def main(model, loader, epochs, k):
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    t_total = len(loader) // k * epochs
+    sched = get_linear_schedule_with_warmup(opt, num_warmup_steps=0, num_training_steps=t_total)
+    for _ in range(epochs):
+        train_epoch(model, loader, opt, sched, k)
+""", fixed="""
+def train_epoch(model, loader, optimizer, scheduler, k):
+    for i, (x, y) in enumerate(loader):
+        loss = F.mse_loss(model(x), y) / k
+        loss.backward()
+        if (i + 1) % k == 0 or (i + 1) == len(loader):
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad()
+
+
+def main(model, loader, epochs, k):
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    t_total = len(loader) // k * epochs
+    sched = get_linear_schedule_with_warmup(opt, num_warmup_steps=0, num_training_steps=t_total)
+    for _ in range(epochs):
+        train_epoch(model, loader, opt, sched, k)
+""", applicability=Applicability.UNSAFE, also=("GA203",),
+            why="the scheduler handed in as `scheduler` was built by the caller with `len // k` steps per pass: "
+                "one more step per pass outruns it"),
     ]
 
     def check(self, loop: TrainingLoop, model) -> Iterator[Finding]:
@@ -1129,4 +1212,16 @@ def train(model, loader, accum, epochs):
                     message += (f"; unsafe: the loop then takes one more step per pass than `{event.receiver}`'s "
                                 f"`{length}` counts (`len // {boundary.k_text}`): round it up")
                     break
+        if applicability is Applicability.SAFE:
+            # The clause alone steps the final window with its losses still divided by the count:
+            # GA203's fix weights it, and where that fix is unsafe (the divided loss is read elsewhere),
+            # a safe run of `gacclint fix` would stop half-way, at a window weighted r / k.
+            read = next((name for event in loop.events if event.kind is EventKind.BACKWARD and event.loss_flow
+                         for division in event.loss_flow.divisions
+                         if division.divisor_text.strip() == boundary.k_text.strip()
+                         and (name := read_after_the_backward(loop, division)) is not None), None)
+            if read is not None:
+                applicability = Applicability.UNSAFE
+                message += (f"; unsafe: the final window's loss stays divided by `{boundary.k_text}` until GA203's "
+                            f"fix weights it, which is unsafe too (`{read}` is read elsewhere in the loop)")
         return Fix(applicability, message, (Replace(expression, joined),))

@@ -632,6 +632,6 @@ def _fix(loop: TrainingLoop, division: Division, value: str) -> Fix:
         InsertBefore(division.statement, f"{name} = {value}"), Replace(division.divisor, cst.Name(name)))
     read = read_after_the_backward(loop, division)
     if read is not None:
-        return Fix(Applicability.UNSAFE, f"Divide by the real window size `{name}`; unsafe: `{read}` is read after "
-                   "the backward too, and in the final window what it holds there changes", edits)
+        return Fix(Applicability.UNSAFE, f"Divide by the real window size `{name}`; unsafe: `{read}` is read "
+                   "elsewhere in the loop too, and in the final window what it holds there changes", edits)
     return Fix(Applicability.SAFE, f"Divide by the real window size `{name}`", edits)

@@ -388,5 +388,5 @@ def _fix(division: Division, read_later: str | None) -> Fix | None:
                              if not operation.left.lpar else operation.left),)
     if read_later is not None:
         return Fix(Applicability.UNSAFE, f"Remove the division by `{division.divisor_text}`; unsafe: `{read_later}` "
-                   "is read after the backward too, and what it holds there changes", edits)
+                   "is read elsewhere in the loop too, and what it holds there changes", edits)
     return Fix(Applicability.SAFE, f"Remove the division by `{division.divisor_text}`", edits)

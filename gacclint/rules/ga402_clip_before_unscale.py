@@ -548,10 +548,11 @@ def _runs_with_the_step(loop: TrainingLoop, clip: Event, step: Event) -> bool:
 
 
 def _scaler_steps_after(loop: TrainingLoop, variant: LoopVariant, index: int) -> list[ResolvedEvent]:
-    """The steps through a scaler in use after event `index` of the variant, up to its next backward."""
-    found = []
+    """The first step through a scaler in use after event `index` of the variant (a backward between
+    them, an adversarial one, changes nothing the clip saw), then the others up to the next backward."""
+    found: list[ResolvedEvent] = []
     for event in variant.events[index + 1:]:
-        if event.kind is EventKind.BACKWARD:
+        if event.kind is EventKind.BACKWARD and found:
             break
         if event.kind is EventKind.STEP and event.event.via_scaler in loop.scalers_in_use:
             found.append(event)
