@@ -94,3 +94,28 @@ def test_tolerance_follows_dtypes_and_autocast(precision: Precision, expected) -
 def test_tolerance_names_the_scaler() -> None:
     chosen = tolerance_for(Precision(grad_dtypes={"float32"}, autocast_dtypes={"float16"}, scaler=True))
     assert chosen.precision == "autocast float16 with float32 gradients and a GradScaler"
+
+
+def test_steps_with_empty_windows_cannot_verify() -> None:
+    # No backward ran (the run took the branch without it): 0 = 0 proves nothing about the loop.
+    empty = [StepMeasure(index=i, site=0, k=4, window=(), params=((0.0, 0.0),), g_ref=0.0, ref_ref=0.0, g_sum=0.0,
+                         sum_sum=0.0, g_g=0.0, earlier_step=i > 0) for i in range(3)]
+    report = build_report(target="train.py", device="cpu", measures=empty, micro_batches=[], passes=[Pass(0, 0, 12)],
+                          precision=Precision(), step_lines={0: 24})
+    assert (report.verdict, report.exit_code) == ("error", 2)
+    assert report.why_not_run.startswith("no backward ran before any optimizer step")
+
+
+def test_the_last_partial_window_of_a_count_carried_across_passes_is_not_a_mismatch() -> None:
+    # Two passes of 5 micro-batches, k = 4, the count carried across them: the second window
+    # straddles the passes, and only the run's last 2 micro-batches are left, which RULES.md exempts.
+    batches = [MicroBatch(index=i, pass_index=i // 5, position=i % 5, samples=4, backwards=1) for i in range(10)]
+    steps = [measure(0, range(0, 4), 1.0), measure(1, range(4, 8), 1.0)]
+    report = build_report(target="train.py", device="cpu", measures=steps, micro_batches=batches,
+                          passes=[Pass(0, 0, 5), Pass(1, 0, 5)], precision=Precision(), step_lines={0: 24})
+    assert (report.verdict, report.run_tail, report.never_stepped) == ("verified", 2, 2)
+    assert report.summary().endswith("but the run's last 2, a partial window of a count carried across passes.")
+    # Within each pass (nothing straddles), the same leftovers are a pass's dropped tail.
+    own = build_report(target="train.py", device="cpu", measures=[measure(0, range(0, 4), 1.0)],
+                       micro_batches=batches[:5], passes=[Pass(0, 0, 5)], precision=Precision(), step_lines={0: 24})
+    assert (own.verdict, own.never_stepped, own.codes) == ("mismatch", 1, {"GA202"})

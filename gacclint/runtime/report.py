@@ -280,6 +280,9 @@ class VerifyReport:
     """Why the run could not be verified (exit 2)."""
     stopped_after: int | None = None
     """`--steps N`: the run was stopped after N steps."""
+    run_tail: int = 0
+    """Micro-batches after the last step that are the run's last partial window, where windows
+    straddle passes (a counter carried across them): RULES.md's GA202 exempts them."""
 
     @property
     def compared(self) -> list[StepResult]:
@@ -290,9 +293,14 @@ class VerifyReport:
         """`verified`, `mismatch`, or `error` (could not run, or no step to compare)."""
         if self.error is not None:
             return "error"
-        if any(step.ok is False for step in self.steps) or self.never_stepped:
+        if any(step.ok is False for step in self.steps) or (self.never_stepped and not self.run_tail):
             return "mismatch"
-        return "verified" if self.compared else "error"
+        return "verified" if self.compared and not self._nothing_backpropagated else "error"
+
+    @property
+    def _nothing_backpropagated(self) -> bool:
+        """Every compared step had an empty window: no backward ran, and 0 = 0 proves nothing."""
+        return bool(self.compared) and all(step.micro_batches == 0 for step in self.compared)
 
     @property
     def ok(self) -> bool:
@@ -306,6 +314,9 @@ class VerifyReport:
     def why_not_run(self) -> str | None:
         if self.error is not None:
             return self.error
+        if self.verdict == "error" and self._nothing_backpropagated:
+            return ("no backward ran before any optimizer step: every window was empty, nothing to compare "
+                    "(does the run take the branch with the backward?)")
         if self.verdict == "error":
             return "every optimizer step was skipped by the GradScaler (inf/NaN gradients): nothing to compare"
         return None
@@ -384,7 +395,10 @@ class VerifyReport:
         if self.verdict == "error":
             return f"Could not verify: {self.why_not_run}"
         if self.verdict == "verified":
-            tail = "every micro-batch was stepped" if self.never_stepped == 0 else "micro-batches after the last step not counted"
+            tail = "every micro-batch was stepped" if not self.never_stepped else "micro-batches after the last step not counted"
+            if self.run_tail:
+                tail = (f"every micro-batch was stepped but the run's last {self.run_tail}, a partial window of a count "
+                        "carried across passes")
             return (f"Verified: all {len(compared)} compared steps{extra} apply the large-batch gradient of their window; "
                     f"{tail}{stopped}.")
         bad = sum(1 for step in compared if not step.ok)
@@ -398,6 +412,7 @@ class VerifyReport:
             "verdict": self.verdict,
             "exit_code": self.exit_code,
             "error": self.why_not_run,
+            "run_tail": self.run_tail,
             "tolerance": {"rtol": self.tolerance.rtol, "atol": self.tolerance.atol,
                           "precision": self.tolerance.precision},
             "raw_loss": list(self.raw_loss),
@@ -474,6 +489,7 @@ def build_report(*, target: str, device: str | None, measures: Sequence[StepMeas
     steps = tuple(_result(measure, micro_batches, passes, tolerance, step_lines) for measure in measures)
     never_stepped: int | None = None
     never_diagnosis = None
+    run_tail = 0
     if error is None and not measures:
         ran = sum(1 for mb in micro_batches if mb.backwards)
         error = "no optimizer step ran in an instrumented training loop" + (
@@ -481,13 +497,22 @@ def build_report(*, target: str, device: str | None, measures: Sequence[StepMeas
     if error is None and stopped_after is None:
         last = max((index for measure in measures for index in measure.window), default=-1)
         never_stepped = sum(1 for mb in micro_batches if mb.index > last and mb.backwards)
-        if never_stepped:
+        # Windows of k micro-batches that straddle passes (a count carried across them) leave only
+        # the run's last partial window unstepped, which no pass drops on its own. (A count that
+        # restarts each pass leaks its tail into the next pass's first window instead: k + r.)
+        straddling = [m for m in measures
+                      if len({micro_batches[i].pass_index for i in m.window if i < len(micro_batches)}) > 1]
+        straddling = bool(straddling) and all(len(m.window) == m.k for m in straddling)
+        k = next((m.k for m in reversed(measures) if m.k), None)
+        if never_stepped and straddling and k is not None and never_stepped < k:
+            run_tail = never_stepped
+        elif never_stepped:
             off_by_one = any(step.diagnosis and step.diagnosis.code == "GA104" for step in steps)
             never_diagnosis = Diagnosis(
                 "GA104" if off_by_one else "GA202",
                 f"{never_stepped} micro-batch{'es' if never_stepped != 1 else ''} never stepped: "
                 "their gradients were computed after the last optimizer step and never applied")
-    return VerifyReport(target=target, device=device, tolerance=tolerance, steps=steps,
+    return VerifyReport(target=target, device=device, tolerance=tolerance, steps=steps, run_tail=run_tail,
                         never_stepped=never_stepped, never_stepped_diagnosis=never_diagnosis,
                         raw_loss=tuple(raw_loss), notes=tuple(notes), error=error, stopped_after=stopped_after)
 
