@@ -157,12 +157,23 @@ class ModuleFacts:
     def clip_covers(self, clip: cst.CSTNode, optimizer: str | None) -> bool:
         """The clip's parameters visibly hold `optimizer`'s: it clips `X.parameters()` and the
         optimizer was built with parameters of `X` or of modules under it (RULES.md, *ownership*)."""
-        args = positional_args(clip) if type(clip) is cst.Call else []
-        clipped = next((owner for found in self.tree.find(args[0], cst.Call) if (owner := parameters_owner(found))),
-                       None) if args else None
-        owners = self.optimizer_models(optimizer) if optimizer else None
+        clipped, owners = self._clipped_module(clip), self.optimizer_models(optimizer) if optimizer else None
         return clipped is not None and bool(owners) and all(
             owner == clipped or owner.startswith(f"{clipped}.") for owner in owners)  # type: ignore[union-attr]
+
+    def clip_misses(self, clip: cst.CSTNode, optimizer: str | None) -> bool:
+        """The clip visibly reads none of `optimizer`'s parameters: it clips `X.parameters()` and
+        the optimizer owns only modules that are neither `X`, under it, nor above it."""
+        clipped, owners = self._clipped_module(clip), self.optimizer_models(optimizer) if optimizer else None
+        return clipped is not None and bool(owners) and not any(
+            owner == clipped or owner.startswith(f"{clipped}.") or clipped.startswith(f"{owner}.")
+            for owner in owners)  # type: ignore[union-attr]
+
+    def _clipped_module(self, clip: cst.CSTNode) -> str | None:
+        """`X` of `clip_grad_norm_(X.parameters(), ...)`."""
+        args = positional_args(clip) if type(clip) is cst.Call else []
+        return next((owner for found in self.tree.find(args[0], cst.Call) if (owner := parameters_owner(found))),
+                    None) if args else None
 
     def _unaliased(self, owner: str, scope: cst.FunctionDef | None) -> str:
         """`cur.encoder` with `cur = model.module if hasattr(model, "module") else model` (or

@@ -100,6 +100,18 @@ for i, (x, y) in enumerate(loader):
         optimizer.step()
         optimizer.zero_grad()
 """, "under another guard: not every micro-batch"),
+        Valid("""
+def train(generator, discriminator, loader, k):
+    opt_g = torch.optim.Adam(generator.parameters())
+    for i, (x, y) in enumerate(loader):
+        loss = generator(x).mean() / k
+        loss.backward()
+        clip_grad_norm_(discriminator.parameters(), 1.0)
+        if (i + 1) % k == 0 or i + 1 == len(loader):
+            clip_grad_norm_(generator.parameters(), 1.0)
+            opt_g.step()
+            opt_g.zero_grad()
+""", "the per-micro-batch clip reads the discriminator's parameters, which no optimizer of the window steps"),
     ]
     INVALID = [
         Invalid("""
@@ -270,6 +282,8 @@ for i, (x, y) in enumerate(loader):
             # The step of the optimizer whose parameters the clip reads (two windows, each with its
             # own clip): the first later step the clip visibly covers, else the first step.
             later = [s for s in steps if s.event.order > clip.event.order] or steps
+            if all(model.facts.clip_misses(clip.event.node, s.event.receiver) for s in steps):
+                continue  # it clips parameters no optimizer of the window steps: nothing it clips is applied
             covered = [s for s in later if model.facts.clip_covers(clip.event.node, s.event.receiver)]
             step = (covered or later)[0]
             # Several later steps, none of them visibly the clip's: which one it belongs with is not known.
