@@ -400,6 +400,16 @@ class ModuleFacts:
                 return True
         return False
 
+    def unsized_instance(self, value: cst.BaseExpression) -> bool:
+        """`value` makes an instance of a class of this module that iterates (`__iter__` or
+        `__next__`) and has no `__len__`, with no base class that could give it one."""
+        node = self.classes.get(call_name(value) or "") if type(value) is cst.Call else None
+        if node is None or any(dotted_name(base.value) not in (None, "object") for base in node.bases):
+            return False
+        methods = {statement.name.value for statement in node.body.body if type(statement) is cst.FunctionDef} \
+            if isinstance(node.body, cst.IndentedBlock) else set()
+        return bool(methods & {"__iter__", "__next__"}) and "__len__" not in methods
+
     def instance_methods(self, name: str, method: str) -> list[cst.FunctionDef] | None:
         """`method` of each class of this module that the bindings of `name` make an instance of
         (`model = GPT(...).cuda()`); None where a binding is something else or its class has no

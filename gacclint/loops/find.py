@@ -1226,7 +1226,26 @@ class _Builder:
                     found.append(node.test)
             elif any(turns_sync_off(t.target) for t in node.targets):
                 found.append(node.value)
-        return tuple(SyncTest(test, frozenset(self._names_read(test))) for test in found)
+        # A flag bound in the loop (`skip_sync = (i + 1) % k != 0`, then `no_sync() if skip_sync`)
+        # reads what its value reads: the same counter, a second spelling of the boundary.
+        bound: dict[str, set[str]] = {}
+        values: dict[str, list[cst.BaseExpression]] = {}
+        for node in tree.find(training, cst.Assign, enter_scopes=False):
+            for target in node.targets:
+                if (name := dotted_name(target.target)) is not None:
+                    bound.setdefault(name, set()).update(self._names_read(node.value))
+                    values.setdefault(name, []).append(node.value)
+
+        def reads(test: cst.BaseExpression) -> tuple[frozenset[str], tuple[cst.BaseExpression, ...]]:
+            found_names, through, pending = set(), [], list(self._names_read(test))
+            while pending:
+                name = pending.pop()
+                if name not in found_names:
+                    found_names.add(name)
+                    pending += bound.get(name, ())
+                    through += values.get(name, ())
+            return frozenset(found_names), tuple(through)
+        return tuple(SyncTest(test, *reads(test)) for test in found)
 
     def _sync_handed(self, training: cst.CSTNode, models: set[str]) -> bool:
         """RULES.md GA501: a context manager of the loop handed the DDP model together with a
@@ -2016,11 +2035,53 @@ class _Builder:
 
     def _iterable(self, loop: LoopNode, function: cst.FunctionDef | None) -> IterableInfo:
         info = self._read_iterable(loop, function)
-        if info.kind is IterableKind.LOADER and self._through_iterator(loop, function):
+        if info.kind is IterableKind.LOADER and (
+                self._through_iterator(loop, function) or self._measured_otherwise(loop, function)):
             # `for b in iter(loader)`: one pass over the loader, unless something pulled from the
-            # iterator first (a resumed run skipping batches): its length is the loader's at most
+            # iterator first (a resumed run skipping batches): its length is the loader's at most.
+            # `tqdm(loader, total=n)`, an instance of the module's own iterator class without
+            # `__len__`: `len()` of it is not a count of micro-batches, or raises.
             return replace(info, kind=IterableKind.SIZED)
         return info
+
+    def _measured_otherwise(self, loop: LoopNode, function: cst.FunctionDef | None) -> bool:
+        """The iterable, or what a wrapper of it wraps, is a progress bar given its own `total=`, or
+        is made (where it is bound, or at every call site of the loop's function) by a class of the
+        module with no `__len__`."""
+        node = loop.iter  # type: ignore[union-attr]
+        seen = 0
+        while seen < 8:
+            seen += 1
+            if type(node) is cst.Call:
+                inner = positional_args(node)
+                total = keyword_argument(node, "total")
+                if self.facts.unsized_instance(node) or total is not None and not (
+                        inner and bare(code_of(total)) == f"len({bare(code_of(inner[0]))})"):
+                    return True  # `tqdm(loader, total=len(loader))` measures the loader; another total does not
+                if not inner or (call_name(node) or "").rsplit(".", 1)[-1] not in (*_ITERABLE_WRAPPERS, "iter"):
+                    return False
+                node = inner[0]
+                continue
+            text = dotted_name(node)
+            if text is None:
+                return False
+            binding = self.facts.latest_binding(text, loop, function)
+            if binding is not None and binding.tuple_index is None:
+                node = binding.value
+                continue
+            if function is not None and isinstance(node, cst.Name):
+                arguments = self._call_site_arguments(function).get(node.value) or []
+                return any(argument is not None and (
+                    self.facts.unsized_instance(argument) or self._bound_unsized(argument, statement, caller))
+                    for argument, caller, statement in arguments)
+            return False
+        return False
+
+    def _bound_unsized(self, argument: cst.BaseExpression, statement: cst.CSTNode,
+                       caller: cst.FunctionDef | None) -> bool:
+        name = dotted_name(argument)
+        binding = self.facts.latest_binding(name, statement, caller) if name is not None else None
+        return binding is not None and binding.tuple_index is None and self.facts.unsized_instance(binding.value)
 
     def _through_iterator(self, loop: LoopNode, function: cst.FunctionDef | None) -> bool:
         node = loop.iter  # type: ignore[union-attr]

@@ -77,6 +77,9 @@ class SyncTest:
 
     expression: cst.BaseExpression
     reads: frozenset[str]
+    # The values of the flags it reads, bound in the loop (`accumulating = (i + 1) % k != 0`): a
+    # boundary spelt there is the same spelling, not a second one.
+    through: tuple[cst.BaseExpression, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -548,8 +551,9 @@ class TrainingLoop:
         """Gradient sync is turned off under a test of `counter` other than `boundary`
         (`no_backward_sync(model, enabled=(i + 1) % k != 0)` beside `if (i + 1) % k == 0:`): a
         second spelling of the boundary, which a fix of `boundary` alone would leave behind."""
-        return counter is not None and any(counter in test.reads and test.expression is not boundary
-                                           for test in self.sync_tests)
+        return counter is not None and any(
+            counter in test.reads and test.expression is not boundary and not any(v is boundary for v in test.through)
+            for test in self.sync_tests)
 
     @property
     def framework_managed(self) -> bool:

@@ -7,7 +7,7 @@ from gacclint.fixes.statements import whole_statement
 from gacclint.loops.model import EventKind, GuardKind, LoopVariant, ResolvedEvent, Shape, TrainingLoop
 from gacclint.loops.vocabulary import looks_like_optimizer
 from gacclint.rules.base import Applicability, Finding, Fix, Invalid, Rule, Valid
-from gacclint.rules.common import alone_on_its_line, clear_text, clears_after, step_for, switches_of
+from gacclint.rules.common import alone_on_its_line, boundary_steps, clear_text, clears_after, step_for, switches_of
 
 
 class ZeroGradDefeatsAccumulation(Rule):
@@ -163,6 +163,20 @@ class Net(torch.nn.Module):
             opt.step()
             opt.zero_grad()
 """, "the inner loop is an attack on the weights: a method of the class reads the parameters' `.grad` each pass, and the clear before each adversarial backward is the algorithm"),
+        Valid("""
+def search(model, loader, val_iter, micro):
+    opt_w = torch.optim.SGD(model.weights(), lr=0.1)
+    searcher = ArchSearcher(model)
+    for x, y in loader:
+        opt_w.zero_grad()
+        for start in range(0, x.size(0), micro):
+            searcher.update(next(val_iter))
+            searcher.optimizer.zero_grad()
+            loss = F.cross_entropy(model(x[start:start + micro]), y[start:start + micro]) * micro / x.size(0)
+            loss.backward()
+        opt_w.step()
+""", "the clear is another optimizer's, built by a class the module cannot see: whose parameters it clears "
+            "is unknown"),
     ]
     INVALID = [
         Invalid("""
@@ -332,6 +346,10 @@ for epoch in range(num_epochs):
             return
         reported.add(id(clear.event.node))
         receiver = clear.event.receiver
+        if looks_like_optimizer(receiver or "") and not any(
+                s.event.receiver == receiver for s in boundary_steps(variant)) \
+                and self._model.facts.optimizer_models(receiver) is None:
+            return  # another optimizer's clear, whose parameters are not visible (RULES.md, *ownership*)
         step = step_for(variant, receiver if looks_like_optimizer(receiver or "") else None)
         fix = None
         # The whole statement moves: `for p in model.parameters(): p.grad = None` as one.

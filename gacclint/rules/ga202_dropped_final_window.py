@@ -1123,6 +1123,88 @@ def main(model, loader, epochs, k):
 """, applicability=Applicability.UNSAFE, also=("GA203",),
             why="the scheduler handed in as `scheduler` was built by the caller with `len // k` steps per pass: "
                 "one more step per pass outruns it"),
+        Invalid("""
+model = DDP(model)
+for epoch in range(epochs):
+    for i, (x, y) in enumerate(loader):
+        skip_sync = (i + 1) % k != 0
+        with model.no_sync() if skip_sync else contextlib.nullcontext():
+            loss = F.mse_loss(model(x), y) / k
+            loss.backward()
+        if (i + 1) % k == 0:
+            optimizer.step()
+            optimizer.zero_grad()
+""", fixed=None, applicability=None,
+            why="no fix: the sync flag spells the boundary a second time, and a clause added to the step alone "
+                "would step the final window with its gradients never all-reduced"),
+        Invalid("""
+loader = DataLoader(dataset, sampler=BucketSampler(len(dataset)), batch_size=None)
+bar = tqdm(loader, total=len(dataset))
+for i, (x, y) in enumerate(bar):
+    loss = F.mse_loss(model(x), y) / k
+    loss.backward()
+    if (i + 1) % k == 0:
+        optimizer.step()
+        optimizer.zero_grad()
+""", fixed="""
+loader = DataLoader(dataset, sampler=BucketSampler(len(dataset)), batch_size=None)
+bar = tqdm(loader, total=len(dataset))
+for i, (x, y) in enumerate(bar):
+    loss = F.mse_loss(model(x), y) / k
+    loss.backward()
+    if (i + 1) % k == 0 or (i + 1) == len(bar):
+        optimizer.step()
+        optimizer.zero_grad()
+""", applicability=Applicability.UNSAFE, also=("GA203",),
+            why="the bar is given its own `total=`, not the loader's length: `len(bar)` may be a count of samples, "
+                "or raise"),
+        Invalid("""
+class BucketedLoader:
+    def __init__(self, pairs, per_batch):
+        self.pairs, self.per_batch = pairs, per_batch
+
+    def __iter__(self):
+        for start in range(0, len(self.pairs), self.per_batch):
+            yield collate(self.pairs[start:start + self.per_batch])
+
+
+def train(train_loader, model, optimizer, k):
+    for i, (x, y) in enumerate(train_loader):
+        (F.mse_loss(model(x), y) / k).backward()
+        if (i + 1) % k == 0:
+            optimizer.step()
+            optimizer.zero_grad()
+
+
+def main(pairs, model, optimizer):
+    loader = BucketedLoader(pairs, per_batch=3)
+    for epoch in range(2):
+        train(loader, model, optimizer, k=4)
+""", fixed="""
+class BucketedLoader:
+    def __init__(self, pairs, per_batch):
+        self.pairs, self.per_batch = pairs, per_batch
+
+    def __iter__(self):
+        for start in range(0, len(self.pairs), self.per_batch):
+            yield collate(self.pairs[start:start + self.per_batch])
+
+
+def train(train_loader, model, optimizer, k):
+    for i, (x, y) in enumerate(train_loader):
+        (F.mse_loss(model(x), y) / k).backward()
+        if (i + 1) % k == 0 or (i + 1) == len(train_loader):
+            optimizer.step()
+            optimizer.zero_grad()
+
+
+def main(pairs, model, optimizer):
+    loader = BucketedLoader(pairs, per_batch=3)
+    for epoch in range(2):
+        train(loader, model, optimizer, k=4)
+""", applicability=Applicability.UNSAFE, also=("GA203",),
+            why="the loader handed in is the module's own iterator class, which has no `__len__`: the clause "
+                "would raise, whatever the parameter is called"),
     ]
 
     def check(self, loop: TrainingLoop, model) -> Iterator[Finding]:
