@@ -2055,6 +2055,8 @@ class _Builder:
             if type(node) is cst.Call:
                 inner = positional_args(node)
                 total = keyword_argument(node, "total")
+                if type(total) is cst.Call and call_name(total) == "int" and len(total.args) == 1:
+                    total = total.args[0].value  # `total=int(len(loader))`
                 if self.facts.unsized_instance(node) or total is not None and not (
                         inner and bare(code_of(total)) == f"len({bare(code_of(inner[0]))})"):
                     return True  # `tqdm(loader, total=len(loader))` measures the loader; another total does not

@@ -6,7 +6,7 @@ import libcst as cst
 
 from gacclint.fixes.edits import InsertAfter, MoveAfter, Remove
 from gacclint.fixes.statements import guarding_if, whole_statement
-from gacclint.loops.model import Event, ResolvedEvent, TrainingLoop
+from gacclint.loops.model import ConditionKind, Event, ResolvedEvent, TrainingLoop
 from gacclint.loops.vocabulary import looks_like_optimizer
 from gacclint.rules.base import Applicability, Finding, Fix, Invalid, Rule, Valid
 from gacclint.rules.common import alone_on_its_line, clear_text, within
@@ -124,6 +124,18 @@ for i, batch in enumerate(loader):
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
 """, "the clear discards a spiking window and sets the flag that skips the step: never both"),
+        Valid("""
+for i, x in enumerate(loader, 1):
+    loss = model(x) / k
+    loss.backward()
+    if i % k == 0 or i == len(loader):
+        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        if math.isnan(norm):
+            optimizer.zero_grad()
+        optimizer.step()
+        optimizer.zero_grad()
+""", "the clear before the step runs only on a window whose norm is NaN, a test that cannot be read: a bad "
+            "window thrown away on purpose"),
     ]
     INVALID = [
         Invalid("""
@@ -236,6 +248,11 @@ def train(model, loader, optimizer, loss_fn, cfg):
                     continue
                 if _flagged_off(loop, clear.event, step.event):
                     continue  # `skip = True; opt.zero_grad()`, then `if not skip: opt.step()`: never both
+                step_tests = {c.text for c in step.event.conditions}
+                if any(c.kind is ConditionKind.OPAQUE and c.text not in step_tests for c in clear.event.conditions):
+                    # `if math.isnan(norm): opt.zero_grad()` before the step: only on some windows, which
+                    # cannot be read (a bad window thrown away on purpose); no finding rests on that
+                    continue
                 if receiver == "params" and not _clears_all_of(clear.event, step.event, model.facts):
                     # `for p in model[1].parameters(): p.grad = None` between backward and step is how
                     # DINO and SwAV freeze a part of the model

@@ -643,6 +643,19 @@ def train_epoch(model, loader, optimizer):
         history.append(meter)
     return history
 """, "`meter` is not visibly a dictionary: what its `update` keeps is not known"),
+        Valid("""
+def fit(net, loader, opt):
+    total_acc = 0.0
+    for x in loader:
+        out, *extra = net(x)
+        acc = extra[0] if extra else -1
+        total_acc += acc
+        out.loss.backward()
+        opt.step()
+        opt.zero_grad()
+    return total_acc
+""", "`acc` is the number -1 on one path: what the other holds is not visible, and `.detach()` would fail on "
+            "the number"),
     ]
     INVALID = [
         Invalid("""
@@ -1143,12 +1156,24 @@ def _detaches(value: cst.BaseExpression) -> bool:
     return isinstance(value.func, cst.Name) and value.func.value in {"float", "int"}
 
 
+def _number_on_one_path(value: cst.BaseExpression) -> bool:
+    """`x.item() if c else x`, `extra[0] if extra else -1`: a plain number (or None) on one arm,
+    where neither `.detach()` nor the finding can rest on what the other arm holds."""
+    if type(value) is not cst.IfExp:
+        return False
+    return any(_detaches(arm) or type(arm) in (cst.Integer, cst.Float) or (
+        type(arm) is cst.UnaryOperation and type(arm.expression) in (cst.Integer, cst.Float))
+        or (type(arm) is cst.Name and arm.value == "None") for arm in (value.body, value.orelse))
+
+
 def _carries(graph: GraphFlow, value: cst.BaseExpression, position: float, losses: dict[str, list[int]],
              record: LoopStatement | None = None) -> bool:
     """`value` visibly carries a graph, or is what a backward of the loop propagates (bound the
     same between the two: `loss = loss.item()` after the backward is a number)."""
-    if isinstance(value, cst.IfExp) and any(_detaches(arm) for arm in (value.body, value.orelse)):
+    if _number_on_one_path(value):
         return False  # `x.item() if c else x`: a number on one path; what the other holds there is not visible
+    if isinstance(value, cst.Name) and any(_number_on_one_path(d.value) for d in graph.definitions(value.value, position)):
+        return False  # `acc = extra[0] if extra else -1`, then `total += acc`: the same, through a name
     if isinstance(value, cst.Name) and record is not None:
         # `if i % log == 0: out = out.data.cpu().numpy(); summ.append(out)`: the store's own block
         # rebinds the name first, whatever the loop body bound it to before
