@@ -649,6 +649,11 @@ class _Builder:
             for found in self.facts.tree.find(loop.body, cst.AugAssign, enter_scopes=False):
                 if isinstance(found.operator, cst.AddAssign) and isinstance(found.value, (cst.List, cst.ListComp)):
                     grown.add(dotted_name(found.target) or "")
+            # `outs = []` on every micro-batch, in the loop's own block: it holds one micro-batch's values
+            for statement in _statements(loop.body):
+                for small in getattr(statement, "body", ()) if isinstance(statement, cst.SimpleStatementLine) else ():
+                    if type(small) is cst.Assign and _empty_container(small.value):
+                        grown -= {name for target in small.targets for name in _target_names(target.target)}
             cache[id(loop)] = frozenset(g for g in grown if g)
         return cache[id(loop)]
 
@@ -2809,6 +2814,13 @@ def _tests_of(statement: cst.CSTNode) -> list[cst.CSTNode]:
     if matches(statement_type, (cst.With,)):
         return [item.item for item in statement.items]  # type: ignore[attr-defined]
     return []
+
+
+def _empty_container(value: cst.BaseExpression) -> bool:
+    """`[]`, `{}`, `list()`, `dict()`: a container made empty."""
+    if type(value) in (cst.List, cst.Dict):
+        return not value.elements  # type: ignore[attr-defined]
+    return type(value) is cst.Call and call_name(value) in {"list", "dict"} and not value.args
 
 
 def _offset_length(args: list[cst.BaseExpression] | None) -> str | None:

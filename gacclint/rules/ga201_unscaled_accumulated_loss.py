@@ -763,6 +763,30 @@ def fit(fabric, model, optimizer, loader, train, devices):
             optimizer.zero_grad()
 """, also=("GA202",), why="the count is what a method of the configuration returns, handed only what the loop does not change: "
             "the same k on every micro-batch"),
+        Invalid("""
+def train(model, loader, optimizer, k):
+    for step, batch in enumerate(loader):
+        outs = []
+        for view in batch["views"]:
+            outs.append(model(view))
+        loss = F.cross_entropy(torch.stack(outs).mean(0), batch["labels"])
+        loss.backward()
+        if (step + 1) % k == 0 or step + 1 == len(loader):
+            optimizer.step()
+            optimizer.zero_grad()
+""", fixed="""
+def train(model, loader, optimizer, k):
+    for step, batch in enumerate(loader):
+        outs = []
+        for view in batch["views"]:
+            outs.append(model(view))
+        loss = F.cross_entropy(torch.stack(outs).mean(0), batch["labels"])
+        (loss / k).backward()
+        if (step + 1) % k == 0 or step + 1 == len(loader):
+            optimizer.step()
+            optimizer.zero_grad()
+""", why="the list is made anew on every micro-batch: it gathers one micro-batch's views, not features of the "
+            "whole window, and the loss is not divided"),
     ]
 
     def check(self, loop: TrainingLoop, model) -> Iterator[Finding]:
