@@ -1201,10 +1201,23 @@ class _Builder:
         from the project, whose bodies the module cannot see."""
         found: set[str] = set()
         for call in self.facts.tree.find(node, cst.Call):
-            source = self.facts.imported_from.get((call_name(call) or "").split(".")[0])
-            if source is not None and source.split(".")[0] not in LIBRARY_ROOTS:
+            root = (call_name(call) or "").split(".")[0]
+            if self._from_the_project(root) or self._made_by_the_project(root, call):
                 found.update(text for a in call.args if (text := dotted_name(a.value)))
         return found
+
+    def _from_the_project(self, name: str) -> bool:
+        source = self.facts.imported_from.get(name)
+        return source is not None and source.split(".")[0] not in LIBRARY_ROOTS
+
+    def _made_by_the_project(self, name: str, call: cst.Call) -> bool:
+        """`architect.step(x, y, optimizer)` with `architect = Architect(model)` of a class imported
+        from the project: a method whose body the module cannot see either."""
+        if type(call.func) is not cst.Attribute or not name:
+            return False
+        bound = [b for b in self.facts.bindings.get(name, ()) if b.tuple_index is None]
+        return bool(bound) and all(type(b.value) is cst.Call and self._from_the_project(
+            (call_name(b.value) or "").split(".")[0]) for b in bound)
 
     def _sync_tests(self, training: cst.CSTNode) -> tuple[SyncTest, ...]:
         """The tests that decide, inside the loop, whether gradient sync is off: the `enabled=`

@@ -317,6 +317,38 @@ for epoch in range(num_epochs):
             optimizer.step()
             optimizer.zero_grad()
 """, why="a global step spelt through the epoch (`epoch * len(train_loader) + step`) is a boundary like any other"),
+        Invalid("""
+from nas_helpers import ArchSearcher
+
+
+def search(model, loader, val_iter, micro):
+    opt_w = torch.optim.SGD(model.parameters(), lr=0.1)
+    searcher = ArchSearcher(model.arch_parameters())
+    for x, y in loader:
+        for start in range(0, x.size(0), micro):
+            searcher.update(model, next(val_iter), opt_w)
+            opt_w.zero_grad()
+            loss = F.cross_entropy(model(x[start:start + micro]), y[start:start + micro]) * micro / x.size(0)
+            loss.backward()
+        opt_w.step()
+""", fixed="""
+from nas_helpers import ArchSearcher
+
+
+def search(model, loader, val_iter, micro):
+    opt_w = torch.optim.SGD(model.parameters(), lr=0.1)
+    searcher = ArchSearcher(model.arch_parameters())
+    for x, y in loader:
+        for start in range(0, x.size(0), micro):
+            searcher.update(model, next(val_iter), opt_w)
+            loss = F.cross_entropy(model(x[start:start + micro]), y[start:start + micro]) * micro / x.size(0)
+            loss.backward()
+        opt_w.step()
+        opt_w.zero_grad()
+""", applicability=Applicability.UNSAFE,
+            why="each micro-batch wipes the last; the fix is unsafe: a method of a project class is handed the model "
+                "and the optimizer before the clear, may backpropagate its own loss, and the clear may be there to "
+                "wipe that"),
     ]
 
     def check(self, loop: TrainingLoop, model) -> Iterator[Finding]:
@@ -366,10 +398,24 @@ for epoch in range(num_epochs):
             else:
                 fix = Fix(Applicability.SAFE, f"Move `{clear_text(clear.event)}` after `{step.event.receiver}` steps",
                           (MoveAfter(whole, step.event.statement),))
+        if fix is not None and self._wipes_what_is_handed(receiver):
+            # `searcher.update(model, batch, opt)` then `opt.zero_grad()`: a call the module cannot see
+            # is handed the optimizer (or its model) and may backpropagate; the clear may be there to
+            # wipe that, and moved after the step it would not
+            fix = Fix(Applicability.UNSAFE, fix.message + f"; unsafe: a call the module cannot see is handed "
+                      f"`{receiver}` or its model before the clear, and its gradients would then reach the step",
+                      fix.edits)
         yield self.finding(
             f"`{clear_text(clear.event)}` runs on every micro-batch but the optimizer steps only at the "
             "accumulation boundary: each step sees only the last micro-batch",
             clear.event.node, fix)
+
+    def _wipes_what_is_handed(self, receiver: str | None) -> bool:
+        handed = self._loop.handed_unseen
+        if not receiver or not handed:
+            return False
+        models = self._model.facts.optimizer_models(receiver) if looks_like_optimizer(receiver) else {receiver}
+        return receiver in handed or any(model in handed for model in models or ())
 
     def _accelerate(self, loop: TrainingLoop) -> Iterator[Finding]:
         for event in loop.events:
