@@ -2621,11 +2621,23 @@ def _variants(events: list[Event], frameworks, program: LoopProgram | None = Non
     counts = frozenset(program.k_atoms if program is not None else ()) | {
         condition.boundary.k_text for event in events for condition in event.conditions
         if condition.boundary is not None and condition.boundary.k_text}
+    # `if args.fp16 and USE_NATIVE:` beside `elif args.fp16 and USE_APEX:`: the parts are the
+    # switches, each test a value of theirs (as switches of its own they would make impossible
+    # variants, and use up the cap on real ones).
+    compounds: dict[str, cst.BaseExpression] = {}
     for event in events:
         for condition in event.conditions:
             found = [(condition.text, condition.expression)] if condition.kind is ConditionKind.SWITCH else []
             found += [(code_of(term), term) for term in condition.switch_terms]
+            parts = []
             for text, expression in found:
+                leaves = _switch_leaves(expression) if expression is not None else None
+                if leaves is None:
+                    parts.append((text, expression))
+                else:
+                    compounds[text] = expression  # type: ignore[assignment]
+                    parts += [(code_of(leaf), leaf) for leaf in leaves]
+            for text, expression in parts:
                 if text in switches:
                     continue
                 switches.append(text)
@@ -2646,6 +2658,12 @@ def _variants(events: list[Event], frameworks, program: LoopProgram | None = Non
             continue  # `optimizer is None` and `optimizer is not None` both true, or both false
         if not _satisfiable(assignment, bounds, counts):
             continue  # `if cfg.ACCUM == 1:` and `if cfg.ACCUM > 1:` both true: no configuration runs that
+        switches_only = assignment
+        assignment = dict(assignment)
+        for text, expression in compounds.items():
+            value = _switch_value(expression, assignment)
+            if value is not None:
+                assignment[text] = value
         resolved: list[ResolvedEvent] = []
         runs: dict | None = None
         for event in events:
@@ -2666,9 +2684,43 @@ def _variants(events: list[Event], frameworks, program: LoopProgram | None = Non
                     schedule = replace(schedule, first_window=None)
                 guard = _evaluated_guard(event, deciding, schedule, guard, program)
             resolved.append(ResolvedEvent(event, guard))
-        variants.append(LoopVariant(tuple(assignment.items()), resolved,
+        variants.append(LoopVariant(tuple(switches_only.items()), resolved,
                                     frozenset(frameworks([r.event for r in resolved])), _held_to_one(assignment, bounds)))
     return variants
+
+
+def _switch_leaves(expression: cst.BaseExpression) -> list[cst.BaseExpression] | None:
+    """The operands of a test made of `and`, `or` and `not` (`args.fp16 and USE_NATIVE`); None
+    for any other test."""
+    if type(expression) is not cst.BooleanOperation and not (
+            type(expression) is cst.UnaryOperation and type(expression.operator) is cst.Not
+            and type(expression.expression) is cst.BooleanOperation):
+        return None
+    leaves: list[cst.BaseExpression] = []
+    pending = [expression]
+    while pending:
+        node = pending.pop()
+        if type(node) is cst.BooleanOperation:
+            pending += [node.right, node.left]  # type: ignore[attr-defined]
+        elif type(node) is cst.UnaryOperation and type(node.operator) is cst.Not:  # type: ignore[attr-defined]
+            pending.append(node.expression)  # type: ignore[attr-defined]
+        else:
+            leaves.append(node)
+    return leaves
+
+
+def _switch_value(expression: cst.BaseExpression, values: dict[str, bool]) -> bool | None:
+    """The value of a test of `and`, `or` and `not` over switches, from theirs; None if one is unknown."""
+    if type(expression) is cst.BooleanOperation:
+        left = _switch_value(expression.left, values)  # type: ignore[attr-defined]
+        right = _switch_value(expression.right, values)  # type: ignore[attr-defined]
+        if type(expression.operator) is cst.And:  # type: ignore[attr-defined]
+            return False if left is False or right is False else (None if left is None or right is None else True)
+        return True if left is True or right is True else (None if left is None or right is None else False)
+    if type(expression) is cst.UnaryOperation and type(expression.operator) is cst.Not:  # type: ignore[attr-defined]
+        inner = _switch_value(expression.expression, values)  # type: ignore[attr-defined]
+        return None if inner is None else not inner
+    return values.get(code_of(expression))
 
 
 def _evaluated_guard(event: Event, deciding: list[Condition], schedule: Schedule, read: Guard,

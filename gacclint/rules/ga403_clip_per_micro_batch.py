@@ -271,6 +271,24 @@ for i, (x, y) in enumerate(loader):
         opt.step()
         opt.zero_grad()
 """, also=("GA203",), why="two clips of different parameters before one step: both move, in their order"),
+        Invalid("""
+for i, x in enumerate(loader):
+    loss = model(x) / args.accum
+    if args.fp16 and USE_NATIVE:
+        scaler.scale(loss).backward()
+    elif args.fp16 and USE_APEX:
+        loss.backward()
+    else:
+        loss.backward()
+    if args.clip > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip)
+    if (i + 1) % args.accum == 0 or i + 1 == len(loader):
+        optimizer.step()
+        optimizer.zero_grad()
+""", fixed=None, applicability=None, also=("GA203",),
+            why="`args.fp16 and USE_NATIVE` and `args.fp16 and USE_APEX` are values of three switches, not switches of "
+                "their own: the variants stay few enough to read the clip under `args.clip > 0` (no fix: the clip "
+                "sits under a switch the step is not under)"),
     ]
 
     def check(self, loop: TrainingLoop, model) -> Iterator[Finding]:
