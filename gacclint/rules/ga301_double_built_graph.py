@@ -584,6 +584,22 @@ for i, real in enumerate(loader):
     d_loss.backward()
     opt_d.step()
 """, fixed=None, applicability=None, why="`discriminator.requires_grad_(True)` thaws a module's parameters: no input being optimised that the two terms would share (no fix: `fake` is not loop data)"),
+        Invalid("""
+def train(encoder, head, domain_clf, optimizer, pairs, w=0.1):
+    for (xs, ys), (xt, _) in pairs:
+        optimizer.zero_grad()
+        f_src = encoder(xs)
+        f_tgt = encoder(xt)
+        reg = F.mse_loss(head(f_src), ys)
+        d_src = F.binary_cross_entropy_with_logits(domain_clf(f_src), torch.ones(len(xs), 1))
+        d_tgt = F.binary_cross_entropy_with_logits(domain_clf(f_tgt), torch.zeros(len(xt), 1))
+        dom = d_src + d_tgt
+        loss = reg + w * dom
+        loss.backward()
+        optimizer.step()
+""", fixed=None, applicability=None,
+            why="`dom` is itself a sum: `d_src` shares the source forward with `reg`, `d_tgt` is a forward of its "
+                "own, and both graphs stay alive until the backward (no fix: both sums would need rewriting)"),
     ]
 
     def check(self, loop: TrainingLoop, model) -> Iterator[Finding]:
@@ -607,6 +623,29 @@ for i, real in enumerate(loader):
                 "graph stays alive until then; backpropagate each loss as soon as it is computed",
                 # terms that share a forward must be backpropagated together: no automatic split
                 combined, _fix(loop, graph, event, definition, terms) if separable and whole else None)
+
+    @staticmethod
+    def _opened(graph: GraphFlow, terms: list[_Term], before: int) -> list[_Term] | None:
+        """The terms, with each (weighted) name bound once to a sum of losses replaced by that sum's
+        terms (`w * dom`, `dom = d_src + d_tgt`); None when none is."""
+        found: list[_Term] = []
+        opened = False
+        for term in terms:
+            value = term.expression
+            sides = [value.left, value.right] if type(value) is cst.BinaryOperation and type(  # `w * dom`
+                value.operator) in (cst.Multiply, cst.Divide) else [value]
+            inner = next((side for side in sides if type(side) is cst.Name and graph.is_loss_sum(side, before)), None)
+            behind = _sum_behind(graph, graph.definitions(inner.value, before)) if inner is not None else None
+            parts = combination_terms(behind[1]) if behind is not None else None
+            if not parts:
+                found.append(term)
+                continue
+            opened = True
+            for part in parts:
+                forwards = graph.forwards(part, behind[2])
+                if forwards:
+                    found.append(_Term(part, forwards, _term_name(part, graph, behind[2])))
+        return found if opened else None
 
     @staticmethod
     def _one_fed_forward(term: _Term, graph: GraphFlow, before: int) -> bool:
@@ -722,14 +761,21 @@ for i, real in enumerate(loader):
             return None  # a backward with `retain_graph=True` keeps those graphs alive for this one anyway
         # Terms sharing a forward stay together (separate backwards would need retain_graph);
         # two or more such groups are separate graphs alive at once.
-        groups: list[list[_Term]] = []
-        for term in graph_terms:
-            joined = [group for group in groups if any(_share(graph, term, other) for other in group)]
-            merged = sorted([term] + [member for group in joined for member in group], key=graph_terms.index)
-            groups = [group for group in groups if group not in joined] + [merged]
-        groups.sort(key=lambda group: graph_terms.index(group[0]))
+        groups = _groups(graph, graph_terms)
         if sum(any(term in reduced for term in group) for group in groups) < 2:
-            return None
+            # `loss = reg + w * dom` with `dom = d_src + d_tgt` (a DANN domain loss): `dom` joins the
+            # source group through `d_src`, and hides `d_tgt`, a forward of its own: its terms are
+            # what is summed (reported only: a fix would rewrite both sums)
+            opened = self._opened(graph, graph_terms, before)
+            if opened is None:
+                return None
+            graph_terms, placed = opened, placed + [(t.expression, before) for t in opened]
+            reduced = [t for t in graph_terms if graph.is_reduced_loss(t.expression, before)]
+            losses = list(reduced)
+            groups = _groups(graph, graph_terms)
+            direct = False
+            if sum(any(term in reduced for term in group) for group in groups) < 2:
+                return None
         # An input being optimised (`w.requires_grad = True`, `adv = tanh(w)`) that every group reads
         # is an intermediate they share: separate backwards would need retain_graph.
         optimized = graph.optimized_inputs()
@@ -754,6 +800,17 @@ for i, real in enumerate(loader):
         # whole: every term is a task's loss (`+ 1e-2 * w.pow(2).sum()` has no forward, and so no
         # backward of its own that a fix could move)
         return value, definition, graph_terms, groups, len(graph_terms) == len(terms) == len(losses) and direct
+
+
+def _groups(graph: GraphFlow, terms: list["_Term"]) -> list[list["_Term"]]:
+    """The terms in groups that share a forward (each group one graph)."""
+    groups: list[list[_Term]] = []
+    for term in terms:
+        joined = [group for group in groups if any(_share(graph, term, other) for other in group)]
+        merged = sorted([term] + [member for group in joined for member in group], key=terms.index)
+        groups = [group for group in groups if group not in joined] + [merged]
+    groups.sort(key=lambda group: terms.index(group[0]))
+    return groups
 
 
 def _share(graph, term: "_Term", other: "_Term") -> bool:
