@@ -900,6 +900,7 @@ class _Builder:
         loop.unscale_in_helper = self._calls_helper_with(training, EventKind.UNSCALE)
         loop.sync_tests = self._sync_tests(training)
         loop.handed_unseen = self._handed_unseen(training)
+        loop.handed_to_project_objects = self._handed_to_project_objects(training)
         wraps = self._ddp_wraps(training, function)
         if not wraps:
             return
@@ -1201,10 +1202,18 @@ class _Builder:
         from the project, whose bodies the module cannot see."""
         found: set[str] = set()
         for call in self.facts.tree.find(node, cst.Call):
-            root = (call_name(call) or "").split(".")[0]
-            if self._from_the_project(root) or self._made_by_the_project(root, call):
+            if self._from_the_project((call_name(call) or "").split(".")[0]):
                 found.update(text for a in call.args if (text := dotted_name(a.value)))
         return found
+
+    def _handed_to_project_objects(self, training: cst.CSTNode) -> frozenset[str]:
+        """What the loop hands to methods of objects built by classes imported from the project
+        (`architect.step(x, y, optimizer)` with `architect = Architect(model)`): unseen bodies too."""
+        found: set[str] = set()
+        for call in self.facts.tree.find(training, cst.Call, enter_scopes=False):
+            if self._made_by_the_project((call_name(call) or "").split(".")[0], call):
+                found.update(text for a in call.args if (text := dotted_name(a.value)))
+        return frozenset(found)
 
     def _from_the_project(self, name: str) -> bool:
         source = self.facts.imported_from.get(name)
@@ -2054,7 +2063,7 @@ class _Builder:
     def _iterable(self, loop: LoopNode, function: cst.FunctionDef | None) -> IterableInfo:
         info = self._read_iterable(loop, function)
         if info.kind is IterableKind.LOADER and (
-                self._through_iterator(loop, function) or self._measured_otherwise(loop, function)):
+                self._through_iterator(loop, function) or self._measured_otherwise(loop, function, info.len_text)):
             # `for b in iter(loader)`: one pass over the loader, unless something pulled from the
             # iterator first (a resumed run skipping batches): its length is the loader's at most.
             # `tqdm(loader, total=n)`, an instance of the module's own iterator class without
@@ -2062,39 +2071,32 @@ class _Builder:
             return replace(info, kind=IterableKind.SIZED)
         return info
 
-    def _measured_otherwise(self, loop: LoopNode, function: cst.FunctionDef | None) -> bool:
-        """The iterable, or what a wrapper of it wraps, is a progress bar given its own `total=`, or
-        is made (where it is bound, or at every call site of the loop's function) by a class of the
-        module with no `__len__`."""
-        node = loop.iter  # type: ignore[union-attr]
-        seen = 0
-        while seen < 8:
-            seen += 1
-            if type(node) is cst.Call:
-                inner = positional_args(node)
-                total = keyword_argument(node, "total")
+    def _measured_otherwise(self, loop: LoopNode, function: cst.FunctionDef | None, length: str | None) -> bool:
+        """What the fix would measure (`length`, `len(name)`) is a progress bar given its own
+        `total=` (not the length of what it wraps), or an instance of a class of the module with no
+        `__len__`, where it is bound or at every call site of the loop's function."""
+        if length is None or not length.startswith("len(") or not length.endswith(")"):
+            return False
+        name = length[len("len("):-1]
+        binding = self.facts.latest_binding(name, loop, function)
+        if binding is not None and binding.tuple_index is None:
+            value = binding.value
+            if self.facts.unsized_instance(value):
+                return True
+            if type(value) is cst.Call and (total := keyword_argument(value, "total")) is not None:
                 if type(total) is cst.Call and call_name(total) == "int" and len(total.args) == 1:
                     total = total.args[0].value  # `total=int(len(loader))`
-                if self.facts.unsized_instance(node) or total is not None and not (
-                        inner and bare(code_of(total)) == f"len({bare(code_of(inner[0]))})"):
-                    return True  # `tqdm(loader, total=len(loader))` measures the loader; another total does not
-                if not inner or (call_name(node) or "").rsplit(".", 1)[-1] not in (*_ITERABLE_WRAPPERS, "iter"):
-                    return False
-                node = inner[0]
-                continue
-            text = dotted_name(node)
-            if text is None:
-                return False
-            binding = self.facts.latest_binding(text, loop, function)
-            if binding is not None and binding.tuple_index is None:
-                node = binding.value
-                continue
-            if function is not None and isinstance(node, cst.Name):
-                arguments = self._call_site_arguments(function).get(node.value) or []
-                return any(argument is not None and (
-                    self.facts.unsized_instance(argument) or self._bound_unsized(argument, statement, caller))
-                    for argument, caller, statement in arguments)
+                wrapped = positional_args(value)[0] if positional_args(value) else None
+                while type(wrapped) is cst.Call and positional_args(wrapped) and (
+                        (call_name(wrapped) or "").rsplit(".", 1)[-1] in (*_ITERABLE_WRAPPERS, "iter")):
+                    wrapped = positional_args(wrapped)[0]  # `tqdm(enumerate(loader), total=len(loader))`
+                return wrapped is None or bare(code_of(total)) != f"len({bare(code_of(wrapped))})"
             return False
+        if function is not None and "." not in name:
+            arguments = self._call_site_arguments(function).get(name) or []
+            return any(argument is not None and (
+                self.facts.unsized_instance(argument) or self._bound_unsized(argument, statement, caller))
+                for argument, caller, statement in arguments)
         return False
 
     def _bound_unsized(self, argument: cst.BaseExpression, statement: cst.CSTNode,

@@ -519,6 +519,9 @@ class TrainingLoop:
     # What the loop hands to calls whose bodies are not visible ("self" for an inherited method
     # of self): what those do with it (clear its gradients, say) is unknown.
     handed_unseen: frozenset[str] = frozenset()
+    # What the loop hands to methods of objects built by classes imported from the project
+    # (`architect.step(x, y, optimizer)`): bodies unseen too, though the object is the module's.
+    handed_to_project_objects: frozenset[str] = frozenset()
     # Names (and dotted names) assigned inside the loop body.
     varying: frozenset[str] = field(default_factory=frozenset)
     # The loop calls a function of the module that calls `scaler.unscale_`.

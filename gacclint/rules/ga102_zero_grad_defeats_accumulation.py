@@ -411,7 +411,7 @@ def search(model, loader, val_iter, micro):
             clear.event.node, fix)
 
     def _wipes_what_is_handed(self, receiver: str | None) -> bool:
-        handed = self._loop.handed_unseen
+        handed = self._loop.handed_unseen | self._loop.handed_to_project_objects
         if not receiver or not handed:
             return False
         models = self._model.facts.optimizer_models(receiver) if looks_like_optimizer(receiver) else {receiver}
