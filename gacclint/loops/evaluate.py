@@ -139,6 +139,14 @@ def _read(node: cst.BaseExpression) -> tuple[str, int | None]:
     return found[1], found[2]
 
 
+def _counted(env: Environment, name: str) -> Value:
+    """What a count the loop keeps (a name, `len(window)`, `state["step"]`) holds at this point."""
+    value = env.state[name]
+    if value is None:
+        raise Unknown
+    return value
+
+
 def _eval(node: cst.BaseExpression, env: Environment, depth: int) -> Value:
     text, number = _read(node)
     if text in env.switches:
@@ -151,19 +159,13 @@ def _eval(node: cst.BaseExpression, env: Environment, depth: int) -> Value:
     if text in env.n_atoms:
         return env.config.n
     if text in env.state and type(node) is cst.Call:  # `len(window)`: a list's length the loop keeps as a count
-        value = env.state[text]
-        if value is None:
-            raise Unknown
-        return value
+        return _counted(env, text)
     if isinstance(node, cst.Name) and node.value in {"True", "False"}:
         return node.value == "True"
     dotted = dotted_name(node)
     if dotted is not None:
         if dotted in env.state:
-            value = env.state[dotted]
-            if value is None:
-                raise Unknown
-            return value
+            return _counted(env, dotted)
         bound = env.constant(node)
         if bound is None or isinstance(bound, bool):
             raise Unknown
@@ -175,10 +177,7 @@ def _eval(node: cst.BaseExpression, env: Environment, depth: int) -> Value:
     if type(node) is cst.Subscript:
         entry = keyed_entry(node)
         if entry is not None and entry in env.state:  # `state["step"]`: a count the loop keeps there
-            value = env.state[entry]
-            if value is None:
-                raise Unknown
-            return value
+            return _counted(env, entry)
         bound = env.constant(node)  # `cfg["k"]` of a dictionary literal nothing writes again
         if isinstance(bound, int) and not isinstance(bound, bool):
             return bound

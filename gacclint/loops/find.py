@@ -6,7 +6,7 @@ import itertools
 from operator import attrgetter
 from bisect import bisect_left
 from dataclasses import dataclass, field, replace
-from typing import Iterable, Iterator, NamedTuple, Sequence
+from typing import Callable, Iterable, Iterator, NamedTuple, Sequence
 
 import libcst as cst
 
@@ -826,20 +826,38 @@ class _Builder:
             return set(), None, set(), {}
         return k_atoms, k_literal, n_atoms - k_atoms, k_nodes
 
+    def _agreed_at_call_sites(self, function: cst.FunctionDef, name: str,
+                              read: Callable[[cst.BaseExpression, cst.CSTNode | None, cst.FunctionDef | None], int | None],
+                              defaults: bool = True) -> int | None:
+        """RULES.md, *facts along calls*: the one value `read` finds for parameter `name` of
+        `function` at every call site of the module: what a call hands it, read in the caller
+        before the call, or, where a call leaves it out and `defaults`, the parameter's default,
+        read at the function. None where the calls disagree, one is unknown, or none is seen."""
+        arguments = self._call_site_arguments(function).get(name)
+        if not arguments:
+            return None
+        param = next((p for p in (*function.params.params, *function.params.kwonly_params) if p.name.value == name),
+                     None)
+        values: set[int | None] = set()
+        for argument, caller, statement in arguments:
+            if argument is not None:
+                values.add(read(argument, statement, caller))
+            elif defaults and param is not None and param.default is not None:
+                values.add(read(param.default, None, None))
+            else:
+                return None
+        return values.pop() if len(values) == 1 else None
+
     def _parameter_literal(self, function: cst.FunctionDef, name: str) -> int | None:
         """RULES.md, *provable from literals*: a parameter that every call site in the module
         leaves at its literal default, or passes the same literal."""
-        param = next((p for p in (*function.params.params, *function.params.kwonly_params) if p.name.value == name), None)
-        arguments = self._call_site_arguments(function).get(name)
-        if param is None or not arguments:
-            return None
-        values: set[int | None] = set()
-        for argument, _, _ in arguments:
-            source = argument if argument is not None else param.default
-            values.add(integer_value(source) if isinstance(source, cst.Integer) else None)
-        if len(values) != 1:
-            return None
-        return values.pop()
+        return self._agreed_at_call_sites(
+            function, name, lambda value, _, __: integer_value(value) if isinstance(value, cst.Integer) else None)
+
+    def _parameter_int(self, function: cst.FunctionDef, name: str) -> int | None:
+        """The integer every call site of `function` in the module passes as parameter `name`
+        (or leaves at its default), where it follows from literals there."""
+        return self._agreed_at_call_sites(function, name, self.facts.evaluate_int)
 
     def _parameter_length(self, function: cst.FunctionDef, name: str, depth: int = 0) -> int | None:
         """RULES.md, *facts along calls*: the length of what parameter `name` of `function` holds,
@@ -848,18 +866,14 @@ class _Builder:
         callers that hand on a parameter of their own; None where the function rebinds it."""
         if depth > 3 or any(b.scope is function for b in self.facts.bindings.get(name, ())):
             return None
-        arguments = self._call_site_arguments(function).get(name)
-        if not arguments:
-            return None
-        lengths: set[int | None] = set()
-        for argument, caller, statement in arguments:
-            if argument is None:
-                return None
-            length = self.facts.evaluate_length(argument, statement, caller)
-            if length is None and isinstance(argument, cst.Name) and caller is not None:
-                length = self._parameter_length(caller, argument.value, depth + 1)
-            lengths.add(length)
-        return lengths.pop() if len(lengths) == 1 else None
+
+        def length(argument: cst.BaseExpression, statement: cst.CSTNode | None,
+                   caller: cst.FunctionDef | None) -> int | None:
+            found = self.facts.evaluate_length(argument, statement, caller)
+            if found is None and isinstance(argument, cst.Name) and caller is not None:
+                found = self._parameter_length(caller, argument.value, depth + 1)
+            return found
+        return self._agreed_at_call_sites(function, name, length, defaults=False)
 
     def _constant_reader(self, loop: LoopNode, function: cst.FunctionDef | None, context: GuardContext,
                          lengths: frozenset[str] | set[str] = frozenset()):
@@ -1255,12 +1269,10 @@ class _Builder:
                 found.append(node.value)
         # A flag bound in the loop (`skip_sync = (i + 1) % k != 0`, then `no_sync() if skip_sync`)
         # reads what its value reads: the same counter, a second spelling of the boundary.
-        bound: dict[str, set[str]] = {}
         values: dict[str, list[cst.BaseExpression]] = {}
         for node in tree.find(training, cst.Assign, enter_scopes=False):
             for target in node.targets:
                 if (name := dotted_name(target.target)) is not None:
-                    bound.setdefault(name, set()).update(self._names_read(node.value))
                     values.setdefault(name, []).append(node.value)
 
         def reads(test: cst.BaseExpression) -> tuple[frozenset[str], tuple[cst.BaseExpression, ...]]:
@@ -1269,8 +1281,9 @@ class _Builder:
                 name = pending.pop()
                 if name not in found_names:
                     found_names.add(name)
-                    pending += bound.get(name, ())
-                    through += values.get(name, ())
+                    for value in values.get(name, ()):
+                        pending += self._names_read(value)
+                        through.append(value)
             return frozenset(found_names), tuple(through)
         return tuple(SyncTest(test, *reads(test)) for test in found)
 
@@ -1616,21 +1629,6 @@ class _Builder:
             elif node.value is not None and name in tree.names_read(node.value):
                 return False
         return True
-
-    def _parameter_int(self, function: cst.FunctionDef, name: str) -> int | None:
-        """The integer every call site of `function` in the module passes as parameter `name`
-        (or leaves at its default), where it follows from literals there."""
-        arguments = self._call_site_arguments(function).get(name)
-        param = next((p for p in (*function.params.params, *function.params.kwonly_params) if p.name.value == name),
-                     None)
-        if not arguments or param is None:
-            return None
-        values = set()
-        for argument, caller, statement in arguments:
-            source = argument if argument is not None else param.default
-            values.add(None if source is None else self.facts.evaluate_int(
-                source, statement if argument is not None else None, caller if argument is not None else None))
-        return values.pop() if len(values) == 1 else None
 
     def _pass_reset(self, outer: LoopNode, inner: LoopNode, name: str, init: int) -> str | None:
         """How the loop around the micro-batch loop `inner` sets `name` back to its first value
