@@ -226,7 +226,7 @@ def keyed_entry(node: cst.BaseExpression) -> str | None:
     if type(key) is not cst.Index or type(key.value) is not cst.SimpleString:
         return None
     root = dotted_name(node.value)  # type: ignore[attr-defined]
-    literal = key.value.evaluated_value
+    literal = string_value(key.value)
     if root is None or not isinstance(literal, str):
         return None
     return f"{root}[{literal!r}]"
