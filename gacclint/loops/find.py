@@ -178,6 +178,30 @@ def _unconditional_statements(block: cst.BaseSuite) -> Iterator[cst.BaseSmallSta
             yield from _unconditional_statements(statement.body)
 
 
+def _block_chains(suite: cst.BaseSuite, chain: tuple[int, ...], found: dict[int, tuple[int, ...]]) -> None:
+    """For each simple statement line under `suite`, the blocks around it that it runs whenever
+    they run (LoopStatement.blocks), by id of the statement line."""
+    for statement in _statements(suite):
+        if matches(type(statement), _SIMPLE):
+            found[id(statement)] = chain
+        elif isinstance(statement, cst.With):
+            _block_chains(statement.body, chain, found)
+        elif isinstance(statement, cst.If):
+            _block_chains(statement.body, chain + (id(statement.body),), found)
+            orelse = statement.orelse
+            if isinstance(orelse, cst.If):
+                _block_chains(cst.IndentedBlock(body=(orelse,)), chain + (id(orelse),), found)
+            elif orelse is not None:
+                _block_chains(orelse.body, chain + (id(orelse.body),), found)
+        elif isinstance(statement, (cst.For, cst.While, cst.Try, cst.TryStar)):
+            parts = [statement.body, *getattr(statement, "handlers", ()), statement.orelse,
+                     getattr(statement, "finalbody", None)]
+            for part in parts:
+                if part is not None:
+                    inner = part if isinstance(part, cst.BaseSuite) else part.body
+                    _block_chains(inner, chain + (id(inner),), found)
+
+
 def _streams(call: cst.Call, iterable_datasets: set[str]) -> bool:
     """A dataset with no length: an `IterableDataset` of the module or one named as such
     (`PreprocessedIterableDataset`), `load_dataset(..., streaming=True)`, `.to_iterable_dataset()`."""
@@ -469,8 +493,11 @@ class _Builder:
         visits = list(self._visits(training, micro if shape is Shape.INNER_WINDOW else None))
         context = GuardContext(counters=counters, varying=varying, tree=self.facts.tree, aliases=aliases)
         events = self._events(visits, context, training, function)
+        chains: dict[int, tuple[int, ...]] = {}
+        _block_chains(training.body, (id(training.body),), chains)
         body = tuple(
-            LoopStatement(v.statement, v.order, v.contexts, v.in_inner_loop, v.in_window_loop, v.editable, v.block)
+            LoopStatement(v.statement, v.order, v.contexts, v.in_inner_loop, v.in_window_loop, v.editable, v.block,
+                          chains.get(id(v.statement), ()))
             for v in visits)
         iterable = self._iterable(micro, function)
         program = self._program(training, visits, context, counters, function, iterable.len_text) \
@@ -497,7 +524,7 @@ class _Builder:
             body=body,
         )
         loop.window_blocks = self._window_blocks(loop, training)
-        if shape is Shape.PER_ITERATION and self._pass_bounded(micro, events):
+        if shape is Shape.PER_ITERATION and self._pass_bounded(micro, events, iterable.literal_length):
             loop.remade_each_pass = self._remade_each_pass(micro, frames)
         loop.graph = GraphFlow(loop, self.facts, varying)
         loop.micro_steps_take_batches = shape is Shape.INNER_WINDOW and (
@@ -1202,8 +1229,8 @@ class _Builder:
             name = call_name(call) or ""
             if name.startswith("self.") and name.count(".") == 1:
                 methods = self.facts.functions.get(name[len("self."):], [])
-                if not methods:
-                    found.add("self")
+                if not methods and name not in self.facts.bindings:
+                    found.add("self")  # `self.net(x)` with `self.net = nn.Linear(...)` is handed `x` only
                 # A method of the class handing `self.optimizer` on to such a call (facts along calls).
                 for method in methods:
                     found |= {text for text in self._handed_to_the_project(method) if text.startswith("self.")}
@@ -1348,15 +1375,27 @@ class _Builder:
         self._step_hygiene(helper, func, func, varying)
         self.step_helpers.append(helper)
 
-    def _pass_bounded(self, micro: LoopNode, events: list[Event]) -> bool:
+    def _pass_bounded(self, micro: LoopNode, events: list[Event], literal_length: int | None) -> bool:
         """A pass of the loop is a handful of steps, not the data: each iteration steps another
         optimizer (`opts_d[i].step()`: a loop over models), or it runs `range(k)` where `k` is
-        a framework's accumulation count (a pass is one window)."""
+        a framework's accumulation count, or as many micro-batches as that count holds
+        (`range(0, 64, 16)` beside `Accelerator(gradient_accumulation_steps=4)`): a pass is one window."""
         steps = [e for e in events if e.kind is EventKind.STEP]
         if steps and all(e.iterated for e in steps):
             return True
         count = _single_range_argument(micro)
-        return count is not None and code_of(count) in self.facts.framework_counts
+        if count is not None and code_of(count) in self.facts.framework_counts:
+            return True
+        return literal_length is not None and literal_length > 1 and any(
+            self._framework_count_value(text) == literal_length for text in self.facts.framework_counts)
+
+    def _framework_count_value(self, text: str) -> int | None:
+        """The integer a framework's accumulation count holds: a literal, or a name every binding
+        of the module sets to one literal."""
+        try:
+            return int(text, 0)
+        except ValueError:
+            return self.facts.bound_integer(text)
 
     def _remade_each_pass(self, micro: LoopNode, frames: list[_Frame]) -> frozenset[str]:
         """Names the loop around `micro` binds anew, each of its iterations, before `micro` runs."""
@@ -2152,6 +2191,8 @@ class _Builder:
         if text is None:
             return IterableInfo(IterableKind.UNKNOWN, None, None)
         binding = self.facts.latest_binding(text, loop, function)
+        if binding is None and self._streams_in_another_method(text):
+            return IterableInfo(IterableKind.STREAM, None, None)
         # epoch_iterator = tqdm(train_dataloader): the wrapper has the loader's length,
         # and the wrapped name says what it is.
         wrapped = text
@@ -2205,6 +2246,23 @@ class _Builder:
             return IterableInfo(IterableKind.LOADER, f"len({text})", literal)
         return IterableInfo(IterableKind.SIZED, f"len({text})", literal)
 
+    def _streams_in_another_method(self, text: str) -> bool:
+        """`self.loader`, bound in another method of the class only (`__init__`), to a stream in one
+        of them (`DataLoader(TokenStream(rows))`, a generator): it may have no length."""
+        if not text.startswith("self."):
+            return False
+        for binding in self.facts.bindings.get(text, ()):
+            value = binding.value
+            if binding.tuple_index is not None or not isinstance(value, cst.Call):
+                continue
+            called = (call_name(value) or "").rsplit(".", 1)[-1]
+            if called in _STREAM_CALLS or self.facts.is_generator_function(called) \
+                    or _streams(value, self.facts.iterable_datasets) \
+                    or called == "DataLoader" and self._loader_kind(value, binding.statement, binding.scope) \
+                    is IterableKind.STREAM:
+                return True
+        return False
+
     def _maybe_iterable_style(self, text: str) -> bool:
         """The module asks whether the loader, or its dataset, is iterable-style
         (`isinstance(loader.dataset, IterableDataset)`): then it may have no `len`."""
@@ -2252,7 +2310,14 @@ class _Builder:
                 continue
             receivers = sorted({s.event.receiver for s in steps})  # type: ignore[type-var]
             owned = {r: self.facts.optimizer_models(r) for r in receivers}
-            if len(receivers) < 2 or any(o is None for o in owned.values()):
+            if len(receivers) < 2:
+                continue
+            if any(o is None for o in owned.values()):
+                if calls is None:
+                    calls = {id(c): c for c in self.facts.tree.find(loop.node.body, cst.Call, enter_scopes=False)}
+                rest = self._without_closed_updates(graph, variant, receivers, calls, loop.function)
+                if rest is not None:
+                    found[id(variant)] = [rest]
                 continue
             if any(_within(a, b) for r, q in itertools.combinations(receivers, 2) for a in owned[r] for b in owned[q]) \
                     or any(_within(b, a) for r, q in itertools.combinations(receivers, 2) for a in owned[r] for b in owned[q]):
@@ -2267,7 +2332,8 @@ class _Builder:
                 forwards = graph.forwards(event.loss, event.position)
                 if UNKNOWN_GRAPH in forwards or any(f not in calls for f in forwards):
                     break
-                reached[id(event)] = {_module_called(call_name(calls[f]) or "") for f in forwards}
+                reached[id(event)] = {self._forwarded_module(_module_called(call_name(calls[f]) or ""), loop.function)
+                                      for f in forwards}
             else:
                 windows = []
                 for receiver in receivers:
@@ -2293,6 +2359,67 @@ class _Builder:
                     if windows:
                         found[id(variant)] = windows
         return found
+
+    def _without_closed_updates(self, graph: GraphFlow, variant: LoopVariant, receivers: list[str],
+                                calls: dict[int, cst.Call], function: cst.FunctionDef | None) -> LoopVariant | None:
+        """RULES.md, *ownership*, where the parameters the optimizers own are not visible: an
+        optimizer updated in a block of its own (under one test: its clear, then backwards, then
+        its step; a critic every `n_critic` micro-batches) carries nothing from one update to the
+        next. If that block's backwards run other modules than the loop's other backwards, the
+        other optimizer's window is the variant without the block. None where that is not so."""
+        closed: set[int] = set()
+        for receiver in receivers:
+            steps = [s for s in variant.steps if s.event.receiver == receiver]
+            guard = steps[0].guard
+            if guard.kind is not GuardKind.BOUNDARY or any(s.guard != guard for s in steps) or any(
+                    s.guard == guard for s in variant.steps if s.event.receiver != receiver):
+                continue
+            first_step = min(s.event.order for s in steps)
+            clears = [c for c in variant.clears if c.event.receiver == receiver and c.guard == guard
+                      and c.event.order < first_step and not c.event.in_inner_loop]
+            if not clears:
+                continue
+            opened = min(c.event.order for c in clears)
+            backwards = [b for b in variant.backwards if b.guard == guard and opened < b.event.order < first_step]
+            if not backwards or any(c.event.receiver == receiver and c.guard != guard for c in variant.clears):
+                continue
+            closed |= {id(e) for e in (*steps, *clears, *backwards)}
+        rest = [e for e in variant.events if id(e) not in closed]
+        if not closed or len({e.event.receiver for e in rest if e.kind is EventKind.STEP}) != 1:
+            return None
+        modules: dict[bool, set[str]] = {True: set(), False: set()}
+        for backward in variant.backwards:
+            loss = backward.event.loss
+            if loss is None:
+                return None
+            forwards = graph.forwards(loss, backward.event.position)
+            if not forwards or UNKNOWN_GRAPH in forwards or any(f not in calls for f in forwards):
+                return None
+            modules[id(backward) in closed] |= {self._forwarded_module(_module_called(call_name(calls[f]) or ""), function)
+                                                for f in forwards}
+        if any(_within(a, b) or _within(b, a) for a in modules[True] for b in modules[False]):
+            return None  # the block's backwards reach the other optimizer's modules too
+        return LoopVariant(variant.switches, rest, variant.frameworks)
+
+    def _forwarded_module(self, module: str, function: cst.FunctionDef | None) -> str:
+        """The module whose parameters a forward through `module` runs: `base` for `net(x)` where
+        the function binds `net` only to `base`, `base.module` or a wrapper of it (`net =
+        DistributedDataParallel(base)` under a switch); `module` itself otherwise."""
+        root, _, rest = module.partition(".")
+        bound = [b for b in self.facts.bindings.get(root, ()) if b.scope is function]
+        bases: set[str | None] = set()
+        for binding in bound:
+            value = binding.value
+            if binding.tuple_index is not None:
+                return module
+            if type(value) is cst.Call and wrapper_name(value) in _SYNCING_WRAPPERS and positional_args(value):
+                value = positional_args(value)[0]
+            text = dotted_name(value)
+            bases.add(text[:-len(".module")] if text and text.endswith(".module") else text)
+        if len(bases) != 1 or None in bases:
+            return module
+        base = bases.pop()
+        return f"{base}.{rest}" if rest else base  # type: ignore[str-bytes-safe]
 
     def _pulls_whole_run(self, loop: LoopNode) -> bool:
         """`for step in range(max_steps): batch = next(data)` in a script's own code, in no other
@@ -2403,8 +2530,8 @@ class _Builder:
         if self._enclosing_loop(frames) is not None:
             return False
         tree = self.facts.tree
-        counted = {name for node in tree.find(loop.body, cst.AugAssign, enter_scopes=False)
-                   if isinstance(node.operator, cst.AddAssign) for name in _target_names(node.target)}
+        counted = {name for node in tree.find(loop.body, cst.AugAssign, cst.Assign, enter_scopes=False)
+                   for name in _added_to(node)}
         for statement in _statements(loop.body):
             if isinstance(statement, cst.If) and _terminator(statement.body) is cst.Break \
                     and self._names_read(statement.test) & counted:
@@ -2987,6 +3114,22 @@ def _subscripted(target: cst.BaseExpression) -> list[str]:
     if type(target) is cst.Subscript:
         text = dotted_name(target.value)  # type: ignore[attr-defined]
         return [text] if text else []
+    return []
+
+
+# Wrappers that run the module they are handed with its own parameters.
+_SYNCING_WRAPPERS = DDP_CONSTRUCTORS | {"DataParallel", "FullyShardedDataParallel", "FSDP"}
+
+
+def _added_to(small: cst.BaseSmallStatement) -> list[str]:
+    """The names a statement adds something to: `seen += n`, `seen = seen + n`, `seen = n + seen`."""
+    if isinstance(small, cst.AugAssign):
+        return _target_names(small.target) if isinstance(small.operator, cst.AddAssign) else []
+    if isinstance(small, cst.Assign) and len(small.targets) == 1:
+        value, name = small.value, dotted_name(small.targets[0].target)
+        if name and isinstance(value, cst.BinaryOperation) and isinstance(value.operator, cst.Add) \
+                and name in (dotted_name(value.left), dotted_name(value.right)):
+            return [name]
     return []
 
 

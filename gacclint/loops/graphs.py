@@ -172,6 +172,8 @@ class GraphFlow:
         self.through_values = False  # follow values through detach(), .data, argmax: what a value was made from
         # `crops.append(feats[0])`: values put into a container in place, by its name, with where.
         self._put_into: dict[str, list[tuple[int, LoopStatement, cst.BaseExpression]]] = {}
+        self._records = {record.position: record for record in loop.body}
+        self._body_block = id(loop.node.body)
         for record in loop.body:
             for small in getattr(record.statement, "body", ()):
                 if isinstance(small, cst.Expr) and isinstance(small.value, cst.Call):
@@ -247,12 +249,15 @@ class GraphFlow:
 
     def definitions(self, name: str, before: int) -> list[Definition]:
         """Assignments to `name` earlier in the same iteration that can reach `before`: a plain
-        assignment in the loop's own block (no `if` around it) hides every earlier one."""
+        assignment that runs whenever a block around the reading statement does (the loop's own
+        block, or a test's body holding the read; `with` bodies are the block around them) hides
+        every earlier one."""
         found = [d for d in self._definitions.get(name, ()) if d.position < before]
-        body = self.loop_node.body.body if isinstance(self.loop_node, (cst.For, cst.While)) else None
+        reader = self._records.get(before)
+        around = set(reader.blocks) if reader is not None and reader.blocks else {self._body_block}
         for index in range(len(found) - 1, 0, -1):
             latest = found[index]
-            if latest.augmented is None and latest.statement.block is body and not latest.statement.in_inner_loop:
+            if latest.augmented is None and latest.statement.blocks and latest.statement.blocks[-1] in around:
                 found = found[index:]
                 break
         # Within one block, a plain assignment hides the earlier ones of that block.
@@ -482,6 +487,8 @@ class GraphFlow:
         return root in LIBRARY_ROOTS or self.facts.imported_from.get(root, "").split(".")[0] in LIBRARY_ROOTS
 
     def is_loss_call(self, call: cst.Call) -> bool:
+        if type(call.func) is cst.Call:  # `nn.BCEWithLogitsLoss()(pred, y)`: a loss module made and called at once
+            return _makes_loss_module(call.func)
         text = call_name(call) or ""
         last = text.rsplit(".", 1)[-1].lower()
         if not last:
@@ -489,13 +496,7 @@ class GraphFlow:
         if "loss" in last or last in {"criterion", "crit"} or last in _FUNCTIONAL_LOSSES:
             return True
         if text in self.facts.bindings:
-            for binding in self.facts.bindings[text]:
-                value = binding.value
-                while (isinstance(value, cst.Call) and isinstance(value.func, cst.Attribute)
-                       and value.func.attr.value in {"to", "cuda", "cpu", "float", "half"}):
-                    value = value.func.value  # `GANLoss().to(device)`
-                if isinstance(value, cst.Call) and (call_name(value) or "").endswith("Loss"):
-                    return True
+            return any(_makes_loss_module(binding.value) for binding in self.facts.bindings[text])
         return False
 
     def is_reduced_loss(self, node: cst.BaseExpression, before: int) -> bool:
@@ -810,20 +811,24 @@ class GraphFlow:
         return True
 
 
-def _no_graph_value(node: cst.BaseExpression | None, func: cst.FunctionDef, facts: ModuleFacts, depth: int = 0) -> bool:
+def _no_graph_value(node: cst.BaseExpression | None, func: cst.FunctionDef, facts: ModuleFacts, depth: int = 0,
+                    resolving: frozenset[str] = frozenset()) -> bool:
     """A value `func` returns that visibly carries no graph: nothing, a literal number, a
     comparison (a boolean tensor), `.data`, a call that makes a number, an integer or a detached
-    value (`.item()`, `.argmax()`, `len(...)`), or a local name bound once to one of those."""
+    value (`.item()`, `.argmax()`, `len(...)`), or a local name bound once to one of those.
+    `resolving`: the names whose bindings are being read; a binding made from the name itself
+    (`rate = rate / n`) adds no graph the name's other bindings do not bring."""
     if node is None or isinstance(node, (cst.Integer, cst.Float, cst.Comparison)):
         return True
     if isinstance(node, cst.BinaryOperation):  # `float(correct) / (n * m)`: numbers make numbers
-        return _no_graph_value(node.left, func, facts, depth) and _no_graph_value(node.right, func, facts, depth)
+        return _no_graph_value(node.left, func, facts, depth, resolving) and \
+            _no_graph_value(node.right, func, facts, depth, resolving)
     if isinstance(node, cst.UnaryOperation):
-        return _no_graph_value(node.expression, func, facts, depth)
+        return _no_graph_value(node.expression, func, facts, depth, resolving)
     if isinstance(node, cst.Attribute):
         return node.attr.value in {"data", "shape", "device", "dtype"}
     if isinstance(node, cst.Subscript):  # `correct.data[0]`, `out.shape[0]`: a part of a value with no graph
-        return depth < 4 and _no_graph_value(node.value, func, facts, depth + 1)
+        return depth < 4 and _no_graph_value(node.value, func, facts, depth + 1, resolving)
     if isinstance(node, cst.Call):
         text = call_name(node) or ""
         last = text.rsplit(".", 1)[-1] if text else (node.func.attr.value if isinstance(node.func, cst.Attribute) else "")
@@ -835,16 +840,23 @@ def _no_graph_value(node: cst.BaseExpression | None, func: cst.FunctionDef, fact
         if not isinstance(node.func, cst.Attribute) or depth >= 4:
             return False
         receiver = node.func.value
-        return (dotted_name(receiver) in _TENSOR_MODULES or _no_graph_value(receiver, func, facts, depth + 1)) and all(
-            _no_graph_value(argument.value, func, facts, depth + 1) for argument in node.args)
+        return (dotted_name(receiver) in _TENSOR_MODULES or _no_graph_value(receiver, func, facts, depth + 1, resolving)) \
+            and all(_no_graph_value(argument.value, func, facts, depth + 1, resolving) for argument in node.args)
+    if isinstance(node, cst.Name) and node.value in resolving:
+        return True
     if isinstance(node, cst.Name) and depth < 4:
         # Unpacked too (`_, predicted = torch.max(out.data, 1)`): every part of a value with no graph has none.
         bound = [b for b in facts.bindings.get(node.value, ()) if b.scope is func]
         if len(bound) > 1 and any(bound[-1].statement is line for statement in func.body.body
-                                  if isinstance(statement, cst.SimpleStatementLine) for line in statement.body):
-            bound = bound[-1:]  # `is_correct = is_correct.sum().item()` on the function's own block: the value returned
+                                  if isinstance(statement, cst.SimpleStatementLine) for line in statement.body) \
+                and (node.value not in facts.tree.names_read(bound[-1].value) or _no_graph_value(
+                    bound[-1].value, func, facts, depth + 1, resolving - {node.value})):
+            # `is_correct = is_correct.sum().item()` on the function's own block: the value returned
+            # (made from the name itself, it stands alone only where it carries no graph whatever the name held)
+            bound = bound[-1:]
         # Bound in several arms (`n = 0` / `n = (...).sum().item()`): none of them carries a graph.
-        return bool(bound) and all(_no_graph_value(b.value, func, facts, depth + 1) for b in bound)
+        inner = resolving | {node.value}
+        return bool(bound) and all(_no_graph_value(b.value, func, facts, depth + 1, inner) for b in bound)
     return False
 
 
@@ -956,3 +968,11 @@ def strip_scaling(node: cst.BaseExpression) -> cst.BaseExpression:
         else:
             break
     return node
+
+
+def _makes_loss_module(value: cst.BaseExpression) -> bool:
+    """`nn.MSELoss()`, `GANLoss().to(device)`: a call making a loss module."""
+    while (isinstance(value, cst.Call) and isinstance(value.func, cst.Attribute)
+           and value.func.attr.value in {"to", "cuda", "cpu", "float", "half"}):
+        value = value.func.value  # `GANLoss().to(device)`
+    return isinstance(value, cst.Call) and (call_name(value) or "").endswith("Loss")

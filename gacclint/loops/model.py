@@ -288,6 +288,11 @@ class LoopStatement:
     in_window_loop: bool
     editable: bool
     block: object  # the sequence of statements of its block (compare with `is`)
+    # The blocks around it that it runs whenever they run, outermost (the loop's body) first, by
+    # id: a `with` body counts as the block around it, a test's, inner loop's or `try`'s body
+    # is a block of its own. What it binds hides what the name held before for every statement
+    # after it in the last of them. Empty where that is not read (a `match` case).
+    blocks: tuple[int, ...] = ()
 
     @property
     def without_grad(self) -> bool:

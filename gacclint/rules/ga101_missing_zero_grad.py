@@ -486,6 +486,33 @@ for x, y in loader:
     optimizer.step()
     optimizer.zero_grad()
 """, why="noise is added to the gradient, which still builds on what was there: nothing clears it"),
+        Invalid("""
+class Fitter:
+    def __init__(self, loader):
+        self.net = nn.Linear(8, 8)
+        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=1e-3)
+        self.loader = loader
+
+    def run_epoch(self):
+        for x in self.loader:
+            loss = ((self.net(x) - x) ** 2).mean()
+            loss.backward()
+            self.optimizer.step()
+""", fixed="""
+class Fitter:
+    def __init__(self, loader):
+        self.net = nn.Linear(8, 8)
+        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=1e-3)
+        self.loader = loader
+
+    def run_epoch(self):
+        for x in self.loader:
+            loss = ((self.net(x) - x) ** 2).mean()
+            loss.backward()
+            self.optimizer.step()
+            self.optimizer.zero_grad()
+""", why="`self.net(x)` calls a module the class binds, not a method inherited from elsewhere that could clear: "
+            "nothing clears `self.optimizer`"),
     ]
 
     def check(self, loop: TrainingLoop, model) -> Iterator[Finding]:

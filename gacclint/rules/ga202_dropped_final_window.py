@@ -436,6 +436,40 @@ def update(stream, accum_steps, n_updates):
                 opt.step()
                 opt.zero_grad()
 """, "the loop runs `accum_steps` micro-batches, one whole window: no pass leaves a partial one"),
+        Valid("""
+class TokenStream(IterableDataset):
+    def __iter__(self):
+        yield from self.rows
+
+
+class Runner:
+    def __init__(self, model, rows, k):
+        self.model, self.k = model, k
+        self.opt = torch.optim.AdamW(model.parameters())
+        self.loader = DataLoader(TokenStream(rows), batch_size=8)
+
+    def train(self):
+        for i, batch in enumerate(self.loader):
+            (self.model(batch).mean() / self.k).backward()
+            if (i + 1) % self.k == 0:
+                self.opt.step()
+                self.opt.zero_grad()
+""", "the loader, built in `__init__`, streams an IterableDataset of the module: it has no length, so no clause "
+            "can name its last micro-batch"),
+        Valid("""
+def train(model, opt, loader, k, max_seen):
+    seen, counter = 0, 0
+    for x in loader:
+        if seen >= max_seen:
+            break
+        (model(x).mean() / k).backward()
+        if (counter + 1) % k == 0:
+            opt.step()
+            opt.zero_grad()
+        counter += 1
+        seen = seen + x.shape[0]
+""", "the loop is the whole run, ended by a budget it adds to (`seen = seen + n` as `seen += n`): only the run's "
+            "last micro-batches could go unstepped"),
     ]
     INVALID = [
         Invalid("""
@@ -1205,6 +1239,75 @@ def main(pairs, model, optimizer):
 """, applicability=Applicability.UNSAFE, also=("GA203",),
             why="the loader handed in is the module's own iterator class, which has no `__len__`: the clause "
                 "would raise, whatever the parameter is called"),
+        Invalid("""
+def train(k, n_aux, model, aux, opt, aux_opt, loader):
+    for i, (x, y) in enumerate(loader):
+        loss = F.mse_loss(model(x), y) / k
+        loss.backward()
+        if (i + 1) % k == 0:
+            opt.step()
+            opt.zero_grad()
+        if i % n_aux == 0:
+            aux_opt.zero_grad()
+            aux(x).pow(2).mean().backward()
+            aux_opt.step()
+""", fixed="""
+def train(k, n_aux, model, aux, opt, aux_opt, loader):
+    for i, (x, y) in enumerate(loader):
+        loss = F.mse_loss(model(x), y) / k
+        loss.backward()
+        if (i + 1) % k == 0 or (i + 1) == len(loader):
+            opt.step()
+            opt.zero_grad()
+        if i % n_aux == 0:
+            aux_opt.zero_grad()
+            aux(x).pow(2).mean().backward()
+            aux_opt.step()
+""", why="the second optimizer is updated in a block of its own (its clear, a backward through another module, its "
+            "step), every `n_aux` micro-batches: the first optimizer's window is read without it", also=("GA203",)),
+        Invalid("""
+def train(base, critic, judge, dataset, k, distributed):
+    loader = DataLoader(dataset, batch_size=8)
+    opt_g = torch.optim.Adam(base.parameters())
+    opt_d = torch.optim.Adam(critic.parameters())
+    net = base
+    if distributed:
+        net = DistributedDataParallel(base)
+    for i, x in enumerate(loader):
+        boundary = (i + 1) % k == 0
+        fake = net(x)
+        (judge.gen(x, fake) / k).backward()
+        if boundary:
+            opt_g.step()
+            opt_g.zero_grad()
+        if judge.active(i):
+            (judge.disc(critic(x), critic(fake.detach())) / k).backward()
+            if boundary:
+                opt_d.step()
+                opt_d.zero_grad()
+""", fixed="""
+def train(base, critic, judge, dataset, k, distributed):
+    loader = DataLoader(dataset, batch_size=8)
+    opt_g = torch.optim.Adam(base.parameters())
+    opt_d = torch.optim.Adam(critic.parameters())
+    net = base
+    if distributed:
+        net = DistributedDataParallel(base)
+    for i, x in enumerate(loader):
+        boundary = (i + 1) % k == 0 or (i + 1) == len(loader)
+        fake = net(x)
+        (judge.gen(x, fake) / k).backward()
+        if boundary:
+            opt_g.step()
+            opt_g.zero_grad()
+        if judge.active(i):
+            (judge.disc(critic(x), critic(fake.detach())) / k).backward()
+            if boundary:
+                opt_d.step()
+                opt_d.zero_grad()
+""", why="`net` is `base` or a DistributedDataParallel of it: its forward runs the generator optimizer's parameters, "
+            "so that optimizer's window is read apart from the critic's, whose backward runs under a test that cannot "
+            "be read", also=("GA203", "GA501")),
     ]
 
     def check(self, loop: TrainingLoop, model) -> Iterator[Finding]:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from typing import Iterator
 
 import libcst as cst
@@ -8,6 +9,7 @@ from gacclint.fixes.edits import InsertBefore, Replace
 from gacclint.fixes.statements import bound_before
 from gacclint.loops.model import Boundary, Division, HelperDivision, LoopVariant, TrainingLoop
 from gacclint.loops.tree import Tree
+from gacclint.loops.vocabulary import code_of
 from gacclint.rules.base import Applicability, Finding, Fix, Invalid, Rule, Valid
 from gacclint.rules.common import atom, boundary_steps, divides_evenly, fresh_name, read_after_the_backward
 
@@ -483,6 +485,39 @@ def main(args, loader):
 """, fixed=None, applicability=None, also=("GA104",),
             why="`acc` is built by `Accelerator()`, whatever it is called: its backward is accelerate's, with no "
                 "accumulation count of its own, so the loop's own boundary is judged"),
+        Invalid("""
+class Runner:
+    def train(self, epochs):
+        try:
+            n_batches = len(self.loader)
+        except TypeError:
+            n_batches = float("inf")
+        for epoch in range(epochs):
+            for i, (x, y) in enumerate(self.loader):
+                loss = ((self.net(x) - y) ** 2).mean()
+                loss = loss / self.k
+                loss.backward()
+                if (i + 1) % self.k == 0 or (i + 1) == n_batches:
+                    self.opt.step()
+                    self.opt.zero_grad()
+""", fixed="""
+class Runner:
+    def train(self, epochs):
+        try:
+            n_batches = len(self.loader)
+        except TypeError:
+            n_batches = float("inf")
+        for epoch in range(epochs):
+            for i, (x, y) in enumerate(self.loader):
+                loss = ((self.net(x) - y) ** 2).mean()
+                window = min(self.k, n_batches - (i // self.k) * self.k)
+                loss = loss / window
+                loss.backward()
+                if (i + 1) % self.k == 0 or (i + 1) == n_batches:
+                    self.opt.step()
+                    self.opt.zero_grad()
+""", why="the window is measured as the end-of-data clause measures the pass (`n_batches`, which the code guards), "
+            "not by a new `len()` of the loader"),
     ]
 
     def check(self, loop: TrainingLoop, model) -> Iterator[Finding]:
@@ -563,6 +598,8 @@ def main(args, loader):
         """The real window size at the division, as an expression; None where none can be written."""
         counter = boundary.counter
         length = loop.iterable.len_text
+        if counter is not None:
+            length = _clause_length(boundary, counter.text) or length
         if counter is None or not counter.per_pass or counter.resets_in_pass or counter.pass_reset_switched \
                 or counter.first_value not in (0, 1) \
                 or length is None:
@@ -590,6 +627,21 @@ def main(args, loader):
         k = atom(division.divisor)  # the count as the division spells it
         position = counter.text if first == 0 else f"({counter.text} - 1)"
         return f"min({k}, {length} - ({position} // {k}) * {k})"
+
+
+def _clause_length(boundary: Boundary, counter: str) -> str | None:
+    """The pass length as the end-of-data clause spells it (`n_batches` of `(i + 1) == n_batches`,
+    a length the code may have guarded): the fix measures the pass as the clause does."""
+    clause = boundary.end_of_data
+    if not (isinstance(clause, cst.Comparison) and len(clause.comparisons) == 1
+            and isinstance(clause.comparisons[0].operator, cst.Equal)):
+        return None
+    compact = "".join
+    for near, far in ((clause.left, clause.comparisons[0].comparator), (clause.comparisons[0].comparator, clause.left)):
+        if compact(code_of(near).split()).strip("()") == f"{counter}+1" \
+                and not re.search(rf"(?<![\w.]){re.escape(counter)}(?!\w)", code_of(far)):
+            return atom(far) if isinstance(far, cst.BinaryOperation) else code_of(far)
+    return None
 
 
 def _short_passes_only(loop: TrainingLoop, boundary: Boundary) -> bool:

@@ -600,6 +600,42 @@ def train(encoder, head, domain_clf, optimizer, pairs, w=0.1):
 """, fixed=None, applicability=None,
             why="`dom` is itself a sum: `d_src` shares the source forward with `reg`, `d_tgt` is a forward of its "
                 "own, and both graphs stay alive until the backward (no fix: both sums would need rewriting)"),
+        Invalid("""
+def train_disc(gen, disc, opt, loader):
+    for real in loader:
+        real_logit = disc(real)
+        fake_logit = disc(gen(torch.randn(real.shape[0], 16)).detach())
+        d_real = nn.BCEWithLogitsLoss()(real_logit, torch.ones_like(real_logit))
+        d_fake = nn.BCEWithLogitsLoss()(fake_logit, torch.zeros_like(fake_logit))
+        d_loss = d_real + d_fake
+        opt.zero_grad()
+        d_loss.backward()
+        opt.step()
+""", fixed=None, applicability=None,
+            why="a loss module made and called in one expression is a loss as one bound to a name is; no fix: the "
+                "fake forward reads the generator, not loop data alone"),
+        Invalid("""
+def train(critic, maker, loader, opt_c, opt_m):
+    bce = nn.BCEWithLogitsLoss()
+    for src, tgt in loader:
+        fake = maker(src)
+        score_real = critic(tgt)
+        loss_real = bce(score_real, torch.ones_like(score_real))
+        score_fake = critic(fake.detach())
+        loss_fake = bce(score_fake, torch.zeros_like(score_fake))
+        c_loss = loss_real + loss_fake
+        opt_c.zero_grad()
+        c_loss.backward()
+        opt_c.step()
+        with torch.autocast("cuda"):
+            score_fake = critic(fake)
+            m_loss = bce(score_fake, torch.ones_like(score_fake))
+        opt_m.zero_grad()
+        m_loss.backward()
+        opt_m.step()
+""", fixed=None, applicability=None,
+            why="the name bound again later in a `with` block holds the earlier forward where the discriminator's "
+                "loss reads it"),
     ]
 
     def check(self, loop: TrainingLoop, model) -> Iterator[Finding]:

@@ -610,6 +610,19 @@ for update in range(num_updates):
     log(losses.mean().item())
 """, "the inner loop is one accumulation window of accelerate's count, and the buffer is made anew before it"),
         Valid("""
+accelerator = Accelerator(gradient_accumulation_steps=4)
+for update in range(num_updates):
+    losses = torch.zeros((4,))
+    for start in range(0, 64, 16):
+        with accelerator.accumulate(model):
+            loss = ((model(data[start:start + 16]) - target) ** 2).mean()
+            accelerator.backward(loss)
+            opt.step()
+            opt.zero_grad()
+            losses[start // 16] = loss
+    log(losses.mean().item())
+""", "the inner loop runs four micro-batches, as many as accelerate's count: one window, with the buffer made anew before it"),
+        Valid("""
 def calc(logits, labels, loss_func):
     if logits is None:
         loss = 0.
@@ -656,6 +669,44 @@ def fit(net, loader, opt):
     return total_acc
 """, "`acc` is the number -1 on one path: what the other holds is not visible, and `.detach()` would fail on "
             "the number"),
+        Valid("""
+def train(gen, disc, loader, opt_g, fixed_z):
+    snapshots = []
+    for i, x in enumerate(loader):
+        preview = gen(torch.randn(x.shape[0], 16))
+        g_loss = F.softplus(-disc(preview)).mean()
+        opt_g.zero_grad()
+        g_loss.backward()
+        opt_g.step()
+        if i % 100 == 0:
+            with torch.no_grad():
+                preview = gen(fixed_z)
+            snapshots.append(preview)
+    return snapshots
+""", "the name is bound again under `no_grad` in a `with` block that runs whenever the test's body does: what is "
+            "stored there carries no graph"),
+        Valid("""
+def exact_match_rate(logits, y):
+    tags = torch.round(torch.sigmoid(logits))
+    rate = 0.0
+    for r in range(y.shape[0]):
+        if bool((tags[r] == y[r]).all()):
+            rate += 1
+    rate = rate / y.shape[0]
+    return rate
+
+
+def fit(net, data, opt):
+    hit_sum = 0
+    for x, y in data:
+        opt.zero_grad()
+        out = net(x)
+        F.binary_cross_entropy_with_logits(out, y).backward()
+        opt.step()
+        hit_sum += exact_match_rate(out, y)
+    return hit_sum
+""", "the helper returns a number it builds from literals and sizes, rebinding it from itself (`rate = rate / n`): "
+            "no graph"),
     ]
     INVALID = [
         Invalid("""
