@@ -447,7 +447,7 @@ class _Builder:
         if key not in self._backward_cache:
             # Only a statement holding a call of a backward method can hold a backward: the
             # events of the rest are not read.
-            self._backward_cache[key] = self._may_hold_backward(loop) and any(
+            self._backward_cache[key] = self._may_hold_backward(loop) and not _runs_once(loop) and any(
                 e.kind is EventKind.BACKWARD
                 for statement in self._own_statements(_statements(loop.body), enter_loops=False)
                 if self._may_hold_backward(statement)
@@ -3071,6 +3071,20 @@ def _assigned_value(small: cst.BaseSmallStatement, name: str) -> cst.BaseExpress
                 return value.elements[names.index(name)].value
             return cst.Name("None")
     return None
+
+
+def _runs_once(loop: LoopNode) -> bool:
+    """The loop's body ends in `break` on its normal path (`while tries < 3: try: ...; break`
+    `except RuntimeError: tries += 1`, a retry): it runs the body once, again only after an
+    exception, so it is a block of the loop around it, not a loop over micro-batches."""
+    suite = loop.body
+    while True:
+        if _terminator(suite) is cst.Break:
+            return True
+        last = suite.body[-1] if isinstance(suite, cst.IndentedBlock) and suite.body else None
+        if not isinstance(last, (cst.Try, cst.TryStar)) or last.orelse is not None or last.finalbody is not None:
+            return False
+        suite = last.body
 
 
 def _terminator(suite: cst.BaseSuite) -> type | None:

@@ -787,6 +787,34 @@ def train(model, loader, optimizer, k):
             optimizer.zero_grad()
 """, why="the list is made anew on every micro-batch: it gathers one micro-batch's views, not features of the "
             "whole window, and the loss is not divided"),
+        Invalid("""
+for update in range(num_updates):
+    for micro in range(K):
+        tries = 0
+        while tries < 3:
+            try:
+                loss = model(next(batches)).pow(2).mean()
+                loss.backward()
+                break
+            except RuntimeError:
+                tries += 1
+    opt.step()
+    opt.zero_grad()
+""", fixed="""
+for update in range(num_updates):
+    for micro in range(K):
+        tries = 0
+        while tries < 3:
+            try:
+                loss = model(next(batches)).pow(2).mean()
+                (loss / K).backward()
+                break
+            except RuntimeError:
+                tries += 1
+    opt.step()
+    opt.zero_grad()
+""", why="a loop whose body ends in `break` (a retry after an exception) runs once: the micro-step loop around it "
+            "is the window"),
     ]
 
     def check(self, loop: TrainingLoop, model) -> Iterator[Finding]:

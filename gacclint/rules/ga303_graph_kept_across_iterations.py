@@ -1138,6 +1138,27 @@ def train_epoch(model, loader, optimizer):
 """, fixed=None, applicability=None,
             why="the dictionary's own `update` puts the model's output into it, and the dictionary is kept: every "
                 "iteration's graph stays (no fix: a dictionary has no `.detach()`)"),
+        Invalid("""
+def fit(net, batches, objective, opt):
+    running = 0.0
+    for inputs, labels in batches:
+        loss = objective(net(inputs), labels)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        running += len(inputs) * loss
+    return running
+""", fixed="""
+def fit(net, batches, objective, opt):
+    running = 0.0
+    for inputs, labels in batches:
+        loss = objective(net(inputs), labels)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        running += (len(inputs) * loss).detach()
+    return running
+""", why="arithmetic on the loss the loop backpropagates keeps its graph, whatever made the loss"),
     ]
 
     def check(self, loop: TrainingLoop, model) -> Iterator[Finding]:
@@ -1237,10 +1258,16 @@ def _carries(graph: GraphFlow, value: cst.BaseExpression, position: float, losse
     parts = _container_bound(graph, value, position)
     if parts is not None:  # `rec = {"out": out}` then `outs.append(rec)`: the dictionary holds the output's graph
         return any(_carries(graph, part, position, losses) for part in parts)
+    if type(value) is cst.BinaryOperation and type(value.operator) in _GRAPH_KEEPING_OPERATORS:
+        # `len(x) * loss`: arithmetic on a value with a graph has one
+        return _carries(graph, value.left, position, losses) or _carries(graph, value.right, position, losses)
     if not isinstance(value, cst.Name):
         return False
     return any(not graph.reassigned_between(value.value, min(at, position), max(at, position))
                for at in losses.get(value.value, ()))
+
+
+_GRAPH_KEEPING_OPERATORS = (cst.Add, cst.Subtract, cst.Multiply, cst.Divide)
 
 
 def _container_bound(graph: GraphFlow, value: cst.BaseExpression, position: float) -> list[cst.BaseExpression] | None:
