@@ -354,7 +354,7 @@ class GraphFlow:
             return True  # `agent.get_value(x)`: a method of a module computes with its parameters
         if parts[0] in _NOT_MODEL_ROOTS or text in _NOT_MODEL_ROOTS or last in _BUILTINS:
             return False
-        if owner and last not in _MODULE_HOUSEKEEPING and self._module_method(owner, last):
+        if owner and last not in _MODULE_HOUSEKEEPING and self.module_class_method(owner, last):
             return True  # `model.discriminator_forward(x)`: a method of a module class of this module
         if last in self.facts.functions and len(parts) == 1 and self._wraps_forward(last):
             return True  # `def D(x): return D_net(x)`: a forward under another name
@@ -393,7 +393,7 @@ class GraphFlow:
                 return False
         return True
 
-    def _module_method(self, owner: str, method: str) -> bool:
+    def module_class_method(self, owner: str, method: str) -> bool:
         """`owner` is only ever bound to an instance of a class of this module that subclasses a
         `Module` (`nn.Module`, `LightningModule`), and that class defines `method`."""
         bound = [b.value for b in self.facts.bindings.get(owner, ()) if b.tuple_index is None]
@@ -459,7 +459,11 @@ class GraphFlow:
             return False
         if index == 1 and _indices_of(value):
             return True
-        functions = self.facts.functions.get(call_name(value) or "")
+        text = call_name(value) or ""
+        owner, _, method = text.rpartition(".")
+        if owner == "self" or owner and self.module_class_method(owner, method):
+            text = method  # `self.split(x)`, `model.pair_loss(a, b)`: a method this module defines
+        functions = self.facts.functions.get(text)
         if not functions:
             return False
         for func in functions:
@@ -565,7 +569,7 @@ class GraphFlow:
             # A method of the same class, reached as `self.name`, or of a module class of this module
             # reached through its instance (`net.evaluation(out, y)`).
             owner = text[:-len(last) - 1] if text.endswith(f".{last}") else ""
-            helper = last if text == f"self.{last}" or (owner and self._module_method(owner, last)) else text
+            helper = last if text == f"self.{last}" or (owner and self.module_class_method(owner, last)) else text
             if helper in self.facts.functions and self._returns_numbers(helper):
                 return frozenset()  # `def accuracy(out, y): return (...).sum().item()`
             if self.strict and helper in self.facts.functions and self._returns_unseen(helper):
@@ -718,7 +722,7 @@ class GraphFlow:
         if not owner or method in ("forward", "__call__"):
             return False
         if owner in self.facts.modules_with_parameters:
-            return not self._module_method(owner, method)
+            return not self.module_class_method(owner, method)
         if "." in owner:
             return False
         return self._unseen_object(owner) or self._called_parameter(owner) or (

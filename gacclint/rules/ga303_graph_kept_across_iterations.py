@@ -707,6 +707,27 @@ def fit(net, data, opt):
     return hit_sum
 """, "the helper returns a number it builds from literals and sizes, rebinding it from itself (`rate = rate / n`): "
             "no graph"),
+        Valid("""
+class Ranker(nn.Module):
+    def forward(self, u, i):
+        return self.emb(u), self.emb(i)
+
+    def pair_loss(self, ue, ie):
+        main = -torch.mean(F.logsigmoid((ue * ie).sum(1)))
+        return main, main.item()
+
+
+model = Ranker()
+opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+main_sum = 0.0
+for u, i in pairs:
+    ue, ie = model(u, i)
+    batch_loss, batch_main = model.pair_loss(ue, ie)
+    opt.zero_grad()
+    batch_loss.backward()
+    opt.step()
+    main_sum += batch_main
+""", "the method returns the number `.item()` gives beside the loss"),
     ]
     INVALID = [
         Invalid("""
@@ -1159,6 +1180,50 @@ def fit(net, batches, objective, opt):
         running += (len(inputs) * loss).detach()
     return running
 """, why="arithmetic on the loss the loop backpropagates keeps its graph, whatever made the loss"),
+        Invalid("""
+class Ranker(nn.Module):
+    def forward(self, u, i):
+        return self.emb(u), self.emb(i)
+
+    def pair_loss(self, ue, ie):
+        main = -torch.mean(F.logsigmoid((ue * ie).sum(1)))
+        reg = 1e-4 * (ue.norm() ** 2 + ie.norm() ** 2)
+        return main + reg, main, reg
+
+
+model = Ranker()
+opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+main_sum = 0.0
+for u, i in pairs:
+    ue, ie = model(u, i)
+    batch_loss, batch_main, batch_reg = model.pair_loss(ue, ie)
+    opt.zero_grad()
+    batch_loss.backward()
+    opt.step()
+    main_sum += batch_main
+""", fixed="""
+class Ranker(nn.Module):
+    def forward(self, u, i):
+        return self.emb(u), self.emb(i)
+
+    def pair_loss(self, ue, ie):
+        main = -torch.mean(F.logsigmoid((ue * ie).sum(1)))
+        reg = 1e-4 * (ue.norm() ** 2 + ie.norm() ** 2)
+        return main + reg, main, reg
+
+
+model = Ranker()
+opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+main_sum = 0.0
+for u, i in pairs:
+    ue, ie = model(u, i)
+    batch_loss, batch_main, batch_reg = model.pair_loss(ue, ie)
+    opt.zero_grad()
+    batch_loss.backward()
+    opt.step()
+    main_sum += batch_main.detach()
+""", why="a method of a module class this module defines is read as its functions are: the part beside the "
+            "backpropagated loss is a tensor computed from the model's outputs"),
     ]
 
     def check(self, loop: TrainingLoop, model) -> Iterator[Finding]:
@@ -1390,13 +1455,17 @@ def _beside_the_loss(graph: GraphFlow, value: cst.BaseExpression, before: float,
 
 
 def _made_here(graph: GraphFlow, value: cst.BaseExpression) -> bool:
-    """`value` is a call of a function this module defines (`self.name(...)` included), or of an
-    object of a class it defines (`criterion = SSDLoss(...)`, then `criterion(...)`)."""
+    """`value` is a call of a function this module defines (`self.name(...)` included), of a method
+    of a module class it defines, or of an object of a class it defines (`criterion =
+    SSDLoss(...)`, then `criterion(...)`)."""
     name = call_name(value) if isinstance(value, cst.Call) else None
     if not name:
         return False
     if name.removeprefix("self.") in graph.facts.functions:
         return True
+    owner, _, method = name.rpartition(".")
+    if owner and graph.module_class_method(owner, method):
+        return True  # `model.pair_loss(...)` with `model = Ranker()`, a module class this module defines
     bound = graph.facts.bindings.get(name, ())
     scope = graph.facts.tree.enclosing_function(graph.loop_node)
     bound = [b for b in bound if b.scope is scope] or [b for b in bound if b.scope is None]

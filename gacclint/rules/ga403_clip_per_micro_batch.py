@@ -2,11 +2,13 @@ from __future__ import annotations
 
 from typing import Iterator
 
-from gacclint.fixes.edits import Edit, MoveBefore, Remove
+import libcst as cst
+
+from gacclint.fixes.edits import Edit, MoveBefore, Remove, Replace
 from gacclint.loops.model import EventKind, GuardKind, LoopVariant, ResolvedEvent, TrainingLoop
 from gacclint.loops.vocabulary import code_of
 from gacclint.rules.base import Applicability, Finding, Fix, Invalid, Rule, Valid
-from gacclint.rules.common import can_move_to, per_micro_batch, switches_of
+from gacclint.rules.common import alone_on_its_line, can_move_to, per_micro_batch, switches_of
 
 
 class ClipPerMicroBatch(Rule):
@@ -24,7 +26,11 @@ class ClipPerMicroBatch(Rule):
     window, just before the step.
 
     Clipping under the step's boundary (or under accelerate's
-    `if accelerator.sync_gradients:`) is fine.
+    `if accelerator.sync_gradients:`) is fine. Inside accelerate's
+    `accumulate()` (with an accumulation count above 1) the prepared
+    optimizer's step and clear are skipped between boundaries, but a clip is
+    not: an unguarded `accelerator.clip_grad_norm_` clips every partial sum
+    (and with fp16 unscales the same gradients again).
 
     ## Example
     ```python
@@ -56,7 +62,9 @@ class ClipPerMicroBatch(Rule):
     when the block already unscales). If the block already clips, the
     per-micro-batch clip is removed. No fix is offered when the clip's value
     is used (`norm = clip_grad_norm_(...)`) or when it sits under a
-    configuration switch the step does not share.
+    configuration switch the step does not share. Inside accelerate's
+    `accumulate()` the clip is put under `if accelerator.sync_gradients:`
+    (the comment lines above it stay above the `if`).
     """
 
     code = "GA403"
@@ -112,6 +120,17 @@ def train(generator, discriminator, loader, k):
             opt_g.step()
             opt_g.zero_grad()
 """, "the per-micro-batch clip reads the discriminator's parameters, which no optimizer of the window steps"),
+        Valid("""
+accelerator = Accelerator()
+model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+for batch in loader:
+    with accelerator.accumulate(model):
+        loss = model(**batch).loss
+        accelerator.backward(loss)
+        accelerator.clip_grad_norm_(model.parameters(), max_norm)
+        optimizer.step()
+        optimizer.zero_grad()
+""", "no accumulation count is given to accelerate: every micro-batch is a boundary"),
     ]
     INVALID = [
         Invalid("""
@@ -289,10 +308,36 @@ for i, x in enumerate(loader):
             why="`args.fp16 and USE_NATIVE` and `args.fp16 and USE_APEX` are values of three switches, not switches of "
                 "their own: the variants stay few enough to read the clip under `args.clip > 0` (no fix: the clip "
                 "sits under a switch the step is not under)"),
+        Invalid("""
+accelerator = Accelerator(gradient_accumulation_steps=4)
+model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+for batch in loader:
+    with accelerator.accumulate(model):
+        loss = model(**batch).loss
+        accelerator.backward(loss)
+        # keep updates small
+        accelerator.clip_grad_norm_(model.parameters(), max_norm)
+        optimizer.step()
+        optimizer.zero_grad()
+""", fixed="""
+accelerator = Accelerator(gradient_accumulation_steps=4)
+model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+for batch in loader:
+    with accelerator.accumulate(model):
+        loss = model(**batch).loss
+        accelerator.backward(loss)
+        # keep updates small
+        if accelerator.sync_gradients:
+            accelerator.clip_grad_norm_(model.parameters(), max_norm)
+        optimizer.step()
+        optimizer.zero_grad()
+""", why="accelerate skips the prepared optimizer's step between boundaries, never the clip: it clips every "
+            "partial sum"),
     ]
 
     def check(self, loop: TrainingLoop, model) -> Iterator[Finding]:
         reported: set[int] = set()
+        yield from self._accelerate(loop, model, reported)
         for variant, clip, steps in per_micro_batch(loop, EventKind.CLIP):
             if not steps or id(clip.event.node) in reported:
                 continue
@@ -310,6 +355,36 @@ for i, x in enumerate(loader):
                 f"gradients are clipped on every micro-batch but `{step.event.receiver}` steps once per "
                 "accumulation window: each partial sum is clipped instead of the window's gradient",
                 clip.event.node, None if unsure else self._fix(variant, clip, step))
+
+    def _accelerate(self, loop: TrainingLoop, model, reported: set[int]) -> Iterator[Finding]:
+        """Inside accelerate's `accumulate()` with a count above 1, a clip that no
+        `if accelerator.sync_gradients:` guards runs on every micro-batch: accelerate skips the
+        prepared optimizer's step and clear between boundaries, never a clip."""
+        if not {"accelerate-accumulate", "accelerate-gas"} <= loop.frameworks or "deepspeed" in loop.frameworks \
+                or "accelerate" not in model.facts.framework_counts.values():
+            return
+        for variant in loop.variants:
+            for clip in variant.of(EventKind.CLIP):
+                event = clip.event
+                wrapped = [c for c in event.contexts if ".accumulate(" in c]
+                if clip.guard.kind is not GuardKind.NONE or event.in_inner_loop or not wrapped \
+                        or id(event.node) in reported:
+                    continue
+                if not any(s.event.framework is None and s.event.contexts == event.contexts for s in variant.steps):
+                    continue  # no prepared optimizer steps in the same `accumulate()` block
+                reported.add(id(event.node))
+                accelerator = wrapped[-1].split(".accumulate(", 1)[0]
+                fix = None
+                if alone_on_its_line(event) and event.editable:
+                    guarded = cst.If(test=cst.parse_expression(f"{accelerator}.sync_gradients"),
+                                     body=cst.IndentedBlock(body=[event.statement.with_changes(leading_lines=())]),
+                                     leading_lines=event.statement.leading_lines)
+                    fix = Fix(Applicability.SAFE, f"Clip only when `{accelerator}.sync_gradients`",
+                              (Replace(event.statement, guarded),))
+                yield self.finding(
+                    f"gradients are clipped on every micro-batch inside `accumulate()`, while accelerate steps once "
+                    "per accumulation window: each partial sum is clipped instead of the window's gradient",
+                    event.node, fix)
 
     def _fix(self, variant: LoopVariant, clip: ResolvedEvent, step: ResolvedEvent) -> Fix | None:
         if not can_move_to(clip.event, step):
