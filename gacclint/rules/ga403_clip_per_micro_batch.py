@@ -382,7 +382,7 @@ for batch in loader:
                     fix = Fix(Applicability.SAFE, f"Clip only when `{accelerator}.sync_gradients`",
                               (Replace(event.statement, guarded),))
                 yield self.finding(
-                    f"gradients are clipped on every micro-batch inside `accumulate()`, while accelerate steps once "
+                    "gradients are clipped on every micro-batch inside `accumulate()`, while accelerate steps once "
                     "per accumulation window: each partial sum is clipped instead of the window's gradient",
                     event.node, fix)
 
