@@ -20,6 +20,7 @@ from gacclint.loops.vocabulary import (
     code_of,
     dotted_name,
     integer_value,
+    keyword_argument,
     is_sum_reduction,
     looks_like_accelerator,
     looks_like_fabric,
@@ -146,6 +147,22 @@ class ModuleFacts:
             owned |= {self._unaliased(owner, binding.scope) for owner in found}
         return frozenset(owned)
 
+    def accelerate_may_accumulate(self) -> bool:
+        """Some `Accelerator` the module builds is given an accumulation count that may be above 1
+        (a plugin, or a count that is not 1 through literals and constants)."""
+        for name, calls in self.calls.items():
+            if name.rpartition(".")[2] != "Accelerator":
+                continue
+            for call in calls:
+                if keyword_argument(call, "gradient_accumulation_plugin") is not None:
+                    return True
+                count = keyword_argument(call, "gradient_accumulation_steps")
+                if count is not None:
+                    value = self.evaluate_int(count, call, self.tree.enclosing_function(call))
+                    if value is None or value > 1:
+                        return True
+        return False
+
     def is_accelerator(self, text: str) -> bool:
         """accelerate's `Accelerator`: bound to one in the module, or named as one (`self.accelerator`)."""
         return text in self.accelerators or looks_like_accelerator(text)
@@ -165,9 +182,18 @@ class ModuleFacts:
         """The clip visibly reads none of `optimizer`'s parameters: it clips `X.parameters()` and
         the optimizer owns only modules that are neither `X`, under it, nor above it."""
         clipped, owners = self._clipped_module(clip), self.optimizer_models(optimizer) if optimizer else None
-        return clipped is not None and bool(owners) and not any(
-            owner == clipped or owner.startswith(f"{clipped}.") or clipped.startswith(f"{owner}.")
-            for owner in owners)  # type: ignore[union-attr]
+        if clipped is None or not owners:
+            return False
+        # `self.model`, bound to the `model` an optimizer was built with: one module, two names
+        clipped_names = {clipped, self._bound_to_name(clipped)} - {None}
+        owner_names = {name for owner in owners for name in (owner, self._bound_to_name(owner)) if name}
+        return not any(owner == name or owner.startswith(f"{name}.") or name.startswith(f"{owner}.")
+                       for owner in owner_names for name in clipped_names)
+
+    def _bound_to_name(self, text: str) -> str | None:
+        """The one name or attribute every binding of `text` binds it to (`self.model = model`)."""
+        values = {dotted_name(b.value) if b.tuple_index is None else None for b in self.bindings.get(text, ())}
+        return values.pop() if len(values) == 1 else None
 
     def _clipped_module(self, clip: cst.CSTNode) -> str | None:
         """`X` of `clip_grad_norm_(X.parameters(), ...)`."""
@@ -358,13 +384,16 @@ class ModuleFacts:
         the module writes that key through any subscript, nor updates the dictionary in place."""
         key = _string_key(node)
         root = dotted_name(node.value)
-        if key is None or root is None or "." in root or self._key_written(key) or any(
+        if key is None or root is None or "." in root or any(
                 f"{root}.{method}" in self.calls for method in ("update", "setdefault", "pop", "popitem", "clear")):
             return None
         binding = self.latest_binding(root, before, scope)
         if binding is None or binding.tuple_index is not None or len(
                 [b for b in self.bindings.get(root, ()) if b.scope is binding.scope]) != 1:
             return None
+        if self._key_written(key):
+            # `cfg = {}` then `cfg["accum"] = 1`: the one integer every write of the key stores
+            return self._written_int(root, key, binding, depth)
         value, found = binding.value, None
         if type(value) is cst.Dict:
             for element in value.elements:
@@ -375,6 +404,27 @@ class ModuleFacts:
         elif type(value) is cst.Call and call_name(value) == "dict" and not positional_args(value):
             found = next((a.value for a in value.args if a.keyword is not None and a.keyword.value == key), None)
         return None if found is None else self.evaluate_int(found, binding.statement, binding.scope, depth + 1)
+
+    def _written_int(self, root: str, key: str, binding: Binding, depth: int) -> int | None:
+        """The integer every statement writing `root[key]` stores, where only plain assignments of
+        `root` itself write that key (no other dictionary, no `+=` or `del`) and the literal `root`
+        is bound to holds the same value under that key, or none."""
+        values: set[int | None] = set()
+        for node in self.tree.ordered(cst.Assign, cst.AugAssign, cst.AnnAssign, cst.Del):
+            targets = [t.target for t in node.targets] if type(node) is cst.Assign else [node.target]
+            for target in targets:
+                if type(target) is not cst.Subscript or _string_key(target) != key:
+                    continue
+                if type(node) is not cst.Assign or dotted_name(target.value) != root:
+                    return None
+                values.add(self.evaluate_int(node.value, node, self.tree.enclosing_function(node), depth + 1))
+        literal = binding.value
+        if type(literal) is not cst.Dict or any(type(e) is not cst.DictElement for e in literal.elements):
+            return None
+        for element in literal.elements:
+            if type(element.key) is cst.SimpleString and string_value(element.key) == key:  # type: ignore[union-attr]
+                values.add(self.evaluate_int(element.value, binding.statement, binding.scope, depth + 1))  # type: ignore[union-attr]
+        return values.pop() if len(values) == 1 else None
 
     def _key_written(self, key: str) -> bool:
         """Some statement of the module assigns, augments or deletes `x[key]`, whatever `x` is."""

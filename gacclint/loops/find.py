@@ -1599,20 +1599,21 @@ class _Builder:
     def _manual_counters(self, loop: LoopNode, frames: list[_Frame], function: cst.FunctionDef | None) -> dict[str, Counter]:
         """`step += 1` directly in the loop body; its first value depends on the init."""
         found: dict[str, Counter] = {}
-        increments: dict[str, list[int]] = {}
+        increments: dict[str, list[tuple[int, cst.SimpleStatementLine]]] = {}
         for index, statement in enumerate(_statements(loop.body)):
-            if isinstance(statement, cst.SimpleStatementLine):
-                for small in statement.body:
+            for line in _once_lines(statement):
+                for small in line.body:
                     name = _increment_target(small)
                     if name:
-                        increments.setdefault(name, []).append(index)
+                        increments.setdefault(name, []).append((index, line))
         for name, positions in increments.items():
             if len(positions) != 1:
                 continue
+            index, line = positions[0]
             init, per_pass, switched = self._counter_init(name, frames, loop)
-            found[name] = Counter(name, CounterSource.MANUAL, init, per_pass, _statements(loop.body)[positions[0]],
+            found[name] = Counter(name, CounterSource.MANUAL, init, per_pass, line,
                                   resets_in_pass=self._assigned_in(loop, name), pass_reset_switched=switched)
-            self._increment_positions[id(loop), name] = positions[0]
+            self._increment_positions[id(loop), name] = index
         return found
 
     def _assigned_in(self, loop: LoopNode, name: str) -> bool:
@@ -3071,6 +3072,20 @@ def _assigned_value(small: cst.BaseSmallStatement, name: str) -> cst.BaseExpress
                 return value.elements[names.index(name)].value
             return cst.Name("None")
     return None
+
+
+def _once_lines(statement: cst.CSTNode, retried: bool = False) -> Iterator[cst.SimpleStatementLine]:
+    """The lines of simple statements that run once whenever `statement`, a statement of a loop's
+    body, runs on its normal path: through `with` blocks and retry loops (`_runs_once`), and the
+    `try` body a retry loop repeats until it succeeds."""
+    if isinstance(statement, cst.SimpleStatementLine):
+        yield statement
+    elif isinstance(statement, cst.With) or retried and isinstance(statement, (cst.Try, cst.TryStar)):
+        for inner in _statements(statement.body):
+            yield from _once_lines(inner, retried)
+    elif _is_loop(statement) and _runs_once(statement):  # type: ignore[arg-type]
+        for inner in _statements(statement.body):
+            yield from _once_lines(inner, True)
 
 
 def _runs_once(loop: LoopNode) -> bool:

@@ -135,6 +135,11 @@ class _Flow:
             if func.attr.value in {"mean", "float", "to", "squeeze", "contiguous", "double", "half", "cuda"}:
                 return self.name(func.value.value, depth + 1) if isinstance(func.value, cst.Name) else Scaling.UNSCALED
         name = call_name(node) or ""
+        owner, _, method = name.rpartition(".")
+        if method == "scale" and len(node.args) == 1 and owner and self.facts.is_scaler(owner):
+            # `scaled = scaler.scale(loss)`: AMP's loss scale, undone before the step; the loss's
+            # own scaling is what it was handed
+            return self.expression(node.args[0].value, self.at, DivisionForm.INLINE, None, depth)
         if name in self.facts.sum_reduced_losses:
             return Scaling.SUM_REDUCED
         if self.window_caches and any(
@@ -172,7 +177,7 @@ class _Flow:
                 handed = dotted_name(argument.value)  # `self.device` hands a device, not `self`
                 if handed:
                     self.handed.add(handed)
-            if name.startswith("self.") and name not in self.facts.bindings:
+            if name.startswith("self.") and name.count(".") == 1 and name not in self.facts.bindings:
                 self.handed.add("self")  # an inherited method (not an object the class holds): it reads self
         return Scaling.UNSCALED
 

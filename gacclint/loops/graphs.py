@@ -424,9 +424,10 @@ class GraphFlow:
         imported from a module the module cannot see (`return f1_score(y, pred)`)."""
         for func in self.facts.functions[name]:
             returns = [r.value for r in self.facts.tree.find(func.body, cst.Return, enter_scopes=False)]
+            # (or a value with no graph on the other paths: `return 0.0` when nothing is left to score)
             if not returns or not all(isinstance(value, cst.Call) and (self._unseen(call_name(value) or "")
                                                                     or self._library_function(value))
-                                      for value in returns):
+                                      or _no_graph_value(value, func, self.facts) for value in returns):
                 return False
         return True
 
@@ -721,12 +722,24 @@ class GraphFlow:
         owner, _, method = text.rpartition(".")
         if not owner or method in ("forward", "__call__"):
             return False
+        if owner == "self" and (text in self.facts.bindings or text in self.facts.modules_with_parameters
+                                or self._own_class_defines(method)):
+            # `self.net(x)`: an attribute the class binds; `self.crit(out, y)`: a method it defines
+            return False
         if owner in self.facts.modules_with_parameters:
             return not self.module_class_method(owner, method)
         if "." in owner:
             return False
         return self._unseen_object(owner) or self._called_parameter(owner) or (
             method not in TENSOR_METHODS and self._handed_in(owner))
+
+    def _own_class_defines(self, method: str) -> bool:
+        """The class whose method holds the loop defines `method` itself."""
+        function = self.facts.tree.enclosing_function(self.loop_node)
+        return function is not None and any(
+            self.facts.tree.contains(cls, function) and any(
+                type(statement) is cst.FunctionDef and statement.name.value == method for statement in cls.body.body)
+            for cls in self.facts.classes.values())
 
     def _handed_in(self, name: str) -> bool:
         """A parameter of the loop's function that the function never binds: its type is not visible."""

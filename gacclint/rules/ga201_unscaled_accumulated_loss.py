@@ -815,6 +815,40 @@ for update in range(num_updates):
     opt.zero_grad()
 """, why="a loop whose body ends in `break` (a retry after an exception) runs once: the micro-step loop around it "
             "is the window"),
+        Invalid("""
+for i, (x, y) in enumerate(loader):
+    with torch.autocast("cuda", enabled=amp):
+        loss = F.mse_loss(model(x), y)
+    if amp:
+        scaled = scaler.scale(loss)
+        scaled.backward()
+    else:
+        loss.backward()
+    if (i + 1) % k == 0:
+        if amp:
+            scaler.step(opt)
+            scaler.update()
+        else:
+            opt.step()
+        opt.zero_grad()
+""", fixed="""
+for i, (x, y) in enumerate(loader):
+    with torch.autocast("cuda", enabled=amp):
+        loss = F.mse_loss(model(x), y)
+    if amp:
+        scaled = scaler.scale(loss)
+        (scaled / k).backward()
+    else:
+        (loss / k).backward()
+    if (i + 1) % k == 0:
+        if amp:
+            scaler.step(opt)
+            scaler.update()
+        else:
+            opt.step()
+        opt.zero_grad()
+""", why="the loss AMP scales, bound to a name first, is the loss as it was: undivided in that configuration too",
+            also=("GA202",)),
     ]
 
     def check(self, loop: TrainingLoop, model) -> Iterator[Finding]:

@@ -470,6 +470,15 @@ def train(model, opt, loader, k, max_seen):
         seen = seen + x.shape[0]
 """, "the loop is the whole run, ended by a budget it adds to (`seen = seen + n` as `seen += n`): only the run's "
             "last micro-batches could go unstepped"),
+        Valid("""
+cfg = {}
+cfg["accum"] = 1
+for i, (x, y) in enumerate(dl):
+    F.mse_loss(net(x), y).backward()
+    if (i + 1) % cfg["accum"] == 0:
+        opt.step()
+        opt.zero_grad()
+""", "the one value ever stored under the key is 1: no accumulation"),
     ]
     INVALID = [
         Invalid("""
@@ -1308,6 +1317,42 @@ def train(base, critic, judge, dataset, k, distributed):
 """, why="`net` is `base` or a DistributedDataParallel of it: its forward runs the generator optimizer's parameters, "
             "so that optimizer's window is read apart from the critic's, whose backward runs under a test that cannot "
             "be read", also=("GA203", "GA501")),
+        Invalid("""
+def train(epochs):
+    for epoch in range(epochs):
+        opt.zero_grad()
+        n = 0
+        for xb, yb in loader:
+            while True:
+                try:
+                    loss = F.mse_loss(net(xb), yb) / k
+                    loss.backward()
+                    n += 1
+                    break
+                except torch.cuda.OutOfMemoryError:
+                    torch.cuda.empty_cache()
+            if n % k == 0:
+                opt.step()
+                opt.zero_grad()
+""", fixed="""
+def train(epochs):
+    for epoch in range(epochs):
+        opt.zero_grad()
+        n = 0
+        for xb, yb in loader:
+            while True:
+                try:
+                    loss = F.mse_loss(net(xb), yb) / k
+                    loss.backward()
+                    n += 1
+                    break
+                except torch.cuda.OutOfMemoryError:
+                    torch.cuda.empty_cache()
+            if n % k == 0 or n == len(loader):
+                opt.step()
+                opt.zero_grad()
+""", why="the retry loop runs its body once per micro-batch: the count it keeps is the micro-batch loop's counter",
+            also=("GA203",)),
     ]
 
     def check(self, loop: TrainingLoop, model) -> Iterator[Finding]:

@@ -728,6 +728,25 @@ for u, i in pairs:
     opt.step()
     main_sum += batch_main
 """, "the method returns the number `.item()` gives beside the loss"),
+        Valid("""
+class Learner:
+    def accuracy(self, logits, labels):
+        if len(labels) == 0:
+            return 0.0
+        with torch.no_grad():
+            return macro_recall(logits.argmax(1), labels)
+
+    def observe(self, batches):
+        record = []
+        for x, y in batches:
+            logits = self.net(x)
+            loss = F.cross_entropy(logits, y)
+            record.append(self.accuracy(logits, y))
+            self.opt.zero_grad()
+            loss.backward()
+            self.opt.step()
+        return record
+""", "the method returns a number or what a function the module cannot see computes: not visibly a graph"),
     ]
     INVALID = [
         Invalid("""
@@ -1224,6 +1243,48 @@ for u, i in pairs:
     main_sum += batch_main.detach()
 """, why="a method of a module class this module defines is read as its functions are: the part beside the "
             "backpropagated loss is a tensor computed from the model's outputs"),
+        Invalid("""
+class Runner:
+    def __init__(self, loader):
+        self.net = nn.Linear(4, 2)
+        self.opt = torch.optim.AdamW(self.net.parameters(), lr=1e-3)
+        self.loader = loader
+
+    def crit(self, out, tgt):
+        per_col = torch.sqrt(torch.mean((tgt - out) ** 2, dim=0))
+        return per_col.mean(), per_col[0]
+
+    def epoch(self):
+        first_sum = 0.0
+        for x, y in self.loader:
+            loss, first = self.crit(self.net(x), y)
+            self.opt.zero_grad()
+            loss.backward()
+            self.opt.step()
+            first_sum += first
+        return first_sum / len(self.loader)
+""", fixed="""
+class Runner:
+    def __init__(self, loader):
+        self.net = nn.Linear(4, 2)
+        self.opt = torch.optim.AdamW(self.net.parameters(), lr=1e-3)
+        self.loader = loader
+
+    def crit(self, out, tgt):
+        per_col = torch.sqrt(torch.mean((tgt - out) ** 2, dim=0))
+        return per_col.mean(), per_col[0]
+
+    def epoch(self):
+        first_sum = 0.0
+        for x, y in self.loader:
+            loss, first = self.crit(self.net(x), y)
+            self.opt.zero_grad()
+            loss.backward()
+            self.opt.step()
+            first_sum += first.detach()
+        return first_sum / len(self.loader)
+""", why="`self.net` is a module the class binds and `self.crit` a method it defines: both are read, and the part "
+            "the method returns beside the loss is computed from the forward's output"),
     ]
 
     def check(self, loop: TrainingLoop, model) -> Iterator[Finding]:

@@ -211,6 +211,26 @@ for x, y in loader:
     head_opt.zero_grad()
 """, "the clip reads the encoder's gradients only, and its optimizer is unscaled before it; the head's stay "
             "scaled for `scaler.step`, which unscales them itself"),
+        Valid("""
+pi, v = nn.Linear(8, 3), nn.Linear(8, 1)
+opt_pi = torch.optim.Adam(pi.parameters(), lr=1e-4)
+opt_v = torch.optim.Adam(v.parameters(), lr=1e-4)
+sc_pi, sc_v = GradScaler(), GradScaler()
+for feats, adv, ret in batches:
+    opt_pi.zero_grad()
+    opt_v.zero_grad()
+    with torch.autocast("cuda", dtype=torch.float16):
+        pol_loss = -(torch.log_softmax(pi(feats), -1).max(-1).values * adv).mean()
+        val_loss = (v(feats).squeeze(-1) - ret).pow(2).mean()
+    sc_v.scale(val_loss).backward()
+    sc_pi.scale(pol_loss).backward()
+    sc_pi.unscale_(opt_pi)
+    torch.nn.utils.clip_grad_norm_(pi.parameters(), 100.0)
+    sc_v.step(opt_v)
+    sc_pi.step(opt_pi)
+    sc_v.update()
+    sc_pi.update()
+""", "the clip reads only the policy's parameters, unscaled just before; the critic's optimizer owns none of them"),
     ]
     INVALID = [
         Invalid("""
@@ -476,7 +496,10 @@ for x, y in loader:
                     continue
                 if not any(e.kind is EventKind.BACKWARD for e in variant.events[:index]):
                     continue  # before any backward of the iteration: what it clips is the last step's, not scaled ones
-                steps = _scaler_steps_after(loop, variant, index)
+                # Leaving out the steps of optimizers none of whose parameters the clip reads
+                # (an actor's clip beside the critic's step: RULES.md, *ownership*).
+                steps = [s for s in _scaler_steps_after(loop, variant, index)
+                         if not model.facts.clip_misses(clip.event.node, s.event.receiver)]
                 if not steps:
                     continue
                 # The first scaler step after the clip, or a later one whose optimizer's parameters

@@ -131,6 +131,21 @@ for batch in loader:
         optimizer.step()
         optimizer.zero_grad()
 """, "no accumulation count is given to accelerate: every micro-batch is a boundary"),
+        Valid("""
+class TrainingConfig:
+    gradient_accumulation_steps = 1
+
+
+config = TrainingConfig()
+accelerator = Accelerator(gradient_accumulation_steps=config.gradient_accumulation_steps)
+model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+for batch in loader:
+    with accelerator.accumulate(model):
+        accelerator.backward(model(**batch).loss)
+        accelerator.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad()
+""", "accelerate is given the count 1 through a class constant: every micro-batch is a boundary"),
     ]
     INVALID = [
         Invalid("""
@@ -361,7 +376,7 @@ for batch in loader:
         `if accelerator.sync_gradients:` guards runs on every micro-batch: accelerate skips the
         prepared optimizer's step and clear between boundaries, never a clip."""
         if not {"accelerate-accumulate", "accelerate-gas"} <= loop.frameworks or "deepspeed" in loop.frameworks \
-                or "accelerate" not in model.facts.framework_counts.values():
+                or not model.facts.accelerate_may_accumulate():
             return
         for variant in loop.variants:
             for clip in variant.of(EventKind.CLIP):
