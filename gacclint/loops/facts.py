@@ -856,7 +856,8 @@ class _FactCollector:
             self.facts.accelerators.add(name)
         elif short == "Fabric":
             self.facts.fabrics.add(name)
-        if is_sum_reduction(value):
+        made = moved_to_device(value)  # `nn.BCELoss(reduction="sum").cuda()` is that loss module
+        if type(made) is cst.Call and is_sum_reduction(made):
             self.facts.sum_reduced_losses.add(name)
 
     def _classify_unpacked(self, names: list[str | None], value: cst.BaseExpression) -> None:

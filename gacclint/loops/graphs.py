@@ -32,6 +32,7 @@ from gacclint.loops.vocabulary import (
     keyword_argument,
     moved_to_device,
     parallel_assignment,
+    positional_args,
 )
 
 if TYPE_CHECKING:
@@ -204,6 +205,7 @@ class GraphFlow:
                     for name, _, _ in _targets(small.target):
                         self._add(Definition(name, record.position, record, small.value, augmented=small))
         self._with_definitions(loop)
+        self._loop_target_definitions(loop)
         for found in self._definitions.values():
             found.sort(key=lambda definition: definition.position)
 
@@ -222,6 +224,33 @@ class GraphFlow:
             for item in items:
                 for name, unpacked, index in _targets(item.asname.name):  # type: ignore[union-attr]
                     self._add(Definition(name, first.position - 0.5, first, item.item, unpacked, index=index))
+
+    def _loop_target_definitions(self, loop: "TrainingLoop") -> None:
+        """`for s, t in zip(s_feats, t_feats):` in the iteration binds `s` to an item of `s_feats`
+        and `t` to one of `t_feats` just before the first statement of its body; `for i, x in
+        enumerate(xs)`, `x` to one of `xs`; any other target, an item of what it iterates."""
+        tree = self.facts.tree
+        for node in tree.find(loop.node.body, cst.For, enter_scopes=False):
+            first = next((record for record in loop.body if tree.contains(node.body, record.statement)), None)
+            if first is None:
+                continue
+            position = first.position - 0.5
+            iterable, target = node.iter, node.target
+            sources = positional_args(iterable) if type(iterable) is cst.Call else []
+            called = call_name(iterable) if type(iterable) is cst.Call else None
+            if called == "enumerate" and len(sources) == 1 and type(target) in (cst.Tuple, cst.List) \
+                    and len(target.elements) == 2:  # type: ignore[attr-defined]
+                target, iterable = target.elements[1].value, sources[0]  # type: ignore[attr-defined]
+                sources = positional_args(iterable) if type(iterable) is cst.Call else []
+                called = call_name(iterable) if type(iterable) is cst.Call else None
+            if called == "zip" and type(target) in (cst.Tuple, cst.List) and len(sources) == len(
+                    target.elements) and len(sources) == len(iterable.args):  # type: ignore[attr-defined]
+                for element, source in zip(target.elements, sources):  # type: ignore[attr-defined]
+                    for name, unpacked, index in _targets(element.value):
+                        self._add(Definition(name, position, first, source, True, index=None))
+                continue
+            for name, unpacked, index in _targets(target):
+                self._add(Definition(name, position, first, iterable, True, index=None))
 
     def _add(self, definition: Definition) -> None:
         self._definitions.setdefault(definition.name, []).append(definition)

@@ -268,6 +268,16 @@ def fit(model, optimizer, loader, sampler):
             optimizer.zero_grad()
 """, "the count a method returns is handed the loop's counter: it may change between micro-batches, so no "
             "window is evaluated"),
+        Valid("""
+def fit(net, loader, opt, k):
+    crit = torch.nn.BCELoss(reduction="sum").cuda()
+    for i, (x, y) in enumerate(loader):
+        loss = crit(net(x.cuda()), y.cuda())
+        loss.backward()
+        if (i + 1) % k == 0 or (i + 1) == len(loader):
+            opt.step()
+            opt.zero_grad()
+""", "a sum-reduced loss module moved to the GPU is still sum-reduced: its normalisation is the user's"),
     ]
     INVALID = [
         Invalid("""

@@ -211,6 +211,22 @@ model = DistributedDataParallel(Net())
 optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
 """, "the forward goes through the wrapped module, and what a one-line `if` after the backward hands the model "
             "to runs after the window's backwards"),
+        Valid("""
+def distill(student, teacher, loader, k, rank):
+    teacher = DDP(teacher.to(rank), device_ids=[rank])
+    opt = torch.optim.AdamW(student.parameters(), lr=1e-4)
+    for step, x in enumerate(loader):
+        s_feats = student(x)
+        t_feats = teacher(x).detach()
+        loss = 0.0
+        for s, t in zip(s_feats, t_feats):
+            loss += F.mse_loss(s, t)
+        (loss / k).backward()
+        if (step + 1) % k == 0 or (step + 1) == len(loader):
+            opt.step()
+            opt.zero_grad()
+""", "the only DDP model is a teacher whose outputs reach the loss detached, through the items a `zip` pairs: "
+            "the backward all-reduces nothing"),
     ]
     INVALID = [
         Invalid("""
