@@ -563,6 +563,26 @@ class TrainingLoop:
             counter in test.reads and test.expression is not boundary and not any(v is boundary for v in test.through)
             for test in self.sync_tests)
 
+    def boundary_spelled_elsewhere(self, counter: str, k_text: str, boundary: "Boundary") -> bool:
+        """Another test of `counter` modulo the count than the step's boundary (`last = (step + 1)
+        % k != 0`, handed to `delay_unscale=` and guarding a hand-made all-reduce): a second
+        spelling of the boundary, which a fix of the boundary alone would leave behind."""
+        if self.graph is None:
+            return False
+        tree = self.graph.facts.tree
+        wanted = "".join(k_text.split()).strip("()")
+        # The tests steps and clears run under: the boundary, and other optimizers' own boundaries
+        guards = [boundary.expression, boundary.test] + [
+            c.expression for e in self.events if e.kind in (EventKind.STEP, EventKind.CLEAR) for c in e.conditions]
+        for node in tree.find(self.node.body, cst.BinaryOperation, enter_scopes=False):
+            if type(node.operator) is not cst.Modulo or "".join(code_of(node.right).split()).strip("()") != wanted \
+                    or counter not in tree.names_read(node.left):
+                continue
+            if any(part is not None and tree.contains(part, node) for part in guards):
+                continue
+            return True
+        return False
+
     @property
     def framework_managed(self) -> bool:
         return bool(self.frameworks)

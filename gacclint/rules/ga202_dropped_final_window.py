@@ -1353,6 +1353,21 @@ def train(epochs):
                 opt.zero_grad()
 """, why="the retry loop runs its body once per micro-batch: the count it keeps is the micro-batch loop's counter",
             also=("GA203",)),
+        Invalid("""
+def train(model, loader, opt, k):
+    for step, batch in enumerate(loader):
+        loss = model(batch).mean() / k
+        last = (step + 1) % k != 0
+        with amp.scale_loss(loss, opt, delay_unscale=last) as scaled:
+            scaled.backward()
+            if not last:
+                all_reduce_grads([p.grad for p in model.parameters() if p.grad is not None])
+        if (step + 1) % k == 0:
+            opt.step()
+            opt.zero_grad()
+""", fixed=None, applicability=None,
+            why="the boundary is spelled a second time (`delay_unscale=`, the hand-made all-reduce): a clause added "
+                "to the step alone would step the last window unreduced"),
     ]
 
     def check(self, loop: TrainingLoop, model) -> Iterator[Finding]:
@@ -1394,6 +1409,8 @@ def train(epochs):
             return None  # off by one (GA104): windows computed for this boundary would be out of phase
         if loop.sync_spelled_elsewhere(counter.text, expression):
             return None  # a clause added to the step alone would step the last window with its sync still off
+        if loop.boundary_spelled_elsewhere(counter.text, boundary.k_text, boundary):
+            return None  # another test of the boundary (`delay_unscale=`, a hand-made all-reduce) would stay behind
         # The window the clause adds is stepped with each loss scaled as before: a division by
         # the count is then GA203's to weight, but a scaling by the count that it cannot read
         # (`loss * scale` with `scale = 1 / k`, `compute_loss(x, y, k)`) would stay wrong unseen.
