@@ -721,6 +721,8 @@ def _check_syntax(program_lines: list[str], number: int) -> None:
     try:
         ast.parse("".join(program_lines))
     except SyntaxError as error:
+        if _newer_grammar("".join(program_lines)):
+            return  # valid in a newer Python than this one (PEP 701 f-strings): read as a `.py` file is
         message = error.msg or "invalid syntax"
         if "too many" in message and "nested" in message:  # CPython's parser limits, not the user's typo
             raise NotebookError(f"cell {number}: nested too deeply to parse ({message})") from None
@@ -729,6 +731,18 @@ def _check_syntax(program_lines: list[str], number: int) -> None:
         raise NotebookError(f"cell {number}: {error}") from None
     except (RecursionError, MemoryError):
         raise NotebookError(f"cell {number}: nested too deeply to parse") from None
+
+
+def _newer_grammar(code: str) -> bool:
+    """libcst's parser, which knows the grammar of newer Pythons than the one running, accepts
+    `code` (a `.py` file CPython's parser refuses is read by it the same way)."""
+    import libcst  # only for the rare cell this Python's parser refuses
+
+    try:
+        libcst.parse_module(code)
+    except Exception:  # libcst's ParserSyntaxError, or anything it fails on: the cell stays refused
+        return False
+    return True
 
 
 def _refuse_moves(changes: dict[int, tuple[list[str], list[str]]], marker: str) -> None:

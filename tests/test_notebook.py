@@ -477,3 +477,14 @@ def test_a_cell_libcst_cannot_read_leaves_the_findings_reported_and_names_that_c
         "(tokenizer error: no matching outer block for dedent at 1:1): it cannot be fixed or explained; "
         "libcst cannot read code cell 1"]
     assert path.read_bytes() == data
+
+
+def test_a_cell_in_a_newer_pythons_grammar_is_read_as_a_py_file_is() -> None:
+    # PEP 701 (Python 3.12): the same quotes inside an f-string's braces. CPython 3.11's parser
+    # refuses the cell; libcst's parser, which reads `.py` files written for newer Pythons, accepts
+    # it, so the cell is analysed, not reported as a syntax error.
+    cells = [code_cell('k = 4\nname = {"run": "a"}\nprint(f"run {name["run"]}")'),
+             code_cell(LOOP.replace(" or (i + 1) == len(loader)", ""))]
+    read = read_notebook(dump(notebook(cells)))
+    assert not read.syntax_errors
+    assert findings(dump(notebook(cells))) == [(2, 3, "GA201"), (2, 4, "GA202")]

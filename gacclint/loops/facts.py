@@ -652,9 +652,12 @@ def _bound_part(binding: Binding) -> cst.BaseExpression | None:
 
 
 def _integer_operation(operator: cst.BaseBinaryOp, left: int | None, right: int | None) -> int | None:
-    """`left <op> right` for the integer arithmetic literals can show: + - * //."""
+    """`left <op> right` for the integer arithmetic literals can show: + - * //, and / where it
+    divides exactly (`32 / 8 // 4` is 1.0, which counts, tests and divides as 1 does)."""
     if left is None or right is None:
         return None
+    if isinstance(operator, cst.Divide) and right and left % right == 0:
+        return left // right
     if isinstance(operator, cst.Add):
         return left + right
     if isinstance(operator, cst.Subtract):

@@ -1054,7 +1054,11 @@ class _Builder:
                         continue
                 elif not (binding.scope is None or name.startswith("self.")):
                     continue
-                conditional = self._under_condition(binding.statement, binding.scope)
+                # Wrapped in another method than `__init__` (`self._wrap()` under `if distributed:`):
+                # whether that method runs, in every configuration, is not visible.
+                conditional = self._under_condition(binding.statement, binding.scope) or (
+                    binding.scope is not None and binding.scope is not function
+                    and binding.scope.name.value != "__init__")
                 previous = wraps.get(name)
                 wraps[name] = DdpWrap(name, conditional or (previous is not None and previous.conditional),
                                       self._torch_ddp(binding.value) and (previous is None or previous.torch))

@@ -866,6 +866,9 @@ def _no_graph_value(node: cst.BaseExpression | None, func: cst.FunctionDef, fact
     (`rate = rate / n`) adds no graph the name's other bindings do not bring."""
     if node is None or isinstance(node, (cst.Integer, cst.Float, cst.Comparison)):
         return True
+    if type(node) in (cst.List, cst.Tuple):  # `[lo.item(), hi.item()]`: every item without a graph
+        return all(type(e) is cst.Element and _no_graph_value(e.value, func, facts, depth, resolving)
+                   for e in node.elements)  # type: ignore[attr-defined]
     if isinstance(node, cst.BinaryOperation):  # `float(correct) / (n * m)`: numbers make numbers
         return _no_graph_value(node.left, func, facts, depth, resolving) and \
             _no_graph_value(node.right, func, facts, depth, resolving)

@@ -574,9 +574,15 @@ class TrainingLoop:
         # The tests steps and clears run under: the boundary, and other optimizers' own boundaries
         guards = [boundary.expression, boundary.test] + [
             c.expression for e in self.events if e.kind in (EventKind.STEP, EventKind.CLEAR) for c in e.conditions]
+        # Only a test on the same micro-batches (`(step + 1) % k` as the boundary's): `step % k == 0`
+        # marks the start of a window (a learning rate set per window), which a clause leaves as it was.
+        own = [n for part in (boundary.test, boundary.expression) if part is not None
+               for n in tree.find(part, cst.BinaryOperation) if type(n.operator) is cst.Modulo]
+        phases = {"".join(code_of(n.left).split()).strip("()") for n in own}
         for node in tree.find(self.node.body, cst.BinaryOperation, enter_scopes=False):
             if type(node.operator) is not cst.Modulo or "".join(code_of(node.right).split()).strip("()") != wanted \
-                    or counter not in tree.names_read(node.left):
+                    or counter not in tree.names_read(node.left) \
+                    or "".join(code_of(node.left).split()).strip("()") not in phases:
                 continue
             if any(part is not None and tree.contains(part, node) for part in guards):
                 continue

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Iterator
 
 import libcst as cst
@@ -859,6 +860,34 @@ for i, (x, y) in enumerate(loader):
         opt.zero_grad()
 """, why="the loss AMP scales, bound to a name first, is the loss as it was: undivided in that configuration too",
             also=("GA202",)),
+        Invalid("""
+def fit(net, opt, loader, accum):
+    seen = 0
+    for x, y in loader:
+        seen += 1
+        if seen % accum == 0 or seen == len(loader):
+            loss = F.cross_entropy(net(x), y)
+            loss.backward()
+            opt.step()
+            opt.zero_grad()
+        else:
+            loss = F.cross_entropy(net(x), y)
+            loss.backward()
+""", fixed="""
+def fit(net, opt, loader, accum):
+    seen = 0
+    for x, y in loader:
+        seen += 1
+        if seen % accum == 0 or seen == len(loader):
+            loss = F.cross_entropy(net(x), y)
+            (loss / accum).backward()
+            opt.step()
+            opt.zero_grad()
+        else:
+            loss = F.cross_entropy(net(x), y)
+            (loss / accum).backward()
+""", why="a backward in each arm of the boundary's test runs on every micro-batch; both are divided by one fix",
+            also=("GA203",)),
     ]
 
     def check(self, loop: TrainingLoop, model) -> Iterator[Finding]:
@@ -877,10 +906,15 @@ for i, (x, y) in enumerate(loader):
             return
         # backward -> the count of each variant that reports it, in order
         reporting: dict[int, list[str]] = {}
+        split: set[int] = set()  # backwards in the two arms of the boundary's test, together every micro-batch
         for variant, boundary in loop.accumulation_variants():
+            arms = {b.guard.kind for b in variant.backwards} == {GuardKind.BOUNDARY, GuardKind.NOT_BOUNDARY}
             for backward in variant.backwards:
-                if backward.guard.kind is GuardKind.NONE:
+                if backward.guard.kind is GuardKind.NONE or arms:
                     reporting.setdefault(id(backward.event.node), []).append(atom(boundary.k))
+                    if arms:
+                        split.add(id(backward.event.node))
+        found_here: list[Finding] = []
         for backward in loop.events:
             found = reporting.get(id(backward.node))
             if not found:
@@ -891,7 +925,17 @@ for i, (x, y) in enumerate(loader):
             # A fallback backward in an `except` handler would stay undivided after the fix.
             fixable = len(found) == len(running) and len(set(found)) == 1 and not any(
                 e.fallback for e in loop.events)
-            yield from self._report(backward, found[0], reported, fixable)
+            found_here.extend(self._report(backward, found[0], reported, fixable))
+        # The two arms' backwards are fixed together: one divided alone would no longer pair with
+        # the other, and the loop would be left half scaled.
+        paired = [f for f in found_here if id(f.node) in split]
+        if len(paired) > 1:
+            fixes = [f.fix for f in paired]
+            together = None if None in fixes else Fix(
+                Applicability.SAFE, fixes[0].message.replace("before the backward", "before each backward"),  # type: ignore[union-attr]
+                tuple(edit for fix in fixes for edit in fix.edits))  # type: ignore[union-attr]
+            found_here = [replace(f, fix=together) if id(f.node) in split else f for f in found_here]
+        yield from found_here
 
     def _report(self, event: Event, k_text: str, reported: set[int], fixable: bool = True) -> Iterator[Finding]:
         flow = event.loss_flow

@@ -479,6 +479,16 @@ for i, (x, y) in enumerate(dl):
         opt.step()
         opt.zero_grad()
 """, "the one value ever stored under the key is 1: no accumulation"),
+        Valid("""
+N_DEVICES = 8
+ACCUM = 32 / N_DEVICES // 4
+for it in range(1000):
+    x, y = samples[it % len(samples)]
+    (F.mse_loss(net(x), y) / ACCUM).backward()
+    if (it + 1) % ACCUM == 0:
+        opt.step()
+        opt.zero_grad()
+""", "the count is 1.0 from literals (`32 / 8 // 4`): every micro-batch is a boundary"),
     ]
     INVALID = [
         Invalid("""

@@ -518,12 +518,39 @@ class Runner:
                     self.opt.zero_grad()
 """, why="the window is measured as the end-of-data clause measures the pass (`n_batches`, which the code guards), "
             "not by a new `len()` of the loader"),
+        Invalid("""
+def fit(net, opt, loader, accum):
+    for i, (x, y) in enumerate(loader):
+        loss = F.cross_entropy(net(x), y)
+        is_acc = (i + 1) % accum != 0 and (i + 1) != len(loader)
+        if is_acc:
+            (loss / accum).backward()
+        else:
+            (loss / accum).backward()
+            opt.step()
+            opt.zero_grad()
+""", fixed="""
+def fit(net, opt, loader, accum):
+    for i, (x, y) in enumerate(loader):
+        loss = F.cross_entropy(net(x), y)
+        is_acc = (i + 1) % accum != 0 and (i + 1) != len(loader)
+        if is_acc:
+            window = min(accum, len(loader) - (i // accum) * accum)
+            (loss / window).backward()
+        else:
+            window = min(accum, len(loader) - (i // accum) * accum)
+            (loss / window).backward()
+            opt.step()
+            opt.zero_grad()
+""", why="the division in each arm of the boundary's test is rewritten by one fix: one alone would leave the "
+            "final window weighted two ways"),
     ]
 
     def check(self, loop: TrainingLoop, model) -> Iterator[Finding]:
         tree = model.facts.tree
         boundaries = {id(variant): boundary for variant, boundary in loop.accumulation_variants()}
         reported: set[int] = set()
+        pending: list[tuple[Division, Fix | None, str]] = []
         for division in self._misscaled(loop, model):
             if isinstance(division, HelperDivision):
                 if id(division.call) not in reported:
@@ -550,12 +577,24 @@ class Runner:
                                        and (id(whole) in boundaries or division.divisor_text not in whole.ones))}
             value = windows.pop() if len(windows) == 1 else None
             short = any(_short_passes_only(loop, boundary) for boundary in boundaries.values())
-            yield self.finding(
-                f"the final partial window is stepped but its losses are still divided by `{division.divisor_text}`: "
-                f"that window counts `r / {division.divisor_text}` of the mean"
-                + (" (the clause steps it only in a pass shorter than the count: in a longer one the last "
-                   "micro-batches are never stepped)" if short else ""),
-                division.operation, None if value is None else _fix(loop, division, value))
+            pending.append((division, None if value is None else _fix(loop, division, value),
+                            f"the final partial window is stepped but its losses are still divided by "
+                            f"`{division.divisor_text}`: that window counts `r / {division.divisor_text}` of the mean"
+                            + (" (the clause steps it only in a pass shorter than the count: in a longer one the "
+                               "last micro-batches are never stepped)" if short else "")))
+        # Several divisions (a backward in each arm of the boundary's test): one fix rewrites them all,
+        # as a fix of one alone would leave the others dividing the same window by the count.
+        fixes = [fix for _, fix, _ in pending]
+        if len(pending) > 1:
+            together = None
+            if None not in fixes:
+                edits = _merged(loop, [edit for fix in fixes for edit in fix.edits])  # type: ignore[union-attr]
+                unsafe = next((fix for fix in fixes if fix.applicability is Applicability.UNSAFE), None)  # type: ignore[union-attr]
+                together = Fix(Applicability.UNSAFE if unsafe else Applicability.SAFE,
+                               (unsafe or fixes[0]).message, edits)  # type: ignore[union-attr]
+            fixes = [together] * len(pending)
+        for (division, _, message), fix in zip(pending, fixes):
+            yield self.finding(message, division.operation, fix)
 
     def _steps_every_tail(self, loop: TrainingLoop, variant: LoopVariant) -> bool:
         """Every step of the variant steps the final partial window, in every pass: dividing the
@@ -627,6 +666,27 @@ class Runner:
         k = atom(division.divisor)  # the count as the division spells it
         position = counter.text if first == 0 else f"({counter.text} - 1)"
         return f"min({k}, {length} - ({position} // {k}) * {k})"
+
+
+def _merged(loop: TrainingLoop, edits: list) -> tuple:
+    """The edits of several fixes as one: a window size bound twice in one block (`window = ...`
+    before each division) is bound once, before the first."""
+    where = {id(record.statement): (id(record.block), record.position) for record in loop.body}
+    first: dict[tuple[int, str], int] = {}
+    for edit in edits:
+        if isinstance(edit, InsertBefore) and isinstance(edit.code, str) and id(edit.anchor) in where:
+            block, position = where[id(edit.anchor)]
+            key = (block, edit.code)
+            first[key] = min(first.get(key, position), position)
+    kept = []
+    for edit in edits:
+        if isinstance(edit, InsertBefore) and isinstance(edit.code, str) and id(edit.anchor) in where:
+            block, position = where[id(edit.anchor)]
+            if first[(block, edit.code)] != position or any(e is not edit and e == edit for e in kept):
+                continue
+        if not any(e is edit for e in kept):
+            kept.append(edit)
+    return tuple(kept)
 
 
 def _clause_length(boundary: Boundary, counter: str) -> str | None:

@@ -747,6 +747,20 @@ class Learner:
             self.opt.step()
         return record
 """, "the method returns a number or what a function the module cannot see computes: not visibly a graph"),
+        Valid("""
+def spread(counts):
+    mean = counts.float().mean()
+    return [(counts.min() / mean).item(), (counts.max() / mean).item()]
+
+
+stats = []
+for (x,) in loader:
+    opt.zero_grad()
+    out = net(x)
+    out.pow(2).mean().backward()
+    opt.step()
+    stats.append(spread(out.sum(dim=0)))
+""", "the helper returns a list of numbers (`.item()`)"),
     ]
     INVALID = [
         Invalid("""

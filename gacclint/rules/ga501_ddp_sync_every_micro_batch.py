@@ -588,6 +588,60 @@ optimizer = torch.optim.AdamW(model.parameters())
 """, fixed=None, applicability=None, also=("GA203",),
             why="every micro-batch syncs; no fix: the step after the loop applies the final partial window, which "
                 "`no_sync()` between in-loop boundaries would leave un-reduced on every rank"),
+        Invalid("""
+import contextlib
+
+
+class Runner:
+    def __init__(self, net, loader, accum, distributed=False):
+        self.net = net
+        self.loader = loader
+        self.accum = accum
+        if distributed:
+            self._wrap()
+        self.opt = torch.optim.AdamW(self.net.parameters(), lr=1e-3)
+
+    def _wrap(self):
+        self.net = torch.nn.parallel.DistributedDataParallel(self.net)
+
+    def epoch(self):
+        for i, (x, y) in enumerate(self.loader):
+            loss = F.mse_loss(self.net(x), y) / self.accum
+            loss.backward()
+            if (i + 1) % self.accum == 0 or (i + 1) == len(self.loader):
+                self.opt.step()
+                self.opt.zero_grad()
+""", fixed="""
+import contextlib
+
+
+class Runner:
+    def __init__(self, net, loader, accum, distributed=False):
+        self.net = net
+        self.loader = loader
+        self.accum = accum
+        if distributed:
+            self._wrap()
+        self.opt = torch.optim.AdamW(self.net.parameters(), lr=1e-3)
+
+    def _wrap(self):
+        self.net = torch.nn.parallel.DistributedDataParallel(self.net)
+
+    def epoch(self):
+        for i, (x, y) in enumerate(self.loader):
+            should_step = (i + 1) % self.accum == 0 or (i + 1) == len(self.loader)
+            with (
+                self.net.no_sync()
+                if not should_step and hasattr(self.net, "no_sync")
+                else contextlib.nullcontext()
+            ):
+                loss = F.mse_loss(self.net(x), y) / self.accum
+                loss.backward()
+            if should_step:
+                self.opt.step()
+                self.opt.zero_grad()
+""", why="the model is wrapped in another method than `__init__`, which may not run: the plain module has no "
+            "`no_sync()`", also=("GA203",)),
     ]
 
     def check(self, loop: TrainingLoop, model) -> Iterator[Finding]:
