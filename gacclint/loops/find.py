@@ -519,6 +519,7 @@ class _Builder:
             backpropagated_after=self._backpropagated_after(micro, frames),
             length_multiples=self._length_multiples(micro, frames, iterable),
             single_budgeted_pass=self._single_budgeted_pass(micro, frames),
+            breaks_early=self._capped_per_pass(micro, counters, iterable.len_text),
             bound_names=self._bound_names(function),
             fresh_optimizers=frozenset(self._fresh_optimizers(training, varying)),
             body=body,
@@ -2527,12 +2528,28 @@ class _Builder:
                 return False
         return False
 
+    def _capped_per_pass(self, micro: LoopNode, counters: dict[str, Counter], length: str | None) -> bool:
+        """A `break` right under a test of the loop's own per-pass count (`if i >= 5: break`): every
+        pass may end before its last micro-batch. Not a test against the pass's own length
+        (`if i >= iters_per_epoch: break` over `range(iters_per_epoch)`), which never cuts it."""
+        per_pass = {counter.text for counter in counters.values() if counter.per_pass}
+        compact = "".join((length or "").split())
+        for tests in _break_tests(_statements(micro.body)):
+            test = tests[-1] if tests else None
+            if test is None or not per_pass & self._names_read(test):
+                continue
+            if compact and isinstance(test, cst.Comparison) and len(test.comparisons) == 1 \
+                    and "".join(code_of(test.comparisons[0].comparator).split()) == compact:
+                continue
+            return True
+        return False
+
     def _single_budgeted_pass(self, loop: LoopNode, frames: list[_Frame]) -> bool:
         """The loop is the whole run, ended by a budget of steps: no loop around it in its
         function, and an `if <count> >= budget: break` on a count the loop increments (a step
         count), so that the run stops on a step and only its last micro-batches could go
         unstepped (RULES.md GA202)."""
-        if self._enclosing_loop(frames) is not None:
+        if self._enclosing_loop(frames) is not None or self._called_in_a_loop(frames):
             return False
         tree = self.facts.tree
         counted = {name for node in tree.find(loop.body, cst.AugAssign, cst.Assign, enter_scopes=False)
@@ -2542,6 +2559,18 @@ class _Builder:
                     and self._names_read(statement.test) & counted:
                 return True
         return False
+
+    def _called_in_a_loop(self, frames: list[_Frame]) -> bool:
+        """The loop's function is called, in this module, from inside a loop (`for _ in
+        range(epochs): self.run_epoch(loader)`): each call is one pass of many."""
+        function = next((f.owner for f in reversed(frames) if isinstance(f.owner, cst.FunctionDef)), None)
+        if function is None:
+            return False
+        name = function.name.value
+        tree = self.facts.tree
+        calls = [*self.facts.calls.get(name, ()), *self.facts.calls.get(f"self.{name}", ())]
+        loops = tree.ordered(cst.For, cst.While) if calls else []
+        return any(tree.contains(loop, call, enter_scopes=False) for call in calls for loop in loops)
 
     def _length_multiples(self, loop: LoopNode, frames: list[_Frame], iterable: IterableInfo) -> frozenset[str]:
         """The counts a pass's length is visibly a multiple of (compact code): the factors of
@@ -3090,6 +3119,25 @@ def _once_lines(statement: cst.CSTNode, retried: bool = False) -> Iterator[cst.S
     elif _is_loop(statement) and _runs_once(statement):  # type: ignore[arg-type]
         for inner in _statements(statement.body):
             yield from _once_lines(inner, True)
+
+
+def _break_tests(block: Sequence[cst.CSTNode], tests: tuple[cst.BaseExpression, ...] = ()
+                 ) -> Iterator[tuple[cst.BaseExpression, ...]]:
+    """For each `break` of the loop whose body is `block` (not one of an inner loop), the tests
+    of the `if`s around it."""
+    for statement in block:
+        if matches(type(statement), _SIMPLE):
+            if any(type(small) is cst.Break for small in statement.body):  # type: ignore[attr-defined]
+                yield tests
+        elif isinstance(statement, cst.If):
+            yield from _break_tests(_statements(statement.body), tests + (statement.test,))
+            orelse = statement.orelse
+            if orelse is not None:
+                yield from _break_tests((orelse,) if isinstance(orelse, cst.If) else _statements(orelse.body),
+                                        tests + (statement.test,))
+        elif isinstance(statement, (cst.With, cst.Try, cst.TryStar)):
+            for part in [statement.body, *(h.body for h in getattr(statement, "handlers", ()))]:
+                yield from _break_tests(_statements(part), tests)
 
 
 def _runs_once(loop: LoopNode) -> bool:

@@ -359,6 +359,21 @@ class GraphFlow:
             arg.keyword is not None and _literal(arg.value) for arg in call.args)
         return owner, handed_nothing
 
+    def unseen_method(self, key: int) -> tuple[str, str] | None:
+        """For a forward `forwards` returned (by id) that calls a method other than the forward of
+        a module whose class this module does not define (`self.agent.value(obs)`): the module and
+        the method. Two such methods of one module may share what they compute (a trunk one runs
+        and the other reads): RULES.md, *values the module cannot see*."""
+        call = self._forward_calls.get(key)
+        if call is None or type(call.func) is not cst.Attribute:
+            return None
+        text = call_name(call) or ""
+        owner, _, method = text.rpartition(".")
+        if not owner or method in ("forward", "__call__") or text in self.facts.modules_with_parameters \
+                or self.module_class_method(owner, method):
+            return None
+        return owner, method
+
     def is_forward(self, call: cst.Call) -> bool:
         key = id(call)
         if key not in self._forward_memo:

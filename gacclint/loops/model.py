@@ -516,6 +516,10 @@ class TrainingLoop:
     # The loop is the whole run (no loop around it) and ends on a budget of steps
     # (`if global_step >= max_steps: break`): at most the run's last micro-batches go unstepped.
     single_budgeted_pass: bool = False
+    # A `break` of the micro-batch loop itself under a test of its per-pass count (`if i >= 5:
+    # break`): a pass may end before its last micro-batch, where a clause naming the pass's
+    # length would never be reached.
+    breaks_early: bool = False
     # For a variant whose optimizers step at different times (a GAN's discriminator on every
     # micro-batch, its generator on a boundary): one variant per optimizer that steps on a
     # boundary, holding its steps, the backwards that reach its parameters and the clears that

@@ -1378,6 +1378,62 @@ def train(model, loader, opt, k):
 """, fixed=None, applicability=None,
             why="the boundary is spelled a second time (`delay_unscale=`, the hand-made all-reduce): a clause added "
                 "to the step alone would step the last window unreduced"),
+        Invalid("""
+for i, (x, y) in enumerate(loader):
+    loss = F.mse_loss(net(x), y) / k
+    loss.backward()
+    if (i + 1) % k == 0:
+        opt.step()
+        opt.zero_grad()
+    if i >= max_batches:
+        break
+""", fixed=None, applicability=None,
+            why="a pass may end on the `break` before its last micro-batch: a clause naming `len(loader)` would not "
+                "be reached there"),
+        Invalid("""
+class Looper:
+    def fit(self, loader, epochs):
+        for _ in range(epochs):
+            self.run_epoch(loader)
+            if self.stop:
+                break
+
+    def run_epoch(self, loader):
+        n = 0
+        for x, y in loader:
+            n += 1
+            loss = F.mse_loss(self.net(x), y) / self.accum
+            loss.backward()
+            if n % self.accum == 0:
+                self.opt.step()
+                self.opt.zero_grad()
+            self.global_step += 1
+            if self.max_steps is not None and self.global_step >= self.max_steps:
+                self.stop = True
+                break
+""", fixed="""
+class Looper:
+    def fit(self, loader, epochs):
+        for _ in range(epochs):
+            self.run_epoch(loader)
+            if self.stop:
+                break
+
+    def run_epoch(self, loader):
+        n = 0
+        for x, y in loader:
+            n += 1
+            loss = F.mse_loss(self.net(x), y) / self.accum
+            loss.backward()
+            if n % self.accum == 0 or n == len(loader):
+                self.opt.step()
+                self.opt.zero_grad()
+            self.global_step += 1
+            if self.max_steps is not None and self.global_step >= self.max_steps:
+                self.stop = True
+                break
+""", why="the loop's method is called once per epoch from a loop: it is one pass of many, not the whole run a "
+            "budget ends", also=("GA203",)),
     ]
 
     def check(self, loop: TrainingLoop, model) -> Iterator[Finding]:
@@ -1419,6 +1475,8 @@ def train(model, loader, opt, k):
             return None  # off by one (GA104): windows computed for this boundary would be out of phase
         if loop.sync_spelled_elsewhere(counter.text, expression):
             return None  # a clause added to the step alone would step the last window with its sync still off
+        if loop.breaks_early:
+            return None  # the pass may end on a `break` before the micro-batch a clause would name
         if loop.boundary_spelled_elsewhere(counter.text, boundary.k_text, boundary):
             return None  # another test of the boundary (`delay_unscale=`, a hand-made all-reduce) would stay behind
         # The window the clause adds is stepped with each loss scaled as before: a division by

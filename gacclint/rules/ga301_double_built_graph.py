@@ -211,6 +211,25 @@ for step in range(steps):
     cost.backward()
     optimizer.step()
 """, "both terms read `adv`, made from `w`, the input being optimised: one graph they share (separate backwards would need retain_graph)"),
+        Valid("""
+class Updater:
+    def __init__(self, agent, optimizer):
+        self.agent = agent
+        self.optimizer = optimizer
+
+    def update(self, obs, act, old_logp, adv, ret, minibatch):
+        for start in range(0, obs.shape[0], minibatch):
+            idx = slice(start, start + minibatch)
+            logp, ent = self.agent.log_prob_and_entropy(obs[idx], act[idx])
+            value = self.agent.value(obs[idx])
+            pg_loss = -(adv[idx] * (logp - old_logp[idx]).exp()).mean()
+            vf_loss = ((value.view(-1) - ret[idx]) ** 2).mean()
+            loss = pg_loss - 0.01 * ent.mean() + 0.5 * vf_loss
+            self.optimizer.zero_grad()
+            loss.backward()
+            nn.utils.clip_grad_norm_(self.agent.parameters(), 0.5)
+            self.optimizer.step()
+""", "two methods of a module whose class is not visible may share a trunk one computes and the other reads"),
     ]
     INVALID = [
         Invalid("""
@@ -859,7 +878,11 @@ def _share(graph, term: "_Term", other: "_Term") -> bool:
     for mine, theirs in ((owners[0], owners[1]), (owners[1], owners[0])):
         if any(handed_nothing and any(module == owner for module, _ in theirs) for owner, handed_nothing in mine):
             return True
-    return False
+    # Two methods of one module whose class is not visible (`agent.log_prob(obs)`, `agent.value(obs)`):
+    # whether they share a trunk is not visible either.
+    methods = [{graph.unseen_method(key) for key in side.forwards} - {None} for side in (term, other)]
+    return any(module == owner and method != other_method
+               for module, method in methods[0] for owner, other_method in methods[1])  # type: ignore[misc]
 
 
 def _needs_one_number(event: Event) -> bool:
