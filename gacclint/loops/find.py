@@ -876,6 +876,18 @@ class _Builder:
                 return None
         return values.pop() if len(values) == 1 else None
 
+    def _framework_counts_handed(self, loop: TrainingLoop, function: cst.FunctionDef | None) -> frozenset[str]:
+        """Parameters of the loop's function that divide a loss and that every call site of the
+        module hands a framework's accumulation count (`train_one_epoch(..., args.accum, ...)`
+        beside `Accelerator(gradient_accumulation_steps=args.accum)`): RULES.md, facts along calls."""
+        if function is None or not any(e.kind is EventKind.BACKWARD and e.framework for e in loop.events):
+            return frozenset()
+        parameters = {p.name.value for p in (*function.params.params, *function.params.kwonly_params)}
+        divisors = {d.divisor.value for e in loop.events if e.loss_flow is not None for d in e.loss_flow.divisions
+                    if type(d.divisor) is cst.Name and d.divisor.value in parameters}
+        return frozenset(name for name in divisors if self._agreed_at_call_sites(
+            function, name, lambda value, _, __: self.facts.framework_count(value), defaults=False))  # type: ignore[arg-type, return-value]
+
     def _parameter_literal(self, function: cst.FunctionDef, name: str) -> int | None:
         """RULES.md, *provable from literals*: a parameter that every call site in the module
         leaves at its literal default, or passes the same literal."""
@@ -943,6 +955,7 @@ class _Builder:
         loop.sync_tests = self._sync_tests(training)
         loop.handed_unseen = self._handed_unseen(training)
         loop.handed_to_project_objects = self._handed_to_project_objects(training)
+        loop.framework_counts_handed = self._framework_counts_handed(loop, function)
         wraps = self._ddp_wraps(training, function)
         if not wraps:
             return
@@ -1424,13 +1437,24 @@ class _Builder:
             return False
         index = micro.target.value
         tree = self.facts.tree
+        # `xs = x[j::k]` in the micro-step's own block, then `net(xs)`: the slice under a name
+        sliced = {name for found in tree.find(micro.body, cst.Assign, enter_scopes=False)
+                  if self._slices_by(found.value, index)
+                  for target in found.targets for name in _target_names(target.target)}
         for call in tree.find(micro.body, cst.Call, enter_scopes=False):
             if not graph.is_forward(call):
                 continue
-            for part in tree.find(call, cst.Slice):
-                bounds = [b for b in (part.lower, part.upper, part.step) if b is not None]
-                if any(index in self._names_read(bound) for bound in bounds):
-                    return True
+            if self._slices_by(call, index) or any(
+                    dotted_name(arg.value) in sliced for arg in call.args):
+                return True
+        return False
+
+    def _slices_by(self, node: cst.CSTNode, index: str) -> bool:
+        """`node` holds a slice whose bounds or step read `index` (`x[i::k]`, `x[i * m:(i + 1) * m]`)."""
+        for part in self.facts.tree.find(node, cst.Slice):
+            bounds = [b for b in (part.lower, part.upper, part.step) if b is not None]
+            if any(index in self._names_read(bound) for bound in bounds):
+                return True
         return False
 
     def _draws_from_one_stream(self, micro: LoopNode) -> bool:

@@ -516,6 +516,8 @@ class TrainingLoop:
     # The loop is the whole run (no loop around it) and ends on a budget of steps
     # (`if global_step >= max_steps: break`): at most the run's last micro-batches go unstepped.
     single_budgeted_pass: bool = False
+    # Parameters of the loop's function every call site hands a framework's accumulation count.
+    framework_counts_handed: frozenset[str] = frozenset()
     # A `break` of the micro-batch loop itself under a test of its per-pass count (`if i >= 5:
     # break`): a pass may end before its last micro-batch, where a clause naming the pass's
     # length would never be reached.

@@ -888,6 +888,27 @@ def fit(net, opt, loader, accum):
             (loss / accum).backward()
 """, why="a backward in each arm of the boundary's test runs on every micro-batch; both are divided by one fix",
             also=("GA203",)),
+        Invalid("""
+def fit(net, loader, opt, k):
+    for step, (x, y) in enumerate(loader):
+        opt.zero_grad()
+        for j in range(k):
+            xs = x[j::k]
+            ys = y[j::k]
+            loss = F.mse_loss(net(xs), ys)
+            loss.backward()
+        opt.step()
+""", fixed="""
+def fit(net, loader, opt, k):
+    for step, (x, y) in enumerate(loader):
+        opt.zero_grad()
+        for j in range(k):
+            xs = x[j::k]
+            ys = y[j::k]
+            loss = F.mse_loss(net(xs), ys)
+            (loss / k).backward()
+        opt.step()
+""", why="each micro-step feeds the forward a slice of the batch picked by its index, bound to a name first"),
     ]
 
     def check(self, loop: TrainingLoop, model) -> Iterator[Finding]:

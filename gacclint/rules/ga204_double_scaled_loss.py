@@ -304,6 +304,37 @@ for step, (x, y) in enumerate(loader):
 """, applicability=Applicability.UNSAFE,
             why="divided twice; the fix is unsafe: the loop logs `loss` after the backward, and without the division "
                 "it logs `k` times what it did"),
+        Invalid("""
+def train_one_epoch(model, loader, opt, accum_steps, accelerator):
+    for x in loader:
+        with accelerator.accumulate(model):
+            loss = model(x).pow(2).mean() / accum_steps
+            accelerator.backward(loss)
+            opt.step()
+            opt.zero_grad()
+
+
+def main(args):
+    accelerator = Accelerator(gradient_accumulation_steps=args.accum)
+    model, opt, loader = accelerator.prepare(model, opt, loader)
+    for epoch in range(3):
+        train_one_epoch(model, loader, opt, args.accum, accelerator)
+""", fixed="""
+def train_one_epoch(model, loader, opt, accum_steps, accelerator):
+    for x in loader:
+        with accelerator.accumulate(model):
+            loss = model(x).pow(2).mean()
+            accelerator.backward(loss)
+            opt.step()
+            opt.zero_grad()
+
+
+def main(args):
+    accelerator = Accelerator(gradient_accumulation_steps=args.accum)
+    model, opt, loader = accelerator.prepare(model, opt, loader)
+    for epoch in range(3):
+        train_one_epoch(model, loader, opt, args.accum, accelerator)
+""", why="the parameter is handed accelerate's count at the one call site (RULES.md, facts along calls)"),
     ]
 
     def check(self, loop: TrainingLoop, model) -> Iterator[Finding]:
@@ -317,7 +348,8 @@ for step, (x, y) in enumerate(loader):
             for division in event.loss_flow.divisions:
                 # the framework's own count, or the loop's boundary count (the same window)
                 if (model.facts.framework_count(division.divisor) is None and not _owners_count(division.divisor, event)
-                        and division.divisor_text.strip() not in counts):
+                        and division.divisor_text.strip() not in counts
+                        and division.divisor_text.strip() not in loop.framework_counts_handed):
                     continue
                 # A count that is the framework's only under a test: without it, the division is the only one.
                 switched = model.facts.count_set_under_test(division.divisor_text.strip())
@@ -347,7 +379,8 @@ def _dividing_framework(event: Event, loop: TrainingLoop, facts) -> str | None:
         return "the DeepSpeed engine"
     if event.framework == "accelerate":
         if facts.accelerator_gas or any(".accumulate(" in context for context in event.contexts) or any(
-                facts.framework_count(d) == "accelerate" or _owners_count(d, event) for d in divisors):
+                facts.framework_count(d) == "accelerate" or _owners_count(d, event)
+                or code_of(d).strip() in loop.framework_counts_handed for d in divisors):
             return "`accelerator.backward`"
         return None
     if event.framework == "deepspeed":
