@@ -75,6 +75,7 @@ from gacclint.loops.vocabulary import (
     keyed_entry,
     keyword_argument,
     looks_like_optimizer,
+    makes_loss_module,
     own_function_name,
     positional_args,
     LIBRARY_ROOTS,
@@ -527,6 +528,7 @@ class _Builder:
         loop.window_blocks = self._window_blocks(loop, training)
         if shape is Shape.PER_ITERATION and self._pass_bounded(micro, events, iterable.literal_length):
             loop.remade_each_pass = self._remade_each_pass(micro, frames)
+        loop.loss_parameters = self._loss_parameters(function)
         loop.graph = GraphFlow(loop, self.facts, varying)
         loop.micro_steps_take_batches = shape is Shape.INNER_WINDOW and (
             self._splits_one_batch(micro, loop.graph) or self._draws_from_one_stream(micro))
@@ -875,6 +877,25 @@ class _Builder:
             else:
                 return None
         return values.pop() if len(values) == 1 else None
+
+    def _loss_parameters(self, function: cst.FunctionDef | None) -> frozenset[str]:
+        """Parameters of `function` it calls that every call site hands a loss module: made in the
+        call (`train(..., nn.BCEWithLogitsLoss())`) or bound to one in the caller (`BCE = ...`)."""
+        if function is None:
+            return frozenset()
+        parameters = {p.name.value for p in (*function.params.params, *function.params.kwonly_params)}
+        called = {call.func.value for call in self.facts.tree.find(function.body, cst.Call, enter_scopes=False)
+                  if type(call.func) is cst.Name and call.func.value in parameters}
+
+        def loss_module(value: cst.BaseExpression, statement: cst.CSTNode | None,
+                        caller: cst.FunctionDef | None) -> bool | None:
+            if type(value) is cst.Name:
+                binding = self.facts.latest_binding(value.value, statement, caller)
+                value = binding.value if binding is not None and binding.tuple_index is None else value
+            return True if makes_loss_module(value) else None
+
+        return frozenset(name for name in called
+                         if self._agreed_at_call_sites(function, name, loss_module, defaults=False))  # type: ignore[arg-type]
 
     def _framework_counts_handed(self, loop: TrainingLoop, function: cst.FunctionDef | None) -> frozenset[str]:
         """Parameters of the loop's function that divide a loss and that every call site of the
@@ -2267,6 +2288,12 @@ class _Builder:
                 return IterableInfo(IterableKind.RANGE, f"len({text})", literal)
         if binding is not None and isinstance(binding.value, (cst.GeneratorExp,)):
             return IterableInfo(IterableKind.STREAM, None, None)
+        if binding is not None and binding.tuple_index is None and not unsized_wrapper and text == wrapped and (
+                type(binding.value) is cst.ListComp
+                or type(binding.value) is cst.Call and call_name(binding.value) == "list"):
+            # `train_batches = [b for b in loader]`, `list(range(n))`: a list made whole, whose `len` is
+            # certain (not `samples = []` filled later, which may still grow)
+            return IterableInfo(IterableKind.LIST, f"len({text})", literal)
         if binding is None and self._handed_generators(text, function):
             return IterableInfo(IterableKind.STREAM, None, None)
         last = wrapped.rsplit(".", 1)[-1].lower()

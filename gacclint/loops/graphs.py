@@ -30,6 +30,7 @@ from gacclint.loops.vocabulary import (
     code_of,
     dotted_name,
     keyword_argument,
+    makes_loss_module,
     moved_to_device,
     parallel_assignment,
     positional_args,
@@ -161,6 +162,7 @@ def _targets(target: cst.BaseExpression) -> Iterator[tuple[str, bool, int | None
 class GraphFlow:
     def __init__(self, loop: "TrainingLoop", facts: ModuleFacts, varying: set[str]) -> None:
         self.loop_node = loop.node  # not the loop itself, which holds this flow: no cycle to collect
+        self.loss_parameters = loop.loss_parameters
         self.facts = facts
         self.varying = varying
         self._definitions: dict[str, list[Definition]] = {}
@@ -537,16 +539,24 @@ class GraphFlow:
 
     def is_loss_call(self, call: cst.Call) -> bool:
         if type(call.func) is cst.Call:  # `nn.BCEWithLogitsLoss()(pred, y)`: a loss module made and called at once
-            return _makes_loss_module(call.func)
+            return makes_loss_module(call.func)
         text = call_name(call) or ""
         last = text.rsplit(".", 1)[-1].lower()
         if not last:
             return False
         if "loss" in last or last in {"criterion", "crit"} or last in _FUNCTIONAL_LOSSES:
             return True
-        if text in self.facts.bindings:
-            return any(_makes_loss_module(binding.value) for binding in self.facts.bindings[text])
-        return False
+        bound = self.facts.bindings.get(text, ())
+        if "." not in text:
+            # A plain name: the loop function's own bindings, else the module's; a parameter the
+            # function does not bind holds what its call sites hand it (RULES.md, facts along calls).
+            function = self.facts.tree.enclosing_function(self.loop_node)
+            own = [b for b in bound if function is not None and b.scope is function]
+            if not own and function is not None and any(
+                    p.name.value == text for p in (*function.params.params, *function.params.kwonly_params)):
+                return text in self.loss_parameters
+            bound = own or [b for b in bound if b.scope is None]
+        return any(makes_loss_module(binding.value) for binding in bound)
 
     def is_reduced_loss(self, node: cst.BaseExpression, before: int) -> bool:
         """A loss reduced to a scalar: a loss call, `.mean()`/`.sum()`, or a name holding one."""
@@ -1032,11 +1042,3 @@ def strip_scaling(node: cst.BaseExpression) -> cst.BaseExpression:
         else:
             break
     return node
-
-
-def _makes_loss_module(value: cst.BaseExpression) -> bool:
-    """`nn.MSELoss()`, `GANLoss().to(device)`: a call making a loss module."""
-    while (isinstance(value, cst.Call) and isinstance(value.func, cst.Attribute)
-           and value.func.attr.value in {"to", "cuda", "cpu", "float", "half"}):
-        value = value.func.value  # `GANLoss().to(device)`
-    return isinstance(value, cst.Call) and (call_name(value) or "").endswith("Loss")

@@ -518,6 +518,8 @@ class TrainingLoop:
     single_budgeted_pass: bool = False
     # Parameters of the loop's function every call site hands a framework's accumulation count.
     framework_counts_handed: frozenset[str] = frozenset()
+    # Parameters of the loop's function every call site hands a loss module (`nn.BCEWithLogitsLoss()`).
+    loss_parameters: frozenset[str] = frozenset()
     # A `break` of the micro-batch loop itself under a test of its per-pass count (`if i >= 5:
     # break`): a pass may end before its last micro-batch, where a clause naming the pass's
     # length would never be reached.

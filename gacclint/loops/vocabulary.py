@@ -310,6 +310,14 @@ def is_sum_reduction(call: cst.Call) -> bool:
     return False
 
 
+def makes_loss_module(value: cst.BaseExpression) -> bool:
+    """`nn.MSELoss()`, `GANLoss().to(device)`: a call making a loss module."""
+    while (isinstance(value, cst.Call) and isinstance(value.func, cst.Attribute)
+           and value.func.attr.value in {"to", "cuda", "cpu", "float", "half"}):
+        value = value.func.value  # `GANLoss().to(device)`
+    return isinstance(value, cst.Call) and (call_name(value) or "").endswith("Loss")
+
+
 def moved_to_device(node: cst.BaseExpression) -> cst.BaseExpression:
     """`Accuracy(...).to(device)` -> `Accuracy(...)`: a move to a device is the same object."""
     while (isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute)

@@ -230,6 +230,34 @@ class Updater:
             nn.utils.clip_grad_norm_(self.agent.parameters(), 0.5)
             self.optimizer.step()
 """, "two methods of a module whose class is not visible may share a trunk one computes and the other reads"),
+        Valid("""
+def train_epoch(disc, gen, loader, opt_d, score_fn):
+    for x in loader:
+        fake = gen(x)
+        d_real = disc(x)
+        d_fake = disc(fake.detach())
+        loss_real = score_fn(d_real, torch.ones_like(d_real))
+        loss_fake = score_fn(d_fake, torch.zeros_like(d_fake))
+        loss_d = (loss_real + loss_fake) / 2
+        opt_d.zero_grad()
+        loss_d.backward()
+        opt_d.step()
+
+
+def make_eval_metric():
+    score_fn = nn.BCEWithLogitsLoss()
+    return score_fn
+
+
+def main():
+    disc = nn.Linear(4, 1)
+    gen = nn.Linear(4, 4)
+    opt_d = torch.optim.Adam(disc.parameters(), lr=1e-3)
+    loader = torch.utils.data.DataLoader(torch.randn(64, 4), batch_size=8)
+    for _ in range(3):
+        train_epoch(disc, gen, loader, opt_d, external.pair_score)
+""", "the one call site hands a function the module cannot see; a loss module bound to the same name "
+            "in another function is not what the parameter holds"),
     ]
     INVALID = [
         Invalid("""
@@ -655,6 +683,31 @@ def train(critic, maker, loader, opt_c, opt_m):
 """, fixed=None, applicability=None,
             why="the name bound again later in a `with` block holds the earlier forward where the discriminator's "
                 "loss reads it"),
+        Invalid("""
+def train_epoch(disc, gen, loader, opt_d, score_fn):
+    for x in loader:
+        fake = gen(x)
+        d_real = disc(x)
+        d_fake = disc(fake.detach())
+        loss_real = score_fn(d_real, torch.ones_like(d_real))
+        loss_fake = score_fn(d_fake, torch.zeros_like(d_fake))
+        loss_d = (loss_real + loss_fake) / 2
+        opt_d.zero_grad()
+        loss_d.backward()
+        opt_d.step()
+
+
+def main():
+    disc = nn.Linear(4, 1)
+    gen = nn.Linear(4, 4)
+    opt_d = torch.optim.Adam(disc.parameters(), lr=1e-3)
+    adv_crit = nn.BCEWithLogitsLoss()
+    loader = torch.utils.data.DataLoader(torch.randn(64, 4), batch_size=8)
+    for _ in range(3):
+        train_epoch(disc, gen, loader, opt_d, adv_crit)
+""", fixed=None, applicability=None,
+            why="the parameter is handed a loss module at its one call site, under another name (RULES.md, facts "
+                "along calls)"),
     ]
 
     def check(self, loop: TrainingLoop, model) -> Iterator[Finding]:
