@@ -1990,6 +1990,7 @@ class _Builder:
         loop_variables = {name for inner in self.facts.tree.find(loop.body, cst.For, enter_scopes=False)
                           for name in _target_names(inner.target)}
         own_variables = set(_target_names(loop.target)) if isinstance(loop, cst.For) else set()
+        data = frozenset(own_variables)  # what the loop binds to its items
         found = [(visit, self._statement_events(visit.statement)) for visit in visits]
         # An `if <resuming>: continue` ahead of every event only removes whole
         # iterations: what remains keeps its structure (RULES.md, *guard*).
@@ -2009,7 +2010,7 @@ class _Builder:
                     # ... and so do the statements before it in its own block
                     local = frozenset(id(v.statement) for v in visits if v.block is visit.block)
                     flow = loss_flow(raw.loss, visit.statement, statements, self.facts, function,
-                                     self._window_caches(loop), dominating | local)
+                                     self._window_caches(loop), dominating | local, data)
                 events.append(Event(
                     kind=raw.kind, statement=visit.statement, node=raw.node, order=order, conditions=conditions,
                     receiver=raw.receiver, framework=raw.framework, loss=raw.loss, loss_flow=flow,

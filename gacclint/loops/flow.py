@@ -15,6 +15,7 @@ import libcst as cst
 from gacclint.loops.facts import ModuleFacts
 from gacclint.loops.model import Division, DivisionForm, HelperDivision, LossFlow, Scaling
 from gacclint.loops.vocabulary import (
+    assignment_targets,
     call_name,
     code_of,
     dotted_name,
@@ -31,6 +32,10 @@ _SCALING_METHODS = {"mul", "div", "mul_", "div_", "true_divide", "divide", "mult
 # `loss.div_(k)` as a statement of its own: the loss is scaled in place.
 _IN_PLACE_SCALING = {"mul_", "div_", "true_divide_", "divide_", "multiply_"}
 _PRECEDENCE = [Scaling.SCALED, Scaling.SUM_REDUCED, Scaling.UNKNOWN, Scaling.UNSCALED]
+
+
+# Calls that draw random numbers: what they give cannot hold the accumulation count.
+_RANDOM_DRAWS = ("np.random.", "numpy.random.", "random.", "torch.rand", "torch.distributions.")
 
 
 def _combine(found: list[Scaling]) -> Scaling:
@@ -55,6 +60,7 @@ class _Flow:
         self.helper_divisions: list[HelperDivision] = []
         self.visited: set[tuple[str, int]] = set()
         self.binding: str | None = None  # the name the assignment being read binds
+        self.data: frozenset[str] = frozenset()  # the names the loop binds to its items
         position = next((i for i, s in enumerate(statements) if s is at), len(statements))
         self.before = list(statements[:position])
         # A name read in a definition refers to what was bound before that definition.
@@ -81,6 +87,11 @@ class _Flow:
                 self.expression(node.left, statement, form, None, depth)
                 return Scaling.SCALED
             if isinstance(node.operator, cst.Multiply):
+                # `crit(out, y) * lam` with `lam` an item of the data or a random draw: a weight the
+                # accumulation count cannot reach (RULES.md, *what can scale a loss*)
+                for weight, other in ((node.left, node.right), (node.right, node.left)):
+                    if self._drawn_weight(weight) and not self._drawn_weight(other):
+                        return self.expression(other, statement, form, None, depth)
                 # `(loss / k) * w`: a weight; divisions on the way are still recorded
                 for side in (node.left, node.right):
                     if isinstance(side, (cst.Name, cst.BinaryOperation)):
@@ -119,6 +130,24 @@ class _Flow:
                     return whole
             return Scaling.UNSCALED if found is Scaling.UNKNOWN else found
         return Scaling.UNKNOWN
+
+    def _drawn_weight(self, node: cst.BaseExpression) -> bool:
+        """A number read from the loop's items or drawn at random (`lam`, `1.0 - lam`, with `lam`
+        an item of the batch or `lam = np.random.beta(a, a)` in the loop), with no call of its own:
+        it cannot hold the accumulation count. A literal alone (`loss * 0.25`) may be one."""
+        tree = self.facts.tree
+        if any(True for _ in tree.find(node, cst.Call)):
+            return False
+        names = tree.names_read(node)
+        return bool(names) and all(name.split(".")[0] in self.data or self._drawn(name) for name in names)
+
+    def _drawn(self, name: str) -> bool:
+        """Every binding the loop makes of `name` is a random draw (`np.random.beta(a, a)`)."""
+        found = [small for statement in self.before for small in getattr(statement, "body", ())
+                 if name in {dotted_name(t) for t in assignment_targets(small)}]
+        return bool(found) and all(
+            type(small) is cst.Assign and type(small.value) is cst.Call
+            and (call_name(small.value) or "").startswith(_RANDOM_DRAWS) for small in found)
 
     def call(self, node: cst.Call, depth: int) -> Scaling:
         if is_sum_reduction(node):
@@ -395,12 +424,14 @@ def _divided(node: cst.BaseExpression, function: cst.FunctionDef, facts: ModuleF
 
 def loss_flow(loss: cst.BaseExpression, at: cst.CSTNode, statements: Sequence[cst.CSTNode],
               facts: ModuleFacts, function: cst.FunctionDef | None,
-              window_caches: frozenset[str] = frozenset(), dominating: frozenset[int] = frozenset()) -> LossFlow:
+              window_caches: frozenset[str] = frozenset(), dominating: frozenset[int] = frozenset(),
+              data: frozenset[str] = frozenset()) -> LossFlow:
     """How `loss` (the backward's argument or receiver) was scaled since it was computed.
     `window_caches`: values that grow over the micro-batches of a window. `dominating`: the
     statements (ids) that run whenever a later one does: a plain assignment there is where a
-    name's value was last made, on every path."""
+    name's value was last made, on every path. `data`: the names the loop binds to its items."""
     flow = _Flow(statements, at, facts, function, window_caches, dominating)
+    flow.data = data
     scaling = flow.expression(loss, at, DivisionForm.INLINE, None, 0)
     return LossFlow(scaling=scaling, divisions=tuple(flow.divisions), name=dotted_name(loss) if isinstance(loss, cst.Name) else None,
                     handed=frozenset(flow.handed), forward_divides=flow.forward_divides,

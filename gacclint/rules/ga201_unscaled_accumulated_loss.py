@@ -279,6 +279,14 @@ def fit(net, loader, opt, k):
             opt.step()
             opt.zero_grad()
 """, "a sum-reduced loss module moved to the GPU is still sum-reduced: its normalisation is the user's"),
+        Valid("""
+for i, (x, y) in enumerate(loader):
+    loss = crit(model(x), y) * 0.25
+    loss.backward()
+    if (i + 1) % 4 == 0 or (i + 1) == len(loader):
+        opt.step()
+        opt.zero_grad()
+""", "a literal weight may be the count's inverse written out (0.25 for 4)"),
     ]
     INVALID = [
         Invalid("""
@@ -909,6 +917,28 @@ def fit(net, loader, opt, k):
             (loss / k).backward()
         opt.step()
 """, why="each micro-step feeds the forward a slice of the batch picked by its index, bound to a name first"),
+        Invalid("""
+def train(loader, model, opt, crit, k, alpha):
+    for i, (x, ya, yb) in enumerate(loader):
+        lam = np.random.beta(alpha, alpha)
+        out = model(x)
+        loss = lam * crit(out, ya) + (1 - lam) * crit(out, yb)
+        loss.backward()
+        if (i + 1) % k == 0:
+            opt.step()
+            opt.zero_grad()
+""", fixed="""
+def train(loader, model, opt, crit, k, alpha):
+    for i, (x, ya, yb) in enumerate(loader):
+        lam = np.random.beta(alpha, alpha)
+        out = model(x)
+        loss = lam * crit(out, ya) + (1 - lam) * crit(out, yb)
+        (loss / k).backward()
+        if (i + 1) % k == 0:
+            opt.step()
+            opt.zero_grad()
+""", why="a mixup weight drawn at random cannot hold the accumulation count: the weighted loss is not divided by it",
+            also=("GA202",)),
     ]
 
     def check(self, loop: TrainingLoop, model) -> Iterator[Finding]:
