@@ -18,6 +18,7 @@ from gacclint.loops.vocabulary import (
     assignment_targets,
     call_name,
     code_of,
+    compact_code,
     dotted_name,
     integer_value,
     keyword_argument,
@@ -146,6 +147,18 @@ class ModuleFacts:
                 return None
             owned |= {self._unaliased(owner, binding.scope) for owner in found}
         return frozenset(owned)
+
+    def floor_count_of(self, length: str, count: str) -> str | None:
+        """`len(loader) // k` written in the module for the pass length `length` and the count
+        `count` (as code): the steps of a pass counted down, as a table's size or an index is."""
+        wanted = (compact_code(length), compact_code(count))
+        if not wanted[0] or not wanted[1]:
+            return None
+        for node in self.tree.ordered(cst.BinaryOperation):
+            if type(node.operator) is cst.FloorDivide and (  # type: ignore[attr-defined]
+                    compact_code(code_of(node.left)), compact_code(code_of(node.right))) == wanted:  # type: ignore[attr-defined]
+                return code_of(node)
+        return None
 
     def accelerate_may_accumulate(self) -> bool:
         """Some `Accelerator` the module builds is given an accumulation count that may be above 1

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Iterator, Union
 
 import libcst as cst
 
-from gacclint.loops.vocabulary import code_of
+from gacclint.loops.vocabulary import code_of, compact_code
 
 if TYPE_CHECKING:
     from gacclint.loops.evaluate import Schedule
@@ -578,7 +578,7 @@ class TrainingLoop:
         if self.graph is None:
             return False
         tree = self.graph.facts.tree
-        wanted = "".join(k_text.split()).strip("()")
+        wanted = compact_code(k_text)
         # The tests steps and clears run under: the boundary, and other optimizers' own boundaries
         guards = [boundary.expression, boundary.test] + [
             c.expression for e in self.events if e.kind in (EventKind.STEP, EventKind.CLEAR) for c in e.conditions]
@@ -586,11 +586,10 @@ class TrainingLoop:
         # marks the start of a window (a learning rate set per window), which a clause leaves as it was.
         own = [n for part in (boundary.test, boundary.expression) if part is not None
                for n in tree.find(part, cst.BinaryOperation) if type(n.operator) is cst.Modulo]
-        phases = {"".join(code_of(n.left).split()).strip("()") for n in own}
+        phases = {compact_code(code_of(n.left)) for n in own}
         for node in tree.find(self.node.body, cst.BinaryOperation, enter_scopes=False):
-            if type(node.operator) is not cst.Modulo or "".join(code_of(node.right).split()).strip("()") != wanted \
-                    or counter not in tree.names_read(node.left) \
-                    or "".join(code_of(node.left).split()).strip("()") not in phases:
+            if type(node.operator) is not cst.Modulo or compact_code(code_of(node.right)) != wanted \
+                    or counter not in tree.names_read(node.left) or compact_code(code_of(node.left)) not in phases:
                 continue
             if any(part is not None and tree.contains(part, node) for part in guards):
                 continue

@@ -310,6 +310,21 @@ def is_sum_reduction(call: cst.Call) -> bool:
     return False
 
 
+def compact_code(text: str) -> str:
+    """Code without spaces, and without one pair of parentheses around the whole of it
+    (`(i + 1)` -> `i+1`; `len(x)` and `(a)*(b)` keep theirs): for comparing spellings."""
+    text = "".join(text.split())
+    if text.startswith("(") and text.endswith(")"):
+        depth = 0
+        for index, char in enumerate(text):
+            depth += char == "("
+            depth -= char == ")"
+            if depth == 0 and index < len(text) - 1:
+                return text
+        return text[1:-1]
+    return text
+
+
 def makes_loss_module(value: cst.BaseExpression) -> bool:
     """`nn.MSELoss()`, `GANLoss().to(device)`: a call making a loss module."""
     while (isinstance(value, cst.Call) and isinstance(value.func, cst.Attribute)

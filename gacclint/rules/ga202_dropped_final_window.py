@@ -1434,6 +1434,29 @@ class Looper:
                 break
 """, why="the loop's method is called once per epoch from a loop: it is one pass of many, not the whole run a "
             "budget ends", also=("GA203",)),
+        Invalid("""
+sched = [0.1 * (1 - j / (epochs * (len(loader) // K))) for j in range(epochs * (len(loader) // K))]
+for epoch in range(epochs):
+    for i, x in enumerate(loader):
+        (model(x).pow(2).mean() / K).backward()
+        if (i + 1) % K == 0:
+            for g in opt.param_groups:
+                g["lr"] = sched[(len(loader) // K) * epoch + i // K]
+            opt.step()
+            opt.zero_grad()
+""", fixed="""
+sched = [0.1 * (1 - j / (epochs * (len(loader) // K))) for j in range(epochs * (len(loader) // K))]
+for epoch in range(epochs):
+    for i, x in enumerate(loader):
+        (model(x).pow(2).mean() / K).backward()
+        if (i + 1) % K == 0 or (i + 1) == len(loader):
+            for g in opt.param_groups:
+                g["lr"] = sched[(len(loader) // K) * epoch + i // K]
+            opt.step()
+            opt.zero_grad()
+""", applicability=Applicability.UNSAFE,
+            why="the learning-rate table is sized by the steps of a pass counted down (`len(loader) // K`): with one "
+                "step more per pass its index runs past the end", also=("GA203",)),
     ]
 
     def check(self, loop: TrainingLoop, model) -> Iterator[Finding]:
@@ -1527,6 +1550,14 @@ class Looper:
                     message += (f"; unsafe: the loop then takes one more step per pass than `{event.receiver}`'s "
                                 f"`{length}` counts (`len // {boundary.k_text}`): round it up")
                     break
+        if applicability is Applicability.SAFE:
+            counted = model.facts.floor_count_of(loop.iterable.len_text or "", boundary.k_text)
+            if counted is not None:
+                # `sched[(len(loader) // K) * epoch + i // K]`: something sized or indexed by the
+                # steps a pass takes, counted down; a step more per pass may run past its end
+                applicability = Applicability.UNSAFE
+                message += (f"; unsafe: the code counts `{counted}` steps per pass, and the loop then takes "
+                            "one more: round that count up")
         if applicability is Applicability.SAFE:
             # The clause alone steps the final window with its losses still divided by the count:
             # GA203's fix weights it, and where that fix is unsafe (the divided loss is read elsewhere),
