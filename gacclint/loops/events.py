@@ -7,7 +7,7 @@ from typing import Callable, NamedTuple
 import libcst as cst
 
 from gacclint.gate import BACKWARD_METHODS, STEP_METHODS
-from gacclint.loops.facts import ModuleFacts
+from gacclint.loops.facts import ModuleFacts, string_key
 from gacclint.loops.model import EventKind
 from gacclint.loops.vocabulary import (
     positional_args,
@@ -454,6 +454,9 @@ def _step(node: cst.Call, owner_text: str, facts: ModuleFacts) -> RawEvent | Non
         return RawEvent(EventKind.STEP, node, receiver=code_of(optimizer), via_scaler=owner_text)
     if owner_text in facts.optimizers or looks_like_optimizer(owner_text):
         return RawEvent(EventKind.STEP, node, receiver=owner_text)
+    owner = node.func.value  # type: ignore[attr-defined]
+    if type(owner) is cst.Subscript and string_key(owner) in facts.optimizer_keys:
+        return RawEvent(EventKind.STEP, node, receiver=owner_text)  # `heads[name]["opt"].step()`
     if owner_text in facts.schedulers or looks_like_scheduler(owner_text):
         return RawEvent(EventKind.SCHEDULER_STEP, node, receiver=owner_text)
     if owner_text in facts.deepspeed_engines or looks_like_deepspeed_engine(owner_text):

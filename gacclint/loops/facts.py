@@ -63,6 +63,8 @@ class ModuleFacts:
     ddp_wrapped: set[str] = field(default_factory=set)
     sum_reduced_losses: set[str] = field(default_factory=set)  # criterion = nn.X(reduction="sum")
     optimizers: set[str] = field(default_factory=set)
+    # String keys an optimizer is stored under (`heads[name]["opt"] = torch.optim.Adam(...)`).
+    optimizer_keys: set[str] = field(default_factory=set)
     schedulers: set[str] = field(default_factory=set)
     scalers: set[str] = field(default_factory=set)  # names bound to a `GradScaler(...)`, whatever they are called
     # Names bound to `Accelerator(...)` / `Fabric(...)`, whatever they are called (`acc = Accelerator()`).
@@ -122,7 +124,7 @@ class ModuleFacts:
         if type(node) is cst.Call:
             owner, _, method = (call_name(node) or "").rpartition(".")
             return method == "gradient_accumulation_steps" and not node.args and owner in self.deepspeed_engines
-        return (type(node) is cst.Subscript and _string_key(node) == "gradient_accumulation_steps"
+        return (type(node) is cst.Subscript and string_key(node) == "gradient_accumulation_steps"
                 and dotted_name(node.value) in self.deepspeed_configs)
 
     def optimizer_models(self, name: str, depth: int = 0) -> frozenset[str] | None:
@@ -387,7 +389,7 @@ class ModuleFacts:
         is not None: args.accum = ...deepspeed_config["gradient_accumulation_steps"]`): elsewhere
         it keeps the value it had, and the framework divides by it only where the test holds."""
         made = [b for b in self.bindings.get(text, ()) if type(b.value) is cst.Subscript
-                and _string_key(b.value) == "gradient_accumulation_steps"]
+                and string_key(b.value) == "gradient_accumulation_steps"]
         tests = self.tree.ordered(cst.If)
         return bool(made) and all(any(self.tree.contains(test, b.statement) for test in tests) for b in made)
 
@@ -395,7 +397,7 @@ class ModuleFacts:
                    depth: int) -> int | None:
         """`CONFIG["n_accumulate"]` of a dictionary literal bound once in its scope, where nothing in
         the module writes that key through any subscript, nor updates the dictionary in place."""
-        key = _string_key(node)
+        key = string_key(node)
         root = dotted_name(node.value)
         if key is None or root is None or "." in root or any(
                 f"{root}.{method}" in self.calls for method in ("update", "setdefault", "pop", "popitem", "clear")):
@@ -426,7 +428,7 @@ class ModuleFacts:
         for node in self.tree.ordered(cst.Assign, cst.AugAssign, cst.AnnAssign, cst.Del):
             targets = [t.target for t in node.targets] if type(node) is cst.Assign else [node.target]
             for target in targets:
-                if type(target) is not cst.Subscript or _string_key(target) != key:
+                if type(target) is not cst.Subscript or string_key(target) != key:
                     continue
                 if type(node) is not cst.Assign or dotted_name(target.value) != root:
                     return None
@@ -443,7 +445,7 @@ class ModuleFacts:
         """Some statement of the module assigns, augments or deletes `x[key]`, whatever `x` is."""
         for node in self.tree.ordered(cst.Assign, cst.AugAssign, cst.AnnAssign, cst.Del):
             targets = [t.target for t in node.targets] if type(node) is cst.Assign else [node.target]
-            if any(type(target) is cst.Subscript and _string_key(target) == key for target in targets):
+            if any(type(target) is cst.Subscript and string_key(target) == key for target in targets):
                 return True
         return False
 
@@ -716,7 +718,7 @@ def _class_arithmetic(node: cst.ClassDef, value: cst.BaseExpression, depth: int)
     return None
 
 
-def _string_key(subscript: cst.Subscript) -> str | None:
+def string_key(subscript: cst.Subscript) -> str | None:
     """`"k"` of `x["k"]`."""
     if len(subscript.slice) != 1 or not isinstance(subscript.slice[0].slice, cst.Index):
         return None
@@ -837,7 +839,11 @@ class _FactCollector:
                     self.facts.bindings.setdefault(name, []).append(Binding(name, value, scope, statement, index))
             self._classify_unpacked(names, value)
             return
-        if target_type is cst.Subscript and _string_key(target) == "gradient_accumulation_steps":
+        if target_type is cst.Subscript and type(value) is cst.Call and (key := string_key(target)) is not None:
+            called = call_name(value) or ""
+            if called.rpartition(".")[2] in OPTIMIZER_CONSTRUCTORS or called.startswith(("torch.optim.", "optim.")):
+                self.facts.optimizer_keys.add(key)
+        if target_type is cst.Subscript and string_key(target) == "gradient_accumulation_steps":
             owner = dotted_name(target.value)
             if owner:
                 self.facts.keyed_counts.setdefault(owner, []).append(value)
@@ -848,7 +854,7 @@ class _FactCollector:
         self.facts.bindings.setdefault(name, []).append(Binding(name, value, scope, statement))
         # `k = accelerator.state.deepspeed_plugin.deepspeed_config["gradient_accumulation_steps"]`:
         # DeepSpeed's own count, read through accelerate.
-        if (type(value) is cst.Subscript and _string_key(value) == "gradient_accumulation_steps"
+        if (type(value) is cst.Subscript and string_key(value) == "gradient_accumulation_steps"
                 and "deepspeed" in code_of(value.value)):
             self.facts.framework_counts[name] = "deepspeed"
         self._classify(name, value)

@@ -231,6 +231,22 @@ def train(model, loader, optimizer, loss_fn, cfg):
             optimizer.zero_grad()
 """, why="cleared on the boundary before that micro-batch's backward: the window's earlier micro-batches are "
             "gone when the step comes", also=("GA203",)),
+        Invalid("""
+heads = {}
+for name in ["a", "b"]:
+    heads[name] = {}
+    heads[name]["net"] = nn.Linear(8, 2)
+    heads[name]["opt"] = torch.optim.Adam(heads[name]["net"].parameters(), lr=1e-3)
+for x in loader:
+    feat = backbone(x)
+    loss = sum(heads[name]["net"](feat).pow(2).mean() for name in heads)
+    loss.backward()
+    for name in heads:
+        heads[name]["opt"].zero_grad()
+        heads[name]["opt"].step()
+""", fixed=None, applicability=None,
+            why="an optimizer kept under a string key of a dictionary is read as one (its `step()` is a step); no "
+                "fix: the clear and the step sit in an inner loop over the heads"),
     ]
 
     def check(self, loop: TrainingLoop, model) -> Iterator[Finding]:
