@@ -2601,15 +2601,19 @@ class _Builder:
         function, and an `if <count> >= budget: break` on a count the loop increments (a step
         count), so that the run stops on a step and only its last micro-batches could go
         unstepped (RULES.md GA202)."""
-        if self._enclosing_loop(frames) is not None or self._called_in_a_loop(frames):
+        if self._enclosing_loop(frames) is not None:
             return False
         tree = self.facts.tree
         counted = {name for node in tree.find(loop.body, cst.AugAssign, cst.Assign, enter_scopes=False)
                    for name in _added_to(node)}
         for statement in _statements(loop.body):
-            if isinstance(statement, cst.If) and _terminator(statement.body) is cst.Break \
-                    and self._names_read(statement.test) & counted:
-                return True
+            if isinstance(statement, cst.If) and _terminator(statement.body) is cst.Break:
+                budget = self._names_read(statement.test) & counted
+                # A budget kept on the object (`self.global_step`) across calls made from a loop
+                # (`for _ in range(epochs): self.run_epoch(loader)`) spans the calls: each is one
+                # pass of many. A local one starts again with each call, a run of its own.
+                if budget and not (any("." in name for name in budget) and self._called_in_a_loop(frames)):
+                    return True
         return False
 
     def _called_in_a_loop(self, frames: list[_Frame]) -> bool:

@@ -489,6 +489,23 @@ for it in range(1000):
         opt.step()
         opt.zero_grad()
 """, "the count is 1.0 from literals (`32 / 8 // 4`): every micro-batch is a boundary"),
+        Valid("""
+def train(model, opt, loader, k, max_steps):
+    step = 0
+    for i, x in enumerate(loader):
+        (model(x).mean() / k).backward()
+        if (i + 1) % k == 0:
+            opt.step()
+            opt.zero_grad()
+        step += 1
+        if step >= max_steps:
+            break
+
+
+for seed in range(3):
+    train(model, opt, loader, 4, 100)
+""", "each call is a run of its own, ended by a budget the function starts again: the loop around the "
+            "calls runs the whole training again (seeds), not more passes of one run"),
     ]
     INVALID = [
         Invalid("""
