@@ -388,6 +388,8 @@ class GraphFlow:
         if self.is_loss_call(call):
             return False
         func = call.func
+        if type(func) is cst.Subscript:
+            return self._module_container(func)  # `self.discriminators[i](x)`
         text = dotted_name(func)
         if text is None:
             return False
@@ -419,6 +421,19 @@ class GraphFlow:
         if parts[0] == "self" and len(parts) == 2:
             return True  # self.model(x): a method would be a function of this module
         return any(word in last.lower() for word in _MODEL_WORDS)
+
+    def _module_container(self, func: cst.Subscript) -> bool:
+        """`self.discriminators[i]` of a container of modules: one whose parameters the module reads
+        (`self.discriminators.parameters()`), or made a `nn.ModuleList(...)`/`nn.ModuleDict(...)`
+        (a list of modules first, wrapped later, is one too)."""
+        text = dotted_name(func.value)
+        if text is None:
+            return False
+        if text in self.facts.modules_with_parameters:
+            return True
+        return any(b.tuple_index is None and type(b.value) is cst.Call
+                   and (call_name(b.value) or "").rpartition(".")[2] in ("ModuleList", "ModuleDict")
+                   for b in self.facts.bindings.get(text, ()))
 
     def _parameterless_module(self, name: str) -> bool:
         """Every binding of `name` is a torch module that has no parameters (`nn.Flatten()`,
@@ -619,7 +634,8 @@ class GraphFlow:
                 if create_graph is None or (isinstance(create_graph, cst.Name) and create_graph.value == "False"):
                     return frozenset()  # gradients made without `create_graph=True` carry no graph
             if self.strict and (self._unseen(text) or self._unseen_object(text) or self._unseen_method(text)
-                                or self._unseen_callable(node, text) or isinstance(func, cst.Subscript)):
+                                or self._unseen_callable(node, text)
+                                or isinstance(func, cst.Subscript) and not self._module_container(func)):
                 return frozenset()  # RULES.md, *values the module cannot see*: not known to carry a graph
             # A method of the same class, reached as `self.name`, or of a module class of this module
             # reached through its instance (`net.evaluation(out, y)`).

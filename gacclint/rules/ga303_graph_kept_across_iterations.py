@@ -1299,6 +1299,49 @@ class Runner:
         return first_sum / len(self.loader)
 """, why="`self.net` is a module the class binds and `self.crit` a method it defines: both are read, and the part "
             "the method returns beside the loss is computed from the forward's output"),
+        Invalid("""
+class Trainer:
+    def __init__(self, n):
+        self.discriminators = nn.ModuleList([nn.Linear(4, 1) for _ in range(n)])
+        self.gen = nn.Linear(4, 4)
+        self.opt = torch.optim.Adam(self.gen.parameters())
+        self.n = n
+
+    def epoch(self, loader):
+        history = []
+        for z in loader:
+            fake = self.gen(z)
+            loss = 0
+            for i in range(self.n):
+                local = self.discriminators[i](fake).mean()
+                history.append(local)
+                loss = loss + local
+            self.opt.zero_grad()
+            loss.backward()
+            self.opt.step()
+        return history
+""", fixed="""
+class Trainer:
+    def __init__(self, n):
+        self.discriminators = nn.ModuleList([nn.Linear(4, 1) for _ in range(n)])
+        self.gen = nn.Linear(4, 4)
+        self.opt = torch.optim.Adam(self.gen.parameters())
+        self.n = n
+
+    def epoch(self, loader):
+        history = []
+        for z in loader:
+            fake = self.gen(z)
+            loss = 0
+            for i in range(self.n):
+                local = self.discriminators[i](fake).mean()
+                history.append(local.detach())
+                loss = loss + local
+            self.opt.zero_grad()
+            loss.backward()
+            self.opt.step()
+        return history
+""", why="a module picked from a `ModuleList` by index is a forward: what it returns carries a graph"),
     ]
 
     def check(self, loop: TrainingLoop, model) -> Iterator[Finding]:
