@@ -406,9 +406,10 @@ class ModuleFacts:
         if binding is None or binding.tuple_index is not None or len(
                 [b for b in self.bindings.get(root, ()) if b.scope is binding.scope]) != 1:
             return None
-        if self._key_written(key):
+        writes = self._key_writes(key)
+        if writes:
             # `cfg = {}` then `cfg["accum"] = 1`: the one integer every write of the key stores
-            return self._written_int(root, key, binding, depth)
+            return self._written_int(root, key, writes, binding, depth)
         value, found = binding.value, None
         if type(value) is cst.Dict:
             for element in value.elements:
@@ -420,19 +421,16 @@ class ModuleFacts:
             found = next((a.value for a in value.args if a.keyword is not None and a.keyword.value == key), None)
         return None if found is None else self.evaluate_int(found, binding.statement, binding.scope, depth + 1)
 
-    def _written_int(self, root: str, key: str, binding: Binding, depth: int) -> int | None:
-        """The integer every statement writing `root[key]` stores, where only plain assignments of
-        `root` itself write that key (no other dictionary, no `+=` or `del`) and the literal `root`
-        is bound to holds the same value under that key, or none."""
+    def _written_int(self, root: str, key: str, writes: list[tuple[cst.CSTNode, cst.Subscript]], binding: Binding,
+                     depth: int) -> int | None:
+        """The integer every statement writing `root[key]` (`writes`) stores, where only plain
+        assignments of `root` itself write that key (no other dictionary, no `+=` or `del`) and the
+        literal `root` is bound to holds the same value under that key, or none."""
         values: set[int | None] = set()
-        for node in self.tree.ordered(cst.Assign, cst.AugAssign, cst.AnnAssign, cst.Del):
-            targets = [t.target for t in node.targets] if type(node) is cst.Assign else [node.target]
-            for target in targets:
-                if type(target) is not cst.Subscript or string_key(target) != key:
-                    continue
-                if type(node) is not cst.Assign or dotted_name(target.value) != root:
-                    return None
-                values.add(self.evaluate_int(node.value, node, self.tree.enclosing_function(node), depth + 1))
+        for node, target in writes:
+            if type(node) is not cst.Assign or dotted_name(target.value) != root:
+                return None
+            values.add(self.evaluate_int(node.value, node, self.tree.enclosing_function(node), depth + 1))
         literal = binding.value
         if type(literal) is not cst.Dict or any(type(e) is not cst.DictElement for e in literal.elements):
             return None
@@ -441,13 +439,15 @@ class ModuleFacts:
                 values.add(self.evaluate_int(element.value, binding.statement, binding.scope, depth + 1))  # type: ignore[union-attr]
         return values.pop() if len(values) == 1 else None
 
-    def _key_written(self, key: str) -> bool:
-        """Some statement of the module assigns, augments or deletes `x[key]`, whatever `x` is."""
+    def _key_writes(self, key: str) -> list[tuple[cst.CSTNode, cst.Subscript]]:
+        """Every statement of the module that assigns, augments or deletes `x[key]`, whatever `x`
+        is, with that target."""
+        found: list[tuple[cst.CSTNode, cst.Subscript]] = []
         for node in self.tree.ordered(cst.Assign, cst.AugAssign, cst.AnnAssign, cst.Del):
-            targets = [t.target for t in node.targets] if type(node) is cst.Assign else [node.target]
-            if any(type(target) is cst.Subscript and string_key(target) == key for target in targets):
-                return True
-        return False
+            targets = [t.target for t in node.targets] if type(node) is cst.Assign else [node.target]  # type: ignore
+            found += [(node, target) for target in targets
+                      if type(target) is cst.Subscript and string_key(target) == key]
+        return found
 
     def may_hold(self, handed: str, value: str) -> bool:
         """An object handed to a call may hold `value` (RULES.md, *what can scale a loss*):

@@ -6,7 +6,7 @@ import itertools
 from operator import attrgetter
 from bisect import bisect_left
 from dataclasses import dataclass, field, replace
-from typing import Callable, Iterable, Iterator, NamedTuple, Sequence
+from typing import Callable, Iterable, Iterator, NamedTuple, Sequence, TypeVar
 
 import libcst as cst
 
@@ -77,6 +77,7 @@ from gacclint.loops.vocabulary import (
     looks_like_optimizer,
     makes_loss_module,
     own_function_name,
+    parameter_names,
     positional_args,
     LIBRARY_ROOTS,
     PURE_CALLS,
@@ -232,6 +233,7 @@ _VALUE = attrgetter("value")
 # Exact types, for a test run on every binding of the module (neither class has subclasses).
 _NAME_TYPES = {cst.Name, cst.Attribute}
 # For `matches` (a cached `isinstance`: these are asked once per statement of the module).
+_T = TypeVar("_T")  # what `_Builder._agreed_at_call_sites` reads at each call site
 _SIMPLE = (cst.SimpleStatementLine, cst.SimpleStatementSuite)
 _DEFINITIONS = (cst.FunctionDef, cst.ClassDef)
 _FUNCTION = (cst.FunctionDef,)
@@ -857,8 +859,8 @@ class _Builder:
         return k_atoms, k_literal, n_atoms - k_atoms, k_nodes
 
     def _agreed_at_call_sites(self, function: cst.FunctionDef, name: str,
-                              read: Callable[[cst.BaseExpression, cst.CSTNode | None, cst.FunctionDef | None], int | None],
-                              defaults: bool = True) -> int | None:
+                              read: Callable[[cst.BaseExpression, cst.CSTNode | None, cst.FunctionDef | None], _T | None],
+                              defaults: bool = True) -> _T | None:
         """RULES.md, *facts along calls*: the one value `read` finds for parameter `name` of
         `function` at every call site of the module: what a call hands it, read in the caller
         before the call, or, where a call leaves it out and `defaults`, the parameter's default,
@@ -868,7 +870,7 @@ class _Builder:
             return None
         param = next((p for p in (*function.params.params, *function.params.kwonly_params) if p.name.value == name),
                      None)
-        values: set[int | None] = set()
+        values: set[_T | None] = set()
         for argument, caller, statement in arguments:
             if argument is not None:
                 values.add(read(argument, statement, caller))
@@ -883,7 +885,7 @@ class _Builder:
         call (`train(..., nn.BCEWithLogitsLoss())`) or bound to one in the caller (`BCE = ...`)."""
         if function is None:
             return frozenset()
-        parameters = {p.name.value for p in (*function.params.params, *function.params.kwonly_params)}
+        parameters = parameter_names(function)
         called = {call.func.value for call in self.facts.tree.find(function.body, cst.Call, enter_scopes=False)
                   if type(call.func) is cst.Name and call.func.value in parameters}
 
@@ -895,7 +897,7 @@ class _Builder:
             return True if makes_loss_module(value) else None
 
         return frozenset(name for name in called
-                         if self._agreed_at_call_sites(function, name, loss_module, defaults=False))  # type: ignore[arg-type]
+                         if self._agreed_at_call_sites(function, name, loss_module, defaults=False))
 
     def _framework_counts_handed(self, loop: TrainingLoop, function: cst.FunctionDef | None) -> frozenset[str]:
         """Parameters of the loop's function that divide a loss and that every call site of the
@@ -903,11 +905,11 @@ class _Builder:
         beside `Accelerator(gradient_accumulation_steps=args.accum)`): RULES.md, facts along calls."""
         if function is None or not any(e.kind is EventKind.BACKWARD and e.framework for e in loop.events):
             return frozenset()
-        parameters = {p.name.value for p in (*function.params.params, *function.params.kwonly_params)}
+        parameters = parameter_names(function)
         divisors = {d.divisor.value for e in loop.events if e.loss_flow is not None for d in e.loss_flow.divisions
                     if type(d.divisor) is cst.Name and d.divisor.value in parameters}
         return frozenset(name for name in divisors if self._agreed_at_call_sites(
-            function, name, lambda value, _, __: self.facts.framework_count(value), defaults=False))  # type: ignore[arg-type, return-value]
+            function, name, lambda value, _, __: self.facts.framework_count(value), defaults=False))
 
     def _parameter_literal(self, function: cst.FunctionDef, name: str) -> int | None:
         """RULES.md, *provable from literals*: a parameter that every call site in the module
@@ -2233,8 +2235,7 @@ class _Builder:
                 length = code_of(args[0]) if args and len(args) == 1 else _offset_length(args)
                 return IterableInfo(IterableKind.RANGE, length, literal,
                                     _product_factors(args[0]) if length is not None else frozenset())
-            if name in _STREAM_CALLS or self.facts.is_generator_function(name) or "infinite" in name.lower() \
-                    or _streams(node, self.facts.iterable_datasets):
+            if self._makes_stream(node) or "infinite" in name.lower():
                 return IterableInfo(IterableKind.STREAM, None, None)
             if name == "DataLoader":
                 return IterableInfo(self._loader_kind(node, loop, function), None, literal)
@@ -2280,8 +2281,7 @@ class _Builder:
                 return IterableInfo(IterableKind.STREAM, None, None)
         if binding is not None and binding.tuple_index is None and isinstance(binding.value, cst.Call):
             called = (call_name(binding.value) or "").rsplit(".", 1)[-1]
-            if called in _STREAM_CALLS or self.facts.is_generator_function(called) or "infinite" in called.lower() \
-                    or _streams(binding.value, self.facts.iterable_datasets):
+            if self._makes_stream(binding.value) or "infinite" in called.lower():
                 return IterableInfo(IterableKind.STREAM, None, None)
             if called == "DataLoader":
                 return IterableInfo(self._loader_kind(binding.value, loop, function), f"len({text})", literal)
@@ -2313,13 +2313,17 @@ class _Builder:
             value = binding.value
             if binding.tuple_index is not None or not isinstance(value, cst.Call):
                 continue
-            called = (call_name(value) or "").rsplit(".", 1)[-1]
-            if called in _STREAM_CALLS or self.facts.is_generator_function(called) \
-                    or _streams(value, self.facts.iterable_datasets) \
-                    or called == "DataLoader" and self._loader_kind(value, binding.statement, binding.scope) \
-                    is IterableKind.STREAM:
+            if self._makes_stream(value) or (call_name(value) or "").rsplit(".", 1)[-1] == "DataLoader" \
+                    and self._loader_kind(value, binding.statement, binding.scope) is IterableKind.STREAM:
                 return True
         return False
+
+    def _makes_stream(self, call: cst.Call) -> bool:
+        """A call making an iterable with no length: a stream call (`itertools.cycle`, `count`), a
+        generator function of the module, or an iterable-style dataset (`_streams`)."""
+        called = (call_name(call) or "").rsplit(".", 1)[-1]
+        return called in _STREAM_CALLS or self.facts.is_generator_function(called) \
+            or _streams(call, self.facts.iterable_datasets)
 
     def _maybe_iterable_style(self, text: str) -> bool:
         """The module asks whether the loader, or its dataset, is iterable-style
@@ -2684,7 +2688,7 @@ class _Builder:
     def _frameworks(self, events: list[Event]) -> set[str]:
         found: set[str] = set()
         for event in events:
-            if any(".accumulate(" in context for context in event.contexts):
+            if event.accumulate_context is not None:
                 found.add("accelerate-accumulate")
             if event.kind is EventKind.BACKWARD:
                 divisors = [d.divisor for d in (event.loss_flow.divisions if event.loss_flow else ())]

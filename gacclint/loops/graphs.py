@@ -33,6 +33,7 @@ from gacclint.loops.vocabulary import (
     makes_loss_module,
     moved_to_device,
     parallel_assignment,
+    parameter_names,
     positional_args,
 )
 
@@ -567,8 +568,7 @@ class GraphFlow:
             # function does not bind holds what its call sites hand it (RULES.md, facts along calls).
             function = self.facts.tree.enclosing_function(self.loop_node)
             own = [b for b in bound if function is not None and b.scope is function]
-            if not own and function is not None and any(
-                    p.name.value == text for p in (*function.params.params, *function.params.kwonly_params)):
+            if not own and function is not None and text in parameter_names(function):
                 return text in self.loss_parameters
             bound = own or [b for b in bound if b.scope is None]
         return any(makes_loss_module(binding.value) for binding in bound)
@@ -741,8 +741,7 @@ class GraphFlow:
         if not any(source == "." or source.split(".")[0] not in LIBRARY_ROOTS for source in facts.star_imported):
             return False
         function = facts.tree.enclosing_function(self.loop_node)
-        return function is None or not any(
-            p.name.value == name for p in (*function.params.params, *function.params.kwonly_params))
+        return function is None or name not in parameter_names(function)
 
     def _unseen_object(self, text: str) -> bool:
         """`acc_fn = Accuracy(...)` (a class imported from the project or a package the module
@@ -762,8 +761,7 @@ class GraphFlow:
         if not text or "." in text or text in self.facts.modules_with_parameters or self.is_loss_call(call):
             return False
         function = self.facts.tree.enclosing_function(self.loop_node)
-        parameter = function is not None and any(
-            p.name.value == text for p in (*function.params.params, *function.params.kwonly_params))
+        parameter = function is not None and text in parameter_names(function)
         # Only the bindings the loop can read: its function's own, or the module's for a name the
         # function neither takes nor binds (`loader, mixup = make()` in `main` is another `mixup`).
         bound = self.facts.bindings.get(text, ())
@@ -814,8 +812,7 @@ class GraphFlow:
     def _handed_in(self, name: str) -> bool:
         """A parameter of the loop's function that the function never binds: its type is not visible."""
         function = self.facts.tree.enclosing_function(self.loop_node)
-        if function is None or not any(
-                p.name.value == name for p in (*function.params.params, *function.params.kwonly_params)):
+        if function is None or name not in parameter_names(function):
             return False
         return not any(b.scope is function for b in self.facts.bindings.get(name, ()))
 

@@ -271,6 +271,16 @@ class Event:
     # RuntimeError: loss.mean().backward()`): it stands in for that backward when it fails.
     fallback: bool = False
 
+    @property
+    def accumulate_context(self) -> tuple[str, str] | None:
+        """The innermost accelerate `with X.accumulate(args):` around the event, as (`X`, `args`)
+        in code; None outside one."""
+        wrapped = [context for context in self.contexts if ".accumulate(" in context]
+        if not wrapped:
+            return None
+        accelerator, _, rest = wrapped[-1].partition(".accumulate(")
+        return accelerator, rest.rstrip(")")
+
     def excludes(self, other: "Event") -> bool:
         """The two events sit in different arms of one conditional expression."""
         return self.arm is not None and other.arm is not None and self.arm[0] == other.arm[0] \

@@ -310,6 +310,11 @@ def is_sum_reduction(call: cst.Call) -> bool:
     return False
 
 
+def parameter_names(function: cst.FunctionDef) -> set[str]:
+    """The names of `function`'s parameters, positional and keyword-only."""
+    return {p.name.value for p in (*function.params.params, *function.params.kwonly_params)}
+
+
 def compact_code(text: str) -> str:
     """Code without spaces, and without one pair of parentheses around the whole of it
     (`(i + 1)` -> `i+1`; `len(x)` and `(a)*(b)` keep theirs): for comparing spellings."""

@@ -421,10 +421,10 @@ def search(model, loader, val_iter, micro):
         for event in loop.events:
             if event.kind is not EventKind.CLEAR or not event.receiver:
                 continue
-            wrapped = [c for c in event.contexts if ".accumulate(" in c]
-            if not wrapped or looks_like_optimizer(event.receiver):
+            wrapped = event.accumulate_context
+            if wrapped is None or looks_like_optimizer(event.receiver):
                 continue
-            argument = wrapped[-1].split(".accumulate(", 1)[1].rstrip(")")
+            argument = wrapped[1]
             if event.receiver in {part.strip() for part in argument.split(",")} or event.receiver == "model":
                 yield self.finding(
                     f"`{event.receiver}.zero_grad()` inside `accumulate()` is not skipped between boundaries: "

@@ -678,14 +678,15 @@ def _merged(loop: TrainingLoop, edits: list) -> tuple:
             block, position = where[id(edit.anchor)]
             key = (block, edit.code)
             first[key] = min(first.get(key, position), position)
-    kept = []
+    kept, bound = [], set()
     for edit in edits:
         if isinstance(edit, InsertBefore) and isinstance(edit.code, str) and id(edit.anchor) in where:
             block, position = where[id(edit.anchor)]
-            if first[(block, edit.code)] != position or any(e is not edit and e == edit for e in kept):
+            key = (block, edit.code)
+            if first[key] != position or key in bound:
                 continue
-        if not any(e is edit for e in kept):
-            kept.append(edit)
+            bound.add(key)
+        kept.append(edit)
     return tuple(kept)
 
 

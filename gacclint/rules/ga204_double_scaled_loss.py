@@ -378,7 +378,7 @@ def _dividing_framework(event: Event, loop: TrainingLoop, facts) -> str | None:
     if event.framework in {"accelerate", "deepspeed"} and any(facts.framework_count(d) == "deepspeed" for d in divisors):
         return "the DeepSpeed engine"
     if event.framework == "accelerate":
-        if facts.accelerator_gas or any(".accumulate(" in context for context in event.contexts) or any(
+        if facts.accelerator_gas or event.accumulate_context is not None or any(
                 facts.framework_count(d) == "accelerate" or _owners_count(d, event)
                 or code_of(d).strip() in loop.framework_counts_handed for d in divisors):
             return "`accelerator.backward`"

@@ -408,7 +408,7 @@ for i, (x, y) in enumerate(loader):
                 event = scheduler.event
                 name = event.receiver
                 if scheduler.guard.kind is not GuardKind.NONE or event.in_inner_loop or id(event.node) in reported \
-                        or not any(".accumulate(" in context for context in event.contexts):
+                        or event.accumulate_context is None:
                     continue
                 if not name or name not in model.facts.schedulers or model.facts.prepared(name) \
                         or not advances_schedule(event.node) or not self._built_here(loop, model, name):

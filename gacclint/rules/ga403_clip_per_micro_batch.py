@@ -381,14 +381,14 @@ for batch in loader:
         for variant in loop.variants:
             for clip in variant.of(EventKind.CLIP):
                 event = clip.event
-                wrapped = [c for c in event.contexts if ".accumulate(" in c]
-                if clip.guard.kind is not GuardKind.NONE or event.in_inner_loop or not wrapped \
+                wrapped = event.accumulate_context
+                if clip.guard.kind is not GuardKind.NONE or event.in_inner_loop or wrapped is None \
                         or id(event.node) in reported:
                     continue
                 if not any(s.event.framework is None and s.event.contexts == event.contexts for s in variant.steps):
                     continue  # no prepared optimizer steps in the same `accumulate()` block
                 reported.add(id(event.node))
-                accelerator = wrapped[-1].split(".accumulate(", 1)[0]
+                accelerator = wrapped[0]
                 fix = None
                 if alone_on_its_line(event) and event.editable:
                     guarded = cst.If(test=cst.parse_expression(f"{accelerator}.sync_gradients"),
